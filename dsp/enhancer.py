@@ -1,0 +1,145 @@
+"""The streaming enhancer: 10 ms in, 10 ms out, 30 ms later.
+
+``process_hop`` runs three steps that can also be driven one by one (a scheduler batching the
+network over many streams calls ``analyze``, then the model, then ``synthesize``):
+
+1. ``analyze(hop)``: features of the newest frame τ (70 float32 values).
+2. a :class:`GainSource` maps those features to gains and strengths for frame τ − 2: the
+   network (which looks 20 ms ahead), replayed oracle targets, or unity.
+3. ``synthesize(gains, strengths)``: applies them to frame τ − 2 and returns the output hop.
+
+The output hop returned at input hop τ is the input of hop τ − 3: 1 440 samples (30 ms) of
+delay, constant from the first call.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from dsp.analysis import analyze_hop
+from dsp.constants import DELAY_SAMPLES, HOP_SAMPLES, NUM_BANDS
+from dsp.state import (
+    F_RHO_NOW,
+    F_RHO_SYNTH,
+    I_NONFINITE,
+    I_PERIOD_NOW,
+    I_PERIOD_SYNTH,
+    EnhancerState,
+    make_state,
+    reset_state,
+)
+from dsp.synthesis import synthesize_hop
+
+
+class GainSource(Protocol):
+    """Anything that turns the newest frame's features into gains for frame τ − 2."""
+
+    def reset(self) -> None:
+        """Forget all history (a new stream starts)."""
+
+    def gains_for(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return (gains[34], strengths[34]) in [0, 1] for the frame two hops back."""
+        ...
+
+
+class UnityGains:
+    """Gains 1, strengths 0: the enhancer then reconstructs its input, delayed."""
+
+    def __init__(self) -> None:
+        self._gains = np.ones(NUM_BANDS, dtype=np.float32)
+        self._strengths = np.zeros(NUM_BANDS, dtype=np.float32)
+
+    def reset(self) -> None:
+        """Stateless."""
+
+    def gains_for(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Unity gains, zero strengths."""
+        return self._gains, self._strengths
+
+
+class ReplayGains:
+    """Replays precomputed per-frame targets (e.g. oracle targets) in step with the stream."""
+
+    def __init__(self, gains: np.ndarray, strengths: np.ndarray) -> None:
+        if gains.shape != strengths.shape or gains.ndim != 2 or gains.shape[1] != NUM_BANDS:
+            raise ValueError(f"expected two [frames, {NUM_BANDS}] arrays, got "
+                             f"{gains.shape} and {strengths.shape}")
+        self._gains = np.ascontiguousarray(gains, dtype=np.float32)
+        self._strengths = np.ascontiguousarray(strengths, dtype=np.float32)
+        self._unity = UnityGains()
+        self._step = 0
+
+    def reset(self) -> None:
+        """Restart from the first frame."""
+        self._step = 0
+
+    def gains_for(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Targets of frame (step − 2), or unity before the first and past the last frame."""
+        frame = self._step - 2
+        self._step += 1
+        if 0 <= frame < self._gains.shape[0]:
+            return self._gains[frame], self._strengths[frame]
+        return self._unity.gains_for(features)
+
+
+class Enhancer:
+    """Streaming PercepNet enhancer for one mono 48 kHz stream."""
+
+    delay_samples: int = DELAY_SAMPLES
+    hop_samples: int = HOP_SAMPLES
+
+    def __init__(self, gain_source: GainSource | None = None, postfilter: bool = True) -> None:
+        self.gain_source: GainSource = gain_source if gain_source is not None else UnityGains()
+        self.postfilter = postfilter
+        self.state: EnhancerState
+        self.state, self.arrays = make_state()
+        self._features = self.arrays["features"]
+        self._out = np.zeros(HOP_SAMPLES, dtype=np.float32)
+
+    @property
+    def delay_seconds(self) -> float:
+        """Algorithmic delay: 10 ms window overlap + 20 ms look-ahead."""
+        return self.delay_samples / 48_000.0
+
+    def reset(self) -> None:
+        """Return to the freshly constructed state (and reset the gain source)."""
+        reset_state(self.arrays)
+        self.gain_source.reset()
+
+    def analyze(self, hop: np.ndarray) -> np.ndarray:
+        """Push one hop (480 samples, any float dtype); returns the newest frame's features.
+
+        The returned array is reused by the next call: copy it to keep it.
+        """
+        if hop.shape != (HOP_SAMPLES,):
+            raise ValueError(f"expected a hop of {HOP_SAMPLES} samples, got shape {hop.shape}")
+        analyze_hop(self.state, hop)
+        return self._features
+
+    def synthesize(
+        self, gains: np.ndarray, strengths: np.ndarray, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Apply gains/strengths to the frame two hops back; returns the output hop."""
+        target = self._out if out is None else out
+        synthesize_hop(self.state, gains, strengths, self.postfilter, target)
+        return target
+
+    def process_hop(self, hop: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Enhance one hop. Without ``out`` the returned buffer is reused by the next call."""
+        features = self.analyze(hop)
+        gains, strengths = self.gain_source.gains_for(features)
+        return self.synthesize(gains, strengths, out)
+
+    @property
+    def pitch(self) -> tuple[int, float, int, float]:
+        """(period, correlation) of the newest frame, then of the synthesis frame."""
+        ints, floats = self.arrays["ints"], self.arrays["floats"]
+        return (int(ints[I_PERIOD_NOW]), float(floats[F_RHO_NOW]),
+                int(ints[I_PERIOD_SYNTH]), float(floats[F_RHO_SYNTH]))
+
+    @property
+    def nonfinite_samples(self) -> int:
+        """Input samples replaced by zero because they were NaN or infinite."""
+        return int(self.arrays["ints"][I_NONFINITE])

@@ -1,0 +1,81 @@
+"""Per-hop synthesis: mix the noisy and comb-filtered spectra by strength, apply band gains
+(optionally postfiltered), inverse FFT, window and overlap-add one 10 ms hop of output."""
+
+import numpy as np
+from numba import njit
+
+from dsp.bands import band_energy, interpolate_band_gains
+from dsp.constants import HOP_SAMPLES, NUM_BANDS
+from dsp.fft import irfft960
+from dsp.postfilter import postfilter_gains
+from dsp.state import I_FRAME, SPECTRUM_RING
+
+ENERGY_EPSILON = 1e-12
+OUTPUT_LIMIT = 8.0
+
+
+@njit(cache=True, nogil=True)
+def sanitise_unit(value: float, fallback: float) -> float:
+    """Clamp to [0, 1]; NaN becomes ``fallback``."""
+    if not np.isfinite(value):
+        return fallback
+    return max(0.0, min(1.0, value))
+
+
+@njit(cache=True, nogil=True)
+def synthesize_hop(  # type: ignore[no-untyped-def]
+    state, gains: np.ndarray, strengths: np.ndarray, postfilter: bool, out: np.ndarray
+) -> None:
+    """Write the output hop for the synthesis frame prepared by the last ``analyze_hop``.
+
+    Non-finite gains pass the band through (gain 1, strength 0) rather than muting it.
+    """
+    frame_index = state.ints[I_FRAME] - 1  # analyze_hop already advanced the counter
+    noisy = state.spectra[(frame_index - 2) % SPECTRUM_RING]
+    comb = state.synth_comb_spectrum
+    energy_x = state.synth_energy_x
+    energy_p = state.synth_energy_p
+    band_a = state.band_scratch_a
+    band_b = state.band_scratch_b
+    band_c = state.band_scratch_c
+    bins_a = state.bin_values_a
+    bins_b = state.bin_values_b
+    mix = state.mix_spectrum
+
+    # Strength per band, and the factor that brings the comb output to the noisy band energy.
+    for b in range(NUM_BANDS):
+        band_a[b] = sanitise_unit(strengths[b], 0.0)
+        band_b[b] = np.sqrt((energy_x[b] + ENERGY_EPSILON) / (energy_p[b] + ENERGY_EPSILON))
+    interpolate_band_gains(band_a, state.bin_band, state.bin_frac, bins_a)
+    interpolate_band_gains(band_b, state.bin_band, state.bin_frac, bins_b)
+    for k in range(mix.shape[0]):
+        r = bins_a[k]
+        mix[k] = (1.0 - r) * noisy[k] + (r * bins_b[k]) * comb[k]
+
+    # Gains act on bands renormalised to the noisy energy.
+    band_energy(mix, state.bin_band, state.bin_frac, band_c)
+    for b in range(NUM_BANDS):
+        band_a[b] = sanitise_unit(gains[b], 1.0)
+    if postfilter:
+        postfilter_gains(band_a, energy_x, band_b)
+        band_a[:] = band_b
+    for b in range(NUM_BANDS):
+        renorm = np.sqrt((energy_x[b] + ENERGY_EPSILON) / (band_c[b] + ENERGY_EPSILON))
+        band_a[b] *= renorm
+        state.applied_gains[b] = band_a[b]
+    interpolate_band_gains(band_a, state.bin_band, state.bin_frac, bins_a)
+    for k in range(mix.shape[0]):
+        mix[k] *= bins_a[k]
+
+    frame = state.frame
+    irfft960(
+        mix, frame, state.fft_work_a, state.fft_work_b, state.fft_butterfly, state.fft_radices,
+        state.fft_twiddle_offsets, state.fft_twiddles, state.fft_root_offsets, state.fft_roots,
+        state.fft_split,
+    )
+    window = state.window
+    overlap = state.overlap
+    for i in range(HOP_SAMPLES):
+        y = overlap[i] + window[i] * frame[i]
+        out[i] = max(-OUTPUT_LIMIT, min(OUTPUT_LIMIT, y))
+        overlap[i] = window[HOP_SAMPLES + i] * frame[HOP_SAMPLES + i]
