@@ -45,7 +45,8 @@ SAMPLE_LIMIT = 8.0
 def shift_in(buffer: np.ndarray, count: int) -> None:
     """Drop the oldest ``count`` samples; the newest ``count`` slots are then overwritten."""
     n = buffer.shape[0]
-    buffer[: n - count] = buffer[count:]
+    for i in range(n - count):  # forward copy: safe for this overlap, and allocates nothing
+        buffer[i] = buffer[i + count]
 
 
 @njit(cache=True, nogil=True)

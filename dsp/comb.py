@@ -40,7 +40,7 @@ def comb_side_taps(period: int, max_side_taps: int) -> int:
     return max(1, min(side, max_side_taps))
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz"})
 def comb_filter(
     signal: np.ndarray,
     start: int,
@@ -57,11 +57,12 @@ def comb_filter(
     (used for features, where no future is available). The caller guarantees indices are
     inside ``signal``.
     """
-    for i in range(length):
-        out[i] = 0.0
+    target = out[:length]
+    target[:] = 0.0
     for j in range(2 * side_taps + 1):
         k = j - side_taps
         w = weights[side_taps, j]
         offset = start - k * period - delay
+        source = signal[offset : offset + length]
         for i in range(length):
-            out[i] += w * signal[offset + i]
+            target[i] += w * source[i]

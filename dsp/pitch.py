@@ -6,7 +6,7 @@ correlation of the newest 20 ms with itself T samples earlier is computed for ev
 (15–192 at 12 kHz, i.e. 800–62.5 Hz). A dynamic programme accumulates, per lag, the best score
 of any trajectory ending there: correlation, minus a small bias per octave of period (so a
 period's multiples never win a tie), minus a cost proportional to the log-period jump from the
-previous frame (with a fixed price for jumping anywhere). The best trajectory is read back two
+previous frame, capped by a fixed price for jumping anywhere. The best trajectory is read back two
 frames, so the period of frame t is decided with frames t+1 and t+2 in view; the newest frame's
 own best end point serves the causal features. Both are refined to one sample at 48 kHz.
 """
@@ -26,10 +26,20 @@ LOWPASS_TAPS = 48
 DC_BLOCK_POLE = 0.995  # one-pole high-pass at about 38 Hz
 OCTAVE_BIAS = 0.04  # score removed per octave of period: prefers T over 2T on a tie
 JUMP_COST_PER_OCTAVE = 1.2  # score removed per octave of change between frames
-MAX_SMOOTH_JUMP_OCTAVES = 0.25  # beyond this, only the fixed jump price applies
 JUMP_ANYWHERE_COST = 0.35
 REFINE_RADIUS = 3  # full-rate lags searched on each side of 4 × the coarse lag
 HISTORY_FRAMES = 3  # DP back-pointers kept: t, t+1, t+2
+# Reassociation lets LLVM vectorise the correlation sums; NaN/Inf semantics stay strict.
+REDUCTION_MATH = {"reassoc", "contract", "nsz"}
+
+
+@njit(cache=True, nogil=True, fastmath=REDUCTION_MATH, inline="always")
+def dot(a: np.ndarray, b: np.ndarray) -> float:
+    """Σ a·b over two equal-length contiguous views (vectorised)."""
+    acc = 0.0
+    for i in range(a.shape[0]):
+        acc += a[i] * b[i]
+    return acc
 
 
 def lowpass_taps(num_taps: int = LOWPASS_TAPS, cutoff_hz: float = 2_500.0) -> np.ndarray:
@@ -62,32 +72,27 @@ def dc_block(
     state[1] = y_prev
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=REDUCTION_MATH)
 def decimate(
     signal: np.ndarray, end: int, count: int, taps: np.ndarray, out: np.ndarray, out_start: int
 ) -> None:
     """Low-pass and keep every 4th sample: ``count`` outputs ending at signal[end − 1]."""
-    num_taps = taps.shape[0]
+    num_taps = taps.shape[0]  # symmetric, so the reversal of the convolution is moot
     for m in range(count):
         last = end - (count - 1 - m) * DECIMATION - 1
-        acc = 0.0
-        for j in range(num_taps):
-            acc += taps[j] * signal[last - j]
-        out[out_start + m] = acc
+        out[out_start + m] = dot(taps, signal[last - num_taps + 1 : last + 1])
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=REDUCTION_MATH)
 def hop_correlations(
     dec: np.ndarray, hop_len: int, corr_out: np.ndarray
 ) -> None:
     """corr_out[L − MIN_LAG] = Σ over the newest ``hop_len`` samples of d(n)·d(n − L)."""
     end = dec.shape[0]
+    newest = dec[end - hop_len : end]
     for li in range(NUM_LAGS):
         lag = MIN_LAG + li
-        acc = 0.0
-        for n in range(end - hop_len, end):
-            acc += dec[n] * dec[n - lag]
-        corr_out[li] = acc
+        corr_out[li] = dot(newest, dec[end - hop_len - lag : end - lag])
 
 
 @njit(cache=True, nogil=True)
@@ -121,42 +126,54 @@ def viterbi_step(
 ) -> int:
     """Advance the trajectory scores by one frame; returns the best lag index now.
 
-    ``backpointers`` is this frame's row: the best predecessor of each lag.
+    ``backpointers`` is this frame's row: the best predecessor of each lag. The best
+    predecessor under a cost linear in |Δ log2 period| is found for all lags at once by a
+    forward and a backward sweep (a 1-D distance transform), in O(lags).
     """
+    n = rho.shape[0]
+    # Forward sweep: best predecessor at or below each lag.
+    new_scores[0] = scores[0]
+    backpointers[0] = 0
+    for li in range(1, n):
+        carried = new_scores[li - 1] - JUMP_COST_PER_OCTAVE * (log2_lags[li] - log2_lags[li - 1])
+        if carried > scores[li]:
+            new_scores[li] = carried
+            backpointers[li] = backpointers[li - 1]
+        else:
+            new_scores[li] = scores[li]
+            backpointers[li] = li
+    # Backward sweep: best predecessor above each lag.
+    above = -1e30
+    above_arg = n - 1
+    for li in range(n - 1, -1, -1):
+        if li < n - 1:
+            above -= JUMP_COST_PER_OCTAVE * (log2_lags[li + 1] - log2_lags[li])
+        if scores[li] > above:
+            above = scores[li]
+            above_arg = li
+        if above > new_scores[li]:
+            new_scores[li] = above
+            backpointers[li] = above_arg
     best_prev = 0
-    for li in range(NUM_LAGS):
+    for li in range(n):
         if scores[li] > scores[best_prev]:
             best_prev = li
     anywhere = scores[best_prev] - JUMP_ANYWHERE_COST
     best_now = 0
-    for li in range(NUM_LAGS):
-        best = anywhere
-        arg = best_prev
-        here = log2_lags[li]
-        # Lags are sorted, so scan outwards until the jump exceeds the smooth range.
-        lo = li
-        while lo > 0 and here - log2_lags[lo - 1] <= MAX_SMOOTH_JUMP_OCTAVES:
-            lo -= 1
-        hi = li
-        while hi < NUM_LAGS - 1 and log2_lags[hi + 1] - here <= MAX_SMOOTH_JUMP_OCTAVES:
-            hi += 1
-        for pj in range(lo, hi + 1):
-            candidate = scores[pj] - JUMP_COST_PER_OCTAVE * abs(here - log2_lags[pj])
-            if candidate > best:
-                best = candidate
-                arg = pj
-        local = rho[li] - OCTAVE_BIAS * (here - log2_lags[0])
-        new_scores[li] = best + local
-        backpointers[li] = arg
+    for li in range(n):
+        if anywhere > new_scores[li]:
+            new_scores[li] = anywhere
+            backpointers[li] = best_prev
+        new_scores[li] += rho[li] - OCTAVE_BIAS * (log2_lags[li] - log2_lags[0])
         if new_scores[li] > new_scores[best_now]:
             best_now = li
     top = new_scores[best_now]
-    for li in range(NUM_LAGS):
+    for li in range(n):
         scores[li] = new_scores[li] - top  # keep scores bounded
     return best_now
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=REDUCTION_MATH)
 def refine_period(
     signal: np.ndarray, end: int, window_len: int, coarse_lag: int
 ) -> tuple[int, float]:
@@ -165,18 +182,14 @@ def refine_period(
     lo = max(MIN_PERIOD_SAMPLES, centre - REFINE_RADIUS)
     hi = min(MAX_PERIOD_SAMPLES, centre + REFINE_RADIUS)
     start = end - window_len
-    energy_now = 0.0
-    for n in range(start, end):
-        energy_now += signal[n] * signal[n]
+    now = signal[start:end]
+    energy_now = dot(now, now)
     best_period = centre
     best_rho = -2.0
     for period in range(lo, hi + 1):
-        cross = 0.0
-        energy_lag = 0.0
-        for n in range(start, end):
-            lagged = signal[n - period]
-            cross += signal[n] * lagged
-            energy_lag += lagged * lagged
+        lagged = signal[start - period : end - period]
+        cross = dot(now, lagged)
+        energy_lag = dot(lagged, lagged)
         denom = np.sqrt(energy_now * energy_lag)
         rho = cross / denom if denom > 1e-12 else 0.0
         if rho > best_rho:
