@@ -17,8 +17,8 @@ from dsp.fft import rfft960
 from dsp.pitch import (
     DECIMATION,
     MIN_LAG,
-    decimate,
     dc_block,
+    decimate,
     hop_correlations,
     normalised_correlations,
     refine_period,
@@ -35,6 +35,7 @@ from dsp.state import (
     I_SIDE_TAPS_SYNTH,
     PITCH_WINDOW_DECIMATED,
     SPECTRUM_RING,
+    EnhancerState,
 )
 
 # Input samples are clamped to ±SAMPLE_LIMIT (well above full scale) so energies stay finite.
@@ -50,27 +51,50 @@ def shift_in(buffer: np.ndarray, count: int) -> None:
 
 
 @njit(cache=True, nogil=True)
-def windowed_spectrum(state, signal: np.ndarray, start: int, out: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+def windowed_spectrum(
+    state: EnhancerState, signal: np.ndarray, start: int, out: np.ndarray
+) -> None:
     """out = FFT of window · signal[start : start + 960]."""
     frame = state.frame
     window = state.window
     for i in range(WINDOW_SAMPLES):
         frame[i] = window[i] * signal[start + i]
     rfft960(
-        frame, out, state.fft_work_a, state.fft_work_b, state.fft_butterfly, state.fft_radices,
-        state.fft_twiddle_offsets, state.fft_twiddles, state.fft_root_offsets, state.fft_roots,
+        frame,
+        out,
+        state.fft_work_a,
+        state.fft_work_b,
+        state.fft_butterfly,
+        state.fft_radices,
+        state.fft_twiddle_offsets,
+        state.fft_twiddles,
+        state.fft_root_offsets,
+        state.fft_roots,
         state.fft_split,
     )
 
 
 @njit(cache=True, nogil=True)
-def comb_spectrum(  # type: ignore[no-untyped-def]
-    state, signal: np.ndarray, start: int, period: int, side_taps: int, delay: int,
+def comb_spectrum(
+    state: EnhancerState,
+    signal: np.ndarray,
+    start: int,
+    period: int,
+    side_taps: int,
+    delay: int,
     out: np.ndarray,
 ) -> None:
     """Spectrum of the windowed comb-filtered frame that starts at signal[start]."""
-    comb_filter(signal, start, WINDOW_SAMPLES, period, side_taps, state.comb_weights, delay,
-                state.comb_frame)
+    comb_filter(
+        signal,
+        start,
+        WINDOW_SAMPLES,
+        period,
+        side_taps,
+        state.comb_weights,
+        delay,
+        state.comb_frame,
+    )
     windowed_spectrum(state, state.comb_frame, 0, out)
 
 
@@ -90,47 +114,49 @@ def push_samples(history: np.ndarray, hop: np.ndarray) -> int:
 
 
 @njit(cache=True, nogil=True)
-def push_input(state, hop: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+def push_input(state: EnhancerState, hop: np.ndarray) -> None:
     """Append a sanitised hop to the history and its DC-blocked copy."""
     history = state.history
     n = history.shape[0]
     state.ints[I_NONFINITE] += push_samples(history, hop)
     shift_in(state.highpassed, HOP_SAMPLES)
-    dc_block(history[n - HOP_SAMPLES:], state.dc_state, state.highpassed, n - HOP_SAMPLES)
+    dc_block(history[n - HOP_SAMPLES :], state.dc_state, state.highpassed, n - HOP_SAMPLES)
 
 
 @njit(cache=True, nogil=True)
-def track_pitch(state) -> None:  # type: ignore[no-untyped-def]
+def track_pitch(state: EnhancerState) -> None:
     """Update the pitch trajectory with the newest hop; set both frames' periods."""
     n = state.history.shape[0]
     new_decimated = HOP_SAMPLES // DECIMATION
     dec = state.decimated
     shift_in(dec, new_decimated)
-    decimate(state.highpassed, n, new_decimated, state.lowpass, dec,
-             dec.shape[0] - new_decimated)
+    decimate(state.highpassed, n, new_decimated, state.lowpass, dec, dec.shape[0] - new_decimated)
     hop_correlations(dec, new_decimated, state.corr_now)
     state.corr_window[:] = state.corr_now + state.corr_prev
     state.corr_prev[:] = state.corr_now
-    normalised_correlations(dec, PITCH_WINDOW_DECIMATED, state.corr_window,
-                            state.decimated_cumsum, state.rho)
+    normalised_correlations(
+        dec, PITCH_WINDOW_DECIMATED, state.corr_window, state.decimated_cumsum, state.rho
+    )
     frame = state.ints[I_FRAME]
     row = frame % HISTORY_FRAMES
-    best_now = viterbi_step(state.rho, state.log2_lags, state.scores, state.new_scores,
-                            state.backpointers[row])
+    best_now = viterbi_step(
+        state.rho, state.log2_lags, state.scores, state.new_scores, state.backpointers[row]
+    )
     # Read the best trajectory back two frames: its lag at t = τ − 2.
     lag_prev = state.backpointers[row, best_now]
     lag_synth = state.backpointers[(frame - 1) % HISTORY_FRAMES, lag_prev]
     period, rho = refine_period(state.highpassed, n, WINDOW_SAMPLES, MIN_LAG + best_now)
     state.ints[I_PERIOD_NOW] = period
     state.floats[F_RHO_NOW] = rho
-    period, rho = refine_period(state.highpassed, n - LOOKAHEAD_SAMPLES, WINDOW_SAMPLES,
-                                MIN_LAG + lag_synth)
+    period, rho = refine_period(
+        state.highpassed, n - LOOKAHEAD_SAMPLES, WINDOW_SAMPLES, MIN_LAG + lag_synth
+    )
     state.ints[I_PERIOD_SYNTH] = period
     state.floats[F_RHO_SYNTH] = rho
 
 
 @njit(cache=True, nogil=True)
-def analyze_hop(state, hop: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+def analyze_hop(state: EnhancerState, hop: np.ndarray) -> None:
     """Consume one hop: features of the newest frame into ``state.features``, and the synthesis
     frame's comb spectrum and band statistics into ``state.synth_*``."""
     push_input(state, hop)
@@ -144,25 +170,42 @@ def analyze_hop(state, hop: np.ndarray) -> None:  # type: ignore[no-untyped-def]
     # Features: causal comb (all taps in the past) on the newest frame.
     period = state.ints[I_PERIOD_NOW]
     side = comb_side_taps(period, state.comb_weights.shape[0] - 1)
-    comb_spectrum(state, state.history, newest_start, period, side, side * period,
-                  state.comb_spectrum)
+    comb_spectrum(
+        state, state.history, newest_start, period, side, side * period, state.comb_spectrum
+    )
     band_energy(spectrum, state.bin_band, state.bin_frac, state.band_scratch_a)
     band_energy(state.comb_spectrum, state.bin_band, state.bin_frac, state.band_scratch_b)
-    band_cross(spectrum, state.comb_spectrum, state.bin_band, state.bin_frac,
-               state.band_scratch_c)
-    write_features(state.band_scratch_a, state.band_scratch_b, state.band_scratch_c, period,
-                   state.floats[F_RHO_NOW], state.features)
+    band_cross(spectrum, state.comb_spectrum, state.bin_band, state.bin_frac, state.band_scratch_c)
+    write_features(
+        state.band_scratch_a,
+        state.band_scratch_b,
+        state.band_scratch_c,
+        period,
+        state.floats[F_RHO_NOW],
+        state.features,
+    )
 
     # Synthesis frame: symmetric comb whose future taps end at the newest sample.
     synth_spectrum = state.spectra[(frame - 2) % SPECTRUM_RING]
     period = state.ints[I_PERIOD_SYNTH]
     side = comb_side_taps(period, state.comb_weights.shape[0] - 1)
     state.ints[I_SIDE_TAPS_SYNTH] = side
-    comb_spectrum(state, state.history, newest_start - LOOKAHEAD_SAMPLES, period, side, 0,
-                  state.synth_comb_spectrum)
+    comb_spectrum(
+        state,
+        state.history,
+        newest_start - LOOKAHEAD_SAMPLES,
+        period,
+        side,
+        0,
+        state.synth_comb_spectrum,
+    )
     band_energy(synth_spectrum, state.bin_band, state.bin_frac, state.synth_energy_x)
-    band_energy(state.synth_comb_spectrum, state.bin_band, state.bin_frac,
-                state.synth_energy_p)
-    band_cross(synth_spectrum, state.synth_comb_spectrum, state.bin_band, state.bin_frac,
-               state.synth_cross_xp)
+    band_energy(state.synth_comb_spectrum, state.bin_band, state.bin_frac, state.synth_energy_p)
+    band_cross(
+        synth_spectrum,
+        state.synth_comb_spectrum,
+        state.bin_band,
+        state.bin_frac,
+        state.synth_cross_xp,
+    )
     state.ints[I_FRAME] = frame + 1

@@ -64,8 +64,8 @@ def make_band_layout() -> BandLayout:
         bin_band[bins] = band
         bin_frac[bins] = (bins - lo) / (hi - lo)
     # At and above the last centre: all weight on the last band (band NUM_BANDS-2, frac 1).
-    bin_band[centres[-1]:] = NUM_BANDS - 2
-    bin_frac[centres[-1]:] = 1.0
+    bin_band[centres[-1] :] = NUM_BANDS - 2
+    bin_frac[centres[-1] :] = 1.0
     return BandLayout(centres=centres, bin_band=bin_band, bin_frac=bin_frac)
 
 

@@ -64,8 +64,10 @@ class ReplayGains:
 
     def __init__(self, gains: np.ndarray, strengths: np.ndarray) -> None:
         if gains.shape != strengths.shape or gains.ndim != 2 or gains.shape[1] != NUM_BANDS:
-            raise ValueError(f"expected two [frames, {NUM_BANDS}] arrays, got "
-                             f"{gains.shape} and {strengths.shape}")
+            raise ValueError(
+                f"expected two [frames, {NUM_BANDS}] arrays, got "
+                f"{gains.shape} and {strengths.shape}"
+            )
         self._gains = np.ascontiguousarray(gains, dtype=np.float32)
         self._strengths = np.ascontiguousarray(strengths, dtype=np.float32)
         self._unity = UnityGains()
@@ -136,8 +138,12 @@ class Enhancer:
     def pitch(self) -> tuple[int, float, int, float]:
         """(period, correlation) of the newest frame, then of the synthesis frame."""
         ints, floats = self.arrays["ints"], self.arrays["floats"]
-        return (int(ints[I_PERIOD_NOW]), float(floats[F_RHO_NOW]),
-                int(ints[I_PERIOD_SYNTH]), float(floats[F_RHO_SYNTH]))
+        return (
+            int(ints[I_PERIOD_NOW]),
+            float(floats[F_RHO_NOW]),
+            int(ints[I_PERIOD_SYNTH]),
+            float(floats[F_RHO_SYNTH]),
+        )
 
     @property
     def nonfinite_samples(self) -> int:

@@ -70,7 +70,7 @@ def make_fft_plan() -> FftPlan:
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _load(src, twiddles, tw0, span, groups, j, k, q):  # type: ignore[no-untyped-def]
+def _load(src, twiddles, tw0, span, groups, j, k, q):
     value = src[(j + groups * q) * span + k]
     if span == 1:  # first stage: every twiddle is 1
         return value
@@ -78,9 +78,7 @@ def _load(src, twiddles, tw0, span, groups, j, k, q):  # type: ignore[no-untyped
 
 
 @njit(cache=True, nogil=True)
-def _pass(  # type: ignore[no-untyped-def]
-    src, dst, p, span, groups, twiddles, tw0, roots, r0, temp
-) -> None:
+def _pass(src, dst, p, span, groups, twiddles, tw0, roots, r0, temp) -> None:
     """One Stockham stage of radix ``p`` (specialised butterflies for 2, 3, 4 and 5)."""
     if p == 2:
         for j in range(groups):
@@ -182,8 +180,18 @@ def _stockham(
     for stage in range(radices.shape[0]):
         p = radices[stage]
         groups = n // (span * p)
-        _pass(src, dst, p, span, groups, twiddles, twiddle_offsets[stage], roots,
-              root_offsets[stage], temp)
+        _pass(
+            src,
+            dst,
+            p,
+            span,
+            groups,
+            twiddles,
+            twiddle_offsets[stage],
+            roots,
+            root_offsets[stage],
+            temp,
+        )
         src, dst = dst, src
         span *= p
     return src
@@ -206,7 +214,9 @@ def rfft960(
     """Write the 481-bin spectrum of the real 960-sample ``frame`` into ``spectrum``."""
     for n in range(HALF_SAMPLES):
         work_a[n] = complex(frame[2 * n], frame[2 * n + 1])
-    z = _stockham(work_a, work_b, butterfly, radices, twiddle_offsets, twiddles, root_offsets, roots)
+    z = _stockham(
+        work_a, work_b, butterfly, radices, twiddle_offsets, twiddles, root_offsets, roots
+    )
     for k in range(NUM_BINS):
         zk = z[k % HALF_SAMPLES]
         zc = np.conj(z[(HALF_SAMPLES - k) % HALF_SAMPLES])
@@ -239,7 +249,9 @@ def irfft960(
         # Z[k] = E[k] + i·O[k]; the inverse uses conj(FFT(conj(Z))) / 480
         zk = even + complex(-odd.imag, odd.real)
         work_a[k] = np.conj(zk)
-    z = _stockham(work_a, work_b, butterfly, radices, twiddle_offsets, twiddles, root_offsets, roots)
+    z = _stockham(
+        work_a, work_b, butterfly, radices, twiddle_offsets, twiddles, root_offsets, roots
+    )
     scale = 1.0 / HALF_SAMPLES
     for n in range(HALF_SAMPLES):
         frame[2 * n] = z[n].real * scale

@@ -61,8 +61,10 @@ class OracleTargets:
 def compute_oracle_targets(noisy: np.ndarray, clean: np.ndarray) -> OracleTargets:
     """Features of ``noisy`` and the oracle gains/strengths that would turn it into ``clean``."""
     if noisy.shape != clean.shape or noisy.ndim != 1:
-        raise ValueError(f"noisy and clean must be equal-length mono signals, got "
-                         f"{noisy.shape} and {clean.shape}")
+        raise ValueError(
+            f"noisy and clean must be equal-length mono signals, got "
+            f"{noisy.shape} and {clean.shape}"
+        )
     state, _arrays = make_state()
     features_now = _arrays["features"]
     num_frames = -(-noisy.shape[0] // HOP_SAMPLES)
@@ -82,13 +84,22 @@ def compute_oracle_targets(noisy: np.ndarray, clean: np.ndarray) -> OracleTarget
         hop = slice(i * HOP_SAMPLES, (i + 1) * HOP_SAMPLES)
         analyze_hop(state, noisy_hops[hop])
         features[i] = features_now
-        oracle_hop(state, clean_history, clean_hops[hop], clean_spectrum, clean_comb,
-                   band_scratch, gains_now, strengths_now)
+        oracle_hop(
+            state,
+            clean_history,
+            clean_hops[hop],
+            clean_spectrum,
+            clean_comb,
+            band_scratch,
+            gains_now,
+            strengths_now,
+        )
         if i >= 2:
             gains[i - 2] = gains_now
             strengths[i - 2] = strengths_now
-    return OracleTargets(features=features[:num_frames], gains=gains[:num_frames],
-                         strengths=strengths[:num_frames])
+    return OracleTargets(
+        features=features[:num_frames], gains=gains[:num_frames], strengths=strengths[:num_frames]
+    )
 
 
 def enhance_with_oracle(

@@ -19,7 +19,7 @@ from dsp.analysis import comb_spectrum, push_samples, windowed_spectrum
 from dsp.bands import band_cross, band_energy
 from dsp.constants import LOOKAHEAD_SAMPLES, NUM_BANDS, WINDOW_SAMPLES
 from dsp.features import coherence
-from dsp.state import I_PERIOD_SYNTH, I_SIDE_TAPS_SYNTH
+from dsp.state import I_PERIOD_SYNTH, I_SIDE_TAPS_SYNTH, EnhancerState
 
 SILENT_BAND_ENERGY = 1e-10
 
@@ -55,8 +55,8 @@ def oracle_band_targets(
 
 
 @njit(cache=True, nogil=True)
-def oracle_hop(  # type: ignore[no-untyped-def]
-    state,
+def oracle_hop(
+    state: EnhancerState,
     clean_history: np.ndarray,
     clean_hop: np.ndarray,
     clean_spectrum: np.ndarray,
@@ -83,8 +83,7 @@ def oracle_hop(  # type: ignore[no-untyped-def]
     band_cross(clean_spectrum, clean_comb_spectrum, state.bin_band, state.bin_frac, bands[2])
     noise_gain = state.comb_noise[side]
     for b in range(NUM_BANDS):
-        q_x = coherence(state.synth_cross_xp[b], state.synth_energy_x[b],
-                        state.synth_energy_p[b])
+        q_x = coherence(state.synth_cross_xp[b], state.synth_energy_x[b], state.synth_energy_p[b])
         q_y = coherence(bands[2, b], bands[0, b], bands[1, b])
         gains_out[b], strengths_out[b] = oracle_band_targets(
             state.synth_energy_x[b], bands[0, b], q_x, q_y, noise_gain

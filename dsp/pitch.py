@@ -55,9 +55,7 @@ def log2_lag_table() -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def dc_block(
-    hop: np.ndarray, state: np.ndarray, out: np.ndarray, out_start: int
-) -> None:
+def dc_block(hop: np.ndarray, state: np.ndarray, out: np.ndarray, out_start: int) -> None:
     """y(n) = x(n) − x(n−1) + a·y(n−1); state = [x(n−1), y(n−1)]."""
     x_prev = state[0]
     y_prev = state[1]
@@ -84,9 +82,7 @@ def decimate(
 
 
 @njit(cache=True, nogil=True, fastmath=REDUCTION_MATH)
-def hop_correlations(
-    dec: np.ndarray, hop_len: int, corr_out: np.ndarray
-) -> None:
+def hop_correlations(dec: np.ndarray, hop_len: int, corr_out: np.ndarray) -> None:
     """corr_out[L − MIN_LAG] = Σ over the newest ``hop_len`` samples of d(n)·d(n − L)."""
     end = dec.shape[0]
     newest = dec[end - hop_len : end]

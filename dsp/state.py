@@ -107,12 +107,64 @@ F_RHO_SYNTH = 1
 class EnhancerStateType(types.StructRef):
     """numba type of :class:`EnhancerState`."""
 
-    def preprocess_fields(self, fields):  # type: ignore[no-untyped-def]
+    def preprocess_fields(self, fields):
         return tuple((name, types.unliteral(typ)) for name, typ in fields)
 
 
 class EnhancerState(structref.StructRefProxy):
-    """Python handle on the state; kernels take it as their first argument."""
+    """Handle on the state; kernels take it as their first argument and read these fields.
+
+    The annotations are for type checkers: from Python, read the arrays returned beside the
+    handle by :func:`make_state` instead.
+    """
+
+    window: np.ndarray
+    bin_band: np.ndarray
+    bin_frac: np.ndarray
+    comb_weights: np.ndarray
+    comb_noise: np.ndarray
+    lowpass: np.ndarray
+    log2_lags: np.ndarray
+    fft_radices: np.ndarray
+    fft_twiddle_offsets: np.ndarray
+    fft_twiddles: np.ndarray
+    fft_root_offsets: np.ndarray
+    fft_roots: np.ndarray
+    fft_split: np.ndarray
+    fft_work_a: np.ndarray
+    fft_work_b: np.ndarray
+    fft_butterfly: np.ndarray
+    frame: np.ndarray
+    comb_frame: np.ndarray
+    comb_spectrum: np.ndarray
+    mix_spectrum: np.ndarray
+    bin_values_a: np.ndarray
+    bin_values_b: np.ndarray
+    band_scratch_a: np.ndarray
+    band_scratch_b: np.ndarray
+    band_scratch_c: np.ndarray
+    history: np.ndarray
+    highpassed: np.ndarray
+    dc_state: np.ndarray
+    decimated: np.ndarray
+    decimated_cumsum: np.ndarray
+    corr_prev: np.ndarray
+    corr_now: np.ndarray
+    corr_window: np.ndarray
+    rho: np.ndarray
+    scores: np.ndarray
+    new_scores: np.ndarray
+    backpointers: np.ndarray
+    spectra: np.ndarray
+    overlap: np.ndarray
+    features: np.ndarray
+    synth_comb_spectrum: np.ndarray
+    synth_energy_x: np.ndarray
+    synth_energy_p: np.ndarray
+    synth_cross_xp: np.ndarray
+    applied_gains: np.ndarray
+    ints: np.ndarray
+    floats: np.ndarray
 
 
 structref.define_proxy(EnhancerState, EnhancerStateType, FIELD_NAMES)
@@ -148,10 +200,28 @@ def make_state() -> tuple[EnhancerState, dict[str, np.ndarray]]:
 
 
 _STREAMING_FIELDS = [
-    "history", "highpassed", "dc_state", "decimated", "decimated_cumsum", "corr_prev",
-    "corr_now", "corr_window", "rho", "scores", "new_scores", "backpointers", "spectra",
-    "overlap", "features", "synth_comb_spectrum", "synth_energy_x", "synth_energy_p",
-    "synth_cross_xp", "applied_gains", "ints", "floats",
+    "history",
+    "highpassed",
+    "dc_state",
+    "decimated",
+    "decimated_cumsum",
+    "corr_prev",
+    "corr_now",
+    "corr_window",
+    "rho",
+    "scores",
+    "new_scores",
+    "backpointers",
+    "spectra",
+    "overlap",
+    "features",
+    "synth_comb_spectrum",
+    "synth_energy_x",
+    "synth_energy_p",
+    "synth_cross_xp",
+    "applied_gains",
+    "ints",
+    "floats",
 ]
 
 

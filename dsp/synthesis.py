@@ -8,7 +8,7 @@ from dsp.bands import band_energy, interpolate_band_gains
 from dsp.constants import HOP_SAMPLES, NUM_BANDS
 from dsp.fft import irfft960
 from dsp.postfilter import postfilter_gains
-from dsp.state import I_FRAME, SPECTRUM_RING
+from dsp.state import I_FRAME, SPECTRUM_RING, EnhancerState
 
 ENERGY_EPSILON = 1e-12
 OUTPUT_LIMIT = 8.0
@@ -23,8 +23,12 @@ def sanitise_unit(value: float, fallback: float) -> float:
 
 
 @njit(cache=True, nogil=True)
-def synthesize_hop(  # type: ignore[no-untyped-def]
-    state, gains: np.ndarray, strengths: np.ndarray, postfilter: bool, out: np.ndarray
+def synthesize_hop(
+    state: EnhancerState,
+    gains: np.ndarray,
+    strengths: np.ndarray,
+    postfilter: bool,
+    out: np.ndarray,
 ) -> None:
     """Write the output hop for the synthesis frame prepared by the last ``analyze_hop``.
 
@@ -69,8 +73,16 @@ def synthesize_hop(  # type: ignore[no-untyped-def]
 
     frame = state.frame
     irfft960(
-        mix, frame, state.fft_work_a, state.fft_work_b, state.fft_butterfly, state.fft_radices,
-        state.fft_twiddle_offsets, state.fft_twiddles, state.fft_root_offsets, state.fft_roots,
+        mix,
+        frame,
+        state.fft_work_a,
+        state.fft_work_b,
+        state.fft_butterfly,
+        state.fft_radices,
+        state.fft_twiddle_offsets,
+        state.fft_twiddles,
+        state.fft_root_offsets,
+        state.fft_roots,
         state.fft_split,
     )
     window = state.window

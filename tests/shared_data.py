@@ -31,7 +31,8 @@ def speech_and_noise(data_dir: Path, num_utterances: int = 3) -> tuple[np.ndarra
     with open(data_dir / "manifest.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     speech = sorted(
-        r["path"] for r in rows
+        r["path"]
+        for r in rows
         if r["kind"] == "clean" and r["sample_rate"] == "48000" and "ravdess" in r["path"]
     )
     speakers_seen: set[str] = set()
@@ -45,9 +46,9 @@ def speech_and_noise(data_dir: Path, num_utterances: int = 3) -> tuple[np.ndarra
             break
     clean = np.concatenate([_read_mono_48k(data_dir / p) for p in chosen])
     noises = sorted(
-        r["path"] for r in rows
-        if r["kind"] == "noise" and r["sample_rate"] == "48000"
-        and float(r["seconds"]) >= 3.0
+        r["path"]
+        for r in rows
+        if r["kind"] == "noise" and r["sample_rate"] == "48000" and float(r["seconds"]) >= 3.0
     )
     wanted = ("restaurant", "inside-a-train", "waterfall")
     picked = [p for p in noises if any(w in p for w in wanted)][:3] or noises[:3]

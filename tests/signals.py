@@ -8,8 +8,12 @@ SAMPLE_RATE = 48_000
 
 
 def harmonic_tone(
-    f0_hz: float | np.ndarray, seconds: float, num_harmonics: int = 20, seed: int = 0,
-    rolloff_db_per_octave: float = -6.0, max_hz: float = 8_000.0,
+    f0_hz: float | np.ndarray,
+    seconds: float,
+    num_harmonics: int = 20,
+    seed: int = 0,
+    rolloff_db_per_octave: float = -6.0,
+    max_hz: float = 8_000.0,
 ) -> np.ndarray:
     """Sum of harmonics with a vowel-like spectral tilt; ``f0_hz`` may vary per sample."""
     n = int(seconds * SAMPLE_RATE)

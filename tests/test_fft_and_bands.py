@@ -15,10 +15,19 @@ from dsp.fft import irfft960, make_fft_plan, rfft960
 from dsp.window import vorbis_window
 
 
-def _fft_args():  # type: ignore[no-untyped-def]
+def _fft_args():
     p = make_fft_plan()
-    return (p.work_a, p.work_b, p.butterfly, p.radices, p.stage_twiddle_offsets,
-            p.stage_twiddles, p.root_offsets, p.roots, p.split_twiddles)
+    return (
+        p.work_a,
+        p.work_b,
+        p.butterfly,
+        p.radices,
+        p.stage_twiddle_offsets,
+        p.stage_twiddles,
+        p.root_offsets,
+        p.roots,
+        p.split_twiddles,
+    )
 
 
 def test_rfft_matches_numpy_and_inverts() -> None:

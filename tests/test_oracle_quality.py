@@ -24,12 +24,18 @@ def si_sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
 
 def pesq_wb(reference: np.ndarray, estimate: np.ndarray) -> float:
     """PESQ-WB at 16 kHz of 48 kHz signals."""
-    return float(pesq(16_000, soxr.resample(reference, 48_000, 16_000),
-                      soxr.resample(estimate, 48_000, 16_000), "wb"))
+    return float(
+        pesq(
+            16_000,
+            soxr.resample(reference, 48_000, 16_000),
+            soxr.resample(estimate, 48_000, 16_000),
+            "wb",
+        )
+    )
 
 
 @pytest.fixture(scope="module")
-def speech_noise(shared_data_dir):  # type: ignore[no-untyped-def]
+def speech_noise(shared_data_dir):
     return speech_and_noise(shared_data_dir)
 
 
@@ -37,7 +43,7 @@ def speech_noise(shared_data_dir):  # type: ignore[no-untyped-def]
 # 34-band gains plus comb filter reach +7.0 dB at 10 dB input (+10.0 dB at 0 dB), a ceiling of
 # the band representation itself (at 20 dB input the oracle reaches 24.5 dB; at 40 dB, 39.7).
 @pytest.mark.parametrize(("snr_db", "min_si_sdr_gain_db"), [(0.0, 8.0), (10.0, 6.5)])
-def test_oracle_improves_pesq_and_si_sdr(  # type: ignore[no-untyped-def]
+def test_oracle_improves_pesq_and_si_sdr(
     speech_noise, snr_db: float, min_si_sdr_gain_db: float
 ) -> None:
     clean, noise = speech_noise
@@ -50,7 +56,7 @@ def test_oracle_improves_pesq_and_si_sdr(  # type: ignore[no-untyped-def]
     assert sdr_gain >= min_si_sdr_gain_db
 
 
-def test_comb_filter_and_postfilter_each_help(speech_noise) -> None:  # type: ignore[no-untyped-def]
+def test_comb_filter_and_postfilter_each_help(speech_noise) -> None:
     """Comb: judged with exact oracle targets. Postfilter: its job is to deepen bands a network
     under-suppresses, so it is judged on oracle gains compressed to g**0.5 (a stand-in for an
     estimator's typical error); on exact oracle gains it is reported, not asserted."""
@@ -67,8 +73,10 @@ def test_comb_filter_and_postfilter_each_help(speech_noise) -> None:  # type: ig
                 out = out.astype(np.float64)
                 key = (label, comb, postfilter)
                 scores[key] = (pesq_wb(clean, out), si_sdr(clean, out))
-                print(f"{snr_db:+4.0f}  {label:12} {comb!s:5} {postfilter!s:10}  "
-                      f"{scores[key][0]:7.2f}  {scores[key][1]:6.1f}")
+                print(
+                    f"{snr_db:+4.0f}  {label:12} {comb!s:5} {postfilter!s:10}  "
+                    f"{scores[key][0]:7.2f}  {scores[key][1]:6.1f}"
+                )
         full, no_comb = scores[("oracle", True, True)], scores[("oracle", False, True)]
         assert full[0] > no_comb[0] + 0.05 and full[1] > no_comb[1]
         with_pf = scores[("oracle**0.5", True, True)]

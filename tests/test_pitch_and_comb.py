@@ -49,8 +49,9 @@ def test_no_octave_jumps_on_a_steady_vowel() -> None:
 def test_comb_passes_harmonics_and_removes_noise_between_them() -> None:
     f0_hz = 200.0  # period 240 samples
     period = int(SAMPLE_RATE / f0_hz)
-    harmonic = harmonic_tone(f0_hz, 1.0, num_harmonics=30, rolloff_db_per_octave=0.0,
-                             max_hz=7_000.0)
+    harmonic = harmonic_tone(
+        f0_hz, 1.0, num_harmonics=30, rolloff_db_per_octave=0.0, max_hz=7_000.0
+    )
     noise = add_white_noise(harmonic, snr_db=10.0, seed=4) - harmonic
     weights = comb_weight_table()
     side = comb_side_taps(period, weights.shape[0] - 1)

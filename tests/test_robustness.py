@@ -14,9 +14,11 @@ OUTPUT_BOUND = 8.0
 special = st.sampled_from([np.nan, np.inf, -np.inf, 0.0, 1.0, -1.0, 1e-38, 5e-324, 1e30])
 samples = st.one_of(st.floats(-1.0, 1.0, width=32), special)
 hops = arrays(np.float32, HOP_SAMPLES, elements=samples)
-band_values = arrays(np.float32, NUM_BANDS,
-                     elements=st.one_of(st.floats(-2, 2, width=32),
-                                        st.sampled_from([np.nan, np.inf, -np.inf])))
+band_values = arrays(
+    np.float32,
+    NUM_BANDS,
+    elements=st.one_of(st.floats(-2, 2, width=32), st.sampled_from([np.nan, np.inf, -np.inf])),
+)
 
 _enhancer = Enhancer()  # one instance: compiling per example would dominate
 
