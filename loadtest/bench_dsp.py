@@ -1,0 +1,315 @@
+"""Benchmark (not a test): per-hop cost of the DSP path against RNNoise, in one process.
+
+The DSP path is ``Enhancer.process_hop`` with its default unity gain source: feature analysis
+plus synthesis (pitch, comb filter, postfilter), no network. RNNoise is timed through the
+``pyrnnoise`` package: its C ``rnnoise_process_frame`` called directly over ctypes with
+preallocated buffers (the lowest overhead the package allows), and for reference its Python
+per-frame wrapper ``pyrnnoise.rnnoise.process_mono_frame``. RNNoise's figure includes its own
+DSP *and* its GRU inference. The librnnoise in pyrnnoise 0.4.5's wheel is a generic SSE2 build
+(no AVX2/FMA kernels), so it is slower than an upstream build configured with x86 RTCD.
+
+Run: ``python -m loadtest.bench_dsp [--seconds S] [--iterations N] [--json PATH]`` or
+``percepnet-relay bench dsp``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dsp.constants import HOP_SAMPLES, SAMPLE_RATE_HZ
+
+HOP_MICROSECONDS = 1e6 * HOP_SAMPLES / SAMPLE_RATE_HZ  # 10 000 µs of audio per hop
+INT16_FULL_SCALE = 32768.0  # RNNoise works on floats scaled like 16-bit PCM
+DEFAULT_SECONDS = 5.0
+DEFAULT_ITERATIONS = 3000
+DEFAULT_WARMUP = 300
+
+DSP_CALL = "dsp.enhancer.Enhancer.process_hop (unity gains: features + synthesis)"
+RNNOISE_CALL = "librnnoise rnnoise_process_frame via ctypes, preallocated buffers"
+RNNOISE_WRAPPER_CALL = "pyrnnoise.rnnoise.process_mono_frame (Python wrapper, int16 in/out)"
+
+
+def synthetic_audio(seconds: float, seed: int = 0) -> np.ndarray:
+    """Harmonic voice-like tone (f0 gliding 110–220 Hz) plus white noise at 10 dB SNR, 48 kHz."""
+    num_samples = max(HOP_SAMPLES, int(seconds * SAMPLE_RATE_HZ))
+    t = np.arange(num_samples) / SAMPLE_RATE_HZ
+    f0_hz = 165.0 + 55.0 * np.sin(2 * np.pi * 0.5 * t)
+    phase = 2 * np.pi * np.cumsum(f0_hz) / SAMPLE_RATE_HZ
+    rng = np.random.default_rng(seed)
+    voice = np.zeros(num_samples)
+    for harmonic in range(1, 31):
+        audible = harmonic * f0_hz < 8_000.0
+        amplitude = harmonic**-1.0  # −6 dB per octave
+        voice += audible * amplitude * np.sin(harmonic * phase + rng.uniform(0, 2 * np.pi))
+    noise = rng.standard_normal(num_samples)
+    noise *= np.sqrt(np.mean(voice**2) / np.mean(noise**2) / 10.0)
+    mix = voice + noise
+    return 0.5 * mix / np.max(np.abs(mix))
+
+
+def time_calls(
+    fn: Callable[..., object], args_per_call: Sequence[tuple[Any, ...]], iterations: int
+) -> np.ndarray:
+    """Wall time in ns of ``fn(*args)`` per call, cycling through ``args_per_call``.
+
+    The garbage collector is off while timing so that a collection is not billed to a call.
+    """
+    times_ns = np.empty(iterations, dtype=np.int64)
+    num_args = len(args_per_call)
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        for i in range(iterations):
+            args = args_per_call[i % num_args]
+            start = time.perf_counter_ns()
+            fn(*args)
+            times_ns[i] = time.perf_counter_ns() - start
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return times_ns
+
+
+def summarize(times_ns: np.ndarray, call: str, first_call_s: float) -> dict[str, Any]:
+    """Median/p99/mean/max in µs and the share of the 10 ms real-time budget per hop."""
+    times_us = times_ns / 1_000.0
+    mean_us = float(np.mean(times_us))
+    return {
+        "call": call,
+        "iterations": int(times_ns.shape[0]),
+        "median_us": float(np.median(times_us)),
+        "p99_us": float(np.percentile(times_us, 99)),
+        "mean_us": mean_us,
+        "max_us": float(np.max(times_us)),
+        "realtime_percent": 100.0 * mean_us / HOP_MICROSECONDS,
+        "first_call_s": first_call_s,
+    }
+
+
+def _bench_enhancer(hops: np.ndarray, iterations: int, warmup: int) -> dict[str, Any]:
+    from dsp.enhancer import Enhancer
+
+    enhancer = Enhancer()
+    out = np.zeros(HOP_SAMPLES, dtype=np.float32)
+    start = time.perf_counter()
+    enhancer.process_hop(hops[0], out)  # numba kernels load (or compile) here
+    first_call_s = time.perf_counter() - start
+    args = [(hop, out) for hop in hops]
+    time_calls(enhancer.process_hop, args, warmup)
+    return summarize(time_calls(enhancer.process_hop, args, iterations), DSP_CALL, first_call_s)
+
+
+def _bench_rnnoise(
+    hops: np.ndarray, iterations: int, warmup: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    from pyrnnoise import rnnoise
+
+    if rnnoise.FRAME_SIZE != HOP_SAMPLES:
+        raise RuntimeError(f"librnnoise frames are {rnnoise.FRAME_SIZE} samples, not 480")
+    scaled = np.ascontiguousarray(hops * INT16_FULL_SCALE, dtype=np.float32)
+    float_ptr = ctypes.POINTER(ctypes.c_float)
+    out = np.zeros(HOP_SAMPLES, dtype=np.float32)
+    out_ptr = out.ctypes.data_as(float_ptr)
+    state = rnnoise.create()
+    wrapper_state = rnnoise.create()
+    try:
+        start = time.perf_counter()
+        rnnoise.lib.rnnoise_process_frame(state, out_ptr, scaled[0].ctypes.data_as(float_ptr))
+        first_call_s = time.perf_counter() - start
+        args = [(state, out_ptr, frame.ctypes.data_as(float_ptr)) for frame in scaled]
+        time_calls(rnnoise.lib.rnnoise_process_frame, args, warmup)
+        direct = summarize(
+            time_calls(rnnoise.lib.rnnoise_process_frame, args, iterations),
+            RNNOISE_CALL,
+            first_call_s,
+        )
+        pcm16 = [(wrapper_state, frame.astype(np.int16)) for frame in np.round(scaled)]
+        time_calls(rnnoise.process_mono_frame, pcm16, warmup)
+        wrapper = summarize(
+            time_calls(rnnoise.process_mono_frame, pcm16, iterations),
+            RNNOISE_WRAPPER_CALL,
+            0.0,
+        )
+    finally:
+        rnnoise.destroy(state)
+        rnnoise.destroy(wrapper_state)
+    return direct, wrapper
+
+
+def _platform() -> dict[str, Any]:
+    import numba
+
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+    }
+
+
+def run_dsp_benchmark(
+    seconds: float = DEFAULT_SECONDS,
+    iterations: int = DEFAULT_ITERATIONS,
+    warmup: int = DEFAULT_WARMUP,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Time the DSP path and RNNoise per 10 ms hop over ``seconds`` of synthetic audio.
+
+    Each processor gets ``warmup`` untimed calls, then ``iterations`` timed ones, cycling
+    through the audio. Returns the config, platform, one summary per processor (``dsp``,
+    ``rnnoise``, ``rnnoise_wrapper``; the RNNoise ones are None with ``rnnoise_error`` set when
+    pyrnnoise cannot be loaded) and the DSP/RNNoise ratios of median and p99.
+    """
+    if seconds <= 0 or iterations <= 0 or warmup < 0:
+        raise ValueError("seconds and iterations must be positive, warmup non-negative")
+    audio = synthetic_audio(seconds, seed)
+    num_hops = audio.shape[0] // HOP_SAMPLES
+    hops = audio[: num_hops * HOP_SAMPLES].reshape(num_hops, HOP_SAMPLES)
+    result: dict[str, Any] = {
+        "config": {
+            "seconds": num_hops * HOP_SAMPLES / SAMPLE_RATE_HZ,
+            "hop_samples": HOP_SAMPLES,
+            "sample_rate_hz": SAMPLE_RATE_HZ,
+            "iterations": iterations,
+            "warmup": warmup,
+            "seed": seed,
+        },
+        "platform": _platform(),
+        "dsp": _bench_enhancer(hops, iterations, warmup),
+        "rnnoise": None,
+        "rnnoise_wrapper": None,
+        "rnnoise_error": None,
+        "ratio_median": None,
+        "ratio_p99": None,
+    }
+    try:
+        result["rnnoise"], result["rnnoise_wrapper"] = _bench_rnnoise(hops, iterations, warmup)
+    except (ImportError, OSError, RuntimeError) as exc:
+        result["rnnoise_error"] = f"{type(exc).__name__}: {exc}"
+    if result["rnnoise"] is not None:
+        result["ratio_median"] = result["dsp"]["median_us"] / result["rnnoise"]["median_us"]
+        result["ratio_p99"] = result["dsp"]["p99_us"] / result["rnnoise"]["p99_us"]
+    return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The benchmark result as a plain-text table."""
+    config = result["config"]
+    lines = [
+        f"Per-hop cost, {config['hop_samples']} samples = 10 ms at {config['sample_rate_hz']} Hz;"
+        f" {config['iterations']} timed calls each after {config['warmup']} warm-up calls,"
+        f" over {config['seconds']:.2f} s of synthetic voice + noise",
+        f"CPU: {result['platform']['cpu']} ({result['platform']['cpu_count']} logical),"
+        f" numba {result['platform']['numba']}",
+        "",
+        f"{'processor':<17} {'median µs':>10} {'p99 µs':>9} {'mean µs':>9} {'max µs':>9}"
+        f" {'% of 10 ms':>10}  call timed",
+    ]
+    rows = [("DSP (no model)", result["dsp"])]
+    if result["rnnoise"] is not None:
+        rows += [("RNNoise", result["rnnoise"]), ("RNNoise wrapper", result["rnnoise_wrapper"])]
+    for name, row in rows:
+        lines.append(
+            f"{name:<17} {row['median_us']:>10.1f} {row['p99_us']:>9.1f} {row['mean_us']:>9.1f}"
+            f" {row['max_us']:>9.1f} {row['realtime_percent']:>10.2f}  {row['call']}"
+        )
+    lines.append("")
+    if result["rnnoise"] is None:
+        lines.append(f"RNNoise not measured: {result['rnnoise_error']}")
+    else:
+        lines.append(
+            f"ratio DSP/RNNoise (direct call): median {result['ratio_median']:.3f},"
+            f" p99 {result['ratio_p99']:.3f}"
+        )
+    lines.append(
+        f"first call (JIT load/compile): DSP {result['dsp']['first_call_s'] * 1e3:.1f} ms"
+        + (
+            f", RNNoise {result['rnnoise']['first_call_s'] * 1e3:.1f} ms"
+            if result["rnnoise"] is not None
+            else ""
+        )
+    )
+    return "\n".join(lines)
+
+
+def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the benchmark (shared by ``python -m`` and the CLI)."""
+    parser.add_argument(
+        "--seconds",
+        type=_positive(float),
+        default=DEFAULT_SECONDS,
+        help=f"seconds of synthetic audio cycled through (default {DEFAULT_SECONDS:g})",
+    )
+    parser.add_argument(
+        "--iterations",
+        type=_positive(int),
+        default=DEFAULT_ITERATIONS,
+        help=f"timed calls per processor (default {DEFAULT_ITERATIONS})",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=_non_negative_int,
+        default=DEFAULT_WARMUP,
+        help=f"untimed calls first (default {DEFAULT_WARMUP})",
+    )
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the result here")
+
+
+def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Run with parsed options, print the table, write ``--json`` if given."""
+    result = run_dsp_benchmark(args.seconds, args.iterations, args.warmup)
+    print(format_table(result))
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m loadtest.bench_dsp``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    run_from_args(parser.parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
