@@ -1,0 +1,370 @@
+"""The command line and its file handling: oracle enhancement of real files at any rate and
+channel count, one-line errors on bad input, and the DSP benchmark. Fixture audio is generated
+in tmp_path, never stored."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from service.audio_files import AudioClip, AudioFileError, from_48k, read_audio, to_48k
+from service.cli import main
+
+SECONDS = 1.0
+
+
+def harmonic_pair(
+    rate_hz: int, channels: int, seconds: float = SECONDS, snr_db: float = 5.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(noisy, clean) ``[frames, channels]``: a voiced tone per channel plus white noise."""
+    frames = int(seconds * rate_hz)
+    t = np.arange(frames) / rate_hz
+    rng = np.random.default_rng(7)
+    clean = np.zeros((frames, channels))
+    for channel in range(channels):
+        f0_hz = 130.0 + 40.0 * channel + 20.0 * np.sin(2 * np.pi * 1.5 * t)
+        phase = 2 * np.pi * np.cumsum(f0_hz) / rate_hz
+        for harmonic in range(1, 25):
+            audible = harmonic * f0_hz < min(6_000.0, 0.45 * rate_hz)
+            clean[:, channel] += audible * np.sin(harmonic * phase) / harmonic
+    clean *= 0.3 / np.max(np.abs(clean))
+    noise = rng.standard_normal(clean.shape)
+    noise *= np.sqrt(np.mean(clean**2) / np.mean(noise**2) / 10 ** (snr_db / 10))
+    return clean + noise, clean
+
+
+def write_pair(
+    folder: Path, rate_hz: int, channels: int, ext: str = "wav", subtype: str = "PCM_16"
+) -> tuple[Path, Path]:
+    noisy, clean = harmonic_pair(rate_hz, channels)
+    noisy_path, clean_path = folder / f"noisy.{ext}", folder / f"clean.{ext}"
+    sf.write(noisy_path, noisy, rate_hz, subtype=subtype)
+    sf.write(clean_path, clean, rate_hz, subtype=subtype)
+    return noisy_path, clean_path
+
+
+def mse_per_channel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.asarray(np.mean((a - b) ** 2, axis=0))
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(code: int, err: str, *words: str) -> None:
+    assert code == 2
+    assert err.startswith("error: ")
+    assert err.count("\n") == 1 and err.endswith("\n"), err
+    assert "Traceback" not in err
+    for word in words:
+        assert word in err, err
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --- oracle on good input ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rate_hz", "channels", "ext", "subtype"),
+    [(44_100, 2, "wav", "PCM_16"), (16_000, 1, "wav", "FLOAT"), (22_050, 1, "flac", "PCM_24")],
+)
+def test_oracle_keeps_the_file_shape_and_reduces_the_error(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    rate_hz: int,
+    channels: int,
+    ext: str,
+    subtype: str,
+) -> None:
+    noisy_path, clean_path = write_pair(tmp_path, rate_hz, channels, ext, subtype)
+    out_path = tmp_path / f"enhanced.{ext}"
+    code, out, err = run_cli(
+        capsys, "oracle", str(noisy_path), str(clean_path), "-o", str(out_path)
+    )
+    assert code == 0, err
+    assert "real-time factor" in out and str(noisy_path) in out and str(out_path) in out
+
+    info_in, info_out = sf.info(noisy_path), sf.info(out_path)
+    assert (info_out.frames, info_out.samplerate, info_out.channels) == (
+        info_in.frames,
+        info_in.samplerate,
+        info_in.channels,
+    )
+    assert (info_out.format, info_out.subtype) == (info_in.format, info_in.subtype)
+    noisy, _ = sf.read(noisy_path, always_2d=True)
+    clean, _ = sf.read(clean_path, always_2d=True)
+    enhanced, _ = sf.read(out_path, always_2d=True)
+    noisy_mse, enhanced_mse = mse_per_channel(noisy, clean), mse_per_channel(enhanced, clean)
+    assert np.all(enhanced_mse < 0.5 * noisy_mse), (noisy_mse, enhanced_mse)
+
+
+def test_mono_clean_serves_every_channel_and_ablations_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    noisy, clean = harmonic_pair(48_000, 2)
+    noise = noisy - clean
+    clean[:, 1] = clean[:, 0]  # one source heard by two microphones with different noise
+    noisy = clean + noise
+    sf.write(tmp_path / "noisy.wav", noisy, 48_000, subtype="FLOAT")
+    sf.write(tmp_path / "clean.wav", clean[:, 0], 48_000, subtype="FLOAT")
+    out_path = tmp_path / "out.flac"  # another format by extension: FLAC, subtype kept if it can
+    code, _, err = run_cli(
+        capsys,
+        "oracle",
+        str(tmp_path / "noisy.wav"),
+        str(tmp_path / "clean.wav"),
+        "-o",
+        str(out_path),
+        "--no-postfilter",
+        "--no-comb",
+    )
+    assert code == 0, err
+    info = sf.info(out_path)
+    assert (info.format, info.channels, info.frames) == ("FLAC", 2, noisy.shape[0])
+    enhanced, _ = sf.read(out_path, always_2d=True)
+    assert np.all(mse_per_channel(enhanced, clean) < mse_per_channel(noisy, clean))
+
+
+@pytest.mark.parametrize(("rate_hz", "frames"), [(44_100, 4_801), (8_000, 3), (96_000, 1_001)])
+def test_resampling_round_trip_keeps_length_and_alignment(rate_hz: int, frames: int) -> None:
+    t = np.arange(frames) / rate_hz
+    tone = np.stack([np.sin(2 * np.pi * 440 * t), np.cos(2 * np.pi * 300 * t)], axis=1)
+    clip = AudioClip(Path("tone.wav"), tone, rate_hz, "WAV", "FLOAT", "FILE")
+    at_48k = to_48k(clip)
+    assert abs(at_48k.shape[0] - frames * 48_000 / rate_hz) <= 1
+    back = from_48k(at_48k, rate_hz, frames)
+    assert back.shape == (frames, 2)
+    if frames > 200:  # band-limited content comes back in place (away from the edges)
+        inner = slice(100, frames - 100)
+        assert np.max(np.abs(back[inner] - tone[inner])) < 1e-3
+
+
+# --- bad input: one line on stderr, exit status 2 ---------------------------------------------
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> tuple[Path, Path]:
+    return write_pair(tmp_path, 16_000, 1)
+
+
+def test_missing_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], pair: tuple[Path, Path]
+) -> None:
+    missing = tmp_path / "nope.wav"
+    code, _, err = run_cli(capsys, "oracle", str(missing), str(pair[1]), "-o", "x.wav")
+    assert_one_line_error(code, err, "no such file", "nope.wav")
+
+
+def test_truncated_wav(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], pair: tuple[Path, Path]
+) -> None:
+    # libsndfile reads such a file without complaint, just shorter: the header check catches it.
+    data = pair[0].read_bytes()
+    truncated = tmp_path / "truncated.wav"
+    truncated.write_bytes(data[: len(data) - 1001])
+    assert sf.info(truncated).frames > 0
+    out_path = tmp_path / "out.wav"
+    code, _, err = run_cli(capsys, "oracle", str(truncated), str(pair[1]), "-o", str(out_path))
+    assert_one_line_error(code, err, "truncated")
+    assert not out_path.exists()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "subtype", "ext"),
+    [
+        ("WAV", "PCM_24", "wav"),
+        ("WAVEX", "FLOAT", "wav"),
+        ("RF64", "PCM_16", "rf64"),
+        ("W64", "PCM_16", "w64"),
+        ("AIFF", "PCM_16", "aiff"),
+        ("CAF", "PCM_16", "caf"),
+        ("AU", "PCM_16", "au"),
+        ("FLAC", "PCM_16", "flac"),
+        ("MP3", "MPEG_LAYER_III", "mp3"),
+    ],
+)
+def test_truncation_is_detected_in_other_containers(
+    tmp_path: Path, fmt: str, subtype: str, ext: str
+) -> None:
+    if not sf.check_format(fmt, subtype):
+        pytest.skip(f"this libsndfile cannot write {fmt}/{subtype}")
+    noisy, _ = harmonic_pair(44_100, 2)
+    whole = tmp_path / f"whole.{ext}"
+    sf.write(whole, noisy, 44_100, format=fmt, subtype=subtype)
+    assert read_audio(whole).frames == noisy.shape[0]
+    data = whole.read_bytes()
+    cut = tmp_path / f"cut.{ext}"
+    cut.write_bytes(data[: len(data) * 3 // 4])
+    with pytest.raises(AudioFileError, match="truncated|cannot read"):
+        read_audio(cut)
+
+
+def test_non_audio_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], pair: tuple[Path, Path]
+) -> None:
+    notes = tmp_path / "notes.wav"
+    notes.write_text("not audio at all\n" * 20)
+    code, _, err = run_cli(capsys, "oracle", str(notes), str(pair[1]), "-o", "x.wav")
+    assert_one_line_error(code, err, "cannot read", "notes.wav")
+
+
+def test_directory_instead_of_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], pair: tuple[Path, Path]
+) -> None:
+    code, _, err = run_cli(capsys, "oracle", str(tmp_path), str(pair[1]), "-o", "x.wav")
+    assert_one_line_error(code, err, "directory")
+
+
+def test_empty_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], pair: tuple[Path, Path]
+) -> None:
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros((0, 1)), 16_000)
+    code, _, err = run_cli(capsys, "oracle", str(empty), str(pair[1]), "-o", "x.wav")
+    assert_one_line_error(code, err, "empty")
+
+
+def test_non_finite_samples(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], pair: tuple[Path, Path]
+) -> None:
+    noisy, rate = sf.read(pair[0])
+    noisy[10] = np.nan
+    with_nan = tmp_path / "nan.wav"
+    sf.write(with_nan, noisy, rate, subtype="FLOAT")
+    code, _, err = run_cli(capsys, "oracle", str(with_nan), str(pair[1]), "-o", "x.wav")
+    assert_one_line_error(code, err, "NaN")
+
+
+def test_mismatched_lengths(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], pair: tuple[Path, Path]
+) -> None:
+    clean, rate = sf.read(pair[1])
+    short = tmp_path / "short.wav"
+    sf.write(short, clean[:-100], rate)
+    out_path = tmp_path / "out.wav"
+    code, _, err = run_cli(capsys, "oracle", str(pair[0]), str(short), "-o", str(out_path))
+    assert_one_line_error(code, err, "lengths differ")
+    assert not out_path.exists()
+
+
+def test_mismatched_rates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], pair: tuple[Path, Path]
+) -> None:
+    clean, _ = sf.read(pair[1])
+    other_rate = tmp_path / "other_rate.wav"
+    sf.write(other_rate, clean, 22_050)
+    code, _, err = run_cli(capsys, "oracle", str(pair[0]), str(other_rate), "-o", "x.wav")
+    assert_one_line_error(code, err, "sample rates differ")
+
+
+def test_mismatched_channels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    noisy_path, _ = write_pair(tmp_path, 16_000, 1)
+    _, clean = harmonic_pair(16_000, 2)
+    stereo_clean = tmp_path / "stereo_clean.wav"
+    sf.write(stereo_clean, clean, 16_000)
+    code, _, err = run_cli(capsys, "oracle", str(noisy_path), str(stereo_clean), "-o", "x.wav")
+    assert_one_line_error(code, err, "channel counts differ")
+
+
+@pytest.mark.parametrize("which", ["noisy", "clean", "noisy via another spelling", "hard link"])
+def test_output_never_overwrites_an_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], pair: tuple[Path, Path], which: str
+) -> None:
+    noisy_path, clean_path = pair
+    before = {p: digest(p) for p in pair}
+    out = {
+        "noisy": noisy_path,
+        "clean": clean_path,
+        "noisy via another spelling": tmp_path / "sub" / ".." / noisy_path.name,
+        "hard link": tmp_path / "link.wav",
+    }[which]
+    (tmp_path / "sub").mkdir()
+    if which == "hard link":
+        out.hardlink_to(noisy_path)
+    code, _, err = run_cli(capsys, "oracle", str(noisy_path), str(clean_path), "-o", str(out))
+    assert_one_line_error(code, err, "refusing to overwrite")
+    assert {p: digest(p) for p in pair} == before
+
+
+def test_missing_output_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], pair: tuple[Path, Path]
+) -> None:
+    out = tmp_path / "no" / "such" / "out.wav"
+    code, _, err = run_cli(capsys, "oracle", str(pair[0]), str(pair[1]), "-o", str(out))
+    assert_one_line_error(code, err, "does not exist")
+
+
+def test_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(capsys, "oracle", "a.wav", "b.wav")
+    assert_one_line_error(code, err, "-o/--output")
+    code, _, err = run_cli(capsys, "bench", "dsp", "--seconds", "0")
+    assert_one_line_error(code, err, "--seconds")
+
+
+def test_console_script_reports_errors_without_traceback(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "service.cli", "oracle", "missing.wav", "b.wav", "-o", "c.wav"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr == "error: no such file: missing.wav\n"
+
+
+# --- bench ------------------------------------------------------------------------------------
+
+
+def test_bench_dsp_prints_a_table_and_writes_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    json_path = tmp_path / "bench.json"
+    code, out, err = run_cli(
+        capsys,
+        "bench",
+        "dsp",
+        "--seconds",
+        "1",
+        "--iterations",
+        "200",
+        "--warmup",
+        "20",
+        "--json",
+        str(json_path),
+    )
+    assert code == 0, err
+    assert "DSP" in out and "RNNoise" in out and "median" in out and "p99" in out
+    result = json.loads(json_path.read_text())
+    assert result["dsp"]["iterations"] == 200 and result["dsp"]["median_us"] > 0
+    assert result["rnnoise"]["median_us"] > 0
+    assert result["ratio_median"] == pytest.approx(
+        result["dsp"]["median_us"] / result["rnnoise"]["median_us"]
+    )
+
+
+@pytest.mark.slow
+def test_bench_dsp_console_script_default_iterations() -> None:
+    script = Path(sys.executable).with_name("percepnet-relay")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "service.cli"]
+    result = subprocess.run(
+        [*command, "bench", "dsp", "--seconds", "1"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "RNNoise" in result.stdout and "3000 timed calls" in result.stdout
