@@ -1,0 +1,165 @@
+"""Features and oracle targets of the training mixtures, computed by ``dsp/`` and cached on
+disk in shards.
+
+The cache folder is named by a hash of everything that shapes its content (the mixture recipe,
+the DSP version, the split, the seed, the shard size), so a change of any of them builds a new
+cache and an unchanged recipe reuses the old one. Shards are written atomically and skipped
+when present, so an interrupted build resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from dsp.bands import BIN_HZ, make_band_layout
+from dsp.constants import DSP_VERSION
+from dsp.offline import compute_oracle_targets
+from model.mixtures import MixtureRecipe, make_mixture
+from model.splits import split_files
+
+CACHE_FORMAT_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    """``$PNR_CACHE_DIR`` or ``~/.cache/percepnet-relay``."""
+    return Path(os.environ.get("PNR_CACHE_DIR", Path.home() / ".cache" / "percepnet-relay"))
+
+
+def band_mask(speech_max_hz: float) -> np.ndarray:
+    """1 for bands whose centre lies below the highest frequency the speech contains."""
+    centres_hz = make_band_layout().centres * BIN_HZ
+    return (centres_hz <= speech_max_hz).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """What a cache holds; its hash names the folder."""
+
+    data_dir: str
+    split: str  # "train" or "dev"
+    num_shards: int
+    examples_per_shard: int
+    seed: int
+    recipe: MixtureRecipe
+
+    def key(self) -> str:
+        """Content hash of the spec (the data folder's location does not count)."""
+        payload = {
+            "format": CACHE_FORMAT_VERSION,
+            "dsp": DSP_VERSION,
+            "split": self.split,
+            "examples_per_shard": self.examples_per_shard,
+            "seed": self.seed,
+            "recipe": self.recipe.as_dict(),
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def shard_path(cache_dir: Path, spec: CacheSpec, index: int) -> Path:
+    """Where shard ``index`` of ``spec`` lives."""
+    return cache_dir / f"{spec.split}-{spec.key()}" / f"shard_{index:05d}.npz"
+
+
+def build_shard(spec: CacheSpec, index: int, out_path: Path) -> int:
+    """Synthesise and analyse one shard's examples; returns the number of frames written."""
+    train, dev = split_files(Path(spec.data_dir))
+    files = train if spec.split == "train" else dev
+    rng = np.random.default_rng([spec.seed, index])
+    features, gains, strengths, masks = [], [], [], []
+    for _ in range(spec.examples_per_shard):
+        mixture = make_mixture(
+            rng, list(files.speech), list(files.noise), list(files.rooms), spec.recipe
+        )
+        targets = compute_oracle_targets(mixture.noisy, mixture.target)
+        features.append(targets.features)
+        gains.append(targets.gains.astype(np.float16))
+        strengths.append(targets.strengths.astype(np.float16))
+        masks.append(band_mask(mixture.speech_max_hz))
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = out_path.with_suffix(".partial.npz")
+    np.savez(
+        partial,
+        features=np.stack(features),
+        gains=np.stack(gains),
+        strengths=np.stack(strengths),
+        band_mask=np.stack(masks),
+    )
+    partial.replace(out_path)
+    return int(sum(f.shape[0] for f in features))
+
+
+def build_cache(spec: CacheSpec, cache_dir: Path | None = None, workers: int = 2) -> Path:
+    """Build missing shards (in parallel) and return the cache folder."""
+    root = cache_dir or default_cache_dir()
+    folder = shard_path(root, spec, 0).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "spec.json").write_text(
+        json.dumps(
+            {
+                "key": spec.key(),
+                "split": spec.split,
+                "num_shards": spec.num_shards,
+                "examples_per_shard": spec.examples_per_shard,
+                "seed": spec.seed,
+                "dsp_version": DSP_VERSION,
+                "recipe": spec.recipe.as_dict(),
+            },
+            indent=2,
+        )
+    )
+    missing = [i for i in range(spec.num_shards) if not shard_path(root, spec, i).exists()]
+    if not missing:
+        return folder
+    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = [pool.submit(build_shard, spec, i, shard_path(root, spec, i)) for i in missing]
+        with tqdm(total=len(missing), desc=f"features[{spec.split}]", unit="shard") as bar:
+            for future in as_completed(futures):
+                future.result()
+                bar.update(1)
+    return folder
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One loaded shard: [examples, frames, ...] arrays."""
+
+    features: np.ndarray  # float32 [n, T, 70]
+    gains: np.ndarray  # float32 [n, T, 34]
+    strengths: np.ndarray  # float32 [n, T, 34]
+    band_mask: np.ndarray  # float32 [n, 34]
+
+
+def load_shards(folder: Path) -> Iterator[Shard]:
+    """All shards of a cache folder, in order."""
+    for path in sorted(folder.glob("shard_*.npz")):
+        if path.name.endswith(".partial.npz"):
+            continue
+        with np.load(path) as data:
+            yield Shard(
+                features=data["features"].astype(np.float32),
+                gains=data["gains"].astype(np.float32),
+                strengths=data["strengths"].astype(np.float32),
+                band_mask=data["band_mask"].astype(np.float32),
+            )
+
+
+def load_all(folder: Path) -> Shard:
+    """Concatenate every shard of a cache folder."""
+    shards = list(load_shards(folder))
+    if not shards:
+        raise FileNotFoundError(f"no feature shards in {folder}")
+    return Shard(
+        features=np.concatenate([s.features for s in shards]),
+        gains=np.concatenate([s.gains for s in shards]),
+        strengths=np.concatenate([s.strengths for s in shards]),
+        band_mask=np.concatenate([s.band_mask for s in shards]),
+    )

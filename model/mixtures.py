@@ -1,0 +1,233 @@
+"""Seeded synthesis of training mixtures from real speech, real and synthetic noise, and real
+and simulated rooms.
+
+Each example is a fixed-length segment at 48 kHz: ``noisy`` (what the enhancer hears) and
+``target`` (speech convolved with the early part of the room response: early reflections are
+kept, late reverberation is to be removed), plus the highest frequency the example's speech
+really contains, so the loss can ignore bands above it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+from scipy.signal import fftconvolve, lfilter
+
+from model.splits import AudioFile
+
+SAMPLE_RATE = 48_000
+EARLY_REFLECTIONS_SECONDS = 0.05  # kept in the target, as PercepNet does
+
+
+@dataclass(frozen=True)
+class MixtureRecipe:
+    """Every knob of the augmentation; its hash keys the feature cache."""
+
+    segment_seconds: float = 3.0
+    snr_db_range: tuple[float, float] = (-5.0, 30.0)
+    noise_free_share: float = 0.08
+    synthetic_noise_share: float = 0.35  # of noisy examples: a shaped synthetic noise is added
+    real_noise_share: float = 0.85  # of noisy examples: a real noise recording is used
+    room_share: float = 0.35
+    simulated_room_share: float = 0.5  # of reverberant examples
+    rt60_range_s: tuple[float, float] = (0.15, 1.0)
+    level_dbfs_range: tuple[float, float] = (-45.0, -12.0)
+    eq_share: float = 0.5
+    lowpass_share: float = 0.15
+    lowpass_hz_range: tuple[float, float] = (3_500.0, 16_000.0)
+    fullband_speech_share: float = 0.6  # sample 48/44.1 kHz speech this often
+    speed_range: tuple[float, float] = (0.92, 1.08)
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain dict (for hashing and for the model card)."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Mixture:
+    """One training example at 48 kHz."""
+
+    noisy: np.ndarray  # float64
+    target: np.ndarray  # float64
+    speech_max_hz: float  # bands above this carry no speech information
+
+
+@lru_cache(maxsize=4096)
+def load_audio_48k(path: Path) -> np.ndarray:
+    """Mono float32 at 48 kHz (cached: the whole corpus fits in memory)."""
+    audio, rate = sf.read(path, dtype="float32", always_2d=True)
+    mono = audio.mean(axis=1)
+    if rate != SAMPLE_RATE:
+        mono = soxr.resample(mono, rate, SAMPLE_RATE).astype(np.float32)
+    return mono
+
+
+def _effective_max_hz(file: AudioFile) -> float:
+    return min(file.sample_rate / 2.0, 24_000.0) * 0.95
+
+
+def _speech_segment(
+    rng: np.random.Generator, speech: list[AudioFile], length: int, fullband_share: float
+) -> tuple[np.ndarray, float]:
+    """Concatenate random utterances (with short pauses) into ``length`` samples."""
+    fullband = [f for f in speech if f.sample_rate >= 44_100]
+    narrow = [f for f in speech if f.sample_rate < 44_100]
+    pool = fullband if (rng.random() < fullband_share and fullband) or not narrow else narrow
+    out = np.zeros(length)
+    position = int(rng.integers(0, SAMPLE_RATE // 4))
+    max_hz = 24_000.0
+    while position < length:
+        file = pool[int(rng.integers(len(pool)))]
+        utterance = load_audio_48k(file.path).astype(np.float64)
+        utterance = (
+            utterance / (np.sqrt(np.mean(utterance**2)) + 1e-9) * 10 ** (rng.uniform(-6, 6) / 20)
+        )
+        take = min(utterance.shape[0], length - position)
+        out[position : position + take] = utterance[:take]
+        max_hz = min(max_hz, _effective_max_hz(file))
+        position += take + int(rng.uniform(0.05, 0.4) * SAMPLE_RATE)
+    return out, max_hz
+
+
+def _noise_segment(rng: np.random.Generator, noise: list[AudioFile], length: int) -> np.ndarray:
+    file = noise[int(rng.integers(len(noise)))]
+    audio = load_audio_48k(file.path).astype(np.float64)
+    if audio.shape[0] < length:
+        audio = np.tile(audio, int(np.ceil(length / audio.shape[0])) + 1)
+    start = int(rng.integers(0, audio.shape[0] - length + 1))
+    return audio[start : start + length]
+
+
+def synthetic_noise(rng: np.random.Generator, length: int) -> np.ndarray:
+    """Gaussian noise with a random smooth spectral shape over 0–24 kHz, optionally amplitude
+    modulated: covers the high bands that the recorded noises rarely reach."""
+    spectrum = np.fft.rfft(rng.standard_normal(length))
+    freqs = np.fft.rfftfreq(length, 1 / SAMPLE_RATE)
+    anchors_hz = np.geomspace(50, 24_000, 12)
+    anchors_db = rng.uniform(-30, 10, anchors_hz.shape[0]) + rng.uniform(-6, 3) * np.log2(
+        anchors_hz / 1000
+    )
+    shape_db = np.interp(np.log(np.maximum(freqs, 50)), np.log(anchors_hz), anchors_db)
+    noise = np.fft.irfft(spectrum * 10 ** (shape_db / 20), n=length)
+    if rng.random() < 0.4:
+        rate_hz = rng.uniform(0.3, 8.0)
+        depth = rng.uniform(0.3, 1.0)
+        t = np.arange(length) / SAMPLE_RATE
+        noise *= 1 - depth * 0.5 * (1 + np.sin(2 * np.pi * rate_hz * t + rng.uniform(0, 6.3)))
+    return noise
+
+
+def simulated_room(rng: np.random.Generator, rt60_s: float) -> np.ndarray:
+    """Statistical room response: direct path, sparse early reflections, then exponentially
+    decaying noise with the given RT60 and a high-frequency damping that grows with time."""
+    length = int(min(rt60_s * 1.2, 1.5) * SAMPLE_RATE)
+    t = np.arange(length) / SAMPLE_RATE
+    decay = np.exp(-6.9 * t / rt60_s)  # −60 dB at RT60
+    tail = rng.standard_normal(length) * decay
+    tail = lfilter([0.6], [1, -0.4], tail)  # darker tail
+    rir = 0.3 * tail
+    rir[0] = 1.0
+    for _ in range(int(rng.integers(4, 12))):
+        delay = int(rng.uniform(0.002, EARLY_REFLECTIONS_SECONDS) * SAMPLE_RATE)
+        rir[delay] += rng.uniform(-0.6, 0.6) * np.exp(-6.9 * delay / SAMPLE_RATE / rt60_s)
+    return rir
+
+
+def _room_response(
+    rng: np.random.Generator, rooms: list[AudioFile], recipe: MixtureRecipe
+) -> np.ndarray:
+    if rooms and rng.random() >= recipe.simulated_room_share:
+        rir = load_audio_48k(rooms[int(rng.integers(len(rooms)))].path).astype(np.float64)
+        peak = int(np.argmax(np.abs(rir)))
+        rir = rir[max(0, peak - 48) :][: int(1.5 * SAMPLE_RATE)]
+    else:
+        rir = simulated_room(rng, rng.uniform(*recipe.rt60_range_s))
+    return rir / (np.max(np.abs(rir)) + 1e-9)
+
+
+def _random_eq(rng: np.random.Generator, signal: np.ndarray) -> np.ndarray:
+    """A random tilt and a random peaking band, as microphones and rooms colour speech."""
+    tilt = rng.uniform(-0.6, 0.6)
+    signal = lfilter([1.0, -tilt * 0.5], [1.0], signal)
+    spectrum = np.fft.rfft(signal)
+    freqs = np.fft.rfftfreq(signal.shape[0], 1 / SAMPLE_RATE)
+    centre = np.exp(rng.uniform(np.log(200), np.log(8000)))
+    gain_db = rng.uniform(-9, 9)
+    width_octaves = rng.uniform(0.3, 2.0)
+    bump = gain_db * np.exp(-0.5 * (np.log2(np.maximum(freqs, 1) / centre) / width_octaves) ** 2)
+    return np.fft.irfft(spectrum * 10 ** (bump / 20), n=signal.shape[0])
+
+
+def _lowpass(signal: np.ndarray, cutoff_hz: float) -> np.ndarray:
+    spectrum = np.fft.rfft(signal)
+    freqs = np.fft.rfftfreq(signal.shape[0], 1 / SAMPLE_RATE)
+    rolloff = 1.0 / (1.0 + (freqs / cutoff_hz) ** 16)
+    return np.fft.irfft(spectrum * rolloff, n=signal.shape[0])
+
+
+def make_mixture(
+    rng: np.random.Generator,
+    speech: list[AudioFile],
+    noise: list[AudioFile],
+    rooms: list[AudioFile],
+    recipe: MixtureRecipe,
+) -> Mixture:
+    """Draw one example."""
+    length = int(recipe.segment_seconds * SAMPLE_RATE)
+    speed = rng.uniform(*recipe.speed_range)
+    raw, speech_max_hz = _speech_segment(
+        rng, speech, int(length * speed) + 1, recipe.fullband_speech_share
+    )
+    if abs(speed - 1.0) > 1e-3:
+        raw = soxr.resample(raw, SAMPLE_RATE, SAMPLE_RATE / speed)
+        speech_max_hz = min(speech_max_hz / speed, 23_000.0)
+    raw = raw[:length]
+    if raw.shape[0] < length:
+        raw = np.pad(raw, (0, length - raw.shape[0]))
+    if rng.random() < recipe.eq_share:
+        raw = _random_eq(rng, raw)
+
+    if rng.random() < recipe.room_share:
+        rir = _room_response(rng, rooms, recipe)
+        early = rir[: int(EARLY_REFLECTIONS_SECONDS * SAMPLE_RATE)].copy()
+        fade = np.hanning(2 * 96)[96:]  # 2 ms fade so the cut adds no click
+        early[-96:] *= fade
+        reverberant = fftconvolve(raw, rir)[:length]
+        target = fftconvolve(raw, early)[:length]
+    else:
+        reverberant = raw
+        target = raw.copy()
+
+    speech_power = np.mean(reverberant**2) + 1e-12
+    noise_total = np.zeros(length)
+    if rng.random() >= recipe.noise_free_share:
+        parts = []
+        if rng.random() < recipe.real_noise_share and noise:
+            parts.append(_noise_segment(rng, noise, length))
+        if rng.random() < recipe.synthetic_noise_share or not parts:
+            parts.append(synthetic_noise(rng, length))
+        for part in parts:
+            noise_total += part / (np.sqrt(np.mean(part**2)) + 1e-12) * rng.uniform(0.3, 1.0)
+        snr_db = rng.uniform(*recipe.snr_db_range)
+        noise_total *= np.sqrt(
+            speech_power / (np.mean(noise_total**2) + 1e-12) / 10 ** (snr_db / 10)
+        )
+    noisy = reverberant + noise_total
+
+    if rng.random() < recipe.lowpass_share:
+        cutoff = rng.uniform(*recipe.lowpass_hz_range)
+        noisy = _lowpass(noisy, cutoff)
+        target = _lowpass(target, cutoff)
+        speech_max_hz = min(speech_max_hz, cutoff)
+
+    level = 10 ** (rng.uniform(*recipe.level_dbfs_range) / 20)
+    scale = level / (np.sqrt(np.mean(noisy**2)) + 1e-12)
+    peak = np.max(np.abs(noisy)) * scale
+    if peak > 0.99:
+        scale *= 0.99 / peak
+    return Mixture(noisy=noisy * scale, target=target * scale, speech_max_hz=speech_max_hz)

@@ -1,0 +1,169 @@
+"""The PercepNet network (PyTorch; training and export only, never imported by the server).
+
+Per hop: 70 features → conv (width 5: three past frames, one future) → conv (width 3: one past,
+one future) → stacked GRUs → two heads, 34 gains and 34 strengths in [0, 1]. The two
+convolutions together look two hops (20 ms) ahead and no further: the output for frame t needs
+features up to t + 2, which is exactly the enhancer's look-ahead.
+
+``PercepNet`` runs whole sequences (training); ``PercepNetStep`` runs one hop with explicit
+state, with the GRUs and convolutions written as matrix products so that dynamic int8
+quantisation covers them (onnxruntime does not quantise the ONNX GRU or Conv ops).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from dsp.constants import NUM_BANDS, NUM_FEATURES
+
+CONV1_WIDTH, CONV1_FUTURE = 5, 1  # frames t−3 .. t+1
+CONV2_WIDTH, CONV2_FUTURE = 3, 1  # frames t−1 .. t+1
+LOOKAHEAD_FRAMES = CONV1_FUTURE + CONV2_FUTURE  # 2 hops = 20 ms
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Size of the network. ``paper()`` is PercepNet's ~8 M-parameter configuration."""
+
+    conv1_channels: int = 128
+    conv2_channels: int = 256
+    gru_size: int = 256
+    gru_layers: int = 3
+    weight_clip: float = 0.5  # |w| bound kept during training: clean int8 quantisation
+
+    @staticmethod
+    def paper() -> NetworkConfig:
+        """Conv 128/512 and four 512-unit GRUs, as in the PercepNet paper."""
+        return NetworkConfig(conv1_channels=128, conv2_channels=512, gru_size=512, gru_layers=4)
+
+    def as_dict(self) -> dict[str, int | float]:
+        """Plain dict for checkpoints and the model card."""
+        return asdict(self)
+
+
+class PercepNet(nn.Module):
+    """Sequence model: features [B, T, 70] → gains, strengths [B, T, 34] (frame-aligned)."""
+
+    def __init__(self, config: NetworkConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.conv1 = nn.Conv1d(NUM_FEATURES, config.conv1_channels, CONV1_WIDTH)
+        self.conv2 = nn.Conv1d(config.conv1_channels, config.conv2_channels, CONV2_WIDTH)
+        self.grus = nn.ModuleList(
+            nn.GRU(
+                config.conv2_channels if i == 0 else config.gru_size,
+                config.gru_size,
+                batch_first=True,
+            )
+            for i in range(config.gru_layers)
+        )
+        self.gain_head = nn.Linear(config.gru_size, NUM_BANDS)
+        self.strength_head = nn.Linear(config.gru_size, NUM_BANDS)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exactly what :class:`PercepNetStep` computes over a stream that starts from zero
+        state and is flushed with two hops of zero features: output t is frame t's."""
+        c1_past = CONV1_WIDTH - 1
+        x = features.transpose(1, 2)  # [B, 70, T]
+        # Step τ = 0 .. T+1 sees features τ−4 .. τ (zeros outside the stream).
+        x = torch.tanh(self.conv1(nn.functional.pad(x, (c1_past, LOOKAHEAD_FRAMES))))
+        # ... and conv1 outputs τ−2 .. τ, whose history starts as zeros.
+        x = torch.tanh(self.conv2(nn.functional.pad(x, (CONV2_WIDTH - 1, 0))))
+        x = x.transpose(1, 2)  # [B, T+2, C]; step τ belongs to frame τ − 2
+        for gru in self.grus:
+            x, _ = gru(x)
+        x = x[:, LOOKAHEAD_FRAMES:]
+        return torch.sigmoid(self.gain_head(x)), torch.sigmoid(self.strength_head(x))
+
+    def clip_weights(self) -> None:
+        """Keep every weight matrix inside ±weight_clip (biases are left free)."""
+        bound = self.config.weight_clip
+        with torch.no_grad():
+            for name, parameter in self.named_parameters():
+                if "weight" in name:
+                    parameter.clamp_(-bound, bound)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+class PercepNetStep(nn.Module):
+    """One hop with explicit state; same weights as a trained :class:`PercepNet`.
+
+    Inputs: features [B, 70], conv1 history [B, 4·70] (the four previous feature frames),
+    conv2 history [B, 2·C1] (the two previous conv1 outputs), GRU states [L, B, H].
+    Outputs: gains and strengths [B, 34] for the frame two hops before ``features``, and the
+    three new states. Zero states are the start of a stream.
+    """
+
+    def __init__(self, trained: PercepNet) -> None:
+        super().__init__()
+        config = trained.config
+        self.config = config
+        # Conv as one matmul over the flattened window, oldest frame first.
+        w1 = trained.conv1.weight.detach()  # [C1, 70, 5]
+        self.conv1 = nn.Linear(NUM_FEATURES * CONV1_WIDTH, config.conv1_channels)
+        self.conv1.weight.data = w1.permute(0, 2, 1).reshape(config.conv1_channels, -1).clone()
+        self.conv1.bias.data = trained.conv1.bias.detach().clone()
+        w2 = trained.conv2.weight.detach()  # [C2, C1, 3]
+        self.conv2 = nn.Linear(config.conv1_channels * CONV2_WIDTH, config.conv2_channels)
+        self.conv2.weight.data = w2.permute(0, 2, 1).reshape(config.conv2_channels, -1).clone()
+        self.conv2.bias.data = trained.conv2.bias.detach().clone()
+        self.input_maps = nn.ModuleList()
+        self.hidden_maps = nn.ModuleList()
+        for gru in trained.grus:
+            assert isinstance(gru, nn.GRU)
+            w_ih = nn.Linear(gru.input_size, 3 * gru.hidden_size)
+            w_ih.weight.data = gru.weight_ih_l0.detach().clone()
+            w_ih.bias.data = gru.bias_ih_l0.detach().clone()
+            w_hh = nn.Linear(gru.hidden_size, 3 * gru.hidden_size)
+            w_hh.weight.data = gru.weight_hh_l0.detach().clone()
+            w_hh.bias.data = gru.bias_hh_l0.detach().clone()
+            self.input_maps.append(w_ih)
+            self.hidden_maps.append(w_hh)
+        self.gain_head = trained.gain_head
+        self.strength_head = trained.strength_head
+
+    def state_shapes(self, batch: int) -> tuple[tuple[int, ...], ...]:
+        """Shapes of (conv1 history, conv2 history, GRU states) for a batch."""
+        c = self.config
+        return (
+            (batch, (CONV1_WIDTH - 1) * NUM_FEATURES),
+            (batch, (CONV2_WIDTH - 1) * c.conv1_channels),
+            (c.gru_layers, batch, c.gru_size),
+        )
+
+    def forward(
+        self,
+        features: torch.Tensor,
+        conv1_history: torch.Tensor,
+        conv2_history: torch.Tensor,
+        gru_state: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Advance every stream of the batch by one hop."""
+        window1 = torch.cat([conv1_history, features], dim=1)
+        conv1_out = torch.tanh(self.conv1(window1))
+        window2 = torch.cat([conv2_history, conv1_out], dim=1)
+        x = torch.tanh(self.conv2(window2))
+        new_states = []
+        for layer, (w_ih, w_hh) in enumerate(zip(self.input_maps, self.hidden_maps, strict=True)):
+            h = gru_state[layer]
+            gi = w_ih(x)
+            gh = w_hh(h)
+            size = h.shape[1]
+            r = torch.sigmoid(gi[:, :size] + gh[:, :size])
+            z = torch.sigmoid(gi[:, size : 2 * size] + gh[:, size : 2 * size])
+            n = torch.tanh(gi[:, 2 * size :] + r * gh[:, 2 * size :])
+            h = (1 - z) * n + z * h
+            new_states.append(h)
+            x = h
+        gains = torch.sigmoid(self.gain_head(x))
+        strengths = torch.sigmoid(self.strength_head(x))
+        next_conv1 = window1[:, NUM_FEATURES:]
+        next_conv2 = window2[:, self.config.conv1_channels :]
+        return gains, strengths, next_conv1, next_conv2, torch.stack(new_states)

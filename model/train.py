@@ -1,0 +1,333 @@
+"""Train the PercepNet network from scratch, resumably, within a wall-clock budget.
+
+    python -m model.train --out runs/default --budget-minutes 60
+
+builds (or reuses) the feature cache, then trains with checkpoints every epoch and every few
+minutes; rerunning the same command resumes from the last checkpoint. Each epoch prints the
+training and dev losses and the dev-set PESQ-WB of the enhancer driven by the network, and
+redraws ``training_curve.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dsp.enhancer import ReplayGains
+from dsp.offline import compute_oracle_targets, enhance_signal
+from model.feature_cache import CacheSpec, Shard, build_cache, default_cache_dir, load_all
+from model.mixtures import MixtureRecipe, make_mixture
+from model.network import NetworkConfig, PercepNet, count_parameters
+from model.splits import split_files
+
+GAMMA = 0.5  # power compression of gains in the loss
+QUARTIC_WEIGHT = 10.0  # weight of the 4th-power term: punishes large errors harder
+STRENGTH_WEIGHT = 0.5
+CHECKPOINT_EVERY_SECONDS = 300.0
+
+
+def default_data_dir() -> Path:
+    """../shared/data beside the checkout."""
+    return Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def percepnet_loss(
+    gains: torch.Tensor,
+    strengths: torch.Tensor,
+    target_gains: torch.Tensor,
+    target_strengths: torch.Tensor,
+    band_mask: torch.Tensor,
+) -> torch.Tensor:
+    """Power-compressed gain error (γ = 0.5) plus a 4th-power term, and the same on 1 − r.
+
+    ``band_mask`` [B, 34] removes bands above the speech source's bandwidth.
+    """
+    mask = band_mask[:, None, :]
+    d_gain = gains.clamp_min(1e-6) ** GAMMA - target_gains.clamp_min(1e-6) ** GAMMA
+    d_strength = (1 - strengths).clamp_min(1e-6) ** GAMMA - (1 - target_strengths).clamp_min(
+        1e-6
+    ) ** GAMMA
+    gain_term = d_gain**2 + QUARTIC_WEIGHT * d_gain**4
+    strength_term = d_strength**2 + QUARTIC_WEIGHT * d_strength**4
+    per_band = gain_term + STRENGTH_WEIGHT * strength_term
+    return (per_band * mask).sum() / (mask.sum() * gains.shape[1]).clamp_min(1.0)
+
+
+@dataclass
+class DevAudio:
+    """A few dev mixtures with audio, for PESQ during training."""
+
+    noisy: list[np.ndarray]
+    clean: list[np.ndarray]
+    features: list[np.ndarray]
+
+
+def make_dev_audio(data_dir: Path, count: int, seed: int) -> DevAudio:
+    """Fixed dev mixtures (held-out speakers, noises and rooms)."""
+    _, dev = split_files(data_dir)
+    rng = np.random.default_rng(seed)
+    recipe = MixtureRecipe(
+        segment_seconds=4.0,
+        snr_db_range=(-5.0, 15.0),
+        noise_free_share=0.0,
+        lowpass_share=0.0,
+        room_share=0.2,
+    )
+    noisy, clean, features = [], [], []
+    for _ in range(count):
+        m = make_mixture(rng, list(dev.speech), list(dev.noise), list(dev.rooms), recipe)
+        noisy.append(m.noisy)
+        clean.append(m.target)
+        features.append(compute_oracle_targets(m.noisy, m.target).features)
+    return DevAudio(noisy=noisy, clean=clean, features=features)
+
+
+def dev_pesq(model: PercepNet, dev: DevAudio) -> float:
+    """Mean PESQ-WB of the enhancer driven by the model on the dev audio."""
+    import soxr
+    from pesq import pesq
+
+    model.eval()
+    scores = []
+    with torch.no_grad():
+        for noisy, clean, features in zip(dev.noisy, dev.clean, dev.features, strict=True):
+            gains, strengths = model(torch.from_numpy(features)[None])
+            source = ReplayGains(gains[0].numpy(), strengths[0].numpy())
+            enhanced = enhance_signal(noisy, source).astype(np.float64)
+            scores.append(
+                pesq(
+                    16_000,
+                    soxr.resample(clean, 48_000, 16_000),
+                    soxr.resample(enhanced, 48_000, 16_000),
+                    "wb",
+                )
+            )
+    model.train()
+    return float(np.mean(scores))
+
+
+def batches(
+    data: Shard, batch_size: int, frames: int, rng: np.random.Generator
+) -> list[tuple[torch.Tensor, ...]]:
+    """One epoch of shuffled batches of random ``frames``-long crops."""
+    order = rng.permutation(data.features.shape[0])
+    total = data.features.shape[1]
+    out = []
+    for start in range(0, order.shape[0] - batch_size + 1, batch_size):
+        index = order[start : start + batch_size]
+        offset = int(rng.integers(0, total - frames + 1))
+        crop = slice(offset, offset + frames)
+        out.append(
+            (
+                torch.from_numpy(data.features[index, crop]),
+                torch.from_numpy(data.gains[index, crop]),
+                torch.from_numpy(data.strengths[index, crop]),
+                torch.from_numpy(data.band_mask[index]),
+            )
+        )
+    return out
+
+
+def evaluate_loss(model: PercepNet, data: Shard, batch_size: int = 64) -> float:
+    """Mean loss over a cached split, whole sequences."""
+    model.eval()
+    losses = []
+    with torch.no_grad():
+        for start in range(0, data.features.shape[0], batch_size):
+            part = slice(start, start + batch_size)
+            g, r = model(torch.from_numpy(data.features[part]))
+            losses.append(
+                float(
+                    percepnet_loss(
+                        g,
+                        r,
+                        torch.from_numpy(data.gains[part]),
+                        torch.from_numpy(data.strengths[part]),
+                        torch.from_numpy(data.band_mask[part]),
+                    )
+                )
+            )
+    model.train()
+    return float(np.mean(losses))
+
+
+def plot_curve(history: list[dict[str, float]], path: Path) -> None:
+    """Training/dev loss and dev PESQ against epochs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, loss_axis = plt.subplots(figsize=(7, 4))
+    loss_axis.plot(epochs, [h["train_loss"] for h in history], label="train loss")
+    loss_axis.plot(epochs, [h["dev_loss"] for h in history], label="dev loss")
+    loss_axis.set_xlabel("epoch")
+    loss_axis.set_ylabel("loss")
+    pesq_axis = loss_axis.twinx()
+    pesq_axis.plot(epochs, [h["dev_pesq"] for h in history], "g--", label="dev PESQ-WB")
+    pesq_axis.set_ylabel("PESQ-WB")
+    fig.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def set_seeds(seed: int) -> None:
+    """Seed every generator training touches."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train(args: argparse.Namespace) -> Path:
+    """Train (or resume) and return the path of the final checkpoint."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = out / "checkpoint.pt"
+    config = (
+        NetworkConfig.paper()
+        if args.size == "paper"
+        else NetworkConfig(gru_size=args.gru_size, gru_layers=args.gru_layers)
+    )
+    set_seeds(args.seed)
+    torch.set_num_threads(args.threads)
+
+    recipe = MixtureRecipe()
+    train_spec = CacheSpec(str(args.data_dir), "train", args.train_shards, 125, args.seed, recipe)
+    dev_spec = CacheSpec(str(args.data_dir), "dev", 2, 100, args.seed + 1, recipe)
+    cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    print(f"feature cache: {cache_dir}", flush=True)
+    train_data = load_all(build_cache(train_spec, cache_dir, workers=args.threads))
+    dev_data = load_all(build_cache(dev_spec, cache_dir, workers=args.threads))
+    dev_audio = make_dev_audio(Path(args.data_dir), args.dev_files, args.seed + 2)
+    print(
+        f"train {train_data.features.shape[0]} sequences, dev {dev_data.features.shape[0]}",
+        flush=True,
+    )
+
+    model = PercepNet(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    history: list[dict[str, float]] = []
+    epoch, elapsed = 0, 0.0
+    rng = np.random.default_rng(args.seed)
+    if checkpoint_path.exists():
+        state = torch.load(checkpoint_path, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        history, epoch, elapsed = state["history"], state["epoch"], state["elapsed"]
+        rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        print(f"resumed at epoch {epoch} after {elapsed / 60:.1f} min", flush=True)
+    print(f"parameters: {count_parameters(model):,} ({config.as_dict()})", flush=True)
+
+    def save(tag: str = "") -> None:
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "config": config.as_dict(),
+                "history": history,
+                "epoch": epoch,
+                "elapsed": elapsed,
+                "rng": rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(),
+                "recipe": recipe.as_dict(),
+                "train_cache": train_spec.key(),
+                "args": vars(args) | {"data_dir": "<data>"},
+            },
+            checkpoint_path.with_suffix(".tmp"),
+        )
+        checkpoint_path.with_suffix(".tmp").replace(checkpoint_path)
+        if tag:
+            print(f"checkpoint saved ({tag})", flush=True)
+
+    budget = args.budget_minutes * 60.0
+    session_start = time.monotonic() - elapsed
+    last_save = time.monotonic()
+    while epoch < args.epochs and elapsed < budget:
+        progress = min(1.0, elapsed / budget)
+        for group in optimizer.param_groups:  # cosine decay over the wall-clock budget
+            group["lr"] = args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+        losses = []
+        epoch_batches = batches(train_data, args.batch, args.frames, rng)
+        for step, (features, gains, strengths, mask) in enumerate(epoch_batches):
+            predicted_gains, predicted_strengths = model(features)
+            loss = percepnet_loss(predicted_gains, predicted_strengths, gains, strengths, mask)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            model.clip_weights()
+            losses.append(float(loss))
+            elapsed = time.monotonic() - session_start
+            if step % 20 == 0:
+                print(
+                    f"epoch {epoch + 1} step {step}/{len(epoch_batches)} "
+                    f"loss {np.mean(losses[-20:]):.4f} {elapsed / 60:.1f} min",
+                    flush=True,
+                )
+            if time.monotonic() - last_save > CHECKPOINT_EVERY_SECONDS:
+                save("periodic")
+                last_save = time.monotonic()
+            if elapsed >= budget:
+                break
+        epoch += 1
+        record = {
+            "epoch": float(epoch),
+            "train_loss": float(np.mean(losses)),
+            "dev_loss": evaluate_loss(model, dev_data),
+            "dev_pesq": dev_pesq(model, dev_audio),
+            "minutes": elapsed / 60,
+        }
+        history.append(record)
+        print(json.dumps(record), flush=True)
+        save(f"epoch {epoch}")
+        last_save = time.monotonic()
+        plot_curve(history, out / "training_curve.png")
+    (out / "history.json").write_text(json.dumps(history, indent=2))
+    print(f"done: {epoch} epochs, {elapsed / 60:.1f} min", flush=True)
+    return checkpoint_path
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options (defaults: the shipped configuration)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="runs/default", help="run folder (checkpoints, plots)")
+    parser.add_argument("--data-dir", default=str(default_data_dir()))
+    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument(
+        "--size",
+        choices=["default", "paper"],
+        default="default",
+        help="'paper' is PercepNet's ~8M-parameter network (for a GPU)",
+    )
+    parser.add_argument("--gru-size", type=int, default=256)
+    parser.add_argument("--gru-layers", type=int, default=3)
+    parser.add_argument("--train-shards", type=int, default=80, help="125 sequences of 3 s each")
+    parser.add_argument("--epochs", type=int, default=1000)
+    parser.add_argument("--budget-minutes", type=float, default=60.0)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--frames", type=int, default=100, help="crop length in 10 ms frames")
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--dev-files", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=1234)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``python -m model.train``."""
+    train(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
