@@ -14,6 +14,7 @@ delay, constant from the first call.
 
 from __future__ import annotations
 
+import math
 from typing import Protocol
 
 import numpy as np
@@ -92,13 +93,36 @@ class Enhancer:
     delay_samples: int = DELAY_SAMPLES
     hop_samples: int = HOP_SAMPLES
 
-    def __init__(self, gain_source: GainSource | None = None, postfilter: bool = True) -> None:
+    def __init__(
+        self,
+        gain_source: GainSource | None = None,
+        postfilter: bool = True,
+        attenuation_limit_db: float | None = None,
+    ) -> None:
         self.gain_source: GainSource = gain_source if gain_source is not None else UnityGains()
         self.postfilter = postfilter
+        self.min_gain = 0.0
+        self.attenuation_limit_db = attenuation_limit_db
         self.state: EnhancerState
         self.state, self.arrays = make_state()
         self._features = self.arrays["features"]
         self._out = np.zeros(HOP_SAMPLES, dtype=np.float32)
+
+    @property
+    def attenuation_limit_db(self) -> float | None:
+        """Most attenuation any band receives, in dB (None: unlimited)."""
+        return None if self.min_gain <= 0.0 else -20.0 * math.log10(self.min_gain)
+
+    @attenuation_limit_db.setter
+    def attenuation_limit_db(self, limit_db: float | None) -> None:
+        if limit_db is None:
+            self.min_gain = 0.0
+            return
+        if not math.isfinite(limit_db) or limit_db < 0:
+            raise ValueError(
+                f"attenuation limit must be a finite number of dB >= 0, got {limit_db}"
+            )
+        self.min_gain = 10.0 ** (-limit_db / 20.0)
 
     @property
     def delay_seconds(self) -> float:
@@ -125,7 +149,7 @@ class Enhancer:
     ) -> np.ndarray:
         """Apply gains/strengths to the frame two hops back; returns the output hop."""
         target = self._out if out is None else out
-        synthesize_hop(self.state, gains, strengths, self.postfilter, target)
+        synthesize_hop(self.state, gains, strengths, self.postfilter, self.min_gain, target)
         return target
 
     def process_hop(self, hop: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

@@ -30,12 +30,17 @@ def padded(signal: np.ndarray, num_hops: int) -> np.ndarray:
 
 
 def enhance_signal(
-    signal: np.ndarray, gain_source: GainSource | None = None, postfilter: bool = True
+    signal: np.ndarray,
+    gain_source: GainSource | None = None,
+    postfilter: bool = True,
+    attenuation_limit_db: float | None = None,
 ) -> np.ndarray:
     """Enhance a whole mono 48 kHz signal; returns float32 of the same length, aligned."""
     if signal.ndim != 1:
         raise ValueError(f"expected a mono signal, got shape {signal.shape}")
-    enhancer = Enhancer(gain_source, postfilter=postfilter)
+    enhancer = Enhancer(
+        gain_source, postfilter=postfilter, attenuation_limit_db=attenuation_limit_db
+    )
     num_hops = hops_for(signal.shape[0])
     source = padded(signal, num_hops)
     out = np.empty(num_hops * HOP_SAMPLES, dtype=np.float32)

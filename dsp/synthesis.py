@@ -28,11 +28,13 @@ def synthesize_hop(
     gains: np.ndarray,
     strengths: np.ndarray,
     postfilter: bool,
+    min_gain: float,
     out: np.ndarray,
 ) -> None:
     """Write the output hop for the synthesis frame prepared by the last ``analyze_hop``.
 
     Non-finite gains pass the band through (gain 1, strength 0) rather than muting it.
+    ``min_gain`` limits the attenuation: no band goes below it (0 = no limit).
     """
     frame_index = state.ints[I_FRAME] - 1  # analyze_hop already advanced the counter
     noisy = state.spectra[(frame_index - 2) % SPECTRUM_RING]
@@ -63,6 +65,8 @@ def synthesize_hop(
     if postfilter:
         postfilter_gains(band_a, energy_x, band_b)
         band_a[:] = band_b
+    for b in range(NUM_BANDS):
+        band_a[b] = max(band_a[b], min_gain)
     for b in range(NUM_BANDS):
         renorm = np.sqrt((energy_x[b] + ENERGY_EPSILON) / (band_c[b] + ENERGY_EPSILON))
         band_a[b] *= renorm

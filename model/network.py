@@ -92,6 +92,20 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+class Affine(nn.Module):
+    """y = x·Wᵀ + b written as MatMul + Add (ONNX Gemm would escape dynamic quantisation)."""
+
+    def __init__(self, weight: object, bias: object) -> None:
+        assert isinstance(weight, torch.Tensor) and isinstance(bias, torch.Tensor)
+        super().__init__()
+        self.weight_t = nn.Parameter(weight.detach().t().contiguous().clone())
+        self.bias = nn.Parameter(bias.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the map."""
+        return torch.matmul(x, self.weight_t) + self.bias
+
+
 class PercepNetStep(nn.Module):
     """One hop with explicit state; same weights as a trained :class:`PercepNet`.
 
@@ -107,27 +121,21 @@ class PercepNetStep(nn.Module):
         self.config = config
         # Conv as one matmul over the flattened window, oldest frame first.
         w1 = trained.conv1.weight.detach()  # [C1, 70, 5]
-        self.conv1 = nn.Linear(NUM_FEATURES * CONV1_WIDTH, config.conv1_channels)
-        self.conv1.weight.data = w1.permute(0, 2, 1).reshape(config.conv1_channels, -1).clone()
-        self.conv1.bias.data = trained.conv1.bias.detach().clone()
+        self.conv1 = Affine(
+            w1.permute(0, 2, 1).reshape(config.conv1_channels, -1), trained.conv1.bias
+        )
         w2 = trained.conv2.weight.detach()  # [C2, C1, 3]
-        self.conv2 = nn.Linear(config.conv1_channels * CONV2_WIDTH, config.conv2_channels)
-        self.conv2.weight.data = w2.permute(0, 2, 1).reshape(config.conv2_channels, -1).clone()
-        self.conv2.bias.data = trained.conv2.bias.detach().clone()
+        self.conv2 = Affine(
+            w2.permute(0, 2, 1).reshape(config.conv2_channels, -1), trained.conv2.bias
+        )
         self.input_maps = nn.ModuleList()
         self.hidden_maps = nn.ModuleList()
         for gru in trained.grus:
             assert isinstance(gru, nn.GRU)
-            w_ih = nn.Linear(gru.input_size, 3 * gru.hidden_size)
-            w_ih.weight.data = gru.weight_ih_l0.detach().clone()
-            w_ih.bias.data = gru.bias_ih_l0.detach().clone()
-            w_hh = nn.Linear(gru.hidden_size, 3 * gru.hidden_size)
-            w_hh.weight.data = gru.weight_hh_l0.detach().clone()
-            w_hh.bias.data = gru.bias_hh_l0.detach().clone()
-            self.input_maps.append(w_ih)
-            self.hidden_maps.append(w_hh)
-        self.gain_head = trained.gain_head
-        self.strength_head = trained.strength_head
+            self.input_maps.append(Affine(gru.weight_ih_l0, gru.bias_ih_l0))
+            self.hidden_maps.append(Affine(gru.weight_hh_l0, gru.bias_hh_l0))
+        self.gain_head = Affine(trained.gain_head.weight, trained.gain_head.bias)
+        self.strength_head = Affine(trained.strength_head.weight, trained.strength_head.bias)
 
     def state_shapes(self, batch: int) -> tuple[tuple[int, ...], ...]:
         """Shapes of (conv1 history, conv2 history, GRU states) for a batch."""
@@ -155,7 +163,7 @@ class PercepNetStep(nn.Module):
             h = gru_state[layer]
             gi = w_ih(x)
             gh = w_hh(h)
-            size = h.shape[1]
+            size = self.config.gru_size  # a constant: no Shape ops in the graph
             r = torch.sigmoid(gi[:, :size] + gh[:, :size])
             z = torch.sigmoid(gi[:, size : 2 * size] + gh[:, size : 2 * size])
             n = torch.tanh(gi[:, 2 * size :] + r * gh[:, 2 * size :])

@@ -116,7 +116,7 @@ def dev_pesq(model: PercepNet, dev: DevAudio) -> float:
 
 def batches(
     data: Shard, batch_size: int, frames: int, rng: np.random.Generator
-) -> list[tuple[torch.Tensor, ...]]:
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """One epoch of shuffled batches of random ``frames``-long crops."""
     order = rng.permutation(data.features.shape[0])
     total = data.features.shape[1]

@@ -1,0 +1,174 @@
+"""Export a trained network as a single-step streaming ONNX graph, quantise it to int8, and
+record its SHA-256.
+
+    python -m model.export --checkpoint runs/default/checkpoint.pt --out model/weights
+
+The graph's inputs are one hop's features and the explicit state (conv histories, every GRU's
+hidden state); its outputs are gains, strengths and the next state; the batch axis is dynamic
+so several streams share one call. The exporter checks onnxruntime against PyTorch before it
+writes anything, and the int8 file against the fp32 one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from onnxruntime.quantization import QuantType, quantize_dynamic
+
+from dsp.constants import NUM_FEATURES
+from model.network import NetworkConfig, PercepNet, PercepNetStep, count_parameters
+
+INPUT_NAMES = ["features", "conv1_history", "conv2_history", "gru_state"]
+OUTPUT_NAMES = ["gains", "strengths", "next_conv1_history", "next_conv2_history", "next_gru_state"]
+FP32_NAME = "percepnet-fp32.onnx"
+INT8_NAME = "percepnet-int8.onnx"
+PARITY_TOLERANCE = 1e-4
+QUANTISED_OPS = ("MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat")
+
+
+def load_checkpoint(path: Path) -> PercepNet:
+    """The network stored in a training checkpoint."""
+    state = torch.load(path, weights_only=False, map_location="cpu")
+    model = PercepNet(NetworkConfig(**state["config"]))
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+def zero_state(step: PercepNetStep, batch: int) -> list[np.ndarray]:
+    """Zero state arrays (a fresh stream) for a batch."""
+    return [np.zeros(shape, dtype=np.float32) for shape in step.state_shapes(batch)]
+
+
+def _torch_outputs(step: PercepNetStep, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    with torch.no_grad():
+        return [t.numpy() for t in step(*(torch.from_numpy(a) for a in inputs))]
+
+
+def session_for(path: Path) -> ort.InferenceSession:
+    """A CPU session (export checks only; the server uses model/runtime.py)."""
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def random_inputs(step: PercepNetStep, batch: int, seed: int = 0) -> list[np.ndarray]:
+    """Features and states in the range the network sees."""
+    rng = np.random.default_rng(seed)
+    features = rng.standard_normal((batch, NUM_FEATURES)).astype(np.float32)
+    states = [
+        rng.uniform(-0.9, 0.9, shape).astype(np.float32) for shape in step.state_shapes(batch)
+    ]
+    return [features, *states]
+
+
+def export_fp32(model: PercepNet, path: Path) -> Path:
+    """Write the fp32 streaming graph after checking it against PyTorch (max diff < 1e-4)."""
+    step = PercepNetStep(model).eval()
+    example = [torch.from_numpy(a) for a in random_inputs(step, 2)]
+    batch_axis = {name: {0: "batch"} for name in INPUT_NAMES[:3] + OUTPUT_NAMES[:4]}
+    batch_axis["gru_state"] = {1: "batch"}
+    batch_axis["next_gru_state"] = {1: "batch"}
+    partial = path.with_suffix(".partial.onnx")
+    torch.onnx.export(
+        step,
+        tuple(example),
+        str(partial),
+        input_names=INPUT_NAMES,
+        output_names=OUTPUT_NAMES,
+        dynamic_axes=batch_axis,
+        opset_version=17,
+        do_constant_folding=True,
+        dynamo=False,
+    )
+    session = session_for(partial)
+    for batch in (1, 3):
+        inputs = random_inputs(step, batch, seed=batch)
+        expected = _torch_outputs(step, inputs)
+        got = session.run(None, dict(zip(INPUT_NAMES, inputs, strict=True)))
+        worst = max(float(np.max(np.abs(a - b))) for a, b in zip(expected, got, strict=True))
+        if worst > PARITY_TOLERANCE:
+            partial.unlink()
+            raise RuntimeError(f"ONNX export differs from PyTorch by {worst:.2e}")
+    partial.replace(path)
+    return path
+
+
+def quantise_int8(fp32_path: Path, int8_path: Path) -> Path:
+    """Dynamic int8 quantisation of every MatMul weight."""
+    quantize_dynamic(
+        str(fp32_path),
+        str(int8_path),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        op_types_to_quantize=["MatMul"],
+    )
+    return int8_path
+
+
+def weight_counts(path: Path) -> tuple[int, int]:
+    """(weights consumed by integer matmul ops, all weights) in an ONNX file."""
+    graph = onnx.load(str(path)).graph
+    sizes = {init.name: int(np.prod(init.dims)) for init in graph.initializer}
+    quantised: set[str] = set()
+    for node in graph.node:
+        if node.op_type in QUANTISED_OPS:
+            quantised.update(name for name in node.input if name in sizes)
+    total = sum(sizes.values())
+    integer = sum(sizes[name] for name in quantised if graph_initializer_is_int8(graph, name))
+    return integer, total
+
+
+def graph_initializer_is_int8(graph: onnx.GraphProto, name: str) -> bool:
+    """Whether initializer ``name`` is stored as 8-bit integers."""
+    for init in graph.initializer:
+        if init.name == name:
+            return init.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
+    return False
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_sha256(path: Path) -> Path:
+    """Record the file's SHA-256 beside it (``NAME.sha256``)."""
+    digest_path = path.with_name(path.name + ".sha256")
+    digest_path.write_text(f"{sha256_of(path)}  {path.name}\n")
+    return digest_path
+
+
+def export_all(model: PercepNet, out_dir: Path) -> dict[str, object]:
+    """fp32 and int8 graphs with hashes; returns a summary for the model card."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fp32 = export_fp32(model, out_dir / FP32_NAME)
+    int8 = quantise_int8(fp32, out_dir / INT8_NAME)
+    for path in (fp32, int8):
+        write_sha256(path)
+    integer, total = weight_counts(int8)
+    return {
+        "parameters": count_parameters(model),
+        "config": model.config.as_dict(),
+        "fp32_bytes": fp32.stat().st_size,
+        "int8_bytes": int8.stat().st_size,
+        "int8_weight_share": integer / max(total, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``python -m model.export``."""
+    parser = argparse.ArgumentParser(description="Export a checkpoint to streaming ONNX + int8")
+    parser.add_argument("--checkpoint", required=True, type=Path)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "weights")
+    args = parser.parse_args(argv)
+    summary = export_all(load_checkpoint(args.checkpoint), args.out)
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

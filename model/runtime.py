@@ -1,0 +1,133 @@
+"""Runtime inference with onnxruntime: the only module that imports it.
+
+One :class:`ModelRuntime` holds one session (pinned to one intra-op thread, sequential, no
+spinning: the server runs many of these side by side and must never busy-wait) and serves any
+number of streams; :class:`ModelGainSource` is one stream's preallocated state, plugged into
+the enhancer. ``step_batch`` runs several streams in one call over the batch axis.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from dsp.constants import NUM_BANDS, NUM_FEATURES
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DEFAULT_MODEL = WEIGHTS_DIR / "percepnet-int8.onnx"
+
+
+class ModelFileError(ValueError):
+    """The model file is missing, altered or not a PercepNet streaming graph."""
+
+
+def verify_sha256(path: Path) -> None:
+    """Check ``path`` against the digest recorded beside it (``NAME.sha256``), if any."""
+    digest_file = path.with_name(path.name + ".sha256")
+    if not digest_file.exists():
+        return
+    expected = digest_file.read_text().split()[0]
+    actual = hashlib.sha256(path.read_bytes()).hexdigest()
+    if actual != expected:
+        raise ModelFileError(
+            f"{path}: SHA-256 {actual[:12]}… does not match the recorded "
+            f"{expected[:12]}… (file altered or truncated)"
+        )
+
+
+def session_options() -> ort.SessionOptions:
+    """One thread, sequential, no spinning."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return options
+
+
+class ModelRuntime:
+    """A loaded streaming model; thread-safe to call from several threads (onnxruntime is)."""
+
+    def __init__(self, path: Path | str = DEFAULT_MODEL) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelFileError(f"{self.path}: model file not found")
+        verify_sha256(self.path)
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), session_options(), providers=["CPUExecutionProvider"]
+            )
+        except Exception as error:  # onnxruntime raises its own exception types
+            raise ModelFileError(f"{self.path}: not a loadable ONNX model ({error})") from error
+        inputs = {i.name: i.shape for i in self.session.get_inputs()}
+        expected = {"features", "conv1_history", "conv2_history", "gru_state"}
+        if set(inputs) != expected or inputs["features"][1] != NUM_FEATURES:
+            raise ModelFileError(
+                f"{self.path}: inputs {sorted(inputs)} are not a PercepNet streaming graph"
+            )
+        self.conv1_width = int(inputs["conv1_history"][1])
+        self.conv2_width = int(inputs["conv2_history"][1])
+        self.gru_layers = int(inputs["gru_state"][0])
+        self.gru_size = int(inputs["gru_state"][2])
+        self._output_names = [o.name for o in self.session.get_outputs()]
+
+    def zero_state(self, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """State of ``batch`` fresh streams."""
+        return (
+            np.zeros((batch, self.conv1_width), dtype=np.float32),
+            np.zeros((batch, self.conv2_width), dtype=np.float32),
+            np.zeros((self.gru_layers, batch, self.gru_size), dtype=np.float32),
+        )
+
+    def step_batch(
+        self,
+        features: np.ndarray,
+        conv1_history: np.ndarray,
+        conv2_history: np.ndarray,
+        gru_state: np.ndarray,
+    ) -> list[np.ndarray]:
+        """One hop for every stream of the batch: [gains, strengths, *next state]."""
+        return self.session.run(
+            self._output_names,
+            {
+                "features": features,
+                "conv1_history": conv1_history,
+                "conv2_history": conv2_history,
+                "gru_state": gru_state,
+            },
+        )
+
+
+class ModelGainSource:
+    """One stream's recurrent state over a shared :class:`ModelRuntime` (a ``GainSource``)."""
+
+    def __init__(self, runtime: ModelRuntime) -> None:
+        self.runtime = runtime
+        self._features = np.zeros((1, NUM_FEATURES), dtype=np.float32)
+        self._conv1, self._conv2, self._gru = runtime.zero_state(1)
+        self._gains = np.ones(NUM_BANDS, dtype=np.float32)
+        self._strengths = np.zeros(NUM_BANDS, dtype=np.float32)
+
+    def reset(self) -> None:
+        """Start a new stream."""
+        self._conv1[...] = 0
+        self._conv2[...] = 0
+        self._gru[...] = 0
+
+    def gains_for(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Gains and strengths for the frame two hops before ``features``."""
+        self._features[0] = features
+        gains, strengths, conv1, conv2, gru = self.runtime.step_batch(
+            self._features, self._conv1, self._conv2, self._gru
+        )
+        self._conv1[...] = conv1
+        self._conv2[...] = conv2
+        self._gru[...] = gru
+        self._gains[:] = gains[0]
+        self._strengths[:] = strengths[0]
+        return self._gains, self._strengths

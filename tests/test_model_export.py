@@ -1,0 +1,152 @@
+"""Network, export and runtime: streaming parity with PyTorch, int8 coverage, file checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+from signals import add_white_noise, harmonic_tone  # noqa: E402
+
+from dsp.offline import compute_oracle_targets  # noqa: E402
+from model.export import export_all, export_fp32, weight_counts  # noqa: E402
+from model.network import NetworkConfig, PercepNet, PercepNetStep  # noqa: E402
+from model.runtime import (  # noqa: E402
+    DEFAULT_MODEL,
+    ModelFileError,
+    ModelGainSource,
+    ModelRuntime,
+)
+
+SMALL = NetworkConfig(conv1_channels=32, conv2_channels=48, gru_size=40, gru_layers=2)
+
+
+@pytest.fixture(scope="module")
+def small_model() -> PercepNet:
+    torch.manual_seed(0)
+    return PercepNet(SMALL).eval()
+
+
+@pytest.fixture(scope="module")
+def exported(small_model: PercepNet, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("weights")
+    export_all(small_model, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def mixture_features() -> np.ndarray:
+    clean = harmonic_tone(180.0, 1.0)
+    noisy = add_white_noise(clean, 5.0)
+    return compute_oracle_targets(noisy, clean).features
+
+
+def _stream(runtime: ModelRuntime, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Run a feature sequence through the ONNX step graph, flushed with two zero frames."""
+    source = ModelGainSource(runtime)
+    gains, strengths = [], []
+    padded = np.concatenate([features, np.zeros((2, features.shape[1]), np.float32)])
+    for frame in padded:
+        g, r = source.gains_for(frame)
+        gains.append(g.copy())
+        strengths.append(r.copy())
+    return np.array(gains[2:]), np.array(strengths[2:])
+
+
+def test_step_module_matches_sequence_model(small_model: PercepNet) -> None:
+    step = PercepNetStep(small_model).eval()
+    features = torch.randn(2, 30, 70)
+    with torch.no_grad():
+        gains, strengths = small_model(features)
+        state = [torch.zeros(shape) for shape in step.state_shapes(2)]
+        outs = []
+        for t in range(32):
+            frame = features[:, t] if t < 30 else torch.zeros(2, 70)
+            g, r, *state = step(frame, *state)
+            outs.append((g, r))
+    streamed = torch.stack([g for g, _ in outs[2:]], dim=1)
+    assert float((streamed - gains).abs().max()) < 1e-5
+
+
+def test_fp32_onnx_streaming_matches_pytorch_sequence(
+    small_model: PercepNet, exported: Path, mixture_features: np.ndarray
+) -> None:
+    with torch.no_grad():
+        gains, strengths = small_model(torch.from_numpy(mixture_features)[None])
+    runtime = ModelRuntime(exported / "percepnet-fp32.onnx")
+    onnx_gains, onnx_strengths = _stream(runtime, mixture_features)
+    assert np.max(np.abs(onnx_gains - gains[0].numpy())) < 1e-4
+    assert np.max(np.abs(onnx_strengths - strengths[0].numpy())) < 1e-4
+
+
+def test_int8_graph_quantises_the_weights_to_one_byte_each(exported: Path) -> None:
+    integer, total = weight_counts(exported / "percepnet-int8.onnx")
+    assert integer / total >= 0.9
+    parameters = sum(p.numel() for p in PercepNet(SMALL).parameters())
+    size = (exported / "percepnet-int8.onnx").stat().st_size
+    fp32_size = (exported / "percepnet-fp32.onnx").stat().st_size
+    assert size < 0.4 * fp32_size
+    assert size < 1.6 * parameters + 20_000  # about one byte per weight, plus graph overhead
+
+
+def test_batched_steps_equal_separate_streams(exported: Path) -> None:
+    runtime = ModelRuntime(exported / "percepnet-int8.onnx")
+    rng = np.random.default_rng(0)
+    features = rng.standard_normal((3, 10, 70)).astype(np.float32)
+    state = list(runtime.zero_state(3))
+    batched = []
+    for t in range(10):
+        gains, strengths, *state = runtime.step_batch(features[:, t], *state)
+        batched.append(gains)
+    for stream in range(3):
+        source = ModelGainSource(runtime)
+        for t in range(10):
+            g, _ = source.gains_for(features[stream, t])
+            # Dynamic quantisation takes one activation scale per call, over the whole batch,
+            # so batch-mates shift each other's gains slightly; far below audibility.
+            np.testing.assert_allclose(g, batched[t][stream], atol=1e-3)
+
+
+def test_shipped_int8_model_is_quantised_and_close_to_fp32(mixture_features: np.ndarray) -> None:
+    int8 = DEFAULT_MODEL
+    fp32 = DEFAULT_MODEL.with_name("percepnet-fp32.onnx")
+    if not int8.exists() or not fp32.exists():
+        pytest.skip("no shipped model under model/weights")
+    integer, total = weight_counts(int8)
+    assert integer / total >= 0.9
+    g8, _ = _stream(ModelRuntime(int8), mixture_features)
+    g32, _ = _stream(ModelRuntime(fp32), mixture_features)
+    assert float(np.mean(np.abs(g8 - g32))) < 0.02
+
+
+def test_runtime_rejects_missing_altered_and_foreign_files(
+    exported: Path, tmp_path: Path, small_model: PercepNet
+) -> None:
+    with pytest.raises(ModelFileError, match="not found"):
+        ModelRuntime(tmp_path / "absent.onnx")
+    altered = tmp_path / "percepnet-int8.onnx"
+    altered.write_bytes((exported / "percepnet-int8.onnx").read_bytes()[:-10] + b"0123456789")
+    (tmp_path / "percepnet-int8.onnx.sha256").write_text(
+        (exported / "percepnet-int8.onnx.sha256").read_text())
+    with pytest.raises(ModelFileError, match="SHA-256"):
+        ModelRuntime(altered)
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not a model")
+    with pytest.raises(ModelFileError, match="not a loadable"):
+        ModelRuntime(garbage)
+
+
+def test_export_refuses_a_graph_that_differs_from_pytorch(
+    small_model: PercepNet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import model.export as export
+
+    monkeypatch.setattr(export, "PARITY_TOLERANCE", -1.0)  # nothing can pass
+    with pytest.raises(RuntimeError, match="differs"):
+        export_fp32(small_model, tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
