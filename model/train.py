@@ -1,11 +1,12 @@
 """Train the PercepNet network from scratch, resumably, within a wall-clock budget.
 
-    python -m model.train --out runs/default --budget-minutes 60
+    python -m model.train --out runs/default --budget-minutes 85 --export model/weights
 
 builds (or reuses) the feature cache, then trains with checkpoints every epoch and every few
 minutes; rerunning the same command resumes from the last checkpoint. Each epoch prints the
 training and dev losses and the dev-set PESQ-WB of the enhancer driven by the network, and
-redraws ``training_curve.png``.
+redraws ``training_curve.png``. With ``--export`` the final network is exported to streaming
+ONNX, quantised to int8 and hashed (``model.export``).
 """
 
 from __future__ import annotations
@@ -267,7 +268,7 @@ def train(args: argparse.Namespace) -> Path:
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             model.clip_weights()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             elapsed = time.monotonic() - session_start
             if step % 20 == 0:
                 print(
@@ -321,12 +322,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dev-files", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--export", default=None, metavar="DIR",
+                        help="export the trained network to DIR (fp32 + int8 ONNX, SHA-256)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m model.train``."""
-    train(parse_args(argv))
+    args = parse_args(argv)
+    checkpoint = train(args)
+    if args.export:
+        from model.export import export_all, load_checkpoint
+
+        summary = export_all(load_checkpoint(checkpoint), Path(args.export))
+        print(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":
