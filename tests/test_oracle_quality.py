@@ -5,33 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import soxr
-from pesq import pesq
 from shared_data import mix_at_snr, speech_and_noise
 
 from dsp.enhancer import ReplayGains
 from dsp.offline import compute_oracle_targets, enhance_signal, enhance_with_oracle
+from model.evaluate import pesq_wb, si_sdr
 
 pytestmark = pytest.mark.slow
-
-
-def si_sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
-    """Scale-invariant signal-to-distortion ratio in dB."""
-    scale = np.dot(estimate, reference) / np.dot(reference, reference)
-    target = scale * reference
-    return float(10 * np.log10(np.sum(target**2) / np.sum((estimate - target) ** 2)))
-
-
-def pesq_wb(reference: np.ndarray, estimate: np.ndarray) -> float:
-    """PESQ-WB at 16 kHz of 48 kHz signals."""
-    return float(
-        pesq(
-            16_000,
-            soxr.resample(reference, 48_000, 16_000),
-            soxr.resample(estimate, 48_000, 16_000),
-            "wb",
-        )
-    )
 
 
 @pytest.fixture(scope="module")
