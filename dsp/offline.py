@@ -72,7 +72,8 @@ def compute_oracle_targets(noisy: np.ndarray, clean: np.ndarray) -> OracleTarget
         )
     state, _arrays = make_state()
     features_now = _arrays["features"]
-    num_frames = -(-noisy.shape[0] // HOP_SAMPLES)
+    # Frame i spans hops i − 1 and i, so the last input hop also lives in the frame after it.
+    num_frames = -(-noisy.shape[0] // HOP_SAMPLES) + 1
     num_hops = num_frames + 2  # targets of frame i are known once hop i + 2 is in
     noisy_hops = padded(noisy, num_hops)
     clean_hops = padded(clean, num_hops)

@@ -240,17 +240,28 @@ SYSTEM_FACTORIES: dict[str, SystemFactory] = {
 }
 
 
-class ModelRuntimeUnavailableError(NotImplementedError):
-    """The trained model cannot be run yet."""
+def model_system(model_path: Path, name: str = MODEL_SYSTEM_NAME) -> System:
+    """A trained PercepNet model (ONNX, run by model/runtime.py) driving the enhancer."""
+    from dsp.offline import enhance_signal
+    from model.runtime import ModelGainSource, ModelRuntime
+
+    runtime = ModelRuntime(model_path)
+
+    def process(noisy: np.ndarray) -> np.ndarray:
+        return enhance_signal(np.asarray(noisy, dtype=np.float64),
+                              ModelGainSource(runtime)).astype(np.float64)
+
+    return System(name, process, description=f"PercepNet, {model_path.name}")
 
 
-def model_system(model_path: Path) -> System:
-    """The trained PercepNet model as a system: a placeholder until the runtime is wired in."""
-    raise ModelRuntimeUnavailableError(
-        f"model runtime not available yet: cannot evaluate {model_path} "
-        f"(wire model/runtime.py in here and register a {MODEL_SYSTEM_NAME!r} factory in "
-        f"model.evaluate.SYSTEM_FACTORIES)"
-    )
+def _shipped(file_name: str, name: str) -> SystemFactory:
+    from model.runtime import WEIGHTS_DIR
+
+    return lambda: model_system(WEIGHTS_DIR / file_name, name)
+
+
+SYSTEM_FACTORIES["percepnet_int8"] = _shipped("percepnet-int8.onnx", "percepnet_int8")
+SYSTEM_FACTORIES["percepnet_fp32"] = _shipped("percepnet-fp32.onnx", "percepnet_fp32")
 
 
 def make_systems(names: Sequence[str]) -> dict[str, System]:
@@ -615,7 +626,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"comma-separated, from: {', '.join(SYSTEM_FACTORIES)}",
     )
     parser.add_argument(
-        "--model", type=Path, help=f"trained model to add as {MODEL_SYSTEM_NAME!r} (not yet)"
+        "--model", type=Path, help=f"another exported model, evaluated as {MODEL_SYSTEM_NAME!r}"
     )
     parser.add_argument(
         "--snrs",
@@ -637,7 +648,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         systems = make_systems(names)
         if args.model is not None:
             systems[MODEL_SYSTEM_NAME] = model_system(args.model)
-    except (ValueError, NotImplementedError) as exc:
+    except ValueError as exc:  # unknown system, or a model file that is missing or altered
         print(f"error: {exc}", file=sys.stderr)
         return 2
     data_dir = args.data_dir if args.data_dir is not None else default_data_dir()

@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dsp.bands import BIN_HZ, make_band_layout
-from dsp.constants import DSP_VERSION
+from dsp.constants import DSP_VERSION, HOP_SAMPLES, SAMPLE_RATE_HZ
 from dsp.offline import compute_oracle_targets
 from model.mixtures import MixtureRecipe, make_mixture
 from model.splits import split_files
@@ -74,15 +74,17 @@ def build_shard(spec: CacheSpec, index: int, out_path: Path) -> int:
     train, dev = split_files(Path(spec.data_dir))
     files = train if spec.split == "train" else dev
     rng = np.random.default_rng([spec.seed, index])
+    frames_per_example = round(spec.recipe.segment_seconds * SAMPLE_RATE_HZ / HOP_SAMPLES)
     features, gains, strengths, masks = [], [], [], []
     for _ in range(spec.examples_per_shard):
         mixture = make_mixture(
             rng, list(files.speech), list(files.noise), list(files.rooms), spec.recipe
         )
         targets = compute_oracle_targets(mixture.noisy, mixture.target)
-        features.append(targets.features)
-        gains.append(targets.gains.astype(np.float16))
-        strengths.append(targets.strengths.astype(np.float16))
+        frames = slice(0, frames_per_example)  # one length for every shard of every build
+        features.append(targets.features[frames])
+        gains.append(targets.gains[frames].astype(np.float16))
+        strengths.append(targets.strengths[frames].astype(np.float16))
         masks.append(band_mask(mixture.speech_max_hz))
     out_path.parent.mkdir(parents=True, exist_ok=True)
     partial = out_path.with_suffix(".partial.npz")

@@ -11,11 +11,13 @@ from pathlib import Path
 DEV_FULLBAND_SPEAKERS = frozenset({"ravdess_A19", "ravdess_A20"})
 DEV_SPEAKER_STRIDE = 10  # every 10th other speaker (sorted by id) is held out
 DEV_NOISE_STRIDE = 5  # every 5th noise file (sorted by path) is held out
-DEV_ROOMS = frozenset({
-    "rir/openair_ir_council_s1r1_ch1.flac",
-    "rir/pymixconsole_medium_room.flac",
-    "rir/auralizr_s1.flac",
-})
+DEV_ROOMS = frozenset(
+    {
+        "rir/openair_ir_council_s1r1_ch1.flac",
+        "rir/pymixconsole_medium_room.flac",
+        "rir/auralizr_s1.flac",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -61,9 +63,7 @@ def read_manifest(data_dir: Path) -> list[AudioFile]:
 
 def dev_speakers(files: list[AudioFile]) -> frozenset[str]:
     """Held-out speakers: the fixed fullband pair plus every 10th other speaker."""
-    others = sorted(
-        {f.speaker_id for f in files if f.kind == "clean"} - DEV_FULLBAND_SPEAKERS
-    )
+    others = sorted({f.speaker_id for f in files if f.kind == "clean"} - DEV_FULLBAND_SPEAKERS)
     return DEV_FULLBAND_SPEAKERS | frozenset(others[::DEV_SPEAKER_STRIDE])
 
 
