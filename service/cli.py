@@ -55,15 +55,19 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_denoise(commands)
     _add_oracle(commands)
+    _add_eval(commands)
     _add_bench(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the process exit status."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["eval"]:  # its options belong to model.evaluate's own parser
+        return _run_eval(argparse.Namespace(options=arguments[1:]))
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(arguments)
     except SystemExit as exc:  # --help, or a usage error already printed
         return exc.code if isinstance(exc.code, int) else EXIT_OK
     handler: Handler = args.handler
@@ -234,6 +238,29 @@ def _run_oracle(args: argparse.Namespace) -> int:
     if clipped:
         print(f"warning: {clipped} output samples clipped to full scale", file=sys.stderr)
     return EXIT_OK
+
+
+# --- eval -------------------------------------------------------------------------------------
+
+
+def _add_eval(commands: argparse._SubParsersAction[_Parser]) -> None:
+    parser = commands.add_parser(
+        "eval",
+        help="dev-set table: this model beside RNNoise, WebRTC NS and the noisy input",
+        description="Runs `python -m model.evaluate` with the given options (see its --help); "
+        "needs the 'eval' extra and ../shared/data.",
+        add_help=False,
+    )
+    parser.add_argument("options", nargs=argparse.REMAINDER)
+    parser.set_defaults(handler=_run_eval)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    try:
+        from model import evaluate
+    except ImportError as exc:
+        raise CommandError(f"evaluation needs the 'eval' extra: {exc}") from exc
+    return evaluate.main(args.options)
 
 
 # --- bench ------------------------------------------------------------------------------------
