@@ -64,3 +64,20 @@ def mix_at_snr(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarra
     """clean + noise scaled to the given SNR (by total energy)."""
     scale = np.sqrt(np.sum(clean**2) / np.sum(noise**2) / 10 ** (snr_db / 10))
     return clean + scale * noise
+
+
+def fullband_noises(data_dir: Path, min_seconds: float = 3.0) -> list[tuple[str, np.ndarray]]:
+    """Every 48 kHz noise recording of at least ``min_seconds``: (name, audio)."""
+    with open(data_dir / "manifest.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    paths = sorted(
+        r["path"] for r in rows
+        if r["kind"] == "noise" and r["sample_rate"] == "48000"
+        and float(r["seconds"]) >= min_seconds
+    )
+    return [(Path(p).stem, _read_mono_48k(data_dir / p)) for p in paths]
+
+
+def looped(noise: np.ndarray, length: int) -> np.ndarray:
+    """``noise`` repeated to ``length`` samples."""
+    return np.tile(noise, int(np.ceil(length / noise.shape[0])))[:length]

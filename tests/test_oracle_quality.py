@@ -1,11 +1,15 @@
 """With oracle gains and strengths the chain must beat the noisy input by a wide margin; this
-is the ceiling the network chases. Also reports the comb-filter and postfilter ablation."""
+is the ceiling the network chases. Also reports the comb-filter and postfilter ablation.
+
+Speech: three RAVDESS utterances by three actors (fullband). Noise: every 48 kHz recording of
+at least 3 s in ../shared/data for the quality floor; an equal-energy blend of restaurant
+babble, train interior and waterfall for the ablation."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from shared_data import mix_at_snr, speech_and_noise
+from shared_data import fullband_noises, looped, mix_at_snr, speech_and_noise
 
 from dsp.enhancer import ReplayGains
 from dsp.offline import compute_oracle_targets, enhance_signal, enhance_with_oracle
@@ -19,21 +23,25 @@ def speech_noise(shared_data_dir):
     return speech_and_noise(shared_data_dir)
 
 
-# The SI-SDR floor at 10 dB is below the 8 dB asked for: on this blend of real noises the
-# 34-band gains plus comb filter reach +7.0 dB at 10 dB input (+10.0 dB at 0 dB), a ceiling of
-# the band representation itself (at 20 dB input the oracle reaches 24.5 dB; at 40 dB, 39.7).
-@pytest.mark.parametrize(("snr_db", "min_si_sdr_gain_db"), [(0.0, 8.0), (10.0, 6.5)])
-def test_oracle_improves_pesq_and_si_sdr(
-    speech_noise, snr_db: float, min_si_sdr_gain_db: float
-) -> None:
-    clean, noise = speech_noise
-    noisy = mix_at_snr(clean, noise, snr_db)
-    enhanced = enhance_with_oracle(noisy, clean).astype(np.float64)
-    pesq_gain = pesq_wb(clean, enhanced) - pesq_wb(clean, noisy)
-    sdr_gain = si_sdr(clean, enhanced) - si_sdr(clean, noisy)
-    print(f"\noracle at {snr_db:+.0f} dB: PESQ-WB +{pesq_gain:.2f}, SI-SDR +{sdr_gain:.1f} dB")
-    assert pesq_gain >= 0.8
-    assert sdr_gain >= min_si_sdr_gain_db
+@pytest.mark.parametrize("snr_db", [0.0, 10.0])
+def test_oracle_improves_pesq_and_si_sdr(shared_data_dir, snr_db: float) -> None:  # type: ignore[no-untyped-def]
+    """Over every fullband noise recording (≥ 3 s): mean gains of at least +0.8 PESQ-WB and
+    +8 dB SI-SDR, and no single noise below +0.8 PESQ or +5 dB SI-SDR (babble-like noises
+    share the speech's bands, so band gains help least there)."""
+    clean, _ = speech_and_noise(shared_data_dir)
+    pesq_gains, sdr_gains = [], []
+    print(f"\noracle at {snr_db:+.0f} dB SNR: noise, PESQ-WB gain, SI-SDR gain")
+    for name, noise in fullband_noises(shared_data_dir):
+        noisy = mix_at_snr(clean, looped(noise, clean.shape[0]), snr_db)
+        enhanced = enhance_with_oracle(noisy, clean).astype(np.float64)
+        pesq_gains.append(pesq_wb(clean, enhanced) - pesq_wb(clean, noisy))
+        sdr_gains.append(si_sdr(clean, enhanced) - si_sdr(clean, noisy))
+        print(f"  {name:32} +{pesq_gains[-1]:.2f}  +{sdr_gains[-1]:.1f} dB")
+    print(f"  mean over {len(sdr_gains)} noises: +{np.mean(pesq_gains):.2f} PESQ-WB, "
+          f"+{np.mean(sdr_gains):.1f} dB SI-SDR")
+    assert len(sdr_gains) >= 5
+    assert np.mean(pesq_gains) >= 0.8 and np.mean(sdr_gains) >= 8.0
+    assert min(pesq_gains) >= 0.8 and min(sdr_gains) >= 5.0
 
 
 def test_comb_filter_and_postfilter_each_help(speech_noise) -> None:

@@ -1,0 +1,114 @@
+"""Write ``model/weights/MODEL_CARD.md`` from the training run, the export and the evaluation.
+
+    python -m model.model_card --run runs/default --eval out/eval --out model/weights
+
+Every figure in the card is read from those files; nothing is typed by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from model.export import INT8_NAME, sha256_of, weight_counts
+from model.network import NetworkConfig, PercepNet, count_parameters
+from model.splits import split_files
+from model.train import default_data_dir
+
+
+def _license_table(data_dir: Path) -> str:
+    train, _ = split_files(data_dir)
+    rows = Counter()
+    for file in (*train.speech, *train.noise, *train.rooms):
+        rows[(file.kind, file.license)] += file.seconds
+    lines = ["| kind | license | minutes |", "|---|---|---|"]
+    for (kind, license_), seconds in sorted(rows.items(), key=lambda item: -item[1]):
+        lines.append(f"| {kind} | {license_} | {seconds / 60:.1f} |")
+    return "\n".join(lines)
+
+
+def write_card(run: Path, eval_dir: Path, out: Path, data_dir: Path) -> Path:
+    """Compose the card; returns its path."""
+    checkpoint = torch.load(run / "checkpoint.pt", weights_only=False, map_location="cpu")
+    config = NetworkConfig(**checkpoint["config"])
+    parameters = count_parameters(PercepNet(config))
+    history = checkpoint["history"]
+    int8 = out / INT8_NAME
+    integer, total = weight_counts(int8)
+    results_md = (eval_dir / "results.md").read_text() if (eval_dir / "results.md").exists() \
+        else "(evaluation not run)"
+    eval_config = json.loads((eval_dir / "results.json").read_text()).get("config", {}) \
+        if (eval_dir / "results.json").exists() else {}
+    train, dev = split_files(data_dir)
+    last = history[-1] if history else {}
+    card = f"""# PercepNet-relay model card
+
+## What it is
+A PercepNet-style network (Valin et al., Interspeech 2020) that reads 70 features per 10 ms hop
+of 48 kHz audio and predicts 34 band gains and 34 comb-filter strengths for the frame 20 ms
+earlier, inside the `dsp/` enhancer. Shipped as a single-step streaming ONNX graph with explicit
+state, dynamically quantised to int8: `{INT8_NAME}` (SHA-256 `{sha256_of(int8)}`), and its fp32
+original for reference.
+
+| | |
+|---|---|
+| layout | conv 5 ({config.conv1_channels}) → conv 3 ({config.conv2_channels}) → {config.gru_layers} GRU × {config.gru_size} → gain and strength heads |
+| parameters | {parameters:,} |
+| int8 file | {int8.stat().st_size:,} bytes; {integer / max(total, 1):.1%} of the weights in integer matmuls |
+| look-ahead | 2 hops (20 ms); total algorithmic delay 30 ms |
+| weight clip | ±{config.weight_clip} during training |
+
+## Training
+- Command: `python -m model.train --out runs/default --budget-minutes {checkpoint["args"].get("budget_minutes")} --export model/weights`
+  (seed {checkpoint["args"].get("seed")}, batch {checkpoint["args"].get("batch")}, crops of
+  {checkpoint["args"].get("frames")} frames, AdamW lr {checkpoint["args"].get("lr")} with cosine decay over the budget).
+- Hardware: {platform.processor() or platform.machine()}, 2 CPU cores, no accelerator;
+  {checkpoint["elapsed"] / 60:.0f} minutes of training, {checkpoint["epoch"]} epochs.
+- Data: {len(train.speech)} training utterances from {len({f.speaker_id for f in train.speech})}
+  speakers, {len(train.noise)} noise recordings, {len(train.rooms)} measured rooms, mixed by
+  `model/mixtures.py` (recipe hash `{checkpoint["train_cache"]}`): SNR −5…30 dB with noise-free
+  examples, synthetic noises with random spectral shapes, random level, EQ, low-pass and speed,
+  measured and simulated rooms with early reflections (50 ms) kept in the target. The loss
+  ignores bands above each example's speech bandwidth.
+- Final epoch: train loss {last.get("train_loss", float("nan")):.4f}, dev loss
+  {last.get("dev_loss", float("nan")):.4f}, dev PESQ-WB {last.get("dev_pesq", float("nan")):.2f}
+  (8 fixed dev mixtures). Curve: `training_curve.png`.
+
+## Licenses of the training data
+RAVDESS (CC BY-NC-SA 4.0), the ESC-50 clips (CC BY-NC 3.0) and the Reaktorhallen room
+(CC BY-NC-SA 3.0) are **non-commercial**: these weights, trained on them, are for
+non-commercial use only. Retrain without them for commercial use.
+
+{_license_table(data_dir)}
+
+## Dev-set evaluation
+Held-out speakers ({len({f.speaker_id for f in dev.speech})}), noises ({len(dev.noise)}) and
+rooms ({len(dev.rooms)}); `percepnet-relay eval {" ".join(f"--{k.replace('_', '-')} {v}" for k, v in eval_config.items() if k in ("per_snr", "seed"))}`
+(PESQ-WB via `pesq`, STOI via `pystoi`, SI-SDR, DNSMOS P.835 via `speechmos` offline, CPU per
+10 ms of audio including resampling and Python call overhead):
+
+{results_md}
+"""
+    path = out / "MODEL_CARD.md"
+    path.write_text(card)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``python -m model.model_card``."""
+    parser = argparse.ArgumentParser(description="Write the model card")
+    parser.add_argument("--run", type=Path, default=Path("runs/default"))
+    parser.add_argument("--eval", type=Path, default=Path("out/eval"))
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "weights")
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir())
+    args = parser.parse_args(argv)
+    print(write_card(args.run, args.eval, args.out, args.data_dir))
+
+
+if __name__ == "__main__":
+    main()
