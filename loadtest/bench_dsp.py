@@ -8,6 +8,10 @@ per-frame wrapper ``pyrnnoise.rnnoise.process_mono_frame``. RNNoise's figure inc
 DSP *and* its GRU inference. The librnnoise in pyrnnoise 0.4.5's wheel is a generic SSE2 build
 (no AVX2/FMA kernels), so it is slower than an upstream build configured with x86 RTCD.
 
+When an exported model is present (the shipped one, or ``--model PATH``), the same run also
+times the network's single-step int8 (and fp32) inference at batch 1, and the whole enhancer
+(DSP + int8 model) per hop.
+
 Run: ``python -m loadtest.bench_dsp [--seconds S] [--iterations N] [--json PATH]`` or
 ``percepnet-relay bench dsp``.
 """
@@ -111,6 +115,35 @@ def _bench_enhancer(hops: np.ndarray, iterations: int, warmup: int) -> dict[str,
     return summarize(time_calls(enhancer.process_hop, args, iterations), DSP_CALL, first_call_s)
 
 
+def _bench_model(
+    hops: np.ndarray, model_path: Path, iterations: int, warmup: int
+) -> dict[str, dict[str, Any]]:
+    """Batch-1 step of the int8 model (and of its fp32 original when beside it), and the
+    whole enhancer driven by the int8 model."""
+    from dsp.enhancer import Enhancer
+    from model.runtime import ModelGainSource, ModelRuntime
+
+    rows: dict[str, dict[str, Any]] = {}
+    features = [Enhancer().analyze(hop).copy() for hop in hops[:50]]
+    fp32_path = model_path.with_name(model_path.name.replace("int8", "fp32"))
+    for label, path in (("model_int8", model_path), ("model_fp32", fp32_path)):
+        if label == "model_fp32" and (fp32_path == model_path or not fp32_path.exists()):
+            continue
+        source = ModelGainSource(ModelRuntime(path))
+        args = [(f,) for f in features]
+        time_calls(source.gains_for, args, warmup)
+        rows[label] = summarize(time_calls(source.gains_for, args, iterations),
+                                f"model.runtime.ModelGainSource.gains_for ({path.name}, batch 1)",
+                                0.0)
+    enhancer = Enhancer(ModelGainSource(ModelRuntime(model_path)))
+    out = np.zeros(HOP_SAMPLES, dtype=np.float32)
+    args_hop = [(hop, out) for hop in hops]
+    time_calls(enhancer.process_hop, args_hop, warmup)
+    rows["enhancer"] = summarize(time_calls(enhancer.process_hop, args_hop, iterations),
+                                 "Enhancer.process_hop with the int8 model (DSP + network)", 0.0)
+    return rows
+
+
 def _bench_rnnoise(
     hops: np.ndarray, iterations: int, warmup: int
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -172,6 +205,7 @@ def run_dsp_benchmark(
     iterations: int = DEFAULT_ITERATIONS,
     warmup: int = DEFAULT_WARMUP,
     seed: int = 0,
+    model_path: Path | None = None,
 ) -> dict[str, Any]:
     """Time the DSP path and RNNoise per 10 ms hop over ``seconds`` of synthetic audio.
 
@@ -206,9 +240,14 @@ def run_dsp_benchmark(
         result["rnnoise"], result["rnnoise_wrapper"] = _bench_rnnoise(hops, iterations, warmup)
     except (ImportError, OSError, RuntimeError) as exc:
         result["rnnoise_error"] = f"{type(exc).__name__}: {exc}"
+    if model_path is not None and model_path.exists():
+        result.update(_bench_model(hops, model_path, iterations, warmup))
     if result["rnnoise"] is not None:
         result["ratio_median"] = result["dsp"]["median_us"] / result["rnnoise"]["median_us"]
         result["ratio_p99"] = result["dsp"]["p99_us"] / result["rnnoise"]["p99_us"]
+        if "enhancer" in result:
+            result["enhancer_ratio_median"] = (
+                result["enhancer"]["median_us"] / result["rnnoise"]["median_us"])
     return result
 
 
@@ -226,6 +265,10 @@ def format_table(result: dict[str, Any]) -> str:
         f" {'% of 10 ms':>10}  call timed",
     ]
     rows = [("DSP (no model)", result["dsp"])]
+    for key, name in (("model_int8", "model int8 b=1"), ("model_fp32", "model fp32 b=1"),
+                      ("enhancer", "DSP + int8 model")):
+        if key in result:
+            rows.append((name, result[key]))
     if result["rnnoise"] is not None:
         rows += [("RNNoise", result["rnnoise"]), ("RNNoise wrapper", result["rnnoise_wrapper"])]
     for name, row in rows:
@@ -241,6 +284,9 @@ def format_table(result: dict[str, Any]) -> str:
             f"ratio DSP/RNNoise (direct call): median {result['ratio_median']:.3f},"
             f" p99 {result['ratio_p99']:.3f}"
         )
+        if "enhancer_ratio_median" in result:
+            lines.append(f"ratio (DSP + int8 model)/RNNoise: median "
+                         f"{result['enhancer_ratio_median']:.3f}")
     lines.append(
         f"first call (JIT load/compile): DSP {result['dsp']['first_call_s'] * 1e3:.1f} ms"
         + (
@@ -291,11 +337,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"untimed calls first (default {DEFAULT_WARMUP})",
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the result here")
+    parser.add_argument("--model", type=Path, default=None, metavar="PATH",
+                        help="exported int8 model to time too (default: the shipped one)")
 
 
 def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """Run with parsed options, print the table, write ``--json`` if given."""
-    result = run_dsp_benchmark(args.seconds, args.iterations, args.warmup)
+    from model.runtime import DEFAULT_MODEL
+
+    model_path = args.model if args.model is not None else DEFAULT_MODEL
+    result = run_dsp_benchmark(args.seconds, args.iterations, args.warmup, model_path=model_path)
     print(format_table(result))
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

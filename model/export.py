@@ -70,9 +70,7 @@ def export_fp32(model: PercepNet, path: Path) -> Path:
     """Write the fp32 streaming graph after checking it against PyTorch (max diff < 1e-4)."""
     step = PercepNetStep(model).eval()
     example = [torch.from_numpy(a) for a in random_inputs(step, 2)]
-    batch_axis = {name: {0: "batch"} for name in INPUT_NAMES[:3] + OUTPUT_NAMES[:4]}
-    batch_axis["gru_state"] = {1: "batch"}
-    batch_axis["next_gru_state"] = {1: "batch"}
+    batch_axis = {name: {0: "batch"} for name in INPUT_NAMES + OUTPUT_NAMES}
     partial = path.with_suffix(".partial.onnx")
     torch.onnx.export(
         step,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-from collections import Counter
 from pathlib import Path
 
 import torch
@@ -23,9 +22,9 @@ from model.train import default_data_dir
 
 def _license_table(data_dir: Path) -> str:
     train, _ = split_files(data_dir)
-    rows = Counter()
+    rows: dict[tuple[str, str], float] = {}
     for file in (*train.speech, *train.noise, *train.rooms):
-        rows[(file.kind, file.license)] += file.seconds
+        rows[(file.kind, file.license)] = rows.get((file.kind, file.license), 0.0) + file.seconds
     lines = ["| kind | license | minutes |", "|---|---|---|"]
     for (kind, license_), seconds in sorted(rows.items(), key=lambda item: -item[1]):
         lines.append(f"| {kind} | {license_} | {seconds / 60:.1f} |")
@@ -46,6 +45,15 @@ def write_card(run: Path, eval_dir: Path, out: Path, data_dir: Path) -> Path:
         if (eval_dir / "results.json").exists() else {}
     train, dev = split_files(data_dir)
     last = history[-1] if history else {}
+    run_args = checkpoint["args"]
+    layout = (f"conv 5 ({config.conv1_channels}) → conv 3 ({config.conv2_channels}) → "
+              f"{config.gru_layers} GRU × {config.gru_size} → gain and strength heads")
+    int8_row = (f"{int8.stat().st_size:,} bytes; {integer / max(total, 1):.1%} of the weights "
+                "in integer matmuls")
+    train_command = (f"python -m model.train --out runs/default --budget-minutes "
+                     f"{run_args.get('budget_minutes')} --export model/weights")
+    eval_options = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in eval_config.items()
+                            if k in ("per_snr", "seed"))
     card = f"""# PercepNet-relay model card
 
 ## What it is
@@ -57,16 +65,16 @@ original for reference.
 
 | | |
 |---|---|
-| layout | conv 5 ({config.conv1_channels}) → conv 3 ({config.conv2_channels}) → {config.gru_layers} GRU × {config.gru_size} → gain and strength heads |
+| layout | {layout} |
 | parameters | {parameters:,} |
-| int8 file | {int8.stat().st_size:,} bytes; {integer / max(total, 1):.1%} of the weights in integer matmuls |
+| int8 file | {int8_row} |
 | look-ahead | 2 hops (20 ms); total algorithmic delay 30 ms |
 | weight clip | ±{config.weight_clip} during training |
 
 ## Training
-- Command: `python -m model.train --out runs/default --budget-minutes {checkpoint["args"].get("budget_minutes")} --export model/weights`
-  (seed {checkpoint["args"].get("seed")}, batch {checkpoint["args"].get("batch")}, crops of
-  {checkpoint["args"].get("frames")} frames, AdamW lr {checkpoint["args"].get("lr")} with cosine decay over the budget).
+- Command: `{train_command}`
+  (seed {run_args.get("seed")}, batch {run_args.get("batch")}, crops of
+  {run_args.get("frames")} frames, AdamW lr {run_args.get("lr")}, cosine decay over the budget).
 - Hardware: {platform.processor() or platform.machine()}, 2 CPU cores, no accelerator;
   {checkpoint["elapsed"] / 60:.0f} minutes of training, {checkpoint["epoch"]} epochs.
 - Data: {len(train.speech)} training utterances from {len({f.speaker_id for f in train.speech})}
@@ -88,7 +96,7 @@ non-commercial use only. Retrain without them for commercial use.
 
 ## Dev-set evaluation
 Held-out speakers ({len({f.speaker_id for f in dev.speech})}), noises ({len(dev.noise)}) and
-rooms ({len(dev.rooms)}); `percepnet-relay eval {" ".join(f"--{k.replace('_', '-')} {v}" for k, v in eval_config.items() if k in ("per_snr", "seed"))}`
+rooms ({len(dev.rooms)}); `percepnet-relay eval {eval_options}`
 (PESQ-WB via `pesq`, STOI via `pystoi`, SI-SDR, DNSMOS P.835 via `speechmos` offline, CPU per
 10 ms of audio including resampling and Python call overhead):
 

@@ -110,7 +110,7 @@ class PercepNetStep(nn.Module):
     """One hop with explicit state; same weights as a trained :class:`PercepNet`.
 
     Inputs: features [B, 70], conv1 history [B, 4·70] (the four previous feature frames),
-    conv2 history [B, 2·C1] (the two previous conv1 outputs), GRU states [L, B, H].
+    conv2 history [B, 2·C1] (the two previous conv1 outputs), GRU states [B, L·H].
     Outputs: gains and strengths [B, 34] for the frame two hops before ``features``, and the
     three new states. Zero states are the start of a stream.
     """
@@ -140,11 +140,9 @@ class PercepNetStep(nn.Module):
     def state_shapes(self, batch: int) -> tuple[tuple[int, ...], ...]:
         """Shapes of (conv1 history, conv2 history, GRU states) for a batch."""
         c = self.config
-        return (
-            (batch, (CONV1_WIDTH - 1) * NUM_FEATURES),
-            (batch, (CONV2_WIDTH - 1) * c.conv1_channels),
-            (c.gru_layers, batch, c.gru_size),
-        )
+        return ((batch, (CONV1_WIDTH - 1) * NUM_FEATURES),
+                (batch, (CONV2_WIDTH - 1) * c.conv1_channels),
+                (batch, c.gru_layers * c.gru_size))
 
     def forward(
         self,
@@ -153,25 +151,29 @@ class PercepNetStep(nn.Module):
         conv2_history: torch.Tensor,
         gru_state: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Advance every stream of the batch by one hop."""
+        """Advance every stream of the batch by one hop.
+
+        ``gru_state`` is [B, layers·size], layer after layer: splitting it along the feature
+        axis keeps the graph free of gathers and reshapes (each ONNX op costs microseconds).
+        """
+        size = self.config.gru_size  # a constant: no Shape ops in the graph
         window1 = torch.cat([conv1_history, features], dim=1)
         conv1_out = torch.tanh(self.conv1(window1))
         window2 = torch.cat([conv2_history, conv1_out], dim=1)
         x = torch.tanh(self.conv2(window2))
         new_states = []
-        for layer, (w_ih, w_hh) in enumerate(zip(self.input_maps, self.hidden_maps, strict=True)):
-            h = gru_state[layer]
-            gi = w_ih(x)
-            gh = w_hh(h)
-            size = self.config.gru_size  # a constant: no Shape ops in the graph
-            r = torch.sigmoid(gi[:, :size] + gh[:, :size])
-            z = torch.sigmoid(gi[:, size : 2 * size] + gh[:, size : 2 * size])
-            n = torch.tanh(gi[:, 2 * size :] + r * gh[:, 2 * size :])
-            h = (1 - z) * n + z * h
+        layer_states = torch.split(gru_state, size, dim=1)
+        for h, w_ih, w_hh in zip(layer_states, self.input_maps, self.hidden_maps, strict=True):
+            i_r, i_z, i_n = torch.split(w_ih(x), size, dim=1)
+            h_r, h_z, h_n = torch.split(w_hh(h), size, dim=1)
+            r = torch.sigmoid(i_r + h_r)
+            z = torch.sigmoid(i_z + h_z)
+            n = torch.tanh(i_n + r * h_n)
+            h = n + z * (h - n)  # (1 − z)·n + z·h with one multiply
             new_states.append(h)
             x = h
         gains = torch.sigmoid(self.gain_head(x))
         strengths = torch.sigmoid(self.strength_head(x))
         next_conv1 = window1[:, NUM_FEATURES:]
         next_conv2 = window2[:, self.config.conv1_channels :]
-        return gains, strengths, next_conv1, next_conv2, torch.stack(new_states)
+        return gains, strengths, next_conv1, next_conv2, torch.cat(new_states, dim=1)

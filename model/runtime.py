@@ -72,8 +72,7 @@ class ModelRuntime:
             )
         self.conv1_width = int(inputs["conv1_history"][1])
         self.conv2_width = int(inputs["conv2_history"][1])
-        self.gru_layers = int(inputs["gru_state"][0])
-        self.gru_size = int(inputs["gru_state"][2])
+        self.gru_width = int(inputs["gru_state"][1])  # every layer's state, side by side
         self._output_names = [o.name for o in self.session.get_outputs()]
 
     def zero_state(self, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -81,7 +80,7 @@ class ModelRuntime:
         return (
             np.zeros((batch, self.conv1_width), dtype=np.float32),
             np.zeros((batch, self.conv2_width), dtype=np.float32),
-            np.zeros((self.gru_layers, batch, self.gru_size), dtype=np.float32),
+            np.zeros((batch, self.gru_width), dtype=np.float32),
         )
 
     def step_batch(
