@@ -13,7 +13,7 @@ from dsp.bands import band_cross, band_energy
 from dsp.comb import comb_filter, comb_side_taps
 from dsp.constants import HOP_SAMPLES, LOOKAHEAD_SAMPLES, WINDOW_SAMPLES
 from dsp.features import write_features
-from dsp.fft import rfft960
+from dsp.fft import forward_fft
 from dsp.pitch import (
     DECIMATION,
     MIN_LAG,
@@ -59,19 +59,7 @@ def windowed_spectrum(
     window = state.window
     for i in range(WINDOW_SAMPLES):
         frame[i] = window[i] * signal[start + i]
-    rfft960(
-        frame,
-        out,
-        state.fft_work_a,
-        state.fft_work_b,
-        state.fft_butterfly,
-        state.fft_radices,
-        state.fft_twiddle_offsets,
-        state.fft_twiddles,
-        state.fft_root_offsets,
-        state.fft_roots,
-        state.fft_split,
-    )
+    forward_fft(state, frame, out)
 
 
 @njit(cache=True, nogil=True)

@@ -9,11 +9,15 @@ imaginary part) followed by the usual split step. The 480-point transform is a s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numba import njit
 
 from dsp.constants import NUM_BINS, WINDOW_SAMPLES
+
+if TYPE_CHECKING:
+    from dsp.state import EnhancerState
 
 HALF_SAMPLES = WINDOW_SAMPLES // 2  # complex transform length (480)
 RADICES = (4, 4, 5, 3, 2)
@@ -256,3 +260,39 @@ def irfft960(
     for n in range(HALF_SAMPLES):
         frame[2 * n] = z[n].real * scale
         frame[2 * n + 1] = -z[n].imag * scale
+
+
+@njit(cache=True, nogil=True)
+def forward_fft(state: EnhancerState, frame: np.ndarray, spectrum: np.ndarray) -> None:
+    """:func:`rfft960` with the plan and scratch held in the enhancer state."""
+    rfft960(
+        frame,
+        spectrum,
+        state.fft_work_a,
+        state.fft_work_b,
+        state.fft_butterfly,
+        state.fft_radices,
+        state.fft_twiddle_offsets,
+        state.fft_twiddles,
+        state.fft_root_offsets,
+        state.fft_roots,
+        state.fft_split,
+    )
+
+
+@njit(cache=True, nogil=True)
+def inverse_fft(state: EnhancerState, spectrum: np.ndarray, frame: np.ndarray) -> None:
+    """:func:`irfft960` with the plan and scratch held in the enhancer state."""
+    irfft960(
+        spectrum,
+        frame,
+        state.fft_work_a,
+        state.fft_work_b,
+        state.fft_butterfly,
+        state.fft_radices,
+        state.fft_twiddle_offsets,
+        state.fft_twiddles,
+        state.fft_root_offsets,
+        state.fft_roots,
+        state.fft_split,
+    )

@@ -6,7 +6,7 @@ from numba import njit
 
 from dsp.bands import band_energy, interpolate_band_gains
 from dsp.constants import HOP_SAMPLES, NUM_BANDS
-from dsp.fft import irfft960
+from dsp.fft import inverse_fft
 from dsp.postfilter import postfilter_gains
 from dsp.state import I_FRAME, SPECTRUM_RING, EnhancerState
 
@@ -66,29 +66,15 @@ def synthesize_hop(
         postfilter_gains(band_a, energy_x, band_b)
         band_a[:] = band_b
     for b in range(NUM_BANDS):
-        band_a[b] = max(band_a[b], min_gain)
-    for b in range(NUM_BANDS):
         renorm = np.sqrt((energy_x[b] + ENERGY_EPSILON) / (band_c[b] + ENERGY_EPSILON))
-        band_a[b] *= renorm
+        band_a[b] = max(band_a[b], min_gain) * renorm
         state.applied_gains[b] = band_a[b]
     interpolate_band_gains(band_a, state.bin_band, state.bin_frac, bins_a)
     for k in range(mix.shape[0]):
         mix[k] *= bins_a[k]
 
     frame = state.frame
-    irfft960(
-        mix,
-        frame,
-        state.fft_work_a,
-        state.fft_work_b,
-        state.fft_butterfly,
-        state.fft_radices,
-        state.fft_twiddle_offsets,
-        state.fft_twiddles,
-        state.fft_root_offsets,
-        state.fft_roots,
-        state.fft_split,
-    )
+    inverse_fft(state, mix, frame)
     window = state.window
     overlap = state.overlap
     for i in range(HOP_SAMPLES):
