@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from dsp.constants import NUM_FEATURES
 from model.network import NetworkConfig, PercepNet, PercepNetStep, count_parameters
+from model.runtime import ModelRuntime
 
 INPUT_NAMES = ["features", "conv1_history", "conv2_history", "gru_state"]
 OUTPUT_NAMES = ["gains", "strengths", "next_conv1_history", "next_conv2_history", "next_gru_state"]
@@ -49,11 +49,6 @@ def zero_state(step: PercepNetStep, batch: int) -> list[np.ndarray]:
 def _torch_outputs(step: PercepNetStep, inputs: list[np.ndarray]) -> list[np.ndarray]:
     with torch.no_grad():
         return [t.numpy() for t in step(*(torch.from_numpy(a) for a in inputs))]
-
-
-def session_for(path: Path) -> ort.InferenceSession:
-    """A CPU session (export checks only; the server uses model/runtime.py)."""
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
 def random_inputs(step: PercepNetStep, batch: int, seed: int = 0) -> list[np.ndarray]:
@@ -83,11 +78,11 @@ def export_fp32(model: PercepNet, path: Path) -> Path:
         do_constant_folding=True,
         dynamo=False,
     )
-    session = session_for(partial)
+    runtime = ModelRuntime(partial)
     for batch in (1, 3):
         inputs = random_inputs(step, batch, seed=batch)
         expected = _torch_outputs(step, inputs)
-        got = session.run(None, dict(zip(INPUT_NAMES, inputs, strict=True)))
+        got = runtime.step_batch(*inputs)
         worst = max(float(np.max(np.abs(a - b))) for a, b in zip(expected, got, strict=True))
         if worst > PARITY_TOLERANCE:
             partial.unlink()

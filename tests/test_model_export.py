@@ -41,8 +41,16 @@ def exported(small_model: PercepNet, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.fixture(scope="module")
 def mixture_features() -> np.ndarray:
-    clean = harmonic_tone(180.0, 1.0)
-    noisy = add_white_noise(clean, 5.0)
+    """Features of real speech in real noise at 5 dB when ../shared/data is there."""
+    from shared_data import find_shared_data, mix_at_snr, speech_and_noise
+
+    data_dir = find_shared_data()
+    if data_dir is None:
+        clean = harmonic_tone(180.0, 1.0)
+        noisy = add_white_noise(clean, 5.0)
+    else:
+        clean, noise = speech_and_noise(data_dir, num_utterances=1)
+        noisy = mix_at_snr(clean, noise, 5.0)
     return compute_oracle_targets(noisy, clean).features
 
 
