@@ -104,3 +104,13 @@ def test_denoise_errors_are_one_line(
     code, _, err = run_cli(capsys, "denoise", str(tmp_path / "empty"), "-o",
                            str(tmp_path / "o"), "--model", str(model_path))
     assert_one_line_error(code, err, "no audio files")
+
+
+def test_runtime_side_never_imports_torch() -> None:
+    """The server and the denoise path run on onnxruntime alone; torch is for training."""
+    import subprocess
+    import sys
+
+    code = ("import sys, dsp.enhancer, model.runtime, service.cli, service.denoise; "
+            "sys.exit('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
