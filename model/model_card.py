@@ -31,6 +31,28 @@ def _license_table(data_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def _verdict(eval_dir: Path) -> str:
+    """The issue's acceptance comparisons, computed from the evaluation's overall means."""
+    path = eval_dir / "results.json"
+    if not path.exists():
+        return "(evaluation not run)"
+    overall = {row["system"]: row for row in json.loads(path.read_text())["summary"]
+               if row["snr_db"] is None}
+    model, rnnoise, noisy = (overall.get(k) for k in ("percepnet_int8", "rnnoise", "noisy"))
+    if model is None or rnnoise is None or noisy is None:
+        return "(the evaluation lacks percepnet_int8, rnnoise or noisy)"
+    checks = [
+        ("PESQ-WB above RNNoise", model["pesq_wb"], rnnoise["pesq_wb"]),
+        ("DNSMOS OVRL above RNNoise", model["dnsmos_ovrl"], rnnoise["dnsmos_ovrl"]),
+        ("STOI not below the noisy input", model["stoi"], noisy["stoi"]),
+    ]
+    lines = ["| check | int8 model | reference | met |", "|---|---|---|---|"]
+    for name, ours, theirs in checks:
+        met = ours is not None and theirs is not None and ours >= theirs
+        lines.append(f"| {name} | {ours:.3f} | {theirs:.3f} | {'yes' if met else '**no**'} |")
+    return "\n".join(lines)
+
+
 def write_card(run: Path, eval_dir: Path, out: Path, data_dir: Path) -> Path:
     """Compose the card; returns its path."""
     checkpoint = torch.load(run / "checkpoint.pt", weights_only=False, map_location="cpu")
@@ -76,7 +98,9 @@ original for reference.
   (seed {run_args.get("seed")}, batch {run_args.get("batch")}, crops of
   {run_args.get("frames")} frames, AdamW lr {run_args.get("lr")}, cosine decay over the budget).
 - Hardware: {platform.processor() or platform.machine()}, 2 CPU cores, no accelerator;
-  {checkpoint["elapsed"] / 60:.0f} minutes of training, {checkpoint["epoch"]} epochs.
+  {checkpoint["elapsed"] / 60:.0f} minutes of training, {checkpoint["epoch"]} epochs
+  {"(stopped before the budget: the run resumes from its checkpoint)"
+   if checkpoint["elapsed"] / 60 < run_args.get("budget_minutes", 0) - 1 else ""}.
 - Data: {len(train.speech)} training utterances from {len({f.speaker_id for f in train.speech})}
   speakers, {len(train.noise)} noise recordings, {len(train.rooms)} measured rooms, mixed by
   `model/mixtures.py` (recipe hash `{checkpoint["train_cache"]}`): SNR −5…30 dB with noise-free
@@ -101,6 +125,10 @@ rooms ({len(dev.rooms)}); `percepnet-relay eval {eval_options}`
 10 ms of audio including resampling and Python call overhead):
 
 {results_md}
+
+Acceptance against the baselines (means over all files):
+
+{_verdict(eval_dir)}
 """
     path = out / "MODEL_CARD.md"
     path.write_text(card)
