@@ -20,7 +20,7 @@ from typing import Protocol
 import numpy as np
 
 from dsp.analysis import analyze_hop
-from dsp.constants import DELAY_SAMPLES, HOP_SAMPLES, NUM_BANDS
+from dsp.constants import DELAY_SAMPLES, DELAY_SECONDS, HOP_SAMPLES, NUM_BANDS
 from dsp.state import (
     F_RHO_NOW,
     F_RHO_SYNTH,
@@ -127,7 +127,7 @@ class Enhancer:
     @property
     def delay_seconds(self) -> float:
         """Algorithmic delay: 10 ms window overlap + 20 ms look-ahead."""
-        return self.delay_samples / 48_000.0
+        return DELAY_SECONDS
 
     def reset(self) -> None:
         """Return to the freshly constructed state (and reset the gain source)."""
