@@ -120,8 +120,9 @@ def track_pitch(state: EnhancerState) -> None:
     shift_in(dec, new_decimated)
     decimate(state.highpassed, n, new_decimated, state.lowpass, dec, dec.shape[0] - new_decimated)
     hop_correlations(dec, new_decimated, state.corr_now)
-    state.corr_window[:] = state.corr_now + state.corr_prev
-    state.corr_prev[:] = state.corr_now
+    for li in range(state.corr_now.shape[0]):  # 20 ms window = this hop + the previous one
+        state.corr_window[li] = state.corr_now[li] + state.corr_prev[li]
+        state.corr_prev[li] = state.corr_now[li]
     normalised_correlations(
         dec, PITCH_WINDOW_DECIMATED, state.corr_window, state.decimated_cumsum, state.rho
     )

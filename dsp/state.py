@@ -86,7 +86,6 @@ _FIELDS: list[tuple[str, object]] = [
     ("synth_energy_x", np.zeros(NUM_BANDS)),
     ("synth_energy_p", np.zeros(NUM_BANDS)),
     ("synth_cross_xp", np.zeros(NUM_BANDS)),
-    ("applied_gains", np.zeros(NUM_BANDS)),
     ("ints", np.zeros(8, dtype=np.int64)),
     ("floats", np.zeros(8)),
 ]
@@ -162,7 +161,6 @@ class EnhancerState(structref.StructRefProxy):
     synth_energy_x: np.ndarray
     synth_energy_p: np.ndarray
     synth_cross_xp: np.ndarray
-    applied_gains: np.ndarray
     ints: np.ndarray
     floats: np.ndarray
 
@@ -219,7 +217,6 @@ _STREAMING_FIELDS = [
     "synth_energy_x",
     "synth_energy_p",
     "synth_cross_xp",
-    "applied_gains",
     "ints",
     "floats",
 ]

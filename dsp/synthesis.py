@@ -68,7 +68,6 @@ def synthesize_hop(
     for b in range(NUM_BANDS):
         renorm = np.sqrt((energy_x[b] + ENERGY_EPSILON) / (band_c[b] + ENERGY_EPSILON))
         band_a[b] = max(band_a[b], min_gain) * renorm
-        state.applied_gains[b] = band_a[b]
     interpolate_band_gains(band_a, state.bin_band, state.bin_frac, bins_a)
     for k in range(mix.shape[0]):
         mix[k] *= bins_a[k]
