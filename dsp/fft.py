@@ -35,19 +35,17 @@ class FftPlan:
     radices: np.ndarray  # int64[stages]
     stage_twiddle_offsets: np.ndarray  # int64[stages]: offset of each stage's W_{Lp}^{qk} table
     stage_twiddles: np.ndarray  # complex128: per stage, p×L table of W_{Lp}^{qk}
-    root_offsets: np.ndarray  # int64[stages]: offset of each stage's p-th roots of unity
-    roots: np.ndarray  # complex128: per stage, W_p^j for j < p
     split_twiddles: np.ndarray  # complex128[NUM_BINS]: e^{-2πik/960}
     work_a: np.ndarray  # complex128[480] scratch
     work_b: np.ndarray  # complex128[480] scratch
-    butterfly: np.ndarray  # complex128[max radix] scratch
 
 
 def make_fft_plan() -> FftPlan:
     """Precompute the tables and scratch buffers for :func:`rfft960` and :func:`irfft960`."""
     assert int(np.prod(RADICES)) == HALF_SAMPLES
-    offsets, tables, root_offsets, roots = [], [], [], []
-    span, position, root_position = 1, 0, 0
+    assert set(RADICES) <= {2, 3, 4, 5}, "only radix-2/3/4/5 butterflies are written"
+    offsets, tables = [], []
+    span, position = 1, 0
     for radix in RADICES:
         q = np.arange(radix)[:, None]
         k = np.arange(span)[None, :]
@@ -55,21 +53,15 @@ def make_fft_plan() -> FftPlan:
         offsets.append(position)
         tables.append(table)
         position += table.size
-        root_offsets.append(root_position)
-        roots.append(np.exp(-2j * np.pi * np.arange(radix) / radix))
-        root_position += radix
         span *= radix
     bins = np.arange(NUM_BINS)
     return FftPlan(
         radices=np.array(RADICES, dtype=np.int64),
         stage_twiddle_offsets=np.array(offsets, dtype=np.int64),
         stage_twiddles=np.concatenate(tables).astype(np.complex128),
-        root_offsets=np.array(root_offsets, dtype=np.int64),
-        roots=np.concatenate(roots).astype(np.complex128),
         split_twiddles=np.exp(-2j * np.pi * bins / WINDOW_SAMPLES).astype(np.complex128),
         work_a=np.zeros(HALF_SAMPLES, dtype=np.complex128),
         work_b=np.zeros(HALF_SAMPLES, dtype=np.complex128),
-        butterfly=np.zeros(max(RADICES), dtype=np.complex128),
     )
 
 
@@ -82,8 +74,8 @@ def _load(src, twiddles, tw0, span, groups, j, k, q):
 
 
 @njit(cache=True, nogil=True)
-def _pass(src, dst, p, span, groups, twiddles, tw0, roots, r0, temp) -> None:
-    """One Stockham stage of radix ``p`` (specialised butterflies for 2, 3, 4 and 5)."""
+def _pass(src, dst, p, span, groups, twiddles, tw0) -> None:
+    """One Stockham stage of radix ``p`` (2, 3, 4 or 5; :func:`make_fft_plan` allows no other)."""
     if p == 2:
         for j in range(groups):
             for k in range(span):
@@ -147,29 +139,15 @@ def _pass(src, dst, p, span, groups, twiddles, tw0, roots, r0, temp) -> None:
                 dst[base + 4 * span] = m1 - r1
                 dst[base + 2 * span] = m2 + r2
                 dst[base + 3 * span] = m2 - r2
-    else:
-        for j in range(groups):
-            for k in range(span):
-                for q in range(p):
-                    temp[q] = _load(src, twiddles, tw0, span, groups, j, k, q)
-                base = j * span * p + k
-                for s_ in range(p):
-                    acc = temp[0]
-                    for q in range(1, p):
-                        acc += roots[r0 + (q * s_) % p] * temp[q]
-                    dst[base + s_ * span] = acc
 
 
 @njit(cache=True, nogil=True)
 def _stockham(
     data: np.ndarray,
     scratch: np.ndarray,
-    temp: np.ndarray,
     radices: np.ndarray,
     twiddle_offsets: np.ndarray,
     twiddles: np.ndarray,
-    root_offsets: np.ndarray,
-    roots: np.ndarray,
 ) -> np.ndarray:
     """Forward complex DFT of ``data`` (length 480); returns whichever buffer holds the result.
 
@@ -192,9 +170,6 @@ def _stockham(
             groups,
             twiddles,
             twiddle_offsets[stage],
-            roots,
-            root_offsets[stage],
-            temp,
         )
         src, dst = dst, src
         span *= p
@@ -207,20 +182,15 @@ def rfft960(
     spectrum: np.ndarray,
     work_a: np.ndarray,
     work_b: np.ndarray,
-    butterfly: np.ndarray,
     radices: np.ndarray,
     twiddle_offsets: np.ndarray,
     twiddles: np.ndarray,
-    root_offsets: np.ndarray,
-    roots: np.ndarray,
     split_twiddles: np.ndarray,
 ) -> None:
     """Write the 481-bin spectrum of the real 960-sample ``frame`` into ``spectrum``."""
     for n in range(HALF_SAMPLES):
         work_a[n] = complex(frame[2 * n], frame[2 * n + 1])
-    z = _stockham(
-        work_a, work_b, butterfly, radices, twiddle_offsets, twiddles, root_offsets, roots
-    )
+    z = _stockham(work_a, work_b, radices, twiddle_offsets, twiddles)
     for k in range(NUM_BINS):
         zk = z[k % HALF_SAMPLES]
         zc = np.conj(z[(HALF_SAMPLES - k) % HALF_SAMPLES])
@@ -236,12 +206,9 @@ def irfft960(
     frame: np.ndarray,
     work_a: np.ndarray,
     work_b: np.ndarray,
-    butterfly: np.ndarray,
     radices: np.ndarray,
     twiddle_offsets: np.ndarray,
     twiddles: np.ndarray,
-    root_offsets: np.ndarray,
-    roots: np.ndarray,
     split_twiddles: np.ndarray,
 ) -> None:
     """Write the real 960-sample inverse of the 481-bin ``spectrum`` into ``frame``."""
@@ -253,9 +220,7 @@ def irfft960(
         # Z[k] = E[k] + i·O[k]; the inverse uses conj(FFT(conj(Z))) / 480
         zk = even + complex(-odd.imag, odd.real)
         work_a[k] = np.conj(zk)
-    z = _stockham(
-        work_a, work_b, butterfly, radices, twiddle_offsets, twiddles, root_offsets, roots
-    )
+    z = _stockham(work_a, work_b, radices, twiddle_offsets, twiddles)
     scale = 1.0 / HALF_SAMPLES
     for n in range(HALF_SAMPLES):
         frame[2 * n] = z[n].real * scale
@@ -270,12 +235,9 @@ def forward_fft(state: EnhancerState, frame: np.ndarray, spectrum: np.ndarray) -
         spectrum,
         state.fft_work_a,
         state.fft_work_b,
-        state.fft_butterfly,
         state.fft_radices,
         state.fft_twiddle_offsets,
         state.fft_twiddles,
-        state.fft_root_offsets,
-        state.fft_roots,
         state.fft_split,
     )
 
@@ -288,11 +250,8 @@ def inverse_fft(state: EnhancerState, spectrum: np.ndarray, frame: np.ndarray) -
         frame,
         state.fft_work_a,
         state.fft_work_b,
-        state.fft_butterfly,
         state.fft_radices,
         state.fft_twiddle_offsets,
         state.fft_twiddles,
-        state.fft_root_offsets,
-        state.fft_roots,
         state.fft_split,
     )

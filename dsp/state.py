@@ -49,13 +49,10 @@ _FIELDS: list[tuple[str, object]] = [
     ("fft_radices", np.zeros(1, dtype=np.int64)),
     ("fft_twiddle_offsets", np.zeros(1, dtype=np.int64)),
     ("fft_twiddles", np.zeros(1, dtype=np.complex128)),
-    ("fft_root_offsets", np.zeros(1, dtype=np.int64)),
-    ("fft_roots", np.zeros(1, dtype=np.complex128)),
     ("fft_split", np.zeros(NUM_BINS, dtype=np.complex128)),
     # scratch
     ("fft_work_a", np.zeros(WINDOW_SAMPLES // 2, dtype=np.complex128)),
     ("fft_work_b", np.zeros(WINDOW_SAMPLES // 2, dtype=np.complex128)),
-    ("fft_butterfly", np.zeros(8, dtype=np.complex128)),
     ("frame", np.zeros(WINDOW_SAMPLES)),
     ("comb_frame", np.zeros(WINDOW_SAMPLES)),
     ("comb_spectrum", np.zeros(NUM_BINS, dtype=np.complex128)),
@@ -127,12 +124,9 @@ class EnhancerState(structref.StructRefProxy):
     fft_radices: np.ndarray
     fft_twiddle_offsets: np.ndarray
     fft_twiddles: np.ndarray
-    fft_root_offsets: np.ndarray
-    fft_roots: np.ndarray
     fft_split: np.ndarray
     fft_work_a: np.ndarray
     fft_work_b: np.ndarray
-    fft_butterfly: np.ndarray
     frame: np.ndarray
     comb_frame: np.ndarray
     comb_spectrum: np.ndarray
@@ -189,8 +183,6 @@ def make_state() -> tuple[EnhancerState, dict[str, np.ndarray]]:
         fft_radices=plan.radices,
         fft_twiddle_offsets=plan.stage_twiddle_offsets,
         fft_twiddles=plan.stage_twiddles,
-        fft_root_offsets=plan.root_offsets,
-        fft_roots=plan.roots,
         fft_split=plan.split_twiddles,
     )
     arrays = {name: np.ascontiguousarray(values[name]) for name in FIELD_NAMES}

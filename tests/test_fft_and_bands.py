@@ -20,12 +20,9 @@ def _fft_args():
     return (
         p.work_a,
         p.work_b,
-        p.butterfly,
         p.radices,
         p.stage_twiddle_offsets,
         p.stage_twiddles,
-        p.root_offsets,
-        p.roots,
         p.split_twiddles,
     )
 
