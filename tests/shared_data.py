@@ -71,8 +71,10 @@ def fullband_noises(data_dir: Path, min_seconds: float = 3.0) -> list[tuple[str,
     with open(data_dir / "manifest.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     paths = sorted(
-        r["path"] for r in rows
-        if r["kind"] == "noise" and r["sample_rate"] == "48000"
+        r["path"]
+        for r in rows
+        if r["kind"] == "noise"
+        and r["sample_rate"] == "48000"
         and float(r["seconds"]) >= min_seconds
     )
     return [(Path(p).stem, _read_mono_48k(data_dir / p)) for p in paths]

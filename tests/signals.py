@@ -36,8 +36,14 @@ def add_white_noise(signal: np.ndarray, snr_db: float, seed: int = 1) -> np.ndar
     return signal + noise
 
 
-VOWEL_FORMANTS_HZ = ((730, 1090, 2440), (270, 2290, 3010), (300, 870, 2240), (530, 1840, 2480),
-                     (660, 1720, 2410), (570, 840, 2410))
+VOWEL_FORMANTS_HZ = (
+    (730, 1090, 2440),
+    (270, 2290, 3010),
+    (300, 870, 2240),
+    (530, 1840, 2480),
+    (660, 1720, 2410),
+    (570, 840, 2410),
+)
 
 
 def _resonator(signal: np.ndarray, centre_hz: float, bandwidth_hz: float) -> np.ndarray:
@@ -61,13 +67,16 @@ def speech_like(seconds: float, seed: int = 0) -> np.ndarray:
         phase = np.cumsum(f0) / SAMPLE_RATE
         pulses = np.diff(np.floor(phase), prepend=0.0)  # one impulse per glottal period
         source = np.convolve(pulses, np.exp(-np.arange(48) / 6.0))[:length]
-        voiced = sum(_resonator(source, f, 60 + 0.06 * f)
-                     for f in VOWEL_FORMANTS_HZ[int(rng.integers(len(VOWEL_FORMANTS_HZ)))])
+        voiced = sum(
+            _resonator(source, f, 60 + 0.06 * f)
+            for f in VOWEL_FORMANTS_HZ[int(rng.integers(len(VOWEL_FORMANTS_HZ)))]
+        )
         voiced *= np.hanning(length)
         if rng.random() < 0.4:  # a fricative before the vowel
             fricative_length = int(rng.uniform(0.05, 0.12) * SAMPLE_RATE)
-            hiss = _resonator(rng.standard_normal(fricative_length), rng.uniform(3000, 7000),
-                              2000) * np.hanning(fricative_length)
+            hiss = _resonator(
+                rng.standard_normal(fricative_length), rng.uniform(3000, 7000), 2000
+            ) * np.hanning(fricative_length)
             end = min(n, position + fricative_length)
             out[position:end] += 0.3 * hiss[: end - position] * np.std(voiced) / np.std(hiss)
             position = end

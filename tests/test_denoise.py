@@ -36,19 +36,26 @@ def _write(path: Path, rate_hz: int, channels: int) -> np.ndarray:
 
 @pytest.mark.parametrize(("rate_hz", "channels"), [(48_000, 1), (44_100, 2), (16_000, 1)])
 def test_denoise_keeps_length_rate_and_channels(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], model_path: Path, rate_hz: int,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    model_path: Path,
+    rate_hz: int,
     channels: int,
 ) -> None:
     source = tmp_path / "in.wav"
     _write(source, rate_hz, channels)
     before = digest(source)
-    code, out, err = run_cli(capsys, "denoise", str(source), "-o", str(tmp_path / "out.wav"),
-                             "--model", str(model_path))
+    code, out, err = run_cli(
+        capsys, "denoise", str(source), "-o", str(tmp_path / "out.wav"), "--model", str(model_path)
+    )
     assert code == 0, err
     assert "real-time factor" in out
     info_in, info_out = sf.info(source), sf.info(tmp_path / "out.wav")
     assert (info_out.frames, info_out.samplerate, info_out.channels) == (
-        info_in.frames, info_in.samplerate, info_in.channels)
+        info_in.frames,
+        info_in.samplerate,
+        info_in.channels,
+    )
     assert digest(source) == before  # the input is untouched
 
 
@@ -58,9 +65,18 @@ def test_denoise_folder_to_folder_with_options(
     (tmp_path / "in" / "sub").mkdir(parents=True)
     _write(tmp_path / "in" / "a.wav", 48_000, 1)
     _write(tmp_path / "in" / "sub" / "b.flac", 16_000, 2)
-    code, _, err = run_cli(capsys, "denoise", str(tmp_path / "in"), "-o", str(tmp_path / "out"),
-                           "--model", str(model_path), "--atten-lim-db", "12",
-                           "--no-postfilter")
+    code, _, err = run_cli(
+        capsys,
+        "denoise",
+        str(tmp_path / "in"),
+        "-o",
+        str(tmp_path / "out"),
+        "--model",
+        str(model_path),
+        "--atten-lim-db",
+        "12",
+        "--no-postfilter",
+    )
     assert code == 0, err
     assert (tmp_path / "out" / "a.wav").exists()
     assert sf.info(tmp_path / "out" / "sub" / "b.flac").channels == 2
@@ -74,8 +90,17 @@ def test_attenuation_limit_keeps_some_of_the_noise(
     levels = {}
     for limit in ("3", "100"):
         out = tmp_path / f"out{limit}.wav"
-        code, _, err = run_cli(capsys, "denoise", str(tmp_path / "noise.wav"), "-o", str(out),
-                               "--model", str(model_path), "--atten-lim-db", limit)
+        code, _, err = run_cli(
+            capsys,
+            "denoise",
+            str(tmp_path / "noise.wav"),
+            "-o",
+            str(out),
+            "--model",
+            str(model_path),
+            "--atten-lim-db",
+            limit,
+        )
         assert code == 0, err
         audio, _ = sf.read(out)
         levels[limit] = float(np.sqrt(np.mean(audio[4800:] ** 2)))
@@ -88,21 +113,52 @@ def test_denoise_errors_are_one_line(
 ) -> None:
     source = tmp_path / "in.wav"
     _write(source, 48_000, 1)
-    code, _, err = run_cli(capsys, "denoise", str(tmp_path / "absent.wav"), "-o",
-                           str(tmp_path / "o.wav"), "--model", str(model_path))
+    code, _, err = run_cli(
+        capsys,
+        "denoise",
+        str(tmp_path / "absent.wav"),
+        "-o",
+        str(tmp_path / "o.wav"),
+        "--model",
+        str(model_path),
+    )
     assert_one_line_error(code, err, "absent.wav")
-    code, _, err = run_cli(capsys, "denoise", str(source), "-o", str(source),
-                           "--model", str(model_path))
+    code, _, err = run_cli(
+        capsys, "denoise", str(source), "-o", str(source), "--model", str(model_path)
+    )
     assert_one_line_error(code, err, "overwrite")
-    code, _, err = run_cli(capsys, "denoise", str(source), "-o", str(tmp_path / "o.wav"),
-                           "--model", str(tmp_path / "nope.onnx"))
+    code, _, err = run_cli(
+        capsys,
+        "denoise",
+        str(source),
+        "-o",
+        str(tmp_path / "o.wav"),
+        "--model",
+        str(tmp_path / "nope.onnx"),
+    )
     assert_one_line_error(code, err, "not found")
-    code, _, err = run_cli(capsys, "denoise", str(source), "-o", str(tmp_path / "o.wav"),
-                           "--model", str(model_path), "--atten-lim-db", "-3")
+    code, _, err = run_cli(
+        capsys,
+        "denoise",
+        str(source),
+        "-o",
+        str(tmp_path / "o.wav"),
+        "--model",
+        str(model_path),
+        "--atten-lim-db",
+        "-3",
+    )
     assert_one_line_error(code, err, "atten-lim-db")
     (tmp_path / "empty").mkdir()
-    code, _, err = run_cli(capsys, "denoise", str(tmp_path / "empty"), "-o",
-                           str(tmp_path / "o"), "--model", str(model_path))
+    code, _, err = run_cli(
+        capsys,
+        "denoise",
+        str(tmp_path / "empty"),
+        "-o",
+        str(tmp_path / "o"),
+        "--model",
+        str(model_path),
+    )
     assert_one_line_error(code, err, "no audio files")
 
 
@@ -111,6 +167,8 @@ def test_runtime_side_never_imports_torch() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, dsp.enhancer, model.runtime, service.cli, service.denoise; "
-            "sys.exit('torch' in sys.modules)")
+    code = (
+        "import sys, dsp.enhancer, model.runtime, service.cli, service.denoise; "
+        "sys.exit('torch' in sys.modules)"
+    )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -140,7 +140,8 @@ def test_runtime_rejects_missing_altered_and_foreign_files(
     altered = tmp_path / "percepnet-int8.onnx"
     altered.write_bytes((exported / "percepnet-int8.onnx").read_bytes()[:-10] + b"0123456789")
     (tmp_path / "percepnet-int8.onnx.sha256").write_text(
-        (exported / "percepnet-int8.onnx.sha256").read_text())
+        (exported / "percepnet-int8.onnx.sha256").read_text()
+    )
     with pytest.raises(ModelFileError, match="SHA-256"):
         ModelRuntime(altered)
     garbage = tmp_path / "garbage.onnx"

@@ -37,8 +37,10 @@ def test_oracle_improves_pesq_and_si_sdr(shared_data_dir, snr_db: float) -> None
         pesq_gains.append(pesq_wb(clean, enhanced) - pesq_wb(clean, noisy))
         sdr_gains.append(si_sdr(clean, enhanced) - si_sdr(clean, noisy))
         print(f"  {name:32} +{pesq_gains[-1]:.2f}  +{sdr_gains[-1]:.1f} dB")
-    print(f"  mean over {len(sdr_gains)} noises: +{np.mean(pesq_gains):.2f} PESQ-WB, "
-          f"+{np.mean(sdr_gains):.1f} dB SI-SDR")
+    print(
+        f"  mean over {len(sdr_gains)} noises: +{np.mean(pesq_gains):.2f} PESQ-WB, "
+        f"+{np.mean(sdr_gains):.1f} dB SI-SDR"
+    )
     assert len(sdr_gains) >= 5
     assert np.mean(pesq_gains) >= 0.8 and np.mean(sdr_gains) >= 8.0
     assert min(pesq_gains) >= 0.8 and min(sdr_gains) >= 5.0
