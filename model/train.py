@@ -93,8 +93,7 @@ def make_dev_audio(data_dir: Path, count: int, seed: int) -> DevAudio:
 
 def dev_pesq(model: PercepNet, dev: DevAudio) -> float:
     """Mean PESQ-WB of the enhancer driven by the model on the dev audio."""
-    import soxr
-    from pesq import pesq
+    from model.evaluate import pesq_wb
 
     model.eval()
     scores = []
@@ -103,14 +102,7 @@ def dev_pesq(model: PercepNet, dev: DevAudio) -> float:
             gains, strengths = model(torch.from_numpy(features)[None])
             source = ReplayGains(gains[0].numpy(), strengths[0].numpy())
             enhanced = enhance_signal(noisy, source).astype(np.float64)
-            scores.append(
-                pesq(
-                    16_000,
-                    soxr.resample(clean, 48_000, 16_000),
-                    soxr.resample(enhanced, 48_000, 16_000),
-                    "wb",
-                )
-            )
+            scores.append(pesq_wb(clean, enhanced))
     model.train()
     return float(np.mean(scores))
 
