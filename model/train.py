@@ -46,13 +46,18 @@ def percepnet_loss(
     target_gains: torch.Tensor,
     target_strengths: torch.Tensor,
     band_mask: torch.Tensor,
+    overshoot_weight: float = 0.0,
 ) -> torch.Tensor:
     """Power-compressed gain error (γ = 0.5) plus a 4th-power term, and the same on 1 − r.
 
-    ``band_mask`` [B, 34] removes bands above the speech source's bandwidth.
+    ``band_mask`` [B, 34] removes bands above the speech source's bandwidth. With
+    ``overshoot_weight`` > 0, gains above their target (residual noise) cost
+    ``1 + overshoot_weight`` times more than gains below it (speech distortion).
     """
     mask = band_mask[:, None, :]
     d_gain = gains.clamp_min(1e-6) ** GAMMA - target_gains.clamp_min(1e-6) ** GAMMA
+    if overshoot_weight > 0:
+        d_gain = d_gain * (1 + overshoot_weight * (d_gain > 0).to(d_gain.dtype)) ** 0.5
     d_strength = (1 - strengths).clamp_min(1e-6) ** GAMMA - (1 - target_strengths).clamp_min(
         1e-6
     ) ** GAMMA
@@ -212,6 +217,12 @@ def train(args: argparse.Namespace) -> Path:
     history: list[dict[str, float]] = []
     epoch, elapsed = 0, 0.0
     rng = np.random.default_rng(args.seed)
+    if args.init_from and not checkpoint_path.exists():
+        initial = torch.load(args.init_from, weights_only=False)
+        if initial["config"] != config.as_dict():
+            raise SystemExit(f"--init-from network {initial['config']} is not {config.as_dict()}")
+        model.load_state_dict(initial["model"])
+        print(f"initialised from {args.init_from} (fine-tuning)", flush=True)
     if checkpoint_path.exists():
         state = torch.load(checkpoint_path, weights_only=False)
         model.load_state_dict(state["model"])
@@ -254,7 +265,10 @@ def train(args: argparse.Namespace) -> Path:
         epoch_batches = batches(train_data, args.batch, args.frames, rng)
         for step, (features, gains, strengths, mask) in enumerate(epoch_batches):
             predicted_gains, predicted_strengths = model(features)
-            loss = percepnet_loss(predicted_gains, predicted_strengths, gains, strengths, mask)
+            loss = percepnet_loss(
+                predicted_gains, predicted_strengths, gains, strengths, mask,
+                overshoot_weight=args.overshoot_weight,
+            )
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -314,6 +328,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dev-files", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                        help="start from this checkpoint's weights (fine-tuning stage)")
+    parser.add_argument("--overshoot-weight", type=float, default=0.0,
+                        help="extra loss weight on gains above target (residual noise)")
     parser.add_argument("--export", default=None, metavar="DIR",
                         help="export the trained network to DIR (fp32 + int8 ONNX, SHA-256)")
     return parser.parse_args(argv)

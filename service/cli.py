@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_oracle(commands)
     _add_eval(commands)
     _add_bench(commands)
+    _add_serve(commands)
+    _add_token(commands)
     return parser
 
 
@@ -287,6 +289,87 @@ def _run_bench_dsp(args: argparse.Namespace) -> int:
         bench_dsp.run_from_args(args)
     except OSError as exc:  # --json could not be written
         raise CommandError(f"cannot write {args.json}: {exc.strerror or exc}") from exc
+    return EXIT_OK
+
+
+# --- serve and token --------------------------------------------------------------------------
+
+
+def _add_serve(commands: argparse._SubParsersAction[_Parser]) -> None:
+    parser = commands.add_parser(
+        "serve",
+        help="run the WebRTC relay and its control plane",
+        description="Serve rooms over WebRTC with per-speaker enhancement. Every setting can "
+        "also come from a PNR_* environment variable (see README); options here win.",
+    )
+    parser.add_argument("--host", help="address to listen on (PNR_HOST, default 0.0.0.0)")
+    parser.add_argument("--port", type=int, help="HTTP port (PNR_PORT, default 8080)")
+    parser.add_argument("--model", help="exported model (PNR_MODEL_PATH, default: shipped int8)")
+    parser.add_argument("--workers", type=int, help="enhancement threads (PNR_WORKER_THREADS)")
+    parser.add_argument("--log-format", choices=["plain", "json"], help="PNR_LOG_FORMAT")
+    parser.set_defaults(handler=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from service.server import serve
+    from service.settings import Settings
+
+    overrides = {
+        key: value
+        for key, value in {
+            "host": args.host,
+            "port": args.port,
+            "model_path": args.model,
+            "worker_threads": args.workers,
+            "log_format": args.log_format,
+        }.items()
+        if value is not None
+    }
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise CommandError(f"bad settings: {problems}") from exc
+    if not settings.model_path.is_file():
+        raise CommandError(f"{settings.model_path}: model file not found")
+    serve(settings)
+    return EXIT_OK
+
+
+def _add_token(commands: argparse._SubParsersAction[_Parser]) -> None:
+    parser = commands.add_parser(
+        "token",
+        help="mint a join token for a room",
+        description="Print a token that lets its holder join ROOM, signed with PNR_TOKEN_SECRET "
+        "(or --secret).",
+    )
+    parser.add_argument("room")
+    parser.add_argument("--ttl", type=float, default=3600.0, help="seconds it stays valid")
+    parser.add_argument("--name", help="display name carried in the token")
+    parser.add_argument("--secret", help="signing secret (default: PNR_TOKEN_SECRET)")
+    parser.set_defaults(handler=_run_token)
+
+
+def _run_token(args: argparse.Namespace) -> int:
+    from service.relay import ROOM_NAME
+    from service.settings import Settings
+    from service.tokens import mint_token
+
+    secret = args.secret
+    if secret is None:
+        configured = Settings().token_secret
+        secret = configured.get_secret_value() if configured is not None else None
+    if not secret:
+        raise CommandError("no secret: set PNR_TOKEN_SECRET or pass --secret")
+    if not ROOM_NAME.match(args.room):
+        raise CommandError(f"invalid room name {args.room!r} (1–64 of A-Z a-z 0-9 _ . -)")
+    if args.ttl <= 0:
+        raise CommandError("--ttl must be positive")
+    print(mint_token(secret, args.room, args.ttl, args.name))
     return EXIT_OK
 
 

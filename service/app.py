@@ -1,0 +1,254 @@
+"""The HTTP face of the relay: signaling (/offer, WHIP), control plane, health, metrics, page."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator
+from importlib import resources
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from model.runtime import ModelRuntime
+from service.errors import RelayError
+from service.relay import Relay
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+STATIC = resources.files("service") / "static"
+
+
+class OfferRequest(BaseModel):
+    """Body of ``POST /offer``."""
+
+    model_config = ConfigDict(extra="forbid")
+    sdp: str
+    type: str = "offer"
+    room: str
+    name: str | None = Field(None, max_length=64)
+    token: str | None = None
+    echo: bool = False
+
+
+class SettingsPatch(BaseModel):
+    """Body of ``PATCH /rooms/{room}/participants/{id}``: any subset of the settings."""
+
+    model_config = ConfigDict(extra="forbid")
+    enhance: bool | None = None
+    attenuation_limit_db: float | None = Field(None, ge=0, le=200)
+    postfilter: bool | None = None
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 beyond ``limit`` bytes (declared or actual)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise RelayError(413, "body_too_large", f"request bodies are limited to {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise RelayError(413, "body_too_large", f"request bodies are limited to {limit} bytes")
+    return bytes(body)
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token of an ``Authorization: Bearer`` header, if any."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None
+
+
+def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = None) -> FastAPI:
+    """The relay application; the relay starts (model, kernels) in the background at startup."""
+    settings = settings or Settings()
+    relay = Relay(settings, runtime)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        starting = asyncio.create_task(relay.start(), name="relay-start")
+        try:
+            yield
+        finally:
+            if not starting.done():
+                starting.cancel()
+                with contextlib.suppress(BaseException):
+                    await starting
+            if relay.state != "closed":
+                await relay.close()
+
+    app = FastAPI(
+        title="percepnet-relay",
+        summary="WebRTC rooms with per-speaker PercepNet noise suppression",
+        lifespan=lifespan,
+    )
+    app.state.relay = relay
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+
+    @app.exception_handler(RelayError)
+    async def relay_error(request: Request, error: RelayError) -> JSONResponse:
+        relay.metrics.signaling_errors.labels(error.reason).inc()
+        return JSONResponse(
+            {"error": error.reason, "detail": error.detail}, error.status, headers=error.headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        relay.metrics.signaling_errors.labels("invalid_request").inc()
+        detail = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+        return JSONResponse({"error": "invalid_request", "detail": detail}, 422)
+
+    def require_admin(request: Request) -> None:
+        secret = settings.admin_token
+        if secret is None:
+            return
+        token = bearer_token(request) or ""
+        if not hmac.compare_digest(token.encode(), secret.get_secret_value().encode()):
+            raise RelayError(
+                401,
+                "invalid_admin_token",
+                "this needs the admin bearer token",
+                {"WWW-Authenticate": 'Bearer realm="percepnet-relay"'},
+            )
+
+    # ---- page, health, metrics -------------------------------------------------------------
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))
+
+    @app.get("/livez", tags=["health"])
+    async def livez() -> dict[str, str]:
+        """The process is up and its event loop answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz() -> JSONResponse:
+        """Model loaded and kernels compiled, and not draining."""
+        body = {"ready": relay.ready, "state": relay.state, "ready_seconds": relay.ready_seconds}
+        return JSONResponse(body, 200 if relay.ready else 503)
+
+    @app.get("/metrics", tags=["health"])
+    async def metrics() -> Response:
+        """Prometheus metrics."""
+        return Response(generate_latest(relay.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    # ---- signaling -------------------------------------------------------------------------
+    @app.post("/offer", tags=["signaling"])
+    async def offer(request: Request) -> dict[str, Any]:
+        """Join a room with an SDP offer (aiortc's convention); returns the answer."""
+        raw = await read_body(request, settings.max_body_bytes)
+        try:
+            data = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise RelayError(400, "malformed_json", f"the body is not JSON: {error}") from error
+        try:
+            body = OfferRequest.model_validate(data)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
+                for e in error.errors()
+            )
+            raise RelayError(422, "invalid_offer_request", problems) from error
+        if body.type != "offer":
+            raise RelayError(422, "invalid_offer_request", "type must be 'offer'")
+        participant, answer = await relay.join(
+            body.room, body.sdp, body.name, body.echo, body.token or bearer_token(request)
+        )
+        return {
+            "sdp": answer,
+            "type": "answer",
+            "participant_id": participant.id,
+            "participant_key": participant.key,
+        }
+
+    @app.post("/whip/{room}", tags=["signaling"], status_code=201)
+    async def whip_ingest(room: str, request: Request, name: str | None = None) -> Response:
+        """WHIP (RFC 9725): an ``application/sdp`` offer in, ``201`` + Location + answer out."""
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/sdp":
+            raise RelayError(415, "unsupported_media_type", "WHIP offers are application/sdp")
+        raw = await read_body(request, settings.max_body_bytes)
+        try:
+            sdp = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise RelayError(400, "malformed_sdp", "the offer is not UTF-8 text") from error
+        participant, answer = await relay.join(room, sdp, name, False, bearer_token(request))
+        location = f"/whip/{room}/{participant.id}"
+        return Response(answer, 201, media_type="application/sdp", headers={"Location": location})
+
+    @app.delete("/whip/{room}/{participant_id}", tags=["signaling"])
+    async def whip_delete(room: str, participant_id: str) -> Response:
+        """End a WHIP session."""
+        relay.find(room, participant_id)
+        await relay.leave(room, participant_id, "whip_delete")
+        return Response(status_code=200)
+
+    @app.patch("/whip/{room}/{participant_id}", tags=["signaling"])
+    async def whip_patch(room: str, participant_id: str) -> Response:
+        """Trickle ICE and ICE restarts are not supported: the offer must carry candidates."""
+        relay.find(room, participant_id)
+        raise RelayError(
+            422, "trickle_not_supported", "trickle ICE and ICE restarts are not supported"
+        )
+
+    # ---- control plane ---------------------------------------------------------------------
+    @app.get("/rooms", tags=["control"])
+    async def list_rooms(request: Request) -> list[dict[str, object]]:
+        """Every open room and how many are in it."""
+        require_admin(request)
+        return [room.describe() for room in relay.rooms.values()]
+
+    @app.put("/rooms/{room}", tags=["control"])
+    async def create_room(room: str, request: Request) -> dict[str, object]:
+        """Open a room (rooms open themselves on the first join unless auto-create is off)."""
+        require_admin(request)
+        return relay.create_room(room).describe(with_participants=True)
+
+    @app.get("/rooms/{room}", tags=["control"])
+    async def get_room(room: str, request: Request) -> dict[str, object]:
+        """A room with its participants, their settings and frame counts."""
+        require_admin(request)
+        found = relay.rooms.get(room)
+        if found is None:
+            raise RelayError(404, "unknown_room", f"room {room!r} does not exist")
+        return found.describe(with_participants=True)
+
+    def require_admin_or_owner(request: Request, room: str, participant_id: str) -> None:
+        participant = relay.find(room, participant_id)
+        key = request.headers.get("x-participant-key")
+        if key is not None and hmac.compare_digest(key.encode(), participant.key.encode()):
+            return
+        require_admin(request)
+
+    @app.patch("/rooms/{room}/participants/{participant_id}", tags=["control"])
+    async def patch_participant(
+        room: str, participant_id: str, patch: SettingsPatch, request: Request
+    ) -> dict[str, object]:
+        """Change enhancement on/off, attenuation limit (dB, null: none) or postfilter."""
+        require_admin_or_owner(request, room, participant_id)
+        participant = relay.find(room, participant_id)
+        changes = patch.model_dump(exclude_unset=True)
+        for flag in ("enhance", "postfilter"):
+            if flag in changes and changes[flag] is None:
+                raise RelayError(422, "invalid_request", f"{flag} must be true or false")
+        participant.settings = participant.settings.updated(**changes)
+        return participant.describe()
+
+    @app.delete("/rooms/{room}/participants/{participant_id}", tags=["control"])
+    async def remove_participant(room: str, participant_id: str, request: Request) -> Response:
+        """Remove a participant (their connection is closed)."""
+        require_admin_or_owner(request, room, participant_id)
+        await relay.leave(room, participant_id, "removed")
+        return Response(status_code=204)
+
+    return app

@@ -1,0 +1,49 @@
+"""Conversion between aiortc's audio frames and the enhancer's mono float samples."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import av
+import numpy as np
+
+SAMPLE_RATE = 48000
+FRAME_SAMPLES = 960  # one 20 ms Opus packet
+TIME_BASE = Fraction(1, SAMPLE_RATE)
+
+
+def frame_to_mono(frame: av.AudioFrame) -> np.ndarray:
+    """The frame's channels averaged into float32 samples in [-1, 1).
+
+    Accepts packed or planar s16, s32 and float frames; the rate must be 48 kHz (aiortc's Opus
+    decoder always delivers 48 kHz).
+    """
+    if frame.sample_rate != SAMPLE_RATE:
+        raise ValueError(f"expected {SAMPLE_RATE} Hz audio, got {frame.sample_rate} Hz")
+    data = frame.to_ndarray()
+    channels = len(frame.layout.channels)
+    if frame.format.is_planar:
+        planes = data.reshape(channels, -1)
+    else:
+        planes = data.reshape(-1, channels).T
+    if planes.dtype == np.int16:
+        scale = 1.0 / 32768.0
+    elif planes.dtype == np.int32:
+        scale = 1.0 / 2147483648.0
+    else:
+        scale = 1.0
+    mono = planes.astype(np.float32).mean(axis=0) if channels > 1 else planes[0].astype(np.float32)
+    if scale != 1.0:
+        mono *= np.float32(scale)
+    return mono
+
+
+def mono_to_frame(samples: np.ndarray, pts: int | None) -> av.AudioFrame:
+    """A mono s16 48 kHz frame from float samples (clipped to [-1, 1], NaN as silence)."""
+    clean = np.nan_to_num(np.asarray(samples, dtype=np.float32), nan=0.0, posinf=1.0, neginf=-1.0)
+    pcm = np.clip(np.rint(clean * 32767.0), -32768, 32767).astype(np.int16)
+    frame = av.AudioFrame.from_ndarray(pcm[None, :], format="s16", layout="mono")
+    frame.sample_rate = SAMPLE_RATE
+    frame.time_base = TIME_BASE
+    frame.pts = pts
+    return frame

@@ -1,0 +1,99 @@
+"""Prometheus metrics of one relay (own registry, so several relays can live in one process).
+
+Base units, ``_total`` counters, no room or participant ids as labels.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+HOP_BUCKETS = (
+    25e-6,
+    50e-6,
+    75e-6,
+    100e-6,
+    150e-6,
+    200e-6,
+    300e-6,
+    500e-6,
+    1e-3,
+    2e-3,
+    5e-3,
+    10e-3,
+    20e-3,
+)
+LAG_BUCKETS = (0.5e-3, 1e-3, 2e-3, 5e-3, 10e-3, 20e-3, 40e-3, 80e-3, 160e-3, 320e-3)
+NETWORK_BUCKETS = (1e-3, 2e-3, 5e-3, 10e-3, 20e-3, 50e-3, 100e-3, 200e-3, 500e-3, 1.0)
+
+
+class RelayMetrics:
+    """Every metric the relay exports."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.info = Info("pnr_build", "Relay build and model", registry=r)
+        self.ready = Gauge("pnr_ready", "1 when the relay accepts joins", registry=r)
+        self.rooms = Gauge("pnr_rooms", "Rooms open", registry=r)
+        self.participants = Gauge(
+            "pnr_participants", "Participants connected or joining", registry=r
+        )
+        self.joins = Counter("pnr_joins_total", "Participants admitted", registry=r)
+        self.leaves = Counter(
+            "pnr_leaves_total", "Participants gone, by reason", ["reason"], registry=r
+        )
+        self.signaling_errors = Counter(
+            "pnr_signaling_errors_total",
+            "Rejected signaling requests, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.hop_seconds = Histogram(
+            "pnr_hop_processing_seconds",
+            "Enhancer time per 10 ms hop (DSP + model)",
+            buckets=HOP_BUCKETS,
+            registry=r,
+        )
+        self.lag_seconds = Histogram(
+            "pnr_processing_lag_seconds",
+            "From a decoded frame's arrival to its enhanced version reaching the mixer",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        self.frames_enhanced = Counter(
+            "pnr_frames_enhanced_total", "20 ms frames enhanced", registry=r
+        )
+        self.frames_passed = Counter(
+            "pnr_frames_passed_through_total",
+            "Frames forwarded without enhancement, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.frames_dropped = Counter(
+            "pnr_frames_dropped_total", "Frames discarded, by reason", ["reason"], registry=r
+        )
+        self.mixer_ticks_late = Counter(
+            "pnr_mixer_ticks_skipped_total",
+            "Mixer ticks skipped because the loop was late",
+            registry=r,
+        )
+        self.packets_received = Counter(
+            "pnr_rtp_packets_received_total", "RTP packets received from participants", registry=r
+        )
+        self.packets_lost = Counter(
+            "pnr_rtp_packets_lost_total",
+            "RTP packets from participants that never arrived",
+            registry=r,
+        )
+        self.jitter_seconds = Histogram(
+            "pnr_rtp_jitter_seconds",
+            "Interarrival jitter of participants' audio, sampled",
+            buckets=NETWORK_BUCKETS,
+            registry=r,
+        )
+        self.rtt_seconds = Histogram(
+            "pnr_rtt_seconds",
+            "Round-trip time to participants (RTCP), sampled",
+            buckets=NETWORK_BUCKETS,
+            registry=r,
+        )

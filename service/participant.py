@@ -1,0 +1,177 @@
+"""One participant: their peer connection, the frames they send and the track they hear."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+from aiortc import RTCPeerConnection
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from service.audio_frames import FRAME_SAMPLES, frame_to_mono
+from service.metrics import RelayMetrics
+from service.speaker import EnhancementSettings, SpeakerPipeline
+from service.tracks import MixedAudioTrack
+
+if TYPE_CHECKING:
+    from service.room import Room
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ParticipantCounters:
+    """What one participant's media did (reported by ``GET /rooms/{room}``)."""
+
+    frames_received: int = 0
+    frames_enhanced: int = 0
+    frames_passed_through: int = 0
+    frames_dropped: int = 0
+
+
+@dataclass
+class Participant:
+    """A peer in a room. Its inbound audio is enhanced once and fed to the room's mixer."""
+
+    id: str
+    key: str
+    name: str
+    room: Room
+    pc: RTCPeerConnection
+    pipeline: SpeakerPipeline
+    output: MixedAudioTrack
+    echo: bool
+    metrics: RelayMetrics
+    executor: Executor
+    max_queued_frames: int
+    joined_at: float = field(default_factory=time.monotonic)
+    connected_at: float | None = None
+    last_audio_at: float | None = None
+    has_inbound_audio: bool = False
+    counters: ParticipantCounters = field(default_factory=ParticipantCounters)
+    _queue: deque[tuple[np.ndarray, float]] = field(default_factory=deque)
+    _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _leftover: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    closed: bool = False
+
+    @property
+    def settings(self) -> EnhancementSettings:
+        """Current enhancement settings."""
+        return self.pipeline.settings
+
+    @settings.setter
+    def settings(self, value: EnhancementSettings) -> None:
+        self.pipeline.settings = value
+
+    def start_receiving(self, track: MediaStreamTrack) -> None:
+        """Enhance and mix the audio arriving on ``track``."""
+        if self.has_inbound_audio or self.closed:
+            return
+        self.has_inbound_audio = True
+        self.last_audio_at = time.monotonic()
+        self._tasks.append(asyncio.create_task(self._read(track), name=f"read-{self.id}"))
+        self._tasks.append(asyncio.create_task(self._process(), name=f"enhance-{self.id}"))
+
+    async def _read(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            arrival = time.monotonic()
+            self.last_audio_at = arrival
+            self.counters.frames_received += 1
+            try:
+                samples = frame_to_mono(frame)
+            except ValueError as error:
+                log.warning("participant %s: unusable frame: %s", self.id, error)
+                self._count_dropped("bad_frame")
+                continue
+            if len(self._queue) >= self.max_queued_frames:
+                self._queue.popleft()  # enhancement is behind real time: lose the oldest
+                self._count_dropped("behind")
+            self._queue.append((samples, arrival))
+            self._wakeup.set()
+
+    def _count_dropped(self, reason: str) -> None:
+        self.counters.frames_dropped += 1
+        self.metrics.frames_dropped.labels(reason).inc()
+
+    async def _process(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            samples, arrival = self._queue.popleft()
+            result = await loop.run_in_executor(self.executor, self.pipeline.process, samples)
+            if result.enhanced:
+                self.counters.frames_enhanced += 1
+                self.metrics.frames_enhanced.inc()
+                self.metrics.hop_seconds.observe(result.seconds_per_hop)
+            else:
+                self.counters.frames_passed_through += 1
+                self.metrics.frames_passed.labels("disabled").inc()
+            self.metrics.lag_seconds.observe(time.monotonic() - arrival)
+            self._to_mixer(result.samples)
+
+    def _to_mixer(self, samples: np.ndarray) -> None:
+        """Cut the stream into 20 ms frames for the mixer (clients may use other ptimes)."""
+        if samples.shape[0] == FRAME_SAMPLES and not self._leftover.size:
+            frames = [samples]
+        else:
+            data = np.concatenate((self._leftover, samples))
+            whole = data.shape[0] // FRAME_SAMPLES
+            frames = [data[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES] for i in range(whole)]
+            self._leftover = data[whole * FRAME_SAMPLES :].copy()
+        for frame in frames:
+            dropped = self.room.mixer.push(self.id, frame)
+            for _ in range(dropped):
+                self._count_dropped("mixer_overflow")
+
+    async def close(self) -> None:
+        """Stop the media tasks and the peer connection (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        self.output.stop()
+        with contextlib.suppress(Exception):
+            await self.pc.close()
+
+    def describe(self) -> dict[str, object]:
+        """The participant as the control plane shows it."""
+        now = time.monotonic()
+        return {
+            "id": self.id,
+            "name": self.name,
+            "connection_state": self.pc.connectionState,
+            "echo": self.echo,
+            "sending_audio": self.has_inbound_audio,
+            "seconds_in_room": round(now - self.joined_at, 3),
+            "settings": {
+                "enhance": self.settings.enhance,
+                "attenuation_limit_db": self.settings.attenuation_limit_db,
+                "postfilter": self.settings.postfilter,
+            },
+            "frames": {
+                "received": self.counters.frames_received,
+                "enhanced": self.counters.frames_enhanced,
+                "passed_through": self.counters.frames_passed_through,
+                "dropped": self.counters.frames_dropped,
+                "output_dropped": self.output.dropped_frames,
+            },
+        }

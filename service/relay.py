@@ -1,0 +1,362 @@
+"""The media core: admits peers into rooms, enhances each speaker once, cleans up after them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import secrets
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import aioice.ice
+import numpy as np
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamTrack
+
+from dsp.constants import HOP_SAMPLES
+from model.runtime import ModelRuntime
+from service.errors import RelayError
+from service.metrics import RelayMetrics
+from service.participant import Participant
+from service.room import Room
+from service.sdp import check_offer_sdp
+from service.settings import Settings
+from service.speaker import EnhancementSettings, SpeakerPipeline
+from service.tokens import TokenClaims, TokenError, verify_token
+from service.tracks import MixedAudioTrack
+
+log = logging.getLogger(__name__)
+
+ROOM_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+WATCHDOG_SECONDS = 0.5
+STATS_SECONDS = 5.0
+RETRY_AFTER_SECONDS = "5"
+
+
+def restrict_host_addresses(addresses: list[str]) -> None:
+    """Gather ICE host candidates on ``addresses`` only (process-wide: aioice has no option)."""
+    if addresses:
+        chosen = list(addresses)
+        aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: chosen  # type: ignore[assignment]
+
+
+class Relay:
+    """Rooms, participants and the shared model runtime and worker threads."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        runtime: ModelRuntime | None = None,
+        metrics: RelayMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or RelayMetrics()
+        self.runtime = runtime
+        self.rooms: dict[str, Room] = {}
+        self.state = "starting"  # starting → ready → draining → closed
+        self.executor = ThreadPoolExecutor(settings.worker_threads, thread_name_prefix="enhance")
+        self.started_at = time.monotonic()
+        self.ready_seconds: float | None = None
+        self._pending_joins = 0
+        self._background: list[asyncio.Task[None]] = []
+        restrict_host_addresses(settings.ice_host_addresses)
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load the model and compile the kernels in a worker thread, then accept joins."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self.executor, self._warm_up)
+        except Exception:
+            log.exception("relay failed to start")
+            self.state = "failed"
+            raise
+        if self.state == "starting":
+            self.state = "ready"
+            self.metrics.ready.set(1)
+        self.ready_seconds = time.monotonic() - self.started_at
+        self.metrics.info.info({"model": self.settings.model_path.name})
+        self._background.append(asyncio.create_task(self._watchdog(), name="relay-watchdog"))
+        self._background.append(asyncio.create_task(self._poll_stats(), name="relay-stats"))
+        log.info("relay ready in %.2f s", self.ready_seconds)
+
+    def _warm_up(self) -> None:
+        if self.runtime is None:
+            self.runtime = ModelRuntime(self.settings.model_path)
+        pipeline = SpeakerPipeline(self.runtime, EnhancementSettings())
+        noise = np.random.default_rng(0).standard_normal(4 * HOP_SAMPLES).astype(np.float32)
+        pipeline.process(0.01 * noise)
+
+    @property
+    def ready(self) -> bool:
+        """True when joins are accepted."""
+        return self.state == "ready"
+
+    async def drain(self, grace_seconds: float) -> None:
+        """Refuse new joins, let calls go on for up to ``grace_seconds``, then end them."""
+        if self.state in ("draining", "closed"):
+            return
+        self.state = "draining"
+        self.metrics.ready.set(0)
+        log.info("draining: %d participants, up to %.1f s", self.participant_count, grace_seconds)
+        deadline = time.monotonic() + grace_seconds
+        while self.participant_count and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        await self.close()
+
+    async def close(self) -> None:
+        """End every call and stop the background tasks."""
+        self.state = "closed"
+        self.metrics.ready.set(0)
+        for task in self._background:
+            task.cancel()
+        for task in self._background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._background.clear()
+        for room in list(self.rooms.values()):
+            for participant_id in list(room.participants):
+                await self.leave(room.name, participant_id, "shutdown")
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+    # ---- joining and leaving ---------------------------------------------------------------
+    @property
+    def participant_count(self) -> int:
+        """Participants in all rooms."""
+        return sum(len(room.participants) for room in self.rooms.values())
+
+    def _refuse_if_not_ready(self) -> None:
+        if self.state == "ready":
+            return
+        reason = "draining" if self.state in ("draining", "closed") else "not_ready"
+        detail = "the relay is shutting down" if reason == "draining" else "the relay is starting"
+        raise RelayError(503, reason, detail, {"Retry-After": RETRY_AFTER_SECONDS})
+
+    def check_token(self, room: str, token: str | None) -> TokenClaims | None:
+        """Verify a join token when a secret is configured; 401 otherwise."""
+        secret = self.settings.token_secret
+        if secret is None:
+            return None
+        try:
+            return verify_token(secret.get_secret_value(), token, room)
+        except TokenError as error:
+            raise RelayError(
+                401,
+                "invalid_token",
+                str(error),
+                {"WWW-Authenticate": 'Bearer realm="percepnet-relay"'},
+            ) from error
+
+    def _room_for_join(self, name: str) -> Room:
+        if not ROOM_NAME.match(name):
+            raise RelayError(400, "invalid_room", "room names are 1–64 of A-Z a-z 0-9 _ . -")
+        room = self.rooms.get(name)
+        if room is None:
+            if not self.settings.auto_create_rooms:
+                raise RelayError(404, "unknown_room", f"room {name!r} does not exist")
+            if len(self.rooms) >= self.settings.max_rooms:
+                raise RelayError(
+                    503,
+                    "too_many_rooms",
+                    "the relay has no room for another room",
+                    {"Retry-After": RETRY_AFTER_SECONDS},
+                )
+            room = Room(name, self.metrics, self.settings.mix_buffer_frames)
+            self.rooms[name] = room
+            self.metrics.rooms.set(len(self.rooms))
+        if len(room.participants) >= self.settings.max_participants_per_room:
+            raise RelayError(
+                503, "room_full", f"room {name!r} is full", {"Retry-After": RETRY_AFTER_SECONDS}
+            )
+        return room
+
+    def create_room(self, name: str) -> Room:
+        """Open a room explicitly (needed when auto-create is off)."""
+        if not ROOM_NAME.match(name):
+            raise RelayError(400, "invalid_room", "room names are 1–64 of A-Z a-z 0-9 _ . -")
+        if name not in self.rooms:
+            if len(self.rooms) >= self.settings.max_rooms:
+                raise RelayError(
+                    503,
+                    "too_many_rooms",
+                    "the relay has no room for another room",
+                    {"Retry-After": RETRY_AFTER_SECONDS},
+                )
+            self.rooms[name] = Room(name, self.metrics, self.settings.mix_buffer_frames)
+            self.metrics.rooms.set(len(self.rooms))
+        return self.rooms[name]
+
+    def _peer_connection(self) -> RTCPeerConnection:
+        servers = [
+            RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
+            for s in self.settings.ice_servers
+        ]
+        return RTCPeerConnection(RTCConfiguration(iceServers=servers))
+
+    async def join(
+        self,
+        room_name: str,
+        offer_sdp: object,
+        name: str | None = None,
+        echo: bool = False,
+        token: str | None = None,
+    ) -> tuple[Participant, str]:
+        """Admit a peer from its SDP offer; returns the participant and the SDP answer."""
+        self._refuse_if_not_ready()
+        claims = self.check_token(room_name, token)
+        sdp = check_offer_sdp(offer_sdp)
+        room = self._room_for_join(room_name)
+        if len(room.participants) + self._pending_joins >= self.settings.max_participants_per_room:
+            raise RelayError(
+                503,
+                "room_full",
+                f"room {room_name!r} is full",
+                {"Retry-After": RETRY_AFTER_SECONDS},
+            )
+        assert self.runtime is not None
+        defaults = EnhancementSettings(
+            enhance=self.settings.default_enhance,
+            attenuation_limit_db=self.settings.default_attenuation_limit_db,
+            postfilter=self.settings.default_postfilter,
+        )
+        pc = self._peer_connection()
+        participant = Participant(
+            id=secrets.token_urlsafe(12),
+            key=secrets.token_urlsafe(18),
+            name=(name or (claims.name if claims else None) or "guest")[:64],
+            room=room,
+            pc=pc,
+            pipeline=SpeakerPipeline(self.runtime, defaults),
+            output=MixedAudioTrack(max_frames=self.settings.mix_buffer_frames),
+            echo=echo,
+            metrics=self.metrics,
+            executor=self.executor,
+            max_queued_frames=self.settings.max_queued_frames,
+        )
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "audio":
+                participant.start_receiving(track)
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            state = pc.connectionState
+            if state == "connected" and participant.connected_at is None:
+                participant.connected_at = time.monotonic()
+                participant.last_audio_at = participant.connected_at
+            elif state in ("failed", "closed"):
+                await self.leave(room.name, participant.id, f"connection_{state}")
+
+        self._pending_joins += 1
+        try:
+            try:
+                await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            except (ValueError, KeyError, IndexError, TypeError) as error:
+                raise RelayError(
+                    400, "malformed_sdp", f"the offer was rejected: {error}"
+                ) from error
+            pc.addTrack(participant.output)
+            answer = await pc.createAnswer()
+            await pc.setLocalDescription(answer)
+        except BaseException:
+            await pc.close()
+            participant.output.stop()
+            if not room.participants:
+                self._forget_room_if_empty(room)
+            raise
+        finally:
+            self._pending_joins -= 1
+        if self.state != "ready":  # drained while negotiating
+            await participant.close()
+            self._refuse_if_not_ready()
+        room.add(participant)
+        self.metrics.participants.set(self.participant_count)
+        self.metrics.joins.inc()
+        log.info("participant %s joined room %s", participant.id, room.name)
+        return participant, pc.localDescription.sdp
+
+    def _forget_room_if_empty(self, room: Room) -> None:
+        if (
+            not room.participants
+            and self.rooms.get(room.name) is room
+            and self.settings.auto_create_rooms
+        ):
+            del self.rooms[room.name]
+            self.metrics.rooms.set(len(self.rooms))
+
+    def find(self, room_name: str, participant_id: str) -> Participant:
+        """A participant by room and id; 404 otherwise."""
+        room = self.rooms.get(room_name)
+        if room is None:
+            raise RelayError(404, "unknown_room", f"room {room_name!r} does not exist")
+        participant = room.participants.get(participant_id)
+        if participant is None:
+            raise RelayError(
+                404,
+                "unknown_participant",
+                f"no participant {participant_id!r} in room {room_name!r}",
+            )
+        return participant
+
+    async def leave(self, room_name: str, participant_id: str, reason: str) -> bool:
+        """Remove a participant and close their connection; False if already gone."""
+        room = self.rooms.get(room_name)
+        participant = room.remove(participant_id) if room else None
+        if room is None or participant is None:
+            return False
+        self.metrics.leaves.labels(reason).inc()
+        self.metrics.participants.set(self.participant_count)
+        log.info("participant %s left room %s (%s)", participant_id, room_name, reason)
+        await participant.close()
+        if not room.participants:
+            await room.stop_clock()
+            self._forget_room_if_empty(room)
+        return True
+
+    # ---- housekeeping ----------------------------------------------------------------------
+    async def _watchdog(self) -> None:
+        """Remove peers that never connect or whose audio stopped (vanished without a BYE)."""
+        connect_limit = self.settings.connect_timeout_seconds
+        media_limit = self.settings.media_timeout_seconds
+        while True:
+            await asyncio.sleep(min(WATCHDOG_SECONDS, connect_limit / 4, media_limit / 4))
+            now = time.monotonic()
+            for room in list(self.rooms.values()):
+                for participant in list(room.participants.values()):
+                    reason = None
+                    if participant.connected_at is None:
+                        if now - participant.joined_at > connect_limit:
+                            reason = "connect_timeout"
+                    elif participant.has_inbound_audio and participant.last_audio_at is not None:
+                        if now - participant.last_audio_at > media_limit:
+                            reason = "media_timeout"
+                    if reason:
+                        await self.leave(room.name, participant.id, reason)
+
+    async def _poll_stats(self) -> None:
+        """Packet loss, jitter and RTT from aiortc's stats, into the metrics."""
+        seen: dict[tuple[str, str], tuple[int, int]] = {}
+        while True:
+            await asyncio.sleep(STATS_SECONDS)
+            current: dict[tuple[str, str], tuple[int, int]] = {}
+            for room in list(self.rooms.values()):
+                for participant in list(room.participants.values()):
+                    try:
+                        report = await participant.pc.getStats()
+                    except Exception:  # connection closing under us
+                        continue
+                    for stat in report.values():
+                        if stat.type == "inbound-rtp":
+                            key = (participant.id, stat.id)
+                            received, lost = stat.packetsReceived, max(stat.packetsLost, 0)
+                            before = seen.get(key, (0, 0))
+                            self.metrics.packets_received.inc(max(received - before[0], 0))
+                            self.metrics.packets_lost.inc(max(lost - before[1], 0))
+                            self.metrics.jitter_seconds.observe(stat.jitter / 48000.0)
+                            current[key] = (received, lost)
+                        elif stat.type == "remote-inbound-rtp" and stat.roundTripTime:
+                            self.metrics.rtt_seconds.observe(stat.roundTripTime)
+            seen = current

@@ -1,0 +1,79 @@
+"""A room: its participants and the 20 ms clock that drives their mix-minus."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import TYPE_CHECKING
+
+from service.metrics import RelayMetrics
+from service.mixer import RoomMixer
+
+if TYPE_CHECKING:
+    from service.participant import Participant
+
+TICK_SECONDS = 0.020
+MAX_CATCH_UP_SECONDS = 0.100  # later than this, skip ticks instead of bursting
+
+
+class Room:
+    """Participants of one call; the clock runs while anyone is in it."""
+
+    def __init__(self, name: str, metrics: RelayMetrics, mix_buffer_frames: int = 3) -> None:
+        self.name = name
+        self.metrics = metrics
+        self.created_at = time.time()
+        self.participants: dict[str, Participant] = {}
+        self.mixer = RoomMixer(buffer_frames=mix_buffer_frames)
+        self._clock: asyncio.Task[None] | None = None
+
+    def add(self, participant: Participant) -> None:
+        """Admit a participant (starts the clock if needed)."""
+        self.participants[participant.id] = participant
+        self.mixer.add(participant.id, echo=participant.echo)
+        if self._clock is None:
+            self._clock = asyncio.create_task(self._run_clock(), name=f"mixer-{self.name}")
+
+    def remove(self, participant_id: str) -> Participant | None:
+        """Take a participant out of the room (their peer connection is not closed here)."""
+        self.mixer.remove(participant_id)
+        return self.participants.pop(participant_id, None)
+
+    async def stop_clock(self) -> None:
+        """Stop mixing (when the room empties)."""
+        if self._clock is not None:
+            self._clock.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._clock
+            self._clock = None
+
+    async def _run_clock(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time()
+        while True:
+            next_tick += TICK_SECONDS
+            delay = next_tick - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif delay < -MAX_CATCH_UP_SECONDS:
+                skipped = int(-delay / TICK_SECONDS)
+                next_tick += skipped * TICK_SECONDS
+                self.metrics.mixer_ticks_late.inc(skipped)
+            for participant_id, mix in self.mixer.tick().items():
+                participant = self.participants.get(participant_id)
+                if participant is not None and not participant.closed:
+                    dropped = participant.output.put(mix)
+                    if dropped:
+                        self.metrics.frames_dropped.labels("output_overflow").inc(dropped)
+
+    def describe(self, with_participants: bool = False) -> dict[str, object]:
+        """The room as the control plane shows it."""
+        out: dict[str, object] = {
+            "room": self.name,
+            "participants": len(self.participants),
+            "created_at": self.created_at,
+        }
+        if with_participants:
+            out["participants"] = [p.describe() for p in self.participants.values()]
+        return out

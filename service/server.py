@@ -1,0 +1,86 @@
+"""Run the relay under uvicorn: logging, and SIGTERM as a drain rather than a hard stop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import time
+from types import FrameType
+
+import uvicorn
+
+from service.app import create_app
+from service.relay import Relay
+from service.settings import Settings
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message (and exception)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging(log_format: str, level: str) -> None:
+    """Root logging in the chosen format (uvicorn's loggers propagate to it)."""
+    handler = logging.StreamHandler()
+    if log_format == "json":
+        handler.setFormatter(JsonLogFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+
+
+class DrainingServer(uvicorn.Server):
+    """On the first SIGTERM: readiness off, joins refused, calls ended, then exit."""
+
+    def __init__(self, config: uvicorn.Config, relay: Relay, drain_seconds: float) -> None:
+        super().__init__(config)
+        self.relay = relay
+        self.drain_seconds = drain_seconds
+        self._draining: asyncio.Task[None] | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig != signal.SIGTERM or self._draining is not None:
+            super().handle_exit(sig, frame)
+            return
+        loop = asyncio.get_event_loop()
+        self._draining = loop.create_task(self._drain_then_exit())
+
+    async def _drain_then_exit(self) -> None:
+        try:
+            await self.relay.drain(self.drain_seconds)
+        finally:
+            self.should_exit = True
+
+
+def serve(settings: Settings) -> None:
+    """Serve media and the control plane until SIGTERM (drain) or SIGINT."""
+    configure_logging(settings.log_format, settings.log_level)
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+    DrainingServer(config, app.state.relay, settings.drain_seconds).run()

@@ -1,0 +1,75 @@
+"""The relay's configuration: the one place where settings (``PNR_*`` variables) are read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from model.runtime import DEFAULT_MODEL
+
+
+class IceServer(BaseModel):
+    """One STUN or TURN server, as in the WebRTC ``RTCIceServer`` dictionary."""
+
+    urls: str
+    username: str | None = None
+    credential: str | None = None
+
+
+class Settings(BaseSettings):
+    """Relay settings; every field can be set as ``PNR_<FIELD>`` (lists and objects as JSON)."""
+
+    model_config = SettingsConfigDict(env_prefix="PNR_", extra="ignore")
+
+    host: str = "0.0.0.0"
+    port: int = Field(8080, ge=0, le=65535)
+    ice_servers: list[IceServer] = Field(
+        default_factory=list, description="STUN/TURN servers for the server's peers (none)"
+    )
+    ice_host_addresses: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="only gather host candidates on these addresses (comma-separated); "
+        "empty: every interface",
+    )
+    max_rooms: int = Field(100, ge=1)
+    max_participants_per_room: int = Field(16, ge=1)
+    auto_create_rooms: bool = True
+    token_secret: SecretStr | None = Field(
+        None, description="when set, joins need an HMAC token naming the room"
+    )
+    admin_token: SecretStr | None = Field(
+        None, description="when set, room control (GET/PUT /rooms…) needs this bearer token"
+    )
+    model_path: Path = DEFAULT_MODEL
+    worker_threads: int = Field(2, ge=1, le=64, description="enhancement thread pool size")
+    log_format: Literal["plain", "json"] = "plain"
+    log_level: str = "INFO"
+    max_body_bytes: int = Field(65536, ge=1024, description="largest accepted signaling body")
+    connect_timeout_seconds: float = Field(
+        20.0, gt=0, description="a peer that has not connected by then is removed"
+    )
+    media_timeout_seconds: float = Field(
+        10.0, gt=0, description="a connected peer that sends no audio for this long is removed"
+    )
+    drain_seconds: float = Field(
+        10.0, ge=0, description="on SIGTERM, how long calls may go on before they are closed"
+    )
+    max_queued_frames: int = Field(
+        3, ge=1, description="frames of one speaker waiting for enhancement before pass-through"
+    )
+    mix_buffer_frames: int = Field(
+        3, ge=1, description="enhanced frames one speaker may have waiting for the mixer"
+    )
+    default_enhance: bool = True
+    default_attenuation_limit_db: float | None = Field(None, ge=0)
+    default_postfilter: bool = True
+
+    @field_validator("ice_host_addresses", mode="before")
+    @classmethod
+    def _split_addresses(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value

@@ -1,0 +1,166 @@
+// Browser client of percepnet-relay: joins a room with POST /offer, plays the room's mix,
+// shows input/output levels and changes this participant's enhancement settings.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { pc: null, stream: null, room: null, id: null, key: null, audioContext: null };
+window.pnr = { state: "idle", error: null, participantId: null };
+
+function setStatus(text, phase) {
+  $("status").textContent = text;
+  if (phase) window.pnr.state = phase;
+}
+
+async function listMicrophones() {
+  try {
+    const devices = await navigator.mediaDevices.enumerateDevices();
+    const select = $("microphone");
+    const chosen = select.value;
+    select.replaceChildren(new Option("default", ""));
+    for (const d of devices.filter((d) => d.kind === "audioinput")) {
+      select.add(new Option(d.label || `microphone ${select.length}`, d.deviceId));
+    }
+    select.value = chosen;
+  } catch (err) {
+    console.warn("cannot list microphones", err);
+  }
+}
+
+function meter(stream, element) {
+  const ctx = state.audioContext;
+  const analyser = ctx.createAnalyser();
+  analyser.fftSize = 1024;
+  ctx.createMediaStreamSource(stream).connect(analyser);
+  const data = new Float32Array(analyser.fftSize);
+  const draw = () => {
+    if (!state.pc) { element.value = 0; return; }
+    analyser.getFloatTimeDomainData(data);
+    let sum = 0;
+    for (const v of data) sum += v * v;
+    const rms = Math.sqrt(sum / data.length);
+    element.value = Math.min(1, Math.max(0, (20 * Math.log10(rms + 1e-9) + 60) / 60));
+    requestAnimationFrame(draw);
+  };
+  draw();
+}
+
+function waitForIceGathering(pc) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      if (pc.iceGatheringState === "complete") {
+        pc.removeEventListener("icegatheringstatechange", done);
+        resolve();
+      }
+    };
+    pc.addEventListener("icegatheringstatechange", done);
+    setTimeout(resolve, 3000); // use what we have rather than hang on an unreachable server
+  });
+}
+
+async function join(event) {
+  if (event) event.preventDefault();
+  if (state.pc) return;
+  window.pnr.error = null;
+  const room = $("room").value.trim();
+  const deviceId = $("microphone").value;
+  setStatus("asking for the microphone…", "starting");
+  try {
+    state.stream = await navigator.mediaDevices.getUserMedia({
+      audio: {
+        deviceId: deviceId ? { exact: deviceId } : undefined,
+        // the relay removes noise; the browser's own suppressor would fight it
+        noiseSuppression: false, echoCancellation: true, autoGainControl: false,
+      },
+    });
+    listMicrophones();
+    state.audioContext = state.audioContext || new AudioContext();
+    const pc = new RTCPeerConnection({ iceServers: window.PNR_ICE_SERVERS || [] });
+    state.pc = pc;
+    for (const track of state.stream.getAudioTracks()) pc.addTrack(track, state.stream);
+    pc.addEventListener("track", (e) => {
+      const remote = new MediaStream([e.track]);
+      $("remote").srcObject = remote;
+      meter(remote, $("out-level"));
+    });
+    pc.addEventListener("connectionstatechange", () => {
+      setStatus(`connection ${pc.connectionState}`, pc.connectionState);
+      if (["failed", "closed"].includes(pc.connectionState)) leave();
+    });
+    meter(state.stream, $("in-level"));
+    await pc.setLocalDescription(await pc.createOffer());
+    await waitForIceGathering(pc);
+    setStatus("joining…", "joining");
+    const response = await fetch("/offer", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({
+        sdp: pc.localDescription.sdp, type: "offer", room,
+        name: $("name").value || undefined, token: $("token").value || undefined,
+        echo: $("echo").checked,
+      }),
+    });
+    const answer = await response.json();
+    if (!response.ok) throw new Error(answer.detail || answer.error || response.statusText);
+    state.room = room;
+    state.id = answer.participant_id;
+    state.key = answer.participant_key;
+    window.pnr.participantId = state.id;
+    await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+    $("join").disabled = true;
+    $("leave").disabled = false;
+    await sendSettings();
+  } catch (err) {
+    window.pnr.error = String(err.message || err);
+    setStatus(`could not join: ${window.pnr.error}`, "error");
+    await leave(false);
+  }
+}
+
+async function leave(tellServer = true) {
+  const { pc, room, id, key } = state;
+  state.pc = null;
+  if (pc) pc.close();
+  if (state.stream) state.stream.getTracks().forEach((t) => t.stop());
+  state.stream = null;
+  if (tellServer && room && id) {
+    fetch(`/rooms/${encodeURIComponent(room)}/participants/${encodeURIComponent(id)}`,
+      { method: "DELETE", headers: { "X-Participant-Key": key } }).catch(() => {});
+  }
+  state.room = state.id = state.key = null;
+  $("join").disabled = false;
+  $("leave").disabled = true;
+  if (window.pnr.state !== "error") setStatus("not connected", "idle");
+}
+
+function attenuationLimit() {
+  const value = Number($("atten").value);
+  return value >= 60 ? null : value;
+}
+
+async function sendSettings() {
+  const limit = attenuationLimit();
+  $("atten-value").textContent = limit === null ? "unlimited" : `${limit} dB`;
+  if (!state.id) return;
+  const response = await fetch(
+    `/rooms/${encodeURIComponent(state.room)}/participants/${encodeURIComponent(state.id)}`, {
+      method: "PATCH",
+      headers: { "Content-Type": "application/json", "X-Participant-Key": state.key },
+      body: JSON.stringify({ enhance: $("enhance").checked, attenuation_limit_db: limit }),
+    });
+  if (!response.ok) console.warn("settings refused", await response.text());
+}
+
+$("join-form").addEventListener("submit", join);
+$("leave").addEventListener("click", () => leave());
+$("enhance").addEventListener("change", sendSettings);
+$("atten").addEventListener("input", sendSettings);
+window.addEventListener("beforeunload", () => leave());
+navigator.mediaDevices?.addEventListener?.("devicechange", listMicrophones);
+
+const params = new URLSearchParams(location.search);
+if (params.get("room")) $("room").value = params.get("room");
+if (params.get("name")) $("name").value = params.get("name");
+if (params.get("echo") === "1") $("echo").checked = true;
+listMicrophones();
+if (params.get("autojoin") === "1") join();
