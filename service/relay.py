@@ -190,7 +190,11 @@ class Relay:
 
     def _peer_connection(self) -> RTCPeerConnection:
         servers = [
-            RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
+            RTCIceServer(
+                urls=s.urls,
+                username=s.username,
+                credential=s.credential.get_secret_value() if s.credential else None,
+            )
             for s in self.settings.ice_servers
         ]
         return RTCPeerConnection(RTCConfiguration(iceServers=servers))

@@ -16,7 +16,7 @@ class IceServer(BaseModel):
 
     urls: str
     username: str | None = None
-    credential: str | None = None
+    credential: SecretStr | None = None
 
 
 class Settings(BaseSettings):

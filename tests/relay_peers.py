@@ -38,7 +38,9 @@ class RunningRelay:
     def __init__(self, **overrides: object) -> None:
         port = free_port()
         values: dict[str, object] = {
-            "host": "127.0.0.1", "port": port, "ice_host_addresses": ["127.0.0.1"],
+            "host": "127.0.0.1",
+            "port": port,
+            "ice_host_addresses": ["127.0.0.1"],
             "worker_threads": 2,
         }
         values.update(overrides)
@@ -46,8 +48,9 @@ class RunningRelay:
         self.app = create_app(self.settings)
         self.relay: Relay = self.app.state.relay
         self.url = f"http://127.0.0.1:{port}"
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning",
-                                lifespan="on")
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+        )
         self.server = uvicorn.Server(config)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread = threading.Thread(target=self._run, name="relay-under-test", daemon=True)
@@ -102,11 +105,14 @@ class ArrayAudioTrack(MediaStreamTrack):
         self.signal = np.asarray(signal, dtype=np.float32)
         self.frame_index = 0
         self.send_times: list[float] = []  # wall-clock time each frame was handed to the encoder
+        self.stalled = False  # True: stop sending (a peer whose audio vanishes, no BYE)
         self._start: float | None = None
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
+        while self.stalled:
+            await asyncio.sleep(0.05)
         if self._start is None:
             self._start = time.monotonic()
         due = self._start + self.frame_index * FRAME / RATE

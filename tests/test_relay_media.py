@@ -1,0 +1,219 @@
+"""Media through the real relay on 127.0.0.1 with aiortc peers: enhancement end to end,
+mouth-to-ear delay, runtime settings, peers that vanish, and join/leave churn."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+from aiortc import RTCPeerConnection
+from relay_peers import Peer, RunningRelay, running_relay
+from shared_data import find_shared_data, speech_and_noise
+from signals import pink_noise, speech_like
+
+from model.evaluate import pesq_wb, si_sdr
+from model.runtime import DEFAULT_MODEL
+
+pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="no shipped model")
+RATE = 48000
+FRAME = 960
+
+
+def noisy_speech(seconds: float, snr_db: float) -> tuple[np.ndarray, np.ndarray]:
+    """Clean speech and a noisy version (real recordings when ../shared/data is there)."""
+    data_dir = find_shared_data()
+    if data_dir is not None:
+        clean, noise = speech_and_noise(data_dir)
+    else:
+        clean, noise = speech_like(seconds, seed=5), pink_noise(seconds, seed=6)
+    n = int(seconds * RATE)
+    clean = np.resize(clean, n)
+    noise = np.resize(noise, n)
+    clean = 0.1 * clean / np.sqrt(np.mean(clean**2))
+    noise = noise * np.sqrt(np.mean(clean**2) / np.mean(noise**2) / 10 ** (snr_db / 10))
+    return clean.astype(np.float32), (clean + noise).astype(np.float32)
+
+
+def align(reference: np.ndarray, received: np.ndarray, max_lag: int) -> int:
+    """Lag (samples) at which ``received`` best matches ``reference``."""
+    n = 1 << int(np.ceil(np.log2(reference.shape[0] + received.shape[0])))
+    spectrum = np.fft.rfft(received, n) * np.conj(np.fft.rfft(reference, n))
+    correlation = np.fft.irfft(spectrum, n)[: max_lag + 1]
+    return int(np.argmax(correlation))
+
+
+async def send_and_record(url: str, signal: np.ndarray, seconds: float, room: str = "m1"):
+    speaker, listener = Peer(signal), Peer(None)
+    await listener.join(url, room)
+    await speaker.join(url, room)
+    await asyncio.gather(speaker.wait_connected(), listener.wait_connected())
+    await asyncio.sleep(seconds)
+    await speaker.close()
+    await listener.close()
+    return speaker, listener
+
+
+@pytest.fixture(scope="module")
+def relay() -> RunningRelay:
+    with running_relay() as running:
+        yield running
+
+
+def test_two_peers_hear_each_other_enhanced_and_the_delay_is_measured(relay: RunningRelay) -> None:
+    seconds = 6.0
+    clean, noisy = noisy_speech(seconds, snr_db=0.0)
+    speaker, listener = asyncio.run(send_and_record(relay.url, noisy, seconds + 1.0))
+    received = listener.recorder.samples
+    lag = align(clean, received, max_lag=RATE)
+    aligned = received[lag : lag + clean.shape[0]]
+    scored = slice(RATE // 2, aligned.shape[0] - RATE // 2)  # skip the start-up transient
+    noisy_sdr = si_sdr(clean[scored], noisy[scored])
+    relayed_sdr = si_sdr(clean[scored], aligned[scored])
+    noisy_pesq = pesq_wb(clean[scored], noisy[scored])
+    relayed_pesq = pesq_wb(clean[scored], aligned[scored])
+    # mouth-to-ear: when a received frame arrived vs when its content was handed to the sender
+    delays = []
+    for index, arrival in enumerate(listener.recorder.arrivals):
+        sent_frame = (index * FRAME - lag) // FRAME
+        if 0 <= sent_frame < len(speaker.sender.send_times):
+            delays.append(arrival - speaker.sender.send_times[sent_frame])
+    delay_ms = 1000 * float(np.median(delays))
+    print(
+        f"\nrelay: PESQ-WB noisy {noisy_pesq:.2f} -> received {relayed_pesq:.2f}; "
+        f"SI-SDR noisy {noisy_sdr:.1f} dB -> received {relayed_sdr:.1f} dB; "
+        f"lag {1000 * lag / RATE:.0f} ms in the received stream; "
+        f"mouth-to-ear median {delay_ms:.0f} ms (p95 {1000 * np.percentile(delays, 95):.0f})"
+    )
+    # Both directions are Opus-coded (96 kb/s CELT keeps the spectrum, not the waveform, of
+    # noise-like sound), so the relayed SI-SDR gain is about half the offline one (+6 dB here)
+    assert relayed_pesq >= noisy_pesq + 0.15
+    assert relayed_sdr >= noisy_sdr + 1.5
+    assert 30.0 <= delay_ms < 400.0
+
+
+def test_enhancement_off_passes_the_voice_through_from_the_next_frame(relay: RunningRelay) -> None:
+    clean, noisy = noisy_speech(4.0, snr_db=5.0)
+
+    async def scenario() -> tuple[dict, dict]:
+        speaker, listener = Peer(noisy), Peer(None)
+        await listener.join(relay.url, "m2")
+        answer = await speaker.join(relay.url, "m2")
+        await asyncio.gather(speaker.wait_connected(), listener.wait_connected())
+        await asyncio.sleep(1.0)
+        url = f"{relay.url}/rooms/m2/participants/{answer['participant_id']}"
+        async with httpx.AsyncClient() as client:
+            before = (await client.get(f"{relay.url}/rooms/m2")).json()
+            patched = await client.patch(url, json={"enhance": False})
+            assert patched.status_code == 200
+            await asyncio.sleep(0.5)
+            after = (await client.get(f"{relay.url}/rooms/m2")).json()
+        await speaker.close()
+        await listener.close()
+        return before, after
+
+    before, after = asyncio.run(scenario())
+    frames_before = next(p for p in before["participants"] if p["sending_audio"])["frames"]
+    frames_after = next(p for p in after["participants"] if p["sending_audio"])["frames"]
+    assert frames_before["enhanced"] > 0 and frames_before["passed_through"] == 0
+    assert frames_after["passed_through"] >= 15  # 0.5 s of 20 ms frames, minus jitter
+    assert frames_after["enhanced"] - frames_before["enhanced"] <= 5
+
+
+def test_peers_that_vanish_are_removed_within_the_timeouts() -> None:
+    with running_relay(connect_timeout_seconds=1.0, media_timeout_seconds=1.0) as relay:
+
+        async def scenario() -> float:
+            ghost = Peer(np.zeros(RATE, np.float32))
+            await ghost.offer_sdp()
+            async with httpx.AsyncClient() as client:  # offer, but never apply the answer
+                response = await client.post(
+                    relay.url + "/offer", json={"sdp": ghost.pc.localDescription.sdp, "room": "v1"}
+                )
+            assert response.status_code == 200
+            silent = Peer(np.zeros(10 * RATE, np.float32))
+            await silent.join(relay.url, "v1")
+            await silent.wait_connected()
+            await asyncio.sleep(0.5)
+            assert silent.sender is not None
+            silent.sender.stalled = True  # audio stops, no BYE, ICE still alive
+            start = time.monotonic()
+            while relay.relay.rooms and time.monotonic() - start < 5.0:
+                await asyncio.sleep(0.05)
+            await ghost.pc.close()
+            await silent.close()
+            return time.monotonic() - start
+
+        took = asyncio.run(scenario())
+        assert not relay.relay.rooms, "vanished peers still in the room"
+        assert took < 3.0
+        text = httpx.get(relay.url + "/metrics").text
+        assert 'pnr_leaves_total{reason="connect_timeout"} 1.0' in text
+        assert 'pnr_leaves_total{reason="media_timeout"} 1.0' in text
+
+
+def _server_census(relay: RunningRelay) -> tuple[int, int]:
+    async def count() -> tuple[int, int]:
+        return len(asyncio.all_tasks()), relay.relay.participant_count
+
+    return relay.call(count)
+
+
+async def _churn(url: str, cycles: int) -> None:
+    for cycle in range(cycles):
+        peer = Peer(np.zeros(RATE, np.float32)) if cycle % 2 else Peer(None)
+        room = f"c{cycle % 3}"
+        answer = await peer.join(url, room)
+        await peer.wait_connected()
+        if cycle % 4 == 0:  # some leave by DELETE, the others by closing their connection
+            async with httpx.AsyncClient() as client:
+                await client.delete(
+                    f"{url}/rooms/{room}/participants/{answer['participant_id']}",
+                    headers={"X-Participant-Key": str(answer["participant_key"])},
+                )
+        await peer.close()
+
+
+def _settled(relay: RunningRelay, tasks_limit: int) -> tuple[int, int]:
+    deadline = time.monotonic() + 10
+    while True:
+        tasks, participants = _server_census(relay)
+        if (participants == 0 and tasks <= tasks_limit) or time.monotonic() > deadline:
+            return tasks, participants
+        time.sleep(0.1)
+
+
+def _peer_connections() -> int:
+    return sum(isinstance(o, RTCPeerConnection) for o in gc.get_objects())
+
+
+def test_join_leave_churn_leaves_nothing_behind() -> None:
+    cycles = 100
+    with running_relay() as relay:
+        asyncio.run(_churn(relay.url, 8))  # lets the lazily started thread pools fill up
+        tasks_before, _ = _settled(relay, 10**6)
+        threads_before = {t.ident for t in threading.enumerate()}
+        gc.collect()
+        pcs_before = _peer_connections()
+        asyncio.run(_churn(relay.url, cycles))
+        gc.collect()
+        tasks_after, participants = _settled(relay, tasks_before)
+        new_threads = [t.name for t in threading.enumerate() if t.ident not in threads_before]
+        print(
+            f"\nchurn: {cycles} cycles, server tasks {tasks_before} -> {tasks_after}, "
+            f"new threads {new_threads}"
+        )
+        assert participants == 0 and not relay.relay.rooms
+        assert tasks_after <= tasks_before
+        # only the bounded, lazily filled pools (enhancement, asyncio's executor) may add one
+        assert all(n.startswith(("enhance", "asyncio_")) for n in new_threads), new_threads
+        assert len(relay.relay.executor._threads) <= relay.settings.worker_threads
+        gc.collect()
+        assert _peer_connections() <= pcs_before, "peer connections outlived the churn"
+        text = httpx.get(relay.url + "/metrics").text
+        assert "pnr_participants 0.0" in text and "pnr_rooms 0.0" in text
+        assert "pnr_joins_total 108.0" in text

@@ -1,0 +1,243 @@
+"""Unit tests of the relay's pure parts: tokens, SDP checks, mixer, frames, speaker pipeline,
+settings."""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+import pytest
+
+from model.runtime import DEFAULT_MODEL, ModelRuntime
+from service.audio_frames import frame_to_mono, mono_to_frame
+from service.errors import RelayError
+from service.mixer import RoomMixer
+from service.sdp import check_offer_sdp
+from service.settings import Settings
+from service.speaker import EnhancementSettings, SpeakerPipeline
+from service.tokens import TokenError, mint_token, verify_token
+
+AUDIO_OFFER = """v=0
+o=- 1 2 IN IP4 127.0.0.1
+s=-
+t=0 0
+m=audio 9 UDP/TLS/RTP/SAVPF 111 0
+c=IN IP4 0.0.0.0
+a=rtpmap:111 opus/48000/2
+a=rtpmap:0 PCMU/8000
+a=sendrecv
+"""
+
+
+# ---- tokens ---------------------------------------------------------------------------------
+def test_token_round_trip_names_room_and_expiry() -> None:
+    token = mint_token("s3cret", "lobby", ttl_seconds=60, name="ada", now=1000.0)
+    claims = verify_token("s3cret", token, "lobby", now=1030.0)
+    assert (claims.room, claims.expires, claims.name) == ("lobby", 1060, "ada")
+
+
+@pytest.mark.parametrize(
+    ("token", "room", "now", "message"),
+    [
+        (None, "lobby", 0.0, "required"),
+        ("", "lobby", 0.0, "required"),
+        ("no-dot", "lobby", 0.0, "malformed"),
+        ("abc.def", "lobby", 0.0, "signature"),
+        (mint_token("other", "lobby", now=0.0), "lobby", 0.0, "signature"),
+        (mint_token("s3cret", "lobby", now=0.0), "kitchen", 0.0, "another room"),
+        (mint_token("s3cret", "lobby", ttl_seconds=10, now=0.0), "lobby", 11.0, "expired"),
+    ],
+)
+def test_bad_tokens_are_refused_with_a_reason(
+    token: str | None, room: str, now: float, message: str
+) -> None:
+    with pytest.raises(TokenError, match=message):
+        verify_token("s3cret", token, room, now=now)
+
+
+def test_tampered_claims_break_the_signature() -> None:
+    token = mint_token("s3cret", "lobby", now=0.0)
+    other = mint_token("s3cret", "kitchen", now=0.0)
+    forged = other.split(".")[0] + "." + token.split(".")[1]
+    with pytest.raises(TokenError, match="signature"):
+        verify_token("s3cret", forged, "kitchen", now=0.0)
+
+
+# ---- SDP ------------------------------------------------------------------------------------
+def test_an_opus_audio_offer_passes() -> None:
+    assert check_offer_sdp(AUDIO_OFFER) == AUDIO_OFFER
+
+
+@pytest.mark.parametrize(
+    ("sdp", "reason"),
+    [
+        (None, "malformed_sdp"),
+        ("", "malformed_sdp"),
+        ("hello world", "malformed_sdp"),
+        ("v=0\no=- 1 2 IN IP4 0.0.0.0\nm=audio nonsense\n", "malformed_sdp"),
+        (AUDIO_OFFER.replace("m=audio 9", "m=video 9"), "no_audio"),
+        (AUDIO_OFFER.replace("m=audio 9", "m=audio 0"), "no_audio"),
+        (AUDIO_OFFER.replace("a=sendrecv", "a=inactive"), "no_audio"),
+        ("v=0\no=- 1 2 IN IP4 0.0.0.0\ns=-\nt=0 0\n", "no_audio"),
+        (AUDIO_OFFER.replace("a=rtpmap:111 opus/48000/2\n", ""), "no_opus"),
+    ],
+)
+def test_bad_offers_are_refused_with_a_reason(sdp: object, reason: str) -> None:
+    with pytest.raises(RelayError) as caught:
+        check_offer_sdp(sdp)
+    assert caught.value.status == 400 and caught.value.reason == reason
+
+
+# ---- mixer ----------------------------------------------------------------------------------
+def _frame(value: float) -> np.ndarray:
+    return np.full(960, value, dtype=np.float32)
+
+
+def test_mix_minus_leaves_out_each_listeners_own_voice() -> None:
+    mixer = RoomMixer()
+    for pid in "abc":
+        mixer.add(pid)
+    mixer.push("a", _frame(0.1))
+    mixer.push("b", _frame(0.2))
+    out = mixer.tick()
+    np.testing.assert_allclose(out["a"], 0.2, atol=1e-7)
+    np.testing.assert_allclose(out["b"], 0.1, atol=1e-7)
+    np.testing.assert_allclose(out["c"], 0.3, atol=1e-7)
+
+
+def test_echo_participants_hear_themselves_too() -> None:
+    mixer = RoomMixer()
+    mixer.add("a", echo=True)
+    mixer.push("a", _frame(0.25))
+    np.testing.assert_allclose(mixer.tick()["a"], 0.25)
+
+
+def test_a_speaker_whose_packets_stop_contributes_silence_not_stale_audio() -> None:
+    mixer = RoomMixer()
+    mixer.add("a")
+    mixer.add("b")
+    mixer.push("a", _frame(0.5))
+    assert mixer.tick()["b"].max() == pytest.approx(0.5)
+    assert not mixer.tick()["b"].any()
+
+
+def test_a_speaker_fifo_is_bounded_and_drops_the_oldest() -> None:
+    mixer = RoomMixer(buffer_frames=2)
+    mixer.add("a")
+    mixer.add("b")
+    dropped = sum(mixer.push("a", _frame(v)) for v in (0.1, 0.2, 0.3, 0.4))
+    assert dropped == 2
+    assert mixer.tick()["b"][0] == pytest.approx(0.3)
+    assert mixer.tick()["b"][0] == pytest.approx(0.4)
+
+
+def test_the_mix_is_clipped_and_frames_of_the_wrong_size_are_refused() -> None:
+    mixer = RoomMixer()
+    for pid in "abc":
+        mixer.add(pid)
+    mixer.push("a", _frame(0.9))
+    mixer.push("b", _frame(0.9))
+    assert mixer.tick()["c"].max() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="960"):
+        mixer.push("a", np.zeros(480, np.float32))
+    assert mixer.push("nobody", _frame(0.1)) == 0
+
+
+# ---- frames ---------------------------------------------------------------------------------
+def test_stereo_s16_frames_average_to_mono_float() -> None:
+    left = np.full(960, 16384, np.int16)
+    right = np.zeros(960, np.int16)
+    packed = np.stack([left, right], axis=1).reshape(1, -1)
+    frame = av.AudioFrame.from_ndarray(packed, format="s16", layout="stereo")
+    frame.sample_rate = 48000
+    mono = frame_to_mono(frame)
+    assert mono.dtype == np.float32 and mono.shape == (960,)
+    np.testing.assert_allclose(mono, 0.25)
+
+
+def test_planar_float_frames_and_the_way_back() -> None:
+    planes = np.stack([np.full(960, 0.5, np.float32), np.full(960, -0.5, np.float32)])
+    frame = av.AudioFrame.from_ndarray(planes, format="fltp", layout="stereo")
+    frame.sample_rate = 48000
+    np.testing.assert_allclose(frame_to_mono(frame), 0.0)
+    samples = np.array([0.5, -2.0, np.nan, 1.0] * 240, np.float32)
+    out = mono_to_frame(samples, pts=960)
+    assert out.pts == 960 and out.sample_rate == 48000
+    back = frame_to_mono(out)
+    np.testing.assert_allclose(back[:4], [0.5, -1.0, 0.0, 1.0], atol=1e-4)
+
+
+def test_frames_at_other_rates_are_refused() -> None:
+    frame = av.AudioFrame.from_ndarray(np.zeros((1, 320), np.int16), format="s16", layout="mono")
+    frame.sample_rate = 16000
+    with pytest.raises(ValueError, match="48000"):
+        frame_to_mono(frame)
+
+
+# ---- speaker pipeline -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def runtime() -> ModelRuntime:
+    if not DEFAULT_MODEL.exists():
+        pytest.skip("no shipped model under model/weights")
+    return ModelRuntime(DEFAULT_MODEL)
+
+
+def test_pipeline_keeps_length_for_any_packet_size(runtime: ModelRuntime) -> None:
+    pipeline = SpeakerPipeline(runtime, EnhancementSettings())
+    rng = np.random.default_rng(1)
+    total_in = total_out = 0
+    for size in (960, 480, 1440, 960, 2880, 100, 860):
+        samples = (0.05 * rng.standard_normal(size)).astype(np.float32)
+        result = pipeline.process(samples)
+        assert result.samples.shape == (size,) and np.isfinite(result.samples).all()
+        total_in += size
+        total_out += result.samples.shape[0]
+    assert total_in == total_out
+
+
+def test_settings_take_effect_on_the_next_frame(runtime: ModelRuntime) -> None:
+    pipeline = SpeakerPipeline(runtime, EnhancementSettings())
+    noise = (0.1 * np.random.default_rng(2).standard_normal(960 * 20)).astype(np.float32)
+    frames = noise.reshape(20, 960)
+    for frame in frames[:10]:
+        assert pipeline.process(frame).enhanced
+    pipeline.settings = pipeline.settings.updated(enhance=False)
+    off = pipeline.process(frames[10])
+    assert not off.enhanced
+    np.testing.assert_array_equal(off.samples, frames[10])
+    pipeline.settings = pipeline.settings.updated(enhance=True, attenuation_limit_db=6.0)
+    for frame in frames[11:]:
+        limited = pipeline.process(frame)
+    assert pipeline.enhancer.attenuation_limit_db == pytest.approx(6.0)
+    # with at most 6 dB of attenuation, white noise keeps at least half its amplitude
+    rms_in, rms_out = np.sqrt(np.mean(frames[-1] ** 2)), np.sqrt(np.mean(limited.samples**2))
+    assert rms_out >= 0.4 * rms_in
+
+
+def test_invalid_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="attenuation"):
+        EnhancementSettings(attenuation_limit_db=-3.0)
+    with pytest.raises(ValueError, match="attenuation"):
+        EnhancementSettings().updated(attenuation_limit_db=float("nan"))
+
+
+# ---- settings -------------------------------------------------------------------------------
+def test_settings_come_from_pnr_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PNR_PORT", "9000")
+    monkeypatch.setenv("PNR_ICE_HOST_ADDRESSES", "127.0.0.1, ::1")
+    monkeypatch.setenv(
+        "PNR_ICE_SERVERS",
+        '[{"urls": "turn:turn.example:3478", "username": "u", "credential": "p"}]',
+    )
+    monkeypatch.setenv("PNR_TOKEN_SECRET", "hunter2-token")
+    settings = Settings()
+    assert settings.port == 9000
+    assert settings.ice_host_addresses == ["127.0.0.1", "::1"]
+    assert settings.ice_servers[0].urls == "turn:turn.example:3478"
+    assert settings.token_secret is not None
+    assert "hunter2" not in repr(settings) and "'p'" not in repr(settings)
+
+
+def test_invalid_settings_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PNR_WORKER_THREADS", "0")
+    with pytest.raises(ValueError, match="worker_threads"):
+        Settings()
