@@ -1,0 +1,91 @@
+"""End to end with a real browser: headless Chromium joins from the served page with a fake
+microphone fed from a WAV file; an aiortc peer in the same room receives its enhanced voice."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+from relay_peers import Peer, running_relay
+from test_relay_media import noisy_speech
+
+from model.runtime import DEFAULT_MODEL
+
+CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)),
+                None)
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (.ci/run installs "
+                       "Debian's chromium package)"),
+    pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="no shipped model"),
+]
+
+
+def chromium_command(url: str, wav: Path, profile: Path) -> list[str]:
+    assert CHROMIUM is not None
+    return [
+        CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-quic", f"--user-data-dir={profile}",
+        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav}", "--allow-loopback-in-peer-connection",
+        "--disable-features=WebRtcHideLocalIpsWithMdns",
+        "--autoplay-policy=no-user-gesture-required", url,
+    ]
+
+
+def test_chromium_joins_from_the_page_and_a_peer_hears_it_enhanced(tmp_path: Path) -> None:
+    clean, noisy = noisy_speech(6.0, snr_db=5.0)
+    wav = tmp_path / "microphone.wav"
+    sf.write(wav, noisy, 48000, subtype="PCM_16")
+    with running_relay() as relay:
+        listener = Peer(None)
+
+        async def listen() -> dict[str, object]:
+            await listener.join(relay.url, "browser")
+            await listener.wait_connected()
+            url = f"{relay.url}/?room=browser&name=chromium&autojoin=1"
+            browser = subprocess.Popen(
+                chromium_command(url, wav, tmp_path / "profile"),
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            try:
+                deadline = time.monotonic() + 45
+                state: dict[str, object] = {}
+                async with httpx.AsyncClient() as client:
+                    while time.monotonic() < deadline:
+                        room = (await client.get(f"{relay.url}/rooms/browser")).json()
+                        found = [p for p in room["participants"] if p["name"] == "chromium"]
+                        if found and found[0]["frames"]["enhanced"] >= 150:  # 3 s of voice
+                            state = found[0]
+                            break
+                        await asyncio.sleep(0.2)
+                return state
+            finally:
+                browser.terminate()
+                browser.wait(10)
+                await listener.close()
+
+        state = asyncio.run(listen())
+    assert state, "Chromium never joined and sent enhanced audio"
+    assert state["connection_state"] == "connected"
+    received = listener.recorder.samples
+    assert received.shape[0] > 3 * 48000
+    # the listener heard the browser's voice: energy, and the speech envelope of the file
+    tail = received[-3 * 48000 :]
+    assert np.sqrt(np.mean(tail**2)) > 0.005
+    frames = 3 * 48000 // 960
+    envelope = np.sqrt((tail[: frames * 960].reshape(frames, 960) ** 2).mean(axis=1))
+    source = np.sqrt((clean[: (clean.shape[0] // 960) * 960].reshape(-1, 960) ** 2).mean(axis=1))
+    best = max(
+        np.corrcoef(envelope, np.roll(source, -shift)[:frames])[0, 1]
+        for shift in range(source.shape[0])
+    )
+    print(f"\nbrowser: {state['frames']}, envelope correlation with the clean speech {best:.2f}")
+    assert best > 0.5
