@@ -1,0 +1,83 @@
+"""`percepnet-relay serve` as a real process: start-up time, and SIGTERM as a drain
+(readiness off, new joins refused with 503, calls ended cleanly, exit status 0)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import pytest
+from relay_peers import Peer, free_port
+
+from model.runtime import DEFAULT_MODEL
+
+pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="no shipped model")
+
+
+def test_sigterm_drains_then_exits_cleanly() -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = os.environ | {
+        "PNR_ICE_HOST_ADDRESSES": "127.0.0.1", "PNR_DRAIN_SECONDS": "1.5",
+        "PNR_LOG_FORMAT": "json",
+    }
+    started = time.monotonic()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        ready_after = None
+        while time.monotonic() - started < 60:
+            try:
+                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                    ready_after = time.monotonic() - started
+                    break
+            except httpx.HTTPError:
+                pass
+            assert server.poll() is None, server.stdout.read() if server.stdout else ""
+            time.sleep(0.05)
+        assert ready_after is not None, "server never became ready"
+
+        async def scenario() -> tuple[httpx.Response, httpx.Response, str, float]:
+            peer = Peer(np.zeros(48000 * 30, np.float32))
+            await peer.join(url, "drain")
+            await peer.wait_connected()
+            server.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.3)
+            async with httpx.AsyncClient() as client:
+                ready = await client.get(url + "/readyz")
+                late = Peer(None)
+                join = await client.post(url + "/offer", json={
+                    "sdp": await late.offer_sdp(), "room": "drain"})
+                await late.pc.close()
+            start = time.monotonic()
+            while peer.pc.connectionState not in ("closed", "failed"):
+                if time.monotonic() - start > 10:
+                    break
+                await asyncio.sleep(0.05)
+            state = peer.pc.connectionState
+            await peer.close()
+            return ready, join, state, time.monotonic() - start
+
+        ready, join, state, ended_after = asyncio.run(scenario())
+        code = server.wait(15)
+        output = server.stdout.read() if server.stdout else ""
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    print(f"\nserve: ready {ready_after:.2f} s after start (process start, imports, model, "
+          f"kernels); call ended {ended_after:.2f} s after SIGTERM+0.3 s")
+    assert ready.status_code == 503 and ready.json()["state"] == "draining"
+    assert join.status_code == 503 and join.json()["error"] == "draining"
+    assert join.headers["retry-after"].isdigit()
+    assert state == "closed", f"the call did not end cleanly: {state}"
+    assert code == 0, output
+    assert '"message": "draining' in output  # JSON logs
