@@ -11,11 +11,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import aioice.ice
-import numpy as np
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
-from dsp.constants import HOP_SAMPLES
 from model.runtime import ModelRuntime
 from service.errors import RelayError
 from service.metrics import RelayMetrics
@@ -26,6 +24,7 @@ from service.settings import Settings
 from service.speaker import EnhancementSettings, SpeakerPipeline
 from service.tokens import TokenClaims, TokenError, verify_token
 from service.tracks import MixedAudioTrack
+from service.warm_up import warm_up
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +84,7 @@ class Relay:
     def _warm_up(self) -> None:
         if self.runtime is None:
             self.runtime = ModelRuntime(self.settings.model_path)
-        pipeline = SpeakerPipeline(self.runtime, EnhancementSettings())
-        noise = np.random.default_rng(0).standard_normal(4 * HOP_SAMPLES).astype(np.float32)
-        pipeline.process(0.01 * noise)
+        warm_up(self.runtime)
 
     @property
     def ready(self) -> bool:
