@@ -132,15 +132,20 @@ def _bench_model(
         source = ModelGainSource(ModelRuntime(path))
         args = [(f,) for f in features]
         time_calls(source.gains_for, args, warmup)
-        rows[label] = summarize(time_calls(source.gains_for, args, iterations),
-                                f"model.runtime.ModelGainSource.gains_for ({path.name}, batch 1)",
-                                0.0)
+        rows[label] = summarize(
+            time_calls(source.gains_for, args, iterations),
+            f"model.runtime.ModelGainSource.gains_for ({path.name}, batch 1)",
+            0.0,
+        )
     enhancer = Enhancer(ModelGainSource(ModelRuntime(model_path)))
     out = np.zeros(HOP_SAMPLES, dtype=np.float32)
     args_hop = [(hop, out) for hop in hops]
     time_calls(enhancer.process_hop, args_hop, warmup)
-    rows["enhancer"] = summarize(time_calls(enhancer.process_hop, args_hop, iterations),
-                                 "Enhancer.process_hop with the int8 model (DSP + network)", 0.0)
+    rows["enhancer"] = summarize(
+        time_calls(enhancer.process_hop, args_hop, iterations),
+        "Enhancer.process_hop with the int8 model (DSP + network)",
+        0.0,
+    )
     return rows
 
 
@@ -247,7 +252,8 @@ def run_dsp_benchmark(
         result["ratio_p99"] = result["dsp"]["p99_us"] / result["rnnoise"]["p99_us"]
         if "enhancer" in result:
             result["enhancer_ratio_median"] = (
-                result["enhancer"]["median_us"] / result["rnnoise"]["median_us"])
+                result["enhancer"]["median_us"] / result["rnnoise"]["median_us"]
+            )
     return result
 
 
@@ -265,8 +271,11 @@ def format_table(result: dict[str, Any]) -> str:
         f" {'% of 10 ms':>10}  call timed",
     ]
     rows = [("DSP (no model)", result["dsp"])]
-    for key, name in (("model_int8", "model int8 b=1"), ("model_fp32", "model fp32 b=1"),
-                      ("enhancer", "DSP + int8 model")):
+    for key, name in (
+        ("model_int8", "model int8 b=1"),
+        ("model_fp32", "model fp32 b=1"),
+        ("enhancer", "DSP + int8 model"),
+    ):
         if key in result:
             rows.append((name, result[key]))
     if result["rnnoise"] is not None:
@@ -285,8 +294,9 @@ def format_table(result: dict[str, Any]) -> str:
             f" p99 {result['ratio_p99']:.3f}"
         )
         if "enhancer_ratio_median" in result:
-            lines.append(f"ratio (DSP + int8 model)/RNNoise: median "
-                         f"{result['enhancer_ratio_median']:.3f}")
+            lines.append(
+                f"ratio (DSP + int8 model)/RNNoise: median {result['enhancer_ratio_median']:.3f}"
+            )
     lines.append(
         f"first call (JIT load/compile): DSP {result['dsp']['first_call_s'] * 1e3:.1f} ms"
         + (
@@ -337,8 +347,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"untimed calls first (default {DEFAULT_WARMUP})",
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the result here")
-    parser.add_argument("--model", type=Path, default=None, metavar="PATH",
-                        help="exported int8 model to time too (default: the shipped one)")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="exported int8 model to time too (default: the shipped one)",
+    )
 
 
 def run_from_args(args: argparse.Namespace) -> dict[str, Any]:

@@ -58,7 +58,7 @@ class Relay:
         self.executor = ThreadPoolExecutor(settings.worker_threads, thread_name_prefix="enhance")
         self.started_at = time.monotonic()
         self.ready_seconds: float | None = None
-        self._pending_joins = 0
+        self._pending_joins: dict[str, int] = {}  # per room: joins still negotiating
         self._background: list[asyncio.Task[None]] = []
         restrict_host_addresses(settings.ice_host_addresses)
 
@@ -209,7 +209,8 @@ class Relay:
         claims = self.check_token(room_name, token)
         sdp = check_offer_sdp(offer_sdp)
         room = self._room_for_join(room_name)
-        if len(room.participants) + self._pending_joins >= self.settings.max_participants_per_room:
+        pending = self._pending_joins.get(room.name, 0)
+        if len(room.participants) + pending >= self.settings.max_participants_per_room:
             raise RelayError(
                 503,
                 "room_full",
@@ -251,7 +252,8 @@ class Relay:
             elif state in ("failed", "closed"):
                 await self.leave(room.name, participant.id, f"connection_{state}")
 
-        self._pending_joins += 1
+        self._pending_joins[room.name] = pending + 1
+        failed = True
         try:
             try:
                 await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
@@ -262,16 +264,18 @@ class Relay:
             pc.addTrack(participant.output)
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
-        except BaseException:
-            await pc.close()
-            participant.output.stop()
-            if not room.participants:
-                self._forget_room_if_empty(room)
-            raise
+            failed = False
         finally:
-            self._pending_joins -= 1
+            left = self._pending_joins.pop(room.name, 1) - 1
+            if left:
+                self._pending_joins[room.name] = left
+            if failed:
+                await pc.close()
+                participant.output.stop()
+                self._forget_room_if_empty(room)
         if self.state != "ready":  # drained while negotiating
             await participant.close()
+            self._forget_room_if_empty(room)
             self._refuse_if_not_ready()
         room.add(participant)
         self.metrics.participants.set(self.participant_count)

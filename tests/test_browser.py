@@ -18,11 +18,14 @@ from test_relay_media import noisy_speech
 
 from model.runtime import DEFAULT_MODEL
 
-CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)),
-                None)
+CHROMIUM = next(
+    (shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None
+)
 pytestmark = [
-    pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (.ci/run installs "
-                       "Debian's chromium package)"),
+    pytest.mark.skipif(
+        CHROMIUM is None,
+        reason="Chromium is not installed (.ci/run installs Debian's chromium package)",
+    ),
     pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="no shipped model"),
 ]
 
@@ -30,13 +33,23 @@ pytestmark = [
 def chromium_command(url: str, wav: Path, profile: Path) -> list[str]:
     assert CHROMIUM is not None
     return [
-        CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-quic", f"--user-data-dir={profile}",
-        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={wav}", "--allow-loopback-in-peer-connection",
+        CHROMIUM,
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-quic",
+        f"--user-data-dir={profile}",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav}",
+        "--allow-loopback-in-peer-connection",
         "--disable-features=WebRtcHideLocalIpsWithMdns",
-        "--autoplay-policy=no-user-gesture-required", url,
+        "--autoplay-policy=no-user-gesture-required",
+        url,
     ]
 
 
@@ -53,7 +66,8 @@ def test_chromium_joins_from_the_page_and_a_peer_hears_it_enhanced(tmp_path: Pat
             url = f"{relay.url}/?room=browser&name=chromium&autojoin=1"
             browser = subprocess.Popen(
                 chromium_command(url, wav, tmp_path / "profile"),
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
             try:
                 deadline = time.monotonic() + 45

@@ -24,13 +24,17 @@ def test_sigterm_drains_then_exits_cleanly() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = os.environ | {
-        "PNR_ICE_HOST_ADDRESSES": "127.0.0.1", "PNR_DRAIN_SECONDS": "1.5",
+        "PNR_ICE_HOST_ADDRESSES": "127.0.0.1",
+        "PNR_DRAIN_SECONDS": "1.5",
         "PNR_LOG_FORMAT": "json",
     }
     started = time.monotonic()
     server = subprocess.Popen(
         [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         ready_after = None
@@ -54,8 +58,9 @@ def test_sigterm_drains_then_exits_cleanly() -> None:
             async with httpx.AsyncClient() as client:
                 ready = await client.get(url + "/readyz")
                 late = Peer(None)
-                join = await client.post(url + "/offer", json={
-                    "sdp": await late.offer_sdp(), "room": "drain"})
+                join = await client.post(
+                    url + "/offer", json={"sdp": await late.offer_sdp(), "room": "drain"}
+                )
                 await late.pc.close()
             start = time.monotonic()
             while peer.pc.connectionState not in ("closed", "failed"):
@@ -73,8 +78,10 @@ def test_sigterm_drains_then_exits_cleanly() -> None:
         if server.poll() is None:
             server.kill()
             server.wait()
-    print(f"\nserve: ready {ready_after:.2f} s after start (process start, imports, model, "
-          f"kernels); call ended {ended_after:.2f} s after SIGTERM+0.3 s")
+    print(
+        f"\nserve: ready {ready_after:.2f} s after start (process start, imports, model, "
+        f"kernels); call ended {ended_after:.2f} s after SIGTERM+0.3 s"
+    )
     assert ready.status_code == 503 and ready.json()["state"] == "draining"
     assert join.status_code == 503 and join.json()["error"] == "draining"
     assert join.headers["retry-after"].isdigit()

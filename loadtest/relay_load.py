@@ -1,0 +1,358 @@
+"""Load test (a benchmark, not a test): N aiortc participants in rooms on 127.0.0.1.
+
+Starts ``percepnet-relay serve`` (or targets ``--url``), spreads N participants over several
+client processes so the clients are not the bottleneck, has each send noisy speech as Opus in
+real time (dev-split speech + noise from ../shared/data, or generated audio without it) and
+record what it receives, for a fixed duration. Reports, as a table and JSON: server CPU per
+participant (% of one core), per-hop processing time and processing lag p50/p99 (from the
+server's histograms), frames dropped or passed through, mouth-to-ear delay p50/p95 (received
+audio aligned with each other speaker's signal and their send times), and server RSS.
+
+    python -m loadtest.relay_load --participants 8 --room-size 4 --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+RATE = 48000
+FRAME = 960
+SETTLE_SECONDS = 2.0  # after everyone connected, before the measured window
+ALIGN_SECONDS = 4.0
+
+
+def participant_signal(index: int, seconds: float, data_dir: Path | None) -> np.ndarray:
+    """Noisy speech for participant ``index`` (distinct per participant, deterministic)."""
+    n = int(seconds * RATE)
+    if data_dir is not None and (data_dir / "manifest.csv").exists():
+        from model.devset import build_dev_mixtures
+
+        # several different utterances back to back: a looped one would make the alignment
+        # of received audio ambiguous by whole periods
+        mixtures = build_dev_mixtures(
+            data_dir, per_snr=int(seconds // 2) + 2, snrs_db=(5.0,), seed=index
+        )
+        signal = np.resize(np.concatenate([m.noisy for m in mixtures]), n)
+    else:
+        # voiced bursts of random length and pitch over a noise floor: never periodic, so the
+        # received audio aligns unambiguously
+        rng = np.random.default_rng(index)
+        signal = 0.03 * rng.standard_normal(n)
+        position = 0
+        while position < n:
+            length = int(rng.uniform(0.1, 0.4) * RATE)
+            if rng.random() < 0.6:
+                t = np.arange(min(length, n - position)) / RATE
+                f0 = rng.uniform(90, 250) * (1 + 0.1 * t)
+                phase = 2 * np.pi * np.cumsum(f0) / RATE
+                burst = sum(np.sin(k * phase) / k for k in range(1, 15))
+                signal[position : position + t.size] += 0.3 * burst * np.hanning(t.size)
+            position += length
+    peak = np.max(np.abs(signal)) or 1.0
+    return (0.5 * signal / peak).astype(np.float32)
+
+
+def lag_of(reference: np.ndarray, received: np.ndarray, max_lag: int) -> tuple[int, float]:
+    """Best lag of ``reference`` inside ``received`` and the normalised correlation there."""
+    size = 1 << int(np.ceil(np.log2(reference.shape[0] + received.shape[0])))
+    spectrum = np.fft.rfft(received, size) * np.conj(np.fft.rfft(reference, size))
+    correlation = np.fft.irfft(spectrum, size)[: max_lag + 1]
+    lag = int(np.argmax(correlation))
+    norm = np.linalg.norm(reference) * np.linalg.norm(received[lag : lag + reference.shape[0]])
+    return lag, float(correlation[lag] / norm) if norm > 0 else 0.0
+
+
+@dataclass
+class PeerResult:
+    """What one participant measured."""
+
+    index: int
+    room: str
+    connected: bool
+    send_times: list[float] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)
+    lags: dict[int, tuple[int, float]] = field(default_factory=dict)  # speaker → (lag, corr)
+    received_rms: float = 0.0
+
+
+async def _run_peers(
+    url: str, plan: list[tuple[int, str, list[int]]], seconds: float, data_dir: Path | None
+) -> list[PeerResult]:
+    from loadtest.peers import Peer
+
+    signals = {index: participant_signal(index, seconds + 5, data_dir) for index, _, _ in plan}
+    peers = [Peer(signals[index]) for index, _, _ in plan]
+    results = [PeerResult(index, room, False) for index, room, _ in plan]
+    await asyncio.gather(*(p.join(url, room) for p, (_, room, _) in zip(peers, plan, strict=True)))
+    try:
+        await asyncio.gather(*(p.wait_connected(20) for p in peers))
+    except TimeoutError:
+        pass
+    await asyncio.sleep(seconds)
+    for peer, result, (_, _, others) in zip(peers, results, plan, strict=True):
+        result.connected = peer.pc.connectionState == "connected"
+        assert peer.sender is not None
+        result.send_times = list(peer.sender.send_times)
+        result.arrivals = list(peer.recorder.arrivals)
+        received = peer.recorder.samples
+        result.received_rms = float(np.sqrt(np.mean(received**2))) if received.size else 0.0
+        end = min(SETTLE_SECONDS + ALIGN_SECONDS, seconds - 1.5)
+        window = slice(int(RATE * SETTLE_SECONDS), int(RATE * end))
+        for other in others:  # align each other speaker's signal inside what we heard
+            reference = participant_signal(other, seconds + 5, data_dir)[window]
+            if received.shape[0] > window.stop + RATE // 2:
+                lag, corr = lag_of(reference, received, max_lag=received.shape[0] - reference.size)
+                result.lags[other] = (lag - window.start, corr)
+    await asyncio.gather(*(p.close() for p in peers))
+    return results
+
+
+def _client_process(args: tuple[str, list[tuple[int, str, list[int]]], float, str | None]):
+    from service.relay import restrict_host_addresses
+
+    url, plan, seconds, data_dir = args
+    restrict_host_addresses(["127.0.0.1"])  # loopback only, like the server
+    try:
+        return asyncio.run(_run_peers(url, plan, seconds, Path(data_dir) if data_dir else None))
+    except Exception as error:  # some exceptions (httpx's) do not survive pickling
+        raise RuntimeError(f"client process failed: {error!r}") from None
+
+
+# ---- server side ------------------------------------------------------------------------------
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_bytes(pid: int) -> int:
+    match = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+    return int(match.group(1)) * 1024 if match else 0
+
+
+def _scrape(url: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for line in httpx.get(url + "/metrics", timeout=5).text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def _histogram_quantile(before: dict, after: dict, name: str, q: float) -> float | None:
+    buckets = []
+    for key, value in after.items():
+        match = re.fullmatch(rf'{name}_bucket\{{le="([^"]+)"\}}', key)
+        if match:
+            bound = float("inf") if match.group(1) == "+Inf" else float(match.group(1))
+            buckets.append((bound, value - before.get(key, 0.0)))
+    buckets.sort()
+    total = buckets[-1][1] if buckets else 0.0
+    if total <= 0:
+        return None
+    previous_bound, previous_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= q * total:
+            if bound == float("inf"):
+                return previous_bound
+            share = (q * total - previous_count) / max(count - previous_count, 1e-12)
+            return previous_bound + share * (bound - previous_bound)
+        previous_bound, previous_count = bound, count
+    return previous_bound
+
+
+def _counter_sum(before: dict, after: dict, prefix: str) -> float:
+    return sum(v - before.get(k, 0.0) for k, v in after.items() if k.startswith(prefix))
+
+
+def start_server(port: int, room_size: int, workers: int) -> tuple[subprocess.Popen, float]:
+    """``percepnet-relay serve`` on 127.0.0.1; returns the process and its start-to-ready time."""
+    env = os.environ | {
+        "PNR_ICE_HOST_ADDRESSES": "127.0.0.1",
+        "PNR_MAX_PARTICIPANTS_PER_ROOM": str(room_size),
+        "PNR_MAX_ROOMS": "1000",
+        "PNR_WORKER_THREADS": str(workers),
+        "PNR_LOG_LEVEL": "WARNING",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "service.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    start = time.monotonic()
+    server = subprocess.Popen(command, env=env)
+    while time.monotonic() - start < 120:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return server, time.monotonic() - start
+        except httpx.HTTPError:
+            pass
+        if server.poll() is not None:
+            raise RuntimeError(f"server exited with {server.returncode}")
+        time.sleep(0.05)
+    server.kill()
+    raise TimeoutError("server did not become ready in 120 s")
+
+
+def run(args: argparse.Namespace) -> dict[str, object]:
+    """One load-test run; returns the report."""
+    data_dir = None if args.generated else _data_dir(args.data_dir)
+    server = None
+    ready_seconds = None
+    url = args.url
+    if url is None:
+        with __import__("socket").socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        server, ready_seconds = start_server(port, args.room_size, args.workers)
+        url = f"http://127.0.0.1:{port}"
+    try:
+        rooms = [f"load{i // args.room_size}" for i in range(args.participants)]
+        plan = [
+            (i, rooms[i], [j for j in range(args.participants) if rooms[j] == rooms[i] and j != i])
+            for i in range(args.participants)
+        ]
+        processes = max(1, min(args.client_processes, args.participants))
+        shares = [plan[k::processes] for k in range(processes)]
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(processes) as pool:
+            pending = pool.map_async(
+                _client_process,
+                [
+                    (url, share, args.seconds, str(data_dir) if data_dir else None)
+                    for share in shares
+                ],
+            )
+            time.sleep(min(args.seconds / 2, 8.0))  # joins, ICE, then the steady window
+            window_start = time.monotonic()
+            before = _scrape(url)
+            cpu_before = _cpu_seconds(server.pid) if server else None
+            time.sleep(max(1.0, args.seconds / 2 - 2.0))
+            window = time.monotonic() - window_start
+            after = _scrape(url)
+            cpu_after = _cpu_seconds(server.pid) if server else None
+            rss = _rss_bytes(server.pid) if server else None
+            results: list[PeerResult] = [
+                r for part in pending.get(args.seconds + 120) for r in part
+            ]
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(30)
+    return _report(
+        args, results, before, after, window, cpu_before, cpu_after, rss, ready_seconds, data_dir
+    )
+
+
+def _report(
+    args, results, before, after, window, cpu_before, cpu_after, rss, ready_seconds, data_dir
+) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    by_index = {r.index: r for r in results}
+    delays = []
+    for listener in results:
+        for speaker_index, (lag, corr) in listener.lags.items():
+            speaker = by_index[speaker_index]
+            if corr < 0.2:  # not found in the mix (silent speaker or failed alignment)
+                continue
+            for frame, arrival in enumerate(listener.arrivals):
+                sent = (frame * FRAME - lag) // FRAME
+                if 0 <= sent < len(speaker.send_times) and frame * FRAME > RATE * SETTLE_SECONDS:
+                    delays.append(arrival - speaker.send_times[sent])
+    n = args.participants
+    cpu_share = None
+    if cpu_before is not None and cpu_after is not None and window > 0:
+        cpu_share = 100.0 * (cpu_after - cpu_before) / window / n
+    enhanced = _counter_sum(before, after, "pnr_frames_enhanced_total")
+    report: dict[str, object] = {
+        "participants": n,
+        "room_size": args.room_size,
+        "seconds": args.seconds,
+        "audio": "dev split (../shared/data)" if data_dir else "generated",
+        "connected": sum(r.connected for r in results),
+        "server_ready_seconds": ready_seconds,
+        "server_cpu_percent_per_participant": cpu_share,
+        "hop_seconds_p50": _histogram_quantile(before, after, "pnr_hop_processing_seconds", 0.5),
+        "hop_seconds_p99": _histogram_quantile(before, after, "pnr_hop_processing_seconds", 0.99),
+        "lag_seconds_p50": _histogram_quantile(before, after, "pnr_processing_lag_seconds", 0.5),
+        "lag_seconds_p99": _histogram_quantile(before, after, "pnr_processing_lag_seconds", 0.99),
+        "frames_enhanced_per_second": enhanced / window if window else None,
+        "frames_dropped": _counter_sum(before, after, "pnr_frames_dropped_total"),
+        "frames_passed_through": _counter_sum(before, after, "pnr_frames_passed_through_total"),
+        "mouth_to_ear_seconds_p50": float(np.percentile(delays, 50)) if delays else None,
+        "mouth_to_ear_seconds_p95": float(np.percentile(delays, 95)) if delays else None,
+        "server_rss_bytes": rss,
+        "server_rss_bytes_per_participant": rss / n if rss else None,
+        "speakers_found_in_mixes": sum(1 for r in results for _, c in r.lags.values() if c >= 0.2),
+        "speaker_pairs": sum(len(r.lags) for r in results),
+    }
+    return report
+
+
+def _data_dir(option: str | None) -> Path | None:
+    from model.devset import default_data_dir
+
+    path = Path(option) if option else default_data_dir()
+    return path if (path / "manifest.csv").exists() else None
+
+
+def print_table(report: dict[str, object]) -> None:
+    """The report as a two-column table."""
+
+    def show(value: object, key: str) -> str:
+        if value is None:
+            return "n/a"
+        if key.endswith("_seconds_p50") or key.endswith("_seconds_p99") or "to_ear" in key:
+            return f"{1000 * float(value):.2f} ms"  # type: ignore[arg-type]
+        if "rss" in key:
+            return f"{float(value) / 2**20:.1f} MiB"  # type: ignore[arg-type]
+        if isinstance(value, float):
+            return f"{value:.2f}"
+        return str(value)
+
+    width = max(len(k) for k in report)
+    for key, value in report.items():
+        print(f"{key:<{width}}  {show(value, key)}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--participants", type=int, default=8)
+    parser.add_argument("--room-size", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--client-processes", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="server enhancement threads")
+    parser.add_argument("--url", help="target a running relay instead of starting one")
+    parser.add_argument("--data-dir", help="default: $PNR_DATA_DIR or ../shared/data")
+    parser.add_argument("--generated", action="store_true", help="generated audio only")
+    parser.add_argument("--json", type=Path, help="also write the report here")
+    args = parser.parse_args(argv)
+    if args.participants < 2 or args.room_size < 2 or args.seconds < 4:
+        parser.error("need at least 2 participants, rooms of 2 or more, and 4 seconds")
+    report = run(args)
+    print_table(report)
+    if args.json:
+        args.json.write_text(
+            json.dumps(report | {"args": {k: str(v) for k, v in vars(args).items()}}, indent=2)
+        )
+
+
+if __name__ == "__main__":
+    main()

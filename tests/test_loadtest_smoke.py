@@ -1,0 +1,38 @@
+"""A tiny run of the load test (N=2, a few seconds) so that the harness cannot rot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from loadtest.relay_load import main
+from model.runtime import DEFAULT_MODEL
+
+
+@pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="no shipped model")
+def test_load_test_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "load.json"
+    main(
+        [
+            "--participants",
+            "2",
+            "--room-size",
+            "2",
+            "--seconds",
+            "6",
+            "--client-processes",
+            "1",
+            "--generated",
+            "--json",
+            str(out),
+        ]
+    )
+    report = json.loads(out.read_text())
+    assert report["participants"] == 2 and report["connected"] == 2
+    assert report["frames_enhanced_per_second"] > 50  # two speakers: 100 frames/s
+    assert report["server_cpu_percent_per_participant"] > 0
+    assert report["server_ready_seconds"] < 60
+    assert report["mouth_to_ear_seconds_p50"] is not None
+    assert "server_cpu_percent_per_participant" in capsys.readouterr().out
