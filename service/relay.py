@@ -324,44 +324,60 @@ class Relay:
     # ---- housekeeping ----------------------------------------------------------------------
     async def _watchdog(self) -> None:
         """Remove peers that never connect or whose audio stopped (vanished without a BYE)."""
-        connect_limit = self.settings.connect_timeout_seconds
-        media_limit = self.settings.media_timeout_seconds
+        settings = self.settings
+        period = min(
+            WATCHDOG_SECONDS,
+            settings.connect_timeout_seconds / 4,
+            settings.media_timeout_seconds / 4,
+        )
         while True:
-            await asyncio.sleep(min(WATCHDOG_SECONDS, connect_limit / 4, media_limit / 4))
-            now = time.monotonic()
-            for room in list(self.rooms.values()):
-                for participant in list(room.participants.values()):
-                    reason = None
-                    if participant.connected_at is None:
-                        if now - participant.joined_at > connect_limit:
-                            reason = "connect_timeout"
-                    elif participant.has_inbound_audio and participant.last_audio_at is not None:
-                        if now - participant.last_audio_at > media_limit:
-                            reason = "media_timeout"
-                    if reason:
-                        await self.leave(room.name, participant.id, reason)
+            await asyncio.sleep(period)
+            for room_name, participant_id, reason in self._expired_participants():
+                await self.leave(room_name, participant_id, reason)
+
+    def _expired_participants(self) -> list[tuple[str, str, str]]:
+        """(room, id, reason) of every peer past a timeout (ids only: no lingering references)."""
+        now = time.monotonic()
+        expired = []
+        for room in self.rooms.values():
+            for participant in room.participants.values():
+                if participant.connected_at is None:
+                    if now - participant.joined_at > self.settings.connect_timeout_seconds:
+                        expired.append((room.name, participant.id, "connect_timeout"))
+                elif participant.has_inbound_audio and participant.last_audio_at is not None:
+                    if now - participant.last_audio_at > self.settings.media_timeout_seconds:
+                        expired.append((room.name, participant.id, "media_timeout"))
+        return expired
 
     async def _poll_stats(self) -> None:
-        """Packet loss, jitter and RTT from aiortc's stats, into the metrics."""
+        """Packet loss, jitter and RTT from aiortc's stats, into the metrics, every 5 s."""
         seen: dict[tuple[str, str], tuple[int, int]] = {}
         while True:
             await asyncio.sleep(STATS_SECONDS)
-            current: dict[tuple[str, str], tuple[int, int]] = {}
-            for room in list(self.rooms.values()):
-                for participant in list(room.participants.values()):
-                    try:
-                        report = await participant.pc.getStats()
-                    except Exception:  # connection closing under us
-                        continue
-                    for stat in report.values():
-                        if stat.type == "inbound-rtp":
-                            key = (participant.id, stat.id)
-                            received, lost = stat.packetsReceived, max(stat.packetsLost, 0)
-                            before = seen.get(key, (0, 0))
-                            self.metrics.packets_received.inc(max(received - before[0], 0))
-                            self.metrics.packets_lost.inc(max(lost - before[1], 0))
-                            self.metrics.jitter_seconds.observe(stat.jitter / 48000.0)
-                            current[key] = (received, lost)
-                        elif stat.type == "remote-inbound-rtp" and stat.roundTripTime:
-                            self.metrics.rtt_seconds.observe(stat.roundTripTime)
-            seen = current
+            seen = await self._sample_stats(seen)
+
+    async def _sample_stats(
+        self, seen: dict[tuple[str, str], tuple[int, int]]
+    ) -> dict[tuple[str, str], tuple[int, int]]:
+        """One pass over every connection; returns the packet counts it saw."""
+        current: dict[tuple[str, str], tuple[int, int]] = {}
+        connections = [
+            (p.id, p.pc) for room in self.rooms.values() for p in room.participants.values()
+        ]
+        for participant_id, pc in connections:
+            try:
+                report = await pc.getStats()
+            except Exception:  # connection closing under us
+                continue
+            for stat in report.values():
+                if stat.type == "inbound-rtp":
+                    key = (participant_id, stat.id)
+                    received, lost = stat.packetsReceived, max(stat.packetsLost, 0)
+                    before = seen.get(key, (0, 0))
+                    self.metrics.packets_received.inc(max(received - before[0], 0))
+                    self.metrics.packets_lost.inc(max(lost - before[1], 0))
+                    self.metrics.jitter_seconds.observe(stat.jitter / 48000.0)
+                    current[key] = (received, lost)
+                elif stat.type == "remote-inbound-rtp" and stat.roundTripTime:
+                    self.metrics.rtt_seconds.observe(stat.roundTripTime)
+        return current
