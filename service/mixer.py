@@ -3,7 +3,8 @@
 Pure logic, no clock: the room calls :meth:`RoomMixer.tick` every 20 ms. Each speaker has a
 short FIFO of enhanced frames; a tick takes at most one frame from each, so a speaker whose
 packets stop contributes silence at once, and a FIFO that overflows loses its oldest frame
-(latency stays bounded).
+(latency stays bounded). A FIFO that never empties for a second (a backlog left by a burst)
+loses one frame, so the delay returns to its minimum.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ class _Channel:
     frames: deque[np.ndarray]
     echo: bool
     last: np.ndarray | None = field(default=None)
+    standing_ticks: int = 0
+
+
+TRIM_AFTER_TICKS = 50  # one second
 
 
 class RoomMixer:
@@ -28,6 +33,7 @@ class RoomMixer:
 
     def __init__(self, buffer_frames: int = 3, frame_samples: int = FRAME_SAMPLES) -> None:
         self.buffer_frames = buffer_frames
+        self.trimmed_frames = 0
         self.frame_samples = frame_samples
         self._channels: dict[str, _Channel] = {}
         self._silence = np.zeros(frame_samples, dtype=np.float32)
@@ -67,6 +73,11 @@ class RoomMixer:
             channel.last = channel.frames.popleft() if channel.frames else None
             if channel.last is not None:
                 total += channel.last
+            channel.standing_ticks = channel.standing_ticks + 1 if channel.frames else 0
+            if channel.standing_ticks >= TRIM_AFTER_TICKS:
+                channel.frames.popleft()
+                channel.standing_ticks = 0
+                self.trimmed_frames += 1
         outputs = {}
         for participant_id, channel in self._channels.items():
             if channel.last is None or channel.echo:

@@ -15,6 +15,7 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 from aiortc.mediastreams import MediaStreamTrack
 
 from model.runtime import ModelRuntime
+from service import jitter
 from service.errors import RelayError
 from service.metrics import RelayMetrics
 from service.participant import Participant
@@ -61,6 +62,7 @@ class Relay:
         self._pending_joins: dict[str, int] = {}  # per room: joins still negotiating
         self._background: list[asyncio.Task[None]] = []
         restrict_host_addresses(settings.ice_host_addresses)
+        jitter.install(None if settings.aiortc_jitter_buffer else settings.jitter_buffer_packets)
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:

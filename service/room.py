@@ -60,7 +60,13 @@ class Room:
                 skipped = int(-delay / TICK_SECONDS)
                 next_tick += skipped * TICK_SECONDS
                 self.metrics.mixer_ticks_late.inc(skipped)
-            for participant_id, mix in self.mixer.tick().items():
+            trimmed = self.mixer.trimmed_frames
+            outputs = self.mixer.tick()
+            if self.mixer.trimmed_frames != trimmed:
+                self.metrics.frames_dropped.labels("latency_trim").inc(
+                    self.mixer.trimmed_frames - trimmed
+                )
+            for participant_id, mix in outputs.items():
                 participant = self.participants.get(participant_id)
                 if participant is not None and not participant.closed:
                     dropped = participant.output.put(mix)

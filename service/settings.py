@@ -63,6 +63,16 @@ class Settings(BaseSettings):
     mix_buffer_frames: int = Field(
         3, ge=1, description="enhanced frames one speaker may have waiting for the mixer"
     )
+    jitter_buffer_packets: int = Field(
+        1,
+        ge=0,
+        le=15,
+        description="newer packets that may wait behind a missing one before it is given up "
+        "(the receive buffer's only delay; 0: none, no reordering tolerated)",
+    )
+    aiortc_jitter_buffer: bool = Field(
+        False, description="use aiortc's own audio jitter buffer (4 packets, about 80 ms)"
+    )
     default_enhance: bool = True
     default_attenuation_limit_db: float | None = Field(None, ge=0)
     default_postfilter: bool = True

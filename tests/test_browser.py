@@ -58,9 +58,9 @@ def test_chromium_joins_from_the_page_and_a_peer_hears_it_enhanced(tmp_path: Pat
     wav = tmp_path / "microphone.wav"
     sf.write(wav, noisy, 48000, subtype="PCM_16")
     with running_relay() as relay:
-        listener = Peer(None)
 
-        async def listen() -> dict[str, object]:
+        async def listen() -> tuple[dict[str, object], Peer]:
+            listener = Peer(None)  # aiortc objects belong to the loop that runs them
             await listener.join(relay.url, "browser")
             await listener.wait_connected()
             url = f"{relay.url}/?room=browser&name=chromium&autojoin=1"
@@ -80,13 +80,13 @@ def test_chromium_joins_from_the_page_and_a_peer_hears_it_enhanced(tmp_path: Pat
                             state = found[0]
                             break
                         await asyncio.sleep(0.2)
-                return state
+                return state, listener
             finally:
                 browser.terminate()
                 browser.wait(10)
                 await listener.close()
 
-        state = asyncio.run(listen())
+        state, listener = asyncio.run(listen())
     assert state, "Chromium never joined and sent enhanced audio"
     assert state["connection_state"] == "connected"
     received = listener.recorder.samples

@@ -130,6 +130,22 @@ def test_a_speaker_fifo_is_bounded_and_drops_the_oldest() -> None:
     assert mixer.tick()["b"][0] == pytest.approx(0.4)
 
 
+def test_a_standing_backlog_is_trimmed_after_a_second() -> None:
+    mixer = RoomMixer(buffer_frames=3)
+    mixer.add("a")
+    mixer.add("b")
+    mixer.push("a", _frame(0.1))  # a burst leaves one frame waiting behind every tick's frame
+    for _ in range(49):
+        mixer.push("a", _frame(0.1))
+        mixer.tick()
+    assert mixer.trimmed_frames == 0
+    mixer.push("a", _frame(0.1))
+    mixer.tick()
+    assert mixer.trimmed_frames == 1
+    mixer.push("a", _frame(0.2))
+    assert mixer.tick()["b"][0] == pytest.approx(0.2)  # the newest frame plays at once
+
+
 def test_the_mix_is_clipped_and_frames_of_the_wrong_size_are_refused() -> None:
     mixer = RoomMixer()
     for pid in "abc":
