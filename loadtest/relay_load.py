@@ -173,6 +173,12 @@ def _histogram_quantile(before: dict, after: dict, name: str, q: float) -> float
     return previous_bound
 
 
+def _histogram_mean(before: dict, after: dict, name: str) -> float | None:
+    count = after.get(f"{name}_count", 0.0) - before.get(f"{name}_count", 0.0)
+    total = after.get(f"{name}_sum", 0.0) - before.get(f"{name}_sum", 0.0)
+    return total / count if count > 0 else None
+
+
 def _counter_sum(before: dict, after: dict, prefix: str) -> float:
     return sum(v - before.get(k, 0.0) for k, v in after.items() if k.startswith(prefix))
 
@@ -293,7 +299,12 @@ def _report(
         "lag_seconds_p50": _histogram_quantile(before, after, "pnr_processing_lag_seconds", 0.5),
         "lag_seconds_p99": _histogram_quantile(before, after, "pnr_processing_lag_seconds", 0.99),
         "frames_enhanced_per_second": enhanced / window if window else None,
-        "frames_dropped": _counter_sum(before, after, "pnr_frames_dropped_total"),
+        "frames_dropped": _counter_sum(before, after, "pnr_frames_dropped_total")
+        - _counter_sum(before, after, 'pnr_frames_dropped_total{reason="latency_trim"}'),
+        "frames_trimmed_for_latency": _counter_sum(
+            before, after, 'pnr_frames_dropped_total{reason="latency_trim"}'
+        ),
+        "batch_size_mean": _histogram_mean(before, after, "pnr_batch_size"),
         "frames_passed_through": _counter_sum(before, after, "pnr_frames_passed_through_total"),
         "mouth_to_ear_seconds_p50": float(np.percentile(delays, 50)) if delays else None,
         "mouth_to_ear_seconds_p95": float(np.percentile(delays, 95)) if delays else None,
@@ -331,6 +342,46 @@ def print_table(report: dict[str, object]) -> None:
         print(f"{key:<{width}}  {show(value, key)}")
 
 
+def is_real_time(report: dict[str, object]) -> bool:
+    """The ramp's criterion: every peer connected, p99 processing lag < 20 ms, nothing dropped."""
+    lag = report["lag_seconds_p99"]
+    return (
+        report["connected"] == report["participants"]
+        and lag is not None
+        and float(lag) < 0.020  # type: ignore[arg-type]
+        and report["frames_dropped"] == 0
+    )
+
+
+def plot_ramp(reports: list[dict[str, object]], path: Path) -> None:
+    """Processing lag and server CPU against N."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = [int(r["participants"]) for r in reports]  # type: ignore[call-overload]
+    figure, (lag_axis, cpu_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, label in (("lag_seconds_p50", "p50"), ("lag_seconds_p99", "p99")):
+        values = [
+            1000 * float(r[key]) if r[key] is not None else float("nan")  # type: ignore[arg-type]
+            for r in reports
+        ]
+        lag_axis.plot(counts, values, marker="o", label=label)
+    lag_axis.axhline(20, color="grey", linestyle="--", linewidth=1)
+    lag_axis.set(xlabel="participants", ylabel="processing lag (ms)", title="lag")
+    lag_axis.legend()
+    cpu = [
+        float(r["server_cpu_percent_per_participant"] or 0) * int(r["participants"])  # type: ignore[arg-type,call-overload]
+        for r in reports
+    ]
+    cpu_axis.plot(counts, cpu, marker="o")
+    cpu_axis.set(xlabel="participants", ylabel="server CPU (% of one core)", title="CPU")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -343,14 +394,52 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", help="default: $PNR_DATA_DIR or ../shared/data")
     parser.add_argument("--generated", action="store_true", help="generated audio only")
     parser.add_argument("--json", type=Path, help="also write the report here")
+    parser.add_argument(
+        "--ramp",
+        action="store_true",
+        help="double N from --participants until it stops being real time "
+        "(p99 lag < 20 ms, no drops), then bisect; plots lag and CPU against N",
+    )
+    parser.add_argument("--max-participants", type=int, default=128)
+    parser.add_argument("--plot", type=Path, default=Path("out/loadtest_ramp.png"))
     args = parser.parse_args(argv)
     if args.participants < 2 or args.room_size < 2 or args.seconds < 4:
         parser.error("need at least 2 participants, rooms of 2 or more, and 4 seconds")
-    report = run(args)
-    print_table(report)
+    options = {key: str(value) for key, value in vars(args).items()}
+    if not args.ramp:
+        report = run(args)
+        print_table(report)
+        if args.json:
+            args.json.write_text(json.dumps(report | {"args": options}, indent=2))
+        return
+    reports: list[dict[str, object]] = []
+    good, bad = 0, None
+    n = args.participants
+    while n <= args.max_participants:
+        args.participants = n
+        report = run(args)
+        reports.append(report)
+        ok = is_real_time(report)
+        print(f"N={n}: {'real time' if ok else 'NOT real time'}", flush=True)
+        print_table(report)
+        if ok:
+            good = n
+            if bad is None:
+                n *= 2
+        else:
+            bad = n
+        if bad is not None:
+            if bad - good <= max(2, args.room_size // 2):
+                break
+            n = (good + bad) // 2
+    reports.sort(key=lambda r: int(r["participants"]))  # type: ignore[call-overload]
+    print(f"largest real-time N: {good or 'none'}")
+    args.plot.parent.mkdir(parents=True, exist_ok=True)
+    plot_ramp(reports, args.plot)
+    print(f"plot: {args.plot}")
     if args.json:
         args.json.write_text(
-            json.dumps(report | {"args": {k: str(v) for k, v in vars(args).items()}}, indent=2)
+            json.dumps({"largest_real_time": good, "runs": reports, "args": options}, indent=2)
         )
 
 

@@ -130,3 +130,30 @@ class ModelGainSource:
         self._gains[:] = gains[0]
         self._strengths[:] = strengths[0]
         return self._gains, self._strengths
+
+
+def step_sources(
+    sources: list[ModelGainSource], features: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """One hop for several streams of the same runtime in one call over the batch axis.
+
+    ``features`` is [B, 70], row i for ``sources[i]``; each source's state advances exactly as
+    ``gains_for`` would advance it. Returns gains and strengths, [B, 34] each. (With the int8
+    model, dynamic quantisation scales are per call, so a stream's gains move by ~1e-4 with its
+    batch-mates.)
+    """
+    if not sources:
+        empty = np.zeros((0, NUM_BANDS), dtype=np.float32)
+        return empty, empty.copy()
+    runtime = sources[0].runtime
+    conv1 = np.concatenate([s._conv1 for s in sources])
+    conv2 = np.concatenate([s._conv2 for s in sources])
+    gru = np.concatenate([s._gru for s in sources])
+    gains, strengths, conv1, conv2, gru = runtime.step_batch(
+        np.ascontiguousarray(features, dtype=np.float32), conv1, conv2, gru
+    )
+    for index, source in enumerate(sources):
+        source._conv1[0] = conv1[index]
+        source._conv2[0] = conv2[index]
+        source._gru[0] = gru[index]
+    return gains, strengths

@@ -60,6 +60,12 @@ class RelayMetrics:
             buckets=LAG_BUCKETS,
             registry=r,
         )
+        self.batch_size = Histogram(
+            "pnr_batch_size",
+            "Speakers enhanced together in one model call",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=r,
+        )
         self.frames_enhanced = Counter(
             "pnr_frames_enhanced_total", "20 ms frames enhanced", registry=r
         )

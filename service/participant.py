@@ -7,7 +7,6 @@ import contextlib
 import logging
 import time
 from collections import deque
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -16,6 +15,7 @@ from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from service.audio_frames import FRAME_SAMPLES, frame_to_mono
+from service.batching import EnhancerPool
 from service.metrics import RelayMetrics
 from service.speaker import EnhancementSettings, SpeakerPipeline
 from service.tracks import MixedAudioTrack
@@ -49,7 +49,8 @@ class Participant:
     output: MixedAudioTrack
     echo: bool
     metrics: RelayMetrics
-    executor: Executor
+    pool: EnhancerPool
+    shard: int
     max_queued_frames: int
     joined_at: float = field(default_factory=time.monotonic)
     connected_at: float | None = None
@@ -106,13 +107,12 @@ class Participant:
         self.metrics.frames_dropped.labels(reason).inc()
 
     async def _process(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             while not self._queue:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             samples, arrival = self._queue.popleft()
-            result = await loop.run_in_executor(self.executor, self.pipeline.process, samples)
+            result = await self.pool.enhance(self.shard, self.pipeline, samples)
             if result.enhanced:
                 self.counters.frames_enhanced += 1
                 self.metrics.frames_enhanced.inc()

@@ -8,7 +8,6 @@ import logging
 import re
 import secrets
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import aioice.ice
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
@@ -16,6 +15,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from model.runtime import ModelRuntime
 from service import jitter
+from service.batching import EnhancerPool
 from service.errors import RelayError
 from service.metrics import RelayMetrics
 from service.participant import Participant
@@ -56,7 +56,11 @@ class Relay:
         self.runtime = runtime
         self.rooms: dict[str, Room] = {}
         self.state = "starting"  # starting → ready → draining → closed
-        self.executor = ThreadPoolExecutor(settings.worker_threads, thread_name_prefix="enhance")
+        self.pool = EnhancerPool(
+            shards=settings.worker_threads,
+            deadline_seconds=settings.batch_deadline_ms / 1000.0,
+            on_batch=self.metrics.batch_size.observe,
+        )
         self.started_at = time.monotonic()
         self.ready_seconds: float | None = None
         self._pending_joins: dict[str, int] = {}  # per room: joins still negotiating
@@ -67,9 +71,8 @@ class Relay:
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         """Load the model and compile the kernels in a worker thread, then accept joins."""
-        loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self.executor, self._warm_up)
+            await asyncio.to_thread(self._warm_up)
         except Exception:
             log.exception("relay failed to start")
             self.state = "failed"
@@ -118,7 +121,7 @@ class Relay:
         for room in list(self.rooms.values()):
             for participant_id in list(room.participants):
                 await self.leave(room.name, participant_id, "shutdown")
-        self.executor.shutdown(wait=True, cancel_futures=True)
+        await asyncio.to_thread(self.pool.close)
 
     # ---- joining and leaving ---------------------------------------------------------------
     @property
@@ -236,7 +239,8 @@ class Relay:
             output=MixedAudioTrack(max_frames=self.settings.mix_buffer_frames),
             echo=echo,
             metrics=self.metrics,
-            executor=self.executor,
+            pool=self.pool,
+            shard=self.pool.assign_shard(),
             max_queued_frames=self.settings.max_queued_frames,
         )
 

@@ -44,7 +44,16 @@ class Settings(BaseSettings):
         None, description="when set, room control (GET/PUT /rooms…) needs this bearer token"
     )
     model_path: Path = DEFAULT_MODEL
-    worker_threads: int = Field(2, ge=1, le=64, description="enhancement thread pool size")
+    worker_threads: int = Field(
+        2, ge=1, le=64, description="enhancement threads (each batches its own speakers)"
+    )
+    batch_deadline_ms: float = Field(
+        0.0,
+        ge=0,
+        le=10,
+        description="how long an enhancement thread waits for more speakers' frames to batch "
+        "(0: only what is already queued; a lone speaker is never held back)",
+    )
     log_format: Literal["plain", "json"] = "plain"
     log_level: str = "INFO"
     max_body_bytes: int = Field(65536, ge=1024, description="largest accepted signaling body")

@@ -45,15 +45,25 @@ class ProcessResult:
 
 
 class SpeakerPipeline:
-    """Turns one speaker's decoded frames into enhanced frames of the same length."""
+    """Turns one speaker's decoded frames into enhanced frames of the same length.
+
+    A frame goes through :meth:`begin` (settings, whole hops cut out), then for each hop
+    :meth:`analyze_hop`, the model (alone or batched with other speakers), and
+    :meth:`synthesize_hop`, then :meth:`finish`. :meth:`process` does all of it for one frame.
+    """
 
     def __init__(self, runtime: ModelRuntime, settings: EnhancementSettings) -> None:
-        self.enhancer = Enhancer(ModelGainSource(runtime))
+        self.gain_source = ModelGainSource(runtime)
+        self.enhancer = Enhancer(self.gain_source)
         self.settings = settings
         self._applied: EnhancementSettings | None = None
         self._pending = np.zeros(0, dtype=np.float32)  # input not yet a whole hop
         self._ready = np.zeros(0, dtype=np.float32)  # output not yet handed out
-        self._hop_out = np.zeros(HOP_SAMPLES, dtype=np.float32)
+        self._hops: list[np.ndarray] = []
+        self._produced = np.zeros(0, dtype=np.float32)
+        self._frame_length = 0
+        self._started = 0.0
+        self._model_seconds = 0.0
 
     def _apply_settings(self) -> EnhancementSettings:
         settings = self.settings  # one read: a concurrent update applies from the next frame
@@ -65,25 +75,52 @@ class SpeakerPipeline:
             self._applied = settings
         return settings
 
-    def process(self, samples: np.ndarray) -> ProcessResult:
-        """Enhance one frame (any length; 960 samples gives exactly two hops)."""
-        settings = self._apply_settings()
-        if not settings.enhance:
-            return ProcessResult(samples=samples, enhanced=False, seconds_per_hop=0.0)
-        start = time.perf_counter()
+    def begin(self, samples: np.ndarray) -> int:
+        """Start a frame; returns how many hops it needs enhanced (0: pass it through)."""
+        self._frame_length = samples.shape[0]
+        self._started = time.perf_counter()
+        self._model_seconds = 0.0
+        if not self._apply_settings().enhance:
+            self._hops = []
+            self._produced = samples
+            return 0
         data = np.concatenate((self._pending, samples)) if self._pending.size else samples
-        hops = data.shape[0] // HOP_SAMPLES
-        produced = np.empty(hops * HOP_SAMPLES, dtype=np.float32)
-        for index in range(hops):
-            part = slice(index * HOP_SAMPLES, (index + 1) * HOP_SAMPLES)
-            self.enhancer.process_hop(data[part], produced[part])
-        self._pending = data[hops * HOP_SAMPLES :].copy()
+        count = data.shape[0] // HOP_SAMPLES
+        self._hops = [data[i * HOP_SAMPLES : (i + 1) * HOP_SAMPLES] for i in range(count)]
+        self._pending = data[count * HOP_SAMPLES :].copy()
+        self._produced = np.empty(count * HOP_SAMPLES, dtype=np.float32)
+        return count
+
+    def analyze_hop(self, index: int) -> np.ndarray:
+        """Features of hop ``index`` of the current frame (reused buffer: copy to keep)."""
+        return self.enhancer.analyze(self._hops[index])
+
+    def synthesize_hop(self, index: int, gains: np.ndarray, strengths: np.ndarray) -> None:
+        """Apply the model's output for hop ``index``."""
+        part = slice(index * HOP_SAMPLES, (index + 1) * HOP_SAMPLES)
+        self.enhancer.synthesize(gains, strengths, self._produced[part])
+
+    def finish(self) -> ProcessResult:
+        """The current frame's output, as long as its input."""
+        if not self._hops and self._applied is not None and not self._applied.enhance:
+            return ProcessResult(samples=self._produced, enhanced=False, seconds_per_hop=0.0)
+        produced = self._produced
         ready = np.concatenate((self._ready, produced)) if self._ready.size else produced
-        wanted = samples.shape[0]
+        wanted = self._frame_length
         if ready.shape[0] < wanted:  # only while the first partial hop fills
             ready = np.concatenate((np.zeros(wanted - ready.shape[0], np.float32), ready))
         self._ready = ready[wanted:].copy()
-        elapsed = time.perf_counter() - start
+        elapsed = time.perf_counter() - self._started
         return ProcessResult(
-            samples=ready[:wanted], enhanced=True, seconds_per_hop=elapsed / max(hops, 1)
+            samples=ready[:wanted],
+            enhanced=True,
+            seconds_per_hop=elapsed / max(len(self._hops), 1),
         )
+
+    def process(self, samples: np.ndarray) -> ProcessResult:
+        """Enhance one frame on its own (batch of one)."""
+        for index in range(self.begin(samples)):
+            features = self.analyze_hop(index)
+            gains, strengths = self.gain_source.gains_for(features)
+            self.synthesize_hop(index, gains, strengths)
+        return self.finish()

@@ -1,0 +1,159 @@
+"""Cross-stream batching: speakers' frames are enhanced together, one model call per hop.
+
+Each of ``shards`` threads owns a queue. A speaker is pinned to one shard (its frames stay in
+order: a speaker has at most one frame in flight). A shard takes the first waiting frame, then
+everything else already queued, waiting at most ``deadline_seconds`` for more (0: never wait,
+so a lone speaker is never held back and batches grow only when frames queue up under load),
+and runs the DSP per speaker and the network once per hop over the batch axis. numba kernels
+and onnxruntime release the GIL, so shards run on separate cores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from dsp.constants import NUM_FEATURES
+from model.runtime import step_sources
+from service.speaker import ProcessResult, SpeakerPipeline
+
+
+@dataclass
+class _Job:
+    pipeline: SpeakerPipeline
+    samples: np.ndarray
+    future: asyncio.Future[ProcessResult]
+    loop: asyncio.AbstractEventLoop
+
+
+def enhance_batch(
+    pipelines: list[SpeakerPipeline], frames: list[np.ndarray]
+) -> list[ProcessResult]:
+    """Enhance one frame of each pipeline (all distinct), batching the model over them."""
+    start = time.perf_counter()
+    hops = [pipeline.begin(frame) for pipeline, frame in zip(pipelines, frames, strict=True)]
+    total_hops = sum(hops)
+    for index in range(max(hops, default=0)):
+        active = [p for p, count in zip(pipelines, hops, strict=True) if count > index]
+        features = np.empty((len(active), NUM_FEATURES), dtype=np.float32)
+        for row, pipeline in enumerate(active):
+            features[row] = pipeline.analyze_hop(index)
+        gains, strengths = step_sources([p.gain_source for p in active], features)
+        for row, pipeline in enumerate(active):
+            pipeline.synthesize_hop(index, gains[row], strengths[row])
+    results = [pipeline.finish() for pipeline in pipelines]
+    per_hop = (time.perf_counter() - start) / max(total_hops, 1)
+    for result in results:
+        if result.enhanced:
+            result.seconds_per_hop = per_hop
+    return results
+
+
+class EnhancerPool:
+    """Shard threads that batch the frames of the speakers pinned to them."""
+
+    def __init__(
+        self,
+        shards: int = 2,
+        deadline_seconds: float = 0.0,
+        max_batch: int = 64,
+        on_batch: object = None,
+    ) -> None:
+        self.deadline_seconds = deadline_seconds
+        self.max_batch = max_batch
+        self.on_batch = on_batch  # called with each batch's size (metrics)
+        self._queues: list[queue.SimpleQueue[_Job | None]] = [
+            queue.SimpleQueue() for _ in range(shards)
+        ]
+        self._threads = [
+            threading.Thread(target=self._run, args=(q,), name=f"enhance-{i}", daemon=True)
+            for i, q in enumerate(self._queues)
+        ]
+        self._next_shard = itertools.cycle(range(shards))
+        self._closed = False
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def shards(self) -> int:
+        """Number of shard threads."""
+        return len(self._queues)
+
+    def assign_shard(self) -> int:
+        """A shard for a new speaker (round robin)."""
+        return next(self._next_shard)
+
+    def enhance(
+        self, shard: int, pipeline: SpeakerPipeline, samples: np.ndarray
+    ) -> asyncio.Future[ProcessResult]:
+        """Queue one frame of ``pipeline`` on ``shard``; the future resolves on this loop."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[ProcessResult] = loop.create_future()
+        if self._closed:
+            future.set_exception(RuntimeError("the enhancer pool is closed"))
+            return future
+        self._queues[shard].put(_Job(pipeline, samples, future, loop))
+        return future
+
+    def _collect(self, jobs: queue.SimpleQueue[_Job | None], first: _Job) -> list[_Job]:
+        batch = [first]
+        deadline = time.monotonic() + self.deadline_seconds
+        while len(batch) < self.max_batch:
+            remaining = deadline - time.monotonic()
+            try:
+                job = jobs.get(timeout=remaining) if remaining > 0 else jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                jobs.put(None)  # stop after this batch
+                break
+            batch.append(job)
+        return batch
+
+    def _run(self, jobs: queue.SimpleQueue[_Job | None]) -> None:
+        while True:
+            first = jobs.get()
+            if first is None:
+                return
+            batch = [job for job in self._collect(jobs, first) if not job.future.cancelled()]
+            if not batch:
+                continue
+            try:
+                results: list[ProcessResult] | None = enhance_batch(
+                    [job.pipeline for job in batch], [job.samples for job in batch]
+                )
+                error: BaseException | None = None
+            except Exception as caught:  # keep the shard alive; the speakers get the error
+                results, error = None, caught
+            if self.on_batch is not None:
+                self.on_batch(len(batch))  # type: ignore[operator]
+            for index, job in enumerate(batch):
+                outcome = results[index] if results is not None else error
+                with contextlib.suppress(RuntimeError):  # that loop is closed
+                    job.loop.call_soon_threadsafe(_resolve, job.future, outcome)
+
+    def close(self) -> None:
+        """Stop the shard threads after the frames already queued."""
+        if self._closed:
+            return
+        self._closed = True
+        for jobs in self._queues:
+            jobs.put(None)
+        for thread in self._threads:
+            thread.join(5.0)
+
+
+def _resolve(future: asyncio.Future[ProcessResult], outcome: object) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)  # type: ignore[arg-type]
