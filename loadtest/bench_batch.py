@@ -1,0 +1,76 @@
+"""Benchmark (not a test): enhancer cost per stream with cross-stream batching, against batch 1
+and against RNNoise measured in the same run.
+
+For each batch size B, B streams each enhance a 20 ms frame (two hops: DSP per stream, one
+int8 model call per hop over the batch axis, ``service.batching.enhance_batch``); the table
+gives the median cost per stream per 10 ms hop and its ratio to RNNoise's per-frame cost.
+
+    python -m loadtest.bench_batch [--sizes 1,2,4,8,16,32,64] [--frames 200] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dsp.constants import HOP_SAMPLES
+from loadtest.bench_dsp import _bench_rnnoise, synthetic_audio
+from model.runtime import DEFAULT_MODEL, ModelRuntime
+from service.batching import enhance_batch
+from service.speaker import EnhancementSettings, SpeakerPipeline
+
+FRAME = 2 * HOP_SAMPLES
+
+
+def bench_batch(runtime: ModelRuntime, size: int, frames: int) -> dict[str, float]:
+    """Median and p99 µs per stream per hop for ``size`` streams batched."""
+    pipelines = [SpeakerPipeline(runtime, EnhancementSettings()) for _ in range(size)]
+    audio = [
+        synthetic_audio(frames * FRAME / 48000, seed=s).astype(np.float32) for s in range(size)
+    ]
+    for frame in range(10):  # warm-up
+        enhance_batch(pipelines, [a[frame * FRAME : (frame + 1) * FRAME] for a in audio])
+    times = []
+    for frame in range(frames):
+        inputs = [a[frame * FRAME : (frame + 1) * FRAME] for a in audio]
+        start = time.perf_counter_ns()
+        enhance_batch(pipelines, inputs)
+        times.append((time.perf_counter_ns() - start) / 1000 / (2 * size))
+    return {"median_us": float(np.median(times)), "p99_us": float(np.percentile(times, 99))}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1,2,4,8,16,32,64")
+    parser.add_argument("--frames", type=int, default=200)
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    runtime = ModelRuntime(args.model)
+    hops = synthetic_audio(3.0).astype(np.float32)
+    hops = hops[: hops.shape[0] // HOP_SAMPLES * HOP_SAMPLES].reshape(-1, HOP_SAMPLES)
+    rnnoise, _ = _bench_rnnoise(hops, iterations=3000, warmup=300)
+    rows = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        row = {"batch": size, **bench_batch(runtime, size, args.frames)}
+        row["ratio_to_rnnoise"] = row["median_us"] / rnnoise["median_us"]
+        rows.append(row)
+    print(f"RNNoise (pyrnnoise, same run): median {rnnoise['median_us']:.1f} µs per 10 ms frame")
+    print("| streams batched | µs per stream per hop (median) | p99 | ratio to RNNoise |")
+    print("|---|---|---|---|")
+    for row in rows:
+        print(
+            f"| {row['batch']} | {row['median_us']:.1f} | {row['p99_us']:.1f} | "
+            f"{row['ratio_to_rnnoise']:.3f} |"
+        )
+    if args.json:
+        args.json.write_text(json.dumps({"rnnoise": rnnoise, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
