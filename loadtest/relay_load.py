@@ -262,9 +262,20 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         if server is not None:
             server.terminate()
             server.wait(30)
-    return _report(
+    report = _report(
         args, results, before, after, window, cpu_before, cpu_after, rss, ready_seconds, data_dir
     )
+    threads = {}  # where the server's time goes: % of one core per participant, by thread
+    for key, value in after.items():
+        match = re.fullmatch(r'pnr_thread_cpu_seconds_total\{thread="([^"]+)"\}', key)
+        if match and window > 0:
+            share = 100.0 * (value - before.get(key, 0.0)) / window / args.participants
+            if share > 0.005:
+                threads[match.group(1)] = round(share, 2)
+    report["server_cpu_percent_per_participant_by_thread"] = dict(
+        sorted(threads.items(), key=lambda kv: -kv[1])
+    )
+    return report
 
 
 def _report(

@@ -5,7 +5,15 @@ Base units, ``_total`` counters, no room or participant ids as labels.
 
 from __future__ import annotations
 
+import os
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 HOP_BUCKETS = (
     25e-6,
@@ -24,6 +32,32 @@ HOP_BUCKETS = (
 )
 LAG_BUCKETS = (0.5e-3, 1e-3, 2e-3, 5e-3, 10e-3, 20e-3, 40e-3, 80e-3, 160e-3, 320e-3)
 NETWORK_BUCKETS = (1e-3, 2e-3, 5e-3, 10e-3, 20e-3, 50e-3, 100e-3, 200e-3, 500e-3, 1.0)
+
+
+class ThreadCpuCollector(Collector):
+    """``pnr_thread_cpu_seconds_total{thread=…}``: CPU time of this process's threads, grouped
+    by Python thread name without its number (event loop, enhancement shards, aiortc's audio
+    decoders, asyncio's executor…), read from /proc (Linux; nothing elsewhere)."""
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "pnr_thread_cpu_seconds", "CPU time by thread group", labels=["thread"]
+        )
+        ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        groups: dict[str, float] = {}
+        for thread in threading.enumerate():
+            stat = Path(f"/proc/self/task/{thread.native_id}/stat")
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            group = re.sub(r"[-_ ]?\(?\d+\)?$", "", thread.name.split(" (")[0]) or "thread"
+            if thread is threading.main_thread():
+                group = "event_loop"
+            groups[group] = groups.get(group, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+        for group, seconds in sorted(groups.items()):
+            family.add_metric([group], seconds)
+        yield family
 
 
 class RelayMetrics:
@@ -97,6 +131,7 @@ class RelayMetrics:
             buckets=NETWORK_BUCKETS,
             registry=r,
         )
+        r.register(ThreadCpuCollector())
         self.rtt_seconds = Histogram(
             "pnr_rtt_seconds",
             "Round-trip time to participants (RTCP), sampled",
