@@ -14,7 +14,7 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 from aiortc.mediastreams import MediaStreamTrack
 
 from model.runtime import ModelRuntime
-from service import jitter
+from service import jitter, opus
 from service.batching import EnhancerPool
 from service.errors import RelayError
 from service.metrics import RelayMetrics
@@ -67,6 +67,7 @@ class Relay:
         self._background: list[asyncio.Task[None]] = []
         restrict_host_addresses(settings.ice_host_addresses)
         jitter.install(None if settings.aiortc_jitter_buffer else settings.jitter_buffer_packets)
+        opus.install(settings.opus_bitrate, settings.opus_complexity, settings.opus_channels)
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:

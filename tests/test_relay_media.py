@@ -104,10 +104,11 @@ def test_two_peers_hear_each_other_enhanced_and_the_delay_is_measured(relay: Run
         f"lag {1000 * lag / RATE:.0f} ms in the received stream; "
         f"mouth-to-ear median {delay_ms:.0f} ms (p95 {1000 * np.percentile(delays, 95):.0f})"
     )
-    # Both directions are Opus-coded (96 kb/s CELT keeps the spectrum, not the waveform, of
-    # noise-like sound), so the relayed SI-SDR gain is about half the offline one (+6 dB here)
-    assert relayed_pesq >= noisy_pesq + 0.15
-    assert relayed_sdr >= noisy_sdr + 1.5
+    # Both directions are Opus-coded, and Opus keeps the spectrum, not the waveform (at the
+    # relay's 48 kb/s mono voice setting it may code speech with SILK), so SI-SDR through the
+    # relay is printed for information only (offline the model gains +6 dB on this mixture);
+    # PESQ-WB, a perceptual measure, is what must improve
+    assert relayed_pesq >= noisy_pesq + 0.2
     assert 30.0 <= delay_ms < 400.0
 
 
