@@ -35,6 +35,12 @@ STATS_SECONDS = 5.0
 RETRY_AFTER_SECONDS = "5"
 
 
+def check_room_name(name: str) -> None:
+    """400 unless ``name`` is 1–64 of A-Z a-z 0-9 _ . -"""
+    if not ROOM_NAME.match(name):
+        raise RelayError(400, "invalid_room", "room names are 1–64 of A-Z a-z 0-9 _ . -")
+
+
 def restrict_host_addresses(addresses: list[str]) -> None:
     """Gather ICE host candidates on ``addresses`` only (process-wide: aioice has no option)."""
     if addresses:
@@ -153,22 +159,12 @@ class Relay:
             ) from error
 
     def _room_for_join(self, name: str) -> Room:
-        if not ROOM_NAME.match(name):
-            raise RelayError(400, "invalid_room", "room names are 1–64 of A-Z a-z 0-9 _ . -")
+        check_room_name(name)
         room = self.rooms.get(name)
         if room is None:
             if not self.settings.auto_create_rooms:
                 raise RelayError(404, "unknown_room", f"room {name!r} does not exist")
-            if len(self.rooms) >= self.settings.max_rooms:
-                raise RelayError(
-                    503,
-                    "too_many_rooms",
-                    "the relay has no room for another room",
-                    {"Retry-After": RETRY_AFTER_SECONDS},
-                )
-            room = Room(name, self.metrics, self.settings.mix_buffer_frames)
-            self.rooms[name] = room
-            self.metrics.rooms.set(len(self.rooms))
+            room = self.create_room(name)
         if len(room.participants) >= self.settings.max_participants_per_room:
             raise RelayError(
                 503, "room_full", f"room {name!r} is full", {"Retry-After": RETRY_AFTER_SECONDS}
@@ -176,9 +172,8 @@ class Relay:
         return room
 
     def create_room(self, name: str) -> Room:
-        """Open a room explicitly (needed when auto-create is off)."""
-        if not ROOM_NAME.match(name):
-            raise RelayError(400, "invalid_room", "room names are 1–64 of A-Z a-z 0-9 _ . -")
+        """Open a room (joins open theirs unless auto-create is off); the room if it exists."""
+        check_room_name(name)
         if name not in self.rooms:
             if len(self.rooms) >= self.settings.max_rooms:
                 raise RelayError(
