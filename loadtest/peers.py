@@ -74,6 +74,8 @@ class Recorder:
                 frame = await track.recv()
             except MediaStreamError:
                 return
+            if not isinstance(frame, av.AudioFrame):
+                continue
             data = frame.to_ndarray().astype(np.float32) / 32768.0
             channels = len(frame.layout.channels)
             mono = data.reshape(-1, channels).mean(axis=1)

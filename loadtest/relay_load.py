@@ -24,6 +24,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -279,8 +280,17 @@ def run(args: argparse.Namespace) -> dict[str, object]:
 
 
 def _report(
-    args, results, before, after, window, cpu_before, cpu_after, rss, ready_seconds, data_dir
-) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    args: Any,
+    results: list[PeerResult],
+    before: dict[str, float],
+    after: dict[str, float],
+    window: float,
+    cpu_before: float | None,
+    cpu_after: float | None,
+    rss: int | None,
+    ready_seconds: float | None,
+    data_dir: Path | None,
+) -> dict[str, object]:
     by_index = {r.index: r for r in results}
     delays = []
     for listener in results:

@@ -10,6 +10,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import av
 import numpy as np
 from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -91,6 +92,8 @@ class Participant:
             self.last_audio_at = arrival
             self.counters.frames_received += 1
             try:
+                if not isinstance(frame, av.AudioFrame):
+                    raise ValueError(f"not an audio frame: {type(frame).__name__}")
                 samples = frame_to_mono(frame)
             except ValueError as error:
                 log.warning("participant %s: unusable frame: %s", self.id, error)

@@ -45,7 +45,7 @@ def restrict_host_addresses(addresses: list[str]) -> None:
     """Gather ICE host candidates on ``addresses`` only (process-wide: aioice has no option)."""
     if addresses:
         chosen = list(addresses)
-        aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: chosen  # type: ignore[assignment]
+        aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: chosen
 
 
 class Relay:
