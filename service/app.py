@@ -67,6 +67,15 @@ def bearer_token(request: Request) -> str | None:
     return value.strip() or None if scheme.lower() == "bearer" else None
 
 
+def add_page(app: FastAPI) -> None:
+    """The browser client: ``/`` and ``/static``."""
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))
+
+
 def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = None) -> FastAPI:
     """The relay application; the relay starts (model, kernels) in the background at startup."""
     settings = settings or Settings()
@@ -91,7 +100,7 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
         lifespan=lifespan,
     )
     app.state.relay = relay
-    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    add_page(app)
 
     @app.exception_handler(RelayError)
     async def relay_error(request: Request, error: RelayError) -> JSONResponse:
@@ -122,10 +131,6 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
             )
 
     # ---- page, health, metrics -------------------------------------------------------------
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def index() -> HTMLResponse:
-        return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))
-
     @app.get("/livez", tags=["health"])
     async def livez() -> dict[str, str]:
         """The process is up and its event loop answers."""

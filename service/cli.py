@@ -306,6 +306,9 @@ def _add_serve(commands: argparse._SubParsersAction[_Parser]) -> None:
     parser.add_argument("--port", type=int, help="HTTP port (PNR_PORT, default 8080)")
     parser.add_argument("--model", help="exported model (PNR_MODEL_PATH, default: shipped int8)")
     parser.add_argument("--workers", type=int, help="enhancement threads (PNR_WORKER_THREADS)")
+    parser.add_argument(
+        "--processes", type=int, help="relay processes, rooms pinned to one each (PNR_PROCESSES)"
+    )
     parser.add_argument("--log-format", choices=["plain", "json"], help="PNR_LOG_FORMAT")
     parser.set_defaults(handler=_run_serve)
 
@@ -323,6 +326,7 @@ def _run_serve(args: argparse.Namespace) -> int:
             "port": args.port,
             "model_path": args.model,
             "worker_threads": args.workers,
+            "processes": args.processes,
             "log_format": args.log_format,
         }.items()
         if value is not None
@@ -336,6 +340,10 @@ def _run_serve(args: argparse.Namespace) -> int:
         raise CommandError(f"bad settings: {problems}") from exc
     if not settings.model_path.is_file():
         raise CommandError(f"{settings.model_path}: model file not found")
+    if settings.processes > 1:
+        from service.cluster import serve_cluster
+
+        return serve_cluster(settings, settings.processes)
     serve(settings)
     return EXIT_OK
 

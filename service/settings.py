@@ -44,6 +44,12 @@ class Settings(BaseSettings):
         None, description="when set, room control (GET/PUT /rooms…) needs this bearer token"
     )
     model_path: Path = DEFAULT_MODEL
+    processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="relay processes behind one address (rooms pinned to one each); 1: one",
+    )
     worker_threads: int = Field(
         2, ge=1, le=64, description="enhancement threads (each batches its own speakers)"
     )
