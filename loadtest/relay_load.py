@@ -133,14 +133,44 @@ def _client_process(args: tuple[str, list[tuple[int, str, list[int]]], float, st
 
 
 # ---- server side ------------------------------------------------------------------------------
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the workers of ``serve --processes N``)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    tree, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        tree.append(current)
+        pending.extend(children.get(current, []))
+    return tree
+
+
 def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for member in _process_tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def _rss_bytes(pid: int) -> int:
-    match = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
-    return int(match.group(1)) * 1024 if match else 0
+    total = 0
+    for member in _process_tree(pid):
+        try:
+            match = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{member}/status").read_text())
+        except OSError:
+            continue
+        total += int(match.group(1)) * 1024 if match else 0
+    return total
 
 
 def _scrape(url: str) -> dict[str, float]:
@@ -152,14 +182,28 @@ def _scrape(url: str) -> dict[str, float]:
     return out
 
 
-def _histogram_quantile(before: dict, after: dict, name: str, q: float) -> float | None:
-    buckets = []
+def _labels(key: str) -> tuple[str, dict[str, str]]:
+    name, _, rest = key.partition("{")
+    return name, dict(re.findall(r'(\w+)="([^"]*)"', rest))
+
+
+def _delta(before: dict, after: dict, name: str, **wanted: str) -> dict[str, float]:
+    """Increase of every sample of ``name`` whose labels include ``wanted``, by sample key."""
+    out = {}
     for key, value in after.items():
-        match = re.fullmatch(rf'{name}_bucket\{{le="([^"]+)"\}}', key)
-        if match:
-            bound = float("inf") if match.group(1) == "+Inf" else float(match.group(1))
-            buckets.append((bound, value - before.get(key, 0.0)))
-    buckets.sort()
+        sample, labels = _labels(key)
+        if sample == name and all(labels.get(k) == v for k, v in wanted.items()):
+            out[key] = value - before.get(key, 0.0)
+    return out
+
+
+def _histogram_quantile(before: dict, after: dict, name: str, q: float) -> float | None:
+    by_bound: dict[float, float] = {}  # summed over workers
+    for key, increase in _delta(before, after, f"{name}_bucket").items():
+        bound_text = _labels(key)[1]["le"]
+        bound = float("inf") if bound_text == "+Inf" else float(bound_text)
+        by_bound[bound] = by_bound.get(bound, 0.0) + increase
+    buckets = sorted(by_bound.items())
     total = buckets[-1][1] if buckets else 0.0
     if total <= 0:
         return None
@@ -175,22 +219,25 @@ def _histogram_quantile(before: dict, after: dict, name: str, q: float) -> float
 
 
 def _histogram_mean(before: dict, after: dict, name: str) -> float | None:
-    count = after.get(f"{name}_count", 0.0) - before.get(f"{name}_count", 0.0)
-    total = after.get(f"{name}_sum", 0.0) - before.get(f"{name}_sum", 0.0)
+    count = sum(_delta(before, after, f"{name}_count").values())
+    total = sum(_delta(before, after, f"{name}_sum").values())
     return total / count if count > 0 else None
 
 
-def _counter_sum(before: dict, after: dict, prefix: str) -> float:
-    return sum(v - before.get(k, 0.0) for k, v in after.items() if k.startswith(prefix))
+def _counter_sum(before: dict, after: dict, name: str, **wanted: str) -> float:
+    return sum(_delta(before, after, name, **wanted).values())
 
 
-def start_server(port: int, room_size: int, workers: int) -> tuple[subprocess.Popen, float]:
+def start_server(
+    port: int, room_size: int, workers: int, processes: int = 1
+) -> tuple[subprocess.Popen, float]:
     """``percepnet-relay serve`` on 127.0.0.1; returns the process and its start-to-ready time."""
     env = os.environ | {
         "PNR_ICE_HOST_ADDRESSES": "127.0.0.1",
         "PNR_MAX_PARTICIPANTS_PER_ROOM": str(room_size),
         "PNR_MAX_ROOMS": "1000",
         "PNR_WORKER_THREADS": str(workers),
+        "PNR_PROCESSES": str(processes),
         "PNR_LOG_LEVEL": "WARNING",
     }
     command = [
@@ -228,7 +275,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         with __import__("socket").socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        server, ready_seconds = start_server(port, args.room_size, args.workers)
+        server, ready_seconds = start_server(port, args.room_size, args.workers, args.processes)
         url = f"http://127.0.0.1:{port}"
     try:
         rooms = [f"load{i // args.room_size}" for i in range(args.participants)]
@@ -266,13 +313,12 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     report = _report(
         args, results, before, after, window, cpu_before, cpu_after, rss, ready_seconds, data_dir
     )
-    threads = {}  # where the server's time goes: % of one core per participant, by thread
-    for key, value in after.items():
-        match = re.fullmatch(r'pnr_thread_cpu_seconds_total\{thread="([^"]+)"\}', key)
-        if match and window > 0:
-            share = 100.0 * (value - before.get(key, 0.0)) / window / args.participants
-            if share > 0.005:
-                threads[match.group(1)] = round(share, 2)
+    threads: dict[str, float] = {}  # where the server's time goes, % of one core, by thread
+    for key, increase in _delta(before, after, "pnr_thread_cpu_seconds_total").items():
+        group = _labels(key)[1].get("thread", "?")
+        if window > 0:
+            threads[group] = threads.get(group, 0.0) + 100.0 * increase / window / args.participants
+    threads = {group: round(share, 2) for group, share in threads.items() if share > 0.005}
     report["server_cpu_percent_per_participant_by_thread"] = dict(
         sorted(threads.items(), key=lambda kv: -kv[1])
     )
@@ -321,9 +367,9 @@ def _report(
         "lag_seconds_p99": _histogram_quantile(before, after, "pnr_processing_lag_seconds", 0.99),
         "frames_enhanced_per_second": enhanced / window if window else None,
         "frames_dropped": _counter_sum(before, after, "pnr_frames_dropped_total")
-        - _counter_sum(before, after, 'pnr_frames_dropped_total{reason="latency_trim"}'),
+        - _counter_sum(before, after, "pnr_frames_dropped_total", reason="latency_trim"),
         "frames_trimmed_for_latency": _counter_sum(
-            before, after, 'pnr_frames_dropped_total{reason="latency_trim"}'
+            before, after, "pnr_frames_dropped_total", reason="latency_trim"
         ),
         "batch_size_mean": _histogram_mean(before, after, "pnr_batch_size"),
         "frames_passed_through": _counter_sum(before, after, "pnr_frames_passed_through_total"),
@@ -411,6 +457,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--client-processes", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="server enhancement threads")
+    parser.add_argument("--processes", type=int, default=1, help="server relay processes")
     parser.add_argument("--url", help="target a running relay instead of starting one")
     parser.add_argument("--data-dir", help="default: $PNR_DATA_DIR or ../shared/data")
     parser.add_argument("--generated", action="store_true", help="generated audio only")
