@@ -35,11 +35,21 @@ class _Job:
 
 def enhance_batch(
     pipelines: list[SpeakerPipeline], frames: list[np.ndarray]
-) -> list[ProcessResult]:
-    """Enhance one frame of each pipeline (all distinct), batching the model over them."""
+) -> list[ProcessResult | Exception]:
+    """Enhance one frame of each pipeline (all distinct), batching the model over them.
+
+    A frame that cannot even start (wrong shape) fails alone: its slot holds the error.
+    """
     start = time.perf_counter()
-    hops = [pipeline.begin(frame) for pipeline, frame in zip(pipelines, frames, strict=True)]
-    total_hops = sum(hops)
+    hops: list[int] = []
+    outcomes: list[ProcessResult | Exception | None] = []
+    for pipeline, frame in zip(pipelines, frames, strict=True):
+        try:
+            hops.append(pipeline.begin(frame))
+            outcomes.append(None)
+        except ValueError as error:
+            hops.append(-1)
+            outcomes.append(error)
     for index in range(max(hops, default=0)):
         active = [p for p, count in zip(pipelines, hops, strict=True) if count > index]
         features = np.empty((len(active), NUM_FEATURES), dtype=np.float32)
@@ -48,11 +58,16 @@ def enhance_batch(
         gains, strengths = step_sources([p.gain_source for p in active], features)
         for row, pipeline in enumerate(active):
             pipeline.synthesize_hop(index, gains[row], strengths[row])
-    results = [pipeline.finish() for pipeline in pipelines]
-    per_hop = (time.perf_counter() - start) / max(total_hops, 1)
-    for result in results:
+    per_hop = (time.perf_counter() - start) / max(sum(h for h in hops if h > 0), 1)
+    results: list[ProcessResult | Exception] = []
+    for pipeline, outcome in zip(pipelines, outcomes, strict=True):
+        if outcome is not None:
+            results.append(outcome)
+            continue
+        result = pipeline.finish()
         if result.enhanced:
             result.seconds_per_hop = per_hop
+        results.append(result)
     return results
 
 
@@ -126,7 +141,7 @@ class EnhancerPool:
             if not batch:
                 continue
             try:
-                results: list[ProcessResult] | None = enhance_batch(
+                results: list[ProcessResult | Exception] | None = enhance_batch(
                     [job.pipeline for job in batch], [job.samples for job in batch]
                 )
                 error: BaseException | None = None

@@ -115,7 +115,14 @@ class Participant:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             samples, arrival = self._queue.popleft()
-            result = await self.pool.enhance(self.shard, self.pipeline, samples)
+            try:
+                result = await self.pool.enhance(self.shard, self.pipeline, samples)
+            except Exception:  # never lose the voice to an enhancer fault: pass it through
+                log.exception("participant %s: enhancement failed", self.id)
+                self.counters.frames_passed_through += 1
+                self.metrics.frames_passed.labels("error").inc()
+                self._to_mixer(samples)
+                continue
             if result.enhanced:
                 self.counters.frames_enhanced += 1
                 self.metrics.frames_enhanced.inc()

@@ -77,6 +77,8 @@ class SpeakerPipeline:
 
     def begin(self, samples: np.ndarray) -> int:
         """Start a frame; returns how many hops it needs enhanced (0: pass it through)."""
+        if samples.ndim != 1:
+            raise ValueError(f"a frame is one channel of samples, got shape {samples.shape}")
         self._frame_length = samples.shape[0]
         self._started = time.perf_counter()
         self._model_seconds = 0.0

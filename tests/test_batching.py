@@ -38,7 +38,11 @@ def test_batched_streams_match_streams_enhanced_alone(runtime: ModelRuntime) -> 
         expected = [p.process(s[part]).samples for p, s in zip(alone, signals, strict=True)]
         results = enhance_batch(batched, [s[part] for s in signals])
         for result, reference in zip(results, expected, strict=True):
-            assert result.enhanced and result.samples.shape == (960,)
+            assert (
+                not isinstance(result, Exception)
+                and result.enhanced
+                and result.samples.shape == (960,)
+            )
             worst = max(worst, float(np.max(np.abs(result.samples - reference))))
     # dynamic int8 quantisation scales are per call: batch-mates move gains by ~1e-4
     assert worst < 0.01
@@ -49,10 +53,13 @@ def test_a_batch_mixes_pass_through_and_other_frame_sizes(runtime: ModelRuntime)
     off = SpeakerPipeline(runtime, EnhancementSettings(enhance=False))
     short = SpeakerPipeline(runtime, EnhancementSettings())
     frames = [speech_noise(1, 1), speech_noise(2, 1), speech_noise(3, 1)[:480]]
-    results = enhance_batch([on, off, short], frames)
-    assert [r.enhanced for r in results] == [True, False, True]
-    np.testing.assert_array_equal(results[1].samples, frames[1])
-    assert results[2].samples.shape == (480,)
+    bad = SpeakerPipeline(runtime, EnhancementSettings())
+    results = enhance_batch([on, off, short, bad], [*frames, np.zeros((2, 480), np.float32)])
+    assert isinstance(results[3], ValueError)  # fails alone, the others are enhanced
+    good = [r for r in results[:3] if not isinstance(r, Exception)]
+    assert [r.enhanced for r in good] == [True, False, True]
+    np.testing.assert_array_equal(good[1].samples, frames[1])
+    assert good[2].samples.shape == (480,)
 
 
 def test_the_pool_resolves_every_frame_in_order_and_reports_batches(
@@ -80,3 +87,25 @@ def test_the_pool_resolves_every_frame_in_order_and_reports_batches(
         pool.close()
     assert all(len(o) == 10 and all(np.isfinite(f).all() for f in o) for o in outputs)
     assert sum(sizes) == 60 and max(sizes) > 1  # six speakers at once do batch
+
+
+def test_a_failing_batch_reaches_its_speakers_and_the_shard_survives(
+    runtime: ModelRuntime,
+) -> None:
+    pool = EnhancerPool(shards=1)
+    good = SpeakerPipeline(runtime, EnhancementSettings())
+
+    async def main() -> tuple[BaseException | None, bool]:
+        try:
+            await pool.enhance(0, good, np.full(960, np.nan, np.float32).reshape(2, 480))
+            failure = None
+        except Exception as error:  # a 2-D frame cannot be cut into hops
+            failure = error
+        result = await pool.enhance(0, good, speech_noise(1, 1))
+        return failure, result.enhanced
+
+    try:
+        failure, recovered = asyncio.run(main())
+    finally:
+        pool.close()
+    assert failure is not None and recovered
