@@ -57,6 +57,52 @@ class ArrayAudioTrack(MediaStreamTrack):
         return frame
 
 
+class EncodedAudioTrack(ArrayAudioTrack):
+    """Like :class:`ArrayAudioTrack`, but the signal is Opus-encoded once up front and the
+    packets are sent in real time (aiortc packs them without encoding): a cheap load generator."""
+
+    def __init__(self, signal: np.ndarray, bitrate: int = 32000) -> None:
+        super().__init__(signal)
+        codec = av.CodecContext.create("libopus", "w")
+        codec.bit_rate = bitrate
+        codec.format = "s16"
+        codec.layout = "mono"
+        codec.sample_rate = RATE
+        codec.time_base = Fraction(1, RATE)
+        codec.options = {"application": "voip"}
+        self.packets: list[av.Packet] = []
+        whole = np.zeros(-(-self.signal.shape[0] // FRAME) * FRAME, dtype=np.float32)
+        whole[: self.signal.shape[0]] = self.signal
+        pcm = np.clip(np.rint(whole * 32767), -32768, 32767).astype(np.int16)
+        for index in range(pcm.shape[0] // FRAME):
+            frame = av.AudioFrame.from_ndarray(
+                pcm[None, index * FRAME : (index + 1) * FRAME], format="s16", layout="mono"
+            )
+            frame.sample_rate = RATE
+            frame.time_base = Fraction(1, RATE)
+            frame.pts = index * FRAME
+            self.packets.extend(codec.encode(frame))
+        self.packets.extend(codec.encode(None))
+
+    async def recv(self) -> av.Packet:  # type: ignore[override]
+        if self.readyState != "live":
+            raise MediaStreamError
+        while self.stalled:
+            await asyncio.sleep(0.05)
+        if self._start is None:
+            self._start = time.monotonic()
+        due = self._start + self.frame_index * FRAME / RATE
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        packet = self.packets[self.frame_index % len(self.packets)]
+        packet.pts = self.frame_index * FRAME
+        packet.time_base = Fraction(1, RATE)
+        self.frame_index += 1
+        self.send_times.append(time.monotonic())
+        return packet
+
+
 class Recorder:
     """Collects what a remote audio track delivers, with arrival times."""
 
@@ -96,9 +142,11 @@ class Recorder:
 class Peer:
     """An aiortc client: optionally sends a signal, records what the relay sends back."""
 
-    def __init__(self, signal: np.ndarray | None = None) -> None:
+    def __init__(self, signal: np.ndarray | None = None, pre_encoded: bool = False) -> None:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.sender = ArrayAudioTrack(signal) if signal is not None else None
+        self.sender: ArrayAudioTrack | None = None
+        if signal is not None:
+            self.sender = EncodedAudioTrack(signal) if pre_encoded else ArrayAudioTrack(signal)
         self.recorder = Recorder()
         self.response: dict[str, object] = {}
 

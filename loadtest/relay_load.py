@@ -90,12 +90,16 @@ class PeerResult:
 
 
 async def _run_peers(
-    url: str, plan: list[tuple[int, str, list[int]]], seconds: float, data_dir: Path | None
+    url: str,
+    plan: list[tuple[int, str, list[int]]],
+    seconds: float,
+    data_dir: Path | None,
+    pre_encoded: bool = True,
 ) -> list[PeerResult]:
     from loadtest.peers import Peer
 
     signals = {index: participant_signal(index, seconds + 5, data_dir) for index, _, _ in plan}
-    peers = [Peer(signals[index]) for index, _, _ in plan]
+    peers = [Peer(signals[index], pre_encoded=pre_encoded) for index, _, _ in plan]
     results = [PeerResult(index, room, False) for index, room, _ in plan]
     await asyncio.gather(*(p.join(url, room) for p, (_, room, _) in zip(peers, plan, strict=True)))
     try:
@@ -338,16 +342,19 @@ def _report(
     data_dir: Path | None,
 ) -> dict[str, object]:
     by_index = {r.index: r for r in results}
-    delays = []
+    delays: list[float] = []
     for listener in results:
         for speaker_index, (lag, corr) in listener.lags.items():
             speaker = by_index[speaker_index]
             if corr < 0.2:  # not found in the mix (silent speaker or failed alignment)
                 continue
+            pair = []
             for frame, arrival in enumerate(listener.arrivals):
                 sent = (frame * FRAME - lag) // FRAME
                 if 0 <= sent < len(speaker.send_times) and frame * FRAME > RATE * SETTLE_SECONDS:
-                    delays.append(arrival - speaker.send_times[sent])
+                    pair.append(arrival - speaker.send_times[sent])
+            if pair and 0.0 < float(np.median(pair)) < 2.0:  # else the alignment went wrong
+                delays.extend(pair)
     n = args.participants
     cpu_share = None
     if cpu_before is not None and cpu_after is not None and window > 0:
