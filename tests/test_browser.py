@@ -103,3 +103,70 @@ def test_chromium_joins_from_the_page_and_a_peer_hears_it_enhanced(tmp_path: Pat
     )
     print(f"\nbrowser: {state['frames']}, envelope correlation with the clean speech {best:.2f}")
     assert best > 0.5
+
+
+FIREFOX = next((shutil.which(n) for n in ("firefox-esr", "firefox") if shutil.which(n)), None)
+FIREFOX_PREFS = {
+    "media.navigator.streams.fake": "true",  # a generated tone as the microphone
+    "media.navigator.permission.disabled": "true",
+    "media.peerconnection.ice.loopback": "true",
+    "media.peerconnection.ice.obfuscate_host_addresses": "false",
+    "media.autoplay.default": "0",
+    "browser.shell.checkDefaultBrowser": "false",
+    "datareporting.policy.dataSubmissionEnabled": "false",
+    "toolkit.telemetry.reportingpolicy.firstRun": "false",
+    "app.update.disabledForTesting": "true",
+    "network.connectivity-service.enabled": "false",
+    "network.captive-portal-service.enabled": "false",
+    "browser.safebrowsing.update.enabled": "false",
+}
+
+
+@pytest.mark.skipif(FIREFOX is None, reason="Firefox is not installed (Debian: firefox-esr)")
+def test_firefox_joins_from_the_page(tmp_path: Path) -> None:
+    profile = tmp_path / "firefox-profile"
+    profile.mkdir()
+    (profile / "user.js").write_text(
+        "".join(f'user_pref("{key}", {value});\n' for key, value in FIREFOX_PREFS.items())
+    )
+    with running_relay() as relay:
+
+        async def listen() -> tuple[dict[str, object], int]:
+            listener = Peer(None)
+            await listener.join(relay.url, "firefox")
+            await listener.wait_connected()
+            assert FIREFOX is not None
+            browser = subprocess.Popen(
+                [
+                    FIREFOX,
+                    "--headless",
+                    "--no-remote",
+                    "--profile",
+                    str(profile),
+                    f"{relay.url}/?room=firefox&name=firefox&autojoin=1",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                deadline = time.monotonic() + 60
+                state: dict[str, object] = {}
+                async with httpx.AsyncClient() as client:
+                    while time.monotonic() < deadline:
+                        room = (await client.get(f"{relay.url}/rooms/firefox")).json()
+                        found = [p for p in room["participants"] if p["name"] == "firefox"]
+                        if found and found[0]["frames"]["enhanced"] >= 150:
+                            state = found[0]
+                            break
+                        await asyncio.sleep(0.2)
+                return state, len(listener.recorder.arrivals)
+            finally:
+                browser.terminate()
+                browser.wait(15)
+                await listener.close()
+
+        state, frames_heard = asyncio.run(listen())
+    assert state, "Firefox never joined and sent audio"
+    assert state["connection_state"] == "connected"
+    assert frames_heard > 100
+    print(f"\nfirefox: {state['frames']}")
