@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -67,6 +68,18 @@ def bearer_token(request: Request) -> str | None:
     return value.strip() or None if scheme.lower() == "bearer" else None
 
 
+def add_cors(app: FastAPI, settings: Settings) -> None:
+    """Let the configured web origins call signaling and control (WHIP clients on other sites)."""
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "X-Participant-Key"],
+            expose_headers=["Location", "Retry-After"],
+        )
+
+
 def add_page(app: FastAPI) -> None:
     """The browser client: ``/`` and ``/static``."""
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
@@ -100,6 +113,7 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
         lifespan=lifespan,
     )
     app.state.relay = relay
+    add_cors(app, settings)
     add_page(app)
 
     @app.exception_handler(RelayError)

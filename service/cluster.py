@@ -31,7 +31,7 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from service.app import add_page, read_body
+from service.app import add_cors, add_page, read_body
 from service.errors import RelayError
 from service.server import configure_logging
 from service.settings import Settings
@@ -109,6 +109,7 @@ def create_front_app(settings: Settings, workers: list[str]) -> FastAPI:
 
     app = FastAPI(title="percepnet-relay (cluster front)", lifespan=lifespan)
     add_page(app)
+    add_cors(app, settings)
 
     @app.exception_handler(RelayError)
     async def relay_error(request: Request, error: RelayError) -> JSONResponse:

@@ -34,6 +34,11 @@ class Settings(BaseSettings):
         description="only gather host candidates on these addresses (comma-separated); "
         "empty: every interface",
     )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="web origins allowed to call signaling and control from another site "
+        "(comma-separated; e.g. a WHIP client page); empty: same origin only",
+    )
     max_rooms: int = Field(100, ge=1)
     max_participants_per_room: int = Field(16, ge=1)
     auto_create_rooms: bool = True
@@ -95,7 +100,7 @@ class Settings(BaseSettings):
     default_attenuation_limit_db: float | None = Field(None, ge=0)
     default_postfilter: bool = True
 
-    @field_validator("ice_host_addresses", mode="before")
+    @field_validator("ice_host_addresses", "cors_origins", mode="before")
     @classmethod
     def _split_addresses(cls, value: object) -> object:
         if isinstance(value, str):

@@ -228,3 +228,30 @@ def test_tokens_admin_token_unknown_rooms_and_full_rooms(offer: str) -> None:
         assert httpx.delete(url, headers=admin).status_code == 204
         # the explicitly created room stays open, empty
         assert httpx.get(relay.url + "/rooms/r1", headers=admin).json()["participants"] == []
+
+
+def test_cross_origin_whip_clients_when_allowed() -> None:
+    with running_relay(cors_origins="https://studio.example") as relay:
+        preflight = httpx.options(
+            relay.url + "/whip/c1",
+            headers={
+                "Origin": "https://studio.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, content-type",
+            },
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == "https://studio.example"
+        response = httpx.post(
+            relay.url + "/whip/c1",
+            content=make_offer(),
+            headers={"content-type": "application/sdp", "Origin": "https://studio.example"},
+        )
+        assert response.status_code == 201
+        assert "location" in response.headers["access-control-expose-headers"].lower()
+        httpx.delete(relay.url + response.headers["location"])
+        other = httpx.options(
+            relay.url + "/whip/c1",
+            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert "access-control-allow-origin" not in other.headers
