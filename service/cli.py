@@ -373,7 +373,7 @@ def _run_token(args: argparse.Namespace) -> int:
         secret = configured.get_secret_value() if configured is not None else None
     if not secret:
         raise CommandError("no secret: set PNR_TOKEN_SECRET or pass --secret")
-    if not ROOM_NAME.match(args.room):
+    if not ROOM_NAME.fullmatch(args.room):
         raise CommandError(f"invalid room name {args.room!r} (1–64 of A-Z a-z 0-9 _ . -)")
     if args.ttl <= 0:
         raise CommandError("--ttl must be positive")

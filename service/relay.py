@@ -29,7 +29,7 @@ from service.warm_up import warm_up
 
 log = logging.getLogger(__name__)
 
-ROOM_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+ROOM_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 WATCHDOG_SECONDS = 0.5
 STATS_SECONDS = 5.0
 RETRY_AFTER_SECONDS = "5"
@@ -37,7 +37,7 @@ RETRY_AFTER_SECONDS = "5"
 
 def check_room_name(name: str) -> None:
     """400 unless ``name`` is 1–64 of A-Z a-z 0-9 _ . -"""
-    if not ROOM_NAME.match(name):
+    if not ROOM_NAME.fullmatch(name):
         raise RelayError(400, "invalid_room", "room names are 1–64 of A-Z a-z 0-9 _ . -")
 
 

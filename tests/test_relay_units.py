@@ -257,3 +257,13 @@ def test_invalid_settings_values_are_refused(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("PNR_WORKER_THREADS", "0")
     with pytest.raises(ValueError, match="worker_threads"):
         Settings()
+
+
+@pytest.mark.parametrize("name", ["", "a\n", "a b", "../x", "x" * 65, "é"])
+def test_room_names_outside_the_alphabet_are_refused(name: str) -> None:
+    from service.relay import check_room_name
+
+    with pytest.raises(RelayError) as caught:
+        check_room_name(name)
+    assert caught.value.reason == "invalid_room"
+    check_room_name("team-42_x.y")
