@@ -65,7 +65,9 @@ async def read_body(request: Request, limit: int) -> bytes:
 def bearer_token(request: Request) -> str | None:
     """The token of an ``Authorization: Bearer`` header, if any."""
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    return value.strip() or None if scheme.lower() == "bearer" else None
+    if scheme.lower() != "bearer":
+        return None
+    return value.strip() or None
 
 
 def add_cors(app: FastAPI, settings: Settings) -> None:
@@ -114,6 +116,22 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
     )
     app.state.relay = relay
     add_cors(app, settings)
+
+    @app.middleware("http")
+    async def limit_declared_body(request: Request, call_next: Any) -> Response:
+        """Refuse any request that declares a body larger than the limit, before reading it."""
+        declared = request.headers.get("content-length", "0")
+        if not declared.isdigit() or int(declared) > settings.max_body_bytes:
+            relay.metrics.signaling_errors.labels("body_too_large").inc()
+            return JSONResponse(
+                {
+                    "error": "body_too_large",
+                    "detail": f"request bodies are limited to {settings.max_body_bytes} bytes",
+                },
+                413,
+            )
+        return await call_next(request)
+
     add_page(app)
 
     @app.exception_handler(RelayError)

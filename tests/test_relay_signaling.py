@@ -90,6 +90,15 @@ def test_bad_offer_bodies(relay: RunningRelay, body: bytes, status: int, reason:
     assert not relay.relay.rooms
 
 
+def test_every_endpoint_refuses_oversized_bodies(relay: RunningRelay) -> None:
+    response = httpx.patch(
+        relay.url + "/rooms/r/participants/p",
+        content=b"{" + b" " * 5000 + b"}",
+        headers={"content-type": "application/json"},
+    )
+    assert_error(response, 413, "body_too_large")
+
+
 def test_offers_without_opus_or_with_a_bad_room_name(relay: RunningRelay, offer: str) -> None:
     no_opus = re.sub(r"a=rtpmap:\d+ opus/48000/2\r?\n", "", offer)
     response = httpx.post(relay.url + "/offer", json={"sdp": no_opus, "room": "a"})
