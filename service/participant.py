@@ -57,6 +57,7 @@ class Participant:
     connected_at: float | None = None
     last_audio_at: float | None = None
     has_inbound_audio: bool = False
+    listens: bool = True  # False for send-only peers (WHIP ingest): nothing is mixed for them
     counters: ParticipantCounters = field(default_factory=ParticipantCounters)
     _queue: deque[tuple[np.ndarray, float]] = field(default_factory=deque)
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
@@ -171,6 +172,7 @@ class Participant:
             "connection_state": self.pc.connectionState,
             "echo": self.echo,
             "sending_audio": self.has_inbound_audio,
+            "listening": self.listens,
             "seconds_in_room": round(now - self.joined_at, 3),
             "settings": {
                 "enhance": self.settings.enhance,

@@ -266,6 +266,11 @@ class Relay:
             pc.addTrack(participant.output)
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
+            participant.listens = any(
+                t.sender.track is participant.output
+                and t.currentDirection in ("sendrecv", "sendonly")
+                for t in pc.getTransceivers()
+            )
             failed = False
         finally:
             left = self._pending_joins.pop(room.name, 1) - 1

@@ -122,6 +122,7 @@ def test_join_describe_patch_and_remove(relay: RunningRelay, offer: str) -> None
     assert rooms[0]["room"] == "r1" and rooms[0]["participants"] == 1
     room = httpx.get(relay.url + "/rooms/r1").json()
     assert room["participants"][0]["name"] == "ada"
+    assert room["participants"][0]["listening"] is True
     url = f"{relay.url}/rooms/r1/participants/{pid}"
     patched = httpx.patch(url, json={"enhance": False, "attenuation_limit_db": 12})
     assert patched.status_code == 200, patched.text
@@ -158,6 +159,8 @@ def test_whip_ingest_location_delete_and_patch(relay: RunningRelay) -> None:
     assert response.headers["content-type"].startswith("application/sdp")
     location = response.headers["location"]
     assert location.startswith("/whip/w1/") and "a=recvonly" in response.text
+    described = httpx.get(relay.url + "/rooms/w1").json()["participants"][0]
+    assert described["listening"] is False  # send-only: nothing is mixed (or dropped) for it
     assert_error(
         httpx.patch(relay.url + location, content=b"a=candidate"), 422, "trickle_not_supported"
     )
