@@ -276,9 +276,8 @@ class Relay:
             left = self._pending_joins.pop(room.name, 1) - 1
             if left:
                 self._pending_joins[room.name] = left
-            if failed:
-                await pc.close()
-                participant.output.stop()
+            if failed:  # its media tasks may have started with the offer's track
+                await participant.close()
                 self._forget_room_if_empty(room)
         if self.state != "ready":  # drained while negotiating
             await participant.close()
