@@ -1,43 +1,58 @@
-"""The relay's Opus encoder settings (aiortc hard-codes 96 kb/s stereo at complexity 10).
+"""Opus for what the relay sends: encoded in the outgoing track itself.
 
-Every listener gets its own encoder, so this cost grows with participants: the relay encodes
-mono (the mix is mono), at a voice bitrate and a moderate complexity, in Opus's restricted
-low-delay mode (CELT only: 2.5 ms of look-ahead instead of 6.5 ms, and measured 10–20 ms less
-mouth-to-ear delay than the VoIP mode through the relay). Installed process-wide
-by :func:`install` (aiortc has no option for it).
+aiortc would encode every listener's frames at 96 kb/s stereo, complexity 10, in VoIP mode, on
+its executor thread (a thread hand-off per frame and listener). The relay instead hands aiortc
+ready Opus packets, which it only packetises: mono (the mix is mono), a voice bitrate, moderate
+complexity, and the restricted low-delay mode (CELT only: 2.5 ms of look-ahead instead of
+6.5 ms; measured 10–20 ms less mouth-to-ear delay than the VoIP mode through the relay).
 """
 
 from __future__ import annotations
 
-from aiortc import rtcrtpsender
-from aiortc.codecs import get_encoder as aiortc_get_encoder
-from aiortc.codecs.opus import SAMPLES_PER_FRAME, OpusEncoder
-from aiortc.rtcrtpparameters import RTCRtpCodecParameters
-from av import AudioResampler
+from dataclasses import dataclass
+from fractions import Fraction
+
+import av
+import numpy as np
+
+from service.audio_frames import SAMPLE_RATE
+
+TIME_BASE = Fraction(1, SAMPLE_RATE)
 
 
-class RelayOpusEncoder(OpusEncoder):
-    """aiortc's Opus encoder with the channel count, bitrate and complexity chosen here."""
+@dataclass(frozen=True)
+class OpusSettings:
+    """Encoder settings for every listener's stream."""
 
-    def __init__(
-        self, bitrate: int, complexity: int, channels: int, application: str = "lowdelay"
-    ) -> None:
-        super().__init__()
-        layout = "mono" if channels == 1 else "stereo"
-        self.codec.layout = layout
-        self.codec.bit_rate = bitrate
-        self.codec.options = {"application": application, "compression_level": str(complexity)}
-        self.resampler = AudioResampler(
-            format="s16", layout=layout, rate=48000, frame_size=SAMPLES_PER_FRAME
-        )
+    bitrate: int = 48000
+    complexity: int = 5
+    channels: int = 1
+    application: str = "lowdelay"
 
 
-def install(bitrate: int, complexity: int, channels: int, application: str = "lowdelay") -> None:
-    """Make aiortc's senders in this process encode Opus with these settings."""
+class OpusPacketEncoder:
+    """One listener's Opus encoder: float mono frames in, packets with a continuous pts out."""
 
-    def get_encoder(codec: RTCRtpCodecParameters) -> object:
-        if codec.mimeType.lower() == "audio/opus":
-            return RelayOpusEncoder(bitrate, complexity, channels, application)
-        return aiortc_get_encoder(codec)
+    def __init__(self, settings: OpusSettings) -> None:
+        self.channels = settings.channels
+        self.codec = av.CodecContext.create("libopus", "w")
+        self.codec.bit_rate = settings.bitrate
+        self.codec.format = "s16"
+        self.codec.layout = "mono" if settings.channels == 1 else "stereo"
+        self.codec.sample_rate = SAMPLE_RATE
+        self.codec.time_base = TIME_BASE
+        self.codec.options = {
+            "application": settings.application,
+            "compression_level": str(settings.complexity),
+        }
+        self._pts = 0
 
-    rtcrtpsender.get_encoder = get_encoder  # type: ignore[assignment]
+    def encode(self, pcm: np.ndarray) -> list[av.Packet]:
+        """Encode one frame of int16 mono samples (packets may lag the first frame)."""
+        data = pcm[None, :] if self.channels == 1 else np.repeat(pcm, 2)[None, :]
+        frame = av.AudioFrame.from_ndarray(data, format="s16", layout=self.codec.layout.name)
+        frame.sample_rate = SAMPLE_RATE
+        frame.time_base = TIME_BASE
+        frame.pts = self._pts
+        self._pts += pcm.shape[0]
+        return list(self.codec.encode(frame))

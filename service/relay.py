@@ -10,14 +10,21 @@ import secrets
 import time
 
 import aioice.ice
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
 from aiortc.mediastreams import MediaStreamTrack
 
 from model.runtime import ModelRuntime
-from service import jitter, opus
+from service import jitter
 from service.batching import EnhancerPool
 from service.errors import RelayError
 from service.metrics import RelayMetrics
+from service.opus import OpusPacketEncoder, OpusSettings
 from service.participant import Participant
 from service.room import Room
 from service.sdp import check_offer_sdp
@@ -29,6 +36,11 @@ from service.warm_up import warm_up
 
 log = logging.getLogger(__name__)
 
+OPUS_ONLY = [
+    codec
+    for codec in RTCRtpSender.getCapabilities("audio").codecs
+    if codec.mimeType.lower() == "audio/opus"
+]
 ROOM_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 WATCHDOG_SECONDS = 0.5
 STATS_SECONDS = 5.0
@@ -73,7 +85,7 @@ class Relay:
         self._background: list[asyncio.Task[None]] = []
         restrict_host_addresses(settings.ice_host_addresses)
         jitter.install(None if settings.aiortc_jitter_buffer else settings.jitter_buffer_packets)
-        opus.install(
+        self.opus = OpusSettings(
             settings.opus_bitrate,
             settings.opus_complexity,
             settings.opus_channels,
@@ -237,7 +249,9 @@ class Relay:
             room=room,
             pc=pc,
             pipeline=SpeakerPipeline(self.runtime, defaults),
-            output=MixedAudioTrack(max_frames=self.settings.mix_buffer_frames),
+            output=MixedAudioTrack(
+                max_frames=self.settings.mix_buffer_frames, encoder=OpusPacketEncoder(self.opus)
+            ),
             echo=echo,
             metrics=self.metrics,
             pool=self.pool,
@@ -262,13 +276,17 @@ class Relay:
         self._pending_joins[room.name] = pending + 1
         failed = True
         try:
+            # the relay speaks Opus only: a transceiver made before the offer is applied keeps
+            # its codec preferences, whatever the offer prefers
+            pc.addTransceiver(participant.output, direction="sendrecv").setCodecPreferences(
+                OPUS_ONLY
+            )
             try:
                 await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             except (ValueError, KeyError, IndexError, TypeError) as error:
                 raise RelayError(
                     400, "malformed_sdp", f"the offer was rejected: {error}"
                 ) from error
-            pc.addTrack(participant.output)
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
             participant.listens = any(

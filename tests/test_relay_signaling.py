@@ -267,3 +267,19 @@ def test_cross_origin_whip_clients_when_allowed() -> None:
             headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
         )
         assert "access-control-allow-origin" not in other.headers
+
+
+def test_the_relay_answers_with_opus_only_whatever_the_offer_prefers(
+    relay: RunningRelay, offer: str
+) -> None:
+    lines = offer.splitlines()
+    for index, line in enumerate(lines):
+        if line.startswith("m=audio"):
+            head, payloads = line.split(" ")[:3], line.split(" ")[3:]
+            lines[index] = " ".join(head + sorted(payloads, key=lambda p: p != "0"))  # PCMU first
+    pcmu_first = "\r\n".join(lines) + "\r\n"
+    response = httpx.post(relay.url + "/offer", json={"sdp": pcmu_first, "room": "codec"})
+    assert response.status_code == 200, response.text
+    answer = response.json()["sdp"]
+    assert "opus/48000" in answer and "PCMU" not in answer and "PCMA" not in answer
+    httpx.delete(f"{relay.url}/rooms/codec/participants/{response.json()['participant_id']}")

@@ -267,3 +267,25 @@ def test_room_names_outside_the_alphabet_are_refused(name: str) -> None:
         check_room_name(name)
     assert caught.value.reason == "invalid_room"
     check_room_name("team-42_x.y")
+
+
+def test_the_outgoing_track_hands_aiortc_opus_packets_on_a_continuous_timeline() -> None:
+    import asyncio
+
+    from service.opus import OpusPacketEncoder, OpusSettings
+    from service.tracks import MixedAudioTrack
+
+    async def run() -> list[av.Packet]:
+        track = MixedAudioTrack(encoder=OpusPacketEncoder(OpusSettings()))
+        for value in (0.0, 0.1, np.nan, 2.0):
+            track.put(np.full(960, value, np.float32))
+        packets = [await track.recv() for _ in range(3)]
+        track.stop()
+        return packets
+
+    packets = asyncio.run(run())
+    assert all(isinstance(p, av.Packet) and bytes(p) for p in packets)
+    assert [p.pts for p in packets][1:] == [packets[0].pts + 960, packets[0].pts + 1920]
+    decoder = av.CodecContext.create("libopus", "r")
+    decoded = [f for p in packets for f in decoder.decode(p)]
+    assert decoded and all(f.sample_rate == 48000 for f in decoded)
