@@ -375,6 +375,11 @@ def _report(
         "frames_enhanced_per_second": enhanced / window if window else None,
         "frames_dropped": _counter_sum(before, after, "pnr_frames_dropped_total")
         - _counter_sum(before, after, "pnr_frames_dropped_total", reason="latency_trim"),
+        "frames_dropped_by_reason": {
+            _labels(key)[1].get("reason", "?"): increase
+            for key, increase in _delta(before, after, "pnr_frames_dropped_total").items()
+            if increase > 0
+        },
         "frames_trimmed_for_latency": _counter_sum(
             before, after, "pnr_frames_dropped_total", reason="latency_trim"
         ),

@@ -3,7 +3,7 @@
 Pure logic, no clock: the room calls :meth:`RoomMixer.tick` every 20 ms. Each speaker has a
 short FIFO of enhanced frames; a tick takes at most one frame from each, so a speaker whose
 packets stop contributes silence at once, and a FIFO that overflows loses its oldest frame
-(latency stays bounded). A FIFO that never empties for a second (a backlog left by a burst)
+(latency stays bounded). A FIFO that never empties for 5 s (a backlog left by a burst)
 loses one frame, so the delay returns to its minimum.
 """
 
@@ -25,7 +25,7 @@ class _Channel:
     standing_ticks: int = 0
 
 
-TRIM_AFTER_TICKS = 50  # one second
+TRIM_AFTER_TICKS = 250  # five seconds, like the receive buffer
 
 
 class RoomMixer:
