@@ -68,7 +68,12 @@ class Room:
                 )
             for participant_id, mix in outputs.items():
                 participant = self.participants.get(participant_id)
-                if participant is not None and participant.listens and not participant.closed:
+                if (
+                    participant is not None
+                    and participant.listens
+                    and participant.connected_at is not None  # its sender has started
+                    and not participant.closed
+                ):
                     dropped = participant.output.put(mix)
                     if dropped:
                         self.metrics.frames_dropped.labels("output_overflow").inc(dropped)
