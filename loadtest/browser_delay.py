@@ -15,12 +15,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -29,7 +26,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from loadtest.browsers import CHROMIUM, chromium_command
 from loadtest.peers import Peer
+from loadtest.server import serve_on_loopback
 
 RATE = 48000
 FRAME = 960
@@ -62,68 +61,20 @@ def burst_signal(seconds: float) -> np.ndarray:
     return signal
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _start_relay(extra_env: dict[str, str]) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    env = os.environ | {"PNR_ICE_HOST_ADDRESSES": "127.0.0.1", "PNR_LOG_LEVEL": "WARNING"}
-    env |= extra_env
-    server = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                return server, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    server.kill()
-    raise TimeoutError("relay did not become ready")
-
-
-def _chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        raise SystemExit("error: this benchmark needs Chromium (Debian package 'chromium')")
-    return found
-
-
 def measure(extra_env: dict[str, str], seconds: float) -> list[float]:
     """Delays (seconds) of every burst heard by the browser through one relay."""
-    server, url = _start_relay(extra_env)
+    served = serve_on_loopback({"PNR_LOG_LEVEL": "WARNING", **extra_env})
+    url = served.url
     onsets: list[float] = []
     profile = tempfile.mkdtemp(prefix="pnr-chromium-")
     browser = None
     try:
         browser = subprocess.Popen(
-            [
-                _chromium(),
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-quic",
-                f"--user-data-dir={profile}",
-                "--use-fake-ui-for-media-stream",
-                "--use-fake-device-for-media-stream",
-                "--allow-loopback-in-peer-connection",
-                "--disable-features=WebRtcHideLocalIpsWithMdns",
-                "--autoplay-policy=no-user-gesture-required",
-                "--enable-logging=stderr",
-                "--log-level=0",
-                f"{url}/?room=delay&name=browser&autojoin=1&measure=1",
-            ],
+            chromium_command(
+                f"{served.url}/?room=delay&name=browser&autojoin=1&measure=1",
+                Path(profile),
+                log_console=True,
+            ),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -147,8 +98,8 @@ def measure(extra_env: dict[str, str], seconds: float) -> list[float]:
         if browser is not None:
             browser.terminate()
             browser.wait(15)
-        server.terminate()
-        server.wait(30)
+        served.process.terminate()
+        served.process.wait(30)
         shutil.rmtree(profile, ignore_errors=True)
     bursts = [to_epoch + send_times[i] for i in range(0, len(send_times), BURST_EVERY_FRAMES)]
     first = bursts[0] + SETTLE_SECONDS if bursts else 0.0
@@ -187,6 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    if CHROMIUM is None:
+        parser.error("this benchmark needs Chromium (Debian package 'chromium')")
     results = {}
     for name, extra_env in CONFIGURATIONS.items():
         delays = measure(extra_env, args.seconds)

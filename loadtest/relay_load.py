@@ -19,8 +19,6 @@ import json
 import multiprocessing
 import os
 import re
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +26,8 @@ from typing import Any
 
 import httpx
 import numpy as np
+
+from loadtest.server import serve_on_loopback
 
 RATE = 48000
 FRAME = 960
@@ -232,43 +232,6 @@ def _counter_sum(before: dict, after: dict, name: str, **wanted: str) -> float:
     return sum(_delta(before, after, name, **wanted).values())
 
 
-def start_server(
-    port: int, room_size: int, workers: int, processes: int = 1
-) -> tuple[subprocess.Popen, float]:
-    """``percepnet-relay serve`` on 127.0.0.1; returns the process and its start-to-ready time."""
-    env = os.environ | {
-        "PNR_ICE_HOST_ADDRESSES": "127.0.0.1",
-        "PNR_MAX_PARTICIPANTS_PER_ROOM": str(room_size),
-        "PNR_MAX_ROOMS": "1000",
-        "PNR_WORKER_THREADS": str(workers),
-        "PNR_PROCESSES": str(processes),
-        "PNR_LOG_LEVEL": "WARNING",
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "service.cli",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    start = time.monotonic()
-    server = subprocess.Popen(command, env=env)
-    while time.monotonic() - start < 120:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return server, time.monotonic() - start
-        except httpx.HTTPError:
-            pass
-        if server.poll() is not None:
-            raise RuntimeError(f"server exited with {server.returncode}")
-        time.sleep(0.05)
-    server.kill()
-    raise TimeoutError("server did not become ready in 120 s")
-
-
 def run(args: argparse.Namespace) -> dict[str, object]:
     """One load-test run; returns the report."""
     data_dir = None if args.generated else _data_dir(args.data_dir)
@@ -276,11 +239,16 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     ready_seconds = None
     url = args.url
     if url is None:
-        with __import__("socket").socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        server, ready_seconds = start_server(port, args.room_size, args.workers, args.processes)
-        url = f"http://127.0.0.1:{port}"
+        served = serve_on_loopback(
+            {
+                "PNR_MAX_PARTICIPANTS_PER_ROOM": str(args.room_size),
+                "PNR_MAX_ROOMS": "1000",
+                "PNR_WORKER_THREADS": str(args.workers),
+                "PNR_PROCESSES": str(args.processes),
+                "PNR_LOG_LEVEL": "WARNING",
+            }
+        )
+        server, ready_seconds, url = served.process, served.ready_seconds, served.url
     try:
         rooms = [f"load{i // args.room_size}" for i in range(args.participants)]
         plan = [

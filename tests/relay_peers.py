@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -13,18 +12,12 @@ import httpx
 import uvicorn
 
 from loadtest.peers import ArrayAudioTrack, Peer, Recorder
+from loadtest.server import free_port
 from service.app import create_app
 from service.relay import Relay
 from service.settings import Settings
 
 __all__ = ["ArrayAudioTrack", "Peer", "Recorder", "RunningRelay", "free_port", "running_relay"]
-
-
-def free_port() -> int:
-    """A TCP port that was free a moment ago on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class RunningRelay:

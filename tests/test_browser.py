@@ -16,11 +16,9 @@ import soundfile as sf
 from relay_peers import Peer, running_relay
 from test_relay_media import noisy_speech
 
+from loadtest.browsers import CHROMIUM, chromium_command
 from model.runtime import DEFAULT_MODEL
 
-CHROMIUM = next(
-    (shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None
-)
 pytestmark = [
     pytest.mark.skipif(
         CHROMIUM is None,
@@ -30,27 +28,17 @@ pytestmark = [
 ]
 
 
-def chromium_command(url: str, wav: Path, profile: Path) -> list[str]:
-    assert CHROMIUM is not None
-    return [
-        CHROMIUM,
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-quic",
-        f"--user-data-dir={profile}",
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={wav}",
-        "--allow-loopback-in-peer-connection",
-        "--disable-features=WebRtcHideLocalIpsWithMdns",
-        "--autoplay-policy=no-user-gesture-required",
-        url,
-    ]
+async def browser_participant(url: str, room: str, name: str, timeout: float) -> dict[str, object]:
+    """The browser's participant once the relay has enhanced 3 s of its voice ({} if never)."""
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient() as client:
+        while time.monotonic() < deadline:
+            described = (await client.get(f"{url}/rooms/{room}")).json()
+            found = [p for p in described["participants"] if p["name"] == name]
+            if found and found[0]["frames"]["enhanced"] >= 150:  # 3 s of voice
+                return found[0]
+            await asyncio.sleep(0.2)
+    return {}
 
 
 def test_chromium_joins_from_the_page_and_a_peer_hears_it_enhanced(tmp_path: Path) -> None:
@@ -65,21 +53,12 @@ def test_chromium_joins_from_the_page_and_a_peer_hears_it_enhanced(tmp_path: Pat
             await listener.wait_connected()
             url = f"{relay.url}/?room=browser&name=chromium&autojoin=1"
             browser = subprocess.Popen(
-                chromium_command(url, wav, tmp_path / "profile"),
+                chromium_command(url, tmp_path / "profile", microphone_wav=wav),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
             try:
-                deadline = time.monotonic() + 45
-                state: dict[str, object] = {}
-                async with httpx.AsyncClient() as client:
-                    while time.monotonic() < deadline:
-                        room = (await client.get(f"{relay.url}/rooms/browser")).json()
-                        found = [p for p in room["participants"] if p["name"] == "chromium"]
-                        if found and found[0]["frames"]["enhanced"] >= 150:  # 3 s of voice
-                            state = found[0]
-                            break
-                        await asyncio.sleep(0.2)
+                state = await browser_participant(relay.url, "browser", "chromium", 45.0)
                 return state, listener
             finally:
                 browser.terminate()
@@ -149,16 +128,7 @@ def test_firefox_joins_from_the_page(tmp_path: Path) -> None:
                 stderr=subprocess.DEVNULL,
             )
             try:
-                deadline = time.monotonic() + 60
-                state: dict[str, object] = {}
-                async with httpx.AsyncClient() as client:
-                    while time.monotonic() < deadline:
-                        room = (await client.get(f"{relay.url}/rooms/firefox")).json()
-                        found = [p for p in room["participants"] if p["name"] == "firefox"]
-                        if found and found[0]["frames"]["enhanced"] >= 150:
-                            state = found[0]
-                            break
-                        await asyncio.sleep(0.2)
+                state = await browser_participant(relay.url, "firefox", "firefox", 60.0)
                 return state, len(listener.recorder.arrivals)
             finally:
                 browser.terminate()

@@ -4,17 +4,14 @@ media straight to the worker, merged /rooms, /readyz and /metrics, SIGTERM drain
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
-import time
 
 import httpx
 import numpy as np
 import pytest
-from relay_peers import Peer, free_port
+from relay_peers import Peer
 
+from loadtest.server import serve_on_loopback
 from model.runtime import DEFAULT_MODEL
 from service.cluster import merge_metrics, owner_index
 
@@ -39,37 +36,11 @@ def test_two_processes_behind_one_address() -> None:
     rooms = ["a0", "a1", "a2", "a3", "a4", "a5"]
     first = rooms[0]
     second = next(r for r in rooms if owner_index(r, 2) != owner_index(first, 2))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = os.environ | {"PNR_ICE_HOST_ADDRESSES": "127.0.0.1", "PNR_DRAIN_SECONDS": "1"}
-    front = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "service.cli",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--processes",
-            "2",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    served = serve_on_loopback(
+        {"PNR_DRAIN_SECONDS": "1"}, args=["--processes", "2"], capture_output=True, timeout=90
     )
+    front, url = served.process, served.url
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert front.poll() is None, front.stdout.read() if front.stdout else ""
-            time.sleep(0.1)
         ready = httpx.get(url + "/readyz").json()
         assert ready == {"ready": True, "workers": ["ready", "ready"]}
 
@@ -104,4 +75,4 @@ def test_two_processes_behind_one_address() -> None:
         if front.poll() is None:
             front.kill()
             front.wait()
-    assert code == 0, front.stdout.read() if front.stdout else ""
+    assert code == 0, served.output()

@@ -4,50 +4,26 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import httpx
 import numpy as np
 import pytest
-from relay_peers import Peer, free_port
+from relay_peers import Peer
 
+from loadtest.server import serve_on_loopback
 from model.runtime import DEFAULT_MODEL
 
 pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="no shipped model")
 
 
 def test_sigterm_drains_then_exits_cleanly() -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = os.environ | {
-        "PNR_ICE_HOST_ADDRESSES": "127.0.0.1",
-        "PNR_DRAIN_SECONDS": "1.5",
-        "PNR_LOG_FORMAT": "json",
-    }
-    started = time.monotonic()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    served = serve_on_loopback(
+        {"PNR_DRAIN_SECONDS": "1.5", "PNR_LOG_FORMAT": "json"}, capture_output=True, timeout=60
     )
+    server, url, ready_after = served.process, served.url, served.ready_seconds
     try:
-        ready_after = None
-        while time.monotonic() - started < 60:
-            try:
-                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                    ready_after = time.monotonic() - started
-                    break
-            except httpx.HTTPError:
-                pass
-            assert server.poll() is None, server.stdout.read() if server.stdout else ""
-            time.sleep(0.05)
-        assert ready_after is not None, "server never became ready"
 
         async def scenario() -> tuple[httpx.Response, httpx.Response, str, float]:
             peer = Peer(np.zeros(48000 * 30, np.float32))
@@ -73,7 +49,7 @@ def test_sigterm_drains_then_exits_cleanly() -> None:
 
         ready, join, state, ended_after = asyncio.run(scenario())
         code = server.wait(15)
-        output = server.stdout.read() if server.stdout else ""
+        output = served.output()
     finally:
         if server.poll() is None:
             server.kill()

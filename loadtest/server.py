@@ -1,0 +1,78 @@
+"""Start ``percepnet-relay serve`` as its own process on 127.0.0.1 and wait until it is ready
+(for the load test, the benchmarks and the tests that need a real server process)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import httpx
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServedRelay:
+    """A relay process, its base URL and how long it took from start to ready."""
+
+    process: subprocess.Popen
+    url: str
+    ready_seconds: float
+
+    def output(self) -> str:
+        """What the process printed (when started with ``capture_output``), once it has ended."""
+        return self.process.stdout.read() if self.process.stdout else ""
+
+
+def serve_on_loopback(
+    env: Mapping[str, str] | None = None,
+    args: Sequence[str] = (),
+    capture_output: bool = False,
+    timeout: float = 120.0,
+) -> ServedRelay:
+    """``percepnet-relay serve`` on a free loopback port with ICE on 127.0.0.1 only, ``env``
+    added to this process's environment; returns once ``/readyz`` answers 200."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            *args,
+        ],
+        env=os.environ | {"PNR_ICE_HOST_ADDRESSES": "127.0.0.1"} | dict(env or {}),
+        stdout=subprocess.PIPE if capture_output else None,
+        stderr=subprocess.STDOUT if capture_output else None,
+        text=True,
+    )
+    served = ServedRelay(process, url, 0.0)
+    while time.monotonic() - started < timeout:
+        try:
+            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                served.ready_seconds = time.monotonic() - started
+                return served
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None:
+            raise RuntimeError(f"the relay exited with {process.returncode}: {served.output()}")
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    raise TimeoutError(f"the relay was not ready within {timeout:.0f} s")
