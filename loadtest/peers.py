@@ -15,6 +15,9 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from service.audio_frames import mono_to_frame
+from service.opus import OpusPacketEncoder, OpusSettings
+
 FRAME = 960
 RATE = 48000
 
@@ -32,28 +35,34 @@ class ArrayAudioTrack(MediaStreamTrack):
         self.stalled = False  # True: stop sending (a peer whose audio vanishes, no BYE)
         self._start: float | None = None
 
-    async def recv(self) -> av.AudioFrame:
+    async def _next_turn(self) -> int:
+        """Wait until the next frame is due (real time from the first); returns its index."""
         if self.readyState != "live":
             raise MediaStreamError
         while self.stalled:
             await asyncio.sleep(0.05)
         if self._start is None:
             self._start = time.monotonic()
-        due = self._start + self.frame_index * FRAME / RATE
-        delay = due - time.monotonic()
+        delay = self._start + self.frame_index * FRAME / RATE - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        start = self.frame_index * FRAME
-        chunk = np.zeros(FRAME, dtype=np.float32)
-        part = self.signal[start : start + FRAME]
-        chunk[: part.shape[0]] = part
-        pcm = np.clip(np.rint(chunk * 32767), -32768, 32767).astype(np.int16)
-        frame = av.AudioFrame.from_ndarray(pcm[None, :], format="s16", layout="mono")
-        frame.sample_rate = RATE
-        frame.time_base = Fraction(1, RATE)
-        frame.pts = start
+        return self.frame_index
+
+    def _sent(self) -> None:
         self.frame_index += 1
         self.send_times.append(time.monotonic())
+
+    def _chunk(self, index: int) -> np.ndarray:
+        """Frame ``index`` of the signal, silence past its end."""
+        chunk = np.zeros(FRAME, dtype=np.float32)
+        part = self.signal[index * FRAME : (index + 1) * FRAME]
+        chunk[: part.shape[0]] = part
+        return chunk
+
+    async def recv(self) -> av.AudioFrame:
+        index = await self._next_turn()
+        frame = mono_to_frame(self._chunk(index), index * FRAME)
+        self._sent()
         return frame
 
 
@@ -63,43 +72,19 @@ class EncodedAudioTrack(ArrayAudioTrack):
 
     def __init__(self, signal: np.ndarray, bitrate: int = 32000) -> None:
         super().__init__(signal)
-        codec = av.CodecContext.create("libopus", "w")
-        codec.bit_rate = bitrate
-        codec.format = "s16"
-        codec.layout = "mono"
-        codec.sample_rate = RATE
-        codec.time_base = Fraction(1, RATE)
-        codec.options = {"application": "voip"}
-        self.packets: list[av.Packet] = []
-        whole = np.zeros(-(-self.signal.shape[0] // FRAME) * FRAME, dtype=np.float32)
-        whole[: self.signal.shape[0]] = self.signal
-        pcm = np.clip(np.rint(whole * 32767), -32768, 32767).astype(np.int16)
-        for index in range(pcm.shape[0] // FRAME):
-            frame = av.AudioFrame.from_ndarray(
-                pcm[None, index * FRAME : (index + 1) * FRAME], format="s16", layout="mono"
-            )
-            frame.sample_rate = RATE
-            frame.time_base = Fraction(1, RATE)
-            frame.pts = index * FRAME
-            self.packets.extend(codec.encode(frame))
-        self.packets.extend(codec.encode(None))
+        encoder = OpusPacketEncoder(OpusSettings(bitrate=bitrate, application="voip"))
+        self.packets = [
+            packet
+            for index in range(-(-self.signal.shape[0] // FRAME))
+            for packet in encoder.encode(self._chunk(index))
+        ]
 
     async def recv(self) -> av.Packet:  # type: ignore[override]
-        if self.readyState != "live":
-            raise MediaStreamError
-        while self.stalled:
-            await asyncio.sleep(0.05)
-        if self._start is None:
-            self._start = time.monotonic()
-        due = self._start + self.frame_index * FRAME / RATE
-        delay = due - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        packet = self.packets[self.frame_index % len(self.packets)]
-        packet.pts = self.frame_index * FRAME
+        index = await self._next_turn()
+        packet = self.packets[index % len(self.packets)]
+        packet.pts = index * FRAME
         packet.time_base = Fraction(1, RATE)
-        self.frame_index += 1
-        self.send_times.append(time.monotonic())
+        self._sent()
         return packet
 
 

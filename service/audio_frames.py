@@ -38,16 +38,14 @@ def frame_to_mono(frame: av.AudioFrame) -> np.ndarray:
     return mono
 
 
-def to_pcm16(samples: np.ndarray) -> np.ndarray:
-    """int16 samples from floats (clipped to [-1, 1], NaN as silence)."""
+def mono_to_frame(samples: np.ndarray, pts: int | None, channels: int = 1) -> av.AudioFrame:
+    """An s16 48 kHz frame from float mono samples (clipped to [-1, 1], NaN as silence);
+    ``channels=2`` puts the same samples on both channels."""
     clean = np.nan_to_num(np.asarray(samples, dtype=np.float32), nan=0.0, posinf=1.0, neginf=-1.0)
-    return np.clip(np.rint(clean * 32767.0), -32768, 32767).astype(np.int16)
-
-
-def mono_to_frame(samples: np.ndarray, pts: int | None) -> av.AudioFrame:
-    """A mono s16 48 kHz frame from float samples (clipped to [-1, 1], NaN as silence)."""
-    pcm = to_pcm16(samples)
-    frame = av.AudioFrame.from_ndarray(pcm[None, :], format="s16", layout="mono")
+    pcm = np.clip(np.rint(clean * 32767.0), -32768, 32767).astype(np.int16)
+    data = pcm[None, :] if channels == 1 else np.repeat(pcm, channels)[None, :]
+    layout = "mono" if channels == 1 else "stereo"
+    frame = av.AudioFrame.from_ndarray(data, format="s16", layout=layout)
     frame.sample_rate = SAMPLE_RATE
     frame.time_base = TIME_BASE
     frame.pts = pts

@@ -15,7 +15,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from service.audio_frames import SAMPLE_RATE
+from service.audio_frames import SAMPLE_RATE, mono_to_frame
 
 TIME_BASE = Fraction(1, SAMPLE_RATE)
 
@@ -31,7 +31,7 @@ class OpusSettings:
 
 
 class OpusPacketEncoder:
-    """One listener's Opus encoder: float mono frames in, packets with a continuous pts out."""
+    """One Opus stream: float mono frames in, packets with a continuous pts out."""
 
     def __init__(self, settings: OpusSettings) -> None:
         self.channels = settings.channels
@@ -47,12 +47,8 @@ class OpusPacketEncoder:
         }
         self._pts = 0
 
-    def encode(self, pcm: np.ndarray) -> list[av.Packet]:
-        """Encode one frame of int16 mono samples (packets may lag the first frame)."""
-        data = pcm[None, :] if self.channels == 1 else np.repeat(pcm, 2)[None, :]
-        frame = av.AudioFrame.from_ndarray(data, format="s16", layout=self.codec.layout.name)
-        frame.sample_rate = SAMPLE_RATE
-        frame.time_base = TIME_BASE
-        frame.pts = self._pts
-        self._pts += pcm.shape[0]
+    def encode(self, samples: np.ndarray) -> list[av.Packet]:
+        """Encode one frame of float mono samples (libopus returns one packet per 20 ms)."""
+        frame = mono_to_frame(samples, self._pts, self.channels)
+        self._pts += samples.shape[0]
         return list(self.codec.encode(frame))

@@ -249,9 +249,7 @@ class Relay:
             room=room,
             pc=pc,
             pipeline=SpeakerPipeline(self.runtime, defaults),
-            output=MixedAudioTrack(
-                max_frames=self.settings.mix_buffer_frames, encoder=OpusPacketEncoder(self.opus)
-            ),
+            output=MixedAudioTrack(OpusPacketEncoder(self.opus), self.settings.mix_buffer_frames),
             echo=echo,
             metrics=self.metrics,
             pool=self.pool,

@@ -278,7 +278,7 @@ def test_the_outgoing_track_hands_aiortc_opus_packets_on_a_continuous_timeline()
     from service.tracks import MixedAudioTrack
 
     async def run() -> list[av.Packet]:
-        track = MixedAudioTrack(encoder=OpusPacketEncoder(OpusSettings()))
+        track = MixedAudioTrack(OpusPacketEncoder(OpusSettings()))
         for value in (0.0, 0.1, np.nan, 2.0):
             track.put(np.full(960, value, np.float32))
         packets = [await track.recv() for _ in range(3)]
