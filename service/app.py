@@ -7,7 +7,7 @@ import contextlib
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from importlib import resources
 from typing import Any
 
@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from model.runtime import ModelRuntime
-from service.errors import RelayError
+from service.errors import RelayError, describe_validation_errors
 from service.relay import Relay
 from service.settings import Settings
 
@@ -49,16 +49,31 @@ class SettingsPatch(BaseModel):
     postfilter: bool | None = None
 
 
+def _too_large(limit: int) -> str:
+    return f"request bodies are limited to {limit} bytes"
+
+
+def add_body_limit(app: FastAPI, limit: int, on_refused: Callable[[], None] | None = None) -> None:
+    """Refuse (413) every request that declares a body over ``limit`` bytes, unread; bodies
+    without a declared length are bounded while read (:func:`read_body`)."""
+
+    @app.middleware("http")
+    async def limit_declared_body(request: Request, call_next: Any) -> Response:
+        declared = request.headers.get("content-length", "0")
+        if not declared.isdigit() or int(declared) > limit:
+            if on_refused is not None:
+                on_refused()
+            return JSONResponse({"error": "body_too_large", "detail": _too_large(limit)}, 413)
+        return await call_next(request)
+
+
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 beyond ``limit`` bytes (declared or actual)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise RelayError(413, "body_too_large", f"request bodies are limited to {limit} bytes")
+    """The request body, refused with 413 once it grows beyond ``limit`` bytes."""
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise RelayError(413, "body_too_large", f"request bodies are limited to {limit} bytes")
+            raise RelayError(413, "body_too_large", _too_large(limit))
     return bytes(body)
 
 
@@ -117,20 +132,9 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
     app.state.relay = relay
     add_cors(app, settings)
 
-    @app.middleware("http")
-    async def limit_declared_body(request: Request, call_next: Any) -> Response:
-        """Refuse any request that declares a body larger than the limit, before reading it."""
-        declared = request.headers.get("content-length", "0")
-        if not declared.isdigit() or int(declared) > settings.max_body_bytes:
-            relay.metrics.signaling_errors.labels("body_too_large").inc()
-            return JSONResponse(
-                {
-                    "error": "body_too_large",
-                    "detail": f"request bodies are limited to {settings.max_body_bytes} bytes",
-                },
-                413,
-            )
-        return await call_next(request)
+    add_body_limit(
+        app, settings.max_body_bytes, relay.metrics.signaling_errors.labels("body_too_large").inc
+    )
 
     add_page(app)
 
@@ -144,9 +148,7 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
         relay.metrics.signaling_errors.labels("invalid_request").inc()
-        detail = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
-        )
+        detail = describe_validation_errors(error.errors())
         return JSONResponse({"error": "invalid_request", "detail": detail}, 422)
 
     def require_admin(request: Request) -> None:
@@ -191,10 +193,7 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
         try:
             body = OfferRequest.model_validate(data)
         except ValidationError as error:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
-                for e in error.errors()
-            )
+            problems = describe_validation_errors(error.errors())
             raise RelayError(422, "invalid_offer_request", problems) from error
         if body.type != "offer":
             raise RelayError(422, "invalid_offer_request", "type must be 'offer'")

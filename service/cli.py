@@ -316,6 +316,7 @@ def _add_serve(commands: argparse._SubParsersAction[_Parser]) -> None:
 def _run_serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from service.errors import describe_validation_errors
     from service.server import serve
     from service.settings import Settings
 
@@ -334,10 +335,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise CommandError(f"bad settings: {problems}") from exc
+        raise CommandError(f"bad settings: {describe_validation_errors(exc.errors())}") from exc
     if not settings.model_path.is_file():
         raise CommandError(f"{settings.model_path}: model file not found")
     if settings.processes > 1:

@@ -31,7 +31,7 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from service.app import add_cors, add_page, read_body
+from service.app import add_body_limit, add_cors, add_page, read_body
 from service.errors import RelayError
 from service.server import configure_logging
 from service.settings import Settings
@@ -110,6 +110,7 @@ def create_front_app(settings: Settings, workers: list[str]) -> FastAPI:
     app = FastAPI(title="percepnet-relay (cluster front)", lifespan=lifespan)
     add_page(app)
     add_cors(app, settings)
+    add_body_limit(app, settings.max_body_bytes)
 
     @app.exception_handler(RelayError)
     async def relay_error(request: Request, error: RelayError) -> JSONResponse:
@@ -216,12 +217,15 @@ def start_workers(settings: Settings, count: int) -> tuple[list[subprocess.Popen
     processes, urls = [], []
     for _ in range(count):
         port = _free_port("127.0.0.1")
-        env = os.environ | {"PNR_HOST": "127.0.0.1", "PNR_PORT": str(port), "PNR_PROCESSES": "1"}
+        env = os.environ | {  # the rest of the settings come from the same environment
+            "PNR_HOST": "127.0.0.1",
+            "PNR_PORT": str(port),
+            "PNR_PROCESSES": "1",
+            "PNR_MODEL_PATH": str(settings.model_path),
+            "PNR_WORKER_THREADS": str(settings.worker_threads),
+            "PNR_LOG_FORMAT": settings.log_format,
+        }
         command = [sys.executable, "-m", "service.cli", "serve"]
-        if settings.model_path:
-            env["PNR_MODEL_PATH"] = str(settings.model_path)
-        env["PNR_WORKER_THREADS"] = str(settings.worker_threads)
-        env["PNR_LOG_FORMAT"] = settings.log_format
         processes.append(subprocess.Popen(command, env=env))
         urls.append(f"http://127.0.0.1:{port}")
     return processes, urls
@@ -236,6 +240,7 @@ class ClusterFront(uvicorn.Server):
         super().__init__(config)
         self.workers = workers
         self.drain_seconds = drain_seconds
+        self._waiting: asyncio.Task[None] | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         for worker in self.workers:
@@ -244,8 +249,7 @@ class ClusterFront(uvicorn.Server):
         if sig != signal.SIGTERM:
             super().handle_exit(sig, frame)
             return
-        loop = asyncio.get_event_loop()
-        loop.call_soon_threadsafe(lambda: loop.create_task(self._wait_workers()))
+        self._waiting = asyncio.get_event_loop().create_task(self._wait_workers())
 
     async def _wait_workers(self) -> None:
         deadline = time.monotonic() + self.drain_seconds + 15

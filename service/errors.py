@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 
 class RelayError(Exception):
     """A refused request; rendered as ``{"error": reason, "detail": detail}`` with ``status``."""
@@ -14,3 +17,11 @@ class RelayError(Exception):
         self.reason = reason
         self.detail = detail
         self.headers = headers or {}
+
+
+def describe_validation_errors(errors: Sequence[Mapping[str, Any]]) -> str:
+    """pydantic's errors as one line: ``field.path: message; …`` (``body`` for the whole)."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']) or 'body'}: {error['msg']}"
+        for error in errors
+    )

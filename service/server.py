@@ -54,19 +54,14 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self.relay = relay
         self.drain_seconds = drain_seconds
-        self._draining: asyncio.Future[None] | None = None
         self._drain_task: asyncio.Task[None] | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if sig != signal.SIGTERM or self._draining is not None:
+        if sig != signal.SIGTERM or self._drain_task is not None:
             super().handle_exit(sig, frame)
             return
-        loop = asyncio.get_event_loop()
-        self._draining = asyncio.Future(loop=loop)  # marks the drain as started
-        loop.call_soon_threadsafe(self._start_drain)
-
-    def _start_drain(self) -> None:
-        self._drain_task = asyncio.get_running_loop().create_task(self._drain_then_exit())
+        # a signal handler runs between two steps of the event loop, on its thread
+        self._drain_task = asyncio.get_event_loop().create_task(self._drain_then_exit())
 
     async def _drain_then_exit(self) -> None:
         try:
