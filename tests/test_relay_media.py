@@ -16,6 +16,7 @@ from relay_peers import Peer, RunningRelay, running_relay
 from shared_data import find_shared_data, speech_and_noise
 from signals import pink_noise, speech_like
 
+from loadtest.relay_load import lag_of
 from model.evaluate import pesq_wb, si_sdr
 from model.runtime import DEFAULT_MODEL
 
@@ -39,14 +40,6 @@ def noisy_speech(seconds: float, snr_db: float) -> tuple[np.ndarray, np.ndarray]
     return clean.astype(np.float32), (clean + noise).astype(np.float32)
 
 
-def align(reference: np.ndarray, received: np.ndarray, max_lag: int) -> int:
-    """Lag (samples) at which ``received`` best matches ``reference``."""
-    n = 1 << int(np.ceil(np.log2(reference.shape[0] + received.shape[0])))
-    spectrum = np.fft.rfft(received, n) * np.conj(np.fft.rfft(reference, n))
-    correlation = np.fft.irfft(spectrum, n)[: max_lag + 1]
-    return int(np.argmax(correlation))
-
-
 def segmental_si_sdr(clean: np.ndarray, signal: np.ndarray, lag: int) -> float:
     """Median SI-SDR over 1 s segments, each re-aligned within ±40 ms of ``lag``: a frame lost
     or inserted on the way (a loaded machine) shifts the rest of the stream, not the score."""
@@ -57,7 +50,7 @@ def segmental_si_sdr(clean: np.ndarray, signal: np.ndarray, lag: int) -> float:
         window = signal[lo : start + lag + RATE + 2 * FRAME]
         if window.shape[0] < RATE:
             break
-        shift = align(segment, window, max_lag=window.shape[0] - RATE)
+        shift = lag_of(segment, window, max_lag=window.shape[0] - RATE)[0]
         scores.append(si_sdr(segment, window[shift : shift + RATE]))
     return float(np.median(scores))
 
@@ -84,7 +77,7 @@ def test_two_peers_hear_each_other_enhanced_and_the_delay_is_measured(relay: Run
     clean, noisy = noisy_speech(seconds, snr_db=0.0)
     speaker, listener = asyncio.run(send_and_record(relay.url, noisy, seconds + 1.0))
     received = listener.recorder.samples
-    lag = align(clean, received, max_lag=RATE)
+    lag = lag_of(clean, received, max_lag=RATE)[0]
     aligned = received[lag : lag + clean.shape[0]]
     scored = slice(RATE // 2, aligned.shape[0] - RATE // 2)  # skip the start-up transient
     noisy_sdr = segmental_si_sdr(clean, noisy, 0)
@@ -275,7 +268,7 @@ def test_packet_loss_costs_only_the_lost_packets(relay: RunningRelay) -> None:
 
     listener, counts, frames = asyncio.run(scenario())
     received = listener.recorder.samples
-    lag = align(clean, received, max_lag=RATE)
+    lag = lag_of(clean, received, max_lag=RATE)[0]
     lags = []
     for start in range(RATE, clean.shape[0] - RATE, RATE):
         segment = clean[start : start + RATE]
@@ -283,7 +276,7 @@ def test_packet_loss_costs_only_the_lost_packets(relay: RunningRelay) -> None:
         window = received[low : start + lag + RATE + 20 * FRAME]
         if window.shape[0] < RATE:
             break
-        lags.append(low + align(segment, window, max_lag=window.shape[0] - RATE) - start)
+        lags.append(low + lag_of(segment, window, max_lag=window.shape[0] - RATE)[0] - start)
     spread_ms = 1000 * (max(lags) - min(lags)) / RATE
     delivered = counts["rtp"] - counts["dropped"]
     print(
