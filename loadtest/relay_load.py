@@ -27,12 +27,20 @@ from typing import Any
 import httpx
 import numpy as np
 
+from loadtest.profile import (
+    components,
+    print_components,
+    py_spy_command,
+    read_samples,
+    start_recording,
+)
 from loadtest.server import serve_on_loopback
 
 RATE = 48000
 FRAME = 960
 SETTLE_SECONDS = 2.0  # after everyone connected, before the measured window
 ALIGN_SECONDS = 4.0
+PROFILE_KEY = "server_profile_percent_per_participant"
 
 
 def participant_signal(index: int, seconds: float, data_dir: Path | None) -> np.ndarray:
@@ -267,14 +275,24 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 ],
             )
             time.sleep(min(args.seconds / 2, 8.0))  # joins, ICE, then the steady window
+            planned = max(1.0, args.seconds / 2 - 2.0)
+            profiler = (
+                start_recording(server.pid, planned, args.profile)
+                if args.profile and server
+                else None
+            )
             window_start = time.monotonic()
             before = _scrape(url)
             cpu_before = _cpu_seconds(server.pid) if server else None
-            time.sleep(max(1.0, args.seconds / 2 - 2.0))
+            clients_before = _cpu_seconds(os.getpid()) - (cpu_before or 0.0)
+            time.sleep(planned)
             window = time.monotonic() - window_start
             after = _scrape(url)
             cpu_after = _cpu_seconds(server.pid) if server else None
+            clients_after = _cpu_seconds(os.getpid()) - (cpu_after or 0.0)
             rss = _rss_bytes(server.pid) if server else None
+            if profiler is not None:
+                profiler.wait(planned + 30)
             results: list[PeerResult] = [
                 r for part in pending.get(args.seconds + 120) for r in part
             ]
@@ -294,6 +312,12 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     report["server_cpu_percent_per_participant_by_thread"] = dict(
         sorted(threads.items(), key=lambda kv: -kv[1])
     )
+    if server is not None and window > 0:  # the load generator's own cost, same machine
+        clients = 100.0 * (clients_after - clients_before) / window / args.participants
+        report["client_cpu_percent_per_participant"] = clients
+    if profiler is not None and args.profile.exists():
+        rows = components(read_samples(args.profile), threads)
+        report[PROFILE_KEY] = {k: round(v, 2) for k, v in rows}
     return report
 
 
@@ -384,9 +408,14 @@ def print_table(report: dict[str, object]) -> None:
             return f"{value:.2f}"
         return str(value)
 
-    width = max(len(k) for k in report)
-    for key, value in report.items():
+    profile = report.get(PROFILE_KEY)
+    rows = {k: v for k, v in report.items() if k != PROFILE_KEY}
+    width = max(len(k) for k in rows)
+    for key, value in rows.items():
         print(f"{key:<{width}}  {show(value, key)}")
+    if isinstance(profile, dict):
+        print()
+        print_components(list(profile.items()), "% of one core per participant")
 
 
 def is_real_time(report: dict[str, object]) -> bool:
@@ -448,11 +477,20 @@ def main(argv: list[str] | None = None) -> None:
         help="double N from --participants until it stops being real time "
         "(p99 lag < 20 ms, no drops), then bisect; plots lag and CPU against N",
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="RAW",
+        help="sample the server with py-spy during the measured window: collapsed stacks to "
+        "RAW (flamegraph.pl/speedscope input), time by component in the report",
+    )
     parser.add_argument("--max-participants", type=int, default=128)
     parser.add_argument("--plot", type=Path, default=Path("out/loadtest_ramp.png"))
     args = parser.parse_args(argv)
     if args.participants < 2 or args.room_size < 2 or args.seconds < 4:
         parser.error("need at least 2 participants, rooms of 2 or more, and 4 seconds")
+    if args.profile and (args.url or py_spy_command() is None):
+        parser.error("--profile needs py-spy installed and a server started here (not --url)")
     options = {key: str(value) for key, value in vars(args).items()}
     if not args.ramp:
         report = run(args)

@@ -32,17 +32,20 @@ def frame_to_mono(frame: av.AudioFrame) -> np.ndarray:
         scale = 1.0 / 2147483648.0
     else:
         scale = 1.0
-    mono = planes.astype(np.float32).mean(axis=0) if channels > 1 else planes[0].astype(np.float32)
-    if scale != 1.0:
-        mono *= np.float32(scale)
+    mono = planes[0].astype(np.float32)
+    for plane in planes[1:]:  # summing planes: several times cheaper than .mean(axis=0)
+        mono += plane
+    mono *= np.float32(scale / channels)
     return mono
 
 
 def mono_to_frame(samples: np.ndarray, pts: int | None, channels: int = 1) -> av.AudioFrame:
     """An s16 48 kHz frame from float mono samples (clipped to [-1, 1], NaN as silence);
     ``channels=2`` puts the same samples on both channels."""
-    clean = np.nan_to_num(np.asarray(samples, dtype=np.float32), nan=0.0, posinf=1.0, neginf=-1.0)
-    pcm = np.clip(np.rint(clean * 32767.0), -32768, 32767).astype(np.int16)
+    scaled = np.asarray(samples, dtype=np.float32) * np.float32(32767.0)  # a new array
+    scaled[np.isnan(scaled)] = 0.0
+    np.clip(scaled, -32768.0, 32767.0, out=scaled)
+    pcm = np.rint(scaled, out=scaled).astype(np.int16)
     data = pcm[None, :] if channels == 1 else np.repeat(pcm, channels)[None, :]
     layout = "mono" if channels == 1 else "stereo"
     frame = av.AudioFrame.from_ndarray(data, format="s16", layout=layout)
