@@ -174,6 +174,12 @@ def _cpu_seconds(pid: int) -> float:
     return total
 
 
+def _clients_cpu_seconds(server_seconds: float | None, profiler: Any) -> float:
+    """CPU time of the client processes: this process's tree less the server and py-spy."""
+    others = (server_seconds or 0.0) + (_cpu_seconds(profiler.pid) if profiler else 0.0)
+    return _cpu_seconds(os.getpid()) - others
+
+
 def _rss_bytes(pid: int) -> int:
     total = 0
     for member in _process_tree(pid):
@@ -276,20 +282,20 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             )
             time.sleep(min(args.seconds / 2, 8.0))  # joins, ICE, then the steady window
             planned = max(1.0, args.seconds / 2 - 2.0)
-            profiler = (
-                start_recording(server.pid, planned, args.profile)
+            profiler = (  # runs past the window, so its own CPU can be told apart
+                start_recording(server.pid, planned + 2.0, args.profile)
                 if args.profile and server
                 else None
             )
             window_start = time.monotonic()
             before = _scrape(url)
             cpu_before = _cpu_seconds(server.pid) if server else None
-            clients_before = _cpu_seconds(os.getpid()) - (cpu_before or 0.0)
+            clients_before = _clients_cpu_seconds(cpu_before, profiler)
             time.sleep(planned)
             window = time.monotonic() - window_start
             after = _scrape(url)
             cpu_after = _cpu_seconds(server.pid) if server else None
-            clients_after = _cpu_seconds(os.getpid()) - (cpu_after or 0.0)
+            clients_after = _clients_cpu_seconds(cpu_after, profiler)
             rss = _rss_bytes(server.pid) if server else None
             if profiler is not None:
                 profiler.wait(planned + 30)

@@ -33,6 +33,7 @@ def test_load_test_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert report["participants"] == 2 and report["connected"] == 2
     assert report["frames_enhanced_per_second"] > 50  # two speakers: 100 frames/s
     assert report["server_cpu_percent_per_participant"] > 0
+    assert report["client_cpu_percent_per_participant"] > 0  # the load generator's own share
     assert report["server_ready_seconds"] < 60
     assert report["mouth_to_ear_seconds_p50"] is not None
     assert "server_cpu_percent_per_participant" in capsys.readouterr().out
