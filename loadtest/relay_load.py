@@ -6,7 +6,9 @@ real time (dev-split speech + noise from ../shared/data, or generated audio with
 record what it receives, for a fixed duration. Reports, as a table and JSON: server CPU per
 participant (% of one core), per-hop processing time and processing lag p50/p99 (from the
 server's histograms), frames dropped or passed through, mouth-to-ear delay p50/p95 (received
-audio aligned with each other speaker's signal and their send times), and server RSS.
+audio aligned with each other speaker's signal and their send times), server RSS and the
+client processes' own CPU; ``--profile RAW`` adds where the server's time goes (py-spy, see
+loadtest/profile.py).
 
     python -m loadtest.relay_load --participants 8 --room-size 4 --seconds 20
 """
