@@ -326,6 +326,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     if profiler is not None and args.profile.exists():
         rows = components(read_samples(args.profile), threads)
         report[PROFILE_KEY] = {k: round(v, 2) for k, v in rows}
+    elif profiler is not None:
+        why = (profiler.stderr.read() if profiler.stderr else b"").decode(errors="replace")
+        print(f"no profile: py-spy wrote nothing ({why.strip()[-300:] or 'no message'})")
     return report
 
 
