@@ -476,7 +476,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--room-size", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--client-processes", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=2, help="server enhancement threads")
+    parser.add_argument("--workers", type=int, default=1, help="server enhancement threads")
     parser.add_argument("--processes", type=int, default=1, help="server relay processes")
     parser.add_argument("--url", help="target a running relay instead of starting one")
     parser.add_argument("--data-dir", help="default: $PNR_DATA_DIR or ../shared/data")

@@ -56,7 +56,11 @@ class Settings(BaseSettings):
         description="relay processes behind one address (rooms pinned to one each); 1: one",
     )
     worker_threads: int = Field(
-        2, ge=1, le=64, description="enhancement threads (each batches its own speakers)"
+        1,
+        ge=1,
+        le=64,
+        description="enhancement threads, each batching its own speakers; one batches best, "
+        "and a process's event loop saturates before one thread does (more cores: processes)",
     )
     batch_deadline_ms: float = Field(
         0.0,
