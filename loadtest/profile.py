@@ -20,6 +20,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from service.metrics import thread_group
+
 # (component, substrings of a frame): the first rule that matches a frame, scanning from the
 # leaf towards the root, names the sample's component
 RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -66,13 +68,6 @@ def start_recording(pid: int, seconds: float, output: Path, rate: int = 100) -> 
         "--threads", "--subprocesses", "--nonblocking",
     ]  # fmt: skip
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def thread_group(name: str) -> str:
-    """The ``pnr_thread_cpu_seconds_total`` group of a thread name (see service/metrics.py)."""
-    if name == "MainThread":
-        return "event_loop"
-    return re.sub(r"[-_ ]?\(?\d+\)?$", "", name.split(" (")[0]) or "thread"
 
 
 def _source_line(file: str, line: int) -> str:

@@ -34,6 +34,14 @@ LAG_BUCKETS = (0.5e-3, 1e-3, 2e-3, 5e-3, 10e-3, 20e-3, 40e-3, 80e-3, 160e-3, 320
 NETWORK_BUCKETS = (1e-3, 2e-3, 5e-3, 10e-3, 20e-3, 50e-3, 100e-3, 200e-3, 500e-3, 1.0)
 
 
+def thread_group(name: str) -> str:
+    """A thread's group: its Python name without the number ("enhance-1" → "enhance"), the
+    main thread's "event_loop"."""
+    if name == "MainThread":
+        return "event_loop"
+    return re.sub(r"[-_ ]?\(?\d+\)?$", "", name.split(" (")[0]) or "thread"
+
+
 class ThreadCpuCollector(Collector):
     """``pnr_thread_cpu_seconds_total{thread=…}``: CPU time of this process's threads, grouped
     by Python thread name without its number (event loop, enhancement shards, aiortc's audio
@@ -51,9 +59,7 @@ class ThreadCpuCollector(Collector):
                 fields = stat.read_text().rsplit(")", 1)[1].split()
             except (OSError, IndexError):
                 continue
-            group = re.sub(r"[-_ ]?\(?\d+\)?$", "", thread.name.split(" (")[0]) or "thread"
-            if thread is threading.main_thread():
-                group = "event_loop"
+            group = "event_loop" if thread is threading.main_thread() else thread_group(thread.name)
             groups[group] = groups.get(group, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
         for group, seconds in sorted(groups.items()):
             family.add_metric([group], seconds)

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.profile import components, read_samples, thread_group
+from loadtest.profile import components, read_samples
+from service.metrics import thread_group
 
 RAW = """\
 thread (0x1): MainThread;Runner.run (asyncio/runners.py:118) 50
