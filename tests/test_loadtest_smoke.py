@@ -34,6 +34,8 @@ def test_load_test_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert report["frames_enhanced_per_second"] > 50  # two speakers: 100 frames/s
     assert report["server_cpu_percent_per_participant"] > 0
     assert report["client_cpu_percent_per_participant"] > 0  # the load generator's own share
+    by_thread = report["server_cpu_percent_per_participant_by_thread"]  # pnr_thread_cpu_…
+    assert {"event_loop", "enhance"} <= set(by_thread)
     assert report["server_ready_seconds"] < 60
     assert report["mouth_to_ear_seconds_p50"] is not None
     assert "server_cpu_percent_per_participant" in capsys.readouterr().out
