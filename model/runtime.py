@@ -109,8 +109,6 @@ class ModelGainSource:
         self.runtime = runtime
         self._features = np.zeros((1, NUM_FEATURES), dtype=np.float32)
         self._conv1, self._conv2, self._gru = runtime.zero_state(1)
-        self._gains = np.ones(NUM_BANDS, dtype=np.float32)
-        self._strengths = np.zeros(NUM_BANDS, dtype=np.float32)
 
     def reset(self) -> None:
         """Start a new stream."""
@@ -121,15 +119,8 @@ class ModelGainSource:
     def gains_for(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Gains and strengths for the frame two hops before ``features``."""
         self._features[0] = features
-        gains, strengths, conv1, conv2, gru = self.runtime.step_batch(
-            self._features, self._conv1, self._conv2, self._gru
-        )
-        self._conv1[...] = conv1
-        self._conv2[...] = conv2
-        self._gru[...] = gru
-        self._gains[:] = gains[0]
-        self._strengths[:] = strengths[0]
-        return self._gains, self._strengths
+        gains, strengths = step_sources([self], self._features)
+        return gains[0], strengths[0]
 
 
 def step_sources(
@@ -145,15 +136,18 @@ def step_sources(
     if not sources:
         empty = np.zeros((0, NUM_BANDS), dtype=np.float32)
         return empty, empty.copy()
-    runtime = sources[0].runtime
-    conv1 = np.concatenate([s._conv1 for s in sources])
-    conv2 = np.concatenate([s._conv2 for s in sources])
-    gru = np.concatenate([s._gru for s in sources])
-    gains, strengths, conv1, conv2, gru = runtime.step_batch(
-        np.ascontiguousarray(features, dtype=np.float32), conv1, conv2, gru
+    if len(sources) == 1:  # a source's own state is already a batch of one
+        state = [sources[0]._conv1, sources[0]._conv2, sources[0]._gru]
+    else:
+        state = [
+            np.concatenate([s._conv1 for s in sources]),
+            np.concatenate([s._conv2 for s in sources]),
+            np.concatenate([s._gru for s in sources]),
+        ]
+    gains, strengths, conv1, conv2, gru = sources[0].runtime.step_batch(
+        np.ascontiguousarray(features, dtype=np.float32), *state
     )
-    for index, source in enumerate(sources):
-        source._conv1[0] = conv1[index]
-        source._conv2[0] = conv2[index]
-        source._gru[0] = gru[index]
+    for index, source in enumerate(sources):  # each keeps its row of the new state: no copy
+        row = slice(index, index + 1)
+        source._conv1, source._conv2, source._gru = conv1[row], conv2[row], gru[row]
     return gains, strengths

@@ -50,12 +50,13 @@ def enhance_batch(
         except ValueError as error:
             hops.append(-1)
             outcomes.append(error)
+    features = np.empty((len(pipelines), NUM_FEATURES), dtype=np.float32)  # one per batch
     for index in range(max(hops, default=0)):
         active = [p for p, count in zip(pipelines, hops, strict=True) if count > index]
-        features = np.empty((len(active), NUM_FEATURES), dtype=np.float32)
+        rows = features[: len(active)]
         for row, pipeline in enumerate(active):
-            features[row] = pipeline.analyze_hop(index)
-        gains, strengths = step_sources([p.gain_source for p in active], features)
+            rows[row] = pipeline.analyze_hop(index)
+        gains, strengths = step_sources([p.gain_source for p in active], rows)
         for row, pipeline in enumerate(active):
             pipeline.synthesize_hop(index, gains[row], strengths[row])
     per_hop = (time.perf_counter() - start) / max(sum(h for h in hops if h > 0), 1)

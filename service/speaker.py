@@ -63,7 +63,6 @@ class SpeakerPipeline:
         self._produced = np.zeros(0, dtype=np.float32)
         self._frame_length = 0
         self._started = 0.0
-        self._model_seconds = 0.0
 
     def _apply_settings(self) -> EnhancementSettings:
         settings = self.settings  # one read: a concurrent update applies from the next frame
@@ -81,7 +80,6 @@ class SpeakerPipeline:
             raise ValueError(f"a frame is one channel of samples, got shape {samples.shape}")
         self._frame_length = samples.shape[0]
         self._started = time.perf_counter()
-        self._model_seconds = 0.0
         if not self._apply_settings().enhance:
             self._hops = []
             self._produced = samples
