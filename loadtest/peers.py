@@ -15,7 +15,7 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from service.audio_frames import mono_to_frame
+from service.audio_frames import frame_to_mono, mono_to_frame
 from service.opus import OpusPacketEncoder, OpusSettings
 
 FRAME = 960
@@ -107,10 +107,7 @@ class Recorder:
                 return
             if not isinstance(frame, av.AudioFrame):
                 continue
-            data = frame.to_ndarray().astype(np.float32) / 32768.0
-            channels = len(frame.layout.channels)
-            mono = data.reshape(-1, channels).mean(axis=1)
-            self.chunks.append(mono)
+            self.chunks.append(frame_to_mono(frame))
             self.arrivals.append(time.monotonic())
 
     @property
