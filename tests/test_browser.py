@@ -7,6 +7,7 @@ import asyncio
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -41,31 +42,43 @@ async def browser_participant(url: str, room: str, name: str, timeout: float) ->
     return {}
 
 
+def browser_heard_by_a_peer(
+    relay_url: str, room: str, name: str, command: Callable[[str], list[str]], timeout: float
+) -> tuple[dict[str, object], Peer]:
+    """An aiortc peer joins ``room``, then the browser started by ``command(page_url)`` joins as
+    ``name``; returns the browser's participant (see :func:`browser_participant`) and the peer,
+    closed, with what it recorded."""
+
+    async def listen() -> tuple[dict[str, object], Peer]:
+        listener = Peer(None)  # aiortc objects belong to the loop that runs them
+        await listener.join(relay_url, room)
+        await listener.wait_connected()
+        page = f"{relay_url}/?room={room}&name={name}&autojoin=1"
+        browser = subprocess.Popen(
+            command(page), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            return await browser_participant(relay_url, room, name, timeout), listener
+        finally:
+            browser.terminate()
+            browser.wait(15)
+            await listener.close()
+
+    return asyncio.run(listen())
+
+
 def test_chromium_joins_from_the_page_and_a_peer_hears_it_enhanced(tmp_path: Path) -> None:
     clean, noisy = noisy_speech(6.0, snr_db=5.0)
     wav = tmp_path / "microphone.wav"
     sf.write(wav, noisy, 48000, subtype="PCM_16")
     with running_relay() as relay:
-
-        async def listen() -> tuple[dict[str, object], Peer]:
-            listener = Peer(None)  # aiortc objects belong to the loop that runs them
-            await listener.join(relay.url, "browser")
-            await listener.wait_connected()
-            url = f"{relay.url}/?room=browser&name=chromium&autojoin=1"
-            browser = subprocess.Popen(
-                chromium_command(url, tmp_path / "profile", microphone_wav=wav),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            try:
-                state = await browser_participant(relay.url, "browser", "chromium", 45.0)
-                return state, listener
-            finally:
-                browser.terminate()
-                browser.wait(10)
-                await listener.close()
-
-        state, listener = asyncio.run(listen())
+        state, listener = browser_heard_by_a_peer(
+            relay.url,
+            "browser",
+            "chromium",
+            lambda page: chromium_command(page, tmp_path / "profile", microphone_wav=wav),
+            45.0,
+        )
     assert state, "Chromium never joined and sent enhanced audio"
     assert state["connection_state"] == "connected"
     received = listener.recorder.samples
@@ -108,34 +121,17 @@ def test_firefox_joins_from_the_page(tmp_path: Path) -> None:
     (profile / "user.js").write_text(
         "".join(f'user_pref("{key}", {value});\n' for key, value in FIREFOX_PREFS.items())
     )
+    assert FIREFOX is not None
+    firefox = FIREFOX
     with running_relay() as relay:
-
-        async def listen() -> tuple[dict[str, object], int]:
-            listener = Peer(None)
-            await listener.join(relay.url, "firefox")
-            await listener.wait_connected()
-            assert FIREFOX is not None
-            browser = subprocess.Popen(
-                [
-                    FIREFOX,
-                    "--headless",
-                    "--no-remote",
-                    "--profile",
-                    str(profile),
-                    f"{relay.url}/?room=firefox&name=firefox&autojoin=1",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            try:
-                state = await browser_participant(relay.url, "firefox", "firefox", 60.0)
-                return state, len(listener.recorder.arrivals)
-            finally:
-                browser.terminate()
-                browser.wait(15)
-                await listener.close()
-
-        state, frames_heard = asyncio.run(listen())
+        state, listener = browser_heard_by_a_peer(
+            relay.url,
+            "firefox",
+            "firefox",
+            lambda page: [firefox, "--headless", "--no-remote", "--profile", str(profile), page],
+            60.0,
+        )
+    frames_heard = len(listener.recorder.arrivals)
     assert state, "Firefox never joined and sent audio"
     assert state["connection_state"] == "connected"
     assert frames_heard > 100
