@@ -1,9 +1,10 @@
 """The PercepNet network (PyTorch; training and export only, never imported by the server).
 
 Per hop: 70 features → conv (width 5: three past frames, one future) → conv (width 3: one past,
-one future) → stacked GRUs → two heads, 34 gains and 34 strengths in [0, 1]. The two
-convolutions together look two hops (20 ms) ahead and no further: the output for frame t needs
-features up to t + 2, which is exactly the enhancer's look-ahead.
+one future) → stacked GRUs → two heads (reading the last GRU, or every GRU with
+``skip_to_heads``), 34 gains and 34 strengths in [0, 1]. The two convolutions together look
+two hops (20 ms) ahead and no further: the output for frame t needs features up to t + 2, which
+is exactly the enhancer's look-ahead.
 
 ``PercepNet`` runs whole sequences (training); ``PercepNetStep`` runs one hop with explicit
 state, with the GRUs and convolutions written as matrix products so that dynamic int8
@@ -33,6 +34,12 @@ class NetworkConfig:
     gru_size: int = 256
     gru_layers: int = 3
     weight_clip: float = 0.5  # |w| bound kept during training: clean int8 quantisation
+    skip_to_heads: bool = False  # heads read every GRU layer's output, not only the last one
+
+    @property
+    def head_inputs(self) -> int:
+        """Width of the vector the two heads read."""
+        return self.gru_size * (self.gru_layers if self.skip_to_heads else 1)
 
     @staticmethod
     def paper() -> NetworkConfig:
@@ -60,8 +67,8 @@ class PercepNet(nn.Module):
             )
             for i in range(config.gru_layers)
         )
-        self.gain_head = nn.Linear(config.gru_size, NUM_BANDS)
-        self.strength_head = nn.Linear(config.gru_size, NUM_BANDS)
+        self.gain_head = nn.Linear(config.head_inputs, NUM_BANDS)
+        self.strength_head = nn.Linear(config.head_inputs, NUM_BANDS)
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Exactly what :class:`PercepNetStep` computes over a stream that starts from zero
@@ -73,8 +80,12 @@ class PercepNet(nn.Module):
         # ... and conv1 outputs τ−2 .. τ, whose history starts as zeros.
         x = torch.tanh(self.conv2(nn.functional.pad(x, (CONV2_WIDTH - 1, 0))))
         x = x.transpose(1, 2)  # [B, T+2, C]; step τ belongs to frame τ − 2
+        layer_outputs = []
         for gru in self.grus:
             x, _ = gru(x)
+            layer_outputs.append(x)
+        if self.config.skip_to_heads:
+            x = torch.cat(layer_outputs, dim=2)
         x = x[:, LOOKAHEAD_FRAMES:]
         return torch.sigmoid(self.gain_head(x)), torch.sigmoid(self.strength_head(x))
 
@@ -172,8 +183,11 @@ class PercepNetStep(nn.Module):
             h = n + z * (h - n)  # (1 − z)·n + z·h with one multiply
             new_states.append(h)
             x = h
+        new_gru_state = torch.cat(new_states, dim=1)
+        if self.config.skip_to_heads:
+            x = new_gru_state  # every layer's output, layer after layer
         gains = torch.sigmoid(self.gain_head(x))
         strengths = torch.sigmoid(self.strength_head(x))
         next_conv1 = window1[:, NUM_FEATURES:]
         next_conv2 = window2[:, self.config.conv1_channels :]
-        return gains, strengths, next_conv1, next_conv2, torch.cat(new_states, dim=1)
+        return gains, strengths, next_conv1, next_conv2, new_gru_state

@@ -12,6 +12,7 @@ ONNX, quantised to int8 and hashed (``model.export``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import random
@@ -199,10 +200,11 @@ def train(args: argparse.Namespace) -> Path:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint_path = out / "checkpoint.pt"
-    config = (
+    config = dataclasses.replace(
         NetworkConfig.paper()
         if args.size == "paper"
-        else NetworkConfig(gru_size=args.gru_size, gru_layers=args.gru_layers)
+        else NetworkConfig(gru_size=args.gru_size, gru_layers=args.gru_layers),
+        skip_to_heads=args.skip_to_heads,
     )
     set_seeds(args.seed)
     torch.set_num_threads(args.threads)
@@ -328,6 +330,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--gru-size", type=int, default=256)
     parser.add_argument("--gru-layers", type=int, default=3)
+    parser.add_argument("--skip-to-heads", action="store_true",
+                        help="the gain and strength heads read every GRU layer, not only the last")
     parser.add_argument("--train-shards", type=int, default=80, help="125 sequences of 3 s each")
     parser.add_argument("--epochs", type=int, default=1000)
     parser.add_argument("--budget-minutes", type=float, default=60.0)
