@@ -67,3 +67,21 @@ def test_oracle_covers_the_last_hop_of_a_whole_number_of_hops() -> None:
     out = enhance_with_oracle(noisy, clean)
     tail = out[-HOP_SAMPLES:]
     assert np.sqrt(np.mean(tail**2)) < 1e-3 * 0.1  # silence target: noise removed to the end
+
+
+def test_comb_strength_is_scaled_by_the_squared_band_gain() -> None:
+    """Strength r under gain g acts as r·g²: full where the gains keep a band, none where they
+    remove it (the comb must not give attenuated noise a pitch)."""
+    from signals import add_white_noise, harmonic_tone
+
+    noisy = add_white_noise(harmonic_tone(160.0, 0.6), 0.0).astype(np.float32)
+    frames = noisy.shape[0] // HOP_SAMPLES + 3
+
+    def run(gain: float, strength: float) -> np.ndarray:
+        gains = np.full((frames, NUM_BANDS), gain)
+        strengths = np.full((frames, NUM_BANDS), strength)
+        return enhance_signal(noisy, ReplayGains(gains, strengths), postfilter=False)
+
+    # Gains scale the mixed spectrum linearly, so g = 0.5, r = 1 is half of g = 1, r = 0.25.
+    np.testing.assert_allclose(run(0.5, 1.0), 0.5 * run(1.0, 0.25), atol=1e-6)
+    assert np.max(np.abs(run(1.0, 1.0) - run(1.0, 0.0))) > 1e-2  # kept bands: the comb acts
