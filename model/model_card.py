@@ -69,11 +69,13 @@ def write_card(run: Path, eval_dir: Path, out: Path, data_dir: Path) -> Path:
     last = history[-1] if history else {}
     run_args = checkpoint["args"]
     layout = (f"conv 5 ({config.conv1_channels}) → conv 3 ({config.conv2_channels}) → "
-              f"{config.gru_layers} GRU × {config.gru_size} → gain and strength heads")
+              f"{config.gru_layers} GRU × {config.gru_size} → gain and strength heads"
+              + (" (reading every GRU layer)" if config.skip_to_heads else ""))
     int8_row = (f"{int8.stat().st_size:,} bytes; {integer / max(total, 1):.1%} of the weights "
                 "in integer matmuls")
     train_command = (f"python -m model.train --out runs/default --budget-minutes "
-                     f"{run_args.get('budget_minutes')} --export model/weights")
+                     f"{run_args.get('budget_minutes')} --export model/weights"
+                     + (" --skip-to-heads" if config.skip_to_heads else ""))
     eval_options = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in eval_config.items()
                             if k in ("per_snr", "seed"))
     card = f"""# PercepNet-relay model card
