@@ -77,6 +77,13 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+def relay_error_response(error: RelayError) -> JSONResponse:
+    """A refused request as ``{"error": reason, "detail": detail}`` with its status and headers."""
+    return JSONResponse(
+        {"error": error.reason, "detail": error.detail}, error.status, headers=error.headers
+    )
+
+
 def bearer_token(request: Request) -> str | None:
     """The token of an ``Authorization: Bearer`` header, if any."""
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
@@ -141,9 +148,7 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
     @app.exception_handler(RelayError)
     async def relay_error(request: Request, error: RelayError) -> JSONResponse:
         relay.metrics.signaling_errors.labels(error.reason).inc()
-        return JSONResponse(
-            {"error": error.reason, "detail": error.detail}, error.status, headers=error.headers
-        )
+        return relay_error_response(error)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:

@@ -31,7 +31,7 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from service.app import add_body_limit, add_cors, add_page, read_body
+from service.app import add_body_limit, add_cors, add_page, read_body, relay_error_response
 from service.errors import RelayError
 from service.server import configure_logging
 from service.settings import Settings
@@ -96,6 +96,12 @@ def _family_of(sample_name: str, known: dict[str, list[str]]) -> str:
     return sample_name
 
 
+def relayed(answer: httpx.Response) -> Response:
+    """A worker's answer passed on as is, with the headers a client needs."""
+    kept = {k: v for k, v in answer.headers.items() if k in FORWARDED_RESPONSE_HEADERS}
+    return Response(answer.content, answer.status_code, headers=kept)
+
+
 def create_front_app(settings: Settings, workers: list[str]) -> FastAPI:
     """The public face of a cluster: routes by room to ``workers`` (their base URLs)."""
     client = httpx.AsyncClient(timeout=30.0)
@@ -114,9 +120,7 @@ def create_front_app(settings: Settings, workers: list[str]) -> FastAPI:
 
     @app.exception_handler(RelayError)
     async def relay_error(request: Request, error: RelayError) -> JSONResponse:
-        return JSONResponse(
-            {"error": error.reason, "detail": error.detail}, error.status, headers=error.headers
-        )
+        return relay_error_response(error)
 
     async def forward(request: Request, worker: str, body: bytes | None = None) -> Response:
         headers = {k: v for k, v in request.headers.items() if k in FORWARDED_REQUEST_HEADERS}
@@ -137,8 +141,7 @@ def create_front_app(settings: Settings, workers: list[str]) -> FastAPI:
                 f"the room's worker did not answer: {error}",
                 {"Retry-After": "5"},
             ) from error
-        kept = {k: v for k, v in answer.headers.items() if k in FORWARDED_RESPONSE_HEADERS}
-        return Response(answer.content, answer.status_code, headers=kept)
+        return relayed(answer)
 
     def owner(room: str) -> str:
         return workers[owner_index(room, len(workers))]
@@ -181,8 +184,7 @@ def create_front_app(settings: Settings, workers: list[str]) -> FastAPI:
                     503, "worker_unavailable", "a worker did not answer", {"Retry-After": "5"}
                 )
             if answer.status_code != 200:
-                kept = {k: v for k, v in answer.headers.items() if k in FORWARDED_RESPONSE_HEADERS}
-                return Response(answer.content, answer.status_code, headers=kept)
+                return relayed(answer)
             merged.extend(answer.json())
         return JSONResponse(merged)
 
@@ -206,7 +208,8 @@ def create_front_app(settings: Settings, workers: list[str]) -> FastAPI:
     return app
 
 
-def _free_port(host: str) -> int:
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago on ``host``."""
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
@@ -216,7 +219,7 @@ def start_workers(settings: Settings, count: int) -> tuple[list[subprocess.Popen
     """Start ``count`` ordinary relays on loopback ports; returns them and their URLs."""
     processes, urls = [], []
     for _ in range(count):
-        port = _free_port("127.0.0.1")
+        port = free_port()
         env = os.environ | {  # the rest of the settings come from the same environment
             "PNR_HOST": "127.0.0.1",
             "PNR_PORT": str(port),
