@@ -28,6 +28,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 from loadtest.profile import (
     components,
@@ -193,25 +194,24 @@ def _rss_bytes(pid: int) -> int:
     return total
 
 
-def _scrape(url: str) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for line in httpx.get(url + "/metrics", timeout=5).text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
+Sample = tuple[str, tuple[tuple[str, str], ...]]  # (sample name, sorted label pairs)
 
 
-def _labels(key: str) -> tuple[str, dict[str, str]]:
-    name, _, rest = key.partition("{")
-    return name, dict(re.findall(r'(\w+)="([^"]*)"', rest))
+def _scrape(url: str) -> dict[Sample, float]:
+    """Every sample of the relay's ``/metrics`` (all workers' with ``serve --processes``)."""
+    text = httpx.get(url + "/metrics", timeout=5).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
-def _delta(before: dict, after: dict, name: str, **wanted: str) -> dict[str, float]:
-    """Increase of every sample of ``name`` whose labels include ``wanted``, by sample key."""
+def _delta(before: dict, after: dict, name: str, **wanted: str) -> dict[Sample, float]:
+    """Increase of every sample of ``name`` whose labels include ``wanted``."""
     out = {}
     for key, value in after.items():
-        sample, labels = _labels(key)
+        sample, labels = key[0], dict(key[1])
         if sample == name and all(labels.get(k) == v for k, v in wanted.items()):
             out[key] = value - before.get(key, 0.0)
     return out
@@ -220,8 +220,7 @@ def _delta(before: dict, after: dict, name: str, **wanted: str) -> dict[str, flo
 def _histogram_quantile(before: dict, after: dict, name: str, q: float) -> float | None:
     by_bound: dict[float, float] = {}  # summed over workers
     for key, increase in _delta(before, after, f"{name}_bucket").items():
-        bound_text = _labels(key)[1]["le"]
-        bound = float("inf") if bound_text == "+Inf" else float(bound_text)
+        bound = float(dict(key[1])["le"])  # "+Inf" reads as inf
         by_bound[bound] = by_bound.get(bound, 0.0) + increase
     buckets = sorted(by_bound.items())
     total = buckets[-1][1] if buckets else 0.0
@@ -313,7 +312,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     )
     threads: dict[str, float] = {}  # where the server's time goes, % of one core, by thread
     for key, increase in _delta(before, after, "pnr_thread_cpu_seconds_total").items():
-        group = _labels(key)[1].get("thread", "?")
+        group = dict(key[1]).get("thread", "?")
         if window > 0:
             threads[group] = threads.get(group, 0.0) + 100.0 * increase / window / args.participants
     threads = {group: round(share, 2) for group, share in threads.items() if share > 0.005}
@@ -379,7 +378,7 @@ def _report(
         "frames_dropped": _counter_sum(before, after, "pnr_frames_dropped_total")
         - _counter_sum(before, after, "pnr_frames_dropped_total", reason="latency_trim"),
         "frames_dropped_by_reason": {
-            _labels(key)[1].get("reason", "?"): increase
+            dict(key[1]).get("reason", "?"): increase
             for key, increase in _delta(before, after, "pnr_frames_dropped_total").items()
             if increase > 0
         },
