@@ -334,8 +334,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
 def _report(
     args: Any,
     results: list[PeerResult],
-    before: dict[str, float],
-    after: dict[str, float],
+    before: dict[Sample, float],
+    after: dict[Sample, float],
     window: float,
     cpu_before: float | None,
     cpu_after: float | None,
