@@ -53,6 +53,22 @@ def _verdict(eval_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def _stage_summary(history: list[dict[str, float | str]]) -> str:
+    """Epochs and minutes per training stage, from the per-epoch history."""
+    parts = []
+    previous_minutes = 0.0
+    spent: dict[str, list[float]] = {}
+    for record in history:
+        minutes = float(record["minutes"])
+        entry = spent.setdefault(str(record.get("stage", "crops")), [0, 0.0])
+        entry[0] += 1
+        entry[1] += minutes - previous_minutes
+        previous_minutes = minutes
+    for name, (epochs, minutes) in spent.items():
+        parts.append(f"{name}: {int(epochs)} epochs, {minutes:.0f} min")
+    return "; ".join(parts)
+
+
 def write_card(run: Path, eval_dir: Path, out: Path, data_dir: Path) -> Path:
     """Compose the card; returns its path."""
     checkpoint = torch.load(run / "checkpoint.pt", weights_only=False, map_location="cpu")
@@ -73,9 +89,16 @@ def write_card(run: Path, eval_dir: Path, out: Path, data_dir: Path) -> Path:
               + (" (reading every GRU layer)" if config.skip_to_heads else ""))
     int8_row = (f"{int8.stat().st_size:,} bytes; {integer / max(total, 1):.1%} of the weights "
                 "in integer matmuls")
+    full_minutes = run_args.get("full_sequence_minutes", 0.0)
     train_command = (f"python -m model.train --out runs/default --budget-minutes "
-                     f"{run_args.get('budget_minutes')} --export model/weights"
+                     f"{run_args.get('budget_minutes')}"
+                     + (f" --full-sequence-minutes {full_minutes}" if full_minutes else "")
+                     + " --export model/weights"
                      + (" --skip-to-heads" if config.skip_to_heads else ""))
+    stages = _stage_summary(history)
+    budget_minutes = run_args.get("budget_minutes", 0) + full_minutes
+    stopped = ("; stopped before the budget: the run resumes from its checkpoint"
+               if checkpoint["elapsed"] / 60 < budget_minutes - 1 else "")
     eval_options = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in eval_config.items()
                             if k in ("per_snr", "seed"))
     card = f"""# PercepNet-relay model card
@@ -97,12 +120,14 @@ original for reference.
 
 ## Training
 - Command: `{train_command}`
-  (seed {run_args.get("seed")}, batch {run_args.get("batch")}, crops of
-  {run_args.get("frames")} frames, AdamW lr {run_args.get("lr")}, cosine decay over the budget).
+  (seed {run_args.get("seed")}, AdamW). First stage: batch {run_args.get("batch")}, random crops
+  of {run_args.get("frames")} frames, lr {run_args.get("lr")} with cosine decay over the stage.
+  {"Second stage: whole 3-s sequences, batch " + str(run_args.get("full_sequence_batch"))
+   + ", lr from a quarter of the first stage's with its own decay, so the GRUs learn to carry"
+   + " what they heard over the whole sequence." if full_minutes else ""}
 - Hardware: {platform.processor() or platform.machine()}, 2 CPU cores, no accelerator;
   {checkpoint["elapsed"] / 60:.0f} minutes of training, {checkpoint["epoch"]} epochs
-  {"(stopped before the budget: the run resumes from its checkpoint)"
-   if checkpoint["elapsed"] / 60 < run_args.get("budget_minutes", 0) - 1 else ""}.
+  ({stages}){stopped}.
 - Data: {len(train.speech)} training utterances from {len({f.speaker_id for f in train.speech})}
   speakers, {len(train.noise)} noise recordings, {len(train.rooms)} measured rooms, mixed by
   `model/mixtures.py` (recipe hash `{checkpoint["train_cache"]}`): SNR −5…30 dB with noise-free

@@ -1,8 +1,10 @@
 """Train the PercepNet network from scratch, resumably, within a wall-clock budget.
 
-    python -m model.train --out runs/default --budget-minutes 85 --export model/weights
+    python -m model.train --out runs/default --budget-minutes 73 --full-sequence-minutes 35 \
+        --export model/weights
 
-builds (or reuses) the feature cache, then trains with checkpoints every epoch and every few
+builds (or reuses) the feature cache, then trains (1-s crops, then whole 3-s sequences) with
+checkpoints every epoch and every few
 minutes; rerunning the same command resumes from the last checkpoint. Each epoch prints the
 training and dev losses and the dev-set PESQ-WB of the enhancer driven by the network, and
 redraws ``training_curve.png``. With ``--export`` the final network is exported to streaming
@@ -33,7 +35,9 @@ from model.splits import split_files
 GAMMA = 0.5  # power compression of gains in the loss
 QUARTIC_WEIGHT = 10.0  # weight of the 4th-power term: punishes large errors harder
 STRENGTH_WEIGHT = 0.5
+NOISE_BAND_TARGET = 0.1  # bands whose target gain is below this are noise-dominated
 CHECKPOINT_EVERY_SECONDS = 300.0
+FULL_SEQUENCE_LR_FACTOR = 0.25  # second stage's peak learning rate, relative to --lr
 
 
 def default_data_dir() -> Path:
@@ -49,6 +53,7 @@ def percepnet_loss(
     band_mask: torch.Tensor,
     overshoot_weight: float = 0.0,
     pause_weight: float = 0.0,
+    noise_band_weight: float = 0.0,
 ) -> torch.Tensor:
     """Power-compressed gain error (γ = 0.5) plus a 4th-power term, and the same on 1 − r.
 
@@ -57,7 +62,9 @@ def percepnet_loss(
     ``1 + overshoot_weight`` times more than gains below it (speech distortion). With
     ``pause_weight`` > 0, residual noise in frames without speech (every target gain below
     0.1: the pauses, where listeners and DNSMOS notice it most) costs ``1 + pause_weight``
-    times more.
+    times more. With ``noise_band_weight`` > 0, gains above target in noise-dominated bands
+    (target below 0.1), in any frame, cost ``1 + noise_band_weight`` times more: the noise
+    left between speech components during speech.
     """
     mask = band_mask[:, None, :]
     d_gain = gains.clamp_min(1e-6) ** GAMMA - target_gains.clamp_min(1e-6) ** GAMMA
@@ -67,6 +74,9 @@ def percepnet_loss(
         speech = (target_gains * mask).amax(dim=2, keepdim=True) >= 0.1
         residual = (d_gain > 0) & ~speech
         d_gain = d_gain * (1 + pause_weight * residual.to(d_gain.dtype)) ** 0.5
+    if noise_band_weight > 0:
+        residual = (d_gain > 0) & (target_gains < NOISE_BAND_TARGET)
+        d_gain = d_gain * (1 + noise_band_weight * residual.to(d_gain.dtype)) ** 0.5
     d_strength = (1 - strengths).clamp_min(1e-6) ** GAMMA - (1 - target_strengths).clamp_min(
         1e-6
     ) ** GAMMA
@@ -195,6 +205,48 @@ def set_seeds(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@dataclass(frozen=True)
+class TrainingStage:
+    """What one epoch trains on, and with which learning rate."""
+
+    name: str  # "crops", then "full-sequence"
+    lr: float
+    batch: int
+    frames: int
+    ends_at_s: float  # elapsed training seconds at which this stage ends
+
+
+def cosine(peak: float, progress: float) -> float:
+    """Cosine decay from ``peak`` to 5 % of it as ``progress`` goes from 0 to 1."""
+    progress = min(1.0, max(0.0, progress))
+    return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def training_stage(
+    elapsed_s: float, args: argparse.Namespace, sequence_frames: int
+) -> TrainingStage:
+    """The stage at ``elapsed_s`` seconds of training.
+
+    First ``--budget-minutes`` on random ``--frames``-long crops, learning rate decaying from
+    ``--lr``; then ``--full-sequence-minutes`` on whole cached sequences, so that the GRUs learn
+    to carry their state (the noise they have heard) over as long a stretch as the cache holds,
+    from a quarter of ``--lr`` with its own decay.
+    """
+    crops_end = args.budget_minutes * 60.0
+    if elapsed_s < crops_end or args.full_sequence_minutes <= 0:
+        return TrainingStage(
+            "crops", cosine(args.lr, elapsed_s / crops_end), args.batch, args.frames, crops_end
+        )
+    stage_s = args.full_sequence_minutes * 60.0
+    return TrainingStage(
+        "full-sequence",
+        cosine(args.lr * FULL_SEQUENCE_LR_FACTOR, (elapsed_s - crops_end) / stage_s),
+        args.full_sequence_batch,
+        sequence_frames,
+        crops_end + stage_s,
+    )
+
+
 def train(args: argparse.Namespace) -> Path:
     """Train (or resume) and return the path of the final checkpoint."""
     out = Path(args.out)
@@ -229,7 +281,7 @@ def train(args: argparse.Namespace) -> Path:
     rng = np.random.default_rng(args.seed)
     if args.init_from and not checkpoint_path.exists():
         initial = torch.load(args.init_from, weights_only=False)
-        if initial["config"] != config.as_dict():
+        if NetworkConfig(**initial["config"]) != config:  # older checkpoints omit new keys
             raise SystemExit(f"--init-from network {initial['config']} is not {config.as_dict()}")
         model.load_state_dict(initial["model"])
         print(f"initialised from {args.init_from} (fine-tuning)", flush=True)
@@ -264,21 +316,22 @@ def train(args: argparse.Namespace) -> Path:
         if tag:
             print(f"checkpoint saved ({tag})", flush=True)
 
-    budget = args.budget_minutes * 60.0
+    total_budget = (args.budget_minutes + args.full_sequence_minutes) * 60.0
     session_start = time.monotonic() - elapsed
     last_save = time.monotonic()
-    while epoch < args.epochs and elapsed < budget:
-        progress = min(1.0, elapsed / budget)
-        for group in optimizer.param_groups:  # cosine decay over the wall-clock budget
-            group["lr"] = args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+    while epoch < args.epochs and elapsed < total_budget:
+        stage = training_stage(elapsed, args, train_data.features.shape[1])
+        for group in optimizer.param_groups:
+            group["lr"] = stage.lr
         losses = []
-        epoch_batches = batches(train_data, args.batch, args.frames, rng)
+        epoch_batches = batches(train_data, stage.batch, stage.frames, rng)
         for step, (features, gains, strengths, mask) in enumerate(epoch_batches):
             predicted_gains, predicted_strengths = model(features)
             loss = percepnet_loss(
                 predicted_gains, predicted_strengths, gains, strengths, mask,
                 overshoot_weight=args.overshoot_weight,
                 pause_weight=args.pause_weight,
+                noise_band_weight=args.noise_band_weight,
             )
             optimizer.zero_grad()
             loss.backward()
@@ -296,11 +349,12 @@ def train(args: argparse.Namespace) -> Path:
             if time.monotonic() - last_save > CHECKPOINT_EVERY_SECONDS:
                 save("periodic")
                 last_save = time.monotonic()
-            if elapsed >= budget:
+            if elapsed >= stage.ends_at_s:
                 break
         epoch += 1
         record = {
             "epoch": float(epoch),
+            "stage": stage.name,
             "train_loss": float(np.mean(losses)),
             "dev_loss": evaluate_loss(model, dev_data),
             "dev_pesq": dev_pesq(model, dev_audio),
@@ -334,7 +388,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the gain and strength heads read every GRU layer, not only the last")
     parser.add_argument("--train-shards", type=int, default=80, help="125 sequences of 3 s each")
     parser.add_argument("--epochs", type=int, default=1000)
-    parser.add_argument("--budget-minutes", type=float, default=60.0)
+    parser.add_argument("--budget-minutes", type=float, default=60.0,
+                        help="wall-clock minutes of the first stage (random crops)")
+    parser.add_argument("--full-sequence-minutes", type=float, default=0.0,
+                        help="then train this long on whole cached sequences (second stage)")
+    parser.add_argument("--full-sequence-batch", type=int, default=64)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--frames", type=int, default=100, help="crop length in 10 ms frames")
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -347,6 +405,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="extra loss weight on gains above target (residual noise)")
     parser.add_argument("--pause-weight", type=float, default=0.0,
                         help="extra loss weight on residual noise in frames without speech")
+    parser.add_argument("--noise-band-weight", type=float, default=0.0,
+                        help="extra loss weight on gains above target in noise-dominated bands")
     parser.add_argument("--export", default=None, metavar="DIR",
                         help="export the trained network to DIR (fp32 + int8 ONNX, SHA-256)")
     return parser.parse_args(argv)

@@ -1,0 +1,142 @@
+"""Training: the loss (zero at the target, masked bands ignored, each residual-noise weight
+applied exactly where its docstring says and nowhere else) and the two-stage schedule."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from dsp.constants import NUM_BANDS  # noqa: E402
+from model.train import (  # noqa: E402
+    FULL_SEQUENCE_LR_FACTOR,
+    GAMMA,
+    QUARTIC_WEIGHT,
+    parse_args,
+    percepnet_loss,
+    training_stage,
+)
+
+FRAMES = 2
+
+
+def targets(level: float) -> torch.Tensor:
+    """[1, FRAMES, 34] target gains, every band at ``level``."""
+    return torch.full((1, FRAMES, NUM_BANDS), level)
+
+
+def loss(gains: torch.Tensor, target: torch.Tensor, **weights: float) -> float:
+    strengths = torch.zeros_like(gains)
+    mask = torch.ones(1, NUM_BANDS)
+    return float(percepnet_loss(gains, strengths, target, strengths, mask, **weights))
+
+
+def one_band_error(target: torch.Tensor, predicted: float, band: int = 5) -> torch.Tensor:
+    gains = target.clone()
+    gains[0, 0, band] = predicted
+    return gains
+
+
+def per_band_term(target: float, predicted: float, weight: float = 0.0) -> float:
+    """The loss of one band with a weight of 1 + ``weight`` on its error, averaged as the
+    loss averages (over every band of every frame)."""
+    d2 = (1 + weight) * (predicted**GAMMA - target**GAMMA) ** 2
+    return (d2 + QUARTIC_WEIGHT * d2**2) / (FRAMES * NUM_BANDS)
+
+
+def test_the_loss_is_zero_at_the_target() -> None:
+    target = torch.rand(1, FRAMES, NUM_BANDS)
+    assert loss(target.clone(), target) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_masked_bands_cost_nothing() -> None:
+    target = targets(0.5)
+    gains = one_band_error(target, 1.0, band=NUM_BANDS - 1)
+    mask = torch.ones(1, NUM_BANDS)
+    mask[0, NUM_BANDS - 1] = 0
+    strengths = torch.zeros_like(gains)
+    masked = float(percepnet_loss(gains, strengths, target, strengths, mask))
+    assert masked == pytest.approx(0.0, abs=1e-9)
+    assert loss(gains, target) > 0
+
+
+def test_the_unweighted_loss_is_the_compressed_error_plus_its_fourth_power() -> None:
+    target = targets(0.25)
+    assert loss(one_band_error(target, 0.81), target) == pytest.approx(per_band_term(0.25, 0.81))
+
+
+@pytest.mark.parametrize("weight", [1.0, 8.0])
+def test_noise_band_weight_costs_residual_noise_in_noise_dominated_bands(weight: float) -> None:
+    # A band whose target is 0.04 (noise-dominated) while the frame holds speech elsewhere.
+    target = targets(0.9)
+    target[0, 0, 5] = 0.04
+    overshoot = one_band_error(target, 0.3)
+    assert loss(overshoot, target, noise_band_weight=weight) == pytest.approx(
+        per_band_term(0.04, 0.3, weight), rel=1e-5
+    )
+    undershoot = one_band_error(target, 0.01)
+    assert loss(undershoot, target, noise_band_weight=weight) == pytest.approx(
+        loss(undershoot, target)
+    )
+    # Overshoot in a speech band is not residual noise of that kind.
+    speech_overshoot = one_band_error(targets(0.5), 0.8)
+    assert loss(speech_overshoot, targets(0.5), noise_band_weight=weight) == pytest.approx(
+        loss(speech_overshoot, targets(0.5))
+    )
+
+
+def test_pause_weight_only_counts_frames_without_speech() -> None:
+    pause = targets(0.02)
+    gains = one_band_error(pause, 0.2)
+    assert loss(gains, pause, pause_weight=4.0) == pytest.approx(
+        per_band_term(0.02, 0.2, 4.0), rel=1e-5
+    )
+    speech = targets(0.02)
+    speech[0, 0, 20] = 0.8  # frame 0 holds speech: its noise bands are not a pause
+    gains = one_band_error(speech, 0.2)
+    assert loss(gains, speech, pause_weight=4.0) == pytest.approx(loss(gains, speech))
+
+
+def test_overshoot_weight_costs_every_gain_above_target_and_no_gain_below() -> None:
+    target = targets(0.5)
+    above = one_band_error(target, 0.8)
+    below = one_band_error(target, 0.2)
+    assert loss(above, target, overshoot_weight=3.0) == pytest.approx(
+        per_band_term(0.5, 0.8, 3.0), rel=1e-5
+    )
+    assert loss(below, target, overshoot_weight=3.0) == pytest.approx(loss(below, target))
+
+
+def test_training_starts_on_crops_and_ends_on_whole_sequences() -> None:
+    args = parse_args(
+        ["--budget-minutes", "10", "--full-sequence-minutes", "5", "--lr", "1e-3",
+         "--batch", "96", "--frames", "100", "--full-sequence-batch", "32"]
+    )
+    first = training_stage(0.0, args, sequence_frames=300)
+    assert (first.name, first.batch, first.frames, first.ends_at_s) == ("crops", 96, 100, 600.0)
+    assert first.lr == pytest.approx(1e-3)
+    assert training_stage(599.0, args, 300).lr == pytest.approx(0.05e-3, rel=0.01)
+    second = training_stage(600.0, args, sequence_frames=300)
+    assert (second.name, second.batch, second.frames) == ("full-sequence", 32, 300)
+    assert second.ends_at_s == 900.0
+    assert second.lr == pytest.approx(1e-3 * FULL_SEQUENCE_LR_FACTOR)
+    assert training_stage(899.0, args, 300).lr < second.lr / 10
+
+
+def test_without_a_second_stage_training_stays_on_crops() -> None:
+    args = parse_args(["--budget-minutes", "10"])
+    stage = training_stage(700.0, args, sequence_frames=300)
+    assert stage.name == "crops"
+    assert stage.frames == args.frames
+
+
+def test_the_model_card_sums_epochs_and_minutes_per_stage() -> None:
+    from model.model_card import _stage_summary
+
+    history = [
+        {"epoch": 1.0, "minutes": 2.0},  # runs from before stages were recorded
+        {"epoch": 2.0, "stage": "crops", "minutes": 4.5},
+        {"epoch": 3.0, "stage": "full-sequence", "minutes": 8.0},
+        {"epoch": 4.0, "stage": "full-sequence", "minutes": 11.0},
+    ]
+    assert _stage_summary(history) == "crops: 2 epochs, 4 min; full-sequence: 2 epochs, 6 min"
