@@ -4,11 +4,10 @@
         --export model/weights
 
 builds (or reuses) the feature cache, then trains (1-s crops, then whole 3-s sequences) with
-checkpoints every epoch and every few
-minutes; rerunning the same command resumes from the last checkpoint. Each epoch prints the
-training and dev losses and the dev-set PESQ-WB of the enhancer driven by the network, and
-redraws ``training_curve.png``. With ``--export`` the final network is exported to streaming
-ONNX, quantised to int8 and hashed (``model.export``).
+checkpoints every epoch and every few minutes; rerunning the same command resumes from the
+last checkpoint. Each epoch prints the training and dev losses and the dev-set PESQ-WB of the
+enhancer driven by the network, and redraws ``training_curve.png``. With ``--export`` the
+final network is exported to streaming ONNX, quantised to int8 and hashed (``model.export``).
 """
 
 from __future__ import annotations
@@ -392,7 +391,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="wall-clock minutes of the first stage (random crops)")
     parser.add_argument("--full-sequence-minutes", type=float, default=0.0,
                         help="then train this long on whole cached sequences (second stage)")
-    parser.add_argument("--full-sequence-batch", type=int, default=64)
+    parser.add_argument("--full-sequence-batch", type=int, default=64,
+                        help="batch of the second stage (3-s sequences)")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--frames", type=int, default=100, help="crop length in 10 ms frames")
     parser.add_argument("--lr", type=float, default=2e-3)
