@@ -17,7 +17,7 @@ import torch
 from model.export import INT8_NAME, sha256_of, weight_counts
 from model.network import NetworkConfig, PercepNet, count_parameters
 from model.splits import split_files
-from model.train import default_data_dir
+from model.train import FULL_SEQUENCE_LR_FACTOR, default_data_dir
 
 
 def _license_table(data_dir: Path) -> str:
@@ -55,18 +55,15 @@ def _verdict(eval_dir: Path) -> str:
 
 def _stage_summary(history: list[dict[str, float | str]]) -> str:
     """Epochs and minutes per training stage, from the per-epoch history."""
-    parts = []
-    previous_minutes = 0.0
-    spent: dict[str, list[float]] = {}
+    epochs: dict[str, int] = {}
+    minutes: dict[str, float] = {}
+    previous = 0.0
     for record in history:
-        minutes = float(record["minutes"])
-        entry = spent.setdefault(str(record.get("stage", "crops")), [0, 0.0])
-        entry[0] += 1
-        entry[1] += minutes - previous_minutes
-        previous_minutes = minutes
-    for name, (epochs, minutes) in spent.items():
-        parts.append(f"{name}: {int(epochs)} epochs, {minutes:.0f} min")
-    return "; ".join(parts)
+        stage = str(record.get("stage", "crops"))  # runs from before stages were recorded
+        epochs[stage] = epochs.get(stage, 0) + 1
+        minutes[stage] = minutes.get(stage, 0.0) + float(record["minutes"]) - previous
+        previous = float(record["minutes"])
+    return "; ".join(f"{s}: {epochs[s]} epochs, {minutes[s]:.0f} min" for s in epochs)
 
 
 def write_card(run: Path, eval_dir: Path, out: Path, data_dir: Path) -> Path:
@@ -123,8 +120,8 @@ original for reference.
   (seed {run_args.get("seed")}, AdamW). First stage: batch {run_args.get("batch")}, random crops
   of {run_args.get("frames")} frames, lr {run_args.get("lr")} with cosine decay over the stage.
   {"Second stage: whole 3-s sequences, batch " + str(run_args.get("full_sequence_batch"))
-   + ", lr from a quarter of the first stage's with its own decay, so the GRUs learn to carry"
-   + " what they heard over the whole sequence." if full_minutes else ""}
+   + f", lr from {FULL_SEQUENCE_LR_FACTOR:g}× the first stage's with its own decay, so the GRUs"
+   + " learn to carry what they heard over the whole sequence." if full_minutes else ""}
 - Hardware: {platform.processor() or platform.machine()}, 2 CPU cores, no accelerator;
   {checkpoint["elapsed"] / 60:.0f} minutes of training, {checkpoint["epoch"]} epochs
   ({stages}){stopped}.

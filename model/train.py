@@ -56,26 +56,25 @@ def percepnet_loss(
 ) -> torch.Tensor:
     """Power-compressed gain error (γ = 0.5) plus a 4th-power term, and the same on 1 − r.
 
-    ``band_mask`` [B, 34] removes bands above the speech source's bandwidth. With
-    ``overshoot_weight`` > 0, gains above their target (residual noise) cost
-    ``1 + overshoot_weight`` times more than gains below it (speech distortion). With
-    ``pause_weight`` > 0, residual noise in frames without speech (every target gain below
-    0.1: the pauses, where listeners and DNSMOS notice it most) costs ``1 + pause_weight``
-    times more. With ``noise_band_weight`` > 0, gains above target in noise-dominated bands
-    (target below 0.1), in any frame, cost ``1 + noise_band_weight`` times more: the noise
-    left between speech components during speech.
+    ``band_mask`` [B, 34] removes bands above the speech source's bandwidth. Three weights make
+    residual noise (a gain above its target) cost ``1 + weight`` times more: ``overshoot_weight``
+    everywhere (against speech distortion, a gain below it); ``pause_weight`` in frames without
+    speech (every unmasked target below ``NOISE_BAND_TARGET``); ``noise_band_weight`` in
+    noise-dominated bands (target below ``NOISE_BAND_TARGET``) of any frame, the noise left
+    between speech components during speech.
     """
     mask = band_mask[:, None, :]
     d_gain = gains.clamp_min(1e-6) ** GAMMA - target_gains.clamp_min(1e-6) ** GAMMA
-    if overshoot_weight > 0:
-        d_gain = d_gain * (1 + overshoot_weight * (d_gain > 0).to(d_gain.dtype)) ** 0.5
-    if pause_weight > 0:
-        speech = (target_gains * mask).amax(dim=2, keepdim=True) >= 0.1
-        residual = (d_gain > 0) & ~speech
-        d_gain = d_gain * (1 + pause_weight * residual.to(d_gain.dtype)) ** 0.5
-    if noise_band_weight > 0:
-        residual = (d_gain > 0) & (target_gains < NOISE_BAND_TARGET)
-        d_gain = d_gain * (1 + noise_band_weight * residual.to(d_gain.dtype)) ** 0.5
+    overshoot = d_gain > 0  # residual noise, as opposed to speech distortion
+    noise_band = target_gains < NOISE_BAND_TARGET
+    pause = (noise_band | (mask == 0)).all(dim=2, keepdim=True)
+    for weight, where in (
+        (overshoot_weight, overshoot),
+        (pause_weight, overshoot & pause),
+        (noise_band_weight, overshoot & noise_band),
+    ):
+        if weight > 0:  # the squared error costs 1 + weight times more where ``where`` holds
+            d_gain = d_gain * (1 + weight * where.to(d_gain.dtype)) ** 0.5
     d_strength = (1 - strengths).clamp_min(1e-6) ** GAMMA - (1 - target_strengths).clamp_min(
         1e-6
     ) ** GAMMA
