@@ -140,11 +140,14 @@ class Shard:
     band_mask: np.ndarray  # float32 [n, 34]
 
 
+def shard_files(folder: Path) -> list[Path]:
+    """The finished shards of a cache folder, in order."""
+    return [p for p in sorted(folder.glob("shard_*.npz")) if not p.name.endswith(".partial.npz")]
+
+
 def load_shards(folder: Path) -> Iterator[Shard]:
     """All shards of a cache folder, in order."""
-    for path in sorted(folder.glob("shard_*.npz")):
-        if path.name.endswith(".partial.npz"):
-            continue
+    for path in shard_files(folder):
         with np.load(path) as data:
             yield Shard(
                 features=data["features"].astype(np.float32),
@@ -155,13 +158,22 @@ def load_shards(folder: Path) -> Iterator[Shard]:
 
 
 def load_all(folder: Path) -> Shard:
-    """Concatenate every shard of a cache folder."""
-    shards = list(load_shards(folder))
-    if not shards:
+    """Every shard of a cache folder in one set of arrays, filled shard by shard so that
+    loading needs no more memory than the result (about 40 MB per shard)."""
+    paths = shard_files(folder)
+    if not paths:
         raise FileNotFoundError(f"no feature shards in {folder}")
-    return Shard(
-        features=np.concatenate([s.features for s in shards]),
-        gains=np.concatenate([s.gains for s in shards]),
-        strengths=np.concatenate([s.strengths for s in shards]),
-        band_mask=np.concatenate([s.band_mask for s in shards]),
-    )
+    counts = []
+    for path in paths:
+        with np.load(path) as data:
+            counts.append(data["band_mask"].shape[0])  # small: the count without the features
+    arrays: list[np.ndarray] = []
+    start = 0
+    for shard, count in zip(load_shards(folder), counts, strict=True):
+        parts = (shard.features, shard.gains, shard.strengths, shard.band_mask)
+        if not arrays:
+            arrays = [np.empty((sum(counts), *part.shape[1:]), np.float32) for part in parts]
+        for target, part in zip(arrays, parts, strict=True):
+            target[start : start + count] = part
+        start += count
+    return Shard(*arrays)

@@ -17,7 +17,13 @@ import torch
 from model.export import INT8_NAME, sha256_of, weight_counts
 from model.network import NetworkConfig, PercepNet, count_parameters
 from model.splits import split_files
-from model.train import FULL_SEQUENCE_LR_FACTOR, default_data_dir
+from model.train import (
+    FULL_SEQUENCE_LR_FACTOR,
+    NON_TRAINING_OPTIONS,
+    SEQUENCES_PER_SHARD,
+    default_data_dir,
+    parse_args,
+)
 
 
 def _license_table(data_dir: Path) -> str:
@@ -66,6 +72,42 @@ def _stage_summary(history: list[dict[str, float | str]]) -> str:
     return "; ".join(f"{s}: {epochs[s]} epochs, {minutes[s]:.0f} min" for s in epochs)
 
 
+def _flag(key: str, value: object) -> str:
+    """One option as written on the command line (a switch alone when it is on)."""
+    flag = "--" + key.replace("_", "-")
+    return flag if value is True else f"{flag} {value}"
+
+
+def _option_flags(options: dict[str, object]) -> str:
+    """The flags of every training option that differs from its default."""
+    defaults = vars(parse_args([]))
+    return " ".join(
+        _flag(key, value)
+        for key, value in options.items()
+        if key not in NON_TRAINING_OPTIONS and value is not None and value != defaults.get(key)
+    )
+
+
+def _training_commands(run_args: dict[str, object], resumes: list[dict]) -> tuple[str, str]:
+    """(the command that started the run, the options each resume changed), from a checkpoint's
+    final options and its record of resumes; the last command exports the weights."""
+    first = dict(run_args)
+    for resume in reversed(resumes):
+        first.update({key: change["before"] for key, change in resume["changed"].items()})
+    command = f"python -m model.train --out runs/default {_option_flags(first)}".rstrip()
+    steps = [
+        f"at {resume['minutes']:.0f} min (epoch {resume['epoch']}) with "
+        + " ".join(_flag(key, change["after"]) for key, change in resume["changed"].items())
+        for resume in resumes
+    ]
+    export = " --export model/weights"
+    if steps:
+        steps[-1] += export
+    else:
+        command += export
+    return command, "; ".join(steps)
+
+
 def write_card(run: Path, eval_dir: Path, out: Path, data_dir: Path) -> Path:
     """Compose the card; returns its path."""
     checkpoint = torch.load(run / "checkpoint.pt", weights_only=False, map_location="cpu")
@@ -87,11 +129,10 @@ def write_card(run: Path, eval_dir: Path, out: Path, data_dir: Path) -> Path:
     int8_row = (f"{int8.stat().st_size:,} bytes; {integer / max(total, 1):.1%} of the weights "
                 "in integer matmuls")
     full_minutes = run_args.get("full_sequence_minutes", 0.0)
-    train_command = (f"python -m model.train --out runs/default --budget-minutes "
-                     f"{run_args.get('budget_minutes')}"
-                     + (f" --full-sequence-minutes {full_minutes}" if full_minutes else "")
-                     + " --export model/weights"
-                     + (" --skip-to-heads" if config.skip_to_heads else ""))
+    train_shards = run_args.get("train_shards")
+    train_command, resumed = _training_commands(run_args, checkpoint.get("resumes", []))
+    resumed_note = (f"\n  Resumed as the same command with these options changed: {resumed}."
+                    if resumed else "")
     stages = _stage_summary(history)
     budget_minutes = run_args.get("budget_minutes", 0) + full_minutes
     stopped = ("; stopped before the budget: the run resumes from its checkpoint"
@@ -116,7 +157,7 @@ original for reference.
 | weight clip | ±{config.weight_clip} during training |
 
 ## Training
-- Command: `{train_command}`
+- Command: `{train_command}`{resumed_note}
   (seed {run_args.get("seed")}, AdamW). First stage: batch {run_args.get("batch")}, random crops
   of {run_args.get("frames")} frames, lr {run_args.get("lr")} with cosine decay over the stage.
   {"Second stage: whole 3-s sequences, batch " + str(run_args.get("full_sequence_batch"))
@@ -125,7 +166,8 @@ original for reference.
 - Hardware: {platform.processor() or platform.machine()}, 2 CPU cores, no accelerator;
   {checkpoint["elapsed"] / 60:.0f} minutes of training, {checkpoint["epoch"]} epochs
   ({stages}){stopped}.
-- Data: {len(train.speech)} training utterances from {len({f.speaker_id for f in train.speech})}
+- Data: {train_shards} shards of {SEQUENCES_PER_SHARD} mixtures of 3 s each, drawn from
+  {len(train.speech)} training utterances from {len({f.speaker_id for f in train.speech})}
   speakers, {len(train.noise)} noise recordings, {len(train.rooms)} measured rooms, mixed by
   `model/mixtures.py` (recipe hash `{checkpoint["train_cache"]}`): SNR −5…30 dB with noise-free
   examples, synthetic noises with random spectral shapes, random level, EQ, low-pass and speed,

@@ -1,7 +1,7 @@
 """Train the PercepNet network from scratch, resumably, within a wall-clock budget.
 
-    python -m model.train --out runs/default --budget-minutes 73 --full-sequence-minutes 35 \
-        --export model/weights
+    python -m model.train --out runs/default --train-shards 160 --budget-minutes 73 \
+        --full-sequence-minutes 95 --export model/weights
 
 builds (or reuses) the feature cache, then trains (1-s crops, then whole 3-s sequences) with
 checkpoints every epoch and every few minutes; rerunning the same command resumes from the
@@ -18,6 +18,7 @@ import json
 import math
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,7 @@ STRENGTH_WEIGHT = 0.5
 NOISE_BAND_TARGET = 0.1  # bands whose target gain is below this are noise-dominated
 CHECKPOINT_EVERY_SECONDS = 300.0
 FULL_SEQUENCE_LR_FACTOR = 0.25  # second stage's peak learning rate, relative to --lr
+SEQUENCES_PER_SHARD = 125  # 3-s training mixtures in each feature-cache shard
 
 
 def default_data_dir() -> Path:
@@ -129,26 +131,28 @@ def dev_pesq(model: PercepNet, dev: DevAudio) -> float:
     return float(np.mean(scores))
 
 
+def batches_per_epoch(data: Shard, batch_size: int) -> int:
+    """Full batches in one epoch (the last, partial one is dropped)."""
+    return data.features.shape[0] // batch_size
+
+
 def batches(
     data: Shard, batch_size: int, frames: int, rng: np.random.Generator
-) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """One epoch of shuffled batches of random ``frames``-long crops."""
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """One epoch of shuffled batches of random ``frames``-long crops, each copied out only when
+    it is wanted (an epoch of whole sequences copied at once would double the memory)."""
     order = rng.permutation(data.features.shape[0])
     total = data.features.shape[1]
-    out = []
-    for start in range(0, order.shape[0] - batch_size + 1, batch_size):
-        index = order[start : start + batch_size]
+    for step in range(batches_per_epoch(data, batch_size)):
+        index = order[step * batch_size : (step + 1) * batch_size]
         offset = int(rng.integers(0, total - frames + 1))
         crop = slice(offset, offset + frames)
-        out.append(
-            (
-                torch.from_numpy(data.features[index, crop]),
-                torch.from_numpy(data.gains[index, crop]),
-                torch.from_numpy(data.strengths[index, crop]),
-                torch.from_numpy(data.band_mask[index]),
-            )
+        yield (
+            torch.from_numpy(data.features[index, crop]),
+            torch.from_numpy(data.gains[index, crop]),
+            torch.from_numpy(data.strengths[index, crop]),
+            torch.from_numpy(data.band_mask[index]),
         )
-    return out
 
 
 def evaluate_loss(model: PercepNet, data: Shard, batch_size: int = 64) -> float:
@@ -245,6 +249,25 @@ def training_stage(
     )
 
 
+# Options that do not change what is trained: left out of a resumed run's provenance.
+NON_TRAINING_OPTIONS = frozenset({"out", "data_dir", "cache_dir", "export", "threads"})
+
+
+def changed_options(
+    before: dict[str, object], after: dict[str, object], defaults: dict[str, object]
+) -> dict[str, dict[str, object]]:
+    """Training options a resumed run changes, as {option: {"before": …, "after": …}}.
+
+    ``before`` comes from the checkpoint; an option it lacks (a checkpoint older than the
+    option) counts as having had its default.
+    """
+    return {
+        key: {"before": before.get(key, defaults.get(key)), "after": value}
+        for key, value in after.items()
+        if key not in NON_TRAINING_OPTIONS and before.get(key, defaults.get(key)) != value
+    }
+
+
 def train(args: argparse.Namespace) -> Path:
     """Train (or resume) and return the path of the final checkpoint."""
     out = Path(args.out)
@@ -260,7 +283,9 @@ def train(args: argparse.Namespace) -> Path:
     torch.set_num_threads(args.threads)
 
     recipe = MixtureRecipe()
-    train_spec = CacheSpec(str(args.data_dir), "train", args.train_shards, 125, args.seed, recipe)
+    train_spec = CacheSpec(
+        str(args.data_dir), "train", args.train_shards, SEQUENCES_PER_SHARD, args.seed, recipe
+    )
     dev_spec = CacheSpec(str(args.data_dir), "dev", 2, 100, args.seed + 1, recipe)
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     print(f"feature cache: {cache_dir}", flush=True)
@@ -275,6 +300,8 @@ def train(args: argparse.Namespace) -> Path:
     model = PercepNet(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     history: list[dict[str, float]] = []
+    run_args = vars(args) | {"data_dir": "<data>"}
+    resumes: list[dict[str, object]] = []  # where a resumed run changed its options
     epoch, elapsed = 0, 0.0
     rng = np.random.default_rng(args.seed)
     if args.init_from and not checkpoint_path.exists():
@@ -291,6 +318,11 @@ def train(args: argparse.Namespace) -> Path:
         rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
         print(f"resumed at epoch {epoch} after {elapsed / 60:.1f} min", flush=True)
+        resumes = list(state.get("resumes", []))
+        changes = changed_options(state["args"], run_args, vars(parse_args([])))
+        if changes:
+            resumes.append({"epoch": epoch, "minutes": elapsed / 60, "changed": changes})
+            print(f"options changed on resuming: {json.dumps(changes)}", flush=True)
     print(f"parameters: {count_parameters(model):,} ({config.as_dict()})", flush=True)
 
     def save(tag: str = "") -> None:
@@ -306,7 +338,8 @@ def train(args: argparse.Namespace) -> Path:
                 "torch_rng": torch.get_rng_state(),
                 "recipe": recipe.as_dict(),
                 "train_cache": train_spec.key(),
-                "args": vars(args) | {"data_dir": "<data>"},
+                "args": run_args,
+                "resumes": resumes,
             },
             checkpoint_path.with_suffix(".tmp"),
         )
@@ -322,6 +355,7 @@ def train(args: argparse.Namespace) -> Path:
         for group in optimizer.param_groups:
             group["lr"] = stage.lr
         losses = []
+        steps = batches_per_epoch(train_data, stage.batch)
         epoch_batches = batches(train_data, stage.batch, stage.frames, rng)
         for step, (features, gains, strengths, mask) in enumerate(epoch_batches):
             predicted_gains, predicted_strengths = model(features)
@@ -340,7 +374,7 @@ def train(args: argparse.Namespace) -> Path:
             elapsed = time.monotonic() - session_start
             if step % 20 == 0:
                 print(
-                    f"epoch {epoch + 1} step {step}/{len(epoch_batches)} "
+                    f"epoch {epoch + 1} step {step}/{steps} "
                     f"loss {np.mean(losses[-20:]):.4f} {elapsed / 60:.1f} min",
                     flush=True,
                 )
@@ -384,7 +418,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gru-layers", type=int, default=3)
     parser.add_argument("--skip-to-heads", action="store_true",
                         help="the gain and strength heads read every GRU layer, not only the last")
-    parser.add_argument("--train-shards", type=int, default=80, help="125 sequences of 3 s each")
+    parser.add_argument("--train-shards", type=int, default=80,
+                        help=f"feature-cache shards of {SEQUENCES_PER_SHARD} 3-s mixtures each")
     parser.add_argument("--epochs", type=int, default=1000)
     parser.add_argument("--budget-minutes", type=float, default=60.0,
                         help="wall-clock minutes of the first stage (random crops)")

@@ -3,6 +3,7 @@ applied exactly where its docstring says and nowhere else) and the two-stage sch
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -12,6 +13,9 @@ from model.train import (  # noqa: E402
     FULL_SEQUENCE_LR_FACTOR,
     GAMMA,
     QUARTIC_WEIGHT,
+    batches,
+    batches_per_epoch,
+    changed_options,
     parse_args,
     percepnet_loss,
     training_stage,
@@ -140,3 +144,68 @@ def test_the_model_card_sums_epochs_and_minutes_per_stage() -> None:
         {"epoch": 4.0, "stage": "full-sequence", "minutes": 11.0},
     ]
     assert _stage_summary(history) == "crops: 2 epochs, 4 min; full-sequence: 2 epochs, 6 min"
+
+
+def test_a_resume_records_the_training_options_it_changes() -> None:
+    defaults = vars(parse_args([]))
+    before = vars(parse_args(["--budget-minutes", "85", "--out", "runs/a"]))
+    del before["full_sequence_minutes"]  # a checkpoint older than the option
+    after = vars(parse_args(["--budget-minutes", "73", "--full-sequence-minutes", "35",
+                             "--out", "runs/b", "--threads", "1"]))
+    assert changed_options(before, after, defaults) == {
+        "budget_minutes": {"before": 85.0, "after": 73.0},
+        "full_sequence_minutes": {"before": 0.0, "after": 35.0},
+    }
+    assert changed_options(after, after, defaults) == {}
+
+
+def test_the_model_card_rebuilds_the_first_command_and_each_resume() -> None:
+    from model.model_card import _training_commands
+
+    final = vars(parse_args(["--budget-minutes", "73", "--full-sequence-minutes", "95",
+                             "--train-shards", "160", "--skip-to-heads"]))
+    resumes = [
+        {"epoch": 36, "minutes": 72.6, "changed": {
+            "budget_minutes": {"before": 85.0, "after": 73.0},
+            "full_sequence_minutes": {"before": 0.0, "after": 35.0}}},
+        {"epoch": 49, "minutes": 108.0, "changed": {
+            "train_shards": {"before": 80, "after": 160},
+            "full_sequence_minutes": {"before": 35.0, "after": 95.0}}},
+    ]
+    first, steps = _training_commands(final, resumes)
+    assert first == "python -m model.train --out runs/default --skip-to-heads --budget-minutes 85.0"
+    assert steps == (
+        "at 73 min (epoch 36) with --budget-minutes 73.0 --full-sequence-minutes 35.0; "
+        "at 108 min (epoch 49) with --train-shards 160 --full-sequence-minutes 95.0"
+        " --export model/weights"
+    )
+    alone, none = _training_commands(final, [])
+    assert alone.endswith("--full-sequence-minutes 95.0 --export model/weights")
+    assert "--train-shards 160" in alone and none == ""
+
+
+def test_an_epoch_crops_every_sequence_once_within_its_bounds() -> None:
+    from model.feature_cache import Shard
+
+    sequences, frames = 10, 12
+    features = np.arange(sequences * frames * 70, dtype=np.float32).reshape(sequences, frames, 70)
+    data = Shard(
+        features=features,
+        gains=np.zeros((sequences, frames, 34), np.float32),
+        strengths=np.zeros((sequences, frames, 34), np.float32),
+        band_mask=np.arange(sequences, dtype=np.float32)[:, None].repeat(34, axis=1),
+    )
+    assert batches_per_epoch(data, 4) == 2  # the partial third batch is dropped
+    epoch = list(batches(data, 4, 5, np.random.default_rng(0)))
+    assert len(epoch) == 2
+    seen = []
+    for x, g, r, mask in epoch:
+        assert x.shape == (4, 5, 70) and g.shape == r.shape == (4, 5, 34)
+        for row, sequence in zip(x.numpy(), mask.numpy()[:, 0].astype(int), strict=True):
+            offset = int(row[0, 0] - features[sequence, 0, 0]) // 70
+            assert 0 <= offset <= frames - 5
+            np.testing.assert_array_equal(row, features[sequence, offset : offset + 5])
+            seen.append(sequence)
+    assert len(set(seen)) == 8
+    again = list(batches(data, 4, 5, np.random.default_rng(0)))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(epoch, again, strict=True))
