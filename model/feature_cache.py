@@ -145,9 +145,9 @@ def shard_files(folder: Path) -> list[Path]:
     return [p for p in sorted(folder.glob("shard_*.npz")) if not p.name.endswith(".partial.npz")]
 
 
-def load_shards(folder: Path) -> Iterator[Shard]:
-    """All shards of a cache folder, in order."""
-    for path in shard_files(folder):
+def load_shards(folder: Path, count: int | None = None) -> Iterator[Shard]:
+    """The first ``count`` shards of a cache folder (all of them by default), in order."""
+    for path in shard_files(folder)[:count]:
         with np.load(path) as data:
             yield Shard(
                 features=data["features"].astype(np.float32),
@@ -157,10 +157,11 @@ def load_shards(folder: Path) -> Iterator[Shard]:
             )
 
 
-def load_all(folder: Path) -> Shard:
-    """Every shard of a cache folder in one set of arrays, filled shard by shard so that
-    loading needs no more memory than the result (about 40 MB per shard)."""
-    paths = shard_files(folder)
+def load_all(folder: Path, count: int | None = None) -> Shard:
+    """The first ``count`` shards of a cache folder (all by default; a folder may hold more than
+    a run asks for) in one set of arrays, filled shard by shard so that loading needs no more
+    memory than the result."""
+    paths = shard_files(folder)[:count]
     if not paths:
         raise FileNotFoundError(f"no feature shards in {folder}")
     counts = []
@@ -169,11 +170,11 @@ def load_all(folder: Path) -> Shard:
             counts.append(data["band_mask"].shape[0])  # small: the count without the features
     arrays: list[np.ndarray] = []
     start = 0
-    for shard, count in zip(load_shards(folder), counts, strict=True):
+    for shard, examples in zip(load_shards(folder, count), counts, strict=True):
         parts = (shard.features, shard.gains, shard.strengths, shard.band_mask)
         if not arrays:
             arrays = [np.empty((sum(counts), *part.shape[1:]), np.float32) for part in parts]
         for target, part in zip(arrays, parts, strict=True):
-            target[start : start + count] = part
-        start += count
+            target[start : start + examples] = part
+        start += examples
     return Shard(*arrays)

@@ -289,8 +289,10 @@ def train(args: argparse.Namespace) -> Path:
     dev_spec = CacheSpec(str(args.data_dir), "dev", 2, 100, args.seed + 1, recipe)
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     print(f"feature cache: {cache_dir}", flush=True)
-    train_data = load_all(build_cache(train_spec, cache_dir, workers=args.threads))
-    dev_data = load_all(build_cache(dev_spec, cache_dir, workers=args.threads))
+    train_data = load_all(
+        build_cache(train_spec, cache_dir, workers=args.threads), train_spec.num_shards
+    )
+    dev_data = load_all(build_cache(dev_spec, cache_dir, workers=args.threads), dev_spec.num_shards)
     dev_audio = make_dev_audio(Path(args.data_dir), args.dev_files, args.seed + 2)
     print(
         f"train {train_data.features.shape[0]} sequences, dev {dev_data.features.shape[0]}",

@@ -40,3 +40,11 @@ def test_load_all_puts_every_finished_shard_in_order_into_one_set_of_arrays(
 def test_load_all_names_the_folder_when_it_holds_no_shards(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         load_all(tmp_path)
+
+
+def test_load_all_takes_only_the_shards_a_run_asks_for(tmp_path: Path) -> None:
+    for index, examples in enumerate((3, 5, 2)):
+        _write_shard(tmp_path / f"shard_{index:05d}.npz", examples, seed=index)
+    first_two = load_all(tmp_path, count=2)
+    assert first_two.features.shape[0] == 8
+    np.testing.assert_array_equal(first_two.features, load_all(tmp_path).features[:8])
