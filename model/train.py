@@ -250,7 +250,7 @@ def training_stage(
 
 
 # Options that do not change what is trained: left out of a resumed run's provenance.
-NON_TRAINING_OPTIONS = frozenset({"out", "data_dir", "cache_dir", "export", "threads"})
+NON_TRAINING_OPTIONS = frozenset({"out", "data_dir", "cache_dir", "export", "threads", "dev_files"})
 
 
 def changed_options(
