@@ -145,16 +145,21 @@ def shard_files(folder: Path) -> list[Path]:
     return [p for p in sorted(folder.glob("shard_*.npz")) if not p.name.endswith(".partial.npz")]
 
 
-def load_shards(folder: Path, count: int | None = None) -> Iterator[Shard]:
-    """The first ``count`` shards of a cache folder (all of them by default), in order."""
-    for path in shard_files(folder)[:count]:
-        with np.load(path) as data:
-            yield Shard(
-                features=data["features"].astype(np.float32),
-                gains=data["gains"].astype(np.float32),
-                strengths=data["strengths"].astype(np.float32),
-                band_mask=data["band_mask"].astype(np.float32),
-            )
+def load_shard(path: Path) -> Shard:
+    """One shard, every array as float32."""
+    with np.load(path) as data:
+        return Shard(
+            features=data["features"].astype(np.float32),
+            gains=data["gains"].astype(np.float32),
+            strengths=data["strengths"].astype(np.float32),
+            band_mask=data["band_mask"].astype(np.float32),
+        )
+
+
+def load_shards(folder: Path) -> Iterator[Shard]:
+    """All shards of a cache folder, in order."""
+    for path in shard_files(folder):
+        yield load_shard(path)
 
 
 def load_all(folder: Path, count: int | None = None) -> Shard:
@@ -170,7 +175,8 @@ def load_all(folder: Path, count: int | None = None) -> Shard:
             counts.append(data["band_mask"].shape[0])  # small: the count without the features
     arrays: list[np.ndarray] = []
     start = 0
-    for shard, examples in zip(load_shards(folder, count), counts, strict=True):
+    for path, examples in zip(paths, counts, strict=True):
+        shard = load_shard(path)
         parts = (shard.features, shard.gains, shard.strengths, shard.band_mask)
         if not arrays:
             arrays = [np.empty((sum(counts), *part.shape[1:]), np.float32) for part in parts]

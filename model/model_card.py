@@ -137,8 +137,7 @@ def write_card(run: Path, eval_dir: Path, out: Path, data_dir: Path) -> Path:
     budget_minutes = run_args.get("budget_minutes", 0) + full_minutes
     stopped = ("; stopped before the budget: the run resumes from its checkpoint"
                if checkpoint["elapsed"] / 60 < budget_minutes - 1 else "")
-    eval_options = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in eval_config.items()
-                            if k in ("per_snr", "seed"))
+    eval_options = " ".join(_flag(k, v) for k, v in eval_config.items() if k in ("per_snr", "seed"))
     card = f"""# PercepNet-relay model card
 
 ## What it is

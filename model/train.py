@@ -232,7 +232,7 @@ def training_stage(
     First ``--budget-minutes`` on random ``--frames``-long crops, learning rate decaying from
     ``--lr``; then ``--full-sequence-minutes`` on whole cached sequences, so that the GRUs learn
     to carry their state (the noise they have heard) over as long a stretch as the cache holds,
-    from a quarter of ``--lr`` with its own decay.
+    from ``FULL_SEQUENCE_LR_FACTOR`` × ``--lr`` with its own decay.
     """
     crops_end = args.budget_minutes * 60.0
     if elapsed_s < crops_end or args.full_sequence_minutes <= 0:
