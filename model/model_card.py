@@ -20,6 +20,7 @@ from model.splits import split_files
 from model.train import (
     FULL_SEQUENCE_LR_FACTOR,
     NON_TRAINING_OPTIONS,
+    PAUSE_STAGE_LR_FACTOR,
     SEQUENCES_PER_SHARD,
     default_data_dir,
     parse_args,
@@ -129,12 +130,13 @@ def write_card(run: Path, eval_dir: Path, out: Path, data_dir: Path) -> Path:
     int8_row = (f"{int8.stat().st_size:,} bytes; {integer / max(total, 1):.1%} of the weights "
                 "in integer matmuls")
     full_minutes = run_args.get("full_sequence_minutes", 0.0)
+    pause_minutes = run_args.get("pause_stage_minutes", 0.0)
     train_shards = run_args.get("train_shards")
     train_command, resumed = _training_commands(run_args, checkpoint.get("resumes", []))
     resumed_note = (f"\n  Resumed as the same command with these options changed: {resumed}."
                     if resumed else "")
     stages = _stage_summary(history)
-    budget_minutes = run_args.get("budget_minutes", 0) + full_minutes
+    budget_minutes = run_args.get("budget_minutes", 0) + full_minutes + pause_minutes
     stopped = ("; stopped before the budget: the run resumes from its checkpoint"
                if checkpoint["elapsed"] / 60 < budget_minutes - 1 else "")
     eval_options = " ".join(_flag(k, v) for k, v in eval_config.items() if k in ("per_snr", "seed"))
@@ -162,6 +164,10 @@ original for reference.
   {"Second stage: whole 3-s sequences, batch " + str(run_args.get("full_sequence_batch"))
    + f", lr from {FULL_SEQUENCE_LR_FACTOR:g}× the first stage's with its own decay, so the GRUs"
    + " learn to carry what they heard over the whole sequence." if full_minutes else ""}
+  {"Third stage: whole sequences again, lr from " + f"{PAUSE_STAGE_LR_FACTOR:g}"
+   + "× the first stage's with its own decay, with a gain above its target in frames without"
+   + f" speech costing {1 + run_args.get('pause_stage_weight', 0.0):g}× as much (residual noise"
+   + " in pauses)." if pause_minutes else ""}
 - Hardware: {platform.processor() or platform.machine()}, 2 CPU cores, no accelerator;
   {checkpoint["elapsed"] / 60:.0f} minutes of training, {checkpoint["epoch"]} epochs
   ({stages}){stopped}.

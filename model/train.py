@@ -38,6 +38,7 @@ STRENGTH_WEIGHT = 0.5
 NOISE_BAND_TARGET = 0.1  # bands whose target gain is below this are noise-dominated
 CHECKPOINT_EVERY_SECONDS = 300.0
 FULL_SEQUENCE_LR_FACTOR = 0.25  # second stage's peak learning rate, relative to --lr
+PAUSE_STAGE_LR_FACTOR = 0.15  # third stage's peak learning rate, relative to --lr
 SEQUENCES_PER_SHARD = 125  # 3-s training mixtures in each feature-cache shard
 
 
@@ -211,11 +212,12 @@ def set_seeds(seed: int) -> None:
 class TrainingStage:
     """What one epoch trains on, and with which learning rate."""
 
-    name: str  # "crops", then "full-sequence"
+    name: str  # "crops", then "full-sequence", then "pause"
     lr: float
     batch: int
     frames: int
     ends_at_s: float  # elapsed training seconds at which this stage ends
+    pause_weight: float  # the loss's extra weight on residual noise in speech-free frames
 
 
 def cosine(peak: float, progress: float) -> float:
@@ -232,20 +234,38 @@ def training_stage(
     First ``--budget-minutes`` on random ``--frames``-long crops, learning rate decaying from
     ``--lr``; then ``--full-sequence-minutes`` on whole cached sequences, so that the GRUs learn
     to carry their state (the noise they have heard) over as long a stretch as the cache holds,
-    from ``FULL_SEQUENCE_LR_FACTOR`` × ``--lr`` with its own decay.
+    from ``FULL_SEQUENCE_LR_FACTOR`` × ``--lr`` with its own decay; then ``--pause-stage-minutes``
+    more on whole sequences with residual noise in speech-free frames weighted by
+    ``--pause-stage-weight``, from ``PAUSE_STAGE_LR_FACTOR`` × ``--lr``. The first two stages
+    use ``--pause-weight``.
     """
     crops_end = args.budget_minutes * 60.0
-    if elapsed_s < crops_end or args.full_sequence_minutes <= 0:
+    full_end = crops_end + max(args.full_sequence_minutes, 0.0) * 60.0
+    if elapsed_s < crops_end or (args.full_sequence_minutes <= 0 and args.pause_stage_minutes <= 0):
         return TrainingStage(
-            "crops", cosine(args.lr, elapsed_s / crops_end), args.batch, args.frames, crops_end
+            "crops", cosine(args.lr, elapsed_s / crops_end), args.batch, args.frames, crops_end,
+            args.pause_weight,
         )
-    stage_s = args.full_sequence_minutes * 60.0
+    if elapsed_s < full_end or args.pause_stage_minutes <= 0:
+        return TrainingStage(
+            "full-sequence",
+            cosine(
+                args.lr * FULL_SEQUENCE_LR_FACTOR,
+                (elapsed_s - crops_end) / (full_end - crops_end),
+            ),
+            args.full_sequence_batch,
+            sequence_frames,
+            full_end,
+            args.pause_weight,
+        )
+    stage_s = args.pause_stage_minutes * 60.0
     return TrainingStage(
-        "full-sequence",
-        cosine(args.lr * FULL_SEQUENCE_LR_FACTOR, (elapsed_s - crops_end) / stage_s),
+        "pause",
+        cosine(args.lr * PAUSE_STAGE_LR_FACTOR, (elapsed_s - full_end) / stage_s),
         args.full_sequence_batch,
         sequence_frames,
-        crops_end + stage_s,
+        full_end + stage_s,
+        args.pause_stage_weight,
     )
 
 
@@ -349,7 +369,9 @@ def train(args: argparse.Namespace) -> Path:
         if tag:
             print(f"checkpoint saved ({tag})", flush=True)
 
-    total_budget = (args.budget_minutes + args.full_sequence_minutes) * 60.0
+    total_budget = (
+        args.budget_minutes + args.full_sequence_minutes + args.pause_stage_minutes
+    ) * 60.0
     session_start = time.monotonic() - elapsed
     last_save = time.monotonic()
     while epoch < args.epochs and elapsed < total_budget:
@@ -364,7 +386,7 @@ def train(args: argparse.Namespace) -> Path:
             loss = percepnet_loss(
                 predicted_gains, predicted_strengths, gains, strengths, mask,
                 overshoot_weight=args.overshoot_weight,
-                pause_weight=args.pause_weight,
+                pause_weight=stage.pause_weight,
                 noise_band_weight=args.noise_band_weight,
             )
             optimizer.zero_grad()
@@ -429,6 +451,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="then train this long on whole cached sequences (second stage)")
     parser.add_argument("--full-sequence-batch", type=int, default=64,
                         help="batch of the second stage (3-s sequences)")
+    parser.add_argument("--pause-stage-minutes", type=float, default=0.0,
+                        help="then this long on whole sequences with --pause-stage-weight")
+    parser.add_argument("--pause-stage-weight", type=float, default=20.0,
+                        help="the third stage's --pause-weight")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--frames", type=int, default=100, help="crop length in 10 ms frames")
     parser.add_argument("--lr", type=float, default=2e-3)

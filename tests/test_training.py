@@ -1,5 +1,5 @@
 """Training: the loss (zero at the target, masked bands ignored, each residual-noise weight
-applied exactly where its docstring says and nowhere else) and the two-stage schedule."""
+applied exactly where its docstring says and nowhere else) and the three-stage schedule."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from dsp.constants import NUM_BANDS  # noqa: E402
 from model.train import (  # noqa: E402
     FULL_SEQUENCE_LR_FACTOR,
     GAMMA,
+    PAUSE_STAGE_LR_FACTOR,
     QUARTIC_WEIGHT,
     batches,
     batches_per_epoch,
@@ -125,6 +126,28 @@ def test_training_starts_on_crops_and_ends_on_whole_sequences() -> None:
     assert second.ends_at_s == 900.0
     assert second.lr == pytest.approx(1e-3 * FULL_SEQUENCE_LR_FACTOR)
     assert training_stage(899.0, args, 300).lr < second.lr / 10
+
+
+def test_the_pause_stage_follows_on_whole_sequences_with_its_own_weight_and_decay() -> None:
+    args = parse_args(
+        ["--budget-minutes", "10", "--full-sequence-minutes", "5", "--pause-stage-minutes", "2",
+         "--lr", "1e-3", "--pause-weight", "3", "--pause-stage-weight", "20"]
+    )
+    assert training_stage(0.0, args, 300).pause_weight == 3.0
+    second = training_stage(899.0, args, 300)
+    assert (second.name, second.ends_at_s, second.pause_weight) == ("full-sequence", 900.0, 3.0)
+    assert second.lr == pytest.approx(1e-3 * FULL_SEQUENCE_LR_FACTOR * 0.05, rel=0.01)
+    third = training_stage(900.0, args, sequence_frames=300)
+    assert (third.name, third.frames, third.batch) == ("pause", 300, args.full_sequence_batch)
+    assert (third.ends_at_s, third.pause_weight) == (1020.0, 20.0)
+    assert third.lr == pytest.approx(1e-3 * PAUSE_STAGE_LR_FACTOR)
+    assert training_stage(1019.0, args, 300).lr < third.lr / 10
+
+
+def test_a_pause_stage_may_follow_the_crops_directly() -> None:
+    args = parse_args(["--budget-minutes", "10", "--pause-stage-minutes", "2"])
+    assert training_stage(599.0, args, 300).name == "crops"
+    assert training_stage(600.0, args, 300).name == "pause"
 
 
 def test_without_a_second_stage_training_stays_on_crops() -> None:
