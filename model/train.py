@@ -466,7 +466,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--overshoot-weight", type=float, default=0.0,
                         help="extra loss weight on gains above target (residual noise)")
     parser.add_argument("--pause-weight", type=float, default=0.0,
-                        help="extra loss weight on residual noise in frames without speech")
+                        help="extra loss weight on residual noise in frames without speech "
+                        "(first two stages)")
     parser.add_argument("--noise-band-weight", type=float, default=0.0,
                         help="extra loss weight on gains above target in noise-dominated bands")
     parser.add_argument("--export", default=None, metavar="DIR",
