@@ -136,6 +136,7 @@ def write_card(run: Path, eval_dir: Path, out: Path, data_dir: Path) -> Path:
     resumed_note = (f"\n  Resumed as the same command with these options changed: {resumed}."
                     if resumed else "")
     stages = _stage_summary(history)
+    weighted_note = " (the pause-weighted objective)" if last.get("stage") == "pause" else ""
     budget_minutes = run_args.get("budget_minutes", 0) + full_minutes + pause_minutes
     stopped = ("; stopped before the budget: the run resumes from its checkpoint"
                if checkpoint["elapsed"] / 60 < budget_minutes - 1 else "")
@@ -178,7 +179,7 @@ original for reference.
   examples, synthetic noises with random spectral shapes, random level, EQ, low-pass and speed,
   measured and simulated rooms with early reflections (50 ms) kept in the target. The loss
   ignores bands above each example's speech bandwidth.
-- Final epoch: train loss {last.get("train_loss", float("nan")):.4f}, dev loss
+- Final epoch: train loss {last.get("train_loss", float("nan")):.4f}{weighted_note}, dev loss
   {last.get("dev_loss", float("nan")):.4f}, dev PESQ-WB {last.get("dev_pesq", float("nan")):.2f}
   (8 fixed dev mixtures). Curve: `training_curve.png`.
 
