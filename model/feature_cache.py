@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,12 +153,6 @@ def load_shard(path: Path) -> Shard:
             strengths=data["strengths"].astype(np.float32),
             band_mask=data["band_mask"].astype(np.float32),
         )
-
-
-def load_shards(folder: Path) -> Iterator[Shard]:
-    """All shards of a cache folder, in order."""
-    for path in shard_files(folder):
-        yield load_shard(path)
 
 
 def load_all(folder: Path, count: int | None = None) -> Shard:

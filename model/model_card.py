@@ -24,6 +24,7 @@ from model.train import (
     SEQUENCES_PER_SHARD,
     default_data_dir,
     parse_args,
+    schedule_minutes,
 )
 
 
@@ -137,9 +138,8 @@ def write_card(run: Path, eval_dir: Path, out: Path, data_dir: Path) -> Path:
                     if resumed else "")
     stages = _stage_summary(history)
     weighted_note = " (the pause-weighted objective)" if last.get("stage") == "pause" else ""
-    budget_minutes = run_args.get("budget_minutes", 0) + full_minutes + pause_minutes
     stopped = ("; stopped before the budget: the run resumes from its checkpoint"
-               if checkpoint["elapsed"] / 60 < budget_minutes - 1 else "")
+               if checkpoint["elapsed"] / 60 < schedule_minutes(run_args) - 1 else "")
     eval_options = " ".join(_flag(k, v) for k, v in eval_config.items() if k in ("per_snr", "seed"))
     card = f"""# PercepNet-relay model card
 

@@ -18,9 +18,10 @@ import json
 import math
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -226,6 +227,15 @@ def cosine(peak: float, progress: float) -> float:
     return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+# The options that give each stage's length, in stage order.
+STAGE_MINUTES_OPTIONS = ("budget_minutes", "full_sequence_minutes", "pause_stage_minutes")
+
+
+def schedule_minutes(options: Mapping[str, Any]) -> float:
+    """Wall-clock minutes of every stage together (an option a run lacks counts as 0)."""
+    return sum(float(options.get(key) or 0.0) for key in STAGE_MINUTES_OPTIONS)
+
+
 def training_stage(
     elapsed_s: float, args: argparse.Namespace, sequence_frames: int
 ) -> TrainingStage:
@@ -237,35 +247,29 @@ def training_stage(
     from ``FULL_SEQUENCE_LR_FACTOR`` × ``--lr`` with its own decay; then ``--pause-stage-minutes``
     more on whole sequences with residual noise in speech-free frames weighted by
     ``--pause-stage-weight``, from ``PAUSE_STAGE_LR_FACTOR`` × ``--lr``. The first two stages
-    use ``--pause-weight``.
+    use ``--pause-weight``. A stage given no minutes is skipped; past the end, the last stage
+    holds at its final learning rate.
     """
-    crops_end = args.budget_minutes * 60.0
-    full_end = crops_end + max(args.full_sequence_minutes, 0.0) * 60.0
-    if elapsed_s < crops_end or (args.full_sequence_minutes <= 0 and args.pause_stage_minutes <= 0):
-        return TrainingStage(
-            "crops", cosine(args.lr, elapsed_s / crops_end), args.batch, args.frames, crops_end,
-            args.pause_weight,
-        )
-    if elapsed_s < full_end or args.pause_stage_minutes <= 0:
-        return TrainingStage(
-            "full-sequence",
-            cosine(
-                args.lr * FULL_SEQUENCE_LR_FACTOR,
-                (elapsed_s - crops_end) / (full_end - crops_end),
-            ),
-            args.full_sequence_batch,
-            sequence_frames,
-            full_end,
-            args.pause_weight,
-        )
-    stage_s = args.pause_stage_minutes * 60.0
+    plan = [  # (name, minutes, peak lr, batch, frames, pause weight)
+        ("crops", args.budget_minutes, args.lr, args.batch, args.frames, args.pause_weight),
+        ("full-sequence", args.full_sequence_minutes, args.lr * FULL_SEQUENCE_LR_FACTOR,
+         args.full_sequence_batch, sequence_frames, args.pause_weight),
+        ("pause", args.pause_stage_minutes, args.lr * PAUSE_STAGE_LR_FACTOR,
+         args.full_sequence_batch, sequence_frames, args.pause_stage_weight),
+    ]
+    active = [stage for stage in plan if stage[1] > 0] or plan[:1]
+    starts_at_s = 0.0
+    current = active[-1]
+    for stage in active[:-1]:
+        if elapsed_s < starts_at_s + stage[1] * 60.0:
+            current = stage
+            break
+        starts_at_s += stage[1] * 60.0
+    name, minutes, peak, batch, frames, pause_weight = current
+    stage_s = max(minutes * 60.0, 1e-9)
+    progress = (elapsed_s - starts_at_s) / stage_s
     return TrainingStage(
-        "pause",
-        cosine(args.lr * PAUSE_STAGE_LR_FACTOR, (elapsed_s - full_end) / stage_s),
-        args.full_sequence_batch,
-        sequence_frames,
-        full_end + stage_s,
-        args.pause_stage_weight,
+        name, cosine(peak, progress), batch, frames, starts_at_s + stage_s, pause_weight
     )
 
 
@@ -369,9 +373,7 @@ def train(args: argparse.Namespace) -> Path:
         if tag:
             print(f"checkpoint saved ({tag})", flush=True)
 
-    total_budget = (
-        args.budget_minutes + args.full_sequence_minutes + args.pause_stage_minutes
-    ) * 60.0
+    total_budget = schedule_minutes(vars(args)) * 60.0
     session_start = time.monotonic() - elapsed
     last_save = time.monotonic()
     while epoch < args.epochs and elapsed < total_budget:

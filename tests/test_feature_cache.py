@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.feature_cache import load_all, load_shards
+from model.feature_cache import load_all, load_shard, shard_files
 
 
 def _write_shard(path: Path, examples: int, seed: int) -> None:
@@ -27,7 +27,7 @@ def test_load_all_puts_every_finished_shard_in_order_into_one_set_of_arrays(
     for index, examples in enumerate((3, 5, 2)):
         _write_shard(tmp_path / f"shard_{index:05d}.npz", examples, seed=index)
     _write_shard(tmp_path / "shard_00003.partial.npz", 4, seed=9)  # an interrupted build
-    shards = list(load_shards(tmp_path))
+    shards = [load_shard(path) for path in shard_files(tmp_path)]
     everything = load_all(tmp_path)
     assert everything.features.shape == (10, 6, 70)
     for name in ("features", "gains", "strengths", "band_mask"):
