@@ -1,9 +1,11 @@
 """Train the PercepNet network from scratch, resumably, within a wall-clock budget.
 
     python -m model.train --out runs/default --train-shards 160 --budget-minutes 73 \
-        --full-sequence-minutes 95 --export model/weights
+        --full-sequence-minutes 95 --pause-stage-minutes 10 --pause-stage-weight 10 \
+        --export model/weights
 
-builds (or reuses) the feature cache, then trains (1-s crops, then whole 3-s sequences) with
+builds (or reuses) the feature cache, then trains (1-s crops, then whole 3-s sequences, then
+whole sequences with residual noise in pauses weighted) with
 checkpoints every epoch and every few minutes; rerunning the same command resumes from the
 last checkpoint. Each epoch prints the training and dev losses and the dev-set PESQ-WB of the
 enhancer driven by the network, and redraws ``training_curve.png``. With ``--export`` the
