@@ -140,6 +140,8 @@ def write_card(run: Path, eval_dir: Path, out: Path, data_dir: Path) -> Path:
     weighted_note = " (the pause-weighted objective)" if last.get("stage") == "pause" else ""
     stopped = ("; stopped before the budget: the run resumes from its checkpoint"
                if checkpoint["elapsed"] / 60 < schedule_minutes(run_args) - 1 else "")
+    precision = (" (training steps in bfloat16 autocast, weights and optimiser in fp32)"
+                 if run_args.get("bf16") else "")
     eval_options = " ".join(_flag(k, v) for k, v in eval_config.items() if k in ("per_snr", "seed"))
     card = f"""# PercepNet-relay model card
 
@@ -169,7 +171,7 @@ original for reference.
    + "× the first stage's with its own decay, with a gain above its target in frames without"
    + f" speech costing {1 + run_args.get('pause_stage_weight', 0.0):g}× as much (residual noise"
    + " in pauses)." if pause_minutes else ""}
-- Hardware: {platform.processor() or platform.machine()}, 2 CPU cores, no accelerator;
+- Hardware: {platform.processor() or platform.machine()}, 2 CPU cores, no accelerator{precision};
   {checkpoint["elapsed"] / 60:.0f} minutes of training, {checkpoint["epoch"]} epochs
   ({stages}){stopped}.
 - Data: {train_shards} shards of {SEQUENCES_PER_SHARD} mixtures of 3 s each, drawn from

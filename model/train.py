@@ -135,6 +135,16 @@ def dev_pesq(model: PercepNet, dev: DevAudio) -> float:
     return float(np.mean(scores))
 
 
+def predict(
+    model: PercepNet, features: torch.Tensor, bf16: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's gains and strengths in fp32; with ``bf16`` its forward pass runs under
+    bfloat16 autocast (matrix products in bf16 on AMX / AVX-512 BF16 CPUs, weights in fp32)."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        gains, strengths = model(features)
+    return gains.float(), strengths.float()
+
+
 def batches_per_epoch(data: Shard, batch_size: int) -> int:
     """Full batches in one epoch (the last, partial one is dropped)."""
     return data.features.shape[0] // batch_size
@@ -386,7 +396,7 @@ def train(args: argparse.Namespace) -> Path:
         steps = batches_per_epoch(train_data, stage.batch)
         epoch_batches = batches(train_data, stage.batch, stage.frames, rng)
         for step, (features, gains, strengths, mask) in enumerate(epoch_batches):
-            predicted_gains, predicted_strengths = model(features)
+            predicted_gains, predicted_strengths = predict(model, features, bf16=args.bf16)
             loss = percepnet_loss(
                 predicted_gains, predicted_strengths, gains, strengths, mask,
                 overshoot_weight=args.overshoot_weight,
@@ -464,6 +474,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--dev-files", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--bf16", action="store_true",
+                        help="bfloat16 autocast for the training steps (about 2× faster on CPUs "
+                             "with AMX or AVX-512 BF16); weights, optimiser and loss stay fp32")
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--init-from", default=None, metavar="CHECKPOINT",
                         help="start from this checkpoint's weights (fine-tuning stage)")

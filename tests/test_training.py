@@ -8,7 +8,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from dsp.constants import NUM_BANDS  # noqa: E402
+from dsp.constants import NUM_BANDS, NUM_FEATURES  # noqa: E402
+from model.network import NetworkConfig, PercepNet  # noqa: E402
 from model.train import (  # noqa: E402
     FULL_SEQUENCE_LR_FACTOR,
     GAMMA,
@@ -19,6 +20,7 @@ from model.train import (  # noqa: E402
     changed_options,
     parse_args,
     percepnet_loss,
+    predict,
     training_stage,
 )
 
@@ -232,3 +234,18 @@ def test_an_epoch_crops_every_sequence_once_within_its_bounds() -> None:
     assert len(set(seen)) == 8
     again = list(batches(data, 4, 5, np.random.default_rng(0)))
     assert all(torch.equal(a[0], b[0]) for a, b in zip(epoch, again, strict=True))
+
+
+def test_bf16_training_steps_track_fp32_and_train_every_weight() -> None:
+    torch.manual_seed(0)
+    model = PercepNet(NetworkConfig(conv1_channels=16, conv2_channels=32, gru_size=32))
+    features = torch.randn(2, 40, NUM_FEATURES)
+    exact = predict(model, features)
+    gains, strengths = predict(model, features, bf16=True)
+    assert gains.dtype == strengths.dtype == torch.float32
+    assert float((gains - exact[0]).abs().max()) < 0.03
+    assert float((strengths - exact[1]).abs().max()) < 0.03
+    (gains.sum() + strengths.sum()).backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None and parameter.grad.dtype == torch.float32, name
+        assert float(parameter.grad.abs().sum()) > 0, name
