@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -239,49 +239,61 @@ def cosine(peak: float, progress: float) -> float:
     return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-# The options that give each stage's length, in stage order.
-STAGE_MINUTES_OPTIONS = ("budget_minutes", "full_sequence_minutes", "pause_stage_minutes")
+class StagePlan(NamedTuple):
+    """One stage as a run's options define it."""
+
+    name: str
+    minutes: float
+    peak_lr: float
+    batch: int
+    frames: int
+    pause_weight: float
+
+
+def stage_plan(options: Mapping[str, Any], sequence_frames: int) -> list[StagePlan]:
+    """The three stages in order, from a run's options (one a checkpoint's older options lack
+    takes its default): ``--budget-minutes`` on random ``--frames``-long crops from ``--lr``;
+    ``--full-sequence-minutes`` on whole cached sequences, so that the GRUs learn to carry their
+    state (the noise they have heard) over as long a stretch as the cache holds, from
+    ``FULL_SEQUENCE_LR_FACTOR`` × ``--lr``; ``--pause-stage-minutes`` more on whole sequences
+    with residual noise in speech-free frames weighted by ``--pause-stage-weight``, from
+    ``PAUSE_STAGE_LR_FACTOR`` × ``--lr``. The first two stages use ``--pause-weight``."""
+    o = vars(parse_args([])) | {k: v for k, v in options.items() if v is not None}
+    return [
+        StagePlan("crops", o["budget_minutes"], o["lr"], o["batch"], o["frames"],
+                  o["pause_weight"]),
+        StagePlan("full-sequence", o["full_sequence_minutes"], o["lr"] * FULL_SEQUENCE_LR_FACTOR,
+                  o["full_sequence_batch"], sequence_frames, o["pause_weight"]),
+        StagePlan("pause", o["pause_stage_minutes"], o["lr"] * PAUSE_STAGE_LR_FACTOR,
+                  o["full_sequence_batch"], sequence_frames, o["pause_stage_weight"]),
+    ]
 
 
 def schedule_minutes(options: Mapping[str, Any]) -> float:
-    """Wall-clock minutes of every stage together (an option a run lacks counts as 0)."""
-    return sum(float(options.get(key) or 0.0) for key in STAGE_MINUTES_OPTIONS)
+    """Wall-clock minutes of every stage together."""
+    return sum(float(stage.minutes) for stage in stage_plan(options, sequence_frames=0))
 
 
 def training_stage(
     elapsed_s: float, args: argparse.Namespace, sequence_frames: int
 ) -> TrainingStage:
-    """The stage at ``elapsed_s`` seconds of training.
-
-    First ``--budget-minutes`` on random ``--frames``-long crops, learning rate decaying from
-    ``--lr``; then ``--full-sequence-minutes`` on whole cached sequences, so that the GRUs learn
-    to carry their state (the noise they have heard) over as long a stretch as the cache holds,
-    from ``FULL_SEQUENCE_LR_FACTOR`` × ``--lr`` with its own decay; then ``--pause-stage-minutes``
-    more on whole sequences with residual noise in speech-free frames weighted by
-    ``--pause-stage-weight``, from ``PAUSE_STAGE_LR_FACTOR`` × ``--lr``. The first two stages
-    use ``--pause-weight``. A stage given no minutes is skipped; past the end, the last stage
-    holds at its final learning rate.
-    """
-    plan = [  # (name, minutes, peak lr, batch, frames, pause weight)
-        ("crops", args.budget_minutes, args.lr, args.batch, args.frames, args.pause_weight),
-        ("full-sequence", args.full_sequence_minutes, args.lr * FULL_SEQUENCE_LR_FACTOR,
-         args.full_sequence_batch, sequence_frames, args.pause_weight),
-        ("pause", args.pause_stage_minutes, args.lr * PAUSE_STAGE_LR_FACTOR,
-         args.full_sequence_batch, sequence_frames, args.pause_stage_weight),
-    ]
-    active = [stage for stage in plan if stage[1] > 0] or plan[:1]
+    """The stage at ``elapsed_s`` seconds of training (see :func:`stage_plan`), each with its own
+    cosine decay. A stage given no minutes is skipped; past the end, the last stage holds at its
+    final learning rate."""
+    plan = stage_plan(vars(args), sequence_frames)
+    active = [stage for stage in plan if stage.minutes > 0] or plan[:1]
     starts_at_s = 0.0
     current = active[-1]
     for stage in active[:-1]:
-        if elapsed_s < starts_at_s + stage[1] * 60.0:
+        if elapsed_s < starts_at_s + stage.minutes * 60.0:
             current = stage
             break
-        starts_at_s += stage[1] * 60.0
-    name, minutes, peak, batch, frames, pause_weight = current
-    stage_s = max(minutes * 60.0, 1e-9)
+        starts_at_s += stage.minutes * 60.0
+    stage_s = max(current.minutes * 60.0, 1e-9)
     progress = (elapsed_s - starts_at_s) / stage_s
     return TrainingStage(
-        name, cosine(peak, progress), batch, frames, starts_at_s + stage_s, pause_weight
+        current.name, cosine(current.peak_lr, progress), current.batch, current.frames,
+        starts_at_s + stage_s, current.pause_weight,
     )
 
 
