@@ -25,6 +25,18 @@ EARLY_REFLECTIONS_SECONDS = 0.05  # kept in the target, as PercepNet does
 
 
 @dataclass(frozen=True)
+class NoiseAugmentation:
+    """Ways to make new noises out of the few real recordings, so that the network meets noises
+    it has never heard (other pitches, tempi, colours, blends) rather than memorising ours."""
+
+    speed_share: float = 0.5  # of real noise segments: resampled (pitch and tempo together)
+    speed_range: tuple[float, float] = (0.7, 1.4)  # drawn log-uniformly
+    eq_share: float = 0.5  # of real noise segments: a random tilt and peaking band
+    reverse_share: float = 0.2  # of real noise segments: played backwards
+    second_noise_share: float = 0.3  # of noisy examples with a real noise: a second one added
+
+
+@dataclass(frozen=True)
 class MixtureRecipe:
     """Every knob of the augmentation; its hash keys the feature cache."""
 
@@ -42,10 +54,12 @@ class MixtureRecipe:
     lowpass_hz_range: tuple[float, float] = (3_500.0, 16_000.0)
     fullband_speech_share: float = 0.6  # sample 48/44.1 kHz speech this often
     speed_range: tuple[float, float] = (0.92, 1.08)
+    noise_augmentation: NoiseAugmentation | None = None
 
     def as_dict(self) -> dict[str, object]:
-        """Plain dict (for hashing and for the model card)."""
-        return asdict(self)
+        """Plain dict (for hashing and for the model card). An optional knob left unset is left
+        out, so a recipe without it keys the same cache as before the knob existed."""
+        return {key: value for key, value in asdict(self).items() if value is not None}
 
 
 @dataclass(frozen=True)
@@ -94,13 +108,34 @@ def _speech_segment(
     return out, max_hz
 
 
-def _noise_segment(rng: np.random.Generator, noise: list[AudioFile], length: int) -> np.ndarray:
+def _noise_segment(
+    rng: np.random.Generator,
+    noise: list[AudioFile],
+    length: int,
+    augmentation: NoiseAugmentation | None = None,
+) -> np.ndarray:
     file = noise[int(rng.integers(len(noise)))]
     audio = load_audio_48k(file.path).astype(np.float64)
-    if audio.shape[0] < length:
-        audio = np.tile(audio, int(np.ceil(length / audio.shape[0])) + 1)
-    start = int(rng.integers(0, audio.shape[0] - length + 1))
-    return audio[start : start + length]
+    speed = 1.0
+    if augmentation is not None and rng.random() < augmentation.speed_share:
+        low, high = augmentation.speed_range
+        speed = float(np.exp(rng.uniform(np.log(low), np.log(high))))
+    needed = length if speed == 1.0 else int(np.ceil(length * speed)) + 1
+    if audio.shape[0] < needed:
+        audio = np.tile(audio, int(np.ceil(needed / audio.shape[0])) + 1)
+    start = int(rng.integers(0, audio.shape[0] - needed + 1))
+    segment = audio[start : start + needed]
+    if augmentation is None:
+        return segment
+    if speed != 1.0:
+        segment = soxr.resample(segment, SAMPLE_RATE, SAMPLE_RATE / speed)
+        segment = np.pad(segment, (0, max(0, length - segment.shape[0])))
+    segment = segment[:length]
+    if rng.random() < augmentation.eq_share:
+        segment = _random_eq(rng, segment)
+    if rng.random() < augmentation.reverse_share:
+        segment = segment[::-1].copy()
+    return segment
 
 
 def synthetic_noise(rng: np.random.Generator, length: int) -> np.ndarray:
@@ -207,8 +242,11 @@ def make_mixture(
     noise_total = np.zeros(length)
     if rng.random() >= recipe.noise_free_share:
         parts = []
+        augmentation = recipe.noise_augmentation
         if rng.random() < recipe.real_noise_share and noise:
-            parts.append(_noise_segment(rng, noise, length))
+            parts.append(_noise_segment(rng, noise, length, augmentation))
+            if augmentation is not None and rng.random() < augmentation.second_noise_share:
+                parts.append(_noise_segment(rng, noise, length, augmentation))
         if rng.random() < recipe.synthetic_noise_share or not parts:
             parts.append(synthetic_noise(rng, length))
         for part in parts:

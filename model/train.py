@@ -31,7 +31,7 @@ import torch
 from dsp.enhancer import ReplayGains
 from dsp.offline import compute_oracle_targets, enhance_signal
 from model.feature_cache import CacheSpec, Shard, build_cache, default_cache_dir, load_all
-from model.mixtures import MixtureRecipe, make_mixture
+from model.mixtures import MixtureRecipe, NoiseAugmentation, make_mixture
 from model.network import NetworkConfig, PercepNet, count_parameters
 from model.splits import split_files
 
@@ -330,7 +330,7 @@ def train(args: argparse.Namespace) -> Path:
     set_seeds(args.seed)
     torch.set_num_threads(args.threads)
 
-    recipe = MixtureRecipe()
+    recipe = MixtureRecipe(noise_augmentation=NoiseAugmentation() if args.augment_noise else None)
     train_spec = CacheSpec(
         str(args.data_dir), "train", args.train_shards, SEQUENCES_PER_SHARD, args.seed, recipe
     )
@@ -489,6 +489,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bf16", action="store_true",
                         help="bfloat16 autocast for the training steps (about 2× faster on CPUs "
                              "with AMX or AVX-512 BF16); weights, optimiser and loss stay fp32")
+    parser.add_argument("--augment-noise", action="store_true",
+                        help="make new noises from the recorded ones (speed, EQ, reversal, "
+                             "blends of two); a recipe change, so it builds its own cache")
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--init-from", default=None, metavar="CHECKPOINT",
                         help="start from this checkpoint's weights (fine-tuning stage)")

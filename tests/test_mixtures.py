@@ -1,0 +1,96 @@
+"""Training-mixture recipe: the optional noise augmentation and what it does to the noises."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from model.mixtures import SAMPLE_RATE, MixtureRecipe, NoiseAugmentation, make_mixture
+from model.mixtures import _noise_segment as noise_segment
+from model.splits import AudioFile
+
+NO_AUGMENTATION = NoiseAugmentation(
+    speed_share=0.0, eq_share=0.0, reverse_share=0.0, second_noise_share=0.0
+)
+
+
+def _audio_file(path: Path, signal: np.ndarray, kind: str) -> AudioFile:
+    sf.write(path, signal.astype(np.float32), SAMPLE_RATE)
+    return AudioFile(
+        path=path, relative_path=path.name, kind=kind, speaker_id="s" if kind == "clean" else "",
+        sample_rate=SAMPLE_RATE, seconds=signal.shape[0] / SAMPLE_RATE, license="test", label="",
+    )
+
+
+def _tone(tmp_path: Path, hz: float, seconds: float = 2.0) -> AudioFile:
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    return _audio_file(tmp_path / f"tone{hz:.0f}.flac", 0.3 * np.sin(2 * np.pi * hz * t), "noise")
+
+
+def _peak_hz(signal: np.ndarray) -> float:
+    spectrum = np.abs(np.fft.rfft(signal * np.hanning(signal.shape[0])))
+    return float(np.fft.rfftfreq(signal.shape[0], 1 / SAMPLE_RATE)[np.argmax(spectrum)])
+
+
+def _level_at(signal: np.ndarray, hz: float) -> float:
+    spectrum = np.abs(np.fft.rfft(signal * np.hanning(signal.shape[0])))
+    freqs = np.fft.rfftfreq(signal.shape[0], 1 / SAMPLE_RATE)
+    return float(spectrum[np.abs(freqs - hz) < 20].max() / spectrum.max())
+
+
+def test_a_recipe_without_noise_augmentation_keys_the_cache_as_before_the_option_existed() -> None:
+    plain = MixtureRecipe().as_dict()
+    assert "noise_augmentation" not in plain
+    augmented = MixtureRecipe(noise_augmentation=NoiseAugmentation()).as_dict()
+    assert augmented["noise_augmentation"] == dataclasses.asdict(NoiseAugmentation())
+    assert {k: v for k, v in augmented.items() if k != "noise_augmentation"} == plain
+
+
+def test_speed_augmentation_moves_a_tone_by_the_speed_factor_and_keeps_the_length(
+    tmp_path: Path,
+) -> None:
+    tone = _tone(tmp_path, 1000.0, seconds=0.7)  # shorter than the segment: it is looped
+    faster = dataclasses.replace(NO_AUGMENTATION, speed_share=1.0, speed_range=(1.25, 1.25))
+    length = SAMPLE_RATE  # 1 s
+    segment = noise_segment(np.random.default_rng(0), [tone], length, faster)
+    assert segment.shape == (length,)
+    assert abs(_peak_hz(segment) - 1250.0) < 5.0
+    unchanged = noise_segment(np.random.default_rng(0), [tone], length, NO_AUGMENTATION)
+    assert abs(_peak_hz(unchanged) - 1000.0) < 5.0
+
+
+def test_reversal_plays_a_stretch_of_the_recording_backwards(tmp_path: Path) -> None:
+    ramp = _audio_file(tmp_path / "ramp.flac", np.linspace(-0.5, 0.5, 2 * SAMPLE_RATE), "noise")
+    backwards = dataclasses.replace(NO_AUGMENTATION, reverse_share=1.0)
+    segment = noise_segment(np.random.default_rng(1), [ramp], SAMPLE_RATE // 2, backwards)
+    assert np.all(np.diff(segment) <= 0) and segment[0] - segment[-1] > 0.1  # 16-bit steps
+    forwards = noise_segment(np.random.default_rng(1), [ramp], SAMPLE_RATE // 2, NO_AUGMENTATION)
+    assert np.all(np.diff(forwards) >= 0) and forwards[-1] - forwards[0] > 0.1
+
+
+def test_a_second_real_noise_is_blended_in_only_when_asked(tmp_path: Path) -> None:
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    speech = [_audio_file(tmp_path / "speech.flac", 0.2 * np.sin(2 * np.pi * 150 * t), "clean")]
+    noises = [_tone(tmp_path, 700.0), _tone(tmp_path, 3000.0)]
+    recipe = MixtureRecipe(
+        segment_seconds=1.0, noise_free_share=0.0, synthetic_noise_share=0.0,
+        real_noise_share=1.0, room_share=0.0, eq_share=0.0, lowpass_share=0.0,
+        speed_range=(1.0, 1.0),
+    )
+
+    def blends(second_noise_share: float) -> int:
+        augmentation = dataclasses.replace(NO_AUGMENTATION, second_noise_share=second_noise_share)
+        augmented = dataclasses.replace(recipe, noise_augmentation=augmentation)
+        rng = np.random.default_rng(2)
+        count = 0
+        for _ in range(12):
+            mixture = make_mixture(rng, speech, noises, [], augmented)
+            noise = mixture.noisy - mixture.target
+            count += min(_level_at(noise, 700.0), _level_at(noise, 3000.0)) > 0.1
+        return count
+
+    assert blends(0.0) == 0
+    assert blends(1.0) >= 3  # the second draw picks the other recording about half the time
