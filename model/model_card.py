@@ -11,6 +11,7 @@ import argparse
 import json
 import platform
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -90,6 +91,20 @@ def _option_flags(options: dict[str, object]) -> str:
     )
 
 
+def _noise_augmentation_note(recipe: dict[str, Any]) -> str:
+    """A sentence on how the real noises were varied (``--augment-noise``), or nothing."""
+    augmentation = recipe.get("noise_augmentation")
+    if not augmentation:
+        return ""
+    low, high = augmentation["speed_range"]
+    return (
+        f"\n  Real noises made new: resampled {low:g}–{high:g}× (pitch and tempo) in "
+        f"{augmentation['speed_share']:.0%} of segments, EQ'd in {augmentation['eq_share']:.0%}, "
+        f"reversed in {augmentation['reverse_share']:.0%}, a second recording blended in "
+        f"{augmentation['second_noise_share']:.0%} of examples (`--augment-noise`)."
+    )
+
+
 def _training_commands(run_args: dict[str, object], resumes: list[dict]) -> tuple[str, str]:
     """(the command that started the run, the options each resume changed), from a checkpoint's
     final options and its record of resumes; the last command exports the weights."""
@@ -142,6 +157,7 @@ def write_card(run: Path, eval_dir: Path, out: Path, data_dir: Path) -> Path:
                if checkpoint["elapsed"] / 60 < schedule_minutes(run_args) - 1 else "")
     precision = (" (training steps in bfloat16 autocast, weights and optimiser in fp32)"
                  if run_args.get("bf16") else "")
+    noise_note = _noise_augmentation_note(checkpoint.get("recipe", {}))
     eval_options = " ".join(_flag(k, v) for k, v in eval_config.items() if k in ("per_snr", "seed"))
     card = f"""# PercepNet-relay model card
 
@@ -180,7 +196,7 @@ original for reference.
   `model/mixtures.py` (recipe hash `{checkpoint["train_cache"]}`): SNR −5…30 dB with noise-free
   examples, synthetic noises with random spectral shapes, random level, EQ, low-pass and speed,
   measured and simulated rooms with early reflections (50 ms) kept in the target. The loss
-  ignores bands above each example's speech bandwidth.
+  ignores bands above each example's speech bandwidth.{noise_note}
 - Final epoch: train loss {last.get("train_loss", float("nan")):.4f}{weighted_note}, dev loss
   {last.get("dev_loss", float("nan")):.4f}, dev PESQ-WB {last.get("dev_pesq", float("nan")):.2f}
   (8 fixed dev mixtures). Curve: `training_curve.png`.

@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from model.mixtures import SAMPLE_RATE, MixtureRecipe, NoiseAugmentation, make_mixture
@@ -94,3 +95,12 @@ def test_a_second_real_noise_is_blended_in_only_when_asked(tmp_path: Path) -> No
 
     assert blends(0.0) == 0
     assert blends(1.0) >= 3  # the second draw picks the other recording about half the time
+
+
+def test_the_model_card_says_how_the_noises_were_varied_only_when_they_were() -> None:
+    pytest.importorskip("torch")
+    from model.model_card import _noise_augmentation_note
+
+    assert _noise_augmentation_note(MixtureRecipe().as_dict()) == ""
+    note = _noise_augmentation_note(MixtureRecipe(noise_augmentation=NoiseAugmentation()).as_dict())
+    assert "0.7–1.4×" in note and "`--augment-noise`" in note and "30% of examples" in note
