@@ -120,6 +120,8 @@ def _noise_segment(
     if augmentation is not None and rng.random() < augmentation.speed_share:
         low, high = augmentation.speed_range
         speed = float(np.exp(rng.uniform(np.log(low), np.log(high))))
+    # A stretch to resample is drawn one sample longer than it needs, so it still fills
+    # ``length`` afterwards (checked over the whole speed range).
     needed = length if speed == 1.0 else int(np.ceil(length * speed)) + 1
     if audio.shape[0] < needed:
         audio = np.tile(audio, int(np.ceil(needed / audio.shape[0])) + 1)
@@ -128,9 +130,7 @@ def _noise_segment(
     if augmentation is None:
         return segment
     if speed != 1.0:
-        segment = soxr.resample(segment, SAMPLE_RATE, SAMPLE_RATE / speed)
-        segment = np.pad(segment, (0, max(0, length - segment.shape[0])))
-    segment = segment[:length]
+        segment = soxr.resample(segment, SAMPLE_RATE, SAMPLE_RATE / speed)[:length]
     if rng.random() < augmentation.eq_share:
         segment = _random_eq(rng, segment)
     if rng.random() < augmentation.reverse_share:

@@ -31,15 +31,20 @@ def _tone(tmp_path: Path, hz: float, seconds: float = 2.0) -> AudioFile:
     return _audio_file(tmp_path / f"tone{hz:.0f}.flac", 0.3 * np.sin(2 * np.pi * hz * t), "noise")
 
 
+def _spectrum(signal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(frequencies, Hann-windowed magnitudes)."""
+    magnitudes = np.abs(np.fft.rfft(signal * np.hanning(signal.shape[0])))
+    return np.fft.rfftfreq(signal.shape[0], 1 / SAMPLE_RATE), magnitudes
+
+
 def _peak_hz(signal: np.ndarray) -> float:
-    spectrum = np.abs(np.fft.rfft(signal * np.hanning(signal.shape[0])))
-    return float(np.fft.rfftfreq(signal.shape[0], 1 / SAMPLE_RATE)[np.argmax(spectrum)])
+    freqs, magnitudes = _spectrum(signal)
+    return float(freqs[np.argmax(magnitudes)])
 
 
 def _level_at(signal: np.ndarray, hz: float) -> float:
-    spectrum = np.abs(np.fft.rfft(signal * np.hanning(signal.shape[0])))
-    freqs = np.fft.rfftfreq(signal.shape[0], 1 / SAMPLE_RATE)
-    return float(spectrum[np.abs(freqs - hz) < 20].max() / spectrum.max())
+    freqs, magnitudes = _spectrum(signal)
+    return float(magnitudes[np.abs(freqs - hz) < 20].max() / magnitudes.max())
 
 
 def test_a_recipe_without_noise_augmentation_keys_the_cache_as_before_the_option_existed() -> None:
