@@ -22,6 +22,7 @@ DEV_SNRS_DB: tuple[float, ...] = (-5.0, 0.0, 5.0, 10.0, 15.0)
 LEVEL_DBFS_RANGE = (-35.0, -15.0)  # RMS of the noisy mixture, re a full-scale ±1 amplitude
 PEAK_LIMIT = 0.99  # mixtures above this peak are turned down, never clipped
 DATA_DIR_ENV = "PNR_DATA_DIR"
+SPLITS = ("train", "dev")  # in the order ``split_files`` returns them
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def mix_at_snr(
 
 
 def _speech_pools(speech: Sequence[AudioFile]) -> tuple[list[AudioFile], list[AudioFile]]:
-    """(48 kHz fullband RAVDESS, 16 kHz) dev speech, sorted so draws are reproducible."""
+    """(48 kHz fullband RAVDESS, 16 kHz) speech, sorted so draws are reproducible."""
     fullband = sorted(
         (f for f in speech if f.sample_rate == SAMPLE_RATE and f.speaker_id.startswith("ravdess")),
         key=lambda f: f.relative_path,
@@ -112,17 +113,23 @@ def build_dev_mixtures(
     per_snr: int = 8,
     snrs_db: Sequence[float] = DEV_SNRS_DB,
     seed: int = 0,
+    split: str = "dev",
 ) -> list[DevMixture]:
     """``per_snr`` mixtures at each SNR from the dev split, alternating between 48 kHz fullband
-    RAVDESS speech and 16 kHz speech (falling back to whichever pool is non-empty)."""
+    RAVDESS speech and 16 kHz speech (falling back to whichever pool is non-empty).
+
+    ``split="train"`` draws the same way from the training split's speakers and noises: a
+    diagnostic that tells a generalisation gap from a fitting gap, never a reported score."""
     if per_snr < 1:
         raise ValueError(f"per_snr must be at least 1, got {per_snr}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     root = data_dir if data_dir is not None else default_data_dir()
-    dev = split_files(root)[1]
-    fullband, narrow = _speech_pools(dev.speech)
-    noises = sorted(dev.noise, key=lambda f: f.relative_path)
+    chosen = split_files(root)[SPLITS.index(split)]
+    fullband, narrow = _speech_pools(chosen.speech)
+    noises = sorted(chosen.noise, key=lambda f: f.relative_path)
     if not (fullband or narrow) or not noises:
-        raise ValueError(f"no dev speech or noise under {root}")
+        raise ValueError(f"no {split} speech or noise under {root}")
     cache: dict[Path, np.ndarray] = {}
 
     def load(path: Path) -> np.ndarray:

@@ -32,7 +32,13 @@ import soxr
 from pesq import PesqError, pesq
 from pystoi import stoi
 
-from model.devset import DEV_SNRS_DB, DevMixture, build_dev_mixtures, default_data_dir
+from model.devset import (
+    DEV_SNRS_DB,
+    SPLITS,
+    DevMixture,
+    build_dev_mixtures,
+    default_data_dir,
+)
 
 SAMPLE_RATE = 48_000
 METRIC_RATE = 16_000  # PESQ-WB, STOI (pystoi resamples to its 10 kHz itself) and DNSMOS
@@ -634,6 +640,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="comma-separated SNRs in dB",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="dev",
+        help="draw the mixtures from this split (default dev; train is a diagnostic only)",
+    )
     parser.add_argument("--data-dir", type=Path, help="default: $PNR_DATA_DIR or ../shared/data")
     parser.add_argument("--spectrograms", type=int, default=3, help="files to plot (default 3)")
     parser.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS")
@@ -656,7 +668,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: no manifest.csv under {data_dir}", file=sys.stderr)
         return 2
     snrs = tuple(float(s) for s in args.snrs.split(","))
-    mixtures = build_dev_mixtures(data_dir, per_snr=args.per_snr, snrs_db=snrs, seed=args.seed)
+    mixtures = build_dev_mixtures(
+        data_dir, per_snr=args.per_snr, snrs_db=snrs, seed=args.seed, split=args.split
+    )
     results = evaluate(
         systems,
         mixtures,
@@ -670,6 +684,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "per_snr": args.per_snr,
         "snrs_db": list(snrs),
         "seed": args.seed,
+        "split": args.split,
         "mixtures": [m.name for m in mixtures],
     }
     json_path, md_path = write_results(results, args.out)

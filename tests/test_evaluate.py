@@ -27,6 +27,7 @@ from model.evaluate import (
     webrtc_ns_enhance,
     write_results,
 )
+from model.splits import split_files
 
 ONE_MS = SAMPLE_RATE // 1000
 
@@ -155,6 +156,19 @@ def test_devset_is_deterministic_and_at_the_asked_snr(shared_data_dir, dev_mixtu
     two = build_dev_mixtures(shared_data_dir, per_snr=2, snrs_db=(5.0,), seed=0)
     assert two[0].name == dev_mixtures[2].name
     assert np.array_equal(two[0].noisy, dev_mixtures[2].noisy)
+
+
+@pytest.mark.slow
+def test_train_split_draw_never_touches_dev_files(shared_data_dir, dev_mixtures) -> None:
+    train, dev = split_files(shared_data_dir)
+    drawn = build_dev_mixtures(shared_data_dir, per_snr=2, seed=0, split="train")
+    assert len(drawn) == 10
+    assert {m.speech_path for m in drawn} <= {f.path for f in train.speech}
+    assert {m.noise_path for m in drawn} <= {f.path for f in train.noise}
+    assert {m.speech_path for m in dev_mixtures} <= {f.path for f in dev.speech}
+    assert {m.noise_path for m in dev_mixtures} <= {f.path for f in dev.noise}
+    with pytest.raises(ValueError, match="split must be one of train, dev"):
+        build_dev_mixtures(shared_data_dir, per_snr=1, split="test")
 
 
 @pytest.mark.slow
