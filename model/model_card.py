@@ -125,8 +125,21 @@ def _training_commands(run_args: dict[str, object], resumes: list[dict]) -> tupl
     return command, "; ".join(steps)
 
 
+def _evaluation_config(eval_dir: Path) -> dict:
+    """The evaluation's recorded options; refuses one drawn from the training split, whose
+    scores must never be quoted as dev-set scores (evaluations before ``--split`` are dev)."""
+    path = eval_dir / "results.json"
+    config = json.loads(path.read_text()).get("config", {}) if path.exists() else {}
+    if config.get("split", "dev") != "dev":
+        raise ValueError(
+            f"{path} was drawn from the {config['split']!r} split; the card needs a dev evaluation"
+        )
+    return config
+
+
 def write_card(run: Path, eval_dir: Path, out: Path, data_dir: Path) -> Path:
     """Compose the card; returns its path."""
+    eval_config = _evaluation_config(eval_dir)  # first: a train-split evaluation stops here
     checkpoint = torch.load(run / "checkpoint.pt", weights_only=False, map_location="cpu")
     config = NetworkConfig(**checkpoint["config"])
     parameters = count_parameters(PercepNet(config))
@@ -135,8 +148,6 @@ def write_card(run: Path, eval_dir: Path, out: Path, data_dir: Path) -> Path:
     integer, total = weight_counts(int8)
     results_md = (eval_dir / "results.md").read_text() if (eval_dir / "results.md").exists() \
         else "(evaluation not run)"
-    eval_config = json.loads((eval_dir / "results.json").read_text()).get("config", {}) \
-        if (eval_dir / "results.json").exists() else {}
     train, dev = split_files(data_dir)
     last = history[-1] if history else {}
     run_args = checkpoint["args"]
@@ -233,7 +244,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "weights")
     parser.add_argument("--data-dir", type=Path, default=default_data_dir())
     args = parser.parse_args(argv)
-    print(write_card(args.run, args.eval, args.out, args.data_dir))
+    try:
+        print(write_card(args.run, args.eval, args.out, args.data_dir))
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 if __name__ == "__main__":

@@ -209,6 +209,21 @@ def test_the_model_card_rebuilds_the_first_command_and_each_resume() -> None:
     assert "--train-shards 160" in alone and none == ""
 
 
+def test_the_model_card_refuses_an_evaluation_drawn_from_the_training_split(tmp_path) -> None:
+    import json
+
+    from model.model_card import _evaluation_config, main
+
+    assert _evaluation_config(tmp_path) == {}  # no evaluation yet: the card says so
+    (tmp_path / "results.json").write_text(json.dumps({"config": {"per_snr": 8, "seed": 0}}))
+    assert _evaluation_config(tmp_path) == {"per_snr": 8, "seed": 0}  # before --split: dev
+    (tmp_path / "results.json").write_text(json.dumps({"config": {"split": "train"}}))
+    with pytest.raises(ValueError, match="'train' split; the card needs a dev evaluation"):
+        _evaluation_config(tmp_path)
+    with pytest.raises(SystemExit, match="^error: .*'train' split"):  # before reading the run
+        main(["--run", str(tmp_path / "no-run"), "--eval", str(tmp_path), "--out", str(tmp_path)])
+
+
 def test_an_epoch_crops_every_sequence_once_within_its_bounds() -> None:
     from model.feature_cache import Shard
 
