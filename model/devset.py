@@ -15,14 +15,13 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from model.splits import AudioFile, split_files
+from model.splits import AudioFile, split_named
 
 SAMPLE_RATE = 48_000
 DEV_SNRS_DB: tuple[float, ...] = (-5.0, 0.0, 5.0, 10.0, 15.0)
 LEVEL_DBFS_RANGE = (-35.0, -15.0)  # RMS of the noisy mixture, re a full-scale ±1 amplitude
 PEAK_LIMIT = 0.99  # mixtures above this peak are turned down, never clipped
 DATA_DIR_ENV = "PNR_DATA_DIR"
-SPLITS = ("train", "dev")  # in the order ``split_files`` returns them
 
 
 @dataclass(frozen=True)
@@ -122,10 +121,8 @@ def build_dev_mixtures(
     diagnostic that tells a generalisation gap from a fitting gap, never a reported score."""
     if per_snr < 1:
         raise ValueError(f"per_snr must be at least 1, got {per_snr}")
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     root = data_dir if data_dir is not None else default_data_dir()
-    chosen = split_files(root)[SPLITS.index(split)]
+    chosen = split_named(root, split)
     fullband, narrow = _speech_pools(chosen.speech)
     noises = sorted(chosen.noise, key=lambda f: f.relative_path)
     if not (fullband or narrow) or not noises:

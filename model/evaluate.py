@@ -32,13 +32,8 @@ import soxr
 from pesq import PesqError, pesq
 from pystoi import stoi
 
-from model.devset import (
-    DEV_SNRS_DB,
-    SPLITS,
-    DevMixture,
-    build_dev_mixtures,
-    default_data_dir,
-)
+from model.devset import DEV_SNRS_DB, DevMixture, build_dev_mixtures, default_data_dir
+from model.splits import SPLIT_NAMES
 
 SAMPLE_RATE = 48_000
 METRIC_RATE = 16_000  # PESQ-WB, STOI (pystoi resamples to its 10 kHz itself) and DNSMOS
@@ -642,7 +637,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--split",
-        choices=SPLITS,
+        choices=SPLIT_NAMES,
         default="dev",
         help="draw the mixtures from this split (default dev; train is a diagnostic only)",
     )

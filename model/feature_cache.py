@@ -23,7 +23,7 @@ from dsp.bands import BIN_HZ, make_band_layout
 from dsp.constants import DSP_VERSION, HOP_SAMPLES, SAMPLE_RATE_HZ
 from dsp.offline import compute_oracle_targets
 from model.mixtures import MixtureRecipe, make_mixture
-from model.splits import split_files
+from model.splits import split_named
 
 CACHE_FORMAT_VERSION = 1
 
@@ -70,8 +70,7 @@ def shard_path(cache_dir: Path, spec: CacheSpec, index: int) -> Path:
 
 def build_shard(spec: CacheSpec, index: int, out_path: Path) -> int:
     """Synthesise and analyse one shard's examples; returns the number of frames written."""
-    train, dev = split_files(Path(spec.data_dir))
-    files = train if spec.split == "train" else dev
+    files = split_named(Path(spec.data_dir), spec.split)
     rng = np.random.default_rng([spec.seed, index])
     frames_per_example = round(spec.recipe.segment_seconds * SAMPLE_RATE_HZ / HOP_SAMPLES)
     features, gains, strengths, masks = [], [], [], []

@@ -34,6 +34,9 @@ class AudioFile:
     label: str
 
 
+SPLIT_NAMES = ("train", "dev")  # in the order ``split_files`` returns them
+
+
 @dataclass(frozen=True)
 class Split:
     """Files of one side of the split."""
@@ -86,3 +89,10 @@ def split_files(data_dir: Path) -> tuple[Split, Split]:
         rooms=tuple(f for f in rooms if f.relative_path in DEV_ROOMS),
     )
     return train, dev
+
+
+def split_named(data_dir: Path, name: str) -> Split:
+    """One side of ``split_files`` by name: ``"train"`` or ``"dev"``."""
+    if name not in SPLIT_NAMES:
+        raise ValueError(f"split must be one of {', '.join(SPLIT_NAMES)}, got {name!r}")
+    return split_files(data_dir)[SPLIT_NAMES.index(name)]
