@@ -37,6 +37,20 @@ class NoiseAugmentation:
 
 
 @dataclass(frozen=True)
+class NoiseEvents:
+    """Synthetic non-stationary noises of the kinds that the recorded set has only a few of:
+    bursts (knocks, clicks, drums), harmonic sounds (calls, hums, instruments) and babble made of
+    other training talkers. One is added to this share of the noisy examples."""
+
+    share: float = 0.4
+    kinds: tuple[str, ...] = ("bursts", "harmonic", "babble")
+    bursts_per_second: tuple[float, float] = (0.5, 10.0)  # drawn log-uniformly
+    burst_decay_s: tuple[float, float] = (0.003, 0.2)  # drawn log-uniformly per burst
+    harmonic_f0_hz: tuple[float, float] = (70.0, 2_000.0)  # drawn log-uniformly per sound
+    babble_talkers: tuple[int, int] = (3, 7)  # inclusive range
+
+
+@dataclass(frozen=True)
 class MixtureRecipe:
     """Every knob of the augmentation; its hash keys the feature cache."""
 
@@ -55,6 +69,7 @@ class MixtureRecipe:
     fullband_speech_share: float = 0.6  # sample 48/44.1 kHz speech this often
     speed_range: tuple[float, float] = (0.92, 1.08)
     noise_augmentation: NoiseAugmentation | None = None
+    noise_events: NoiseEvents | None = None
 
     def as_dict(self) -> dict[str, object]:
         """Plain dict (for hashing and for the model card). An optional knob left unset is left
@@ -138,23 +153,115 @@ def _noise_segment(
     return segment
 
 
-def synthetic_noise(rng: np.random.Generator, length: int) -> np.ndarray:
-    """Gaussian noise with a random smooth spectral shape over 0–24 kHz, optionally amplitude
-    modulated: covers the high bands that the recorded noises rarely reach."""
-    spectrum = np.fft.rfft(rng.standard_normal(length))
+def _random_spectral_shape(rng: np.random.Generator, signal: np.ndarray) -> np.ndarray:
+    """``signal`` filtered by a random smooth spectral shape over 0–24 kHz."""
+    length = signal.shape[0]
     freqs = np.fft.rfftfreq(length, 1 / SAMPLE_RATE)
     anchors_hz = np.geomspace(50, 24_000, 12)
     anchors_db = rng.uniform(-30, 10, anchors_hz.shape[0]) + rng.uniform(-6, 3) * np.log2(
         anchors_hz / 1000
     )
     shape_db = np.interp(np.log(np.maximum(freqs, 50)), np.log(anchors_hz), anchors_db)
-    noise = np.fft.irfft(spectrum * 10 ** (shape_db / 20), n=length)
+    return np.fft.irfft(np.fft.rfft(signal) * 10 ** (shape_db / 20), n=length)
+
+
+def synthetic_noise(rng: np.random.Generator, length: int) -> np.ndarray:
+    """Gaussian noise with a random smooth spectral shape over 0–24 kHz, optionally amplitude
+    modulated: covers the high bands that the recorded noises rarely reach."""
+    noise = _random_spectral_shape(rng, rng.standard_normal(length))
     if rng.random() < 0.4:
         rate_hz = rng.uniform(0.3, 8.0)
         depth = rng.uniform(0.3, 1.0)
         t = np.arange(length) / SAMPLE_RATE
         noise *= 1 - depth * 0.5 * (1 + np.sin(2 * np.pi * rate_hz * t + rng.uniform(0, 6.3)))
     return noise
+
+
+def _log_uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
+    return float(np.exp(rng.uniform(np.log(bounds[0]), np.log(bounds[1]))))
+
+
+def burst_noise(rng: np.random.Generator, length: int, events: NoiseEvents) -> np.ndarray:
+    """Decaying bursts of shaped noise, some with a pitched resonance, at random or at regular
+    (beat-like) onsets: knocks, clicks, footsteps, drums."""
+    rate = _log_uniform(rng, events.bursts_per_second)
+    if rng.random() < 0.5:  # regular onsets with a little jitter, as in loops and clocks
+        period = SAMPLE_RATE / rate
+        onsets = np.arange(rng.uniform(0, period), length, period)
+        onsets = onsets + rng.normal(0, 0.01 * period, onsets.shape[0])
+    else:
+        onsets = np.sort(rng.uniform(0, length, rng.poisson(rate * length / SAMPLE_RATE) + 1))
+    out = np.zeros(length)
+    colour = _random_spectral_shape(rng, rng.standard_normal(length))
+    for onset in onsets.astype(np.int64):
+        if not 0 <= onset < length:
+            continue
+        decay_s = _log_uniform(rng, events.burst_decay_s)
+        span = min(int(5 * decay_s * SAMPLE_RATE) + 1, length - onset)
+        t = np.arange(span) / SAMPLE_RATE
+        envelope = np.exp(-t / decay_s) * np.minimum(1.0, t / 0.0005 + 1e-3)
+        start = int(rng.integers(0, length - span + 1))
+        burst = colour[start : start + span] * envelope
+        if rng.random() < 0.4:  # a resonance: drums, tabla, wood blocks
+            frequency = _log_uniform(rng, (80.0, 5_000.0))
+            ring = np.sin(2 * np.pi * frequency * t + rng.uniform(0, 2 * np.pi)) * envelope
+            burst += ring * np.std(burst) / (np.std(ring) + 1e-12) * rng.uniform(0.5, 3.0)
+        out[onset : onset + span] += burst * 10 ** (rng.uniform(-20, 0) / 20)
+    return out
+
+
+def harmonic_noise(rng: np.random.Generator, length: int, events: NoiseEvents) -> np.ndarray:
+    """Harmonic sounds with a gliding, vibrating pitch and a random spectral envelope, either
+    one sustained tone or separate calls: animals, sirens, hums, instruments."""
+    out = np.zeros(length)
+    sustained = rng.random() < 0.3
+    for _ in range(1 if sustained else int(rng.integers(1, 7))):
+        span = length if sustained else int(rng.uniform(0.08, 1.5) * SAMPLE_RATE)
+        span = min(span, length)
+        start = int(rng.integers(0, length - span + 1))
+        t = np.arange(span) / SAMPLE_RATE
+        f0 = _log_uniform(rng, events.harmonic_f0_hz) * 2 ** (
+            rng.uniform(-1, 1) * t / max(t[-1], 1e-3) * rng.uniform(0, 1)
+        )
+        f0 = f0 * (1 + rng.uniform(0, 0.03) * np.sin(2 * np.pi * rng.uniform(3, 8) * t))
+        phase = 2 * np.pi * np.cumsum(f0) / SAMPLE_RATE
+        tilt = rng.uniform(0.3, 2.0)
+        tone = np.zeros(span)
+        for k in range(1, int(min(40, 20_000 // f0.max())) + 1):
+            tone += k**-tilt * np.sin(k * phase + rng.uniform(0, 2 * np.pi))
+        fade = min(int(0.01 * SAMPLE_RATE), span // 2)
+        if fade:
+            ramp = np.linspace(0.0, 1.0, fade)
+            tone[:fade] *= ramp
+            tone[-fade:] *= ramp[::-1]
+        out[start : start + span] += tone * 10 ** (rng.uniform(-10, 0) / 20)
+    out = _random_eq(rng, out)
+    return out + 0.03 * np.std(out) * rng.standard_normal(length)
+
+
+def babble_noise(
+    rng: np.random.Generator, speech: list[AudioFile], length: int, events: NoiseEvents
+) -> np.ndarray:
+    """Several other training talkers at once: the crowd behind the speaker."""
+    low, high = events.babble_talkers
+    out = np.zeros(length)
+    for _ in range(int(rng.integers(low, high + 1))):
+        talker, _ = _speech_segment(rng, speech, length, fullband_share=0.5)
+        out += talker * 10 ** (rng.uniform(-6, 0) / 20)
+    return out
+
+
+def _noise_event(
+    rng: np.random.Generator, speech: list[AudioFile], length: int, events: NoiseEvents
+) -> np.ndarray:
+    kind = events.kinds[int(rng.integers(len(events.kinds)))]
+    if kind == "bursts":
+        return burst_noise(rng, length, events)
+    if kind == "harmonic":
+        return harmonic_noise(rng, length, events)
+    if kind == "babble":
+        return babble_noise(rng, speech, length, events)
+    raise ValueError(f"unknown noise event kind {kind!r}")
 
 
 def simulated_room(rng: np.random.Generator, rt60_s: float) -> np.ndarray:
@@ -247,6 +354,9 @@ def make_mixture(
             parts.append(_noise_segment(rng, noise, length, augmentation))
             if augmentation is not None and rng.random() < augmentation.second_noise_share:
                 parts.append(_noise_segment(rng, noise, length, augmentation))
+        events = recipe.noise_events
+        if events is not None and rng.random() < events.share:
+            parts.append(_noise_event(rng, speech, length, events))
         if rng.random() < recipe.synthetic_noise_share or not parts:
             parts.append(synthetic_noise(rng, length))
         for part in parts:

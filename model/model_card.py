@@ -105,6 +105,19 @@ def _noise_augmentation_note(recipe: dict[str, Any]) -> str:
     )
 
 
+def _noise_events_note(recipe: dict[str, Any]) -> str:
+    """A sentence on the synthetic noise events (``--noise-events``), or nothing."""
+    events = recipe.get("noise_events")
+    if not events:
+        return ""
+    low, high = events["babble_talkers"]
+    return (
+        f"\n  Synthetic noise events added to {events['share']:.0%} of noisy examples, one of: "
+        f"decaying bursts (some with a pitched ring), harmonic sounds with a gliding pitch, "
+        f"babble of {low}–{high} other training talkers (`--noise-events`)."
+    )
+
+
 def _training_commands(run_args: dict[str, object], resumes: list[dict]) -> tuple[str, str]:
     """(the command that started the run, the options each resume changed), from a checkpoint's
     final options and its record of resumes; the last command exports the weights."""
@@ -168,7 +181,8 @@ def write_card(run: Path, eval_dir: Path, out: Path, data_dir: Path) -> Path:
                if checkpoint["elapsed"] / 60 < schedule_minutes(run_args) - 1 else "")
     precision = (" (training steps in bfloat16 autocast, weights and optimiser in fp32)"
                  if run_args.get("bf16") else "")
-    noise_note = _noise_augmentation_note(checkpoint.get("recipe", {}))
+    recipe = checkpoint.get("recipe", {})
+    noise_note = _noise_augmentation_note(recipe) + _noise_events_note(recipe)
     eval_options = " ".join(_flag(k, v) for k, v in eval_config.items() if k in ("per_snr", "seed"))
     card = f"""# PercepNet-relay model card
 

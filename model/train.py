@@ -31,7 +31,7 @@ import torch
 from dsp.enhancer import ReplayGains
 from dsp.offline import compute_oracle_targets, enhance_signal
 from model.feature_cache import CacheSpec, Shard, build_cache, default_cache_dir, load_all
-from model.mixtures import MixtureRecipe, NoiseAugmentation, make_mixture
+from model.mixtures import MixtureRecipe, NoiseAugmentation, NoiseEvents, make_mixture
 from model.network import NetworkConfig, PercepNet, count_parameters
 from model.splits import split_files
 
@@ -330,12 +330,15 @@ def train(args: argparse.Namespace) -> Path:
     set_seeds(args.seed)
     torch.set_num_threads(args.threads)
 
-    recipe = MixtureRecipe(noise_augmentation=NoiseAugmentation() if args.augment_noise else None)
+    recipe = MixtureRecipe(
+        noise_augmentation=NoiseAugmentation() if args.augment_noise else None,
+        noise_events=NoiseEvents() if args.noise_events else None,
+    )
     train_spec = CacheSpec(
         str(args.data_dir), "train", args.train_shards, SEQUENCES_PER_SHARD, args.seed, recipe
     )
     # The dev loss is always taken on plain-recipe mixtures, so runs with and without
-    # --augment-noise report comparable dev losses.
+    # --augment-noise or --noise-events report comparable dev losses.
     dev_spec = CacheSpec(str(args.data_dir), "dev", 2, 100, args.seed + 1, MixtureRecipe())
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     print(f"feature cache: {cache_dir}", flush=True)
@@ -494,6 +497,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--augment-noise", action="store_true",
                         help="make new noises from the recorded ones (speed, EQ, reversal, "
                              "blends of two); a recipe change, so it builds its own cache")
+    parser.add_argument("--noise-events", action="store_true",
+                        help="add synthetic bursts, harmonic sounds and babble of other "
+                             "training talkers to 40%% of noisy examples; builds its own cache")
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--init-from", default=None, metavar="CHECKPOINT",
                         help="start from this checkpoint's weights (fine-tuning stage)")

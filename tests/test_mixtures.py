@@ -1,4 +1,5 @@
-"""Training-mixture recipe: the optional noise augmentation and what it does to the noises."""
+"""Training-mixture recipe: the optional noise augmentation and synthetic noise events, and
+what they do to the noises."""
 
 from __future__ import annotations
 
@@ -9,7 +10,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from model.mixtures import SAMPLE_RATE, MixtureRecipe, NoiseAugmentation, make_mixture
+from model.mixtures import (
+    SAMPLE_RATE,
+    MixtureRecipe,
+    NoiseAugmentation,
+    NoiseEvents,
+    babble_noise,
+    burst_noise,
+    harmonic_noise,
+    make_mixture,
+    synthetic_noise,
+)
 from model.mixtures import _noise_segment as noise_segment
 from model.splits import AudioFile
 
@@ -53,6 +64,77 @@ def test_a_recipe_without_noise_augmentation_keys_the_cache_as_before_the_option
     augmented = MixtureRecipe(noise_augmentation=NoiseAugmentation()).as_dict()
     assert augmented["noise_augmentation"] == dataclasses.asdict(NoiseAugmentation())
     assert {k: v for k, v in augmented.items() if k != "noise_augmentation"} == plain
+
+
+def test_a_recipe_without_noise_events_keys_the_cache_as_before_the_option_existed() -> None:
+    plain = MixtureRecipe().as_dict()
+    assert "noise_events" not in plain
+    with_events = MixtureRecipe(noise_events=NoiseEvents()).as_dict()
+    assert with_events["noise_events"] == dataclasses.asdict(NoiseEvents())
+    assert {k: v for k, v in with_events.items() if k != "noise_events"} == plain
+
+
+def _frame_levels_db(signal: np.ndarray) -> np.ndarray:
+    frames = signal[: signal.shape[0] // 480 * 480].reshape(-1, 480)
+    return 10 * np.log10(np.mean(frames**2, axis=1) + 1e-20)
+
+
+def _spectral_flatness(signal: np.ndarray) -> float:
+    power = _spectrum(signal)[1][1:] ** 2 + 1e-20
+    return float(np.exp(np.mean(np.log(power))) / np.mean(power))
+
+
+def test_bursts_are_short_loud_events_over_near_silence() -> None:
+    sparse = NoiseEvents(bursts_per_second=(1.0, 1.0), burst_decay_s=(0.005, 0.005))
+    bursts = burst_noise(np.random.default_rng(3), 2 * SAMPLE_RATE, sparse)
+    assert bursts.shape == (2 * SAMPLE_RATE,) and np.all(np.isfinite(bursts))
+    levels = _frame_levels_db(bursts)
+    assert np.mean(levels > levels.max() - 20) < 0.1  # a few 10-ms frames carry the energy
+    steady = _frame_levels_db(synthetic_noise(np.random.default_rng(3), 2 * SAMPLE_RATE))
+    assert np.mean(steady > steady.max() - 20) > 0.5
+
+
+def test_harmonic_sounds_are_tonal_and_babble_is_several_talkers(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    tonal = [_spectral_flatness(harmonic_noise(rng, SAMPLE_RATE, NoiseEvents())) for _ in range(4)]
+    white = _spectral_flatness(rng.standard_normal(SAMPLE_RATE))
+    assert np.median(tonal) < 0.05 * white and max(tonal) < 0.3 * white  # short calls: a floor
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    talkers = [
+        _audio_file(tmp_path / f"talker{hz}.flac", 0.2 * np.sin(2 * np.pi * hz * t), "clean")
+        for hz in (200, 300, 500, 700, 1100)
+    ]
+    three_talkers = NoiseEvents(babble_talkers=(3, 3))
+    crowd = babble_noise(np.random.default_rng(5), talkers, SAMPLE_RATE, three_talkers)
+    present = [_level_at(crowd, hz) > 0.05 for hz in (200, 300, 500, 700, 1100)]
+    assert 2 <= sum(present) <= 3  # three draws from five talkers: two or three distinct
+
+
+def test_noise_events_are_added_only_when_asked(tmp_path: Path) -> None:
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    speech = [_audio_file(tmp_path / "speech.flac", 0.2 * np.sin(2 * np.pi * 150 * t), "clean")]
+    noises = [_tone(tmp_path, 700.0)]
+    recipe = MixtureRecipe(
+        segment_seconds=1.0, noise_free_share=0.0, synthetic_noise_share=0.0,
+        real_noise_share=1.0, room_share=0.0, eq_share=0.0, lowpass_share=0.0,
+        speed_range=(1.0, 1.0),
+    )
+
+    def off_tone_share(events: NoiseEvents | None) -> float:
+        """Mean share of the noise's energy away from the recorded 700 Hz tone."""
+        rng = np.random.default_rng(6)
+        shares = []
+        for _ in range(6):
+            with_events = dataclasses.replace(recipe, noise_events=events)
+            mixture = make_mixture(rng, speech, noises, [], with_events)
+            freqs, magnitudes = _spectrum(mixture.noisy - mixture.target)
+            power = magnitudes**2
+            shares.append(power[np.abs(freqs - 700) > 30].sum() / power.sum())
+        return float(np.mean(shares))
+
+    assert off_tone_share(None) < 0.01
+    assert off_tone_share(NoiseEvents(share=0.0)) < 0.01
+    assert off_tone_share(NoiseEvents(share=1.0, kinds=("bursts", "harmonic"))) > 0.05
 
 
 def test_speed_augmentation_moves_a_tone_by_the_speed_factor_and_keeps_the_length(
@@ -109,3 +191,12 @@ def test_the_model_card_says_how_the_noises_were_varied_only_when_they_were() ->
     assert _noise_augmentation_note(MixtureRecipe().as_dict()) == ""
     note = _noise_augmentation_note(MixtureRecipe(noise_augmentation=NoiseAugmentation()).as_dict())
     assert "0.7–1.4×" in note and "`--augment-noise`" in note and "30% of examples" in note
+
+
+def test_the_model_card_names_the_noise_events_only_when_they_were_used() -> None:
+    pytest.importorskip("torch")
+    from model.model_card import _noise_events_note
+
+    assert _noise_events_note(MixtureRecipe().as_dict()) == ""
+    note = _noise_events_note(MixtureRecipe(noise_events=NoiseEvents()).as_dict())
+    assert "40% of noisy examples" in note and "3–7 other" in note and "`--noise-events`" in note
