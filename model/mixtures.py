@@ -40,7 +40,7 @@ class NoiseAugmentation:
 class NoiseEvents:
     """Synthetic non-stationary noises of the kinds that the recorded set has only a few of:
     bursts (knocks, clicks, drums), harmonic sounds (calls, hums, instruments) and babble made of
-    other training talkers. One is added to this share of the noisy examples."""
+    training talkers. One is added to this share of the noisy examples."""
 
     share: float = 0.4
     kinds: tuple[str, ...] = ("bursts", "harmonic", "babble")
@@ -242,7 +242,8 @@ def harmonic_noise(rng: np.random.Generator, length: int, events: NoiseEvents) -
 def babble_noise(
     rng: np.random.Generator, speech: list[AudioFile], length: int, events: NoiseEvents
 ) -> np.ndarray:
-    """Several other training talkers at once: the crowd behind the speaker."""
+    """Several training talkers at once (drawn from the same pool as the target speech, so one
+    may share its voice): the crowd behind the speaker."""
     low, high = events.babble_talkers
     out = np.zeros(length)
     for _ in range(int(rng.integers(low, high + 1))):

@@ -114,7 +114,7 @@ def _noise_events_note(recipe: dict[str, Any]) -> str:
     return (
         f"\n  Synthetic noise events added to {events['share']:.0%} of noisy examples, one of: "
         f"decaying bursts (some with a pitched ring), harmonic sounds with a gliding pitch, "
-        f"babble of {low}–{high} other training talkers (`--noise-events`)."
+        f"babble of {low}–{high} training talkers (`--noise-events`)."
     )
 
 

@@ -498,7 +498,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="make new noises from the recorded ones (speed, EQ, reversal, "
                              "blends of two); a recipe change, so it builds its own cache")
     parser.add_argument("--noise-events", action="store_true",
-                        help="add synthetic bursts, harmonic sounds and babble of other "
+                        help="add synthetic bursts, harmonic sounds and babble of "
                              "training talkers to 40%% of noisy examples; builds its own cache")
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--init-from", default=None, metavar="CHECKPOINT",
