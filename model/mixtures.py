@@ -36,6 +36,9 @@ class NoiseAugmentation:
     second_noise_share: float = 0.3  # of noisy examples with a real noise: a second one added
 
 
+NOISE_EVENT_KINDS = ("bursts", "harmonic", "babble")
+
+
 @dataclass(frozen=True)
 class NoiseEvents:
     """Synthetic non-stationary noises of the kinds that the recorded set has only a few of:
@@ -43,11 +46,19 @@ class NoiseEvents:
     training talkers. One is added to this share of the noisy examples."""
 
     share: float = 0.4
-    kinds: tuple[str, ...] = ("bursts", "harmonic", "babble")
+    kinds: tuple[str, ...] = NOISE_EVENT_KINDS
     bursts_per_second: tuple[float, float] = (0.5, 10.0)  # drawn log-uniformly
     burst_decay_s: tuple[float, float] = (0.003, 0.2)  # drawn log-uniformly per burst
     harmonic_f0_hz: tuple[float, float] = (70.0, 2_000.0)  # drawn log-uniformly per sound
     babble_talkers: tuple[int, int] = (3, 7)  # inclusive range
+
+    def __post_init__(self) -> None:
+        unknown = [kind for kind in self.kinds if kind not in NOISE_EVENT_KINDS]
+        if unknown or not self.kinds:
+            raise ValueError(
+                f"noise event kinds must be a non-empty subset of {NOISE_EVENT_KINDS}, "
+                f"got {self.kinds}"
+            )
 
 
 @dataclass(frozen=True)
@@ -260,9 +271,7 @@ def _noise_event(
         return burst_noise(rng, length, events)
     if kind == "harmonic":
         return harmonic_noise(rng, length, events)
-    if kind == "babble":
-        return babble_noise(rng, speech, length, events)
-    raise ValueError(f"unknown noise event kind {kind!r}")
+    return babble_noise(rng, speech, length, events)
 
 
 def simulated_room(rng: np.random.Generator, rt60_s: float) -> np.ndarray:

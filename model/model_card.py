@@ -17,7 +17,7 @@ import torch
 
 from model.export import INT8_NAME, sha256_of, weight_counts
 from model.network import NetworkConfig, PercepNet, count_parameters
-from model.splits import split_files
+from model.splits import split_files, split_named
 from model.train import (
     FULL_SEQUENCE_LR_FACTOR,
     NON_TRAINING_OPTIONS,
@@ -30,7 +30,7 @@ from model.train import (
 
 
 def _license_table(data_dir: Path) -> str:
-    train, _ = split_files(data_dir)
+    train = split_named(data_dir, "train")
     rows: dict[tuple[str, str], float] = {}
     for file in (*train.speech, *train.noise, *train.rooms):
         rows[(file.kind, file.license)] = rows.get((file.kind, file.license), 0.0) + file.seconds

@@ -33,7 +33,7 @@ from dsp.offline import compute_oracle_targets, enhance_signal
 from model.feature_cache import CacheSpec, Shard, build_cache, default_cache_dir, load_all
 from model.mixtures import MixtureRecipe, NoiseAugmentation, NoiseEvents, make_mixture
 from model.network import NetworkConfig, PercepNet, count_parameters
-from model.splits import split_files
+from model.splits import split_named
 
 GAMMA = 0.5  # power compression of gains in the loss
 QUARTIC_WEIGHT = 10.0  # weight of the 4th-power term: punishes large errors harder
@@ -101,7 +101,7 @@ class DevAudio:
 
 def make_dev_audio(data_dir: Path, count: int, seed: int) -> DevAudio:
     """Fixed dev mixtures (held-out speakers, noises and rooms)."""
-    _, dev = split_files(data_dir)
+    dev = split_named(data_dir, "dev")
     rng = np.random.default_rng(seed)
     recipe = MixtureRecipe(
         segment_seconds=4.0,

@@ -37,6 +37,20 @@ def _audio_file(path: Path, signal: np.ndarray, kind: str) -> AudioFile:
     )
 
 
+# 1-s examples whose only noise is one real recording, with nothing else that varies
+ONE_REAL_NOISE = MixtureRecipe(
+    segment_seconds=1.0, noise_free_share=0.0, synthetic_noise_share=0.0,
+    real_noise_share=1.0, room_share=0.0, eq_share=0.0, lowpass_share=0.0,
+    speed_range=(1.0, 1.0),
+)
+
+
+def _hum_speech(tmp_path: Path) -> AudioFile:
+    """A 1-s 150 Hz stand-in for a clean utterance."""
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    return _audio_file(tmp_path / "speech.flac", 0.2 * np.sin(2 * np.pi * 150 * t), "clean")
+
+
 def _tone(tmp_path: Path, hz: float, seconds: float = 2.0) -> AudioFile:
     t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
     return _audio_file(tmp_path / f"tone{hz:.0f}.flac", 0.3 * np.sin(2 * np.pi * hz * t), "noise")
@@ -58,20 +72,25 @@ def _level_at(signal: np.ndarray, hz: float) -> float:
     return float(magnitudes[np.abs(freqs - hz) < 20].max() / magnitudes.max())
 
 
-def test_a_recipe_without_noise_augmentation_keys_the_cache_as_before_the_option_existed() -> None:
+@pytest.mark.parametrize(
+    ("knob", "value"),
+    [("noise_augmentation", NoiseAugmentation()), ("noise_events", NoiseEvents())],
+)
+def test_a_recipe_without_an_optional_knob_keys_the_cache_as_before_the_knob_existed(
+    knob: str, value: object
+) -> None:
     plain = MixtureRecipe().as_dict()
-    assert "noise_augmentation" not in plain
-    augmented = MixtureRecipe(noise_augmentation=NoiseAugmentation()).as_dict()
-    assert augmented["noise_augmentation"] == dataclasses.asdict(NoiseAugmentation())
-    assert {k: v for k, v in augmented.items() if k != "noise_augmentation"} == plain
+    assert knob not in plain
+    with_knob = MixtureRecipe(**{knob: value}).as_dict()
+    assert with_knob[knob] == dataclasses.asdict(value)
+    assert {k: v for k, v in with_knob.items() if k != knob} == plain
 
 
-def test_a_recipe_without_noise_events_keys_the_cache_as_before_the_option_existed() -> None:
-    plain = MixtureRecipe().as_dict()
-    assert "noise_events" not in plain
-    with_events = MixtureRecipe(noise_events=NoiseEvents()).as_dict()
-    assert with_events["noise_events"] == dataclasses.asdict(NoiseEvents())
-    assert {k: v for k, v in with_events.items() if k != "noise_events"} == plain
+def test_unknown_noise_event_kinds_are_refused_when_the_recipe_is_made() -> None:
+    with pytest.raises(ValueError, match="non-empty subset"):
+        NoiseEvents(kinds=("bursts", "thunder"))
+    with pytest.raises(ValueError, match="non-empty subset"):
+        NoiseEvents(kinds=())
 
 
 def _frame_levels_db(signal: np.ndarray) -> np.ndarray:
@@ -111,21 +130,15 @@ def test_harmonic_sounds_are_tonal_and_babble_is_several_talkers(tmp_path: Path)
 
 
 def test_noise_events_are_added_only_when_asked(tmp_path: Path) -> None:
-    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
-    speech = [_audio_file(tmp_path / "speech.flac", 0.2 * np.sin(2 * np.pi * 150 * t), "clean")]
+    speech = [_hum_speech(tmp_path)]
     noises = [_tone(tmp_path, 700.0)]
-    recipe = MixtureRecipe(
-        segment_seconds=1.0, noise_free_share=0.0, synthetic_noise_share=0.0,
-        real_noise_share=1.0, room_share=0.0, eq_share=0.0, lowpass_share=0.0,
-        speed_range=(1.0, 1.0),
-    )
 
     def off_tone_share(events: NoiseEvents | None) -> float:
         """Mean share of the noise's energy away from the recorded 700 Hz tone."""
         rng = np.random.default_rng(6)
         shares = []
         for _ in range(6):
-            with_events = dataclasses.replace(recipe, noise_events=events)
+            with_events = dataclasses.replace(ONE_REAL_NOISE, noise_events=events)
             mixture = make_mixture(rng, speech, noises, [], with_events)
             freqs, magnitudes = _spectrum(mixture.noisy - mixture.target)
             power = magnitudes**2
@@ -160,18 +173,12 @@ def test_reversal_plays_a_stretch_of_the_recording_backwards(tmp_path: Path) -> 
 
 
 def test_a_second_real_noise_is_blended_in_only_when_asked(tmp_path: Path) -> None:
-    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
-    speech = [_audio_file(tmp_path / "speech.flac", 0.2 * np.sin(2 * np.pi * 150 * t), "clean")]
+    speech = [_hum_speech(tmp_path)]
     noises = [_tone(tmp_path, 700.0), _tone(tmp_path, 3000.0)]
-    recipe = MixtureRecipe(
-        segment_seconds=1.0, noise_free_share=0.0, synthetic_noise_share=0.0,
-        real_noise_share=1.0, room_share=0.0, eq_share=0.0, lowpass_share=0.0,
-        speed_range=(1.0, 1.0),
-    )
 
     def blends(second_noise_share: float) -> int:
         augmentation = dataclasses.replace(NO_AUGMENTATION, second_noise_share=second_noise_share)
-        augmented = dataclasses.replace(recipe, noise_augmentation=augmentation)
+        augmented = dataclasses.replace(ONE_REAL_NOISE, noise_augmentation=augmentation)
         rng = np.random.default_rng(2)
         count = 0
         for _ in range(12):
