@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -38,6 +39,56 @@ def load_checkpoint(path: Path) -> PercepNet:
     state = torch.load(path, weights_only=False, map_location="cpu")
     model = PercepNet(NetworkConfig(**state["config"]))
     model.load_state_dict(state["model"])
+    return model.eval()
+
+
+def load_onnx_network(path: Path) -> PercepNet:
+    """The sequence network whose weights a fp32 streaming graph written by :func:`export_fp32`
+    holds (the inverse of :class:`PercepNetStep`'s layout), so that shipped weights can be
+    fine-tuned without the training checkpoint they came from. Refuses int8 graphs."""
+    graph = onnx.load(str(path)).graph
+    weights = {init.name: onnx.numpy_helper.to_array(init) for init in graph.initializer}
+    if any(w.dtype != np.float32 for w in weights.values()):
+        raise ValueError(f"{path}: not a fp32 graph (an int8 file cannot be fine-tuned)")
+    try:
+        conv1, conv2 = weights["conv1.weight_t"], weights["conv2.weight_t"]
+        gru_size = weights["hidden_maps.0.weight_t"].shape[0]
+        layers = sum(1 for name in weights if name.startswith("hidden_maps.") and "weight" in name)
+        head_inputs = weights["gain_head.weight_t"].shape[0]
+    except KeyError as exc:
+        raise ValueError(f"{path}: not a PercepNet streaming graph (no {exc})") from None
+    config = NetworkConfig(
+        conv1_channels=conv1.shape[1],
+        conv2_channels=conv2.shape[1],
+        gru_size=gru_size,
+        gru_layers=layers,
+        skip_to_heads=head_inputs == gru_size * layers and layers > 1,
+    )
+    model = PercepNet(config)
+
+    def tensor(name: str, transpose: bool = False) -> torch.Tensor:
+        value = torch.from_numpy(weights[name].copy())
+        return value.t().contiguous() if transpose else value
+
+    def conv_weight(name: str, width: int) -> torch.Tensor:
+        flat = tensor(name, transpose=True)  # [out, width·in], oldest frame first
+        return flat.reshape(flat.shape[0], width, -1).permute(0, 2, 1).contiguous()
+
+    state = {
+        "conv1.weight": conv_weight("conv1.weight_t", model.conv1.kernel_size[0]),
+        "conv1.bias": tensor("conv1.bias"),
+        "conv2.weight": conv_weight("conv2.weight_t", model.conv2.kernel_size[0]),
+        "conv2.bias": tensor("conv2.bias"),
+    }
+    for i in range(layers):
+        state[f"grus.{i}.weight_ih_l0"] = tensor(f"input_maps.{i}.weight_t", transpose=True)
+        state[f"grus.{i}.bias_ih_l0"] = tensor(f"input_maps.{i}.bias")
+        state[f"grus.{i}.weight_hh_l0"] = tensor(f"hidden_maps.{i}.weight_t", transpose=True)
+        state[f"grus.{i}.bias_hh_l0"] = tensor(f"hidden_maps.{i}.bias")
+    for head in ("gain_head", "strength_head"):
+        state[f"{head}.weight"] = tensor(f"{head}.weight_t", transpose=True)
+        state[f"{head}.bias"] = tensor(f"{head}.bias")
+    model.load_state_dict(state)
     return model.eval()
 
 

@@ -23,6 +23,7 @@ from dsp.bands import BIN_HZ, make_band_layout
 from dsp.constants import DSP_VERSION, HOP_SAMPLES, SAMPLE_RATE_HZ
 from dsp.offline import compute_oracle_targets
 from model.mixtures import MixtureRecipe, make_mixture
+from model.speech_quality import clean_recordings, read_scores, score_recordings
 from model.splits import split_named
 
 CACHE_FORMAT_VERSION = 1
@@ -71,12 +72,15 @@ def shard_path(cache_dir: Path, spec: CacheSpec, index: int) -> Path:
 def build_shard(spec: CacheSpec, index: int, out_path: Path) -> int:
     """Synthesise and analyse one shard's examples; returns the number of frames written."""
     files = split_named(Path(spec.data_dir), spec.split)
+    # build_cache scored the speech into the table beside the cache folders
+    scores = read_scores(out_path.parents[1]) if spec.recipe.min_speech_bak is not None else {}
+    speech = clean_recordings(files.speech, spec.recipe.min_speech_bak, scores)
     rng = np.random.default_rng([spec.seed, index])
     frames_per_example = round(spec.recipe.segment_seconds * SAMPLE_RATE_HZ / HOP_SAMPLES)
     features, gains, strengths, masks = [], [], [], []
     for _ in range(spec.examples_per_shard):
         mixture = make_mixture(
-            rng, list(files.speech), list(files.noise), list(files.rooms), spec.recipe
+            rng, speech, list(files.noise), list(files.rooms), spec.recipe
         )
         targets = compute_oracle_targets(mixture.noisy, mixture.target)
         frames = slice(0, frames_per_example)  # one length for every shard of every build
@@ -119,6 +123,8 @@ def build_cache(spec: CacheSpec, cache_dir: Path | None = None, workers: int = 2
     missing = [i for i in range(spec.num_shards) if not shard_path(root, spec, i).exists()]
     if not missing:
         return folder
+    if spec.recipe.min_speech_bak is not None:
+        score_recordings(split_named(Path(spec.data_dir), spec.split).speech, root, workers)
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = [pool.submit(build_shard, spec, i, shard_path(root, spec, i)) for i in missing]
         with tqdm(total=len(missing), desc=f"features[{spec.split}]", unit="shard") as bar:

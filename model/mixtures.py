@@ -81,6 +81,9 @@ class MixtureRecipe:
     speed_range: tuple[float, float] = (0.92, 1.08)
     noise_augmentation: NoiseAugmentation | None = None
     noise_events: NoiseEvents | None = None
+    # Speech recordings whose DNSMOS BAK alone is below this are not used
+    # (``model.speech_quality``): their own background would be taught as speech.
+    min_speech_bak: float | None = None
 
     def as_dict(self) -> dict[str, object]:
         """Plain dict (for hashing and for the model card). An optional knob left unset is left

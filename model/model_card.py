@@ -118,6 +118,30 @@ def _noise_events_note(recipe: dict[str, Any]) -> str:
     )
 
 
+def _speech_note(recipe: dict[str, Any], used: dict[str, int] | None, available: int) -> str:
+    """A sentence on the speech left out as noisy (``--min-speech-bak``), or nothing."""
+    threshold = recipe.get("min_speech_bak")
+    if threshold is None:
+        return ""
+    kept = f"{used['utterances']} of the {available}" if used else "those of the training"
+    return (
+        f"\n  Speech: {kept} utterances whose recording alone scores DNSMOS BAK {threshold:g} or "
+        f"more (`--min-speech-bak`); the others carry a background of their own that the "
+        f"targets would keep."
+    )
+
+
+def _init_note(init_from: dict[str, str] | None) -> str:
+    """A sentence on the weights a fine-tune started from, or nothing."""
+    if not init_from:
+        return ""
+    return (
+        f"\n  Fine-tuned from `{init_from['path']}` (SHA-256 `{init_from['sha256'][:16]}…`), the "
+        f"weights shipped before it; the minutes and epochs here are the fine-tune's, and "
+        f"those weights' own training is in the model card they were shipped with (git history)."
+    )
+
+
 def _training_commands(run_args: dict[str, object], resumes: list[dict]) -> tuple[str, str]:
     """(the command that started the run, the options each resume changed), from a checkpoint's
     final options and its record of resumes; the last command exports the weights."""
@@ -182,7 +206,12 @@ def write_card(run: Path, eval_dir: Path, out: Path, data_dir: Path) -> Path:
     precision = (" (training steps in bfloat16 autocast, weights and optimiser in fp32)"
                  if run_args.get("bf16") else "")
     recipe = checkpoint.get("recipe", {})
-    noise_note = _noise_augmentation_note(recipe) + _noise_events_note(recipe)
+    speech_used = checkpoint.get("speech_used")
+    noise_note = (_noise_augmentation_note(recipe) + _noise_events_note(recipe)
+                  + _speech_note(recipe, speech_used, len(train.speech)))
+    speakers = (speech_used["speakers"] if speech_used
+                else len({f.speaker_id for f in train.speech}))
+    utterances = speech_used["utterances"] if speech_used else len(train.speech)
     eval_options = " ".join(_flag(k, v) for k, v in eval_config.items() if k in ("per_snr", "seed"))
     card = f"""# PercepNet-relay model card
 
@@ -202,7 +231,7 @@ original for reference.
 | weight clip | ±{config.weight_clip} during training |
 
 ## Training
-- Command: `{train_command}`{resumed_note}
+- Command: `{train_command}`{resumed_note}{_init_note(checkpoint.get("init_from"))}
   (seed {run_args.get("seed")}, AdamW). First stage: batch {run_args.get("batch")}, random crops
   of {run_args.get("frames")} frames, lr {run_args.get("lr")} with cosine decay over the stage.
   {"Second stage: whole 3-s sequences, batch " + str(run_args.get("full_sequence_batch"))
@@ -216,8 +245,8 @@ original for reference.
   {checkpoint["elapsed"] / 60:.0f} minutes of training, {checkpoint["epoch"]} epochs
   ({stages}){stopped}.
 - Data: {train_shards} shards of {SEQUENCES_PER_SHARD} mixtures of 3 s each, drawn from
-  {len(train.speech)} training utterances from {len({f.speaker_id for f in train.speech})}
-  speakers, {len(train.noise)} noise recordings, {len(train.rooms)} measured rooms, mixed by
+  {utterances} training utterances from {speakers} speakers, {len(train.noise)} noise
+  recordings, {len(train.rooms)} measured rooms, mixed by
   `model/mixtures.py` (recipe hash `{checkpoint["train_cache"]}`): SNR −5…30 dB with noise-free
   examples, synthetic noises with random spectral shapes, random level, EQ, low-pass and speed,
   measured and simulated rooms with early reflections (50 ms) kept in the target. The loss

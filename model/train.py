@@ -30,9 +30,11 @@ import torch
 
 from dsp.enhancer import ReplayGains
 from dsp.offline import compute_oracle_targets, enhance_signal
+from model.export import load_onnx_network, sha256_of
 from model.feature_cache import CacheSpec, Shard, build_cache, default_cache_dir, load_all
 from model.mixtures import MixtureRecipe, NoiseAugmentation, NoiseEvents, make_mixture
 from model.network import NetworkConfig, PercepNet, count_parameters
+from model.speech_quality import clean_recordings, read_scores
 from model.splits import split_named
 
 GAMMA = 0.5  # power compression of gains in the loss
@@ -297,6 +299,23 @@ def training_stage(
     )
 
 
+def initial_weights(path: Path, config: NetworkConfig) -> dict[str, torch.Tensor]:
+    """The weights ``--init-from`` names: a training checkpoint, or a fp32 streaming ONNX graph
+    such as the shipped ``percepnet-fp32.onnx``; its network must be ``config``'s."""
+    if path.suffix == ".onnx":
+        try:
+            network = load_onnx_network(path)
+        except ValueError as exc:
+            raise SystemExit(f"--init-from: {exc}") from None
+        found, weights = network.config, network.state_dict()
+    else:
+        initial = torch.load(path, weights_only=False)
+        found, weights = NetworkConfig(**initial["config"]), initial["model"]
+    if dataclasses.replace(found, weight_clip=config.weight_clip) != config:
+        raise SystemExit(f"--init-from network {found.as_dict()} is not {config.as_dict()}")
+    return weights
+
+
 # Options that do not change what is trained: left out of a resumed run's provenance.
 NON_TRAINING_OPTIONS = frozenset({"out", "data_dir", "cache_dir", "export", "threads", "dev_files"})
 
@@ -333,6 +352,7 @@ def train(args: argparse.Namespace) -> Path:
     recipe = MixtureRecipe(
         noise_augmentation=NoiseAugmentation() if args.augment_noise else None,
         noise_events=NoiseEvents() if args.noise_events else None,
+        min_speech_bak=args.min_speech_bak,
     )
     train_spec = CacheSpec(
         str(args.data_dir), "train", args.train_shards, SEQUENCES_PER_SHARD, args.seed, recipe
@@ -346,6 +366,11 @@ def train(args: argparse.Namespace) -> Path:
         build_cache(train_spec, cache_dir, workers=args.threads), train_spec.num_shards
     )
     dev_data = load_all(build_cache(dev_spec, cache_dir, workers=args.threads), dev_spec.num_shards)
+    speech = clean_recordings(
+        split_named(Path(args.data_dir), "train").speech, recipe.min_speech_bak,
+        read_scores(cache_dir) if recipe.min_speech_bak is not None else {},
+    )
+    speech_used = {"utterances": len(speech), "speakers": len({f.speaker_id for f in speech})}
     dev_audio = make_dev_audio(Path(args.data_dir), args.dev_files, args.seed + 2)
     print(
         f"train {train_data.features.shape[0]} sequences, dev {dev_data.features.shape[0]}",
@@ -359,11 +384,10 @@ def train(args: argparse.Namespace) -> Path:
     resumes: list[dict[str, object]] = []  # where a resumed run changed its options
     epoch, elapsed = 0, 0.0
     rng = np.random.default_rng(args.seed)
+    init_source: dict[str, str] | None = None  # the weights a fine-tune started from
     if args.init_from and not checkpoint_path.exists():
-        initial = torch.load(args.init_from, weights_only=False)
-        if NetworkConfig(**initial["config"]) != config:  # older checkpoints omit new keys
-            raise SystemExit(f"--init-from network {initial['config']} is not {config.as_dict()}")
-        model.load_state_dict(initial["model"])
+        model.load_state_dict(initial_weights(Path(args.init_from), config))
+        init_source = {"path": args.init_from, "sha256": sha256_of(Path(args.init_from))}
         print(f"initialised from {args.init_from} (fine-tuning)", flush=True)
     if checkpoint_path.exists():
         state = torch.load(checkpoint_path, weights_only=False)
@@ -374,6 +398,7 @@ def train(args: argparse.Namespace) -> Path:
         torch.set_rng_state(state["torch_rng"])
         print(f"resumed at epoch {epoch} after {elapsed / 60:.1f} min", flush=True)
         resumes = list(state.get("resumes", []))
+        init_source = state.get("init_from")
         changes = changed_options(state["args"], run_args, vars(parse_args([])))
         if changes:
             resumes.append({"epoch": epoch, "minutes": elapsed / 60, "changed": changes})
@@ -395,6 +420,8 @@ def train(args: argparse.Namespace) -> Path:
                 "train_cache": train_spec.key(),
                 "args": run_args,
                 "resumes": resumes,
+                "init_from": init_source,
+                "speech_used": speech_used,
             },
             checkpoint_path.with_suffix(".tmp"),
         )
@@ -500,9 +527,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--noise-events", action="store_true",
                         help="add synthetic bursts, harmonic sounds and babble of "
                              "training talkers to 40%% of noisy examples; builds its own cache")
+    parser.add_argument("--min-speech-bak", type=float, default=None, metavar="MOS",
+                        help="train only on speech recordings whose own DNSMOS BAK is at least "
+                             "this (their background is not taught as speech); builds its own "
+                             "cache")
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--init-from", default=None, metavar="CHECKPOINT",
-                        help="start from this checkpoint's weights (fine-tuning stage)")
+                        help="start from these weights (fine-tuning): a checkpoint, or a fp32 "
+                             "ONNX graph such as model/weights/percepnet-fp32.onnx")
     parser.add_argument("--overshoot-weight", type=float, default=0.0,
                         help="extra loss weight on gains above target (residual noise)")
     parser.add_argument("--pause-weight", type=float, default=0.0,

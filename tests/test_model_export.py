@@ -15,7 +15,7 @@ pytest.importorskip("onnx")
 from signals import add_white_noise, harmonic_tone  # noqa: E402
 
 from dsp.offline import compute_oracle_targets  # noqa: E402
-from model.export import export_all, export_fp32, weight_counts  # noqa: E402
+from model.export import export_all, export_fp32, load_onnx_network, weight_counts  # noqa: E402
 from model.network import NetworkConfig, PercepNet, PercepNetStep  # noqa: E402
 from model.runtime import (  # noqa: E402
     DEFAULT_MODEL,
@@ -160,3 +160,51 @@ def test_export_refuses_a_graph_that_differs_from_pytorch(
     with pytest.raises(RuntimeError, match="differs"):
         export_fp32(small_model, tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_fp32_graph_loads_back_into_the_network_that_wrote_it(
+    small_model: PercepNet, exported: Path
+) -> None:
+    restored = load_onnx_network(exported / "percepnet-fp32.onnx")
+    assert restored.config == small_model.config
+    original = small_model.state_dict()
+    for name, value in restored.state_dict().items():
+        assert torch.equal(value, original[name]), name
+
+
+def test_only_a_fp32_percepnet_graph_can_be_loaded_for_fine_tuning(
+    exported: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match="not a fp32 graph"):
+        load_onnx_network(exported / "percepnet-int8.onnx")
+    import onnx
+
+    other = onnx.helper.make_model(onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["x"], ["y"])], "other",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+        [onnx.numpy_helper.from_array(np.zeros(1, np.float32), "w")],
+    ))
+    onnx.save(other, str(tmp_path / "other.onnx"))
+    with pytest.raises(ValueError, match="not a PercepNet streaming graph"):
+        load_onnx_network(tmp_path / "other.onnx")
+
+
+def test_init_from_takes_a_graph_or_a_checkpoint_of_the_same_network(
+    small_model: PercepNet, exported: Path, tmp_path: Path
+) -> None:
+    from model.train import initial_weights
+
+    from_graph = initial_weights(exported / "percepnet-fp32.onnx", small_model.config)
+    checkpoint = tmp_path / "checkpoint.pt"
+    torch.save({"model": small_model.state_dict(), "config": small_model.config.as_dict()},
+               checkpoint)
+    from_checkpoint = initial_weights(checkpoint, small_model.config)
+    for name, value in small_model.state_dict().items():
+        assert torch.equal(from_graph[name], value) and torch.equal(from_checkpoint[name], value)
+    wider = dataclasses.replace(small_model.config, gru_size=small_model.config.gru_size + 8)
+    for source in (exported / "percepnet-fp32.onnx", checkpoint):
+        with pytest.raises(SystemExit, match="is not"):
+            initial_weights(source, wider)
+    with pytest.raises(SystemExit, match="not a fp32 graph"):
+        initial_weights(exported / "percepnet-int8.onnx", small_model.config)
