@@ -178,10 +178,15 @@ def test_evaluate_end_to_end(dev_mixtures, tmp_path: Path) -> None:
     table = results.to_markdown()
     assert "| all | noisy | 5 |" in table and "| all | rnnoise | 5 |" in table
     assert "n/a" in table  # DNSMOS off
+    by_source = {(rate, row.system): row.files for rate, row in results.summary_by_source()}
+    assert by_source == {(r, s): n for r, n in ((48_000, 3), (16_000, 2))
+                         for s in ("noisy", "rnnoise")}
+    assert "| 48 kHz | noisy | 3 |" in table and "| 16 kHz | rnnoise | 2 |" in table
     json_path, md_path = write_results(results, tmp_path)
     data = json.loads(json_path.read_text())
     assert md_path.read_text() == table
     assert len(data["files"]) == 10 and len(data["summary"]) == 12
+    assert len(data["summary_by_source"]) == 4
     assert data["files"][0]["dnsmos_ovrl"] is None
     for f in results.files:
         assert np.isfinite(f.pesq_wb) and 0.0 <= f.stoi <= 1.0 and f.cpu_seconds >= 0.0
