@@ -1,8 +1,8 @@
 """How clean each speech recording is, so that noisy "clean" recordings are not training targets.
 
 An utterance that carries its own background (microphone hiss, room tone, a fan) puts that
-background into the oracle targets, and the network learns to keep it. On the dev split the
-whole DNSMOS OVRL gap to RNNoise lay on the 16 kHz recordings, several of which DNSMOS itself
+background into the oracle targets, and the network learns to keep it. On the dev split most
+of the DNSMOS OVRL gap to RNNoise lay on the 16 kHz recordings, several of which DNSMOS itself
 rates BAK 3.0–3.5 as they are, while RNNoise removes their background along with the added
 noise. The measure is DNSMOS P.835 BAK of the recording alone, as the DNS Challenge picked its
 clean speech; a model-free measure (loud over quiet frame levels) ranked the files too poorly
