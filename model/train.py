@@ -34,7 +34,7 @@ from model.export import load_onnx_network, sha256_of
 from model.feature_cache import CacheSpec, Shard, build_cache, default_cache_dir, load_all
 from model.mixtures import MixtureRecipe, NoiseAugmentation, NoiseEvents, make_mixture
 from model.network import NetworkConfig, PercepNet, count_parameters
-from model.speech_quality import clean_recordings, read_scores
+from model.speech_quality import clean_recordings, score_recordings
 from model.splits import split_named
 
 GAMMA = 0.5  # power compression of gains in the loss
@@ -366,9 +366,11 @@ def train(args: argparse.Namespace) -> Path:
         build_cache(train_spec, cache_dir, workers=args.threads), train_spec.num_shards
     )
     dev_data = load_all(build_cache(dev_spec, cache_dir, workers=args.threads), dev_spec.num_shards)
-    speech = clean_recordings(
-        split_named(Path(args.data_dir), "train").speech, recipe.min_speech_bak,
-        read_scores(cache_dir) if recipe.min_speech_bak is not None else {},
+    train_speech = split_named(Path(args.data_dir), "train").speech
+    speech = clean_recordings(  # the speech the cache was built from, for the model card
+        train_speech, recipe.min_speech_bak,
+        score_recordings(train_speech, cache_dir, args.threads)
+        if recipe.min_speech_bak is not None else {},
     )
     speech_used = {"utterances": len(speech), "speakers": len({f.speaker_id for f in speech})}
     dev_audio = make_dev_audio(Path(args.data_dir), args.dev_files, args.seed + 2)
