@@ -342,27 +342,32 @@ class EvaluationResults:
 
     def summary(self) -> list[SummaryRow]:
         """Rows per SNR (ascending) then over all SNRs, systems in evaluation order."""
+        return [
+            row
+            for snr in [*self.snrs_db, None]
+            for row in self._per_system(
+                [f for f in self.files if snr is None or f.snr_db == snr], snr
+            )
+        ]
+
+    def _per_system(self, files: list[FileScores], snr_db: float | None) -> list[SummaryRow]:
+        """One row per system (in evaluation order) over ``files``."""
         rows = []
-        for snr in [*self.snrs_db, None]:
-            for system in self.systems:
-                group = [
-                    f for f in self.files if f.system == system and (snr is None or f.snr_db == snr)
-                ]
-                if group:
-                    rows.append(_summarise(system, snr, group))
+        for system in self.systems:
+            group = [f for f in files if f.system == system]
+            if group:
+                rows.append(_summarise(system, snr_db, group))
         return rows
 
     def summary_by_source(self) -> list[tuple[int, SummaryRow]]:
         """(speech source rate, means over all SNRs) per source, then system: 48 kHz fullband
         and 16 kHz recordings differ in more than bandwidth (the 16 kHz corpus carries
         recording backgrounds of its own), so a mean can hide where two systems differ."""
-        rows = []
-        for rate in sorted({f.source_rate for f in self.files}, reverse=True):
-            for system in self.systems:
-                group = [f for f in self.files if f.system == system and f.source_rate == rate]
-                if group:
-                    rows.append((rate, _summarise(system, None, group)))
-        return rows
+        return [
+            (rate, row)
+            for rate in sorted({f.source_rate for f in self.files}, reverse=True)
+            for row in self._per_system([f for f in self.files if f.source_rate == rate], None)
+        ]
 
     def to_markdown(self) -> str:
         """The summary table, a table per speech source, a timing table, and how to read
@@ -375,10 +380,7 @@ class EvaluationResults:
         for row in self.summary():
             snr = "all" if row.snr_db is None else f"{row.snr_db:+g}"
             lines.append(
-                f"| {snr} | {row.system} | {row.files} | {_fmt(row.pesq_wb, 2)} "
-                f"| {_fmt(row.stoi, 3)} | {_fmt(row.si_sdr_db, 1)} | {_fmt(row.dnsmos_sig, 2)} "
-                f"| {_fmt(row.dnsmos_bak, 2)} | {_fmt(row.dnsmos_ovrl, 2)} "
-                f"| {_fmt(row.cpu_us_per_hop, 0)} |"
+                f"| {snr} | {_quality_cells(row)} | {_fmt(row.cpu_us_per_hop, 0)} |"
             )
         lines += [
             "",
@@ -387,11 +389,7 @@ class EvaluationResults:
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for rate, row in self.summary_by_source():
-            lines.append(
-                f"| {rate / 1000:g} kHz | {row.system} | {row.files} | {_fmt(row.pesq_wb, 2)} "
-                f"| {_fmt(row.stoi, 3)} | {_fmt(row.si_sdr_db, 1)} | {_fmt(row.dnsmos_sig, 2)} "
-                f"| {_fmt(row.dnsmos_bak, 2)} | {_fmt(row.dnsmos_ovrl, 2)} |"
-            )
+            lines.append(f"| {rate / 1000:g} kHz | {_quality_cells(row)} |")
         lines += [
             "",
             "| system | CPU µs / 10 ms | wall µs / 10 ms | CPU real-time factor | what |",
@@ -429,6 +427,15 @@ class EvaluationResults:
                 "files": [asdict(f) for f in self.files],
             }
         )
+
+
+def _quality_cells(row: SummaryRow) -> str:
+    """System, file count and the quality metrics as Markdown cells."""
+    return (
+        f"{row.system} | {row.files} | {_fmt(row.pesq_wb, 2)} | {_fmt(row.stoi, 3)} "
+        f"| {_fmt(row.si_sdr_db, 1)} | {_fmt(row.dnsmos_sig, 2)} | {_fmt(row.dnsmos_bak, 2)} "
+        f"| {_fmt(row.dnsmos_ovrl, 2)}"
+    )
 
 
 def _fmt(value: float | None, digits: int) -> str:

@@ -23,8 +23,8 @@ from dsp.bands import BIN_HZ, make_band_layout
 from dsp.constants import DSP_VERSION, HOP_SAMPLES, SAMPLE_RATE_HZ
 from dsp.offline import compute_oracle_targets
 from model.mixtures import MixtureRecipe, make_mixture
-from model.speech_quality import clean_recordings, read_scores, score_recordings
-from model.splits import split_named
+from model.speech_quality import clean_recordings, score_recordings
+from model.splits import AudioFile, split_named
 
 CACHE_FORMAT_VERSION = 1
 
@@ -69,12 +69,19 @@ def shard_path(cache_dir: Path, spec: CacheSpec, index: int) -> Path:
     return cache_dir / f"{spec.split}-{spec.key()}" / f"shard_{index:05d}.npz"
 
 
-def build_shard(spec: CacheSpec, index: int, out_path: Path) -> int:
-    """Synthesise and analyse one shard's examples; returns the number of frames written."""
+def recipe_speech(spec: CacheSpec, cache_dir: Path, workers: int = 2) -> list[AudioFile]:
+    """The split's speech that ``spec``'s recipe mixes: with ``min_speech_bak`` set, the
+    recordings scoring below it are left out (scoring, once, what the table lacks)."""
+    speech = split_named(Path(spec.data_dir), spec.split).speech
+    threshold = spec.recipe.min_speech_bak
+    scores = score_recordings(speech, cache_dir, workers) if threshold is not None else {}
+    return clean_recordings(speech, threshold, scores)
+
+
+def build_shard(spec: CacheSpec, index: int, out_path: Path, speech: list[AudioFile]) -> int:
+    """Synthesise and analyse one shard's examples from ``speech`` (:func:`recipe_speech`);
+    returns the number of frames written."""
     files = split_named(Path(spec.data_dir), spec.split)
-    # build_cache scored the speech into the table beside the cache folders
-    scores = read_scores(out_path.parents[1]) if spec.recipe.min_speech_bak is not None else {}
-    speech = clean_recordings(files.speech, spec.recipe.min_speech_bak, scores)
     rng = np.random.default_rng([spec.seed, index])
     frames_per_example = round(spec.recipe.segment_seconds * SAMPLE_RATE_HZ / HOP_SAMPLES)
     features, gains, strengths, masks = [], [], [], []
@@ -123,10 +130,11 @@ def build_cache(spec: CacheSpec, cache_dir: Path | None = None, workers: int = 2
     missing = [i for i in range(spec.num_shards) if not shard_path(root, spec, i).exists()]
     if not missing:
         return folder
-    if spec.recipe.min_speech_bak is not None:
-        score_recordings(split_named(Path(spec.data_dir), spec.split).speech, root, workers)
+    speech = recipe_speech(spec, root, workers)
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = [pool.submit(build_shard, spec, i, shard_path(root, spec, i)) for i in missing]
+        futures = [
+            pool.submit(build_shard, spec, i, shard_path(root, spec, i), speech) for i in missing
+        ]
         with tqdm(total=len(missing), desc=f"features[{spec.split}]", unit="shard") as bar:
             for future in as_completed(futures):
                 future.result()

@@ -17,14 +17,18 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
+from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
 from model.splits import AudioFile
 
+if TYPE_CHECKING:  # the evaluation (pesq, pystoi, speechmos) loads only when scoring
+    from model.evaluate import DnsmosScorer
+
 SCORES_FILE = "speech-dnsmos-bak.json"
-_scorer = None  # one DNSMOS session per scoring process
 
 
 def scores_path(cache_dir: Path) -> Path:
@@ -36,15 +40,20 @@ def _score_key(file: AudioFile) -> str:
     return f"{file.relative_path}:{file.path.stat().st_size}"
 
 
+@lru_cache(maxsize=1)
+def _dnsmos() -> DnsmosScorer:
+    """One DNSMOS session per scoring process."""
+    from model.evaluate import DnsmosScorer
+
+    return DnsmosScorer()
+
+
 def recording_bak(path: Path) -> float:
     """DNSMOS P.835 BAK of one recording, mono at 16 kHz, as the evaluation scores audio."""
-    global _scorer
     from model.devset import read_mono_48k
-    from model.evaluate import DnsmosScorer, to_metric_rate
+    from model.evaluate import to_metric_rate
 
-    if _scorer is None:
-        _scorer = DnsmosScorer()
-    return _scorer(to_metric_rate(read_mono_48k(path)))[1]
+    return _dnsmos()(to_metric_rate(read_mono_48k(path)))[1]
 
 
 def read_scores(cache_dir: Path) -> dict[str, float]:

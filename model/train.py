@@ -31,10 +31,16 @@ import torch
 from dsp.enhancer import ReplayGains
 from dsp.offline import compute_oracle_targets, enhance_signal
 from model.export import load_onnx_network, sha256_of
-from model.feature_cache import CacheSpec, Shard, build_cache, default_cache_dir, load_all
+from model.feature_cache import (
+    CacheSpec,
+    Shard,
+    build_cache,
+    default_cache_dir,
+    load_all,
+    recipe_speech,
+)
 from model.mixtures import MixtureRecipe, NoiseAugmentation, NoiseEvents, make_mixture
 from model.network import NetworkConfig, PercepNet, count_parameters
-from model.speech_quality import clean_recordings, score_recordings
 from model.splits import split_named
 
 GAMMA = 0.5  # power compression of gains in the loss
@@ -366,12 +372,7 @@ def train(args: argparse.Namespace) -> Path:
         build_cache(train_spec, cache_dir, workers=args.threads), train_spec.num_shards
     )
     dev_data = load_all(build_cache(dev_spec, cache_dir, workers=args.threads), dev_spec.num_shards)
-    train_speech = split_named(Path(args.data_dir), "train").speech
-    speech = clean_recordings(  # the speech the cache was built from, for the model card
-        train_speech, recipe.min_speech_bak,
-        score_recordings(train_speech, cache_dir, args.threads)
-        if recipe.min_speech_bak is not None else {},
-    )
+    speech = recipe_speech(train_spec, cache_dir, args.threads)  # for the model card
     speech_used = {"utterances": len(speech), "speakers": len({f.speaker_id for f in speech})}
     dev_audio = make_dev_audio(Path(args.data_dir), args.dev_files, args.seed + 2)
     print(

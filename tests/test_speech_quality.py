@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -87,3 +88,20 @@ def test_the_model_card_names_the_speech_filter_only_when_it_was_used() -> None:
     assert _init_note(None) == ""
     note = _init_note({"path": "model/weights/percepnet-fp32.onnx", "sha256": "ab" * 32})
     assert "`model/weights/percepnet-fp32.onnx`" in note and "abababababababab…" in note
+
+
+@pytest.mark.slow
+def test_the_cache_mixes_only_the_speech_its_recipe_keeps(tmp_path: Path, shared_data_dir) -> None:
+    from model.feature_cache import CacheSpec, recipe_speech
+    from model.splits import split_named
+
+    speech = list(split_named(shared_data_dir, "train").speech)
+    table = _scores(speech, [3.0 if i % 3 == 0 else 4.0 for i in range(len(speech))])
+    (tmp_path / speech_quality.SCORES_FILE).write_text(json.dumps(table))
+
+    def spec(recipe: MixtureRecipe) -> CacheSpec:
+        return CacheSpec(str(shared_data_dir), "train", 1, 1, 0, recipe)
+
+    assert recipe_speech(spec(MixtureRecipe()), tmp_path) == speech
+    kept = recipe_speech(spec(MixtureRecipe(min_speech_bak=3.8)), tmp_path)  # nothing to score
+    assert kept == [f for i, f in enumerate(speech) if i % 3]
