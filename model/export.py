@@ -62,6 +62,7 @@ def load_onnx_network(path: Path) -> PercepNet:
         conv2_channels=conv2.shape[1],
         gru_size=gru_size,
         gru_layers=layers,
+        # with one layer both head layouts read the same vector: call it the plain one
         skip_to_heads=head_inputs == gru_size * layers and layers > 1,
     )
     model = PercepNet(config)

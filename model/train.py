@@ -317,6 +317,7 @@ def initial_weights(path: Path, config: NetworkConfig) -> dict[str, torch.Tensor
     else:
         initial = torch.load(path, weights_only=False)
         found, weights = NetworkConfig(**initial["config"]), initial["model"]
+    # the clip is a training bound, not part of the weights (a graph cannot say it): this run's
     if dataclasses.replace(found, weight_clip=config.weight_clip) != config:
         raise SystemExit(f"--init-from network {found.as_dict()} is not {config.as_dict()}")
     return weights
