@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,7 @@ from dsp.constants import DSP_VERSION, HOP_SAMPLES, SAMPLE_RATE_HZ
 from dsp.offline import compute_oracle_targets
 from model.mixtures import MixtureRecipe, make_mixture
 from model.speech_quality import clean_recordings, score_recordings
-from model.splits import AudioFile, split_named
+from model.splits import Split, split_named
 
 CACHE_FORMAT_VERSION = 1
 
@@ -69,25 +69,24 @@ def shard_path(cache_dir: Path, spec: CacheSpec, index: int) -> Path:
     return cache_dir / f"{spec.split}-{spec.key()}" / f"shard_{index:05d}.npz"
 
 
-def recipe_speech(spec: CacheSpec, cache_dir: Path, workers: int = 2) -> list[AudioFile]:
-    """The split's speech that ``spec``'s recipe mixes: with ``min_speech_bak`` set, the
+def recipe_files(spec: CacheSpec, cache_dir: Path, workers: int = 2) -> Split:
+    """The split's files that ``spec``'s recipe mixes: with ``min_speech_bak`` set, the speech
     recordings scoring below it are left out (scoring, once, what the table lacks)."""
-    speech = split_named(Path(spec.data_dir), spec.split).speech
-    threshold = spec.recipe.min_speech_bak
-    scores = score_recordings(speech, cache_dir, workers) if threshold is not None else {}
-    return clean_recordings(speech, threshold, scores)
-
-
-def build_shard(spec: CacheSpec, index: int, out_path: Path, speech: list[AudioFile]) -> int:
-    """Synthesise and analyse one shard's examples from ``speech`` (:func:`recipe_speech`);
-    returns the number of frames written."""
     files = split_named(Path(spec.data_dir), spec.split)
+    threshold = spec.recipe.min_speech_bak
+    scores = score_recordings(files.speech, cache_dir, workers) if threshold is not None else {}
+    return replace(files, speech=tuple(clean_recordings(files.speech, threshold, scores)))
+
+
+def build_shard(spec: CacheSpec, index: int, out_path: Path, files: Split) -> int:
+    """Synthesise and analyse one shard's examples from ``files`` (:func:`recipe_files`);
+    returns the number of frames written."""
     rng = np.random.default_rng([spec.seed, index])
     frames_per_example = round(spec.recipe.segment_seconds * SAMPLE_RATE_HZ / HOP_SAMPLES)
     features, gains, strengths, masks = [], [], [], []
     for _ in range(spec.examples_per_shard):
         mixture = make_mixture(
-            rng, speech, list(files.noise), list(files.rooms), spec.recipe
+            rng, list(files.speech), list(files.noise), list(files.rooms), spec.recipe
         )
         targets = compute_oracle_targets(mixture.noisy, mixture.target)
         frames = slice(0, frames_per_example)  # one length for every shard of every build
@@ -130,10 +129,10 @@ def build_cache(spec: CacheSpec, cache_dir: Path | None = None, workers: int = 2
     missing = [i for i in range(spec.num_shards) if not shard_path(root, spec, i).exists()]
     if not missing:
         return folder
-    speech = recipe_speech(spec, root, workers)
+    files = recipe_files(spec, root, workers)
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = [
-            pool.submit(build_shard, spec, i, shard_path(root, spec, i), speech) for i in missing
+            pool.submit(build_shard, spec, i, shard_path(root, spec, i), files) for i in missing
         ]
         with tqdm(total=len(missing), desc=f"features[{spec.split}]", unit="shard") as bar:
             for future in as_completed(futures):

@@ -37,7 +37,7 @@ from model.feature_cache import (
     build_cache,
     default_cache_dir,
     load_all,
-    recipe_speech,
+    recipe_files,
 )
 from model.mixtures import MixtureRecipe, NoiseAugmentation, NoiseEvents, make_mixture
 from model.network import NetworkConfig, PercepNet, count_parameters
@@ -373,7 +373,7 @@ def train(args: argparse.Namespace) -> Path:
         build_cache(train_spec, cache_dir, workers=args.threads), train_spec.num_shards
     )
     dev_data = load_all(build_cache(dev_spec, cache_dir, workers=args.threads), dev_spec.num_shards)
-    speech = recipe_speech(train_spec, cache_dir, args.threads)  # for the model card
+    speech = recipe_files(train_spec, cache_dir, args.threads).speech  # for the model card
     speech_used = {"utterances": len(speech), "speakers": len({f.speaker_id for f in speech})}
     dev_audio = make_dev_audio(Path(args.data_dir), args.dev_files, args.seed + 2)
     print(

@@ -92,7 +92,7 @@ def test_the_model_card_names_the_speech_filter_only_when_it_was_used() -> None:
 
 @pytest.mark.slow
 def test_the_cache_mixes_only_the_speech_its_recipe_keeps(tmp_path: Path, shared_data_dir) -> None:
-    from model.feature_cache import CacheSpec, recipe_speech
+    from model.feature_cache import CacheSpec, recipe_files
     from model.splits import split_named
 
     speech = list(split_named(shared_data_dir, "train").speech)
@@ -102,6 +102,21 @@ def test_the_cache_mixes_only_the_speech_its_recipe_keeps(tmp_path: Path, shared
     def spec(recipe: MixtureRecipe) -> CacheSpec:
         return CacheSpec(str(shared_data_dir), "train", 1, 1, 0, recipe)
 
-    assert recipe_speech(spec(MixtureRecipe()), tmp_path) == speech
-    kept = recipe_speech(spec(MixtureRecipe(min_speech_bak=3.8)), tmp_path)  # nothing to score
-    assert kept == [f for i, f in enumerate(speech) if i % 3]
+    assert list(recipe_files(spec(MixtureRecipe()), tmp_path).speech) == speech
+    kept = recipe_files(spec(MixtureRecipe(min_speech_bak=3.8)), tmp_path)  # nothing to score
+    assert list(kept.speech) == [f for i, f in enumerate(speech) if i % 3]
+
+
+@pytest.mark.slow
+def test_a_filtered_recipe_builds_its_shards_in_worker_processes(
+    tmp_path: Path, shared_data_dir
+) -> None:
+    from model.feature_cache import CacheSpec, build_cache, load_all
+    from model.splits import split_named
+
+    speech = list(split_named(shared_data_dir, "train").speech)
+    table = _scores(speech, [4.0] * len(speech))
+    (tmp_path / speech_quality.SCORES_FILE).write_text(json.dumps(table))
+    spec = CacheSpec(str(shared_data_dir), "train", 2, 1, 0, MixtureRecipe(min_speech_bak=3.8))
+    data = load_all(build_cache(spec, tmp_path, workers=2), 2)
+    assert data.features.shape[0] == 2 and np.all(np.isfinite(data.features))
