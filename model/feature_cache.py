@@ -22,7 +22,8 @@ from tqdm import tqdm
 from dsp.bands import BIN_HZ, make_band_layout
 from dsp.constants import DSP_VERSION, HOP_SAMPLES, SAMPLE_RATE_HZ
 from dsp.offline import compute_oracle_targets
-from model.mixtures import MixtureRecipe, make_mixture
+from model.mixtures import MixtureRecipe, TargetSpeech, make_mixture
+from model.speech_cleaning import CleanedSpeech, cleaned_folder, missing_copies
 from model.speech_quality import clean_recordings, score_recordings
 from model.splits import Split, split_named
 
@@ -78,15 +79,39 @@ def recipe_files(spec: CacheSpec, cache_dir: Path, workers: int = 2) -> Split:
     return replace(files, speech=tuple(clean_recordings(files.speech, threshold, scores)))
 
 
-def build_shard(spec: CacheSpec, index: int, out_path: Path, files: Split) -> int:
-    """Synthesise and analyse one shard's examples from ``files`` (:func:`recipe_files`);
-    returns the number of frames written."""
+def recipe_targets(spec: CacheSpec, cache_dir: Path, files: Split) -> TargetSpeech | None:
+    """The target copies of the speech that ``spec``'s recipe names (None: the recordings
+    themselves); every copy must already be made (``model.speech_cleaning``)."""
+    key = spec.recipe.cleaned_speech_targets
+    if key is None:
+        return None
+    folder = cleaned_folder(cache_dir, key)
+    missing = missing_copies(folder, files.speech)
+    if missing:
+        raise ValueError(
+            f"{len(missing)} of {len(files.speech)} speech recordings have no cleaned copy in "
+            f"{folder} (e.g. {missing[0].relative_path}); make them with "
+            f"model.speech_cleaning.clean_recordings_with (train --clean-speech-targets MODEL)"
+        )
+    return CleanedSpeech(folder)
+
+
+def build_shard(
+    spec: CacheSpec,
+    index: int,
+    out_path: Path,
+    files: Split,
+    target_speech: TargetSpeech | None = None,
+) -> int:
+    """Synthesise and analyse one shard's examples from ``files`` (:func:`recipe_files`) and
+    ``target_speech`` (:func:`recipe_targets`); returns the number of frames written."""
     rng = np.random.default_rng([spec.seed, index])
     frames_per_example = round(spec.recipe.segment_seconds * SAMPLE_RATE_HZ / HOP_SAMPLES)
     features, gains, strengths, masks = [], [], [], []
     for _ in range(spec.examples_per_shard):
         mixture = make_mixture(
-            rng, list(files.speech), list(files.noise), list(files.rooms), spec.recipe
+            rng, list(files.speech), list(files.noise), list(files.rooms), spec.recipe,
+            target_speech,
         )
         targets = compute_oracle_targets(mixture.noisy, mixture.target)
         frames = slice(0, frames_per_example)  # one length for every shard of every build
@@ -130,9 +155,11 @@ def build_cache(spec: CacheSpec, cache_dir: Path | None = None, workers: int = 2
     if not missing:
         return folder
     files = recipe_files(spec, root, workers)
+    targets = recipe_targets(spec, root, files)
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = [
-            pool.submit(build_shard, spec, i, shard_path(root, spec, i), files) for i in missing
+            pool.submit(build_shard, spec, i, shard_path(root, spec, i), files, targets)
+            for i in missing
         ]
         with tqdm(total=len(missing), desc=f"features[{spec.split}]", unit="shard") as bar:
             for future in as_completed(futures):

@@ -9,6 +9,7 @@ really contains, so the loss can ignore bands above it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -19,6 +20,10 @@ import soxr
 from scipy.signal import fftconvolve, lfilter
 
 from model.splits import AudioFile
+
+# The target copy of a speech recording (same length, aligned), e.g. a cleaned copy
+# (``model.speech_cleaning``); without one the recording itself is the target.
+TargetSpeech = Callable[[AudioFile], np.ndarray]
 
 SAMPLE_RATE = 48_000
 EARLY_REFLECTIONS_SECONDS = 0.05  # kept in the target, as PercepNet does
@@ -84,6 +89,9 @@ class MixtureRecipe:
     # Speech recordings whose DNSMOS BAK alone is below this are not used
     # (``model.speech_quality``): their own background would be taught as speech.
     min_speech_bak: float | None = None
+    # Targets built from cleaned copies of the speech (``model.speech_cleaning``), made by the
+    # model with this cleaner key; the input keeps each recording as it is.
+    cleaned_speech_targets: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         """Plain dict (for hashing and for the model card). An optional knob left unset is left
@@ -115,26 +123,39 @@ def _effective_max_hz(file: AudioFile) -> float:
 
 
 def _speech_segment(
-    rng: np.random.Generator, speech: list[AudioFile], length: int, fullband_share: float
-) -> tuple[np.ndarray, float]:
-    """Concatenate random utterances (with short pauses) into ``length`` samples."""
+    rng: np.random.Generator,
+    speech: list[AudioFile],
+    length: int,
+    fullband_share: float,
+    target_speech: TargetSpeech | None = None,
+) -> tuple[np.ndarray, np.ndarray | None, float]:
+    """Concatenate random utterances (with short pauses) into ``length`` samples; with
+    ``target_speech``, also the same concatenation of the utterances' target copies."""
     fullband = [f for f in speech if f.sample_rate >= 44_100]
     narrow = [f for f in speech if f.sample_rate < 44_100]
     pool = fullband if (rng.random() < fullband_share and fullband) or not narrow else narrow
     out = np.zeros(length)
+    out_target = np.zeros(length) if target_speech is not None else None
     position = int(rng.integers(0, SAMPLE_RATE // 4))
     max_hz = 24_000.0
     while position < length:
         file = pool[int(rng.integers(len(pool)))]
         utterance = load_audio_48k(file.path).astype(np.float64)
-        utterance = (
-            utterance / (np.sqrt(np.mean(utterance**2)) + 1e-9) * 10 ** (rng.uniform(-6, 6) / 20)
-        )
+        rms = np.sqrt(np.mean(utterance**2)) + 1e-9
+        level = 10 ** (rng.uniform(-6, 6) / 20)
         take = min(utterance.shape[0], length - position)
-        out[position : position + take] = utterance[:take]
+        out[position : position + take] = (utterance / rms * level)[:take]
+        if out_target is not None and target_speech is not None:
+            copy = target_speech(file)
+            if copy.shape != utterance.shape:
+                raise ValueError(
+                    f"{file.relative_path}: target copy has {copy.shape[0]} samples, "
+                    f"the recording {utterance.shape[0]}"
+                )
+            out_target[position : position + take] = (copy / rms * level)[:take]
         max_hz = min(max_hz, _effective_max_hz(file))
         position += take + int(rng.uniform(0.05, 0.4) * SAMPLE_RATE)
-    return out, max_hz
+    return out, out_target, max_hz
 
 
 def _noise_segment(
@@ -261,7 +282,7 @@ def babble_noise(
     low, high = events.babble_talkers
     out = np.zeros(length)
     for _ in range(int(rng.integers(low, high + 1))):
-        talker, _ = _speech_segment(rng, speech, length, fullband_share=0.5)
+        talker, _, _ = _speech_segment(rng, speech, length, fullband_share=0.5)
         out += talker * 10 ** (rng.uniform(-6, 0) / 20)
     return out
 
@@ -306,16 +327,17 @@ def _room_response(
 
 
 def _random_eq(rng: np.random.Generator, signal: np.ndarray) -> np.ndarray:
-    """A random tilt and a random peaking band, as microphones and rooms colour speech."""
+    """A random tilt and a random peaking band, as microphones and rooms colour speech (the
+    same filter along the last axis of every row)."""
     tilt = rng.uniform(-0.6, 0.6)
     signal = lfilter([1.0, -tilt * 0.5], [1.0], signal)
     spectrum = np.fft.rfft(signal)
-    freqs = np.fft.rfftfreq(signal.shape[0], 1 / SAMPLE_RATE)
+    freqs = np.fft.rfftfreq(signal.shape[-1], 1 / SAMPLE_RATE)
     centre = np.exp(rng.uniform(np.log(200), np.log(8000)))
     gain_db = rng.uniform(-9, 9)
     width_octaves = rng.uniform(0.3, 2.0)
     bump = gain_db * np.exp(-0.5 * (np.log2(np.maximum(freqs, 1) / centre) / width_octaves) ** 2)
-    return np.fft.irfft(spectrum * 10 ** (bump / 20), n=signal.shape[0])
+    return np.fft.irfft(spectrum * 10 ** (bump / 20), n=signal.shape[-1])
 
 
 def _lowpass(signal: np.ndarray, cutoff_hz: float) -> np.ndarray:
@@ -331,21 +353,29 @@ def make_mixture(
     noise: list[AudioFile],
     rooms: list[AudioFile],
     recipe: MixtureRecipe,
+    target_speech: TargetSpeech | None = None,
 ) -> Mixture:
-    """Draw one example."""
+    """Draw one example. With ``target_speech`` the target is built from each recording's
+    target copy (through the same speed change, EQ, room and low-pass as the input's speech)
+    and the input from the recording itself; the random draws are the same either way."""
     length = int(recipe.segment_seconds * SAMPLE_RATE)
     speed = rng.uniform(*recipe.speed_range)
-    raw, speech_max_hz = _speech_segment(
-        rng, speech, int(length * speed) + 1, recipe.fullband_speech_share
+    raw, raw_target, speech_max_hz = _speech_segment(
+        rng, speech, int(length * speed) + 1, recipe.fullband_speech_share, target_speech
     )
+    # Row 0 is the input's speech, row 1 (when there is one) the target's.
+    sources = raw[None, :] if raw_target is None else np.stack([raw, raw_target])
     if abs(speed - 1.0) > 1e-3:
-        raw = soxr.resample(raw, SAMPLE_RATE, SAMPLE_RATE / speed)
+        sources = np.stack(
+            [soxr.resample(row, SAMPLE_RATE, SAMPLE_RATE / speed) for row in sources]
+        )
         speech_max_hz = min(speech_max_hz / speed, 23_000.0)
-    raw = raw[:length]
-    if raw.shape[0] < length:
-        raw = np.pad(raw, (0, length - raw.shape[0]))
+    sources = sources[:, :length]
+    if sources.shape[1] < length:
+        sources = np.pad(sources, ((0, 0), (0, length - sources.shape[1])))
     if rng.random() < recipe.eq_share:
-        raw = _random_eq(rng, raw)
+        sources = _random_eq(rng, sources)
+    raw, raw_target = sources[0], sources[-1]
 
     if rng.random() < recipe.room_share:
         rir = _room_response(rng, rooms, recipe)
@@ -353,10 +383,10 @@ def make_mixture(
         fade = np.hanning(2 * 96)[96:]  # 2 ms fade so the cut adds no click
         early[-96:] *= fade
         reverberant = fftconvolve(raw, rir)[:length]
-        target = fftconvolve(raw, early)[:length]
+        target = fftconvolve(raw_target, early)[:length]
     else:
         reverberant = raw
-        target = raw.copy()
+        target = raw_target.copy()
 
     speech_power = np.mean(reverberant**2) + 1e-12
     noise_total = np.zeros(length)

@@ -131,6 +131,19 @@ def _speech_note(recipe: dict[str, Any], used: dict[str, int] | None, available:
     )
 
 
+def _cleaned_targets_note(recipe: dict[str, Any]) -> str:
+    """A sentence on targets built from cleaned speech (``--clean-speech-targets``), or nothing."""
+    key = recipe.get("cleaned_speech_targets")
+    if not key:
+        return ""
+    return (
+        f"\n  Targets built from copies of the speech recordings enhanced once, with no noise "
+        f"added, by the model whose SHA-256 begins `{key}` (`--clean-speech-targets`), so a "
+        f"recording's own background is taught as noise; the input mixes the recordings as "
+        f"they are."
+    )
+
+
 def _init_note(init_from: dict[str, str] | None) -> str:
     """A sentence on the weights a fine-tune started from, or nothing."""
     if not init_from:
@@ -208,7 +221,8 @@ def write_card(run: Path, eval_dir: Path, out: Path, data_dir: Path) -> Path:
     recipe = checkpoint.get("recipe", {})
     speech_used = checkpoint.get("speech_used")
     noise_note = (_noise_augmentation_note(recipe) + _noise_events_note(recipe)
-                  + _speech_note(recipe, speech_used, len(train.speech)))
+                  + _speech_note(recipe, speech_used, len(train.speech))
+                  + _cleaned_targets_note(recipe))
     speakers = (speech_used["speakers"] if speech_used
                 else len({f.speaker_id for f in train.speech}))
     utterances = speech_used["utterances"] if speech_used else len(train.speech)

@@ -41,6 +41,7 @@ from model.feature_cache import (
 )
 from model.mixtures import MixtureRecipe, NoiseAugmentation, NoiseEvents, make_mixture
 from model.network import NetworkConfig, PercepNet, count_parameters
+from model.speech_cleaning import clean_recordings_with, cleaner_key
 from model.splits import split_named
 
 GAMMA = 0.5  # power compression of gains in the loss
@@ -360,6 +361,9 @@ def train(args: argparse.Namespace) -> Path:
         noise_augmentation=NoiseAugmentation() if args.augment_noise else None,
         noise_events=NoiseEvents() if args.noise_events else None,
         min_speech_bak=args.min_speech_bak,
+        cleaned_speech_targets=(
+            cleaner_key(Path(args.clean_speech_targets)) if args.clean_speech_targets else None
+        ),
     )
     train_spec = CacheSpec(
         str(args.data_dir), "train", args.train_shards, SEQUENCES_PER_SHARD, args.seed, recipe
@@ -369,11 +373,13 @@ def train(args: argparse.Namespace) -> Path:
     dev_spec = CacheSpec(str(args.data_dir), "dev", 2, 100, args.seed + 1, MixtureRecipe())
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     print(f"feature cache: {cache_dir}", flush=True)
+    speech = recipe_files(train_spec, cache_dir, args.threads).speech
+    if args.clean_speech_targets:
+        clean_recordings_with(Path(args.clean_speech_targets), speech, cache_dir, args.threads)
     train_data = load_all(
         build_cache(train_spec, cache_dir, workers=args.threads), train_spec.num_shards
     )
     dev_data = load_all(build_cache(dev_spec, cache_dir, workers=args.threads), dev_spec.num_shards)
-    speech = recipe_files(train_spec, cache_dir, args.threads).speech  # for the model card
     speech_used = {"utterances": len(speech), "speakers": len({f.speaker_id for f in speech})}
     dev_audio = make_dev_audio(Path(args.data_dir), args.dev_files, args.seed + 2)
     print(
@@ -535,6 +541,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="train only on speech recordings whose own DNSMOS BAK is at least "
                              "this (their background is not taught as speech); builds its own "
                              "cache")
+    parser.add_argument("--clean-speech-targets", default=None, metavar="MODEL",
+                        help="build the targets from copies of the speech recordings enhanced "
+                             "once by this ONNX model (their own background removed), the input "
+                             "from the recordings as they are; builds its own cache")
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--init-from", default=None, metavar="CHECKPOINT",
                         help="start from these weights (fine-tuning): a checkpoint, or a fp32 "
