@@ -261,8 +261,26 @@ def _shipped(file_name: str, name: str) -> SystemFactory:
     return lambda: model_system(WEIGHTS_DIR / file_name, name)
 
 
+def cleaned_oracle_system() -> System:
+    """The oracle chain aiming at the reference as the shipped int8 model cleans it with no
+    noise added, as ``train --clean-speech-targets`` makes training targets: the ceiling of
+    such targets, without the reference's own background."""
+    from dsp.offline import enhance_signal
+    from model.runtime import DEFAULT_MODEL, ModelGainSource, ModelRuntime
+
+    runtime = ModelRuntime(DEFAULT_MODEL)
+
+    def process(noisy: np.ndarray, clean: np.ndarray) -> np.ndarray:
+        reference = np.asarray(clean, dtype=np.float64)
+        return oracle_enhance(noisy, enhance_signal(reference, ModelGainSource(runtime)))
+
+    return System("oracle_cleaned", process, needs_clean=True,
+                  description="PercepNet DSP, oracle gains toward the cleaned reference")
+
+
 SYSTEM_FACTORIES["percepnet_int8"] = _shipped("percepnet-int8.onnx", "percepnet_int8")
 SYSTEM_FACTORIES["percepnet_fp32"] = _shipped("percepnet-fp32.onnx", "percepnet_fp32")
+SYSTEM_FACTORIES["oracle_cleaned"] = cleaned_oracle_system
 
 
 def make_systems(names: Sequence[str]) -> dict[str, System]:

@@ -21,11 +21,15 @@ from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
 
 from model.splits import AudioFile
+
+if TYPE_CHECKING:  # onnxruntime loads only in the cleaning workers
+    from model.runtime import ModelRuntime
 
 CLEANED_FOLDER = "cleaned-speech"
 
@@ -47,7 +51,8 @@ def cleaned_path(folder: Path, file: AudioFile) -> Path:
 
 
 @lru_cache(maxsize=1)
-def _runtime(model_path: Path):  # noqa: ANN202 (onnxruntime loads only in cleaning workers)
+def _runtime(model_path: Path) -> ModelRuntime:
+    """One session per cleaning process."""
     from model.runtime import ModelRuntime
 
     return ModelRuntime(model_path)
@@ -74,7 +79,7 @@ def clean_recordings_with(
     returns the cleaner key."""
     key = cleaner_key(model_path)
     folder = cleaned_folder(cache_dir, key)
-    missing = [f for f in files if not cleaned_path(folder, f).exists()]
+    missing = missing_copies(folder, files)
     if missing:
         with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
             jobs = [

@@ -128,6 +128,22 @@ def test_oracle_system_needs_clean() -> None:
     assert out.shape == signal.shape and np.all(np.isfinite(out))
 
 
+def test_the_cleaned_oracle_aims_at_the_reference_without_its_own_background() -> None:
+    pytest.importorskip("onnxruntime")
+    reference = voiced_bursts(2.0)  # bursts over a hiss of their own, like a hissy take
+    noisy = reference + 0.01 * np.random.default_rng(2).standard_normal(reference.shape[0])
+    systems = make_systems(["oracle", "oracle_cleaned"])
+    assert systems["oracle_cleaned"].needs_clean
+    with pytest.raises(ValueError, match="clean"):
+        systems["oracle_cleaned"](noisy)
+    plain = systems["oracle"](noisy, reference)
+    cleaned = systems["oracle_cleaned"](noisy, reference)
+    assert cleaned.shape == noisy.shape and np.all(np.isfinite(cleaned))
+    t = np.arange(reference.shape[0]) / SAMPLE_RATE
+    pauses = (np.sin(2 * np.pi * 2.0 * t) < -0.5) & (t > 0.5)  # well inside the gaps
+    assert np.mean(cleaned[pauses] ** 2) < 0.5 * np.mean(plain[pauses] ** 2)
+
+
 # --- dev set and end to end ------------------------------------------------------------------
 
 
