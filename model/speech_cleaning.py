@@ -45,8 +45,10 @@ def cleaned_folder(cache_dir: Path, key: str) -> Path:
 
 
 def cleaned_path(folder: Path, file: AudioFile) -> Path:
-    """The cleaned copy of ``file`` in ``folder`` (named by a hash of its relative path)."""
-    name = hashlib.sha256(file.relative_path.encode()).hexdigest()[:24]
+    """The cleaned copy of ``file`` in ``folder``, named by a hash of its relative path and size
+    (a rewritten recording is not taken for the one cleaned)."""
+    identity = f"{file.relative_path}:{file.path.stat().st_size}"
+    name = hashlib.sha256(identity.encode()).hexdigest()[:24]
     return folder / f"{name}.npy"
 
 

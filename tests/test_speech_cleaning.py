@@ -75,6 +75,13 @@ def test_a_copy_that_does_not_line_up_with_its_recording_is_refused(tmp_path: Pa
                      lambda f: load_audio_48k(f.path)[:-10])
 
 
+def test_a_rewritten_recording_is_not_taken_for_the_one_cleaned(tmp_path: Path) -> None:
+    file = _recording(tmp_path / "a.flac", _voiced(0.5, 150.0, 0))
+    before = cleaned_path(tmp_path, file)
+    _recording(tmp_path / "a.flac", _voiced(0.7, 150.0, 0))  # rewritten: another size
+    assert cleaned_path(tmp_path, file) != before
+
+
 def test_a_recipe_without_cleaned_targets_keys_the_cache_as_before() -> None:
     assert "cleaned_speech_targets" not in MixtureRecipe().as_dict()
     keyed = dataclasses.replace(MixtureRecipe(), cleaned_speech_targets="ab12").as_dict()
