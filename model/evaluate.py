@@ -265,14 +265,12 @@ def cleaned_oracle_system() -> System:
     """The oracle chain aiming at the reference as the shipped int8 model cleans it with no
     noise added, as ``train --clean-speech-targets`` makes training targets: the ceiling of
     such targets, without the reference's own background."""
-    from dsp.offline import enhance_signal
-    from model.runtime import DEFAULT_MODEL, ModelGainSource, ModelRuntime
+    from model.runtime import DEFAULT_MODEL
 
-    runtime = ModelRuntime(DEFAULT_MODEL)
+    cleaner = model_system(DEFAULT_MODEL)
 
     def process(noisy: np.ndarray, clean: np.ndarray) -> np.ndarray:
-        reference = np.asarray(clean, dtype=np.float64)
-        return oracle_enhance(noisy, enhance_signal(reference, ModelGainSource(runtime)))
+        return oracle_enhance(noisy, cleaner(clean))
 
     return System("oracle_cleaned", process, needs_clean=True,
                   description="PercepNet DSP, oracle gains toward the cleaned reference")

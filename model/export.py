@@ -12,7 +12,6 @@ writes anything, and the int8 file against the fp32 one.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from dsp.constants import NUM_FEATURES
 from model.network import NetworkConfig, PercepNet, PercepNetStep, count_parameters
-from model.runtime import ModelRuntime
+from model.runtime import ModelRuntime, sha256_of
 
 INPUT_NAMES = ["features", "conv1_history", "conv2_history", "gru_state"]
 OUTPUT_NAMES = ["gains", "strengths", "next_conv1_history", "next_conv2_history", "next_gru_state"]
@@ -174,11 +173,6 @@ def graph_initializer_is_int8(graph: onnx.GraphProto, name: str) -> bool:
         if init.name == name:
             return init.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
     return False
-
-
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def write_sha256(path: Path) -> Path:

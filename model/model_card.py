@@ -15,8 +15,9 @@ from typing import Any
 
 import torch
 
-from model.export import INT8_NAME, sha256_of, weight_counts
+from model.export import INT8_NAME, weight_counts
 from model.network import NetworkConfig, PercepNet, count_parameters
+from model.runtime import sha256_of
 from model.splits import split_files, split_named
 from model.train import (
     FULL_SEQUENCE_LR_FACTOR,

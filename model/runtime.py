@@ -24,13 +24,18 @@ class ModelFileError(ValueError):
     """The model file is missing, altered or not a PercepNet streaming graph."""
 
 
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def verify_sha256(path: Path) -> None:
     """Check ``path`` against the digest recorded beside it (``NAME.sha256``), if any."""
     digest_file = path.with_name(path.name + ".sha256")
     if not digest_file.exists():
         return
     expected = digest_file.read_text().split()[0]
-    actual = hashlib.sha256(path.read_bytes()).hexdigest()
+    actual = sha256_of(path)
     if actual != expected:
         raise ModelFileError(
             f"{path}: SHA-256 {actual[:12]}… does not match the recorded "

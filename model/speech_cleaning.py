@@ -21,22 +21,21 @@ from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
 
+from dsp.offline import enhance_signal
+from model.mixtures import load_audio_48k
+from model.runtime import ModelGainSource, ModelRuntime, sha256_of
 from model.splits import AudioFile
-
-if TYPE_CHECKING:  # onnxruntime loads only in the cleaning workers
-    from model.runtime import ModelRuntime
 
 CLEANED_FOLDER = "cleaned-speech"
 
 
 def cleaner_key(model_path: Path) -> str:
     """The key that names a cleaning model's copies: its SHA-256, first 16 hex digits."""
-    return hashlib.sha256(Path(model_path).read_bytes()).hexdigest()[:16]
+    return sha256_of(model_path)[:16]
 
 
 def cleaned_folder(cache_dir: Path, key: str) -> Path:
@@ -55,17 +54,11 @@ def cleaned_path(folder: Path, file: AudioFile) -> Path:
 @lru_cache(maxsize=1)
 def _runtime(model_path: Path) -> ModelRuntime:
     """One session per cleaning process."""
-    from model.runtime import ModelRuntime
-
     return ModelRuntime(model_path)
 
 
 def clean_one(model_path: Path, source: Path, out_path: Path) -> None:
     """Enhance one recording (mono, 48 kHz, as the mixtures read it) and save it atomically."""
-    from dsp.offline import enhance_signal
-    from model.mixtures import load_audio_48k
-    from model.runtime import ModelGainSource
-
     audio = load_audio_48k(source).astype(np.float64)
     cleaned = enhance_signal(audio, ModelGainSource(_runtime(model_path)))
     out_path.parent.mkdir(parents=True, exist_ok=True)

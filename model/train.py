@@ -30,7 +30,7 @@ import torch
 
 from dsp.enhancer import ReplayGains
 from dsp.offline import compute_oracle_targets, enhance_signal
-from model.export import load_onnx_network, sha256_of
+from model.export import load_onnx_network
 from model.feature_cache import (
     CacheSpec,
     Shard,
@@ -41,6 +41,7 @@ from model.feature_cache import (
 )
 from model.mixtures import MixtureRecipe, NoiseAugmentation, NoiseEvents, make_mixture
 from model.network import NetworkConfig, PercepNet, count_parameters
+from model.runtime import sha256_of
 from model.speech_cleaning import clean_recordings_with, cleaner_key
 from model.splits import split_named
 
