@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from model.devset import default_data_dir
 from model.export import INT8_NAME, weight_counts
 from model.network import NetworkConfig, PercepNet, count_parameters
 from model.runtime import sha256_of
@@ -24,7 +25,6 @@ from model.train import (
     NON_TRAINING_OPTIONS,
     PAUSE_STAGE_LR_FACTOR,
     SEQUENCES_PER_SHARD,
-    default_data_dir,
     parse_args,
     schedule_minutes,
 )

@@ -30,6 +30,7 @@ import torch
 
 from dsp.enhancer import ReplayGains
 from dsp.offline import compute_oracle_targets, enhance_signal
+from model.devset import default_data_dir
 from model.export import load_onnx_network
 from model.feature_cache import (
     CacheSpec,
@@ -49,15 +50,11 @@ GAMMA = 0.5  # power compression of gains in the loss
 QUARTIC_WEIGHT = 10.0  # weight of the 4th-power term: punishes large errors harder
 STRENGTH_WEIGHT = 0.5
 NOISE_BAND_TARGET = 0.1  # bands whose target gain is below this are noise-dominated
+SPEECH_BAND_TARGET = 0.5  # bands whose target gain reaches this are speech-dominated
 CHECKPOINT_EVERY_SECONDS = 300.0
 FULL_SEQUENCE_LR_FACTOR = 0.25  # second stage's peak learning rate, relative to --lr
 PAUSE_STAGE_LR_FACTOR = 0.15  # third stage's peak learning rate, relative to --lr
 SEQUENCES_PER_SHARD = 125  # 3-s training mixtures in each feature-cache shard
-
-
-def default_data_dir() -> Path:
-    """../shared/data beside the checkout."""
-    return Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def percepnet_loss(
@@ -69,6 +66,7 @@ def percepnet_loss(
     overshoot_weight: float = 0.0,
     pause_weight: float = 0.0,
     noise_band_weight: float = 0.0,
+    speech_band_weight: float = 0.0,
 ) -> torch.Tensor:
     """Power-compressed gain error (γ = 0.5) plus a 4th-power term, and the same on 1 − r.
 
@@ -77,7 +75,9 @@ def percepnet_loss(
     everywhere (against speech distortion, a gain below it); ``pause_weight`` in frames without
     speech (every unmasked target below ``NOISE_BAND_TARGET``); ``noise_band_weight`` in
     noise-dominated bands (target below ``NOISE_BAND_TARGET``) of any frame, the noise left
-    between speech components during speech.
+    between speech components during speech. ``speech_band_weight`` makes speech distortion
+    (a gain below its target) cost ``1 + weight`` times more in speech-dominated bands (target at
+    least ``SPEECH_BAND_TARGET``), the speech that low-SNR inputs lose.
     """
     mask = band_mask[:, None, :]
     d_gain = gains.clamp_min(1e-6) ** GAMMA - target_gains.clamp_min(1e-6) ** GAMMA
@@ -88,6 +88,7 @@ def percepnet_loss(
         (overshoot_weight, overshoot),
         (pause_weight, overshoot & pause),
         (noise_band_weight, overshoot & noise_band),
+        (speech_band_weight, ~overshoot & (target_gains >= SPEECH_BAND_TARGET)),
     ):
         if weight > 0:  # the squared error costs 1 + weight times more where ``where`` holds
             d_gain = d_gain * (1 + weight * where.to(d_gain.dtype)) ** 0.5
@@ -457,6 +458,7 @@ def train(args: argparse.Namespace) -> Path:
                 overshoot_weight=args.overshoot_weight,
                 pause_weight=stage.pause_weight,
                 noise_band_weight=args.noise_band_weight,
+                speech_band_weight=args.speech_band_weight,
             )
             optimizer.zero_grad()
             loss.backward()
@@ -557,6 +559,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(first two stages)")
     parser.add_argument("--noise-band-weight", type=float, default=0.0,
                         help="extra loss weight on gains above target in noise-dominated bands")
+    parser.add_argument("--speech-band-weight", type=float, default=0.0,
+                        help="extra loss weight on gains below target in speech-dominated bands "
+                        "(target at least 0.5): speech lost at low SNR")
     parser.add_argument("--export", default=None, metavar="DIR",
                         help="export the trained network to DIR (fp32 + int8 ONNX, SHA-256)")
     return parser.parse_args(argv)

@@ -92,6 +92,26 @@ def test_noise_band_weight_costs_residual_noise_in_noise_dominated_bands(weight:
     )
 
 
+@pytest.mark.parametrize("weight", [1.0, 4.0])
+def test_speech_band_weight_costs_speech_lost_in_speech_dominated_bands(weight: float) -> None:
+    target = targets(0.05)
+    target[0, 0, 5] = 0.7
+    undershoot = one_band_error(target, 0.2)
+    assert loss(undershoot, target, speech_band_weight=weight) == pytest.approx(
+        per_band_term(0.7, 0.2, weight), rel=1e-5
+    )
+    # Residual noise in that band, and speech lost in a band below 0.5, cost as before.
+    overshoot = one_band_error(target, 0.95)
+    assert loss(overshoot, target, speech_band_weight=weight) == pytest.approx(
+        loss(overshoot, target)
+    )
+    weak = targets(0.3)
+    weak_undershoot = one_band_error(weak, 0.05)
+    assert loss(weak_undershoot, weak, speech_band_weight=weight) == pytest.approx(
+        loss(weak_undershoot, weak)
+    )
+
+
 def test_pause_weight_only_counts_frames_without_speech() -> None:
     pause = targets(0.02)
     gains = one_band_error(pause, 0.2)
