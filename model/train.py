@@ -75,9 +75,10 @@ def percepnet_loss(
     everywhere (against speech distortion, a gain below it); ``pause_weight`` in frames without
     speech (every unmasked target below ``NOISE_BAND_TARGET``); ``noise_band_weight`` in
     noise-dominated bands (target below ``NOISE_BAND_TARGET``) of any frame, the noise left
-    between speech components during speech. ``speech_band_weight`` makes speech distortion
-    (a gain below its target) cost ``1 + weight`` times more in speech-dominated bands (target at
-    least ``SPEECH_BAND_TARGET``), the speech that low-SNR inputs lose.
+    between speech components during speech. A fourth, ``speech_band_weight``, works the other
+    way: speech distortion (a gain below its target) costs ``1 + weight`` times more in
+    speech-dominated bands (target at least ``SPEECH_BAND_TARGET``), the speech that low-SNR
+    inputs lose.
     """
     mask = band_mask[:, None, :]
     d_gain = gains.clamp_min(1e-6) ** GAMMA - target_gains.clamp_min(1e-6) ** GAMMA
