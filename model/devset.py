@@ -45,6 +45,14 @@ def default_data_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+def require_data_dir(option: Path | None) -> Path:
+    """``option``, else the default data folder; FileNotFoundError if it holds no manifest."""
+    data_dir = option if option is not None else default_data_dir()
+    if not (data_dir / "manifest.csv").exists():
+        raise FileNotFoundError(f"no manifest.csv under {data_dir}")
+    return data_dir
+
+
 def read_mono_48k(path: Path) -> np.ndarray:
     """A file as mono float64 at 48 kHz (channels averaged, resampled with soxr)."""
     audio, rate = sf.read(path, dtype="float64", always_2d=True)

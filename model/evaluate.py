@@ -32,7 +32,7 @@ import soxr
 from pesq import PesqError, pesq
 from pystoi import stoi
 
-from model.devset import DEV_SNRS_DB, DevMixture, build_dev_mixtures, default_data_dir
+from model.devset import DEV_SNRS_DB, DevMixture, build_dev_mixtures, require_data_dir
 from model.splits import SPLIT_NAMES
 
 SAMPLE_RATE = 48_000
@@ -709,9 +709,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # unknown system, or a model file that is missing or altered
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    data_dir = args.data_dir if args.data_dir is not None else default_data_dir()
-    if not (data_dir / "manifest.csv").exists():
-        print(f"error: no manifest.csv under {data_dir}", file=sys.stderr)
+    try:
+        data_dir = require_data_dir(args.data_dir)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     snrs = tuple(float(s) for s in args.snrs.split(","))
     mixtures = build_dev_mixtures(

@@ -22,7 +22,7 @@ import numpy as np
 
 from dsp.constants import LOOKAHEAD_HOPS
 from dsp.offline import compute_oracle_targets
-from model.devset import DEV_SNRS_DB, DevMixture, build_dev_mixtures, default_data_dir
+from model.devset import DEV_SNRS_DB, DevMixture, build_dev_mixtures, require_data_dir
 from model.feature_cache import band_mask
 
 TARGET_EDGES = (0.0, 0.03, 0.1, 0.3, 0.5, 0.8, 1.0 + 1e-6)
@@ -129,9 +129,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the calibration table of a model on the dev mixtures."""
     args = _parse_args(argv)
-    data_dir = args.data_dir if args.data_dir is not None else default_data_dir()
-    if not (data_dir / "manifest.csv").exists():
-        print(f"error: no manifest.csv under {data_dir}", file=sys.stderr)
+    try:
+        data_dir = require_data_dir(args.data_dir)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
         gains_of = streaming_gains(args.model)

@@ -74,3 +74,10 @@ def test_the_command_refuses_a_missing_model(
     (tmp_path / "manifest.csv").write_text("")
     assert main(["--model", str(tmp_path / "none.onnx"), "--data-dir", str(tmp_path)]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_the_command_refuses_a_folder_without_a_manifest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--data-dir", str(tmp_path)]) == 2
+    assert "no manifest.csv" in capsys.readouterr().err
