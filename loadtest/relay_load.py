@@ -48,8 +48,10 @@ PROFILE_KEY = "server_profile_percent_per_participant"
 
 def participant_signal(index: int, seconds: float, data_dir: Path | None) -> np.ndarray:
     """Noisy speech for participant ``index`` (distinct per participant, deterministic)."""
+    from model.splits import has_manifest
+
     n = int(seconds * RATE)
-    if data_dir is not None and (data_dir / "manifest.csv").exists():
+    if data_dir is not None and has_manifest(data_dir):
         from model.devset import build_dev_mixtures
 
         # several different utterances back to back: a looped one would make the alignment
@@ -399,9 +401,10 @@ def _report(
 
 def _data_dir(option: str | None) -> Path | None:
     from model.devset import default_data_dir
+    from model.splits import has_manifest
 
     path = Path(option) if option else default_data_dir()
-    return path if (path / "manifest.csv").exists() else None
+    return path if has_manifest(path) else None
 
 
 def print_table(report: dict[str, object]) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from model.splits import AudioFile, split_named
+from model.splits import MANIFEST_FILE, AudioFile, has_manifest, split_named
 
 SAMPLE_RATE = 48_000
 DEV_SNRS_DB: tuple[float, ...] = (-5.0, 0.0, 5.0, 10.0, 15.0)
@@ -48,8 +48,8 @@ def default_data_dir() -> Path:
 def require_data_dir(option: Path | None) -> Path:
     """``option``, else the default data folder; FileNotFoundError if it holds no manifest."""
     data_dir = option if option is not None else default_data_dir()
-    if not (data_dir / "manifest.csv").exists():
-        raise FileNotFoundError(f"no manifest.csv under {data_dir}")
+    if not has_manifest(data_dir):
+        raise FileNotFoundError(f"no {MANIFEST_FILE} under {data_dir}")
     return data_dir
 
 

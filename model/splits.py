@@ -34,6 +34,14 @@ class AudioFile:
     label: str
 
 
+MANIFEST_FILE = "manifest.csv"  # one row per audio file, at the top of the data folder
+
+
+def has_manifest(data_dir: Path) -> bool:
+    """Whether ``data_dir`` holds the data manifest."""
+    return (data_dir / MANIFEST_FILE).exists()
+
+
 SPLIT_NAMES = ("train", "dev")  # in the order ``split_files`` returns them
 
 
@@ -47,8 +55,8 @@ class Split:
 
 
 def read_manifest(data_dir: Path) -> list[AudioFile]:
-    """All rows of ``data_dir/manifest.csv``."""
-    with open(data_dir / "manifest.csv", newline="") as f:
+    """All rows of the manifest in ``data_dir``."""
+    with open(data_dir / MANIFEST_FILE, newline="") as f:
         return [
             AudioFile(
                 path=data_dir / row["path"],
