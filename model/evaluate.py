@@ -17,7 +17,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import math
 import sys
@@ -33,18 +32,13 @@ from pesq import PesqError, pesq
 from pystoi import stoi
 
 from model.devset import DEV_SNRS_DB, DevMixture, build_dev_mixtures, require_data_dir
+from model.rnnoise_baseline import rnnoise_enhance
 from model.splits import SPLIT_NAMES
 
 SAMPLE_RATE = 48_000
 METRIC_RATE = 16_000  # PESQ-WB, STOI (pystoi resamples to its 10 kHz itself) and DNSMOS
 HOP_SAMPLES = 480  # 10 ms at 48 kHz: the unit of the CPU cost
 SI_SDR_FLOOR_DB = -100.0
-
-RNNOISE_FRAME_SAMPLES = 480
-# Measured by cross-correlation on clicks and voiced bursts (tests/test_evaluate.py re-checks
-# it): the pyrnnoise 0.4 library returns its input 960 samples (20 ms, two frames) later.
-RNNOISE_DELAY_SAMPLES = 960
-RNNOISE_PCM_SCALE = 32_768.0  # RNNoise expects floats on the 16-bit PCM scale
 
 WEBRTC_RATE = 16_000  # the webrtc-noise-gain binding runs its APM at 16 kHz only
 WEBRTC_FRAME_SAMPLES = 160  # 10 ms at 16 kHz
@@ -157,32 +151,6 @@ class System:
 def identity(noisy: np.ndarray) -> np.ndarray:
     """The unprocessed input."""
     return np.array(noisy, dtype=np.float64)
-
-
-def rnnoise_enhance(noisy: np.ndarray) -> np.ndarray:
-    """RNNoise (pyrnnoise's C library, called per 480-sample frame on caller buffers),
-    delay-compensated; a fresh state per call."""
-    from pyrnnoise.rnnoise import create, destroy, lib
-
-    num_samples = noisy.shape[0]
-    num_frames = -(-(num_samples + RNNOISE_DELAY_SAMPLES) // RNNOISE_FRAME_SAMPLES)
-    source = np.zeros(num_frames * RNNOISE_FRAME_SAMPLES, dtype=np.float32)
-    source[:num_samples] = noisy * RNNOISE_PCM_SCALE
-    out = np.empty_like(source)
-    float_ptr = ctypes.POINTER(ctypes.c_float)
-    frame_bytes = RNNOISE_FRAME_SAMPLES * source.itemsize
-    state = create()
-    try:
-        for i in range(num_frames):
-            lib.rnnoise_process_frame(
-                state,
-                ctypes.cast(out.ctypes.data + i * frame_bytes, float_ptr),
-                ctypes.cast(source.ctypes.data + i * frame_bytes, float_ptr),
-            )
-    finally:
-        destroy(state)
-    aligned = out[RNNOISE_DELAY_SAMPLES : RNNOISE_DELAY_SAMPLES + num_samples]
-    return aligned.astype(np.float64) / RNNOISE_PCM_SCALE
 
 
 def webrtc_ns_enhance(noisy: np.ndarray) -> np.ndarray:

@@ -22,7 +22,8 @@ from tqdm import tqdm
 from dsp.bands import BIN_HZ, make_band_layout
 from dsp.constants import DSP_VERSION, HOP_SAMPLES, SAMPLE_RATE_HZ
 from dsp.offline import compute_oracle_targets
-from model.mixtures import MixtureRecipe, TargetSpeech, make_mixture
+from model.mixtures import Mixture, MixtureRecipe, TargetSpeech, make_mixture
+from model.rnnoise_baseline import blend_with_teacher, rnnoise_enhance
 from model.speech_cleaning import CleanedSpeech, cleaned_folder, missing_copies
 from model.speech_quality import clean_recordings, score_recordings
 from model.splits import Split, split_named
@@ -96,6 +97,16 @@ def recipe_targets(spec: CacheSpec, cache_dir: Path, files: Split) -> TargetSpee
     return CleanedSpeech(folder)
 
 
+def recipe_gains(recipe: MixtureRecipe, mixture: Mixture, oracle_gains: np.ndarray) -> np.ndarray:
+    """The target gains ``recipe`` asks for: the oracle's, or with ``rnnoise_teacher_share`` set,
+    their geometric blend with the gains that turn the input into RNNoise's output."""
+    share = recipe.rnnoise_teacher_share
+    if share is None:
+        return oracle_gains
+    teacher = compute_oracle_targets(mixture.noisy, rnnoise_enhance(mixture.noisy)).gains
+    return blend_with_teacher(oracle_gains, teacher, share)
+
+
 def build_shard(
     spec: CacheSpec,
     index: int,
@@ -116,7 +127,7 @@ def build_shard(
         targets = compute_oracle_targets(mixture.noisy, mixture.target)
         frames = slice(0, frames_per_example)  # one length for every shard of every build
         features.append(targets.features[frames])
-        gains.append(targets.gains[frames].astype(np.float16))
+        gains.append(recipe_gains(spec.recipe, mixture, targets.gains)[frames].astype(np.float16))
         strengths.append(targets.strengths[frames].astype(np.float16))
         masks.append(band_mask(mixture.speech_max_hz))
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -92,6 +92,14 @@ class MixtureRecipe:
     # Targets built from cleaned copies of the speech (``model.speech_cleaning``), made by the
     # model with this cleaner key; the input keeps each recording as it is.
     cleaned_speech_targets: str | None = None
+    # RNNoise's share in a per-band geometric blend of the target gains with the gains that turn
+    # the noisy input into RNNoise's output (``model.rnnoise_baseline``): a co-teacher.
+    rnnoise_teacher_share: float | None = None
+
+    def __post_init__(self) -> None:
+        share = self.rnnoise_teacher_share
+        if share is not None and not 0.0 <= share <= 1.0:
+            raise ValueError(f"the RNNoise teacher's share must be in [0, 1], got {share}")
 
     def as_dict(self) -> dict[str, object]:
         """Plain dict (for hashing and for the model card). An optional knob left unset is left

@@ -145,6 +145,19 @@ def _cleaned_targets_note(recipe: dict[str, Any]) -> str:
     )
 
 
+def _teacher_note(recipe: dict[str, Any]) -> str:
+    """A sentence on RNNoise as co-teacher (``--rnnoise-teacher``), or nothing."""
+    share = recipe.get("rnnoise_teacher_share")
+    if share is None:
+        return ""
+    return (
+        f"\n  Target gains blended per band with RNNoise's (pyrnnoise, BSD-3-Clause): the "
+        f"oracle's to the power {1 - share:g} times, to the power {share:g}, the gains that turn "
+        f"each input into RNNoise's output (`--rnnoise-teacher {share:g}`), so the network "
+        f"learnt in part from RNNoise; RNNoise does not run at inference."
+    )
+
+
 def _init_note(init_from: dict[str, str] | None) -> str:
     """A sentence on the weights a fine-tune started from, or nothing."""
     if not init_from:
@@ -223,7 +236,7 @@ def write_card(run: Path, eval_dir: Path, out: Path, data_dir: Path) -> Path:
     speech_used = checkpoint.get("speech_used")
     noise_note = (_noise_augmentation_note(recipe) + _noise_events_note(recipe)
                   + _speech_note(recipe, speech_used, len(train.speech))
-                  + _cleaned_targets_note(recipe))
+                  + _cleaned_targets_note(recipe) + _teacher_note(recipe))
     speakers = (speech_used["speakers"] if speech_used
                 else len({f.speaker_id for f in train.speech}))
     utterances = speech_used["utterances"] if speech_used else len(train.speech)

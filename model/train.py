@@ -367,6 +367,7 @@ def train(args: argparse.Namespace) -> Path:
         cleaned_speech_targets=(
             cleaner_key(Path(args.clean_speech_targets)) if args.clean_speech_targets else None
         ),
+        rnnoise_teacher_share=args.rnnoise_teacher,
     )
     train_spec = CacheSpec(
         str(args.data_dir), "train", args.train_shards, SEQUENCES_PER_SHARD, args.seed, recipe
@@ -549,6 +550,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="build the targets from copies of the speech recordings enhanced "
                              "once by this ONNX model (their own background removed), the input "
                              "from the recordings as they are; builds its own cache")
+    parser.add_argument("--rnnoise-teacher", type=float, default=None, metavar="SHARE",
+                        help="blend the target gains geometrically with the gains that turn "
+                             "each input into RNNoise's output, RNNoise weighted SHARE (0-1): "
+                             "a co-teacher; builds its own cache")
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--init-from", default=None, metavar="CHECKPOINT",
                         help="start from these weights (fine-tuning): a checkpoint, or a fp32 "
