@@ -151,10 +151,10 @@ def _teacher_note(recipe: dict[str, Any]) -> str:
     if share is None:
         return ""
     return (
-        f"\n  Target gains blended per band with RNNoise's (pyrnnoise, BSD-3-Clause): the "
-        f"oracle's to the power {1 - share:g} times, to the power {share:g}, the gains that turn "
-        f"each input into RNNoise's output (`--rnnoise-teacher {share:g}`), so the network "
-        f"learnt in part from RNNoise; RNNoise does not run at inference."
+        f"\n  Target gains blended per band with RNNoise's (BSD-3-Clause, run through "
+        f"pyrnnoise): the oracle's to the power {1 - share:g} times, to the power {share:g}, "
+        f"the gains that turn each input into RNNoise's output (`--rnnoise-teacher {share:g}`), "
+        f"so the network learnt in part from RNNoise; RNNoise does not run at inference."
     )
 
 

@@ -46,10 +46,9 @@ def blend_with_teacher(
 ) -> np.ndarray:
     """Per-band geometric blend ``oracle^(1 − share) · teacher^share`` (float32).
 
-    The teacher's gains are a function of the noisy input alone, so that part of the target is
-    learnable exactly; the oracle's part still says where the clean speech is."""
-    if not 0.0 <= teacher_share <= 1.0:
-        raise ValueError(f"teacher share must be in [0, 1], got {teacher_share}")
+    The teacher's gains are a function of the noisy input alone, so that part of the target can
+    be learnt from the input; the oracle's part still says where the clean speech is. The share
+    is checked where the recipe is made (``MixtureRecipe``)."""
     if oracle_gains.shape != teacher_gains.shape:
         raise ValueError(f"gain shapes differ: {oracle_gains.shape} and {teacher_gains.shape}")
     oracle = np.maximum(oracle_gains.astype(np.float64), TEACHER_GAIN_FLOOR)
