@@ -1,0 +1,196 @@
+"""Fine-tune the network on what DNSMOS hears, with its training loss kept as an anchor.
+
+    python -m model.dnsmos_finetune --init-from model/weights/percepnet-fp32.onnx \
+        --out runs/dnsmos --minutes 45
+
+Each step draws mixtures of whole training-split utterances with training-split noises (never
+the dev split's), runs the network over them, synthesises the enhanced audio with
+:class:`model.differentiable_synthesis.TorchSynthesis`, and minimises
+
+    target_weight · (PercepNet loss against the oracle targets) − mean DNSMOS OVRL
+
+through the differentiable DNSMOS P.835 network of :mod:`model.dnsmos_loss`. The PercepNet loss
+keeps the gains near the oracle's (PESQ, STOI, SI-SDR are not optimised here); DNSMOS says which
+way to err where the network cannot be sure. Checkpoints (the ``model.train`` format, so
+``model.export --checkpoint`` takes them) are written every few minutes and the run resumes
+from the last one. Progress lines give the batch's loss and OVRL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dsp.offline import compute_oracle_targets
+from model.devset import DevMixture, build_dev_mixtures, default_data_dir
+from model.differentiable_synthesis import TorchSynthesis, stack_inputs, synthesis_inputs
+from model.dnsmos_loss import DnsmosP835, dnsmos_window, resample_48k_to_16k
+from model.feature_cache import band_mask
+from model.network import NetworkConfig, PercepNet
+from model.train import initial_weights, percepnet_loss
+
+SNR_RANGE_DB = (-5.0, 20.0)
+CHECKPOINT_EVERY_SECONDS = 300.0
+PROGRESS_EVERY_STEPS = 10
+
+
+def draw_batch(data_dir: Path, rng: np.random.Generator, size: int) -> list[DevMixture]:
+    """``size`` training-split mixtures at SNRs drawn from ``SNR_RANGE_DB``."""
+    snrs = [round(float(s), 1) for s in rng.uniform(*SNR_RANGE_DB, size=size)]
+    seed = int(rng.integers(0, 2**31))
+    return build_dev_mixtures(data_dir, per_snr=1, snrs_db=snrs, seed=seed, split="train")
+
+
+def speech_band_mask(mixture: DevMixture) -> np.ndarray:
+    """The bands the speech source can fill (as the training cache masks them)."""
+    return band_mask(min(mixture.source_rate / 2.0, 24_000.0) * 0.95)
+
+
+class BatchTensors:
+    """Network inputs, synthesis inputs and oracle targets of one batch of mixtures."""
+
+    def __init__(self, mixtures: list[DevMixture]) -> None:
+        inputs = [synthesis_inputs(m.noisy) for m in mixtures]
+        self.synthesis = stack_inputs(inputs)
+        self.features = self.synthesis.pop("features")
+        frames = self.features.shape[1]
+        self.target_gains = torch.ones(len(mixtures), frames, 34)
+        self.target_strengths = torch.zeros(len(mixtures), frames, 34)
+        for i, mixture in enumerate(mixtures):
+            targets = compute_oracle_targets(mixture.noisy, mixture.clean)
+            count = targets.gains.shape[0]
+            self.target_gains[i, :count] = torch.from_numpy(targets.gains)
+            self.target_strengths[i, :count] = torch.from_numpy(targets.strengths)
+        self.band_mask = torch.from_numpy(np.stack([speech_band_mask(m) for m in mixtures]))
+        self.lengths = [m.noisy.shape[0] for m in mixtures]
+
+
+def scoring_windows(
+    enhanced: torch.Tensor, lengths: list[int], rng: np.random.Generator
+) -> torch.Tensor:
+    """Each clip cut to its length, at 16 kHz, looped to one random 9.01-s DNSMOS window."""
+    windows = []
+    for i, length in enumerate(lengths):
+        clip = resample_48k_to_16k(enhanced[i : i + 1, :length])
+        spare = max(0, clip.shape[-1] - 144_160)
+        windows.append(dnsmos_window(clip, int(rng.integers(0, spare + 1))))
+    return torch.cat(windows)
+
+
+def finetune(args: argparse.Namespace) -> Path:
+    """Run (or resume) the fine-tune; returns the checkpoint path."""
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = out / "checkpoint.pt"
+    config = NetworkConfig()
+    model = PercepNet(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    rng = np.random.default_rng(args.seed)
+    step, elapsed, history = 0, 0.0, []
+    if checkpoint_path.exists():
+        state = torch.load(checkpoint_path, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["rng"]
+        step, elapsed, history = state["step"], state["elapsed"], state["history"]
+        print(f"resumed at step {step} ({elapsed / 60:.1f} min)", flush=True)
+    else:
+        model.load_state_dict(initial_weights(Path(args.init_from), config))
+    synthesis = TorchSynthesis()
+    dnsmos = DnsmosP835()
+    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+
+    def save() -> None:
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "config": config.as_dict(),
+                "rng": rng.bit_generator.state,
+                "step": step,
+                "elapsed": elapsed,
+                "history": history,
+                "args": vars(args),
+            },
+            checkpoint_path.with_suffix(".tmp"),
+        )
+        checkpoint_path.with_suffix(".tmp").replace(checkpoint_path)
+
+    budget_s = args.minutes * 60.0
+    last_save = time.monotonic()
+    window: list[dict[str, float]] = []
+    skipped = 0
+    model.train()
+    while elapsed < budget_s:
+        started = time.monotonic()
+        lr = args.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, elapsed / budget_s)))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = BatchTensors(draw_batch(data_dir, rng, args.batch))
+        gains, strengths = model(batch.features)
+        anchor = percepnet_loss(
+            gains, strengths, batch.target_gains, batch.target_strengths, batch.band_mask
+        )
+        enhanced = synthesis(gains, strengths, **batch.synthesis)
+        sig, bak, ovrl = dnsmos(scoring_windows(enhanced, batch.lengths, rng))
+        loss = args.target_weight * anchor - ovrl.mean()
+        optimizer.zero_grad()
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if torch.isfinite(grad_norm):
+            optimizer.step()
+            model.clip_weights()
+        else:  # a rare non-finite gradient (a silent spectrogram bin in DNSMOS): skip the batch
+            skipped += 1
+        step += 1
+        elapsed += time.monotonic() - started
+        window.append(
+            {
+                "anchor": float(anchor), "sig": float(sig.mean()), "bak": float(bak.mean()),
+                "ovrl": float(ovrl.mean()),
+            }
+        )
+        if step % PROGRESS_EVERY_STEPS == 0:
+            means = {key: float(np.mean([w[key] for w in window])) for key in window[0]}
+            history.append(
+                {"step": step, "minutes": elapsed / 60, "lr": lr, "skipped": skipped, **means}
+            )
+            print(json.dumps(history[-1]), flush=True)
+            window = []
+        if time.monotonic() - last_save > CHECKPOINT_EVERY_SECONDS:
+            save()
+            last_save = time.monotonic()
+    save()
+    return checkpoint_path
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--init-from", required=True, help="fp32 ONNX graph or checkpoint")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--minutes", type=float, default=45.0, help="wall-clock budget")
+    parser.add_argument("--batch", type=int, default=6)
+    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--target-weight", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--data-dir", default=None)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``python -m model.dnsmos_finetune``."""
+    print(finetune(parse_args(argv)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""DNSMOS fine-tuning: the torch synthesis is the enhancer's (same output for the same gains),
+the torch DNSMOS is speechmos's (same scores for the same audio), gradients reach the gains, and
+the fine-tune runs, checkpoints and resumes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnx2torch")
+pytest.importorskip("speechmos")
+
+from dsp.constants import NUM_BANDS  # noqa: E402
+from dsp.enhancer import ReplayGains  # noqa: E402
+from dsp.offline import enhance_signal  # noqa: E402
+from model.differentiable_synthesis import (  # noqa: E402
+    TorchSynthesis,
+    stack_inputs,
+    synthesis_inputs,
+)
+from model.dnsmos_loss import (  # noqa: E402
+    WINDOW_SAMPLES_16K,
+    DnsmosP835,
+    dnsmos_window,
+    resample_48k_to_16k,
+)
+from tests.shared_data import find_shared_data  # noqa: E402
+
+RATE = 48_000
+
+
+def voiced_noisy(seconds: float, seed: int = 0) -> np.ndarray:
+    """A pitched, amplitude-modulated tone in white noise (exercises pitch and comb)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * RATE)) / RATE
+    voiced = 0.1 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t))
+    return voiced + 0.02 * rng.standard_normal(t.size)
+
+
+@pytest.fixture(scope="module")
+def dnsmos() -> DnsmosP835:
+    return DnsmosP835()
+
+
+@pytest.mark.parametrize("postfilter", [True, False])
+def test_torch_synthesis_matches_the_enhancer(postfilter: bool) -> None:
+    noisy = voiced_noisy(1.0)
+    inputs = synthesis_inputs(noisy)
+    frames = inputs.features.shape[0]
+    rng = np.random.default_rng(1)
+    gains = rng.uniform(0, 1, (frames, NUM_BANDS)).astype(np.float32)
+    strengths = rng.uniform(0, 1, (frames, NUM_BANDS)).astype(np.float32)
+    expected = enhance_signal(noisy, ReplayGains(gains, strengths), postfilter=postfilter)
+    batch = stack_inputs([inputs])
+    batch.pop("features")
+    out = TorchSynthesis()(
+        torch.from_numpy(gains)[None], torch.from_numpy(strengths)[None], **batch,
+        postfilter=postfilter,
+    )
+    got = out[0, : noisy.size].numpy()
+    assert np.max(np.abs(got - expected)) < 1e-5 * np.max(np.abs(expected))
+
+
+def test_synthesis_features_are_the_oracle_features() -> None:
+    from dsp.offline import compute_oracle_targets
+
+    noisy = voiced_noisy(0.5)
+    inputs = synthesis_inputs(noisy)
+    np.testing.assert_array_equal(inputs.features, compute_oracle_targets(noisy, noisy).features)
+
+
+def test_stacked_batches_pad_with_unit_energies() -> None:
+    short, long = synthesis_inputs(voiced_noisy(0.3)), synthesis_inputs(voiced_noisy(0.6))
+    batch = stack_inputs([short, long])
+    frames = short.features.shape[0]
+    assert batch["features"].shape[:2] == (2, long.features.shape[0])
+    assert torch.all(batch["energy_noisy"][0, frames:] == 1.0)
+    assert torch.all(batch["noisy_spectrum"][0, frames:] == 0)
+
+
+def test_resampling_keeps_a_tone() -> None:
+    t48 = torch.arange(RATE, dtype=torch.float64) / RATE
+    t16 = torch.arange(16_000, dtype=torch.float64) / 16_000
+    got = resample_48k_to_16k(torch.sin(2 * torch.pi * 1000 * t48)[None])[0]
+    assert torch.max(torch.abs(got - torch.sin(2 * torch.pi * 1000 * t16))) < 1e-9
+
+
+def test_short_clips_loop_as_speechmos_loops_them() -> None:
+    clip = np.arange(50_000, dtype=np.float32)
+    looped = clip
+    while looped.size < WINDOW_SAMPLES_16K:  # speechmos's own loop
+        looped = np.append(looped, looped)
+    window = dnsmos_window(torch.from_numpy(clip)[None])
+    np.testing.assert_array_equal(window[0].numpy(), looped[:WINDOW_SAMPLES_16K])
+    longer = dnsmos_window(torch.zeros(1, WINDOW_SAMPLES_16K + 10), start=99)
+    assert longer.shape == (1, WINDOW_SAMPLES_16K)
+
+
+def test_torch_dnsmos_scores_as_speechmos(dnsmos: DnsmosP835) -> None:
+    from speechmos import dnsmos as speechmos_dnsmos
+
+    from model.evaluate import DnsmosScorer
+
+    rng = np.random.default_rng(2)
+    t = np.arange(WINDOW_SAMPLES_16K) / 16_000
+    audio = (0.1 * np.sin(2 * np.pi * 200 * t) + 0.01 * rng.standard_normal(t.size)).astype(
+        np.float32
+    )
+    assert speechmos_dnsmos.INPUT_LENGTH * 16_000 == pytest.approx(WINDOW_SAMPLES_16K)
+    expected = DnsmosScorer()(audio)
+    sig, bak, ovrl = dnsmos(torch.from_numpy(audio)[None])
+    np.testing.assert_allclose([float(sig), float(bak), float(ovrl)], expected, atol=1e-3)
+
+
+def test_ovrl_gradient_reaches_the_gains(dnsmos: DnsmosP835) -> None:
+    noisy = voiced_noisy(1.0)
+    batch = stack_inputs([synthesis_inputs(noisy)])
+    batch.pop("features")
+    frames = batch["energy_noisy"].shape[1]
+    gains = torch.full((1, frames, NUM_BANDS), 0.5, requires_grad=True)
+    strengths = torch.full((1, frames, NUM_BANDS), 0.5)
+    enhanced = TorchSynthesis()(gains, strengths, **batch)
+    _, _, ovrl = dnsmos(dnsmos_window(resample_48k_to_16k(enhanced)))
+    ovrl.sum().backward()
+    assert gains.grad is not None
+    assert torch.isfinite(gains.grad).all() and gains.grad.abs().sum() > 0
+
+
+def test_finetune_checkpoints_and_resumes(tmp_path) -> None:
+    data_dir = find_shared_data()
+    if data_dir is None:
+        pytest.skip("needs ../shared/data")
+    from pathlib import Path
+
+    from model.dnsmos_finetune import finetune, parse_args
+
+    weights = Path(__file__).resolve().parents[1] / "model" / "weights" / "percepnet-fp32.onnx"
+    argv = [
+        "--init-from", str(weights), "--out", str(tmp_path), "--minutes", "0.001",
+        "--batch", "1", "--data-dir", str(data_dir), "--threads", "1",
+    ]
+    path = finetune(parse_args(argv))
+    first = torch.load(path, weights_only=False)
+    assert first["step"] == 1 and first["config"]["gru_size"] > 0
+    # resumed with a budget just past the time spent: one more step, not a fresh start
+    argv[5] = str(first["elapsed"] / 60.0 + 0.001)
+    resumed = torch.load(finetune(parse_args(argv)), weights_only=False)
+    assert resumed["step"] == 2
+    assert len(resumed["history"]) == 0 or resumed["history"][0]["step"] >= 1
+    from model.export import load_checkpoint
+
+    assert load_checkpoint(path).config.gru_size == first["config"]["gru_size"]
