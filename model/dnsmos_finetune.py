@@ -33,8 +33,10 @@ from model.differentiable_synthesis import TorchSynthesis, stack_inputs, synthes
 from model.dnsmos_loss import DnsmosP835, dnsmos_window, resample_48k_to_16k
 from model.feature_cache import band_mask
 from model.network import NetworkConfig, PercepNet
+from model.stoi_loss import Stoi
 from model.train import initial_weights, percepnet_loss
 
+SAMPLE_RATE = 48_000
 SNR_RANGE_DB = (-5.0, 20.0)
 CHECKPOINT_EVERY_SECONDS = 300.0
 PROGRESS_EVERY_STEPS = 10
@@ -69,6 +71,7 @@ class BatchTensors:
             self.target_strengths[i, :count] = torch.from_numpy(targets.strengths)
         self.band_mask = torch.from_numpy(np.stack([speech_band_mask(m) for m in mixtures]))
         self.lengths = [m.noisy.shape[0] for m in mixtures]
+        self.clean = [torch.from_numpy(m.clean) for m in mixtures]
 
 
 def scoring_windows(
@@ -106,6 +109,7 @@ def finetune(args: argparse.Namespace) -> Path:
         model.load_state_dict(initial_weights(Path(args.init_from), config))
     synthesis = TorchSynthesis()
     dnsmos = DnsmosP835()
+    stoi = Stoi()
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
 
     def save() -> None:
@@ -141,7 +145,13 @@ def finetune(args: argparse.Namespace) -> Path:
         )
         enhanced = synthesis(gains, strengths, **batch.synthesis)
         sig, bak, ovrl = dnsmos(scoring_windows(enhanced, batch.lengths, rng))
-        loss = args.target_weight * anchor - ovrl.mean()
+        intelligibility = torch.stack(
+            [
+                stoi(clean, enhanced[i, : clean.shape[0]], SAMPLE_RATE)
+                for i, clean in enumerate(batch.clean)
+            ]
+        ).mean()
+        loss = args.target_weight * anchor - ovrl.mean() - args.stoi_weight * intelligibility
         optimizer.zero_grad()
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -154,8 +164,11 @@ def finetune(args: argparse.Namespace) -> Path:
         elapsed += time.monotonic() - started
         window.append(
             {
-                "anchor": float(anchor), "sig": float(sig.mean()), "bak": float(bak.mean()),
+                "anchor": float(anchor),
+                "sig": float(sig.mean()),
+                "bak": float(bak.mean()),
                 "ovrl": float(ovrl.mean()),
+                "stoi": float(intelligibility),
             }
         )
         if step % PROGRESS_EVERY_STEPS == 0:
@@ -180,7 +193,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--minutes", type=float, default=45.0, help="wall-clock budget")
     parser.add_argument("--batch", type=int, default=6)
     parser.add_argument("--lr", type=float, default=5e-5)
-    parser.add_argument("--target-weight", type=float, default=1.0)
+    parser.add_argument(
+        "--target-weight", type=float, default=1.0, help="weight of the PercepNet loss"
+    )
+    parser.add_argument(
+        "--stoi-weight", type=float, default=0.0, help="weight of the STOI term (subtracted)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data-dir", default=None)

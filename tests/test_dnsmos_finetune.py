@@ -151,3 +151,20 @@ def test_finetune_checkpoints_and_resumes(tmp_path) -> None:
     from model.export import load_checkpoint
 
     assert load_checkpoint(path).config.gru_size == first["config"]["gru_size"]
+
+
+def test_torch_stoi_scores_as_pystoi() -> None:
+    from pystoi import stoi as pystoi_stoi
+
+    from model.stoi_loss import Stoi
+
+    rng = np.random.default_rng(4)
+    clean = voiced_noisy(2.0, seed=5) * np.repeat(rng.uniform(0.05, 1.0, 20), RATE // 10)
+    clean[: RATE // 4] = 0.0  # a silent lead-in: STOI's silent-frame removal acts
+    processed = 0.6 * clean + 0.03 * rng.standard_normal(clean.size)
+    expected = pystoi_stoi(clean, processed, RATE, extended=False)
+    estimate = torch.from_numpy(processed).requires_grad_()
+    score = Stoi()(torch.from_numpy(clean), estimate, RATE)
+    assert float(score) == pytest.approx(expected, abs=0.005)
+    score.backward()
+    assert estimate.grad is not None and torch.isfinite(estimate.grad).all()
