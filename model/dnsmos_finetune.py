@@ -7,13 +7,15 @@ Each step draws mixtures of whole training-split utterances with training-split 
 the dev split's), runs the network over them, synthesises the enhanced audio with
 :class:`model.differentiable_synthesis.TorchSynthesis`, and minimises
 
-    target_weight · (PercepNet loss against the oracle targets) − mean DNSMOS OVRL
+    target_weight · (PercepNet loss against the oracle targets)
+        − mean DNSMOS OVRL − stoi_weight · mean STOI
 
-through the differentiable DNSMOS P.835 network of :mod:`model.dnsmos_loss`. The PercepNet loss
-keeps the gains near the oracle's (PESQ, STOI, SI-SDR are not optimised here); DNSMOS says which
-way to err where the network cannot be sure. Checkpoints (the ``model.train`` format, so
+through the differentiable DNSMOS P.835 network of :mod:`model.dnsmos_loss` and the torch STOI
+of :mod:`model.stoi_loss`. The PercepNet loss keeps the gains near the oracle's and STOI keeps
+the speech intelligible; DNSMOS says which way to err where the network cannot be sure. PESQ
+and SI-SDR are not optimised. Checkpoints (the ``model.train`` format, so
 ``model.export --checkpoint`` takes them) are written every few minutes and the run resumes
-from the last one. Progress lines give the batch's loss and OVRL.
+from the last one. Progress lines give the batch means of each term.
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ from dsp.offline import compute_oracle_targets
 from model.devset import DevMixture, build_dev_mixtures, default_data_dir
 from model.differentiable_synthesis import TorchSynthesis, stack_inputs, synthesis_inputs
 from model.dnsmos_loss import DnsmosP835, dnsmos_window, resample_48k_to_16k
+from model.export import export_all
 from model.feature_cache import band_mask
 from model.network import NetworkConfig, PercepNet
+from model.runtime import sha256_of
 from model.stoi_loss import Stoi
 from model.train import initial_weights, percepnet_loss
 
@@ -107,6 +111,7 @@ def finetune(args: argparse.Namespace) -> Path:
         print(f"resumed at step {step} ({elapsed / 60:.1f} min)", flush=True)
     else:
         model.load_state_dict(initial_weights(Path(args.init_from), config))
+    init_from = {"path": str(args.init_from), "sha256": sha256_of(Path(args.init_from))}
     synthesis = TorchSynthesis()
     dnsmos = DnsmosP835()
     stoi = Stoi()
@@ -123,6 +128,7 @@ def finetune(args: argparse.Namespace) -> Path:
                 "elapsed": elapsed,
                 "history": history,
                 "args": vars(args),
+                "init_from": init_from,
             },
             checkpoint_path.with_suffix(".tmp"),
         )
@@ -182,6 +188,9 @@ def finetune(args: argparse.Namespace) -> Path:
             save()
             last_save = time.monotonic()
     save()
+    if args.export:
+        summary = export_all(model.eval(), Path(args.export))
+        print(json.dumps(summary), flush=True)
     return checkpoint_path
 
 
@@ -202,6 +211,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--export", default=None, help="export the result here (fp32 + int8)")
     return parser.parse_args(argv)
 
 

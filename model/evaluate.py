@@ -96,7 +96,7 @@ def stoi_score(reference: np.ndarray, estimate: np.ndarray, rate: int = SAMPLE_R
 
 
 class DnsmosScorer:
-    """DNSMOS P.835 (SIG, BAK, OVRL) from the ONNX models bundled with ``speechmos``.
+    """DNSMOS P.835 (SIG, BAK, OVRL) and P.808 from the ONNX models bundled with ``speechmos``.
 
     Nothing is downloaded: the models ship inside the wheel. Input is clipped to [−1, 1].
     """
@@ -109,15 +109,27 @@ class DnsmosScorer:
 
     def __call__(self, signal_16k: np.ndarray) -> tuple[float, float, float]:
         """(SIG, BAK, OVRL) of a 16 kHz signal."""
+        return self.with_p808(signal_16k)[:3]
+
+    def with_p808(self, signal_16k: np.ndarray) -> tuple[float, float, float, float]:
+        """(SIG, BAK, OVRL, P.808 MOS): the last from DNSMOS's separate P.808 network, which
+        nothing here trains against (``model.dnsmos_finetune`` uses the P.835 one)."""
         audio = np.clip(signal_16k, -1.0, 1.0).astype(np.float32)
         scores = self._model(audio, METRIC_RATE, False)
-        return float(scores["sig_mos"]), float(scores["bak_mos"]), float(scores["ovrl_mos"])
+        return (
+            float(scores["sig_mos"]),
+            float(scores["bak_mos"]),
+            float(scores["ovrl_mos"]),
+            float(scores["p808_mos"]),
+        )
 
 
 def load_dnsmos() -> tuple[DnsmosScorer | None, str]:
     """The DNSMOS scorer, or None and the reason it cannot run here."""
     try:
-        return DnsmosScorer(), "speechmos DNSMOS P.835, bundled ONNX models (offline)"
+        return DnsmosScorer(), (
+            "speechmos DNSMOS P.835 (SIG, BAK, OVRL) and P.808, bundled ONNX models (offline)"
+        )
     except Exception as exc:  # an optional metric: any import or model failure means "n/a"
         return None, f"DNSMOS n/a: {type(exc).__name__}: {exc}"
 
@@ -291,6 +303,7 @@ class FileScores:
     dnsmos_sig: float | None
     dnsmos_bak: float | None
     dnsmos_ovrl: float | None
+    dnsmos_p808: float | None
     cpu_seconds: float
     wall_seconds: float
     hops: int
@@ -309,6 +322,7 @@ class SummaryRow:
     dnsmos_sig: float | None
     dnsmos_bak: float | None
     dnsmos_ovrl: float | None
+    dnsmos_p808: float | None
     cpu_us_per_hop: float  # total CPU time / total 10 ms hops
     wall_us_per_hop: float
 
@@ -358,8 +372,8 @@ class EvaluationResults:
         them."""
         lines = [
             "| SNR (dB) | system | files | PESQ-WB | STOI | SI-SDR (dB) "
-            "| DNSMOS SIG | DNSMOS BAK | DNSMOS OVRL | CPU µs / 10 ms |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| DNSMOS SIG | DNSMOS BAK | DNSMOS OVRL | DNSMOS P.808 | CPU µs / 10 ms |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for row in self.summary():
             snr = "all" if row.snr_db is None else f"{row.snr_db:+g}"
@@ -369,8 +383,8 @@ class EvaluationResults:
         lines += [
             "",
             "| speech source | system | files | PESQ-WB | STOI | SI-SDR (dB) "
-            "| DNSMOS SIG | DNSMOS BAK | DNSMOS OVRL |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| DNSMOS SIG | DNSMOS BAK | DNSMOS OVRL | DNSMOS P.808 |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for rate, row in self.summary_by_source():
             lines.append(f"| {rate / 1000:g} kHz | {_quality_cells(row)} |")
@@ -418,7 +432,7 @@ def _quality_cells(row: SummaryRow) -> str:
     return (
         f"{row.system} | {row.files} | {_fmt(row.pesq_wb, 2)} | {_fmt(row.stoi, 3)} "
         f"| {_fmt(row.si_sdr_db, 1)} | {_fmt(row.dnsmos_sig, 2)} | {_fmt(row.dnsmos_bak, 2)} "
-        f"| {_fmt(row.dnsmos_ovrl, 2)}"
+        f"| {_fmt(row.dnsmos_ovrl, 2)} | {_fmt(row.dnsmos_p808, 2)}"
     )
 
 
@@ -460,6 +474,7 @@ def _summarise(system: str, snr_db: float | None, group: Sequence[FileScores]) -
         dnsmos_sig=_mean([f.dnsmos_sig for f in group]),
         dnsmos_bak=_mean([f.dnsmos_bak for f in group]),
         dnsmos_ovrl=_mean([f.dnsmos_ovrl for f in group]),
+        dnsmos_p808=_mean([f.dnsmos_p808 for f in group]),
         cpu_us_per_hop=1e6 * sum(f.cpu_seconds for f in group) / hops,
         wall_us_per_hop=1e6 * sum(f.wall_seconds for f in group) / hops,
     )
@@ -520,9 +535,9 @@ def evaluate(
             out, cpu, wall = _run_checked(system, mixture)
             outputs[name] = out
             out_16k = to_metric_rate(out)
-            sig = bak = ovrl = None
+            sig = bak = ovrl = p808 = None
             if scorer is not None:
-                sig, bak, ovrl = scorer(out_16k)
+                sig, bak, ovrl, p808 = scorer.with_p808(out_16k)
             files.append(
                 FileScores(
                     mixture=mixture.name,
@@ -535,6 +550,7 @@ def evaluate(
                     dnsmos_sig=sig,
                     dnsmos_bak=bak,
                     dnsmos_ovrl=ovrl,
+                    dnsmos_p808=p808,
                     cpu_seconds=cpu,
                     wall_seconds=wall,
                     hops=hops,

@@ -203,7 +203,7 @@ def test_evaluate_end_to_end(dev_mixtures, tmp_path: Path) -> None:
     assert md_path.read_text() == table
     assert len(data["files"]) == 10 and len(data["summary"]) == 12
     assert len(data["summary_by_source"]) == 4
-    assert data["files"][0]["dnsmos_ovrl"] is None
+    assert data["files"][0]["dnsmos_ovrl"] is None and data["files"][0]["dnsmos_p808"] is None
     for f in results.files:
         assert np.isfinite(f.pesq_wb) and 0.0 <= f.stoi <= 1.0 and f.cpu_seconds >= 0.0
         if f.system == "noisy":  # the noise is independent of the speech: SI-SDR ≈ SNR
@@ -223,3 +223,6 @@ def test_dnsmos_runs_offline_and_hears_the_noise(dev_mixtures) -> None:
     noisy = scorer(to_metric_rate(mixture.noisy))
     assert all(1.0 <= s <= 5.0 for s in (*clean, *noisy))
     assert clean[1] > noisy[1]  # BAK
+    clean_p808 = scorer.with_p808(to_metric_rate(mixture.clean))
+    noisy_p808 = scorer.with_p808(to_metric_rate(mixture.noisy))
+    assert clean_p808[:3] == clean and clean_p808[3] > noisy_p808[3]  # P.808 MOS too
