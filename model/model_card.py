@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from model.devset import default_data_dir
+from model.dnsmos_finetune import PROGRESS_EVERY_STEPS
 from model.export import INT8_NAME, weight_counts
 from model.network import NetworkConfig, PercepNet, count_parameters
 from model.runtime import sha256_of
@@ -201,25 +202,13 @@ def _evaluation_config(eval_dir: Path) -> dict:
     return config
 
 
-def write_card(run: Path, eval_dir: Path, out: Path, data_dir: Path) -> Path:
-    """Compose the card; returns its path."""
-    eval_config = _evaluation_config(eval_dir)  # first: a train-split evaluation stops here
+def _training_section(run: Path, train: Any) -> tuple[str, dict[str, Any]]:
+    """The card's "Training" section (without its heading) from a ``model.train`` run, and
+    the run's checkpoint."""
     checkpoint = torch.load(run / "checkpoint.pt", weights_only=False, map_location="cpu")
-    config = NetworkConfig(**checkpoint["config"])
-    parameters = count_parameters(PercepNet(config))
     history = checkpoint["history"]
-    int8 = out / INT8_NAME
-    integer, total = weight_counts(int8)
-    results_md = (eval_dir / "results.md").read_text() if (eval_dir / "results.md").exists() \
-        else "(evaluation not run)"
-    train, dev = split_files(data_dir)
     last = history[-1] if history else {}
     run_args = checkpoint["args"]
-    layout = (f"conv 5 ({config.conv1_channels}) → conv 3 ({config.conv2_channels}) → "
-              f"{config.gru_layers} GRU × {config.gru_size} → gain and strength heads"
-              + (" (reading every GRU layer)" if config.skip_to_heads else ""))
-    int8_row = (f"{int8.stat().st_size:,} bytes; {integer / max(total, 1):.1%} of the weights "
-                "in integer matmuls")
     full_minutes = run_args.get("full_sequence_minutes", 0.0)
     pause_minutes = run_args.get("pause_stage_minutes", 0.0)
     train_shards = run_args.get("train_shards")
@@ -240,26 +229,8 @@ def write_card(run: Path, eval_dir: Path, out: Path, data_dir: Path) -> Path:
     speakers = (speech_used["speakers"] if speech_used
                 else len({f.speaker_id for f in train.speech}))
     utterances = speech_used["utterances"] if speech_used else len(train.speech)
-    eval_options = " ".join(_flag(k, v) for k, v in eval_config.items() if k in ("per_snr", "seed"))
-    card = f"""# PercepNet-relay model card
-
-## What it is
-A PercepNet-style network (Valin et al., Interspeech 2020) that reads 70 features per 10 ms hop
-of 48 kHz audio and predicts 34 band gains and 34 comb-filter strengths for the frame 20 ms
-earlier, inside the `dsp/` enhancer. Shipped as a single-step streaming ONNX graph with explicit
-state, dynamically quantised to int8: `{INT8_NAME}` (SHA-256 `{sha256_of(int8)}`), and its fp32
-original for reference.
-
-| | |
-|---|---|
-| layout | {layout} |
-| parameters | {parameters:,} |
-| int8 file | {int8_row} |
-| look-ahead | 2 hops (20 ms); total algorithmic delay 30 ms |
-| weight clip | ±{config.weight_clip} during training |
-
-## Training
-- Command: `{train_command}`{resumed_note}{_init_note(checkpoint.get("init_from"))}
+    init_note = _init_note(checkpoint.get("init_from"))
+    section = f"""- Command: `{train_command}`{resumed_note}{init_note}
   (seed {run_args.get("seed")}, AdamW). First stage: batch {run_args.get("batch")}, random crops
   of {run_args.get("frames")} frames, lr {run_args.get("lr")} with cosine decay over the stage.
   {"Second stage: whole 3-s sequences, batch " + str(run_args.get("full_sequence_batch"))
@@ -282,7 +253,96 @@ original for reference.
 - Final epoch: train loss {last.get("train_loss", float("nan")):.4f}{weighted_note}, dev loss
   {last.get("dev_loss", float("nan")):.4f}, dev PESQ-WB {last.get("dev_pesq", float("nan")):.2f}
   (8 fixed dev mixtures). Curve: `training_curve.png`.
+"""
+    return section, checkpoint
 
+
+def previous_training_section(card: Path) -> str:
+    """The "Training" section (without its heading) of the card shipped with the weights a
+    fine-tune started from."""
+    text = card.read_text() if card.exists() else ""
+    if "## Training\n" not in text or "\n## Licenses" not in text:
+        raise ValueError(f"{card} has no Training section to extend")
+    return text.split("## Training\n", 1)[1].split("\n## Licenses", 1)[0].rstrip() + "\n"
+
+
+def _finetune_section(checkpoint: dict[str, Any]) -> str:
+    """A bullet on a ``model.dnsmos_finetune`` run, from its checkpoint."""
+    args = checkpoint["args"]
+    history = checkpoint["history"]
+    first, last = (history[0], history[-1]) if history else ({}, {})
+    init = checkpoint.get("init_from") or {}
+    flags = " ".join(
+        _flag(key, args[key])
+        for key in ("minutes", "batch", "lr", "target_weight", "stoi_weight", "seed")
+    )
+    return (
+        f"- Then fine-tuned on DNSMOS: `python -m model.dnsmos_finetune --init-from "
+        f"{init.get('path', '?')} --out runs/dnsmos {flags} --export model/weights` "
+        f"(from SHA-256 `{init.get('sha256', '?')[:16]}…`, the weights trained as above). "
+        f"{checkpoint['step']} steps in {checkpoint['elapsed'] / 60:.0f} minutes on the same "
+        f"hardware, each on {args['batch']} mixtures of whole training-split utterances with "
+        f"training-split noises (SNR −5…20 dB), through a torch copy of the enhancer's synthesis "
+        f"(held to `dsp/` by a test), minimising {args['target_weight']:g} × the PercepNet loss "
+        f"against the oracle targets − DNSMOS P.835 OVRL (the `speechmos` network, made "
+        f"differentiable by onnx2torch) − {args['stoi_weight']:g} × STOI. **DNSMOS P.835 is "
+        f"therefore a training objective of these weights**: its dev-set scores below are "
+        f"scores of an optimised-for metric (on speakers, noises and files never trained on); "
+        f"DNSMOS P.808 (a separate network), PESQ-WB, STOI and SI-SDR were not optimised. "
+        f"Training batches: OVRL {first.get('ovrl', float('nan')):.2f} → "
+        f"{last.get('ovrl', float('nan')):.2f}, STOI {first.get('stoi', float('nan')):.3f} → "
+        f"{last.get('stoi', float('nan')):.3f}, PercepNet loss "
+        f"{first.get('anchor', float('nan')):.3f} → {last.get('anchor', float('nan')):.3f} "
+        f"(means of the first and last {PROGRESS_EVERY_STEPS} steps).\n"
+    )
+
+
+def write_card(
+    run: Path | None, eval_dir: Path, out: Path, data_dir: Path, finetune: Path | None = None
+) -> Path:
+    """Compose the card; returns its path. With ``finetune`` (a ``model.dnsmos_finetune`` run)
+    the training section is the current card's (that of the weights the fine-tune started from)
+    plus the fine-tune's; ``run`` is then not read."""
+    eval_config = _evaluation_config(eval_dir)  # first: a train-split evaluation stops here
+    train, dev = split_files(data_dir)
+    if finetune is not None:
+        checkpoint = torch.load(finetune / "checkpoint.pt", weights_only=False, map_location="cpu")
+        training = previous_training_section(out / "MODEL_CARD.md") + _finetune_section(checkpoint)
+    elif run is not None:
+        training, checkpoint = _training_section(run, train)
+    else:
+        raise ValueError("the card needs a training run or a fine-tune run")
+    config = NetworkConfig(**checkpoint["config"])
+    parameters = count_parameters(PercepNet(config))
+    int8 = out / INT8_NAME
+    integer, total = weight_counts(int8)
+    results_md = (eval_dir / "results.md").read_text() if (eval_dir / "results.md").exists() \
+        else "(evaluation not run)"
+    layout = (f"conv 5 ({config.conv1_channels}) → conv 3 ({config.conv2_channels}) → "
+              f"{config.gru_layers} GRU × {config.gru_size} → gain and strength heads"
+              + (" (reading every GRU layer)" if config.skip_to_heads else ""))
+    int8_row = (f"{int8.stat().st_size:,} bytes; {integer / max(total, 1):.1%} of the weights "
+                "in integer matmuls")
+    eval_options = " ".join(_flag(k, v) for k, v in eval_config.items() if k in ("per_snr", "seed"))
+    card = f"""# PercepNet-relay model card
+
+## What it is
+A PercepNet-style network (Valin et al., Interspeech 2020) that reads 70 features per 10 ms hop
+of 48 kHz audio and predicts 34 band gains and 34 comb-filter strengths for the frame 20 ms
+earlier, inside the `dsp/` enhancer. Shipped as a single-step streaming ONNX graph with explicit
+state, dynamically quantised to int8: `{INT8_NAME}` (SHA-256 `{sha256_of(int8)}`), and its fp32
+original for reference.
+
+| | |
+|---|---|
+| layout | {layout} |
+| parameters | {parameters:,} |
+| int8 file | {int8_row} |
+| look-ahead | 2 hops (20 ms); total algorithmic delay 30 ms |
+| weight clip | ±{config.weight_clip} during training |
+
+## Training
+{training}
 ## Licenses of the training data
 RAVDESS (CC BY-NC-SA 4.0), the ESC-50 clips (CC BY-NC 3.0) and the Reaktorhallen room
 (CC BY-NC-SA 3.0) are **non-commercial**: these weights, trained on them, are for
@@ -293,8 +353,8 @@ non-commercial use only. Retrain without them for commercial use.
 ## Dev-set evaluation
 Held-out speakers ({len({f.speaker_id for f in dev.speech})}), noises ({len(dev.noise)}) and
 rooms ({len(dev.rooms)}); `percepnet-relay eval {eval_options}`
-(PESQ-WB via `pesq`, STOI via `pystoi`, SI-SDR, DNSMOS P.835 via `speechmos` offline, CPU per
-10 ms of audio including resampling and Python call overhead):
+(PESQ-WB via `pesq`, STOI via `pystoi`, SI-SDR, DNSMOS P.835 and P.808 via `speechmos`
+offline, CPU per 10 ms of audio including resampling and Python call overhead):
 
 {results_md}
 
@@ -307,16 +367,22 @@ Acceptance against the baselines (means over all files):
     return path
 
 
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m model.model_card``."""
     parser = argparse.ArgumentParser(description="Write the model card")
     parser.add_argument("--run", type=Path, default=Path("runs/default"))
+    parser.add_argument(
+        "--finetune", type=Path, default=None,
+        help="a model.dnsmos_finetune run: the card extends the current card's training section",
+    )
     parser.add_argument("--eval", type=Path, default=Path("out/eval"))
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "weights")
     parser.add_argument("--data-dir", type=Path, default=default_data_dir())
     args = parser.parse_args(argv)
     try:
-        print(write_card(args.run, args.eval, args.out, args.data_dir))
+        print(write_card(args.run, args.eval, args.out, args.data_dir, args.finetune))
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
 

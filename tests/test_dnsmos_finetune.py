@@ -168,3 +168,30 @@ def test_torch_stoi_scores_as_pystoi() -> None:
     assert float(score) == pytest.approx(expected, abs=0.005)
     score.backward()
     assert estimate.grad is not None and torch.isfinite(estimate.grad).all()
+
+
+def test_the_model_card_extends_the_shipped_training_section(tmp_path) -> None:
+    from pathlib import Path
+
+    from model.model_card import _finetune_section, previous_training_section
+
+    card = tmp_path / "MODEL_CARD.md"
+    card.write_text("# card\n\n## Training\n- Command: `train`\n\n## Licenses of the data\nx\n")
+    assert previous_training_section(card) == "- Command: `train`\n"
+    (tmp_path / "other.md").write_text("# no training section\n")
+    with pytest.raises(ValueError, match="no Training section"):
+        previous_training_section(tmp_path / "other.md")
+    checkpoint = {
+        "args": {"minutes": 40.0, "batch": 6, "lr": 1e-4, "target_weight": 2.0,
+                 "stoi_weight": 10.0, "seed": 0},
+        "history": [{"ovrl": 2.6, "stoi": 0.87, "anchor": 0.3},
+                    {"ovrl": 2.9, "stoi": 0.88, "anchor": 0.29}],
+        "init_from": {"path": "model/weights/percepnet-fp32.onnx", "sha256": "ab" * 32},
+        "step": 240,
+        "elapsed": 2400.0,
+    }
+    section = _finetune_section(checkpoint)
+    assert "--init-from model/weights/percepnet-fp32.onnx" in section
+    assert "--stoi-weight 10.0" in section and "240 steps in 40 minutes" in section
+    assert "training objective" in section and "OVRL 2.60 → 2.90" in section
+    assert Path("model/weights/percepnet-fp32.onnx").name in section
