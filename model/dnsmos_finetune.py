@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -186,6 +187,8 @@ def finetune(args: argparse.Namespace) -> Path:
             window = []
         if time.monotonic() - last_save > CHECKPOINT_EVERY_SECONDS:
             save()
+            # a snapshot every few minutes: the objective is a trade, so keep the way along
+            shutil.copyfile(checkpoint_path, out / f"checkpoint-{step:05d}.pt")
             last_save = time.monotonic()
     save()
     if args.export:
