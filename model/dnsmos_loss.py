@@ -1,14 +1,19 @@
 """DNSMOS P.835 as a differentiable torch module (training only).
 
-The ONNX network that ``speechmos`` bundles (the one the evaluation scores with) is converted
-to torch by ``onnx2torch``, so a loss on its OVRL reaches the enhancer's gains. The audio is
+The ONNX network that ``speechmos`` bundles (the one the evaluation scores with) is run node by
+node with torch operations by :class:`OnnxTorchGraph`, so a loss on its OVRL reaches the
+enhancer's gains. (``onnx2torch`` would do this, but it imports torchvision, which has no build
+for the CPU-only torch pinned here; the interpreter knows the 17 operators this graph uses and
+refuses any other, and a test holds it to onnxruntime.) The audio is
 prepared as ``speechmos`` prepares it: 16 kHz, clipped to [−1, 1], looped to at least 9.01 s,
 then one 9.01-s window scored; the raw outputs go through DNSMOS's own polynomial mapping.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -49,16 +54,98 @@ def dnsmos_window(signal_16k: torch.Tensor, start: int = 0) -> torch.Tensor:
     return audio[..., start : start + WINDOW_SAMPLES_16K]
 
 
+def _ints(values: Any) -> list[int]:
+    return [int(v) for v in values]
+
+
+class OnnxTorchGraph(torch.nn.Module):
+    """A single-input, single-output ONNX graph evaluated with torch operations (so autograd
+    runs through it); its weights are constant tensors. Only the operators of DNSMOS P.835."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        import onnx
+        from onnx import helper, numpy_helper
+
+        graph = onnx.load(str(path)).graph
+        self.constants: dict[str, torch.Tensor] = {
+            t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in graph.initializer
+        }
+        self.nodes = [
+            (n.op_type, list(n.input), list(n.output),
+             {a.name: helper.get_attribute_value(a) for a in n.attribute})
+            for n in graph.node
+        ]
+        unknown = {op for op, *_ in self.nodes} - set(_OPERATORS)
+        if unknown:
+            raise ValueError(f"{path.name}: operators not supported here: {sorted(unknown)}")
+        self.input_name = graph.input[0].name
+        self.output_name = graph.output[0].name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Run every node in graph order."""
+        values = dict(self.constants)
+        values[self.input_name] = x
+        for op, inputs, outputs, attrs in self.nodes:
+            values[outputs[0]] = _OPERATORS[op]([values[i] for i in inputs if i], attrs)
+        return values[self.output_name]
+
+
+def _conv(args: list[torch.Tensor], attrs: dict[str, Any]) -> torch.Tensor:
+    x, weight = args[0], args[1]
+    bias = args[2] if len(args) > 2 else None
+    pads = _ints(attrs.get("pads", [0] * 2 * (weight.dim() - 2)))
+    padding = pads[: len(pads) // 2]
+    if pads[: len(pads) // 2] != pads[len(pads) // 2 :]:
+        raise ValueError(f"asymmetric Conv pads {pads}")
+    conv = torch.nn.functional.conv1d if weight.dim() == 3 else torch.nn.functional.conv2d
+    return conv(
+        x, weight, bias, stride=_ints(attrs.get("strides", [1])), padding=padding,
+        dilation=_ints(attrs.get("dilations", [1])), groups=int(attrs.get("group", 1)),
+    )
+
+
+def _slice(args: list[torch.Tensor], attrs: dict[str, Any]) -> torch.Tensor:
+    x, starts, ends, axes, steps = args[0], *(_ints(a.tolist()) for a in args[1:5])
+    index: list[slice] = [slice(None)] * x.dim()
+    for start, end, axis, step in zip(starts, ends, axes, steps, strict=True):
+        index[axis] = slice(start, min(end, x.shape[axis]), step)
+    return x[tuple(index)]
+
+
+_OPERATORS: dict[str, Callable[[list[torch.Tensor], dict[str, Any]], torch.Tensor]] = {
+    "Add": lambda a, _: a[0] + a[1],
+    "Mul": lambda a, _: a[0] * a[1],
+    "Div": lambda a, _: a[0] / a[1],
+    "Pow": lambda a, _: torch.pow(a[0], a[1]),
+    "Max": lambda a, _: torch.maximum(a[0], a[1]),
+    "Sqrt": lambda a, _: torch.sqrt(a[0]),
+    "Log": lambda a, _: torch.log(a[0]),
+    "Relu": lambda a, _: torch.relu(a[0]),
+    "MatMul": lambda a, _: a[0] @ a[1],
+    "Concat": lambda a, attrs: torch.cat(a, dim=int(attrs["axis"])),
+    "Transpose": lambda a, attrs: a[0].permute(*_ints(attrs["perm"])),
+    "Reshape": lambda a, _: a[0].reshape(
+        [a[0].shape[i] if d == 0 else int(d) for i, d in enumerate(a[1].tolist())]
+    ),
+    "Unsqueeze": lambda a, attrs: a[0].unsqueeze(_ints(attrs["axes"])[0]),
+    "ReduceMax": lambda a, attrs: torch.amax(
+        a[0], dim=_ints(attrs["axes"]), keepdim=bool(attrs.get("keepdims", 1))
+    ),
+    "MaxPool": lambda a, attrs: torch.nn.functional.max_pool2d(
+        a[0], _ints(attrs["kernel_shape"]), _ints(attrs["strides"])
+    ),
+    "Conv": _conv,
+    "Slice": _slice,
+}
+
+
 class DnsmosP835(torch.nn.Module):
     """[B, 144160] 16 kHz windows → (SIG, BAK, OVRL) [B] each, differentiable."""
 
     def __init__(self, path: Path | None = None) -> None:
         super().__init__()
-        from onnx2torch import convert
-
-        self.network = convert(str(path or dnsmos_model_path()))
-        self.network.requires_grad_(False)
-        self.network.eval()
+        self.network = OnnxTorchGraph(path or dnsmos_model_path())
 
     def forward(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Scores of each window, mapped as DNSMOS maps them."""

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("onnx2torch")
+pytest.importorskip("onnx")
 pytest.importorskip("speechmos")
 
 from dsp.constants import NUM_BANDS  # noqa: E402
@@ -41,6 +41,22 @@ def voiced_noisy(seconds: float, seed: int = 0) -> np.ndarray:
 @pytest.fixture(scope="module")
 def dnsmos() -> DnsmosP835:
     return DnsmosP835()
+
+
+def test_the_graph_interpreter_refuses_operators_it_does_not_know(tmp_path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    from model.dnsmos_loss import OnnxTorchGraph
+
+    node = helper.make_node("Tanh", ["x"], ["y"])
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    onnx.save(helper.make_model(graph), tmp_path / "tanh.onnx")
+    with pytest.raises(ValueError, match="Tanh"):
+        OnnxTorchGraph(tmp_path / "tanh.onnx")
 
 
 @pytest.mark.parametrize("postfilter", [True, False])
