@@ -266,6 +266,9 @@ def previous_training_section(card: Path) -> str:
     return text.split("## Training\n", 1)[1].split("\n## Licenses", 1)[0].rstrip() + "\n"
 
 
+FINETUNE_BULLET = "- Then fine-tuned on DNSMOS: "
+
+
 def _finetune_section(checkpoint: dict[str, Any]) -> str:
     """A bullet on a ``model.dnsmos_finetune`` run, from its checkpoint."""
     args = checkpoint["args"]
@@ -277,7 +280,7 @@ def _finetune_section(checkpoint: dict[str, Any]) -> str:
         for key in ("minutes", "batch", "lr", "target_weight", "stoi_weight", "seed")
     )
     return (
-        f"- Then fine-tuned on DNSMOS: `python -m model.dnsmos_finetune --init-from "
+        f"{FINETUNE_BULLET}`python -m model.dnsmos_finetune --init-from "
         f"{init.get('path', '?')} --out runs/dnsmos {flags} --export model/weights` "
         f"(from SHA-256 `{init.get('sha256', '?')[:16]}…`, the weights trained as above). "
         f"{checkpoint['step']} steps in {checkpoint['elapsed'] / 60:.0f} minutes on the same "
@@ -289,7 +292,7 @@ def _finetune_section(checkpoint: dict[str, Any]) -> str:
         f"**DNSMOS P.835 is therefore a training objective of these weights**: its dev-set "
         f"scores below are "
         f"scores of an optimised-for metric (on speakers, noises and files never trained on); "
-        f"DNSMOS P.808 (a separate network), PESQ-WB, STOI and SI-SDR were not optimised. "
+        f"DNSMOS P.808 (a separate network), PESQ-WB and SI-SDR were not optimised. "
         f"Training batches: OVRL {first.get('ovrl', float('nan')):.2f} → "
         f"{last.get('ovrl', float('nan')):.2f}, STOI {first.get('stoi', float('nan')):.3f} → "
         f"{last.get('stoi', float('nan')):.3f}, PercepNet loss "
@@ -308,7 +311,13 @@ def write_card(
     train, dev = split_files(data_dir)
     if finetune is not None:
         checkpoint = torch.load(finetune / "checkpoint.pt", weights_only=False, map_location="cpu")
-        training = previous_training_section(out / "MODEL_CARD.md") + _finetune_section(checkpoint)
+        previous = previous_training_section(out / "MODEL_CARD.md")
+        # rewriting the card of the same fine-tune replaces its bullet rather than adding another
+        same_start = FINETUNE_BULLET
+        sha = (checkpoint.get("init_from") or {}).get("sha256", "?")[:16]
+        if same_start in previous and f"SHA-256 `{sha}…`" in previous.split(same_start)[-1]:
+            previous = previous.rsplit(same_start, 1)[0]
+        training = previous + _finetune_section(checkpoint)
     elif run is not None:
         training, checkpoint = _training_section(run, train)
     else:
