@@ -30,12 +30,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dsp.constants import NUM_BANDS
 from dsp.offline import compute_oracle_targets
 from model.devset import DevMixture, build_dev_mixtures, default_data_dir
 from model.differentiable_synthesis import TorchSynthesis, stack_inputs, synthesis_inputs
-from model.dnsmos_loss import DnsmosP835, dnsmos_window, resample_48k_to_16k
+from model.dnsmos_loss import (
+    WINDOW_SAMPLES_16K,
+    DnsmosP835,
+    dnsmos_window,
+    resample_48k_to_16k,
+)
 from model.export import export_all
 from model.feature_cache import band_mask
+from model.mixtures import speech_max_hz
 from model.network import NetworkConfig, PercepNet
 from model.runtime import sha256_of
 from model.stoi_loss import Stoi
@@ -56,7 +63,7 @@ def draw_batch(data_dir: Path, rng: np.random.Generator, size: int) -> list[DevM
 
 def speech_band_mask(mixture: DevMixture) -> np.ndarray:
     """The bands the speech source can fill (as the training cache masks them)."""
-    return band_mask(min(mixture.source_rate / 2.0, 24_000.0) * 0.95)
+    return band_mask(speech_max_hz(mixture.source_rate))
 
 
 class BatchTensors:
@@ -67,8 +74,8 @@ class BatchTensors:
         self.synthesis = stack_inputs(inputs)
         self.features = self.synthesis.pop("features")
         frames = self.features.shape[1]
-        self.target_gains = torch.ones(len(mixtures), frames, 34)
-        self.target_strengths = torch.zeros(len(mixtures), frames, 34)
+        self.target_gains = torch.ones(len(mixtures), frames, NUM_BANDS)
+        self.target_strengths = torch.zeros(len(mixtures), frames, NUM_BANDS)
         for i, mixture in enumerate(mixtures):
             targets = compute_oracle_targets(mixture.noisy, mixture.clean)
             count = targets.gains.shape[0]
@@ -86,9 +93,20 @@ def scoring_windows(
     windows = []
     for i, length in enumerate(lengths):
         clip = resample_48k_to_16k(enhanced[i : i + 1, :length])
-        spare = max(0, clip.shape[-1] - 144_160)
+        spare = max(0, clip.shape[-1] - WINDOW_SAMPLES_16K)
         windows.append(dnsmos_window(clip, int(rng.integers(0, spare + 1))))
     return torch.cat(windows)
+
+
+def batch_stoi(stoi: Stoi, clean: list[torch.Tensor], enhanced: torch.Tensor) -> torch.Tensor:
+    """Mean STOI over the clips long enough to have one (30 speech frames); 0 if none is."""
+    scores = []
+    for i, reference in enumerate(clean):
+        try:
+            scores.append(stoi(reference, enhanced[i, : reference.shape[0]], SAMPLE_RATE))
+        except ValueError:  # too little speech for STOI: the clip still counts for DNSMOS
+            continue
+    return torch.stack(scores).mean() if scores else enhanced.new_zeros(())
 
 
 def finetune(args: argparse.Namespace) -> Path:
@@ -103,16 +121,21 @@ def finetune(args: argparse.Namespace) -> Path:
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     rng = np.random.default_rng(args.seed)
     step, elapsed, history = 0, 0.0, []
+    init_path = Path(args.init_from)
+    init_from = {"path": str(args.init_from), "sha256": ""}
     if checkpoint_path.exists():
         state = torch.load(checkpoint_path, weights_only=False)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         rng.bit_generator.state = state["rng"]
         step, elapsed, history = state["step"], state["elapsed"], state["history"]
+        init_from = state["init_from"]  # the file may since have been overwritten (--export)
         print(f"resumed at step {step} ({elapsed / 60:.1f} min)", flush=True)
+    elif not init_path.is_file():
+        raise SystemExit(f"--init-from: no such file: {init_path}")
     else:
-        model.load_state_dict(initial_weights(Path(args.init_from), config))
-    init_from = {"path": str(args.init_from), "sha256": sha256_of(Path(args.init_from))}
+        model.load_state_dict(initial_weights(init_path, config))
+        init_from["sha256"] = sha256_of(init_path)
     synthesis = TorchSynthesis()
     dnsmos = DnsmosP835()
     stoi = Stoi()
@@ -152,12 +175,7 @@ def finetune(args: argparse.Namespace) -> Path:
         )
         enhanced = synthesis(gains, strengths, **batch.synthesis)
         sig, bak, ovrl = dnsmos(scoring_windows(enhanced, batch.lengths, rng))
-        intelligibility = torch.stack(
-            [
-                stoi(clean, enhanced[i, : clean.shape[0]], SAMPLE_RATE)
-                for i, clean in enumerate(batch.clean)
-            ]
-        ).mean()
+        intelligibility = batch_stoi(stoi, batch.clean, enhanced)
         loss = args.target_weight * anchor - ovrl.mean() - args.stoi_weight * intelligibility
         optimizer.zero_grad()
         loss.backward()
@@ -215,7 +233,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--export", default=None, help="export the result here (fp32 + int8)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not (args.minutes > 0 and args.batch >= 1 and args.lr > 0):
+        parser.error("--minutes and --lr must be positive and --batch at least 1")
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:

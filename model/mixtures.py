@@ -126,8 +126,9 @@ def load_audio_48k(path: Path) -> np.ndarray:
     return mono
 
 
-def _effective_max_hz(file: AudioFile) -> float:
-    return min(file.sample_rate / 2.0, 24_000.0) * 0.95
+def speech_max_hz(sample_rate: float) -> float:
+    """The highest frequency a recording at ``sample_rate`` is taken to carry speech in."""
+    return min(sample_rate / 2.0, 24_000.0) * 0.95
 
 
 def _speech_segment(
@@ -161,7 +162,7 @@ def _speech_segment(
                     f"the recording {utterance.shape[0]}"
                 )
             out_target[position : position + take] = (copy / rms * level)[:take]
-        max_hz = min(max_hz, _effective_max_hz(file))
+        max_hz = min(max_hz, speech_max_hz(file.sample_rate))
         position += take + int(rng.uniform(0.05, 0.4) * SAMPLE_RATE)
     return out, out_target, max_hz
 

@@ -67,6 +67,8 @@ class Stoi(torch.nn.Module):
         x_frames, y_frames = _frames(x, self.window), _frames(y, self.window)
         energy_db = 20 * torch.log10(torch.linalg.norm(x_frames, dim=1) + EPS)
         speech = (energy_db.max() - pystoi_stoi.DYN_RANGE - energy_db) < 0
+        if int(speech.sum()) <= SEGMENT:
+            raise ValueError(f"too little speech for STOI (needs over {SEGMENT} speech frames)")
         x = _overlap_add(x_frames[speech])
         y = _overlap_add(y_frames[speech])
         x_bands = self._band_magnitudes(x)
@@ -74,8 +76,6 @@ class Stoi(torch.nn.Module):
         # segments of SEGMENT frames: [segments, bands, SEGMENT]
         x_seg = x_bands.unfold(1, SEGMENT, 1).transpose(0, 1)
         y_seg = y_bands.unfold(1, SEGMENT, 1).transpose(0, 1)
-        if x_seg.shape[0] == 0:
-            raise ValueError("signal too short for STOI (under 30 speech frames)")
         scale = torch.linalg.norm(x_seg, dim=2, keepdim=True) / (
             torch.linalg.norm(y_seg, dim=2, keepdim=True) + EPS
         )

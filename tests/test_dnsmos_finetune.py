@@ -211,3 +211,29 @@ def test_the_model_card_extends_the_shipped_training_section(tmp_path) -> None:
     assert "--stoi-weight 10.0" in section and "240 steps in 40 minutes" in section
     assert "training objective" in section and "OVRL 2.60 → 2.90" in section
     assert Path("model/weights/percepnet-fp32.onnx").name in section
+
+
+def test_stoi_refuses_clips_with_too_little_speech_and_the_batch_skips_them() -> None:
+    from model.dnsmos_finetune import batch_stoi
+    from model.stoi_loss import Stoi
+
+    stoi = Stoi()
+    short = torch.from_numpy(voiced_noisy(0.2))
+    with pytest.raises(ValueError, match="too little speech"):
+        stoi(short, short, RATE)
+    long = torch.from_numpy(voiced_noisy(1.5))
+    enhanced = torch.zeros(2, long.shape[0], dtype=torch.float64)
+    enhanced[0, : short.shape[0]] = short
+    enhanced[1] = long
+    assert float(batch_stoi(stoi, [short, long], enhanced)) == pytest.approx(1.0, abs=1e-6)
+    assert float(batch_stoi(stoi, [short], enhanced[:1])) == 0.0
+
+
+def test_finetune_options_are_checked(tmp_path) -> None:
+    from model.dnsmos_finetune import finetune, parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--init-from", "x.onnx", "--out", str(tmp_path), "--batch", "0"])
+    with pytest.raises(SystemExit, match="no such file"):
+        finetune(parse_args(["--init-from", str(tmp_path / "missing.onnx"), "--out",
+                             str(tmp_path / "run")]))
