@@ -33,7 +33,6 @@ class SynthesisInputs:
     energy_noisy: np.ndarray  # float32 [frames, 34]
     energy_comb: np.ndarray  # float32 [frames, 34]
     features: np.ndarray  # float32 [frames, 70], the network's inputs
-    num_samples: int
 
 
 def synthesis_inputs(noisy: np.ndarray) -> SynthesisInputs:
@@ -59,7 +58,7 @@ def synthesis_inputs(noisy: np.ndarray) -> SynthesisInputs:
             combs[frame] = arrays["synth_comb_spectrum"]
             energy_x[frame] = arrays["synth_energy_x"]
             energy_p[frame] = arrays["synth_energy_p"]
-    return SynthesisInputs(spectra, combs, energy_x, energy_p, features, noisy.shape[0])
+    return SynthesisInputs(spectra, combs, energy_x, energy_p, features)
 
 
 class TorchSynthesis(torch.nn.Module):
@@ -109,6 +108,16 @@ class TorchSynthesis(torch.nn.Module):
         # first half of frame i + 1
         hops = frames[..., HOP_SAMPLES:][:, :-1] + frames[..., :HOP_SAMPLES][:, 1:]
         return hops.reshape(gains.shape[0], -1)
+
+
+def resample_ideal(signal: torch.Tensor, from_rate: int, to_rate: int) -> torch.Tensor:
+    """[..., n] at ``from_rate`` → ``to_rate`` by an ideal low-pass in the DFT domain (the
+    signal is cut to a whole number of the two rates' common periods first)."""
+    step = from_rate // int(np.gcd(from_rate, to_rate))
+    n = signal.shape[-1] // step * step
+    n_out = n * to_rate // from_rate
+    spectrum = torch.fft.rfft(signal[..., :n])
+    return torch.fft.irfft(spectrum[..., : n_out // 2 + 1], n=n_out) * (n_out / n)
 
 
 def stack_inputs(items: list[SynthesisInputs]) -> dict[str, torch.Tensor]:

@@ -30,16 +30,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dsp.constants import NUM_BANDS
+from dsp.constants import NUM_BANDS, SAMPLE_RATE_HZ
 from dsp.offline import compute_oracle_targets
 from model.devset import DevMixture, build_dev_mixtures, default_data_dir
-from model.differentiable_synthesis import TorchSynthesis, stack_inputs, synthesis_inputs
-from model.dnsmos_loss import (
-    WINDOW_SAMPLES_16K,
-    DnsmosP835,
-    dnsmos_window,
-    resample_48k_to_16k,
+from model.differentiable_synthesis import (
+    TorchSynthesis,
+    resample_ideal,
+    stack_inputs,
+    synthesis_inputs,
 )
+from model.dnsmos_loss import WINDOW_SAMPLES_16K, DnsmosP835, dnsmos_window
 from model.export import export_all
 from model.feature_cache import band_mask
 from model.mixtures import speech_max_hz
@@ -48,7 +48,7 @@ from model.runtime import sha256_of
 from model.stoi_loss import Stoi
 from model.train import initial_weights, percepnet_loss
 
-SAMPLE_RATE = 48_000
+DNSMOS_RATE = 16_000
 SNR_RANGE_DB = (-5.0, 20.0)
 CHECKPOINT_EVERY_SECONDS = 300.0
 PROGRESS_EVERY_STEPS = 10
@@ -92,7 +92,7 @@ def scoring_windows(
     """Each clip cut to its length, at 16 kHz, looped to one random 9.01-s DNSMOS window."""
     windows = []
     for i, length in enumerate(lengths):
-        clip = resample_48k_to_16k(enhanced[i : i + 1, :length])
+        clip = resample_ideal(enhanced[i : i + 1, :length], SAMPLE_RATE_HZ, DNSMOS_RATE)
         spare = max(0, clip.shape[-1] - WINDOW_SAMPLES_16K)
         windows.append(dnsmos_window(clip, int(rng.integers(0, spare + 1))))
     return torch.cat(windows)
@@ -103,7 +103,7 @@ def batch_stoi(stoi: Stoi, clean: list[torch.Tensor], enhanced: torch.Tensor) ->
     scores = []
     for i, reference in enumerate(clean):
         try:
-            scores.append(stoi(reference, enhanced[i, : reference.shape[0]], SAMPLE_RATE))
+            scores.append(stoi(reference, enhanced[i, : reference.shape[0]], SAMPLE_RATE_HZ))
         except ValueError:  # too little speech for STOI: the clip still counts for DNSMOS
             continue
     return torch.stack(scores).mean() if scores else enhanced.new_zeros(())

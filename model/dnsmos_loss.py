@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 
-METRIC_RATE = 16_000
 WINDOW_SAMPLES_16K = 144_160  # DNSMOS P.835 scores 9.01 s at a time
 DITHER_RMS = 1e-6  # −120 dBFS
 # speechmos's polynomial maps from the network's raw outputs to SIG, BAK and OVRL
@@ -36,13 +35,6 @@ def dnsmos_model_path() -> Path:
     from speechmos import dnsmos
 
     return Path(dnsmos.__file__).parent / "dnsmos_models" / "sig_bak_ovr.onnx"
-
-
-def resample_48k_to_16k(signals: torch.Tensor) -> torch.Tensor:
-    """[B, n] at 48 kHz → [B, n // 3] at 16 kHz by an ideal low-pass in the DFT domain."""
-    n = signals.shape[-1] // 3 * 3
-    spectrum = torch.fft.rfft(signals[..., :n])
-    return torch.fft.irfft(spectrum[..., : n // 6 + 1], n=n // 3) / 3.0
 
 
 def dnsmos_window(signal_16k: torch.Tensor, start: int = 0) -> torch.Tensor:

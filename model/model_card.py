@@ -16,7 +16,6 @@ from typing import Any
 import torch
 
 from model.devset import default_data_dir
-from model.dnsmos_finetune import PROGRESS_EVERY_STEPS
 from model.export import INT8_NAME, weight_counts
 from model.network import NetworkConfig, PercepNet, count_parameters
 from model.runtime import sha256_of
@@ -257,13 +256,18 @@ def _training_section(run: Path, train: Any) -> tuple[str, dict[str, Any]]:
     return section, checkpoint
 
 
-def previous_training_section(card: Path) -> str:
+def previous_training_section(card: Path, finetuned_from: str = "") -> str:
     """The "Training" section (without its heading) of the card shipped with the weights a
-    fine-tune started from."""
+    fine-tune started from. A last fine-tune bullet naming ``finetuned_from`` (the starting
+    weights' SHA-256) is the card of this very fine-tune being rewritten: it is left out."""
     text = card.read_text() if card.exists() else ""
     if "## Training\n" not in text or "\n## Licenses" not in text:
         raise ValueError(f"{card} has no Training section to extend")
-    return text.split("## Training\n", 1)[1].split("\n## Licenses", 1)[0].rstrip() + "\n"
+    section = text.split("## Training\n", 1)[1].split("\n## Licenses", 1)[0].rstrip() + "\n"
+    head, bullet, last = section.rpartition(FINETUNE_BULLET)
+    if bullet and finetuned_from and f"SHA-256 `{finetuned_from[:16]}…`" in last:
+        return head
+    return section
 
 
 FINETUNE_BULLET = "- Then fine-tuned on DNSMOS: "
@@ -297,7 +301,7 @@ def _finetune_section(checkpoint: dict[str, Any]) -> str:
         f"{last.get('ovrl', float('nan')):.2f}, STOI {first.get('stoi', float('nan')):.3f} → "
         f"{last.get('stoi', float('nan')):.3f}, PercepNet loss "
         f"{first.get('anchor', float('nan')):.3f} → {last.get('anchor', float('nan')):.3f} "
-        f"(means of the first and last {PROGRESS_EVERY_STEPS} steps).\n"
+        f"(the first and last progress lines).\n"
     )
 
 
@@ -311,12 +315,8 @@ def write_card(
     train, dev = split_files(data_dir)
     if finetune is not None:
         checkpoint = torch.load(finetune / "checkpoint.pt", weights_only=False, map_location="cpu")
-        previous = previous_training_section(out / "MODEL_CARD.md")
-        # rewriting the card of the same fine-tune replaces its bullet rather than adding another
-        same_start = FINETUNE_BULLET
-        sha = (checkpoint.get("init_from") or {}).get("sha256", "?")[:16]
-        if same_start in previous and f"SHA-256 `{sha}…`" in previous.split(same_start)[-1]:
-            previous = previous.rsplit(same_start, 1)[0]
+        sha = (checkpoint.get("init_from") or {}).get("sha256", "")
+        previous = previous_training_section(out / "MODEL_CARD.md", sha)
         training = previous + _finetune_section(checkpoint)
     elif run is not None:
         training, checkpoint = _training_section(run, train)

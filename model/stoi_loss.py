@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from pystoi.utils import thirdoct
 
+from model.differentiable_synthesis import resample_ideal
+
 # the module itself (the package re-exports its function under the same name)
 pystoi_stoi = importlib.import_module("pystoi.stoi")
 
@@ -24,15 +26,6 @@ HOP = FRAME // 2
 EPS = float(np.finfo(np.float64).eps)
 CLIP = 10 ** (-pystoi_stoi.BETA / 20)
 SEGMENT = pystoi_stoi.N
-
-
-def resample_to_stoi_rate(signal: torch.Tensor, rate: int) -> torch.Tensor:
-    """1-D signal at ``rate`` → 10 kHz by an ideal low-pass in the DFT domain."""
-    step = rate // int(np.gcd(rate, STOI_RATE))
-    n = signal.shape[-1] // step * step
-    n_out = n * STOI_RATE // rate
-    spectrum = torch.fft.rfft(signal[..., :n])
-    return torch.fft.irfft(spectrum[..., : n_out // 2 + 1], n=n_out) * (n_out / n)
 
 
 def _frames(signal: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
@@ -62,8 +55,8 @@ class Stoi(torch.nn.Module):
 
     def forward(self, clean: torch.Tensor, processed: torch.Tensor, rate: int) -> torch.Tensor:
         """The STOI of ``processed`` against ``clean`` (both at ``rate``)."""
-        x = resample_to_stoi_rate(clean.double(), rate)
-        y = resample_to_stoi_rate(processed.double(), rate)
+        x = resample_ideal(clean.double(), rate, STOI_RATE)
+        y = resample_ideal(processed.double(), rate, STOI_RATE)
         x_frames, y_frames = _frames(x, self.window), _frames(y, self.window)
         energy_db = 20 * torch.log10(torch.linalg.norm(x_frames, dim=1) + EPS)
         speech = (energy_db.max() - pystoi_stoi.DYN_RANGE - energy_db) < 0

@@ -16,6 +16,7 @@ from dsp.enhancer import ReplayGains  # noqa: E402
 from dsp.offline import enhance_signal  # noqa: E402
 from model.differentiable_synthesis import (  # noqa: E402
     TorchSynthesis,
+    resample_ideal,
     stack_inputs,
     synthesis_inputs,
 )
@@ -23,7 +24,6 @@ from model.dnsmos_loss import (  # noqa: E402
     WINDOW_SAMPLES_16K,
     DnsmosP835,
     dnsmos_window,
-    resample_48k_to_16k,
 )
 from tests.shared_data import find_shared_data  # noqa: E402
 
@@ -98,7 +98,7 @@ def test_stacked_batches_pad_with_unit_energies() -> None:
 def test_resampling_keeps_a_tone() -> None:
     t48 = torch.arange(RATE, dtype=torch.float64) / RATE
     t16 = torch.arange(16_000, dtype=torch.float64) / 16_000
-    got = resample_48k_to_16k(torch.sin(2 * torch.pi * 1000 * t48)[None])[0]
+    got = resample_ideal(torch.sin(2 * torch.pi * 1000 * t48)[None], RATE, 16_000)[0]
     assert torch.max(torch.abs(got - torch.sin(2 * torch.pi * 1000 * t16))) < 1e-9
 
 
@@ -137,7 +137,7 @@ def test_ovrl_gradient_reaches_the_gains(dnsmos: DnsmosP835) -> None:
     gains = torch.full((1, frames, NUM_BANDS), 0.5, requires_grad=True)
     strengths = torch.full((1, frames, NUM_BANDS), 0.5)
     enhanced = TorchSynthesis()(gains, strengths, **batch)
-    _, _, ovrl = dnsmos(dnsmos_window(resample_48k_to_16k(enhanced)))
+    _, _, ovrl = dnsmos(dnsmos_window(resample_ideal(enhanced, RATE, 16_000)))
     ovrl.sum().backward()
     assert gains.grad is not None
     assert torch.isfinite(gains.grad).all() and gains.grad.abs().sum() > 0
@@ -211,6 +211,9 @@ def test_the_model_card_extends_the_shipped_training_section(tmp_path) -> None:
     assert "--stoi-weight 10.0" in section and "240 steps in 40 minutes" in section
     assert "training objective" in section and "OVRL 2.60 → 2.90" in section
     assert Path("model/weights/percepnet-fp32.onnx").name in section
+    card.write_text(f"# card\n\n## Training\n- Command: `train`\n{section}\n## Licenses\nx\n")
+    assert previous_training_section(card, "ab" * 32) == "- Command: `train`\n"
+    assert previous_training_section(card, "cd" * 32).endswith(section)
 
 
 def test_stoi_refuses_clips_with_too_little_speech_and_the_batch_skips_them() -> None:
