@@ -139,7 +139,7 @@ async def _run_peers(
 
 
 def _client_process(args: tuple[str, list[tuple[int, str, list[int]]], float, str | None]):
-    from service.relay import restrict_host_addresses
+    from service.aiortc_patches import restrict_host_addresses
 
     url, plan, seconds, data_dir = args
     restrict_host_addresses(["127.0.0.1"])  # loopback only, like the server

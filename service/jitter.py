@@ -6,13 +6,13 @@ Here every Opus packet is a whole frame, so a packet is released as soon as it i
 a missing packet is given up once ``depth`` newer packets wait behind it (the mixer then hears
 silence from that speaker for 20 ms: no stall, no burst); packets that arrive after their turn
 are dropped; and a backlog that persists while nothing is missing is trimmed one packet at a
-time, so the delay returns to its minimum. Installed process-wide by :func:`install`.
+time, so the delay returns to its minimum. Receivers use it through
+:mod:`service.aiortc_patches`.
 """
 
 from __future__ import annotations
 
-from aiortc import rtcrtpreceiver
-from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtp import RtpPacket
 from aiortc.utils import uint16_add
 
@@ -73,15 +73,3 @@ class AudioJitterBuffer:
         else:
             self._calm_packets = 0
         return JitterFrame(data=packet._data, timestamp=packet.timestamp)  # type: ignore[attr-defined]
-
-
-def install(depth: int | None) -> None:
-    """Make aiortc's receivers use :class:`AudioJitterBuffer` (``depth`` packets of patience)
-    for audio in this process; ``None`` restores aiortc's own buffer."""
-
-    def factory(capacity: int, prefetch: int = 0, is_video: bool = False) -> object:
-        if is_video or depth is None:
-            return JitterBuffer(capacity, prefetch, is_video)
-        return AudioJitterBuffer(capacity, depth)
-
-    rtcrtpreceiver.JitterBuffer = factory  # type: ignore[assignment,misc]

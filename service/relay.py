@@ -9,7 +9,6 @@ import re
 import secrets
 import time
 
-import aioice.ice
 from aiortc import (
     RTCConfiguration,
     RTCIceServer,
@@ -20,7 +19,7 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamTrack
 
 from model.runtime import ModelRuntime
-from service import jitter
+from service import aiortc_patches
 from service.batching import EnhancerPool
 from service.errors import RelayError
 from service.metrics import RelayMetrics
@@ -53,13 +52,6 @@ def check_room_name(name: str) -> None:
         raise RelayError(400, "invalid_room", "room names are 1–64 of A-Z a-z 0-9 _ . -")
 
 
-def restrict_host_addresses(addresses: list[str]) -> None:
-    """Gather ICE host candidates on ``addresses`` only (process-wide: aioice has no option)."""
-    if addresses:
-        chosen = list(addresses)
-        aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: chosen
-
-
 class Relay:
     """Rooms, participants and the shared model runtime and worker threads."""
 
@@ -83,8 +75,10 @@ class Relay:
         self.ready_seconds: float | None = None
         self._pending_joins: dict[str, int] = {}  # per room: joins still negotiating
         self._background: list[asyncio.Task[None]] = []
-        restrict_host_addresses(settings.ice_host_addresses)
-        jitter.install(None if settings.aiortc_jitter_buffer else settings.jitter_buffer_packets)
+        aiortc_patches.restrict_host_addresses(settings.ice_host_addresses)
+        aiortc_patches.use_receive_buffer(
+            None if settings.aiortc_jitter_buffer else settings.jitter_buffer_packets
+        )
         self.opus = OpusSettings(
             settings.opus_bitrate,
             settings.opus_complexity,

@@ -1,0 +1,70 @@
+"""Every replacement of an aiortc or aioice internal, in one place.
+
+aiortc has no hook for the audio jitter buffer its receivers build, and aioice none for the
+addresses it gathers host candidates on, so both are module attributes replaced here, once
+per process, by wrappers that read this module's current choice (a process may host relays
+with different settings, as the tests do). Written against aiortc 1.16 and aioice 0.13, the
+versions pyproject pins; ``tests/test_aiortc_contract.py`` fails when either moves what is
+replaced here.
+"""
+
+from __future__ import annotations
+
+import aioice.ice
+from aiortc import rtcrtpreceiver
+from aiortc.jitterbuffer import JitterBuffer
+
+from service.jitter import AudioJitterBuffer
+
+AIORTC_SERIES = "1.16"  # the aiortc minor version these patches were written against
+AIOICE_SERIES = "0.13"
+
+_AIORTC_JITTER_BUFFER = JitterBuffer
+_AIOICE_GET_HOST_ADDRESSES = aioice.ice.get_host_addresses
+
+_receive_buffer_depth: int | None = None  # None: aiortc's own audio jitter buffer
+_host_addresses: list[str] = []  # empty: every interface, as aioice gathers them
+_applied = False
+
+
+def _jitter_buffer(
+    capacity: int, prefetch: int = 0, is_video: bool = False
+) -> JitterBuffer | AudioJitterBuffer:
+    """What ``RTCRtpReceiver`` builds for ``JitterBuffer(...)``: ours for audio, when chosen."""
+    if is_video or _receive_buffer_depth is None:
+        return _AIORTC_JITTER_BUFFER(capacity, prefetch, is_video)
+    return AudioJitterBuffer(capacity, _receive_buffer_depth)
+
+
+def _get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    """What aioice's candidate gathering calls: the chosen addresses, else aioice's own."""
+    if _host_addresses:
+        return list(_host_addresses)
+    return _AIOICE_GET_HOST_ADDRESSES(use_ipv4, use_ipv6)
+
+
+def apply() -> None:
+    """Install the replacements (once per process; later calls do nothing)."""
+    global _applied
+    if _applied:
+        return
+    rtcrtpreceiver.JitterBuffer = _jitter_buffer  # type: ignore[assignment,misc]
+    aioice.ice.get_host_addresses = _get_host_addresses
+    _applied = True
+
+
+def use_receive_buffer(depth: int | None) -> None:
+    """Receivers created from now on buffer audio in :class:`AudioJitterBuffer` with ``depth``
+    packets of patience; ``None``: in aiortc's own jitter buffer."""
+    global _receive_buffer_depth
+    apply()
+    _receive_buffer_depth = depth
+
+
+def restrict_host_addresses(addresses: list[str]) -> None:
+    """ICE gathers host candidates on ``addresses`` only, process-wide (aioice has no option);
+    an empty list leaves the current choice as it is."""
+    global _host_addresses
+    apply()
+    if addresses:
+        _host_addresses = list(addresses)

@@ -1,0 +1,97 @@
+"""The contract between ``service/aiortc_patches.py`` and the aiortc/aioice it patches: each test
+fails when upstream moves or changes what the relay replaces or relies on."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from importlib.metadata import version
+
+import aioice.ice
+import pytest
+from aiortc import RTCRtpReceiver, RTCRtpSender, rtcrtpreceiver
+from aiortc.codecs.opus import OpusEncoder
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.rtp import RtpPacket
+
+from service import aiortc_patches
+from service.jitter import AudioJitterBuffer
+
+
+class _OpenTransport:
+    """Stands in for an RTCDtlsTransport: the receiver's constructor reads only its state."""
+
+    state = "new"
+
+
+def _receiver_buffer(kind: str) -> object:
+    receiver = RTCRtpReceiver(kind, _OpenTransport())  # type: ignore[arg-type]
+    return getattr(receiver, "_RTCRtpReceiver__jitter_buffer")  # noqa: B009 (name-mangled)
+
+
+@pytest.fixture
+def patched():
+    saved = (aiortc_patches._receive_buffer_depth, list(aiortc_patches._host_addresses))
+    aiortc_patches.apply()
+    yield
+    aiortc_patches._receive_buffer_depth, aiortc_patches._host_addresses = saved
+
+
+def test_installed_versions_are_the_pinned_series() -> None:
+    assert version("aiortc").startswith(aiortc_patches.AIORTC_SERIES + ".")
+    assert version("aioice").startswith(aiortc_patches.AIOICE_SERIES + ".")
+
+
+def test_the_receiver_builds_its_buffer_through_the_replaced_name(patched) -> None:
+    aiortc_patches.use_receive_buffer(2)
+    audio = _receiver_buffer("audio")
+    assert isinstance(audio, AudioJitterBuffer) and audio.depth == 2
+    assert audio.capacity == 16  # the capacity aiortc asks for, passed through
+    assert type(_receiver_buffer("video")) is JitterBuffer
+    aiortc_patches.use_receive_buffer(None)
+    assert type(_receiver_buffer("audio")) is JitterBuffer
+
+
+def test_the_replaced_names_keep_the_signatures_the_wrappers_forward() -> None:
+    assert rtcrtpreceiver.JitterBuffer in (JitterBuffer, aiortc_patches._jitter_buffer)
+    assert aiortc_patches._AIORTC_JITTER_BUFFER is JitterBuffer
+    assert list(inspect.signature(JitterBuffer).parameters) == ["capacity", "prefetch", "is_video"]
+    assert list(inspect.signature(JitterBuffer.add).parameters) == ["self", "packet"]
+    assert list(inspect.signature(JitterFrame).parameters) == ["data", "timestamp"]
+    original = aiortc_patches._AIOICE_GET_HOST_ADDRESSES
+    assert original.__module__ == "aioice.ice" and original.__name__ == "get_host_addresses"
+    assert list(inspect.signature(original).parameters) == ["use_ipv4", "use_ipv6"]
+
+
+def test_the_receiver_hands_the_buffer_depayloaded_packets_in_data() -> None:
+    # AudioJitterBuffer returns ``packet._data``, which the receiver sets before ``add``.
+    source = inspect.getsource(RTCRtpReceiver._handle_rtp_packet)
+    assert source.index("packet._data = depayload(") < source.index("__jitter_buffer.add(packet)")
+    buffer = AudioJitterBuffer(depth=1)
+    packet = RtpPacket(payload_type=111, sequence_number=7, timestamp=960)
+    packet._data = b"opus"  # type: ignore[attr-defined]
+    _, frame = buffer.add(packet)
+    assert frame is not None and frame.data == b"opus" and frame.timestamp == 960
+
+
+def test_host_candidates_are_gathered_only_on_the_chosen_addresses(patched) -> None:
+    aiortc_patches.restrict_host_addresses(["127.0.0.1"])
+    assert aioice.ice.get_host_addresses is aiortc_patches._get_host_addresses
+
+    async def gather() -> list[str]:
+        connection = aioice.ice.Connection(ice_controlling=True)
+        try:
+            await connection.gather_candidates()
+            return [candidate.host for candidate in connection.local_candidates]
+        finally:
+            await connection.close()
+
+    hosts = asyncio.run(gather())
+    assert hosts and set(hosts) == {"127.0.0.1"}
+
+
+def test_the_sender_packetises_ready_opus_packets_through_the_public_hook() -> None:
+    # MixedAudioTrack hands aiortc av.Packets; aiortc's sender passes them to Encoder.pack.
+    source = inspect.getsource(RTCRtpSender._next_encoded_frame)
+    assert "isinstance(data, Frame)" in source and ".pack(data)" in source
+    assert list(inspect.signature(OpusEncoder.pack).parameters) == ["self", "packet"]
