@@ -1,7 +1,8 @@
-"""Deterministic dev mixtures for evaluation, drawn from the fixed dev split only.
+"""Dev mixtures for evaluation, from the fixed dev split only.
 
-Every mixture is seeded by ``(seed, snr_db, index)``, so the first N mixtures of an SNR are the
-same whatever ``per_snr`` is, and a run is reproducible from its arguments alone.
+Seed 0's are pinned in ``model/dev_split.json`` (speech, noise, SNR, noise offset, level), so
+data additions never move them; other seeds draw, each mixture seeded by
+``(seed, snr_db, index)``, so the first N of an SNR are the same whatever ``per_snr`` is.
 """
 
 from __future__ import annotations
@@ -15,13 +16,23 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from model.splits import MANIFEST_FILE, AudioFile, has_manifest, split_named
+from model.splits import (
+    MANIFEST_FILE,
+    AudioFile,
+    Split,
+    has_manifest,
+    load_dev_list,
+    read_manifest,
+    split_named,
+)
 
 SAMPLE_RATE = 48_000
 DEV_SNRS_DB: tuple[float, ...] = (-5.0, 0.0, 5.0, 10.0, 15.0)
 LEVEL_DBFS_RANGE = (-35.0, -15.0)  # RMS of the noisy mixture, re a full-scale ±1 amplitude
 PEAK_LIMIT = 0.99  # mixtures above this peak are turned down, never clipped
 DATA_DIR_ENV = "PNR_DATA_DIR"
+PINNED_SEED = 0  # the dev list pins this seed's mixtures; other seeds draw
+DRAWN_PER_SNR = 8
 
 
 @dataclass(frozen=True)
@@ -34,7 +45,8 @@ class DevMixture:
     snr_db: float
     speech_path: Path
     noise_path: Path
-    source_rate: int  # native rate of the speech: 16 kHz speech has nothing above 8 kHz
+    source_rate: int  # the manifest's rate: 16 kHz speech has nothing above 8 kHz
+    source: str = ""  # the speech's corpus (``speech_source``)
 
 
 def default_data_dir() -> Path:
@@ -62,16 +74,22 @@ def read_mono_48k(path: Path) -> np.ndarray:
     return np.ascontiguousarray(mono, dtype=np.float64)
 
 
-def noise_segment(noise: np.ndarray, num_samples: int, rng: np.random.Generator) -> np.ndarray:
-    """A random ``num_samples`` stretch of ``noise``, looped when the recording is shorter."""
+def noise_start(noise_samples: int, num_samples: int, rng: np.random.Generator) -> int:
+    """A random start for a ``num_samples`` stretch of a ``noise_samples`` recording (any
+    sample when the recording is shorter and will be looped)."""
+    if noise_samples == 0:
+        raise ValueError("empty noise recording")
+    if noise_samples >= num_samples:
+        return int(rng.integers(0, noise_samples - num_samples + 1))
+    return int(rng.integers(0, noise_samples))
+
+
+def noise_stretch(noise: np.ndarray, num_samples: int, start: int) -> np.ndarray:
+    """``num_samples`` of ``noise`` from ``start``, looped when the recording is shorter."""
     if noise.shape[0] == 0:
         raise ValueError("empty noise recording")
-    if noise.shape[0] >= num_samples:
-        start = int(rng.integers(0, noise.shape[0] - num_samples + 1))
-        return noise[start : start + num_samples].copy()
-    start = int(rng.integers(0, noise.shape[0]))
     repeats = -(-(start + num_samples) // noise.shape[0])
-    return np.tile(noise, repeats)[start : start + num_samples]
+    return np.tile(noise, repeats)[start : start + num_samples].copy()
 
 
 def mix_at_snr(
@@ -92,17 +110,38 @@ def mix_at_snr(
     return gain * clean, gain * noisy
 
 
-def _speech_pools(speech: Sequence[AudioFile]) -> tuple[list[AudioFile], list[AudioFile]]:
-    """(48 kHz fullband RAVDESS, 16 kHz) speech, sorted so draws are reproducible."""
-    fullband = sorted(
-        (f for f in speech if f.sample_rate == SAMPLE_RATE and f.speaker_id.startswith("ravdess")),
-        key=lambda f: f.relative_path,
-    )
-    narrow = sorted((f for f in speech if f.sample_rate == 16_000), key=lambda f: f.relative_path)
-    return fullband, narrow
+@dataclass(frozen=True)
+class MixtureSpec:
+    """Everything that makes one dev mixture, by manifest path: what the dev list pins."""
+
+    name: str
+    snr_db: float
+    speech: str
+    noise: str
+    noise_start: int  # first sample of the noise stretch, at 48 kHz
+    level_dbfs: float
 
 
-def _pick_by_speaker(pool: Sequence[AudioFile], rng: np.random.Generator) -> AudioFile:
+def speech_source(relative_path: str) -> str:
+    """The corpus of a speech file: its folder under ``clean/`` (``ravdess``, ``misc``...)."""
+    parts = relative_path.split("/")
+    return parts[1] if len(parts) > 2 else parts[0]
+
+
+def speech_pools(speech: Sequence[AudioFile]) -> list[list[AudioFile]]:
+    """48 kHz fullband RAVDESS, 16 kHz, and every other speech, each sorted so that draws
+    are reproducible: drawn mixtures rotate through them."""
+
+    def pool_of(f: AudioFile) -> int:
+        if f.sample_rate == SAMPLE_RATE and f.speaker_id.startswith("ravdess"):
+            return 0
+        return 1 if f.sample_rate == 16_000 else 2
+
+    ordered = sorted(speech, key=lambda f: f.relative_path)
+    return [[f for f in ordered if pool_of(f) == i] for i in range(3)]
+
+
+def pick_by_speaker(pool: Sequence[AudioFile], rng: np.random.Generator) -> AudioFile:
     """Speaker first, then one of their files, so prolific speakers do not dominate."""
     speakers = sorted({f.speaker_id for f in pool})
     speaker = speakers[int(rng.integers(0, len(speakers)))]
@@ -110,63 +149,132 @@ def _pick_by_speaker(pool: Sequence[AudioFile], rng: np.random.Generator) -> Aud
     return files[int(rng.integers(0, len(files)))]
 
 
-def _snr_key(snr_db: float) -> int:
+def snr_key(snr_db: float) -> int:
     """A non-negative integer for seeding (SNRs to 0.1 dB, down to −100 dB)."""
     return int(round((snr_db + 100.0) * 10.0))
 
 
+class AudioCache:
+    """Files read once, as mono float64 at 48 kHz."""
+
+    def __init__(self) -> None:
+        self._audio: dict[Path, np.ndarray] = {}
+
+    def __call__(self, path: Path) -> np.ndarray:
+        if path not in self._audio:
+            self._audio[path] = read_mono_48k(path)
+        return self._audio[path]
+
+
+def draw_spec(
+    rng: np.random.Generator,
+    speech_pool: Sequence[AudioFile],
+    noises: Sequence[AudioFile],
+    snr_db: float,
+    index: int,
+    load: AudioCache,
+) -> MixtureSpec:
+    """One mixture drawn from ``rng``: speaker, their file, noise file, stretch, level."""
+    speech_file = pick_by_speaker(speech_pool, rng)
+    noise_file = noises[int(rng.integers(0, len(noises)))]
+    start = noise_start(load(noise_file.path).shape[0], load(speech_file.path).shape[0], rng)
+    level_dbfs = float(rng.uniform(*LEVEL_DBFS_RANGE))
+    return MixtureSpec(
+        name=f"snr{snr_db:+05.1f}_{index:02d}_{speech_file.speaker_id}_{noise_file.path.stem}",
+        snr_db=float(snr_db),
+        speech=speech_file.relative_path,
+        noise=noise_file.relative_path,
+        noise_start=start,
+        level_dbfs=level_dbfs,
+    )
+
+
+def draw_specs(
+    split: Split,
+    per_snr: int,
+    snrs_db: Sequence[float],
+    seed: int,
+    load: AudioCache,
+) -> list[MixtureSpec]:
+    """``per_snr`` mixtures at each SNR seeded by ``(seed, snr, index)``, rotating through
+    ``speech_pools`` (skipping empty ones): the first N of an SNR do not depend on
+    ``per_snr``."""
+    pools = [p for p in speech_pools(split.speech) if p]
+    noises = sorted(split.noise, key=lambda f: f.relative_path)
+    if not pools or not noises:
+        raise ValueError("no speech or noise to draw from")
+    return [
+        draw_spec(
+            np.random.default_rng([seed, snr_key(snr_db), index]),
+            pools[(position + index) % len(pools)],
+            noises,
+            snr_db,
+            index,
+            load,
+        )
+        for position, snr_db in enumerate(snrs_db)
+        for index in range(per_snr)
+    ]
+
+
+def pinned_specs(per_snr: int | None, snrs_db: Sequence[float]) -> list[MixtureSpec]:
+    """The dev list's mixtures at ``snrs_db``: the first ``per_snr`` of each (all: None)."""
+    pinned = [MixtureSpec(**m) for m in load_dev_list().mixtures]
+    chosen = []
+    for snr_db in snrs_db:
+        at_snr = [m for m in pinned if m.snr_db == snr_db]
+        if not at_snr:
+            raise ValueError(f"the dev list pins no mixtures at {snr_db:g} dB; draw with --seed")
+        if per_snr is not None and per_snr > len(at_snr):
+            raise ValueError(
+                f"the dev list pins {len(at_snr)} mixtures at {snr_db:g} dB, not {per_snr}; "
+                "draw more with --seed"
+            )
+        chosen += at_snr[:per_snr]
+    return chosen
+
+
+def realise(
+    spec: MixtureSpec, data_dir: Path, load: AudioCache, rates: dict[str, int]
+) -> DevMixture:
+    """The mixture ``spec`` describes, from the files under ``data_dir``."""
+    speech = load(data_dir / spec.speech)
+    noise = noise_stretch(load(data_dir / spec.noise), speech.shape[0], spec.noise_start)
+    clean, noisy = mix_at_snr(speech, noise, spec.snr_db, spec.level_dbfs)
+    return DevMixture(
+        name=spec.name,
+        clean=clean,
+        noisy=noisy,
+        snr_db=spec.snr_db,
+        speech_path=data_dir / spec.speech,
+        noise_path=data_dir / spec.noise,
+        source_rate=rates[spec.speech],
+        source=speech_source(spec.speech),
+    )
+
+
 def build_dev_mixtures(
     data_dir: Path | None = None,
-    per_snr: int = 8,
+    per_snr: int | None = None,
     snrs_db: Sequence[float] = DEV_SNRS_DB,
-    seed: int = 0,
+    seed: int = PINNED_SEED,
     split: str = "dev",
 ) -> list[DevMixture]:
-    """``per_snr`` mixtures at each SNR from the dev split, alternating between 48 kHz fullband
-    RAVDESS speech and 16 kHz speech (falling back to whichever pool is non-empty).
-
-    ``split="train"`` draws the same way from the training split's speakers and noises: a
-    diagnostic that tells a generalisation gap from a fitting gap, never a reported score."""
-    if per_snr < 1:
+    """Dev mixtures at 48 kHz. With ``seed`` 0 on the dev split, the first ``per_snr`` (all
+    when None) mixtures that ``model/dev_split.json`` pins at each SNR; any other seed (or
+    ``split="train"``, a diagnostic that tells a generalisation gap from a fitting gap, never
+    a reported score) draws ``per_snr`` (default 8) fresh ones from that side of the split."""
+    if per_snr is not None and per_snr < 1:
         raise ValueError(f"per_snr must be at least 1, got {per_snr}")
     root = data_dir if data_dir is not None else default_data_dir()
     chosen = split_named(root, split)
-    fullband, narrow = _speech_pools(chosen.speech)
-    noises = sorted(chosen.noise, key=lambda f: f.relative_path)
-    if not (fullband or narrow) or not noises:
-        raise ValueError(f"no {split} speech or noise under {root}")
-    cache: dict[Path, np.ndarray] = {}
-
-    def load(path: Path) -> np.ndarray:
-        if path not in cache:
-            cache[path] = read_mono_48k(path)
-        return cache[path]
-
-    mixtures = []
-    for position, snr_db in enumerate(snrs_db):
-        for index in range(per_snr):
-            rng = np.random.default_rng([seed, _snr_key(snr_db), index])
-            wants_fullband = (position + index) % 2 == 0
-            pool = (fullband if wants_fullband else narrow) or fullband or narrow
-            speech_file = _pick_by_speaker(pool, rng)
-            noise_file = noises[int(rng.integers(0, len(noises)))]
-            speech = load(speech_file.path)
-            noise = noise_segment(load(noise_file.path), speech.shape[0], rng)
-            level_dbfs = float(rng.uniform(*LEVEL_DBFS_RANGE))
-            clean, noisy = mix_at_snr(speech, noise, snr_db, level_dbfs)
-            name = f"snr{snr_db:+05.1f}_{index:02d}_{speech_file.speaker_id}_{noise_file.path.stem}"
-            mixtures.append(
-                DevMixture(
-                    name=name,
-                    clean=clean,
-                    noisy=noisy,
-                    snr_db=float(snr_db),
-                    speech_path=speech_file.path,
-                    noise_path=noise_file.path,
-                    source_rate=speech_file.sample_rate,
-                )
-            )
-    return mixtures
+    load = AudioCache()
+    if split == "dev" and seed == PINNED_SEED:
+        specs = pinned_specs(per_snr, snrs_db)
+    else:
+        specs = draw_specs(chosen, per_snr or DRAWN_PER_SNR, snrs_db, seed, load)
+    rates = {f.relative_path: f.sample_rate for f in read_manifest(root)}
+    return [realise(spec, root, load, rates) for spec in specs]
 
 
 def measured_snr_db(mixture: DevMixture) -> float:

@@ -195,8 +195,9 @@ def test_evaluate_end_to_end(dev_mixtures, tmp_path: Path) -> None:
     assert "| all | noisy | 5 |" in table and "| all | rnnoise | 5 |" in table
     assert "n/a" in table  # DNSMOS off
     by_source = {(rate, row.system): row.files for rate, row in results.summary_by_source()}
-    assert by_source == {(r, s): n for r, n in ((48_000, 3), (16_000, 2))
-                         for s in ("noisy", "rnnoise")}
+    assert by_source == {
+        (r, s): n for r, n in ((48_000, 3), (16_000, 2)) for s in ("noisy", "rnnoise")
+    }
     assert "| 48 kHz | noisy | 3 |" in table and "| 16 kHz | rnnoise | 2 |" in table
     json_path, md_path = write_results(results, tmp_path)
     data = json.loads(json_path.read_text())
@@ -226,3 +227,21 @@ def test_dnsmos_runs_offline_and_hears_the_noise(dev_mixtures) -> None:
     clean_p808 = scorer.with_p808(to_metric_rate(mixture.clean))
     noisy_p808 = scorer.with_p808(to_metric_rate(mixture.noisy))
     assert clean_p808[:3] == clean and clean_p808[3] > noisy_p808[3]  # P.808 MOS too
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--per-snr", "13"], "pins 12 mixtures at -5 dB, not 13"),
+        (["--snrs", "20"], "no mixtures at 20 dB"),
+        (["--snrs", "loud"], "could not convert"),
+    ],
+)
+def test_mixtures_it_cannot_build_are_one_error_line(
+    shared_data_dir, tmp_path: Path, capsys, options: list[str], message: str
+) -> None:
+    argv = ["--systems", "noisy", "--data-dir", str(shared_data_dir), "--out", str(tmp_path)]
+    assert main([*argv, *options]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
