@@ -9,9 +9,9 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from importlib import resources
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from model.runtime import ModelRuntime
 from service.errors import RelayError, describe_validation_errors
-from service.relay import Relay
+from service.limits import RateLimiter
+from service.relay import Relay, check_room_name
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,19 @@ def bearer_token(request: Request) -> str | None:
     return value.strip() or None
 
 
+def client_address(request: Request) -> str:
+    """The client's address (a trusted proxy's ``X-Forwarded-For`` already applied)."""
+    return request.client.host if request.client else "unknown"
+
+
+def valid_room(room: str) -> str:
+    """The ``{room}`` of a path, checked like every room name (400 ``invalid_room``)."""
+    return check_room_name(room)
+
+
+RoomName = Annotated[str, Depends(valid_room)]
+
+
 def add_cors(app: FastAPI, settings: Settings) -> None:
     """Let the configured web origins call signaling and control (WHIP clients on other sites)."""
     if settings.cors_origins:
@@ -138,6 +152,9 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
     )
     app.state.relay = relay
     add_cors(app, settings)
+    limiter = RateLimiter(settings.signaling_rate_per_second, settings.signaling_burst)
+    if settings.token_secret is not None and settings.admin_token is None:
+        log.warning("tokens are on and PNR_ADMIN_TOKEN is unset: room control (/rooms) is off")
 
     add_body_limit(
         app, settings.max_body_bytes, relay.metrics.signaling_errors.labels("body_too_large").inc
@@ -156,10 +173,21 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
         detail = describe_validation_errors(error.errors())
         return JSONResponse({"error": "invalid_request", "detail": detail}, 422)
 
+    def limit_signaling(request: Request) -> None:
+        limiter.check(client_address(request))
+
+    signaling_limited = [Depends(limit_signaling)]
+
     def require_admin(request: Request) -> None:
         secret = settings.admin_token
         if secret is None:
-            return
+            if settings.token_secret is None:
+                return
+            raise RelayError(
+                403,
+                "admin_token_not_configured",
+                "tokens are on: room control needs PNR_ADMIN_TOKEN to be set on the relay",
+            )
         token = bearer_token(request) or ""
         if not hmac.compare_digest(token.encode(), secret.get_secret_value().encode()):
             raise RelayError(
@@ -187,7 +215,7 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
         return Response(generate_latest(relay.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # ---- signaling -------------------------------------------------------------------------
-    @app.post("/offer", tags=["signaling"])
+    @app.post("/offer", tags=["signaling"], dependencies=signaling_limited)
     async def offer(request: Request) -> dict[str, Any]:
         """Join a room with an SDP offer (aiortc's convention); returns the answer."""
         raw = await read_body(request, settings.max_body_bytes)
@@ -203,7 +231,12 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
         if body.type != "offer":
             raise RelayError(422, "invalid_offer_request", "type must be 'offer'")
         participant, answer = await relay.join(
-            body.room, body.sdp, body.name, body.echo, body.token or bearer_token(request)
+            body.room,
+            body.sdp,
+            body.name,
+            body.echo,
+            body.token or bearer_token(request),
+            client_address(request),
         )
         return {
             "sdp": answer,
@@ -212,8 +245,8 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
             "participant_key": participant.key,
         }
 
-    @app.post("/whip/{room}", tags=["signaling"], status_code=201)
-    async def whip_ingest(room: str, request: Request, name: str | None = None) -> Response:
+    @app.post("/whip/{room}", tags=["signaling"], status_code=201, dependencies=signaling_limited)
+    async def whip_ingest(room: RoomName, request: Request, name: str | None = None) -> Response:
         """WHIP (RFC 9725): an ``application/sdp`` offer in, ``201`` + Location + answer out."""
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/sdp":
@@ -223,19 +256,21 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
             sdp = raw.decode("utf-8")
         except UnicodeDecodeError as error:
             raise RelayError(400, "malformed_sdp", "the offer is not UTF-8 text") from error
-        participant, answer = await relay.join(room, sdp, name, False, bearer_token(request))
+        participant, answer = await relay.join(
+            room, sdp, name, False, bearer_token(request), client_address(request)
+        )
         location = f"/whip/{room}/{participant.id}"
         return Response(answer, 201, media_type="application/sdp", headers={"Location": location})
 
-    @app.delete("/whip/{room}/{participant_id}", tags=["signaling"])
-    async def whip_delete(room: str, participant_id: str) -> Response:
+    @app.delete("/whip/{room}/{participant_id}", tags=["signaling"], dependencies=signaling_limited)
+    async def whip_delete(room: RoomName, participant_id: str) -> Response:
         """End a WHIP session."""
         relay.find(room, participant_id)
         await relay.leave(room, participant_id, "whip_delete")
         return Response(status_code=200)
 
-    @app.patch("/whip/{room}/{participant_id}", tags=["signaling"])
-    async def whip_patch(room: str, participant_id: str) -> Response:
+    @app.patch("/whip/{room}/{participant_id}", tags=["signaling"], dependencies=signaling_limited)
+    async def whip_patch(room: RoomName, participant_id: str) -> Response:
         """Trickle ICE and ICE restarts are not supported: the offer must carry candidates."""
         relay.find(room, participant_id)
         raise RelayError(
@@ -250,19 +285,26 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
         return [room.describe() for room in relay.rooms.values()]
 
     @app.put("/rooms/{room}", tags=["control"])
-    async def create_room(room: str, request: Request) -> dict[str, object]:
+    async def create_room(room: RoomName, request: Request) -> dict[str, object]:
         """Open a room (rooms open themselves on the first join unless auto-create is off)."""
         require_admin(request)
         return relay.create_room(room).describe(with_participants=True)
 
     @app.get("/rooms/{room}", tags=["control"])
-    async def get_room(room: str, request: Request) -> dict[str, object]:
+    async def get_room(room: RoomName, request: Request) -> dict[str, object]:
         """A room with its participants, their settings and frame counts."""
         require_admin(request)
         found = relay.rooms.get(room)
         if found is None:
             raise RelayError(404, "unknown_room", f"room {room!r} does not exist")
         return found.describe(with_participants=True)
+
+    @app.delete("/rooms/{room}", tags=["control"], status_code=204)
+    async def delete_room(room: RoomName, request: Request) -> Response:
+        """Close a room: its participants are removed (connections closed)."""
+        require_admin(request)
+        await relay.close_room(room)
+        return Response(status_code=204)
 
     def require_admin_or_owner(request: Request, room: str, participant_id: str) -> None:
         participant = relay.find(room, participant_id)
@@ -273,7 +315,7 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
 
     @app.patch("/rooms/{room}/participants/{participant_id}", tags=["control"])
     async def patch_participant(
-        room: str, participant_id: str, patch: SettingsPatch, request: Request
+        room: RoomName, participant_id: str, patch: SettingsPatch, request: Request
     ) -> dict[str, object]:
         """Change enhancement on/off, attenuation limit (dB, null: none) or postfilter."""
         require_admin_or_owner(request, room, participant_id)
@@ -286,7 +328,7 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
         return participant.describe()
 
     @app.delete("/rooms/{room}/participants/{participant_id}", tags=["control"])
-    async def remove_participant(room: str, participant_id: str, request: Request) -> Response:
+    async def remove_participant(room: RoomName, participant_id: str, request: Request) -> Response:
         """Remove a participant (their connection is closed)."""
         require_admin_or_owner(request, room, participant_id)
         await relay.leave(room, participant_id, "removed")

@@ -31,14 +31,22 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from service.app import add_body_limit, add_cors, add_page, read_body, relay_error_response
+from service.app import (
+    add_body_limit,
+    add_cors,
+    add_page,
+    client_address,
+    read_body,
+    relay_error_response,
+)
 from service.errors import RelayError
-from service.server import configure_logging
+from service.server import configure_logging, uvicorn_options
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
 FORWARDED_REQUEST_HEADERS = ("content-type", "authorization", "x-participant-key")
 FORWARDED_RESPONSE_HEADERS = ("content-type", "location", "retry-after", "www-authenticate")
+FRONT_ONLY_VARIABLES = ("PNR_TLS_CERT_FILE", "PNR_TLS_KEY_FILE")  # workers speak HTTP on loopback
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (.*)$")
 
 
@@ -124,6 +132,7 @@ def create_front_app(settings: Settings, workers: list[str]) -> FastAPI:
 
     async def forward(request: Request, worker: str, body: bytes | None = None) -> Response:
         headers = {k: v for k, v in request.headers.items() if k in FORWARDED_REQUEST_HEADERS}
+        headers["x-forwarded-for"] = client_address(request)  # workers' per-address limits
         if body is None:
             body = await read_body(request, settings.max_body_bytes)
         try:
@@ -156,7 +165,7 @@ def create_front_app(settings: Settings, workers: list[str]) -> FastAPI:
 
     @app.api_route("/whip/{room}", methods=["POST"])
     @app.api_route("/whip/{room}/{participant_id}", methods=["DELETE", "PATCH"])
-    @app.api_route("/rooms/{room}", methods=["GET", "PUT"])
+    @app.api_route("/rooms/{room}", methods=["GET", "PUT", "DELETE"])
     @app.api_route("/rooms/{room}/participants/{participant_id}", methods=["PATCH", "DELETE"])
     async def by_room(room: str, request: Request) -> Response:
         return await forward(request, owner(room))
@@ -220,8 +229,10 @@ def start_workers(settings: Settings, count: int) -> tuple[list[subprocess.Popen
     processes, urls = [], []
     for _ in range(count):
         port = free_port()
-        env = os.environ | {  # the rest of the settings come from the same environment
+        inherited = {k: v for k, v in os.environ.items() if k not in FRONT_ONLY_VARIABLES}
+        env = inherited | {  # the rest of the settings come from the same environment
             "PNR_HOST": "127.0.0.1",
+            "PNR_FORWARDED_ALLOW_IPS": "127.0.0.1",  # the front names each request's client
             "PNR_PORT": str(port),
             "PNR_PROCESSES": "1",
             "PNR_MODEL_PATH": str(settings.model_path),
@@ -274,6 +285,7 @@ def serve_cluster(settings: Settings, processes: int) -> int:
             log_config=None,
             access_log=False,
             lifespan="on",
+            **uvicorn_options(settings),
         )
         ClusterFront(config, workers, settings.drain_seconds).run()
     finally:

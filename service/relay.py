@@ -22,6 +22,7 @@ from model.runtime import ModelRuntime
 from service import aiortc_patches
 from service.batching import EnhancerPool
 from service.errors import RelayError
+from service.limits import PendingPeers, check_fd_headroom, fd_limit, open_fd_count
 from service.metrics import RelayMetrics
 from service.opus import OpusPacketEncoder, OpusSettings
 from service.participant import Participant
@@ -40,16 +41,19 @@ OPUS_ONLY = [
     for codec in RTCRtpSender.getCapabilities("audio").codecs
     if codec.mimeType.lower() == "audio/opus"
 ]
-ROOM_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+ROOM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+ROOM_NAME_RULE = "room names are 1–64 of A-Z a-z 0-9 _ . -, starting with a letter or digit"
 WATCHDOG_SECONDS = 0.5
 STATS_SECONDS = 5.0
 RETRY_AFTER_SECONDS = "5"
 
 
-def check_room_name(name: str) -> None:
-    """400 unless ``name`` is 1–64 of A-Z a-z 0-9 _ . -"""
+def check_room_name(name: str) -> str:
+    """``name`` if it is 1–64 of A-Z a-z 0-9 _ . - starting with a letter or digit (so never
+    ``.``, ``..`` or a path); 400 ``invalid_room`` otherwise."""
     if not ROOM_NAME.fullmatch(name):
-        raise RelayError(400, "invalid_room", "room names are 1–64 of A-Z a-z 0-9 _ . -")
+        raise RelayError(400, "invalid_room", ROOM_NAME_RULE)
+    return name
 
 
 class Relay:
@@ -74,6 +78,7 @@ class Relay:
         self.started_at = time.monotonic()
         self.ready_seconds: float | None = None
         self._pending_joins: dict[str, int] = {}  # per room: joins still negotiating
+        self.pending = PendingPeers(settings.max_pending_peers, settings.max_pending_per_address)
         self._background: list[asyncio.Task[None]] = []
         aiortc_patches.restrict_host_addresses(settings.ice_host_addresses)
         aiortc_patches.use_receive_buffer(
@@ -215,8 +220,12 @@ class Relay:
         name: str | None = None,
         echo: bool = False,
         token: str | None = None,
+        client_address: str = "unknown",
     ) -> tuple[Participant, str]:
-        """Admit a peer from its SDP offer; returns the participant and the SDP answer."""
+        """Admit a peer from its SDP offer; returns the participant and the SDP answer.
+
+        The peer counts as pending (against the global and ``client_address``'s caps) until it
+        connects or goes."""
         self._refuse_if_not_ready()
         claims = self.check_token(room_name, token)
         sdp = check_offer_sdp(offer_sdp)
@@ -229,7 +238,28 @@ class Relay:
                 f"room {room_name!r} is full",
                 {"Retry-After": RETRY_AFTER_SECONDS},
             )
+        check_fd_headroom(self.settings.fd_reserve, open_fd_count(), fd_limit())
+        participant_id = secrets.token_urlsafe(12)
+        self.pending.admit(participant_id, client_address)
+        try:
+            return await self._negotiate(room, participant_id, sdp, name, echo, claims)
+        except BaseException:
+            self.pending.release(participant_id)
+            raise
+
+    async def _negotiate(
+        self,
+        room: Room,
+        participant_id: str,
+        sdp: str,
+        name: str | None,
+        echo: bool,
+        claims: TokenClaims | None,
+    ) -> tuple[Participant, str]:
+        """Make the peer connection, apply the offer and answer it; the participant joins
+        ``room`` when the answer carries ICE candidates and the room is still open."""
         assert self.runtime is not None
+        pending = self._pending_joins.get(room.name, 0)
         defaults = EnhancementSettings(
             enhance=self.settings.default_enhance,
             attenuation_limit_db=self.settings.default_attenuation_limit_db,
@@ -237,7 +267,7 @@ class Relay:
         )
         pc = self._peer_connection()
         participant = Participant(
-            id=secrets.token_urlsafe(12),
+            id=participant_id,
             key=secrets.token_urlsafe(18),
             name=(name or (claims.name if claims else None) or "guest")[:64],
             room=room,
@@ -260,6 +290,7 @@ class Relay:
         async def on_state() -> None:
             state = pc.connectionState
             if state == "connected" and participant.connected_at is None:
+                self.pending.release(participant.id)
                 participant.connected_at = time.monotonic()
                 participant.last_audio_at = participant.connected_at
             elif state in ("failed", "closed"):
@@ -281,6 +312,14 @@ class Relay:
                 ) from error
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
+            if "a=candidate:" not in pc.localDescription.sdp:
+                log.warning("refused a join: ICE gathered no candidate")
+                raise RelayError(
+                    503,
+                    "no_ice_candidates",
+                    "the relay could not gather an ICE candidate (out of sockets?)",
+                    {"Retry-After": RETRY_AFTER_SECONDS},
+                )
             participant.listens = any(
                 t.sender.track is participant.output
                 and t.currentDirection in ("sendrecv", "sendonly")
@@ -298,6 +337,9 @@ class Relay:
             await participant.close()
             self._forget_room_if_empty(room)
             self._refuse_if_not_ready()
+        if self.rooms.get(room.name) is not room:  # closed while negotiating
+            await participant.close()
+            raise RelayError(404, "unknown_room", f"room {room.name!r} was closed")
         room.add(participant)
         self.metrics.participants.set(self.participant_count)
         self.metrics.joins.inc()
@@ -305,13 +347,32 @@ class Relay:
         return participant, pc.localDescription.sdp
 
     def _forget_room_if_empty(self, room: Room) -> None:
-        if (
+        if self.settings.auto_create_rooms and self._is_idle(room):
+            self._forget_room(room)
+
+    def _is_idle(self, room: Room) -> bool:
+        """Nobody in ``room`` nor joining it, and it is still open."""
+        return (
             not room.participants
+            and not self._pending_joins.get(room.name)
             and self.rooms.get(room.name) is room
-            and self.settings.auto_create_rooms
-        ):
-            del self.rooms[room.name]
-            self.metrics.rooms.set(len(self.rooms))
+        )
+
+    def _forget_room(self, room: Room) -> None:
+        del self.rooms[room.name]
+        self.metrics.rooms.set(len(self.rooms))
+
+    async def close_room(self, name: str) -> None:
+        """Close a room: every participant leaves (connections closed); 404 if unknown."""
+        room = self.rooms.get(name)
+        if room is None:
+            raise RelayError(404, "unknown_room", f"room {name!r} does not exist")
+        for participant_id in list(room.participants):
+            await self.leave(name, participant_id, "room_closed")
+        await room.stop_clock()
+        if self.rooms.get(name) is room:
+            self._forget_room(room)
+        log.info("room %s closed", name)
 
     def find(self, room_name: str, participant_id: str) -> Participant:
         """A participant by room and id; 404 otherwise."""
@@ -333,6 +394,7 @@ class Relay:
         participant = room.remove(participant_id) if room else None
         if room is None or participant is None:
             return False
+        self.pending.release(participant_id)
         self.metrics.leaves.labels(reason).inc()
         self.metrics.participants.set(self.participant_count)
         log.info("participant %s left room %s (%s)", participant_id, room_name, reason)
@@ -350,11 +412,31 @@ class Relay:
             WATCHDOG_SECONDS,
             settings.connect_timeout_seconds / 4,
             settings.media_timeout_seconds / 4,
+            settings.empty_room_ttl_seconds / 4,
         )
         while True:
             await asyncio.sleep(period)
             for room_name, participant_id, reason in self._expired_participants():
                 await self.leave(room_name, participant_id, reason)
+            for room in self._expired_rooms():
+                self._forget_room(room)
+                await room.stop_clock()
+                log.info(
+                    "room %s closed: empty for %.0f s",
+                    room.name,
+                    self.settings.empty_room_ttl_seconds,
+                )
+
+    def _expired_rooms(self) -> list[Room]:
+        """Rooms nobody has been in, nor joined, for ``empty_room_ttl_seconds``."""
+        now = time.monotonic()
+        return [
+            room
+            for room in self.rooms.values()
+            if self._is_idle(room)
+            and room.empty_since is not None
+            and now - room.empty_since > self.settings.empty_room_ttl_seconds
+        ]
 
     def _expired_participants(self) -> list[tuple[str, str, str]]:
         """(room, id, reason) of every peer past a timeout (ids only: no lingering references)."""

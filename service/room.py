@@ -24,6 +24,7 @@ class Room:
         self.name = name
         self.metrics = metrics
         self.created_at = time.time()
+        self.empty_since: float | None = time.monotonic()  # None while anyone is in it
         self.participants: dict[str, Participant] = {}
         self.mixer = RoomMixer(buffer_frames=mix_buffer_frames)
         self._clock: asyncio.Task[None] | None = None
@@ -31,6 +32,7 @@ class Room:
     def add(self, participant: Participant) -> None:
         """Admit a participant (starts the clock if needed)."""
         self.participants[participant.id] = participant
+        self.empty_since = None
         self.mixer.add(participant.id, echo=participant.echo)
         if self._clock is None:
             self._clock = asyncio.create_task(self._run_clock(), name=f"mixer-{self.name}")
@@ -38,7 +40,10 @@ class Room:
     def remove(self, participant_id: str) -> Participant | None:
         """Take a participant out of the room (their peer connection is not closed here)."""
         self.mixer.remove(participant_id)
-        return self.participants.pop(participant_id, None)
+        participant = self.participants.pop(participant_id, None)
+        if not self.participants and self.empty_since is None:
+            self.empty_since = time.monotonic()
+        return participant
 
     async def stop_clock(self) -> None:
         """Stop mixing (when the room empties)."""

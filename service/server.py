@@ -8,6 +8,7 @@ import logging
 import signal
 import time
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
@@ -70,6 +71,19 @@ class DrainingServer(uvicorn.Server):
             self.should_exit = True
 
 
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's TLS and proxy-header options from the settings (no trusted proxy: the
+    client's own address counts, whatever ``X-Forwarded-For`` says)."""
+    options: dict[str, Any] = {
+        "proxy_headers": bool(settings.forwarded_allow_ips),
+        "forwarded_allow_ips": settings.forwarded_allow_ips or None,
+    }
+    if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+        options["ssl_certfile"] = str(settings.tls_cert_file)
+        options["ssl_keyfile"] = str(settings.tls_key_file)
+    return options
+
+
 def serve(settings: Settings) -> None:
     """Serve media and the control plane until SIGTERM (drain) or SIGINT."""
     configure_logging(settings.log_format, settings.log_level)
@@ -82,5 +96,6 @@ def serve(settings: Settings) -> None:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=5,
+        **uvicorn_options(settings),
     )
     DrainingServer(config, app.state.relay, settings.drain_seconds).run()

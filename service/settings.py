@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from model.runtime import DEFAULT_MODEL
@@ -39,9 +40,36 @@ class Settings(BaseSettings):
         description="web origins allowed to call signaling and control from another site "
         "(comma-separated; e.g. a WHIP client page); empty: same origin only",
     )
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="reverse proxies (addresses or networks, comma-separated; '*': any) whose "
+        "X-Forwarded-For/-Proto name the real client; empty: those headers are ignored",
+    )
+    tls_cert_file: Path | None = Field(
+        None, description="serve HTTPS with this PEM certificate (chain); needs tls_key_file"
+    )
+    tls_key_file: Path | None = Field(None, description="the certificate's PEM private key")
     max_rooms: int = Field(100, ge=1)
     max_participants_per_room: int = Field(16, ge=1)
     auto_create_rooms: bool = True
+    empty_room_ttl_seconds: float = Field(
+        300.0, gt=0, description="a room nobody is in (opened by PUT, or emptied) closes then"
+    )
+    max_pending_peers: int = Field(
+        128, ge=1, description="joins not yet connected, in all (503 pending_full beyond)"
+    )
+    max_pending_per_address: int = Field(
+        16, ge=1, description="joins not yet connected from one client address (429 beyond)"
+    )
+    signaling_rate_per_second: float = Field(
+        5.0, ge=0, description="signaling requests per second per client address (0: no limit)"
+    )
+    signaling_burst: int = Field(
+        20, ge=1, description="signaling requests one address may make at once (the bucket)"
+    )
+    fd_reserve: int = Field(
+        64, ge=0, description="joins are refused (503) once fewer file descriptors are left"
+    )
     token_secret: SecretStr | None = Field(
         None, description="when set, joins need an HMAC token naming the room"
     )
@@ -107,9 +135,24 @@ class Settings(BaseSettings):
     default_attenuation_limit_db: float | None = Field(None, ge=0)
     default_postfilter: bool = True
 
-    @field_validator("ice_host_addresses", "cors_origins", mode="before")
+    @field_validator("ice_host_addresses", "cors_origins", "forwarded_allow_ips", mode="before")
     @classmethod
     def _split_addresses(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _check_tls_files(self) -> Self:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file must be given together")
+        if self.tls_cert_file is not None and self.tls_key_file is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            try:
+                context.load_cert_chain(self.tls_cert_file, self.tls_key_file)
+            except (OSError, ssl.SSLError) as error:
+                raise ValueError(
+                    f"cannot use TLS certificate {self.tls_cert_file} with key "
+                    f"{self.tls_key_file}: {error}"
+                ) from error
+        return self

@@ -15,6 +15,7 @@ from loadtest.peers import ArrayAudioTrack, Peer, Recorder
 from loadtest.server import free_port
 from service.app import create_app
 from service.relay import Relay
+from service.server import uvicorn_options
 from service.settings import Settings
 
 __all__ = ["ArrayAudioTrack", "Peer", "Recorder", "RunningRelay", "free_port", "running_relay"]
@@ -30,6 +31,8 @@ class RunningRelay:
             "port": port,
             "ice_host_addresses": ["127.0.0.1"],
             "worker_threads": 2,
+            # every test client is 127.0.0.1: tests of the rate limit turn it back on
+            "signaling_rate_per_second": 0,
         }
         values.update(overrides)
         self.settings = Settings(**values)  # type: ignore[arg-type]
@@ -37,7 +40,12 @@ class RunningRelay:
         self.relay: Relay = self.app.state.relay
         self.url = f"http://127.0.0.1:{port}"
         config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+            self.app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="on",
+            **uvicorn_options(self.settings),
         )
         self.server = uvicorn.Server(config)
         self.loop: asyncio.AbstractEventLoop | None = None
