@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from fractions import Fraction
 
@@ -146,10 +147,16 @@ class Peer:
         await self.pc.setLocalDescription(await self.pc.createOffer())
         return self.pc.localDescription.sdp
 
-    async def join(self, base_url: str, room: str, **fields: object) -> dict[str, object]:
+    async def join(
+        self,
+        base_url: str,
+        room: str,
+        verify: ssl.SSLContext | bool = True,
+        **fields: object,
+    ) -> dict[str, object]:
         """POST /offer and apply the answer; raises for a non-200 answer."""
         body = {"sdp": await self.offer_sdp(), "type": "offer", "room": room, **fields}
-        async with httpx.AsyncClient(base_url=base_url, timeout=10.0) as client:
+        async with httpx.AsyncClient(base_url=base_url, timeout=10.0, verify=verify) as client:
             response = await client.post("/offer", json=body)
         response.raise_for_status()
         self.response = response.json()

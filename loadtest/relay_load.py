@@ -261,6 +261,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             {
                 "PNR_MAX_PARTICIPANTS_PER_ROOM": str(args.room_size),
                 "PNR_MAX_ROOMS": "1000",
+                # every client peer joins from 127.0.0.1 at once: lift the per-address bounds
+                "PNR_MAX_PENDING_PER_ADDRESS": str(max(args.participants, 1)),
+                "PNR_MAX_PENDING_PEERS": str(max(args.participants, 128)),
+                "PNR_SIGNALING_RATE_PER_SECOND": "0",
                 "PNR_WORKER_THREADS": str(args.workers),
                 "PNR_PROCESSES": str(args.processes),
                 "PNR_LOG_LEVEL": "WARNING",

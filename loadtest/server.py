@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -33,11 +34,14 @@ def serve_on_loopback(
     args: Sequence[str] = (),
     capture_output: bool = False,
     timeout: float = 120.0,
+    verify: ssl.SSLContext | bool = True,
 ) -> ServedRelay:
     """``percepnet-relay serve`` on a free loopback port with ICE on 127.0.0.1 only, ``env``
-    added to this process's environment; returns once ``/readyz`` answers 200."""
+    added to this process's environment; returns once ``/readyz`` answers 200 (over HTTPS,
+    checked with ``verify``, when ``env`` names a TLS certificate)."""
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    scheme = "https" if (env or {}).get("PNR_TLS_CERT_FILE") else "http"
+    url = f"{scheme}://127.0.0.1:{port}"
     started = time.monotonic()
     process = subprocess.Popen(
         [
@@ -59,7 +63,7 @@ def serve_on_loopback(
     served = ServedRelay(process, url, 0.0)
     while time.monotonic() - started < timeout:
         try:
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+            if httpx.get(url + "/readyz", timeout=1, verify=verify).status_code == 200:
                 served.ready_seconds = time.monotonic() - started
                 return served
         except httpx.HTTPError:

@@ -229,19 +229,20 @@ class Relay:
         self._refuse_if_not_ready()
         claims = self.check_token(room_name, token)
         sdp = check_offer_sdp(offer_sdp)
-        room = self._room_for_join(room_name)
-        pending = self._pending_joins.get(room.name, 0)
-        if len(room.participants) + pending >= self.settings.max_participants_per_room:
-            raise RelayError(
-                503,
-                "room_full",
-                f"room {room_name!r} is full",
-                {"Retry-After": RETRY_AFTER_SECONDS},
-            )
+        check_room_name(room_name)
         check_fd_headroom(self.settings.fd_reserve, open_fd_count(), fd_limit())
         participant_id = secrets.token_urlsafe(12)
         self.pending.admit(participant_id, client_address)
         try:
+            room = self._room_for_join(room_name)
+            pending = self._pending_joins.get(room.name, 0)
+            if len(room.participants) + pending >= self.settings.max_participants_per_room:
+                raise RelayError(
+                    503,
+                    "room_full",
+                    f"room {room_name!r} is full",
+                    {"Retry-After": RETRY_AFTER_SECONDS},
+                )
             return await self._negotiate(room, participant_id, sdp, name, echo, claims)
         except BaseException:
             self.pending.release(participant_id)

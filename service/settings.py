@@ -145,14 +145,14 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_tls_files(self) -> Self:
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
-            raise ValueError("tls_cert_file and tls_key_file must be given together")
+            raise ValueError("PNR_TLS_CERT_FILE and PNR_TLS_KEY_FILE must be given together")
         if self.tls_cert_file is not None and self.tls_key_file is not None:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             try:
                 context.load_cert_chain(self.tls_cert_file, self.tls_key_file)
             except (OSError, ssl.SSLError) as error:
                 raise ValueError(
-                    f"cannot use TLS certificate {self.tls_cert_file} with key "
-                    f"{self.tls_key_file}: {error}"
+                    f"cannot serve TLS with PNR_TLS_CERT_FILE={self.tls_cert_file} and "
+                    f"PNR_TLS_KEY_FILE={self.tls_key_file}: {error}"
                 ) from error
         return self
