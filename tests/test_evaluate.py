@@ -194,11 +194,16 @@ def test_evaluate_end_to_end(dev_mixtures, tmp_path: Path) -> None:
     table = results.to_markdown()
     assert "| all | noisy | 5 |" in table and "| all | rnnoise | 5 |" in table
     assert "n/a" in table  # DNSMOS off
-    by_source = {(rate, row.system): row.files for rate, row in results.summary_by_source()}
-    assert by_source == {
-        (r, s): n for r, n in ((48_000, 3), (16_000, 2)) for s in ("noisy", "rnnoise")
+    by_source = {
+        (source, rate, row.system): row.files for source, rate, row in results.summary_by_source()
     }
-    assert "| 48 kHz | noisy | 3 |" in table and "| 16 kHz | rnnoise | 2 |" in table
+    assert by_source == {
+        (source, rate, system): n
+        for source, rate, n in (("ravdess", 48_000, 3), ("speechocean762", 16_000, 2))
+        for system in ("noisy", "rnnoise")
+    }
+    assert "| ravdess (48 kHz) | noisy | 3 |" in table
+    assert "| speechocean762 (16 kHz) | rnnoise | 2 |" in table
     json_path, md_path = write_results(results, tmp_path)
     data = json.loads(json_path.read_text())
     assert md_path.read_text() == table
