@@ -22,7 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from model.runtime import ModelRuntime
 from service.errors import RelayError, describe_validation_errors
 from service.limits import RateLimiter
+from service.node import ClusterNode
 from service.relay import Relay, check_room_name
+from service.routing import RoutingMiddleware
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -131,10 +133,12 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
     """The relay application; the relay starts (model, kernels) in the background at startup."""
     settings = settings or Settings()
     relay = Relay(settings, runtime)
+    node = ClusterNode(settings, relay)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         starting = asyncio.create_task(relay.start(), name="relay-start")
+        await node.start()
         try:
             yield
         finally:
@@ -144,6 +148,7 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
                     await starting
             if relay.state != "closed":
                 await relay.close()
+            await node.close()
 
     app = FastAPI(
         title="percepnet-relay",
@@ -151,6 +156,15 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
         lifespan=lifespan,
     )
     app.state.relay = relay
+    app.state.node = node
+    if node.shared:  # inside CORS and the body limit, so forwarded answers get both
+        app.add_middleware(
+            RoutingMiddleware,
+            node=node,
+            metrics=relay.metrics,
+            max_body_bytes=settings.max_body_bytes,
+            auto_create_rooms=settings.auto_create_rooms,
+        )
     add_cors(app, settings)
     limiter = RateLimiter(settings.signaling_rate_per_second, settings.signaling_burst)
     if settings.token_secret is not None and settings.admin_token is None:
@@ -280,9 +294,15 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
     # ---- control plane ---------------------------------------------------------------------
     @app.get("/rooms", tags=["control"])
     async def list_rooms(request: Request) -> list[dict[str, object]]:
-        """Every open room and how many are in it."""
+        """Every open room of the cluster, how many are in it and which node serves it."""
         require_admin(request)
-        return [room.describe() for room in relay.rooms.values()]
+        return await node.cluster_rooms()
+
+    @app.get("/nodes", tags=["control"])
+    async def list_nodes(request: Request) -> list[dict[str, object]]:
+        """The cluster's live nodes as the directory holds them: URL, state, load, rooms."""
+        require_admin(request)
+        return await node.cluster_nodes()
 
     @app.put("/rooms/{room}", tags=["control"])
     async def create_room(room: RoomName, request: Request) -> dict[str, object]:

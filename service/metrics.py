@@ -88,6 +88,12 @@ class RelayMetrics:
             ["reason"],
             registry=r,
         )
+        self.signaling_forwarded = Counter(
+            "pnr_signaling_forwarded_total",
+            "Requests for rooms of other nodes, by how they were sent on (redirect, proxy)",
+            ["how"],
+            registry=r,
+        )
         self.hop_seconds = Histogram(
             "pnr_hop_processing_seconds",
             "Enhancer time per 10 ms hop (DSP + model)",

@@ -134,6 +134,39 @@ class Settings(BaseSettings):
     default_enhance: bool = True
     default_attenuation_limit_db: float | None = Field(None, ge=0)
     default_postfilter: bool = True
+    # ---- scale-out: nodes sharing a directory (service/directory.py, service/node.py) ----
+    redis_url: SecretStr | None = Field(
+        None,
+        description="Redis holding the room → node directory shared by every node, e.g. "
+        "redis://redis:6379/0; unset: this process keeps its own (one node)",
+    )
+    shared_directory: SecretStr | None = Field(
+        None,
+        description="AUTHKEY@HOST:PORT of the directory `serve --processes N` shares among its "
+        "nodes (set by serve itself)",
+    )
+    public_url: str | None = Field(
+        None,
+        description="this node's signaling base URL as other nodes and redirected clients "
+        "reach it; unset: http://HOST:PORT (127.0.0.1 for a wildcard host)",
+    )
+    node_id: str | None = Field(
+        None, max_length=64, description="this node's name in the directory; unset: host-random"
+    )
+    directory_lease_seconds: float = Field(
+        6.0,
+        ge=0.5,
+        le=10.0,
+        description="a node's stats and room leases lapse this long after its last heartbeat",
+    )
+    directory_heartbeat_seconds: float = Field(
+        2.0, gt=0, description="how often a node renews its leases and publishes its stats"
+    )
+    node_max_cpu_percent: float | None = Field(
+        None,
+        gt=0,
+        description="above this CPU (% of one core) the node takes no new rooms; unset: no limit",
+    )
 
     @field_validator("ice_host_addresses", "cors_origins", "forwarded_allow_ips", mode="before")
     @classmethod
@@ -155,4 +188,10 @@ class Settings(BaseSettings):
                     f"cannot serve TLS with PNR_TLS_CERT_FILE={self.tls_cert_file} and "
                     f"PNR_TLS_KEY_FILE={self.tls_key_file}: {error}"
                 ) from error
+        return self
+
+    @model_validator(mode="after")
+    def _heartbeat_within_lease(self) -> Self:
+        if self.directory_heartbeat_seconds * 2 > self.directory_lease_seconds:
+            raise ValueError("directory_heartbeat_seconds must be at most half the lease")
         return self
