@@ -16,6 +16,9 @@ the speech intelligible; DNSMOS says which way to err where the network cannot b
 and SI-SDR are not optimised. Checkpoints (the ``model.train`` format, so
 ``model.export --checkpoint`` takes them) are written every few minutes and the run resumes
 from the last one. Progress lines give the batch means of each term.
+
+A research tool only: acceptance metrics are never training objectives of shipped weights, so
+``--export`` refuses the shipped weights' folder and nothing on the shipped path imports this.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from model.export import export_all
 from model.feature_cache import band_mask
 from model.mixtures import speech_max_hz
 from model.network import NetworkConfig, PercepNet
-from model.runtime import sha256_of
+from model.runtime import WEIGHTS_DIR, sha256_of
 from model.stoi_loss import Stoi
 from model.train import initial_weights, percepnet_loss
 
@@ -236,6 +239,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not (args.minutes > 0 and args.batch >= 1 and args.lr > 0):
         parser.error("--minutes and --lr must be positive and --batch at least 1")
+    if args.export and Path(args.export).resolve() == WEIGHTS_DIR.resolve():
+        parser.error(
+            "--export: weights fine-tuned against DNSMOS are never shipped; export elsewhere"
+        )
     return args
 
 

@@ -41,26 +41,92 @@ def _license_table(data_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def _verdict(eval_dir: Path) -> str:
-    """The issue's acceptance comparisons, computed from the evaluation's overall means."""
+PESQ_MARGIN_OVER_RNNOISE = 0.25
+CPU_SHARE_OF_RNNOISE = 0.5
+MODEL_ROW = "percepnet_int8"
+
+
+def _summary_rows(eval_dir: Path) -> dict[tuple[str, float | None], dict[str, Any]]:
+    """The evaluation's means by (system, SNR; None for all SNRs); empty when not run."""
     path = eval_dir / "results.json"
     if not path.exists():
-        return "(evaluation not run)"
-    overall = {row["system"]: row for row in json.loads(path.read_text())["summary"]
-               if row["snr_db"] is None}
-    model, rnnoise, noisy = (overall.get(k) for k in ("percepnet_int8", "rnnoise", "noisy"))
-    if model is None or rnnoise is None or noisy is None:
-        return "(the evaluation lacks percepnet_int8, rnnoise or noisy)"
-    checks = [
-        ("PESQ-WB above RNNoise", model["pesq_wb"], rnnoise["pesq_wb"]),
-        ("DNSMOS OVRL above RNNoise", model["dnsmos_ovrl"], rnnoise["dnsmos_ovrl"]),
-        ("STOI not below the noisy input", model["stoi"], noisy["stoi"]),
+        return {}
+    return {(r["system"], r["snr_db"]): r for r in json.loads(path.read_text())["summary"]}
+
+
+def _verdict(eval_dir: Path) -> str:
+    """The issue's acceptance checks against RNNoise, from the evaluation's means."""
+    rows = _summary_rows(eval_dir)
+    model, rnnoise = rows.get((MODEL_ROW, None)), rows.get(("rnnoise", None))
+    if model is None or rnnoise is None:
+        return f"(the evaluation lacks {MODEL_ROW} or rnnoise)"
+    checks: list[tuple[str, float, float]] = [
+        (
+            f"PESQ-WB ≥ RNNoise + {PESQ_MARGIN_OVER_RNNOISE:g}",
+            model["pesq_wb"],
+            rnnoise["pesq_wb"] + PESQ_MARGIN_OVER_RNNOISE,
+        )
     ]
+    snrs = sorted({snr for _, snr in rows if snr is not None})
+    checks += [
+        (
+            f"PESQ-WB ≥ RNNoise at {snr:+g} dB",
+            rows[(MODEL_ROW, snr)]["pesq_wb"],
+            rows[("rnnoise", snr)]["pesq_wb"],
+        )
+        for snr in snrs
+        if (MODEL_ROW, snr) in rows and ("rnnoise", snr) in rows
+    ]
+    for key, name in (
+        ("stoi", "STOI"),
+        ("si_sdr_db", "SI-SDR (dB)"),
+        ("dnsmos_p808", "DNSMOS P.808"),
+        ("dnsmos_ovrl", "DNSMOS P.835 OVRL"),
+    ):
+        checks.append((f"{name} ≥ RNNoise", model[key], rnnoise[key]))
     lines = ["| check | int8 model | reference | met |", "|---|---|---|---|"]
     for name, ours, theirs in checks:
         met = ours is not None and theirs is not None and ours >= theirs
-        lines.append(f"| {name} | {ours:.3f} | {theirs:.3f} | {'yes' if met else '**no**'} |")
+        lines.append(f"| {name} | {_cell(ours)} | {_cell(theirs)} | {'yes' if met else '**no**'} |")
+    ours, theirs = model["cpu_us_per_hop"], CPU_SHARE_OF_RNNOISE * rnnoise["cpu_us_per_hop"]
+    lines.append(
+        f"| CPU µs / 10 ms (DSP + int8 model) ≤ {CPU_SHARE_OF_RNNOISE:g} × RNNoise's "
+        f"| {ours:.0f} | {theirs:.0f} | {'yes' if ours <= theirs else '**no**'} |"
+    )
     return "\n".join(lines)
+
+
+GAP_METRICS = (
+    ("pesq_wb", "PESQ-WB", 2),
+    ("stoi", "STOI", 3),
+    ("si_sdr_db", "SI-SDR (dB)", 1),
+    ("dnsmos_p808", "DNSMOS P.808", 2),
+    ("dnsmos_ovrl", "DNSMOS OVRL", 2),
+)
+
+
+def _gap_table(eval_dir: Path, other: str) -> str:
+    """This model's means minus ``other``'s, per SNR and over all."""
+    rows = _summary_rows(eval_dir)
+    if (MODEL_ROW, None) not in rows or (other, None) not in rows:
+        return f"(the evaluation lacks {MODEL_ROW} or {other})"
+    header = " | ".join(name for _, name, _ in GAP_METRICS)
+    lines = [f"| SNR (dB) | {header} |", "|---" * (len(GAP_METRICS) + 1) + "|"]
+    snrs: list[float | None] = [*sorted({s for _, s in rows if s is not None}), None]
+    for snr in snrs:
+        ours, theirs = rows[(MODEL_ROW, snr)], rows[(other, snr)]
+        cells = " | ".join(
+            "n/a"
+            if ours[key] is None or theirs[key] is None
+            else f"{ours[key] - theirs[key]:+.{digits}f}"
+            for key, _, digits in GAP_METRICS
+        )
+        lines.append(f"| {'all' if snr is None else f'{snr:+g}'} | {cells} |")
+    return "\n".join(lines)
+
+
+def _cell(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def _stage_summary(history: list[dict[str, float | str]]) -> str:
@@ -212,33 +278,53 @@ def _training_section(run: Path, train: Any) -> tuple[str, dict[str, Any]]:
     pause_minutes = run_args.get("pause_stage_minutes", 0.0)
     train_shards = run_args.get("train_shards")
     train_command, resumed = _training_commands(run_args, checkpoint.get("resumes", []))
-    resumed_note = (f"\n  Resumed as the same command with these options changed: {resumed}."
-                    if resumed else "")
+    resumed_note = (
+        f"\n  Resumed as the same command with these options changed: {resumed}." if resumed else ""
+    )
     stages = _stage_summary(history)
     weighted_note = " (the pause-weighted objective)" if last.get("stage") == "pause" else ""
-    stopped = ("; stopped before the budget: the run resumes from its checkpoint"
-               if checkpoint["elapsed"] / 60 < schedule_minutes(run_args) - 1 else "")
-    precision = (" (training steps in bfloat16 autocast, weights and optimiser in fp32)"
-                 if run_args.get("bf16") else "")
+    stopped = (
+        "; stopped before the budget: the run resumes from its checkpoint"
+        if checkpoint["elapsed"] / 60 < schedule_minutes(run_args) - 1
+        else ""
+    )
+    precision = (
+        " (training steps in bfloat16 autocast, weights and optimiser in fp32)"
+        if run_args.get("bf16")
+        else ""
+    )
     recipe = checkpoint.get("recipe", {})
     speech_used = checkpoint.get("speech_used")
-    noise_note = (_noise_augmentation_note(recipe) + _noise_events_note(recipe)
-                  + _speech_note(recipe, speech_used, len(train.speech))
-                  + _cleaned_targets_note(recipe) + _teacher_note(recipe))
-    speakers = (speech_used["speakers"] if speech_used
-                else len({f.speaker_id for f in train.speech}))
+    noise_note = (
+        _noise_augmentation_note(recipe)
+        + _noise_events_note(recipe)
+        + _speech_note(recipe, speech_used, len(train.speech))
+        + _cleaned_targets_note(recipe)
+        + _teacher_note(recipe)
+    )
+    speakers = speech_used["speakers"] if speech_used else len({f.speaker_id for f in train.speech})
     utterances = speech_used["utterances"] if speech_used else len(train.speech)
     init_note = _init_note(checkpoint.get("init_from"))
     section = f"""- Command: `{train_command}`{resumed_note}{init_note}
   (seed {run_args.get("seed")}, AdamW). First stage: batch {run_args.get("batch")}, random crops
   of {run_args.get("frames")} frames, lr {run_args.get("lr")} with cosine decay over the stage.
-  {"Second stage: whole 3-s sequences, batch " + str(run_args.get("full_sequence_batch"))
-   + f", lr from {FULL_SEQUENCE_LR_FACTOR:g}× the first stage's with its own decay, so the GRUs"
-   + " learn to carry what they heard over the whole sequence." if full_minutes else ""}
-  {"Third stage: whole sequences again, lr from " + f"{PAUSE_STAGE_LR_FACTOR:g}"
-   + "× the first stage's with its own decay, with a gain above its target in frames without"
-   + f" speech costing {1 + run_args.get('pause_stage_weight', 0.0):g}× as much (residual noise"
-   + " in pauses)." if pause_minutes else ""}
+  {
+        "Second stage: whole 3-s sequences, batch "
+        + str(run_args.get("full_sequence_batch"))
+        + f", lr from {FULL_SEQUENCE_LR_FACTOR:g}× the first stage's with its own decay,"
+        + " so the GRUs learn to carry what they heard over the whole sequence."
+        if full_minutes
+        else ""
+    }
+  {
+        "Third stage: whole sequences again, lr from "
+        + f"{PAUSE_STAGE_LR_FACTOR:g}"
+        + "× the first stage's with its own decay, with a gain above its target in frames"
+        + f" without speech costing {1 + run_args.get('pause_stage_weight', 0.0):g}× as much"
+        + " (residual noise in pauses)."
+        if pause_minutes
+        else ""
+    }
 - Hardware: {platform.processor() or platform.machine()}, 2 CPU cores, no accelerator{precision};
   {checkpoint["elapsed"] / 60:.0f} minutes of training, {checkpoint["epoch"]} epochs
   ({stages}){stopped}.
@@ -256,85 +342,60 @@ def _training_section(run: Path, train: Any) -> tuple[str, dict[str, Any]]:
     return section, checkpoint
 
 
-def previous_training_section(card: Path, finetuned_from: str = "") -> str:
-    """The "Training" section (without its heading) of the card shipped with the weights a
-    fine-tune started from. A last fine-tune bullet naming ``finetuned_from`` (the starting
-    weights' SHA-256) is the card of this very fine-tune being rewritten: it is left out."""
+DEV_HEADING = "## Dev-set evaluation\n"
+
+
+def shipped_card_head(card: Path, int8: Path) -> str:
+    """The card of the shipped weights up to its evaluation (what they are, their training,
+    their data's licenses), for re-evaluating the very same weights; ValueError when the card
+    names another int8 file's hash."""
     text = card.read_text() if card.exists() else ""
-    if "## Training\n" not in text or "\n## Licenses" not in text:
-        raise ValueError(f"{card} has no Training section to extend")
-    section = text.split("## Training\n", 1)[1].split("\n## Licenses", 1)[0].rstrip() + "\n"
-    head, bullet, last = section.rpartition(FINETUNE_BULLET)
-    if bullet and finetuned_from and f"SHA-256 `{finetuned_from[:16]}…`" in last:
-        return head
-    return section
-
-
-FINETUNE_BULLET = "- Then fine-tuned on DNSMOS: "
-
-
-def _finetune_section(checkpoint: dict[str, Any]) -> str:
-    """A bullet on a ``model.dnsmos_finetune`` run, from its checkpoint."""
-    args = checkpoint["args"]
-    history = checkpoint["history"]
-    first, last = (history[0], history[-1]) if history else ({}, {})
-    init = checkpoint.get("init_from") or {}
-    flags = " ".join(
-        _flag(key, args[key])
-        for key in ("minutes", "batch", "lr", "target_weight", "stoi_weight", "seed")
-    )
-    return (
-        f"{FINETUNE_BULLET}`python -m model.dnsmos_finetune --init-from "
-        f"{init.get('path', '?')} --out runs/dnsmos {flags} --export model/weights` "
-        f"(from SHA-256 `{init.get('sha256', '?')[:16]}…`, the weights trained as above). "
-        f"{checkpoint['step']} steps in {checkpoint['elapsed'] / 60:.0f} minutes on the same "
-        f"hardware, each on {args['batch']} mixtures of whole training-split utterances with "
-        f"training-split noises (SNR −5…20 dB), through a torch copy of the enhancer's synthesis "
-        f"(held to `dsp/` by a test), minimising {args['target_weight']:g} × the PercepNet loss "
-        f"against the oracle targets − DNSMOS P.835 OVRL (the `speechmos` network, run "
-        f"through torch by `model/dnsmos_loss.py`) − {args['stoi_weight']:g} × STOI. "
-        f"**DNSMOS P.835 is therefore a training objective of these weights**: its dev-set "
-        f"scores below are "
-        f"scores of an optimised-for metric (on speakers, noises and files never trained on); "
-        f"DNSMOS P.808 (a separate network), PESQ-WB and SI-SDR were not optimised. "
-        f"Training batches: OVRL {first.get('ovrl', float('nan')):.2f} → "
-        f"{last.get('ovrl', float('nan')):.2f}, STOI {first.get('stoi', float('nan')):.3f} → "
-        f"{last.get('stoi', float('nan')):.3f}, PercepNet loss "
-        f"{first.get('anchor', float('nan')):.3f} → {last.get('anchor', float('nan')):.3f} "
-        f"(the first and last progress lines).\n"
-    )
+    if DEV_HEADING not in text:
+        raise ValueError(f"{card} has no {DEV_HEADING.strip()!r} section")
+    head = text.split(DEV_HEADING, 1)[0]
+    if f"`{sha256_of(int8)}`" not in head:
+        raise ValueError(f"{card} describes other weights than {int8} (SHA-256 differs)")
+    return head
 
 
 def write_card(
-    run: Path | None, eval_dir: Path, out: Path, data_dir: Path, finetune: Path | None = None
+    run: Path | None, eval_dir: Path, out: Path, data_dir: Path, same_weights: bool = False
 ) -> Path:
-    """Compose the card; returns its path. With ``finetune`` (a ``model.dnsmos_finetune`` run)
-    the training section is the current card's (that of the weights the fine-tune started from)
-    plus the fine-tune's; ``run`` is then not read."""
+    """Compose the card; returns its path. With ``same_weights`` the current card's text up to
+    its evaluation is kept (the weights and their training are unchanged) and only the
+    evaluation is rewritten; ``run`` is then not read."""
     eval_config = _evaluation_config(eval_dir)  # first: a train-split evaluation stops here
-    train, dev = split_files(data_dir)
-    if finetune is not None:
-        checkpoint = torch.load(finetune / "checkpoint.pt", weights_only=False, map_location="cpu")
-        sha = (checkpoint.get("init_from") or {}).get("sha256", "")
-        previous = previous_training_section(out / "MODEL_CARD.md", sha)
-        training = previous + _finetune_section(checkpoint)
+    _, dev = split_files(data_dir)
+    int8 = out / INT8_NAME
+    if same_weights:
+        head = shipped_card_head(out / "MODEL_CARD.md", int8)
     elif run is not None:
-        training, checkpoint = _training_section(run, train)
+        head = _card_head(run, int8, data_dir)
     else:
-        raise ValueError("the card needs a training run or a fine-tune run")
+        raise ValueError("the card needs a training run, or --same-weights")
+    path = out / "MODEL_CARD.md"
+    path.write_text(head + _evaluation_section(eval_dir, eval_config, dev))
+    return path
+
+
+def _card_head(run: Path, int8: Path, data_dir: Path) -> str:
+    """What the weights are, how they were trained and their data's licenses, from a
+    ``model.train`` run."""
+    train = split_named(data_dir, "train")
+    training, checkpoint = _training_section(run, train)
     config = NetworkConfig(**checkpoint["config"])
     parameters = count_parameters(PercepNet(config))
-    int8 = out / INT8_NAME
     integer, total = weight_counts(int8)
-    results_md = (eval_dir / "results.md").read_text() if (eval_dir / "results.md").exists() \
-        else "(evaluation not run)"
-    layout = (f"conv 5 ({config.conv1_channels}) → conv 3 ({config.conv2_channels}) → "
-              f"{config.gru_layers} GRU × {config.gru_size} → gain and strength heads"
-              + (" (reading every GRU layer)" if config.skip_to_heads else ""))
-    int8_row = (f"{int8.stat().st_size:,} bytes; {integer / max(total, 1):.1%} of the weights "
-                "in integer matmuls")
-    eval_options = " ".join(_flag(k, v) for k, v in eval_config.items() if k in ("per_snr", "seed"))
-    card = f"""# PercepNet-relay model card
+    layout = (
+        f"conv 5 ({config.conv1_channels}) → conv 3 ({config.conv2_channels}) → "
+        f"{config.gru_layers} GRU × {config.gru_size} → gain and strength heads"
+        + (" (reading every GRU layer)" if config.skip_to_heads else "")
+    )
+    int8_row = (
+        f"{int8.stat().st_size:,} bytes; {integer / max(total, 1):.1%} of the weights "
+        "in integer matmuls"
+    )
+    return f"""# PercepNet-relay model card
 
 ## What it is
 A PercepNet-style network (Valin et al., Interspeech 2020) that reads 70 features per 10 ms hop
@@ -360,23 +421,37 @@ non-commercial use only. Retrain without them for commercial use.
 
 {_license_table(data_dir)}
 
-## Dev-set evaluation
-Held-out speakers ({len({f.speaker_id for f in dev.speech})}), noises ({len(dev.noise)}) and
-rooms ({len(dev.rooms)}); `percepnet-relay eval {eval_options}`
+"""
+
+
+def _evaluation_section(eval_dir: Path, eval_config: dict, dev: Any) -> str:
+    """The card's dev-set evaluation: the split, the tables, the acceptance checks and the gap
+    to DeepFilterNet3."""
+    results_md = (
+        (eval_dir / "results.md").read_text()
+        if (eval_dir / "results.md").exists()
+        else "(evaluation not run)"
+    )
+    eval_options = " ".join(
+        _flag(k, v) for k, v in eval_config.items() if k in ("per_snr", "seed") and v is not None
+    )
+    mixtures = len(eval_config.get("mixtures", []))
+    return f"""{DEV_HEADING}The committed dev split `model/dev_split.json`: held-out speakers
+({len({f.speaker_id for f in dev.speech})}), noises ({len(dev.noise)}) and rooms
+({len(dev.rooms)}), and {mixtures} pinned mixtures; `percepnet-relay eval {eval_options}`
 (PESQ-WB via `pesq`, STOI via `pystoi`, SI-SDR, DNSMOS P.835 and P.808 via `speechmos`
-offline, CPU per 10 ms of audio including resampling and Python call overhead):
+offline, CPU per 10 ms of audio including resampling and Python call overhead). No
+quality-predictor network (DNSMOS or similar) was ever in these weights' loss.
 
 {results_md}
-
-Acceptance against the baselines (means over all files):
+Acceptance against RNNoise (issue 25; means over the files, CPU from the same run):
 
 {_verdict(eval_dir)}
+
+Gap to DeepFilterNet3 (this model − DeepFilterNet3; negative: DeepFilterNet3 is ahead):
+
+{_gap_table(eval_dir, "deepfilternet3")}
 """
-    path = out / "MODEL_CARD.md"
-    path.write_text(card)
-    return path
-
-
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -384,15 +459,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Write the model card")
     parser.add_argument("--run", type=Path, default=Path("runs/default"))
     parser.add_argument(
-        "--finetune", type=Path, default=None,
-        help="a model.dnsmos_finetune run: the card extends the current card's training section",
+        "--same-weights",
+        action="store_true",
+        help="the weights are the current card's: keep its text, rewrite the evaluation only",
     )
     parser.add_argument("--eval", type=Path, default=Path("out/eval"))
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "weights")
     parser.add_argument("--data-dir", type=Path, default=default_data_dir())
     args = parser.parse_args(argv)
     try:
-        print(write_card(args.run, args.eval, args.out, args.data_dir, args.finetune))
+        print(write_card(args.run, args.eval, args.out, args.data_dir, args.same_weights))
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
 

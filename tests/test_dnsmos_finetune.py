@@ -51,7 +51,9 @@ def test_the_graph_interpreter_refuses_operators_it_does_not_know(tmp_path) -> N
 
     node = helper.make_node("Tanh", ["x"], ["y"])
     graph = helper.make_graph(
-        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
     )
     onnx.save(helper.make_model(graph), tmp_path / "tanh.onnx")
@@ -71,7 +73,9 @@ def test_torch_synthesis_matches_the_enhancer(postfilter: bool) -> None:
     batch = stack_inputs([inputs])
     batch.pop("features")
     out = TorchSynthesis()(
-        torch.from_numpy(gains)[None], torch.from_numpy(strengths)[None], **batch,
+        torch.from_numpy(gains)[None],
+        torch.from_numpy(strengths)[None],
+        **batch,
         postfilter=postfilter,
     )
     got = out[0, : noisy.size].numpy()
@@ -153,8 +157,18 @@ def test_finetune_checkpoints_and_resumes(tmp_path) -> None:
 
     weights = Path(__file__).resolve().parents[1] / "model" / "weights" / "percepnet-fp32.onnx"
     argv = [
-        "--init-from", str(weights), "--out", str(tmp_path), "--minutes", "0.001",
-        "--batch", "1", "--data-dir", str(data_dir), "--threads", "1",
+        "--init-from",
+        str(weights),
+        "--out",
+        str(tmp_path),
+        "--minutes",
+        "0.001",
+        "--batch",
+        "1",
+        "--data-dir",
+        str(data_dir),
+        "--threads",
+        "1",
     ]
     path = finetune(parse_args(argv))
     first = torch.load(path, weights_only=False)
@@ -186,34 +200,14 @@ def test_torch_stoi_scores_as_pystoi() -> None:
     assert estimate.grad is not None and torch.isfinite(estimate.grad).all()
 
 
-def test_the_model_card_extends_the_shipped_training_section(tmp_path) -> None:
-    from pathlib import Path
+def test_export_refuses_the_shipped_weights_folder(capsys) -> None:
+    from model.dnsmos_finetune import parse_args
+    from model.runtime import WEIGHTS_DIR
 
-    from model.model_card import _finetune_section, previous_training_section
-
-    card = tmp_path / "MODEL_CARD.md"
-    card.write_text("# card\n\n## Training\n- Command: `train`\n\n## Licenses of the data\nx\n")
-    assert previous_training_section(card) == "- Command: `train`\n"
-    (tmp_path / "other.md").write_text("# no training section\n")
-    with pytest.raises(ValueError, match="no Training section"):
-        previous_training_section(tmp_path / "other.md")
-    checkpoint = {
-        "args": {"minutes": 40.0, "batch": 6, "lr": 1e-4, "target_weight": 2.0,
-                 "stoi_weight": 10.0, "seed": 0},
-        "history": [{"ovrl": 2.6, "stoi": 0.87, "anchor": 0.3},
-                    {"ovrl": 2.9, "stoi": 0.88, "anchor": 0.29}],
-        "init_from": {"path": "model/weights/percepnet-fp32.onnx", "sha256": "ab" * 32},
-        "step": 240,
-        "elapsed": 2400.0,
-    }
-    section = _finetune_section(checkpoint)
-    assert "--init-from model/weights/percepnet-fp32.onnx" in section
-    assert "--stoi-weight 10.0" in section and "240 steps in 40 minutes" in section
-    assert "training objective" in section and "OVRL 2.60 → 2.90" in section
-    assert Path("model/weights/percepnet-fp32.onnx").name in section
-    card.write_text(f"# card\n\n## Training\n- Command: `train`\n{section}\n## Licenses\nx\n")
-    assert previous_training_section(card, "ab" * 32) == "- Command: `train`\n"
-    assert previous_training_section(card, "cd" * 32).endswith(section)
+    with pytest.raises(SystemExit):
+        parse_args(["--init-from", "x.onnx", "--out", "runs/d", "--export", str(WEIGHTS_DIR)])
+    assert "never shipped" in capsys.readouterr().err
+    assert parse_args(["--init-from", "x.onnx", "--out", "d", "--export", "runs/e"]).export
 
 
 def test_stoi_refuses_clips_with_too_little_speech_and_the_batch_skips_them() -> None:
@@ -238,5 +232,8 @@ def test_finetune_options_are_checked(tmp_path) -> None:
     with pytest.raises(SystemExit):
         parse_args(["--init-from", "x.onnx", "--out", str(tmp_path), "--batch", "0"])
     with pytest.raises(SystemExit, match="no such file"):
-        finetune(parse_args(["--init-from", str(tmp_path / "missing.onnx"), "--out",
-                             str(tmp_path / "run")]))
+        finetune(
+            parse_args(
+                ["--init-from", str(tmp_path / "missing.onnx"), "--out", str(tmp_path / "run")]
+            )
+        )
