@@ -20,7 +20,6 @@ import asyncio
 import json
 import multiprocessing
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ import httpx
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
+from loadtest.process_stats import cpu_seconds, rss_bytes
 from loadtest.profile import (
     components,
     print_components,
@@ -151,50 +151,10 @@ def _client_process(args: tuple[str, list[tuple[int, str, list[int]]], float, st
 
 
 # ---- server side ------------------------------------------------------------------------------
-def _process_tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (the workers of ``serve --processes N``)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry.name))
-    tree, pending = [], [pid]
-    while pending:
-        current = pending.pop()
-        tree.append(current)
-        pending.extend(children.get(current, []))
-    return tree
-
-
-def _cpu_seconds(pid: int) -> float:
-    total = 0.0
-    for member in _process_tree(pid):
-        try:
-            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
 def _clients_cpu_seconds(server_seconds: float | None, profiler: Any) -> float:
     """CPU time of the client processes: this process's tree less the server and py-spy."""
-    others = (server_seconds or 0.0) + (_cpu_seconds(profiler.pid) if profiler else 0.0)
-    return _cpu_seconds(os.getpid()) - others
-
-
-def _rss_bytes(pid: int) -> int:
-    total = 0
-    for member in _process_tree(pid):
-        try:
-            match = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{member}/status").read_text())
-        except OSError:
-            continue
-        total += int(match.group(1)) * 1024 if match else 0
-    return total
+    others = (server_seconds or 0.0) + (cpu_seconds(profiler.pid) if profiler else 0.0)
+    return cpu_seconds(os.getpid()) - others
 
 
 Sample = tuple[str, tuple[tuple[str, str], ...]]  # (sample name, sorted label pairs)
@@ -297,14 +257,14 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             )
             window_start = time.monotonic()
             before = _scrape(url)
-            cpu_before = _cpu_seconds(server.pid) if server else None
+            cpu_before = cpu_seconds(server.pid) if server else None
             clients_before = _clients_cpu_seconds(cpu_before, profiler)
             time.sleep(planned)
             window = time.monotonic() - window_start
             after = _scrape(url)
-            cpu_after = _cpu_seconds(server.pid) if server else None
+            cpu_after = cpu_seconds(server.pid) if server else None
             clients_after = _clients_cpu_seconds(cpu_after, profiler)
-            rss = _rss_bytes(server.pid) if server else None
+            rss = rss_bytes(server.pid) if server else None
             if profiler is not None:
                 profiler.wait(planned + 30)
             results: list[PeerResult] = [

@@ -241,3 +241,13 @@ def test_room_control_needs_the_admin_token_whenever_tokens_are_on(offer: str) -
         own = {"X-Participant-Key": str(joined.json()["participant_key"])}
         assert httpx.delete(url, headers=own).status_code == 204  # a participant may leave
         assert not relay.relay.rooms
+
+
+def test_a_flood_of_pending_joins_gets_the_cap_and_no_more() -> None:
+    from loadtest.pending_flood import flood
+
+    with running_relay(max_pending_per_address=3, connect_timeout_seconds=120) as relay:
+        counts = asyncio.run(flood(relay.url, joins=40, concurrency=8, rooms=4))
+        assert counts == {"200": 3, "429 too_many_pending": 37}
+        assert relay.relay.participant_count == 3 and len(relay.relay.pending) == 3
+        assert counted(relay, "too_many_pending") == 37
