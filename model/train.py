@@ -8,19 +8,27 @@ builds (or reuses) the feature cache, then trains (1-s crops, then whole 3-s seq
 whole sequences with residual noise in pauses weighted) with
 checkpoints every epoch and every few minutes; rerunning the same command resumes from the
 last checkpoint. Each epoch prints the training and dev losses and the dev-set PESQ-WB of the
-enhancer driven by the network, and redraws ``training_curve.png``. With ``--export`` the
-final network is exported to streaming ONNX, quantised to int8 and hashed (``model.export``).
+enhancer driven by the network, and redraws ``training_curve.png``; the epoch with the best dev
+PESQ-WB is kept as ``best.pt``. With ``--export`` that best network is exported to streaming
+ONNX, quantised to int8 and hashed (``model.export``).
+
+With ``--on-the-fly`` there is no cache: every step trains on a batch of fresh whole mixtures
+(``model.onthefly``, part of them Opus-coded) made by ``--data-workers`` processes while the
+step runs, an epoch is ``--epoch-steps`` steps, and the progress lines report the hours of audio
+trained per hour and the share of the wall time spent waiting for data.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import math
 import random
+import shutil
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -28,6 +36,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from dsp.constants import HOP_SAMPLES, SAMPLE_RATE_HZ
 from dsp.enhancer import ReplayGains
 from dsp.offline import compute_oracle_targets, enhance_signal
 from model.devset import default_data_dir
@@ -42,6 +51,7 @@ from model.feature_cache import (
 )
 from model.mixtures import MixtureRecipe, NoiseAugmentation, NoiseEvents, make_mixture
 from model.network import NetworkConfig, PercepNet, count_parameters
+from model.onthefly import OpusCoding, StreamSpec, train_stream
 from model.runtime import sha256_of
 from model.speech_cleaning import clean_recordings_with, cleaner_key
 from model.splits import split_named
@@ -55,6 +65,8 @@ CHECKPOINT_EVERY_SECONDS = 300.0
 FULL_SEQUENCE_LR_FACTOR = 0.25  # second stage's peak learning rate, relative to --lr
 PAUSE_STAGE_LR_FACTOR = 0.15  # third stage's peak learning rate, relative to --lr
 SEQUENCES_PER_SHARD = 125  # 3-s training mixtures in each feature-cache shard
+DEV_CACHE_SHAPE = (2, 100)  # shards and 3-s mixtures per shard of the dev loss's cache
+BEST_CHECKPOINT = "best.pt"  # the epoch with the best dev PESQ-WB, beside checkpoint.pt
 
 
 def percepnet_loss(
@@ -328,7 +340,46 @@ def initial_weights(path: Path, config: NetworkConfig) -> dict[str, torch.Tensor
 
 
 # Options that do not change what is trained: left out of a resumed run's provenance.
-NON_TRAINING_OPTIONS = frozenset({"out", "data_dir", "cache_dir", "export", "threads", "dev_files"})
+NON_TRAINING_OPTIONS = frozenset(
+    {"out", "data_dir", "cache_dir", "export", "threads", "dev_files", "data_workers"}
+)
+# Recipe options that need a cache of their own (speech scored or cleaned once, a teacher run
+# once per mixture): not offered on the fly.
+CACHE_ONLY_OPTIONS = ("min_speech_bak", "clean_speech_targets", "rnnoise_teacher")
+
+
+class Throughput:
+    """Wall time spent waiting for batches and in training steps, and the audio trained."""
+
+    def __init__(self) -> None:
+        self.wait_s = self.step_s = self.audio_s = 0.0
+
+    def add(self, wait_s: float, step_s: float, audio_s: float) -> None:
+        """Count one step."""
+        self.wait_s += wait_s
+        self.step_s += step_s
+        self.audio_s += audio_s
+
+    def summary(self) -> str:
+        """Hours of audio per hour of wall time, and the share of that time spent waiting."""
+        wall_s = max(self.wait_s + self.step_s, 1e-9)
+        return (
+            f"{self.audio_s / wall_s:.1f} h audio/h, "
+            f"waiting for data {100 * self.wait_s / wall_s:.0f}% of the time"
+        )
+
+
+def timed(source: Iterable[Any], waits: list[float]) -> Iterator[Any]:
+    """``source``'s items, the seconds spent waiting for each appended to ``waits``."""
+    iterator = iter(source)
+    while True:
+        start = time.monotonic()
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        waits.append(time.monotonic() - start)
+        yield item
 
 
 def changed_options(
@@ -347,7 +398,8 @@ def changed_options(
 
 
 def train(args: argparse.Namespace) -> Path:
-    """Train (or resume) and return the path of the final checkpoint."""
+    """Train (or resume) and return the path of the checkpoint with the best dev PESQ-WB
+    (the last one when no epoch has ended)."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint_path = out / "checkpoint.pt"
@@ -360,6 +412,11 @@ def train(args: argparse.Namespace) -> Path:
     set_seeds(args.seed)
     torch.set_num_threads(args.threads)
 
+    if args.on_the_fly:
+        given = [name for name in CACHE_ONLY_OPTIONS if getattr(args, name) is not None]
+        if given:
+            given = ["--" + name.replace("_", "-") for name in given]
+            raise SystemExit(f"error: {', '.join(given)} needs the feature cache, not --on-the-fly")
     recipe = MixtureRecipe(
         noise_augmentation=NoiseAugmentation() if args.augment_noise else None,
         noise_events=NoiseEvents() if args.noise_events else None,
@@ -374,40 +431,56 @@ def train(args: argparse.Namespace) -> Path:
     )
     # The dev loss is always taken on plain-recipe mixtures, so runs with and without
     # --augment-noise or --noise-events report comparable dev losses.
-    dev_spec = CacheSpec(str(args.data_dir), "dev", 2, 100, args.seed + 1, MixtureRecipe())
+    dev_spec = CacheSpec(
+        str(args.data_dir), "dev", *DEV_CACHE_SHAPE, args.seed + 1, MixtureRecipe()
+    )
+    stream_spec = StreamSpec(
+        str(args.data_dir), args.seed, args.batch, recipe,
+        OpusCoding(share=args.opus_share) if args.opus_share > 0 else None,
+    )
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     print(f"feature cache: {cache_dir}", flush=True)
     speech = recipe_files(train_spec, cache_dir, args.threads).speech
     if args.clean_speech_targets:
         clean_recordings_with(Path(args.clean_speech_targets), speech, cache_dir, args.threads)
-    train_data = load_all(
-        build_cache(train_spec, cache_dir, workers=args.threads), train_spec.num_shards
-    )
+    train_data = None
+    if not args.on_the_fly:
+        train_data = load_all(
+            build_cache(train_spec, cache_dir, workers=args.threads), train_spec.num_shards
+        )
     dev_data = load_all(build_cache(dev_spec, cache_dir, workers=args.threads), dev_spec.num_shards)
     speech_used = {"utterances": len(speech), "speakers": len({f.speaker_id for f in speech})}
     dev_audio = make_dev_audio(Path(args.data_dir), args.dev_files, args.seed + 2)
     print(
-        f"train {train_data.features.shape[0]} sequences, dev {dev_data.features.shape[0]}",
+        "train " + (f"on the fly: {json.dumps(stream_spec.as_dict())}" if train_data is None
+                    else f"{train_data.features.shape[0]} sequences")
+        + f", dev {dev_data.features.shape[0]}",
         flush=True,
     )
+    sequence_frames = (train_data if train_data is not None else dev_data).features.shape[1]
 
     model = PercepNet(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
-    history: list[dict[str, float]] = []
+    history: list[dict[str, Any]] = []
     run_args = vars(args) | {"data_dir": "<data>"}
     resumes: list[dict[str, object]] = []  # where a resumed run changed its options
     epoch, elapsed = 0, 0.0
+    stream_batches = 0  # on the fly: batches of the stream trained on so far
+    best_pesq = -math.inf
     rng = np.random.default_rng(args.seed)
     init_source: dict[str, str] | None = None  # the weights a fine-tune started from
     if args.init_from and not checkpoint_path.exists():
         model.load_state_dict(initial_weights(Path(args.init_from), config))
         init_source = {"path": args.init_from, "sha256": sha256_of(Path(args.init_from))}
-        print(f"initialised from {args.init_from} (fine-tuning)", flush=True)
+        print(f"initialised from {args.init_from} (fine-tuning); its dev PESQ-WB "
+              f"{dev_pesq(model, dev_audio):.3f}", flush=True)
     if checkpoint_path.exists():
         state = torch.load(checkpoint_path, weights_only=False)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         history, epoch, elapsed = state["history"], state["epoch"], state["elapsed"]
+        stream_batches = state.get("stream_batches", 0)
+        best_pesq = max((h["dev_pesq"] for h in history), default=-math.inf)
         rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
         print(f"resumed at epoch {epoch} after {elapsed / 60:.1f} min", flush=True)
@@ -436,6 +509,8 @@ def train(args: argparse.Namespace) -> Path:
                 "resumes": resumes,
                 "init_from": init_source,
                 "speech_used": speech_used,
+                "stream_batches": stream_batches,
+                "stream": stream_spec.as_dict() if args.on_the_fly else None,
             },
             checkpoint_path.with_suffix(".tmp"),
         )
@@ -444,16 +519,29 @@ def train(args: argparse.Namespace) -> Path:
             print(f"checkpoint saved ({tag})", flush=True)
 
     total_budget = schedule_minutes(vars(args)) * 60.0
+    stream = (
+        train_stream(stream_spec, stream_batches, args.data_workers)
+        if train_data is None and epoch < args.epochs and elapsed < total_budget
+        else None
+    )
+    throughput = Throughput()
     session_start = time.monotonic() - elapsed
     last_save = time.monotonic()
     while epoch < args.epochs and elapsed < total_budget:
-        stage = training_stage(elapsed, args, train_data.features.shape[1])
+        stage = training_stage(elapsed, args, sequence_frames)
         for group in optimizer.param_groups:
             group["lr"] = stage.lr
         losses = []
-        steps = batches_per_epoch(train_data, stage.batch)
-        epoch_batches = batches(train_data, stage.batch, stage.frames, rng)
+        waits: list[float] = []
+        if stream is not None:
+            steps = args.epoch_steps
+            epoch_batches = timed(itertools.islice(stream, steps), waits)
+        else:
+            assert train_data is not None
+            steps = batches_per_epoch(train_data, stage.batch)
+            epoch_batches = timed(batches(train_data, stage.batch, stage.frames, rng), waits)
         for step, (features, gains, strengths, mask) in enumerate(epoch_batches):
+            step_start = time.monotonic()
             predicted_gains, predicted_strengths = predict(model, features, bf16=args.bf16)
             loss = percepnet_loss(
                 predicted_gains, predicted_strengths, gains, strengths, mask,
@@ -468,11 +556,15 @@ def train(args: argparse.Namespace) -> Path:
             optimizer.step()
             model.clip_weights()
             losses.append(float(loss.detach()))
+            stream_batches += stream is not None
+            audio_s = features.shape[0] * features.shape[1] * HOP_SAMPLES / SAMPLE_RATE_HZ
+            throughput.add(waits[-1], time.monotonic() - step_start, audio_s)
             elapsed = time.monotonic() - session_start
             if step % 20 == 0:
                 print(
                     f"epoch {epoch + 1} step {step}/{steps} "
-                    f"loss {np.mean(losses[-20:]):.4f} {elapsed / 60:.1f} min",
+                    f"loss {np.mean(losses[-20:]):.4f} {elapsed / 60:.1f} min; "
+                    f"{throughput.summary()}",
                     flush=True,
                 )
             if time.monotonic() - last_save > CHECKPOINT_EVERY_SECONDS:
@@ -481,22 +573,28 @@ def train(args: argparse.Namespace) -> Path:
             if elapsed >= stage.ends_at_s:
                 break
         epoch += 1
-        record = {
+        pesq = dev_pesq(model, dev_audio)
+        record: dict[str, Any] = {
             "epoch": float(epoch),
             "stage": stage.name,
             "train_loss": float(np.mean(losses)),
             "dev_loss": evaluate_loss(model, dev_data),
-            "dev_pesq": dev_pesq(model, dev_audio),
+            "dev_pesq": pesq,
             "minutes": elapsed / 60,
         }
         history.append(record)
         print(json.dumps(record), flush=True)
         save(f"epoch {epoch}")
         last_save = time.monotonic()
+        if pesq > best_pesq:
+            best_pesq = pesq
+            shutil.copyfile(checkpoint_path, out / BEST_CHECKPOINT)
+            print(f"best dev PESQ-WB so far ({best_pesq:.3f}): {BEST_CHECKPOINT}", flush=True)
         plot_curve(history, out / "training_curve.png")
     (out / "history.json").write_text(json.dumps(history, indent=2))
-    print(f"done: {epoch} epochs, {elapsed / 60:.1f} min", flush=True)
-    return checkpoint_path
+    print(f"done: {epoch} epochs, {elapsed / 60:.1f} min; {throughput.summary()}", flush=True)
+    best = out / BEST_CHECKPOINT
+    return best if best.exists() else checkpoint_path
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -554,6 +652,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="blend the target gains geometrically with the gains that turn "
                              "each input into RNNoise's output, RNNoise weighted SHARE (0-1): "
                              "a co-teacher; builds its own cache")
+    parser.add_argument("--on-the-fly", action="store_true",
+                        help="train on fresh whole mixtures every step (no feature cache): "
+                             "--batch mixtures of 3 s per step, the first stage's schedule only")
+    parser.add_argument("--opus-share", type=float, default=0.5,
+                        help="on the fly: share of inputs coded by Opus at 16-64 kb/s")
+    parser.add_argument("--data-workers", type=int, default=1,
+                        help="on the fly: processes mixing and analysing the next batches")
+    parser.add_argument("--epoch-steps", type=int, default=100,
+                        help="on the fly: steps between dev evaluations and checkpoints")
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--init-from", default=None, metavar="CHECKPOINT",
                         help="start from these weights (fine-tuning): a checkpoint, or a fp32 "

@@ -1,0 +1,164 @@
+"""A seeded, endless stream of fresh training batches: every batch is mixed (``model.mixtures``)
+and analysed (``dsp.offline``) anew, in DataLoader worker processes that overlap the training
+step, so a network never sees the same mixture twice.
+
+Batch ``k`` of a stream depends only on the stream's seed and ``k`` (``numpy`` generator
+``[seed, k]``), so a resumed run continues the same stream from its next batch. Part of the
+inputs go through Opus at relay bitrates (PyAV's libopus, 20 ms frames), since the relay
+enhances Opus-decoded audio; the target stays the uncoded speech.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from dsp.constants import HOP_SAMPLES
+from dsp.offline import compute_oracle_targets
+from model.feature_cache import band_mask
+from model.mixtures import SAMPLE_RATE, MixtureRecipe, load_audio_48k, make_mixture
+from model.splits import Split, split_named
+
+OPUS_FRAME_SAMPLES = 960  # 20 ms at 48 kHz, as WebRTC sends
+OPUS_LOOKAHEAD_SAMPLES = 312  # libopus's encoder delay at 48 kHz (6.5 ms), trimmed after decoding
+INT16_SCALE = 32_768.0  # the libopus decoder returns signed 16-bit samples
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class OpusCoding:
+    """Which share of the inputs is Opus-coded, at which bitrates (drawn uniformly)."""
+
+    share: float = 0.5
+    bitrates_kbps: tuple[int, ...] = (16, 24, 32, 48, 64)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.share <= 1.0:
+            raise ValueError(f"the Opus share must be in [0, 1], got {self.share}")
+        if not self.bitrates_kbps or min(self.bitrates_kbps) < 6 or max(self.bitrates_kbps) > 510:
+            raise ValueError(f"Opus bitrates must lie in 6-510 kb/s, got {self.bitrates_kbps}")
+
+
+def opus_round_trip(signal: np.ndarray, bitrate_kbps: int) -> np.ndarray:
+    """``signal`` (48 kHz mono) encoded by libopus (VoIP mode, 20 ms frames) at
+    ``bitrate_kbps`` and decoded again, aligned with the input and of the same length."""
+    encoder = av.CodecContext.create("libopus", "w")
+    encoder.sample_rate = SAMPLE_RATE
+    encoder.layout = "mono"
+    encoder.format = "flt"
+    encoder.bit_rate = bitrate_kbps * 1000
+    encoder.options = {"frame_duration": "20", "application": "voip"}
+    decoder = av.CodecContext.create("libopus", "r")
+    decoder.sample_rate = SAMPLE_RATE
+    decoder.layout = "mono"
+    frames = -(-(signal.shape[0] + OPUS_LOOKAHEAD_SAMPLES) // OPUS_FRAME_SAMPLES)
+    padded = np.zeros(frames * OPUS_FRAME_SAMPLES, np.float32)
+    padded[: signal.shape[0]] = signal
+    decoded = []
+    for start in range(0, padded.shape[0] + 1, OPUS_FRAME_SAMPLES):
+        frame = None
+        if start < padded.shape[0]:
+            chunk = padded[None, start : start + OPUS_FRAME_SAMPLES]
+            frame = av.AudioFrame.from_ndarray(chunk, format="flt", layout="mono")
+            frame.sample_rate = SAMPLE_RATE
+            frame.pts = start
+        for packet in encoder.encode(frame):  # None, after the last frame, flushes
+            decoded += [d.to_ndarray().reshape(-1) for d in decoder.decode(packet)]
+    audio = np.concatenate(decoded).astype(np.float64) / INT16_SCALE
+    return audio[OPUS_LOOKAHEAD_SAMPLES : OPUS_LOOKAHEAD_SAMPLES + signal.shape[0]]
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """Everything that shapes a stream's batches."""
+
+    data_dir: str
+    seed: int
+    batch: int  # mixtures per batch
+    recipe: MixtureRecipe
+    opus: OpusCoding | None
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain dict for checkpoints and the model card (the data folder left out)."""
+        return {
+            "seed": self.seed,
+            "batch": self.batch,
+            "recipe": self.recipe.as_dict(),
+            "opus": asdict(self.opus) if self.opus is not None else None,
+        }
+
+
+def make_batch(spec: StreamSpec, files: Split, index: int) -> Batch:
+    """Batch ``index`` of the stream: features [B, T, 70], target gains and strengths
+    [B, T, 34] and the band mask [B, 34] of ``spec.batch`` fresh mixtures from ``files``."""
+    rng = np.random.default_rng([spec.seed, index])
+    frames = round(spec.recipe.segment_seconds * SAMPLE_RATE / HOP_SAMPLES)
+    features, gains, strengths, masks = [], [], [], []
+    for _ in range(spec.batch):
+        mixture = make_mixture(
+            rng, list(files.speech), list(files.noise), list(files.rooms), spec.recipe
+        )
+        noisy = mixture.noisy
+        if spec.opus is not None and rng.random() < spec.opus.share:
+            bitrates = spec.opus.bitrates_kbps
+            noisy = opus_round_trip(noisy, bitrates[int(rng.integers(len(bitrates)))])
+        targets = compute_oracle_targets(noisy, mixture.target)
+        features.append(targets.features[:frames])
+        gains.append(targets.gains[:frames])
+        strengths.append(targets.strengths[:frames])
+        masks.append(band_mask(mixture.speech_max_hz))
+    return (
+        torch.from_numpy(np.stack(features).astype(np.float32)),
+        torch.from_numpy(np.stack(gains).astype(np.float32)),
+        torch.from_numpy(np.stack(strengths).astype(np.float32)),
+        torch.from_numpy(np.stack(masks).astype(np.float32)),
+    )
+
+
+class MixtureStream(IterableDataset[Batch]):
+    """Batches ``start``, ``start + 1``, … of a stream, endlessly; with ``n`` DataLoader workers
+    worker ``w`` makes batches ``start + w``, ``start + w + n``, …, which the loader hands out
+    in turn, so the order is the same with any number of workers."""
+
+    def __init__(self, spec: StreamSpec, files: Split, start: int = 0) -> None:
+        super().__init__()
+        self.spec, self.files, self.start = spec, files, start
+
+    def __iter__(self) -> Iterator[Batch]:
+        worker = get_worker_info()
+        offset, stride = (0, 1) if worker is None else (worker.id, worker.num_workers)
+        torch.set_num_threads(1)
+        index = self.start + offset
+        while True:
+            yield make_batch(self.spec, self.files, index)
+            index += stride
+
+
+def preload(files: Split) -> float:
+    """Decode every file of ``files`` into ``load_audio_48k``'s cache before the workers fork,
+    so that they share one copy of the audio; returns the audio's minutes."""
+    total = 0
+    for file in (*files.speech, *files.noise, *files.rooms):
+        total += load_audio_48k(file.path).shape[0]
+    return total / SAMPLE_RATE / 60
+
+
+def train_stream(spec: StreamSpec, start: int, workers: int) -> Iterator[Batch]:
+    """The training split's stream from batch ``start``, made by ``workers`` processes (none:
+    in this process)."""
+    files = split_named(Path(spec.data_dir), "train")
+    preload(files)
+    loader = DataLoader(
+        MixtureStream(spec, files, start),
+        batch_size=None,
+        num_workers=workers,
+        prefetch_factor=2 if workers else None,
+    )
+    return iter(loader)

@@ -1,0 +1,137 @@
+"""On-the-fly training data: Opus coding keeps the input aligned, the stream of batches is a
+function of its seed and position (with any number of workers), and a training run on it takes
+steps, keeps its best checkpoint and resumes where it stopped."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+torch = pytest.importorskip("torch")
+
+from dsp.constants import NUM_BANDS, NUM_FEATURES  # noqa: E402
+from model import splits, train  # noqa: E402
+from model.mixtures import SAMPLE_RATE, MixtureRecipe  # noqa: E402
+from model.onthefly import (  # noqa: E402
+    MixtureStream,
+    OpusCoding,
+    StreamSpec,
+    make_batch,
+    opus_round_trip,
+)
+from model.splits import AudioFile, Split  # noqa: E402
+
+ONE_SECOND = MixtureRecipe(segment_seconds=1.0)
+
+
+def _write(folder: Path, name: str, signal: np.ndarray, kind: str, speaker: str) -> AudioFile:
+    path = folder / name
+    sf.write(path, signal.astype(np.float32), SAMPLE_RATE)
+    return AudioFile(
+        path=path, relative_path=name, kind=kind, speaker_id=speaker, sample_rate=SAMPLE_RATE,
+        seconds=signal.shape[0] / SAMPLE_RATE, license="test", label="",
+    )
+
+
+def _files(folder: Path, seed: int) -> Split:
+    """Two voiced "speakers" (pulse trains), two noises and a room, all synthetic."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    speech = tuple(
+        _write(folder, f"speech{seed}_{i}.flac",
+               0.3 * np.sign(np.sin(2 * np.pi * f0 * t)) * np.hanning(t.shape[0]), "clean", f"s{i}")
+        for i, f0 in enumerate((120.0, 210.0))
+    )
+    noise = tuple(
+        _write(folder, f"noise{seed}_{i}.flac", 0.1 * rng.standard_normal(2 * SAMPLE_RATE),
+               "noise", "")
+        for i in range(2)
+    )
+    room = np.zeros(SAMPLE_RATE // 4)
+    room[0] = 1.0
+    room[1:] = 0.2 * rng.standard_normal(room.shape[0] - 1) * np.exp(-np.arange(1, room.shape[0])
+                                                                     / 2_000)
+    return Split(speech, noise, (_write(folder, f"room{seed}.flac", room, "rir", ""),))
+
+
+@pytest.mark.parametrize("bitrate_kbps", [16, 64])
+def test_opus_coding_keeps_the_input_aligned_and_its_length(bitrate_kbps: int) -> None:
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    signal = 0.2 * np.sin(2 * np.pi * (200 + 1_900 * t) * t)  # a 200 Hz → 4 kHz chirp
+    coded = opus_round_trip(signal, bitrate_kbps)
+    assert coded.shape == signal.shape
+    lags = range(-20, 21)
+    middle = slice(2_000, SAMPLE_RATE - 2_000)
+    fit = [float(np.dot(np.roll(coded, -lag)[middle], signal[middle])) for lag in lags]
+    assert abs(list(lags)[int(np.argmax(fit))]) <= 2
+    # a perceptual coder keeps the level, and at a high bitrate the waveform too
+    level_db = 10 * np.log10(np.mean(coded[middle] ** 2) / np.mean(signal[middle] ** 2))
+    assert abs(level_db) < 1.0
+    if bitrate_kbps >= 64:
+        assert np.corrcoef(coded[middle], signal[middle])[0, 1] > 0.95
+
+
+def test_opus_coding_checks_its_settings() -> None:
+    with pytest.raises(ValueError, match="share"):
+        OpusCoding(share=1.5)
+    with pytest.raises(ValueError, match="bitrates"):
+        OpusCoding(bitrates_kbps=(4,))
+
+
+def test_a_batch_depends_only_on_the_seed_and_its_position(tmp_path: Path) -> None:
+    files = _files(tmp_path, 0)
+    spec = StreamSpec(str(tmp_path), seed=5, batch=3, recipe=ONE_SECOND, opus=OpusCoding(share=0.5))
+    first, again = make_batch(spec, files, 2), make_batch(spec, files, 2)
+    features, gains, strengths, mask = first
+    assert features.shape == (3, 100, NUM_FEATURES)
+    assert gains.shape == strengths.shape == (3, 100, NUM_BANDS)
+    assert mask.shape == (3, NUM_BANDS)
+    for a, b in zip(first, again, strict=True):
+        assert torch.equal(a, b)
+    assert not torch.equal(features, make_batch(spec, files, 3)[0])
+    other_seed = dataclasses.replace(spec, seed=6)
+    assert not torch.equal(features, make_batch(other_seed, files, 2)[0])
+
+
+def test_workers_hand_out_the_stream_in_order(tmp_path: Path) -> None:
+    files = _files(tmp_path, 0)
+    spec = StreamSpec(str(tmp_path), seed=1, batch=1, recipe=ONE_SECOND, opus=None)
+    loader = torch.utils.data.DataLoader(
+        MixtureStream(spec, files, start=4), batch_size=None, num_workers=2
+    )
+    made = [batch[0] for _, batch in zip(range(3), loader, strict=False)]
+    for index, features in zip(range(4, 7), made, strict=True):
+        assert torch.equal(features, make_batch(spec, files, index)[0])
+
+
+def test_training_on_the_fly_keeps_the_best_checkpoint_and_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    split = (_files(tmp_path, 0), _files(tmp_path, 1))
+    monkeypatch.setattr(splits, "split_files", lambda data_dir: split)
+    monkeypatch.setattr(train, "DEV_CACHE_SHAPE", (1, 2))
+    (tmp_path / splits.MANIFEST_FILE).write_text("")
+    args = [
+        "--out", str(tmp_path / "run"), "--data-dir", str(tmp_path),
+        "--cache-dir", str(tmp_path / "cache"), "--on-the-fly", "--batch", "2",
+        "--epoch-steps", "2", "--dev-files", "1", "--gru-size", "16",
+        "--gru-layers", "1", "--threads", "1", "--data-workers", "1",
+    ]
+    best = train.train(train.parse_args([*args, "--epochs", "1"]))
+    assert best.name == train.BEST_CHECKPOINT
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert (state["epoch"], state["stream_batches"]) == (1, 2)
+    train.train(train.parse_args([*args, "--epochs", "2"]))
+    resumed = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert (resumed["epoch"], resumed["stream_batches"]) == (2, 4)
+    assert len(resumed["history"]) == 2
+
+
+def test_recipe_options_that_need_the_cache_are_refused_on_the_fly(tmp_path: Path) -> None:
+    args = train.parse_args(["--out", str(tmp_path), "--on-the-fly", "--rnnoise-teacher", "0.5"])
+    with pytest.raises(SystemExit, match="--rnnoise-teacher needs the feature cache"):
+        train.train(args)
