@@ -21,6 +21,7 @@ from model.network import NetworkConfig, PercepNet, count_parameters
 from model.runtime import sha256_of
 from model.splits import split_files, split_named
 from model.train import (
+    BEST_CHECKPOINT,
     FULL_SEQUENCE_LR_FACTOR,
     NON_TRAINING_OPTIONS,
     PAUSE_STAGE_LR_FACTOR,
@@ -267,11 +268,29 @@ def _evaluation_config(eval_dir: Path) -> dict:
     return config
 
 
+def _stream_note(checkpoint: dict[str, Any]) -> str:
+    """What an on-the-fly run trained on (``model.onthefly``): how many fresh mixtures, how
+    much audio, and how much of it Opus-coded."""
+    stream = checkpoint["stream"]
+    mixtures = checkpoint["stream_batches"] * stream["batch"]
+    hours = mixtures * stream["recipe"]["segment_seconds"] / 3600
+    opus = stream.get("opus")
+    coded = (f", {opus['share']:.0%} of the inputs coded by Opus (libopus, 20 ms frames, VoIP "
+             f"mode) at {'/'.join(str(b) for b in opus['bitrates_kbps'])} kb/s before analysis, "
+             "as the relay hears them; the targets uncoded" if opus else "")
+    return (f"{mixtures:,} mixtures of {stream['recipe']['segment_seconds']:g} s ({hours:.1f} h "
+            f"of audio), each mixed fresh for its step (no cache, none seen twice){coded}")
+
+
 def _training_section(run: Path, train: Any) -> tuple[str, dict[str, Any]]:
     """The card's "Training" section (without its heading) from a ``model.train`` run, and
-    the run's checkpoint."""
+    the run's checkpoint. The weights are the run's best epoch by dev PESQ-WB when the run kept
+    one (``BEST_CHECKPOINT``); the minutes and data are the whole run's."""
     checkpoint = torch.load(run / "checkpoint.pt", weights_only=False, map_location="cpu")
-    history = checkpoint["history"]
+    best_path = run / BEST_CHECKPOINT
+    shipped = (torch.load(best_path, weights_only=False, map_location="cpu")
+               if best_path.exists() else checkpoint)
+    history = shipped["history"]
     last = history[-1] if history else {}
     run_args = checkpoint["args"]
     full_minutes = run_args.get("full_sequence_minutes", 0.0)
@@ -328,16 +347,19 @@ def _training_section(run: Path, train: Any) -> tuple[str, dict[str, Any]]:
 - Hardware: {platform.processor() or platform.machine()}, 2 CPU cores, no accelerator{precision};
   {checkpoint["elapsed"] / 60:.0f} minutes of training, {checkpoint["epoch"]} epochs
   ({stages}){stopped}.
-- Data: {train_shards} shards of {SEQUENCES_PER_SHARD} mixtures of 3 s each, drawn from
+- Data: {_stream_note(checkpoint) if checkpoint.get("stream") else
+          f"{train_shards} shards of {SEQUENCES_PER_SHARD} mixtures of 3 s each"}, drawn from
   {utterances} training utterances from {speakers} speakers, {len(train.noise)} noise
   recordings, {len(train.rooms)} measured rooms, mixed by
   `model/mixtures.py` (recipe hash `{checkpoint["train_cache"]}`): SNR −5…30 dB with noise-free
   examples, synthetic noises with random spectral shapes, random level, EQ, low-pass and speed,
   measured and simulated rooms with early reflections (50 ms) kept in the target. The loss
   ignores bands above each example's speech bandwidth.{noise_note}
-- Final epoch: train loss {last.get("train_loss", float("nan")):.4f}{weighted_note}, dev loss
-  {last.get("dev_loss", float("nan")):.4f}, dev PESQ-WB {last.get("dev_pesq", float("nan")):.2f}
-  (8 fixed dev mixtures). Curve: `training_curve.png`.
+- {"Shipped epoch (best dev PESQ-WB)" if shipped is not checkpoint else "Final epoch"}: epoch
+  {last.get("epoch", 0):.0f}, train loss {last.get("train_loss", float("nan")):.4f}{weighted_note},
+  dev loss {last.get("dev_loss", float("nan")):.4f}, dev PESQ-WB
+  {last.get("dev_pesq", float("nan")):.2f} ({run_args.get("dev_files", 8)} fixed dev mixtures).
+  Curve: `training_curve.png`.
 """
     return section, checkpoint
 

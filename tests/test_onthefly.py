@@ -135,3 +135,14 @@ def test_recipe_options_that_need_the_cache_are_refused_on_the_fly(tmp_path: Pat
     args = train.parse_args(["--out", str(tmp_path), "--on-the-fly", "--rnnoise-teacher", "0.5"])
     with pytest.raises(SystemExit, match="--rnnoise-teacher needs the feature cache"):
         train.train(args)
+
+
+def test_the_model_card_says_what_an_on_the_fly_run_heard() -> None:
+    from model.model_card import _stream_note
+
+    spec = StreamSpec("data", seed=1, batch=16, recipe=MixtureRecipe(), opus=OpusCoding(0.5))
+    note = _stream_note({"stream": spec.as_dict(), "stream_batches": 750})
+    assert note.startswith("12,000 mixtures of 3 s (10.0 h of audio)")
+    assert "50% of the inputs coded by Opus" in note and "16/24/32/48/64 kb/s" in note
+    without = dataclasses.replace(spec, opus=None)
+    assert "Opus" not in _stream_note({"stream": without.as_dict(), "stream_batches": 1})
