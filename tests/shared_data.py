@@ -9,13 +9,17 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from model.devset import default_data_dir
+from model.splits import has_manifest
+
 SAMPLE_RATE = 48_000
 
 
 def find_shared_data() -> Path | None:
-    """The shared data folder beside the checkout, if it exists."""
-    candidate = Path(__file__).resolve().parents[2] / "shared" / "data"
-    return candidate if (candidate / "manifest.csv").exists() else None
+    """``$PNR_DATA_DIR``, else ``../shared/data`` beside the checkout, if it holds a manifest
+    (``PNR_DATA_DIR=/nonexistent`` runs the suite as a checkout without the data would)."""
+    candidate = default_data_dir()
+    return candidate if has_manifest(candidate) else None
 
 
 def _read_mono_48k(path: Path) -> np.ndarray:
