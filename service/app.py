@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -129,6 +130,12 @@ def add_page(app: FastAPI) -> None:
         return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))
 
 
+def new_app(**options: Any) -> FastAPI:
+    """A FastAPI app whose ``/docs`` and ``/redoc`` pages load their scripts, styles and icon
+    from this installation (fastapi-offline ships them), never from a CDN: they work offline."""
+    return FastAPIOffline(swagger_ui_parameters={"validatorUrl": None}, **options)
+
+
 def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = None) -> FastAPI:
     """The relay application; the relay starts (model, kernels) in the background at startup."""
     settings = settings or Settings()
@@ -150,7 +157,7 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
                 await relay.close()
             await node.close()
 
-    app = FastAPI(
+    app = new_app(
         title="percepnet-relay",
         summary="WebRTC rooms with per-speaker PercepNet noise suppression",
         lifespan=lifespan,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import struct
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,8 +209,8 @@ def check_output_path(
     """Return ``output`` as a Path if it can be written and is none of the input files
     (compared after resolving symlinks, and by inode where both exist, so hard links count).
 
-    :raises AudioFileError: the output would overwrite an input, is a directory, or its
-        folder does not exist.
+    :raises AudioFileError: the output would overwrite an input, is a directory, has an
+        extension no writable format goes by, or its folder does not exist.
     """
     output = Path(output)
     for source in map(Path, inputs):
@@ -220,9 +221,47 @@ def check_output_path(
             raise AudioFileError(f"refusing to overwrite the input file {source}")
     if output.is_dir():
         raise AudioFileError(f"output {output} is a directory")
+    check_output_extension(output)
     if not output.parent.is_dir():
         raise AudioFileError(f"output folder {output.parent} does not exist")
     return output
+
+
+def _format_of_extension(ext: str) -> str | None:
+    """The libsndfile format an extension (without the dot) names, if any."""
+    known = {name.lower(): name for name in sf.available_formats()}
+    return known.get(ext.lower()) or _EXTENSION_ALIASES.get(ext.lower())
+
+
+def check_output_extension(output: Path) -> None:
+    """Refuse an output file name whose extension names no format that can be written
+    (no extension at all keeps the input's format).
+
+    :raises AudioFileError: e.g. ``out.xyz``.
+    """
+    ext = output.suffix.lstrip(".")
+    if ext and _format_of_extension(ext) is None:
+        known = sorted({name.lower() for name in sf.available_formats()} | set(_EXTENSION_ALIASES))
+        raise AudioFileError(
+            f"cannot write {output}: no audio format goes by the extension '.{ext}' "
+            f"(use one of {', '.join('.' + name for name in known)}, or none to keep the "
+            "input's format)"
+        )
+
+
+def prepare_output_folder(folder: Path) -> None:
+    """Create ``folder`` if needed and make sure a file can be created in it.
+
+    :raises AudioFileError: it cannot be created or written to.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise AudioFileError(
+            f"cannot write to the output folder {folder}: {exc.strerror or exc}"
+        ) from exc
 
 
 def to_48k(clip: AudioClip) -> np.ndarray:
@@ -255,16 +294,23 @@ def output_format(output: Path, like: AudioClip) -> tuple[str, str, str]:
 
     The input's format is kept unless the output's extension names another one (``-o x.flac``
     from a WAV writes FLAC); the subtype is kept wherever the format accepts it.
+
+    :raises AudioFileError: libsndfile cannot write that combination.
     """
     ext = output.suffix.lower().lstrip(".")
-    known = {name.lower(): name for name in sf.available_formats()}
-    fmt = known.get(ext) or _EXTENSION_ALIASES.get(ext) or like.format
+    fmt = _format_of_extension(ext) or like.format
     if fmt == like.format:
-        return fmt, like.subtype, like.endian
-    if ext == "opus" and sf.check_format(fmt, "OPUS"):
-        return fmt, "OPUS", "FILE"
-    subtype = like.subtype if sf.check_format(fmt, like.subtype) else sf.default_subtype(fmt)
-    return fmt, subtype, "FILE"
+        chosen = fmt, like.subtype, like.endian
+    elif ext == "opus" and sf.check_format(fmt, "OPUS"):
+        chosen = fmt, "OPUS", "FILE"
+    else:
+        subtype = like.subtype if sf.check_format(fmt, like.subtype) else sf.default_subtype(fmt)
+        chosen = fmt, subtype, "FILE"
+    if not sf.check_format(*chosen):
+        raise AudioFileError(
+            f"cannot write {chosen[0]}/{chosen[1]} ({chosen[2]} endian) to {output}"
+        )
+    return chosen
 
 
 def write_audio(
@@ -280,8 +326,6 @@ def write_audio(
     """
     output = Path(output)
     fmt, subtype, endian = output_format(output, like)
-    if not sf.check_format(fmt, subtype, endian):
-        raise AudioFileError(f"cannot write {fmt}/{subtype} ({endian} endian) to {output}")
     samples = np.asarray(samples, dtype=np.float64)
     clipped = 0
     if subtype not in _FLOAT_SUBTYPES:

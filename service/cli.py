@@ -8,10 +8,12 @@ one ``error: ...`` line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import math
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import numpy as np
 
@@ -21,10 +23,16 @@ from service.audio_files import (
     check_output_path,
     check_same_timing,
     from_48k,
+    output_format,
+    prepare_output_folder,
     read_audio,
     to_48k,
     write_audio,
 )
+
+if TYPE_CHECKING:
+    from service.settings import Settings
+
 
 PROG = "percepnet-relay"
 EXIT_OK = 0
@@ -65,6 +73,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the process exit status."""
     arguments = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _dispatch(arguments)
+    except (AudioFileError, CommandError) as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _dispatch(arguments: list[str]) -> int:
     if arguments[:1] == ["eval"]:  # its options belong to model.evaluate's own parser
         return _run_eval(argparse.Namespace(options=arguments[1:]))
     parser = build_parser()
@@ -73,14 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, or a usage error already printed
         return exc.code if isinstance(exc.code, int) else EXIT_OK
     handler: Handler = args.handler
-    try:
-        return handler(args)
-    except (AudioFileError, CommandError) as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    return handler(args)
 
 
 # --- denoise ----------------------------------------------------------------------------------
@@ -96,7 +108,11 @@ def _add_denoise(commands: argparse._SubParsersAction[_Parser]) -> None:
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files or folders")
     parser.add_argument(
-        "-o", "--output", required=True, help="output file (one input) or folder (several inputs)"
+        "-o",
+        "--output",
+        required=True,
+        help="output file (one input file), else a folder: each output keeps its input's path "
+        "below the inputs' common folder; files already under it are not inputs",
     )
     parser.add_argument(
         "--atten-lim-db",
@@ -122,10 +138,14 @@ def _run_denoise(args: argparse.Namespace) -> int:
         raise CommandError(f"--atten-lim-db must be a number of dB >= 0, got {args.atten_lim_db}")
     jobs = plan_jobs(args.inputs, args.output)
     clips = [read_audio(job.source) for job in jobs]  # fail on a bad file before any work
+    for job, clip in zip(jobs, clips, strict=True):
+        output_format(job.target, like=clip)
     try:
         runtime = ModelRuntime(args.model or DEFAULT_MODEL)
     except ModelFileError as exc:
         raise CommandError(str(exc)) from exc
+    for folder in sorted({job.target.parent for job in jobs}):
+        prepare_output_folder(folder)
     postfilter = not args.no_postfilter
     total_audio_s = sum(clip.seconds for clip in clips)
     show_progress = len(jobs) > 1 or total_audio_s > 30.0
@@ -137,7 +157,6 @@ def _run_denoise(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         enhanced = denoise_clip(clip, runtime, postfilter, args.atten_lim_db)
         processing_s += time.perf_counter() - start
-        job.target.parent.mkdir(parents=True, exist_ok=True)
         clipped += write_audio(job.target, enhanced, clip.sample_rate_hz, like=clip)
         if not show_progress:
             print(f"{job.source} -> {job.target}")
@@ -260,9 +279,12 @@ def _add_eval(commands: argparse._SubParsersAction[_Parser]) -> None:
 def _run_eval(args: argparse.Namespace) -> int:
     try:
         from model import evaluate
-    except ImportError as exc:
-        raise CommandError(f"evaluation needs the 'eval' extra: {exc}") from exc
-    return evaluate.main(args.options)
+
+        return evaluate.main(args.options)
+    except ModuleNotFoundError as exc:  # a plain install: the metrics' packages are missing
+        raise CommandError(
+            f"'eval' needs the eval extra (pip install 'percepnet-relay[eval]'): {exc}"
+        ) from exc
 
 
 # --- bench ------------------------------------------------------------------------------------
@@ -313,36 +335,67 @@ def _add_serve(commands: argparse._SubParsersAction[_Parser]) -> None:
     parser.set_defaults(handler=_run_serve)
 
 
-def _run_serve(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
+_SERVE_OPTIONS = {  # setting: the serve option that overrides it
+    "host": "--host",
+    "port": "--port",
+    "model_path": "--model",
+    "worker_threads": "--workers",
+    "processes": "--processes",
+    "log_format": "--log-format",
+}
 
-    from service.errors import describe_validation_errors
-    from service.server import serve
+
+def _load_settings(overrides: dict[str, object] | None = None) -> Settings:
+    """Settings from the PNR_* variables and ``overrides``; a bad value is a CommandError
+    naming the variable (or the option) it came from."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
     from service.settings import Settings
 
-    overrides = {
-        key: value
-        for key, value in {
-            "host": args.host,
-            "port": args.port,
-            "model_path": args.model,
-            "worker_threads": args.workers,
-            "processes": args.processes,
-            "log_format": args.log_format,
-        }.items()
-        if value is not None
-    }
+    overrides = overrides or {}
     try:
-        settings = Settings(**overrides)
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except SettingsError as exc:  # a value that should be JSON and is not
+        named = re.search(r'field "(\w+)"', str(exc))
+        name = f"PNR_{named[1].upper()}" if named else "a PNR_* variable"
+        cause = f": {exc.__cause__}" if exc.__cause__ else ""
+        raise CommandError(f"{name} is not valid JSON{cause}") from exc
     except ValidationError as exc:
-        raise CommandError(f"bad settings: {describe_validation_errors(exc.errors())}") from exc
-    if not settings.model_path.is_file():
-        raise CommandError(f"{settings.model_path}: model file not found")
-    if settings.processes > 1:
+        problems = []
+        for error in exc.errors():
+            field, *inner = [str(part) for part in error["loc"]] or ["settings"]
+            known = Settings.model_fields.get(field)
+            if known is None:  # a check across several settings
+                problems.append(error["msg"])
+                continue
+            source = _SERVE_OPTIONS[field] if field in overrides else f"PNR_{field.upper()}"
+            where = ".".join([source, *inner])
+            value = error.get("input")
+            plain = "Secret" not in str(known.annotation) and isinstance(value, str | int | float)
+            problems.append(f"{where}: {error['msg']}" + (f" (got {value!r})" if plain else ""))
+        raise CommandError(f"bad setting: {'; '.join(problems)}") from exc
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from model.runtime import ModelFileError, ModelRuntime
+    from service.server import serve
+
+    overrides = {
+        field: getattr(args, option[2:].replace("-", "_"))
+        for field, option in _SERVE_OPTIONS.items()
+    }
+    settings = _load_settings({key: value for key, value in overrides.items() if value is not None})
+    try:  # before listening: a relay that cannot load its model must not look alive
+        runtime = ModelRuntime(settings.model_path)
+    except ModelFileError as exc:
+        raise CommandError(str(exc)) from exc
+    if settings.processes > 1:  # each worker loads its own copy
         from service.cluster import serve_cluster
 
         return serve_cluster(settings, settings.processes)
-    serve(settings)
+    if not serve(settings, runtime):
+        raise CommandError("the relay failed to start (the log above says why)")
     return EXIT_OK
 
 
@@ -354,27 +407,37 @@ def _add_token(commands: argparse._SubParsersAction[_Parser]) -> None:
         "(or --secret).",
     )
     parser.add_argument("room")
-    parser.add_argument("--ttl", type=float, default=3600.0, help="seconds it stays valid")
+    parser.add_argument(
+        "--ttl", type=_positive_seconds, default=3600.0, help="seconds it stays valid"
+    )
     parser.add_argument("--name", help="display name carried in the token")
     parser.add_argument("--secret", help="signing secret (default: PNR_TOKEN_SECRET)")
     parser.set_defaults(handler=_run_token)
 
 
+def _positive_seconds(text: str) -> float:
+    """argparse type: a finite number of seconds > 0."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text!r}")
+    return seconds
+
+
 def _run_token(args: argparse.Namespace) -> int:
     from service.relay import ROOM_NAME
-    from service.settings import Settings
     from service.tokens import mint_token
 
     secret = args.secret
     if secret is None:
-        configured = Settings().token_secret
+        configured = _load_settings().token_secret
         secret = configured.get_secret_value() if configured is not None else None
     if not secret:
         raise CommandError("no secret: set PNR_TOKEN_SECRET or pass --secret")
     if not ROOM_NAME.fullmatch(args.room):
         raise CommandError(f"invalid room name {args.room!r} (1–64 of A-Z a-z 0-9 _ . -)")
-    if args.ttl <= 0:
-        raise CommandError("--ttl must be positive")
     print(mint_token(secret, args.room, args.ttl, args.name))
     return EXIT_OK
 

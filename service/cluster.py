@@ -36,6 +36,7 @@ from service.app import (
     add_cors,
     add_page,
     client_address,
+    new_app,
     read_body,
     relay_error_response,
 )
@@ -121,7 +122,7 @@ def create_front_app(settings: Settings, workers: list[str]) -> FastAPI:
         finally:
             await client.aclose()
 
-    app = FastAPI(title="percepnet-relay (cluster front)", lifespan=lifespan)
+    app = new_app(title="percepnet-relay (cluster front)", lifespan=lifespan)
     add_page(app)
     add_cors(app, settings)
     add_body_limit(app, settings.max_body_bytes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +11,13 @@ import soundfile as sf
 
 from dsp.offline import enhance_signal
 from model.runtime import ModelGainSource, ModelRuntime
-from service.audio_files import AudioClip, AudioFileError, from_48k, to_48k
+from service.audio_files import (
+    AudioClip,
+    AudioFileError,
+    check_output_extension,
+    from_48k,
+    to_48k,
+)
 
 
 @dataclass(frozen=True)
@@ -21,35 +28,68 @@ class Job:
     target: Path
 
 
-def _audio_files_in(folder: Path) -> list[Path]:
+def _is_within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _audio_files_in(folder: Path, skipped: Path) -> list[Path]:
+    """Audio files below ``folder`` (by extension), leaving out those below ``skipped``."""
     extensions = {f".{ext.lower()}" for ext in sf.available_formats()} | {".mp3", ".oga"}
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and p.suffix.lower() in extensions and not _is_within(p.resolve(), skipped)
+    )
 
 
-def plan_jobs(inputs: list[str], output: str) -> list[Job]:
-    """Pair every input file with its output path.
-
-    One input file and an output that is not an existing folder: write exactly there.
-    Otherwise ``output`` is a folder (created if needed) and each file keeps its name, and its
-    path below an input folder. Inputs are never outputs.
-    """
-    sources: list[tuple[Path, Path]] = []  # (file, base for the relative output path)
+def _find_sources(inputs: list[str], output: Path) -> list[tuple[Path, Path]]:
+    """Every input file once, with the folder its output path is mirrored from: an input
+    folder for the files found in it, a file's own folder otherwise. Files under ``output``
+    (an earlier run's results) are not inputs."""
+    sources: dict[Path, tuple[Path, Path]] = {}  # by resolved path: a file named twice is one
     for name in inputs:
         path = Path(name)
         if path.is_dir():
-            found = _audio_files_in(path)
+            found = _audio_files_in(path, output.resolve())
             if not found:
-                raise AudioFileError(f"{path}: no audio files in this folder")
-            sources.extend((f, path) for f in found)
+                raise AudioFileError(
+                    f"{path}: no audio files in this folder (outside the output folder)"
+                )
+            for file in found:
+                sources.setdefault(file.resolve(), (file, path))
         elif path.exists():
-            sources.append((path, path.parent))
+            sources.setdefault(path.resolve(), (path, path.parent))
         else:
             raise AudioFileError(f"{path}: no such file or folder")
+    return list(sources.values())
+
+
+def plan_jobs(inputs: list[str], output: str) -> list[Job]:
+    """Pair every input file with its output path, refusing a bad plan before any work.
+
+    One input file and an output that is not a folder (an existing one, or a name ending in
+    ``/``): write exactly there, in the format its extension names. Otherwise ``output`` is a
+    folder (created if needed) where each file keeps its path relative to the common parent
+    of the inputs (an input folder's own files land directly in it), so same-named files from
+    different folders stay apart. Inputs are never outputs.
+    """
     out = Path(output)
-    single = len(sources) == 1 and not Path(inputs[0]).is_dir() and not out.is_dir()
-    jobs = [
-        Job(source, out if single else out / source.relative_to(base)) for source, base in sources
-    ]
+    sources = _find_sources(inputs, out)
+    wants_folder = out.is_dir() or output.endswith(("/", os.sep))
+    if len(sources) == 1 and not Path(inputs[0]).is_dir() and not wants_folder:
+        check_output_extension(out)
+        jobs = [Job(sources[0][0], out)]
+    else:
+        if out.exists() and not out.is_dir():
+            raise AudioFileError(
+                f"output {out} is a file, but {len(sources)} inputs need an output folder"
+            )
+        bases = {Path(os.path.abspath(base)) for _, base in sources}
+        root = Path(os.path.commonpath(bases))
+        jobs = [
+            Job(source, out / Path(os.path.abspath(source)).relative_to(root))
+            for source, _ in sources
+        ]
     inputs_resolved = {job.source.resolve() for job in jobs}
     for job in jobs:
         if job.target.resolve() in inputs_resolved:

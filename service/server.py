@@ -12,6 +12,7 @@ from typing import Any
 
 import uvicorn
 
+from model.runtime import ModelRuntime
 from service.app import create_app
 from service.relay import Relay
 from service.settings import Settings
@@ -56,6 +57,7 @@ class DrainingServer(uvicorn.Server):
         self.relay = relay
         self.drain_seconds = drain_seconds
         self._drain_task: asyncio.Task[None] | None = None
+        self.start_failed = False
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if sig != signal.SIGTERM or self._drain_task is not None:
@@ -63,6 +65,11 @@ class DrainingServer(uvicorn.Server):
             return
         # a signal handler runs between two steps of the event loop, on its thread
         self._drain_task = asyncio.get_event_loop().create_task(self._drain_then_exit())
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.relay.state == "failed":  # the model or the kernels did not load: exit, loudly
+            self.start_failed = self.should_exit = True
+        return await super().on_tick(counter)
 
     async def _drain_then_exit(self) -> None:
         try:
@@ -84,10 +91,14 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def serve(settings: Settings) -> None:
-    """Serve media and the control plane until SIGTERM (drain) or SIGINT."""
+def serve(settings: Settings, runtime: ModelRuntime | None = None) -> bool:
+    """Serve media and the control plane until SIGTERM (drain) or SIGINT; ``runtime``: the
+    model already loaded (else it is loaded in the background at start-up).
+
+    :returns: False when the relay failed to start (its log says why), True otherwise.
+    """
     configure_logging(settings.log_format, settings.log_level)
-    app = create_app(settings)
+    app = create_app(settings, runtime)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -98,4 +109,6 @@ def serve(settings: Settings) -> None:
         timeout_graceful_shutdown=5,
         **uvicorn_options(settings),
     )
-    DrainingServer(config, app.state.relay, settings.drain_seconds).run()
+    server = DrainingServer(config, app.state.relay, settings.drain_seconds)
+    server.run()
+    return not server.start_failed

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from dsp.constants import HOP_SAMPLES
-from model.runtime import DEFAULT_MODEL, ModelRuntime
+from model.runtime import DEFAULT_MODEL, ModelFileError, ModelRuntime
 from service.speaker import EnhancementSettings, SpeakerPipeline
 
 
@@ -28,7 +28,11 @@ def main() -> None:
     """Entry point: warm up with the given or the shipped model and say how long it took."""
     start = time.perf_counter()
     path = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_MODEL
-    warm_up(ModelRuntime(path))
+    try:
+        runtime = ModelRuntime(path)
+    except ModelFileError as exc:
+        raise SystemExit(f"error: {exc}") from exc
+    warm_up(runtime)
     print(f"warm: {path.name}, {time.perf_counter() - start:.1f} s")
 
 

@@ -325,6 +325,64 @@ def test_console_script_reports_errors_without_traceback(tmp_path: Path) -> None
     assert result.stderr == "error: no such file: missing.wav\n"
 
 
+def test_oracle_refuses_an_output_extension_no_format_goes_by(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], pair: tuple[Path, Path]
+) -> None:
+    out = tmp_path / "out.xyz"
+    code, _, err = run_cli(capsys, "oracle", str(pair[0]), str(pair[1]), "-o", str(out))
+    assert_one_line_error(code, err, "'.xyz'")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("ttl", ["nan", "inf", "-inf", "-5", "0", "soon"])
+def test_token_ttl_must_be_a_finite_positive_number(
+    capsys: pytest.CaptureFixture[str], ttl: str
+) -> None:
+    code, out, err = run_cli(capsys, "token", "room", "--secret", "s3cret", f"--ttl={ttl}")
+    assert_one_line_error(code, err, "--ttl", repr(ttl))
+    assert out == ""
+
+
+# Runs the command line with the eval extra's packages made unimportable: a plain install.
+_WITHOUT_EVAL_EXTRA = """
+import sys
+from importlib.abc import MetaPathFinder
+
+EXTRA = {"pesq", "pystoi", "pyrnnoise", "webrtc_noise_gain", "speechmos", "librosa",
+         "matplotlib", "requests", "torch", "scipy", "onnx"}
+
+class Missing(MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in EXTRA:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, Missing())
+from service.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("argv", [["eval", "--help"], ["eval"], ["eval", "--per-snr", "1"]])
+def test_eval_on_a_plain_install_names_the_extra(argv: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_EVAL_EXTRA, *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "percepnet-relay[eval]" in result.stderr
+    helped = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_EVAL_EXTRA, "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert helped.returncode == 0 and "eval" in helped.stdout, helped.stderr
+
+
 # --- bench ------------------------------------------------------------------------------------
 
 

@@ -172,3 +172,109 @@ def test_runtime_side_never_imports_torch() -> None:
         "sys.exit('torch' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_same_named_inputs_in_different_folders_stay_apart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], model_path: Path
+) -> None:
+    (tmp_path / "dupA").mkdir()
+    (tmp_path / "dupB").mkdir()
+    _write(tmp_path / "dupA" / "x.wav", 48_000, 1)
+    _write(tmp_path / "dupB" / "x.wav", 16_000, 2)
+    out = tmp_path / "out"
+    code, _, err = run_cli(
+        capsys,
+        "denoise",
+        str(tmp_path / "dupA" / "x.wav"),
+        str(tmp_path / "dupB" / "x.wav"),
+        str(tmp_path / "dupA" / ".." / "dupA" / "x.wav"),  # the same file again: done once
+        "-o",
+        f"{out}/",
+        "--model",
+        str(model_path),
+    )
+    assert code == 0, err
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert written == ["dupA/x.wav", "dupB/x.wav"]
+    shapes = {name: sf.info(out / name / "x.wav") for name in ("dupA", "dupB")}
+    assert (shapes["dupA"].samplerate, shapes["dupA"].channels) == (48_000, 1)
+    assert (shapes["dupB"].samplerate, shapes["dupB"].channels) == (16_000, 2)
+
+
+def test_several_inputs_into_an_existing_file_are_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], model_path: Path
+) -> None:
+    _write(tmp_path / "a.wav", 48_000, 1)
+    _write(tmp_path / "b.wav", 48_000, 1)
+    target = tmp_path / "existing.wav"
+    _write(target, 48_000, 1)
+    before = sorted(tmp_path.iterdir()), digest(target)
+    code, out, err = run_cli(
+        capsys,
+        "denoise",
+        str(tmp_path / "a.wav"),
+        str(tmp_path / "b.wav"),
+        "-o",
+        str(target),
+        "--model",
+        str(model_path),
+    )
+    assert_one_line_error(code, err, "existing.wav is a file", "output folder")
+    assert out == ""  # no file was enhanced first
+    assert (sorted(tmp_path.iterdir()), digest(target)) == before
+
+
+@pytest.mark.parametrize("where", ["under /proc", "under a file"])
+def test_an_unwritable_output_is_one_line_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], model_path: Path, where: str
+) -> None:
+    if where == "under /proc" and not Path("/proc/self").is_dir():
+        pytest.skip("no /proc on this system")
+    source = tmp_path / "in.wav"
+    _write(source, 48_000, 1)
+    (tmp_path / "plain.txt").write_text("not a folder")
+    output = {"under /proc": Path("/proc/nope/x.wav"), "under a file": tmp_path / "plain.txt/x.wav"}
+    code, out, err = run_cli(
+        capsys, "denoise", str(source), "-o", str(output[where]), "--model", str(model_path)
+    )
+    assert_one_line_error(code, err, "cannot write to the output folder", str(output[where].parent))
+    assert out == ""
+
+
+def test_an_output_extension_no_format_goes_by_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], model_path: Path
+) -> None:
+    source = tmp_path / "in.wav"
+    _write(source, 48_000, 1)
+    code, out, err = run_cli(
+        capsys, "denoise", str(source), "-o", str(tmp_path / "out.xyz"), "--model", str(model_path)
+    )
+    assert_one_line_error(code, err, "'.xyz'", ".flac")
+    assert out == "" and not (tmp_path / "out.xyz").exists()
+    code, _, err = run_cli(
+        capsys, "denoise", str(source), "-o", str(tmp_path / "out.flac"), "--model", str(model_path)
+    )
+    assert code == 0, err
+    assert sf.info(tmp_path / "out.flac").format == "FLAC"
+
+
+def test_a_folder_denoised_into_itself_twice_skips_its_own_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], model_path: Path
+) -> None:
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    _write(folder / "a.wav", 48_000, 1)
+    _write(folder / "b.wav", 16_000, 1)
+    for run in range(2):
+        code, _, err = run_cli(
+            capsys,
+            "denoise",
+            str(folder),
+            "-o",
+            str(folder / "enhanced"),
+            "--model",
+            str(model_path),
+        )
+        assert code == 0, f"run {run + 1}: {err}"
+    written = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    assert written == ["a.wav", "b.wav", "enhanced/a.wav", "enhanced/b.wav"]

@@ -16,8 +16,8 @@ from relay_peers import Peer, RunningRelay, running_relay
 from shared_data import find_shared_data, speech_and_noise
 from signals import pink_noise, speech_like
 
-from loadtest.relay_load import lag_of
 from dsp.offline import enhance_signal
+from loadtest.relay_load import lag_of
 from model.evaluate import pesq_wb, si_sdr
 from model.runtime import DEFAULT_MODEL, ModelGainSource
 
