@@ -374,7 +374,7 @@ def _load_settings(overrides: dict[str, object] | None = None) -> Settings:
             value = error.get("input")
             plain = "Secret" not in str(known.annotation) and isinstance(value, str | int | float)
             problems.append(f"{where}: {error['msg']}" + (f" (got {value!r})" if plain else ""))
-        raise CommandError(f"bad setting: {'; '.join(problems)}") from exc
+        raise CommandError(f"bad settings: {'; '.join(problems)}") from exc
 
 
 def _run_serve(args: argparse.Namespace) -> int:
