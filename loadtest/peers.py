@@ -69,11 +69,15 @@ class ArrayAudioTrack(MediaStreamTrack):
 
 class EncodedAudioTrack(ArrayAudioTrack):
     """Like :class:`ArrayAudioTrack`, but the signal is Opus-encoded once up front and the
-    packets are sent in real time (aiortc packs them without encoding): a cheap load generator."""
+    packets are sent in real time (aiortc packs them without encoding): a cheap load generator.
+    ``fec_loss_percent`` > 0 adds in-band FEC, as Chromium does when it sees loss."""
 
-    def __init__(self, signal: np.ndarray, bitrate: int = 32000) -> None:
+    def __init__(self, signal: np.ndarray, bitrate: int = 32000, fec_loss_percent: int = 0) -> None:
         super().__init__(signal)
-        encoder = OpusPacketEncoder(OpusSettings(bitrate=bitrate, application="voip"))
+        settings = OpusSettings(
+            bitrate=bitrate, application="voip", fec_loss_percent=fec_loss_percent
+        )
+        encoder = OpusPacketEncoder(settings)
         self.packets = [
             packet
             for index in range(-(-self.signal.shape[0] // FRAME))
@@ -125,11 +129,15 @@ class Recorder:
 class Peer:
     """An aiortc client: optionally sends a signal, records what the relay sends back."""
 
-    def __init__(self, signal: np.ndarray | None = None, pre_encoded: bool = False) -> None:
+    def __init__(
+        self, signal: np.ndarray | None = None, pre_encoded: bool = False, fec_loss_percent: int = 0
+    ) -> None:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.sender: ArrayAudioTrack | None = None
-        if signal is not None:
-            self.sender = EncodedAudioTrack(signal) if pre_encoded else ArrayAudioTrack(signal)
+        if signal is not None and (pre_encoded or fec_loss_percent):
+            self.sender = EncodedAudioTrack(signal, fec_loss_percent=fec_loss_percent)
+        elif signal is not None:
+            self.sender = ArrayAudioTrack(signal)
         self.recorder = Recorder()
         self.response: dict[str, object] = {}
 

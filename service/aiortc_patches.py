@@ -1,9 +1,10 @@
 """Every replacement of an aiortc or aioice internal, in one place.
 
-aiortc has no hook for the audio jitter buffer its receivers build, and aioice none for the
-addresses it gathers host candidates on, so both are module attributes replaced here, once
-per process, by wrappers that read this module's current choice (a process may host relays
-with different settings, as the tests do). Written against aiortc 1.16 and aioice 0.13, the
+aiortc has no hook for the audio jitter buffer its receivers build nor for the decoder they
+decode with, and aioice none for the addresses it gathers host candidates on, so these are
+module attributes replaced here, once per process, by wrappers that read this module's current
+choice (a process may host relays with different settings, as the tests do). The decoder goes
+with the buffer: :class:`ConcealingOpusDecoder` conceals the packets the buffer gave up. Written against aiortc 1.16 and aioice 0.13, the
 versions pyproject pins; ``tests/test_aiortc_contract.py`` fails when either moves what is
 replaced here.
 """
@@ -12,14 +13,19 @@ from __future__ import annotations
 
 import aioice.ice
 from aiortc import rtcrtpreceiver
+from aiortc.codecs import get_decoder
+from aiortc.codecs.base import Decoder
 from aiortc.jitterbuffer import JitterBuffer
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
+from service.concealment import ConcealingOpusDecoder
 from service.jitter import AudioJitterBuffer
 
 AIORTC_SERIES = "1.16"  # the aiortc minor version these patches were written against
 AIOICE_SERIES = "0.13"
 
 _AIORTC_JITTER_BUFFER = JitterBuffer
+_AIORTC_GET_DECODER = get_decoder
 _AIOICE_GET_HOST_ADDRESSES = aioice.ice.get_host_addresses
 
 _receive_buffer_depth: int | None = None  # None: aiortc's own audio jitter buffer
@@ -36,6 +42,14 @@ def _jitter_buffer(
     return AudioJitterBuffer(capacity, _receive_buffer_depth)
 
 
+def _get_decoder(codec: RTCRtpCodecParameters) -> Decoder:
+    """What the receiver's decoder thread calls ``get_decoder(codec)``: the concealing Opus
+    decoder along with our buffer, aiortc's own otherwise."""
+    if _receive_buffer_depth is not None and codec.mimeType.lower() == "audio/opus":
+        return ConcealingOpusDecoder()
+    return _AIORTC_GET_DECODER(codec)
+
+
 def _get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
     """What aioice's candidate gathering calls: the chosen addresses, else aioice's own."""
     if _host_addresses:
@@ -49,13 +63,15 @@ def apply() -> None:
     if _applied:
         return
     rtcrtpreceiver.JitterBuffer = _jitter_buffer  # type: ignore[assignment,misc]
+    rtcrtpreceiver.get_decoder = _get_decoder
     aioice.ice.get_host_addresses = _get_host_addresses
     _applied = True
 
 
 def use_receive_buffer(depth: int | None) -> None:
     """Receivers created from now on buffer audio in :class:`AudioJitterBuffer` with ``depth``
-    packets of patience; ``None``: in aiortc's own jitter buffer."""
+    packets of patience and decode Opus with :class:`ConcealingOpusDecoder`; ``None``: in
+    aiortc's own jitter buffer and decoder."""
     global _receive_buffer_depth
     apply()
     _receive_buffer_depth = depth

@@ -3,18 +3,20 @@
 aiortc's audio jitter buffer waits for 4 packets (about 80 ms) before it releases one, and after
 a lost packet it waits until its 16-slot ring overflows, then keeps that backlog for good.
 Here every Opus packet is a whole frame, so a packet is released as soon as it is next in order;
-a missing packet is given up once ``depth`` newer packets wait behind it (the mixer then hears
-silence from that speaker for 20 ms: no stall, no burst); packets that arrive after their turn
-are dropped; and a backlog that persists while nothing is missing is trimmed one packet at a
-time, so the delay returns to its minimum. Receivers use it through
-:mod:`service.aiortc_patches`.
+a missing packet is given up once ``depth`` newer packets wait behind it, and the packet
+released next says how many were given up, so that the decoder
+(:class:`service.concealment.ConcealingOpusDecoder`) fills them with Opus's concealment: no
+stall, no silence, no burst; packets that arrive after their turn are dropped; and a backlog
+that persists while nothing is missing is trimmed one packet at a time, so the delay returns to
+its minimum. Receivers use it, and the decoder, through :mod:`service.aiortc_patches`.
 """
 
 from __future__ import annotations
 
-from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtp import RtpPacket
 from aiortc.utils import uint16_add
+
+from service.concealment import ReleasedFrame
 
 TRIM_AFTER_PACKETS = 250  # 5 s of a standing backlog with no loss: drop one packet
 
@@ -37,7 +39,7 @@ class AudioJitterBuffer:
         """Largest jump ahead (packets) treated as reordering rather than a new stream."""
         return self._capacity
 
-    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+    def add(self, packet: RtpPacket) -> tuple[bool, ReleasedFrame | None]:
         """Take one packet; return at most one frame ready for the decoder."""
         sequence = packet.sequence_number
         if self._next is None:
@@ -53,12 +55,14 @@ class AudioJitterBuffer:
         self._packets[sequence] = packet
         return False, self._release()
 
-    def _release(self) -> JitterFrame | None:
+    def _release(self) -> ReleasedFrame | None:
         assert self._next is not None
+        given_up = 0
         while self._next not in self._packets and len(self._packets) > self.depth:
             self._next = uint16_add(self._next, 1)  # give the missing packet up
-            self.lost += 1
+            given_up += 1
             self._calm_packets = 0
+        self.lost += given_up
         packet = self._packets.pop(self._next, None)
         if packet is None:
             return None
@@ -72,4 +76,6 @@ class AudioJitterBuffer:
                 self._calm_packets = 0
         else:
             self._calm_packets = 0
-        return JitterFrame(data=packet._data, timestamp=packet.timestamp)  # type: ignore[attr-defined]
+        data = packet._data  # type: ignore[attr-defined]
+        return ReleasedFrame(data=data, timestamp=packet.timestamp, lost_before=given_up)
+

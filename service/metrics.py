@@ -121,6 +121,11 @@ class RelayMetrics:
             ["reason"],
             registry=r,
         )
+        self.frames_concealed = Counter(
+            "pnr_frames_concealed_total",
+            "Frames of lost packets filled by Opus concealment (PLC or in-band FEC)",
+            registry=r,
+        )
         self.frames_dropped = Counter(
             "pnr_frames_dropped_total", "Frames discarded, by reason", ["reason"], registry=r
         )

@@ -28,6 +28,7 @@ class OpusSettings:
     complexity: int = 5
     channels: int = 1
     application: str = "lowdelay"
+    fec_loss_percent: int = 0  # > 0: in-band FEC for this expected loss (SILK/hybrid modes only)
 
 
 class OpusPacketEncoder:
@@ -41,10 +42,13 @@ class OpusPacketEncoder:
         self.codec.layout = "mono" if settings.channels == 1 else "stereo"
         self.codec.sample_rate = SAMPLE_RATE
         self.codec.time_base = TIME_BASE
-        self.codec.options = {
+        options = {
             "application": settings.application,
             "compression_level": str(settings.complexity),
         }
+        if settings.fec_loss_percent > 0:
+            options |= {"fec": "1", "packet_loss": str(settings.fec_loss_percent)}
+        self.codec.options = options
         self._pts = 0
 
     def encode(self, samples: np.ndarray) -> list[av.Packet]:

@@ -17,6 +17,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from service.audio_frames import FRAME_SAMPLES, frame_to_mono
 from service.batching import EnhancerPool
+from service.concealment import is_concealed
 from service.metrics import RelayMetrics
 from service.speaker import EnhancementSettings, SpeakerPipeline
 from service.tracks import MixedAudioTrack
@@ -32,6 +33,7 @@ class ParticipantCounters:
     """What one participant's media did (reported by ``GET /rooms/{room}``)."""
 
     frames_received: int = 0
+    frames_concealed: int = 0  # of those, stand-ins for lost packets
     frames_enhanced: int = 0
     frames_passed_through: int = 0
     frames_dropped: int = 0
@@ -92,6 +94,9 @@ class Participant:
             arrival = time.monotonic()
             self.last_audio_at = arrival
             self.counters.frames_received += 1
+            if is_concealed(frame):
+                self.counters.frames_concealed += 1
+                self.metrics.frames_concealed.inc()
             try:
                 if not isinstance(frame, av.AudioFrame):
                     raise ValueError(f"not an audio frame: {type(frame).__name__}")
@@ -181,6 +186,7 @@ class Participant:
             },
             "frames": {
                 "received": self.counters.frames_received,
+                "concealed": self.counters.frames_concealed,
                 "enhanced": self.counters.frames_enhanced,
                 "passed_through": self.counters.frames_passed_through,
                 "dropped": self.counters.frames_dropped,

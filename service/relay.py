@@ -27,7 +27,7 @@ from service.metrics import RelayMetrics
 from service.opus import OpusPacketEncoder, OpusSettings
 from service.participant import Participant
 from service.room import Room
-from service.sdp import check_offer_sdp
+from service.sdp import check_offer_sdp, request_inband_fec
 from service.settings import Settings
 from service.speaker import EnhancementSettings, SpeakerPipeline
 from service.tokens import TokenClaims, TokenError, verify_token
@@ -345,7 +345,7 @@ class Relay:
         self.metrics.participants.set(self.participant_count)
         self.metrics.joins.inc()
         log.info("participant %s joined room %s", participant.id, room.name)
-        return participant, pc.localDescription.sdp
+        return participant, request_inband_fec(pc.localDescription.sdp)
 
     def _forget_room_if_empty(self, room: Room) -> None:
         if self.settings.auto_create_rooms and self._is_idle(room):

@@ -46,3 +46,34 @@ def check_offer_sdp(sdp: object) -> str:
         "no_opus",
         "the offer's audio does not include Opus/48000 (the only codec the relay speaks)",
     )
+
+
+_FMTP = re.compile(r"^a=fmtp:(\d+) (.*)$")
+
+
+def request_inband_fec(answer_sdp: str) -> str:
+    """The answer with ``useinbandfec=1`` on every Opus format: a sender that honours it
+    (Chromium does) then puts FEC for each packet into the next, which the relay's decoder
+    uses to rebuild a lost packet (RFC 7587 §7: the receiver's fmtp asks for it)."""
+    lines = answer_sdp.split("\r\n")
+    rtpmaps = [m for line in lines if (m := _RTPMAP.match(line))]
+    opus = {m.group(1) for m in rtpmaps if m.group(2).lower() == "opus"}
+    out: list[str] = []
+    for line in lines:
+        match = _FMTP.match(line)
+        if match and match.group(1) in opus:
+            parameters = [p for p in match.group(2).split(";") if p.strip()]
+            if not any(p.strip().startswith("useinbandfec=") for p in parameters):
+                line = f"a=fmtp:{match.group(1)} " + ";".join([*parameters, "useinbandfec=1"])
+            opus.discard(match.group(1))
+            out.append(line)
+            continue
+        out.append(line)
+        rtpmap = _RTPMAP.match(line)
+        if rtpmap and rtpmap.group(1) in opus and not _has_fmtp(lines, rtpmap.group(1)):
+            out.append(f"a=fmtp:{rtpmap.group(1)} useinbandfec=1")
+    return "\r\n".join(out)
+
+
+def _has_fmtp(lines: list[str], payload_type: str) -> bool:
+    return any(line.startswith(f"a=fmtp:{payload_type} ") for line in lines)

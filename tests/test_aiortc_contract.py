@@ -95,3 +95,21 @@ def test_the_sender_packetises_ready_opus_packets_through_the_public_hook() -> N
     source = inspect.getsource(RTCRtpSender._next_encoded_frame)
     assert "isinstance(data, Frame)" in source and ".pack(data)" in source
     assert list(inspect.signature(OpusEncoder.pack).parameters) == ["self", "packet"]
+
+
+def test_the_decoder_thread_gets_its_decoder_through_the_replaced_name(patched) -> None:
+    from aiortc.codecs import get_decoder
+    from aiortc.codecs.opus import OpusDecoder
+    from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+    from service.concealment import ConcealingOpusDecoder
+
+    source = inspect.getsource(rtcrtpreceiver.decoder_worker)
+    assert "decoder = get_decoder(codec)" in source
+    assert "frames = decoder.decode(encoded_frame)" in source and "for frame in frames" in source
+    assert aiortc_patches._AIORTC_GET_DECODER is get_decoder
+    opus = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2)
+    aiortc_patches.use_receive_buffer(0)
+    assert isinstance(rtcrtpreceiver.get_decoder(opus), ConcealingOpusDecoder)
+    aiortc_patches.use_receive_buffer(None)
+    assert isinstance(rtcrtpreceiver.get_decoder(opus), OpusDecoder)
