@@ -18,7 +18,7 @@ from aiortc.utils import uint16_add
 
 from service.concealment import ReleasedFrame
 
-TRIM_AFTER_PACKETS = 250  # 5 s of a standing backlog with no loss: drop one packet
+TRIM_AFTER_PACKETS = 50  # 1 s of a standing backlog with no loss: drop one packet
 
 
 class AudioJitterBuffer:

@@ -3,8 +3,9 @@
 Pure logic, no clock: the room calls :meth:`RoomMixer.tick` every 20 ms. Each speaker has a
 short FIFO of enhanced frames; a tick takes at most one frame from each, so a speaker whose
 packets stop contributes silence at once, and a FIFO that overflows loses its oldest frame
-(latency stays bounded). A FIFO that never empties for 5 s (a backlog left by a burst)
-loses one frame, so the delay returns to its minimum.
+(latency stays bounded). A FIFO that never empties for 1 s (a backlog left by a burst, or by
+the concealment of a loss) loses the frames that stood in it all that second, so the delay
+returns to its minimum within a second of the network calming down.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ class _Channel:
     echo: bool
     last: np.ndarray | None = field(default=None)
     standing_ticks: int = 0
+    standing_frames: int = 0  # fewest frames left waiting after a tick, while standing
 
 
-TRIM_AFTER_TICKS = 250  # five seconds, like the receive buffer
+TRIM_AFTER_TICKS = 50  # one second
 
 
 class RoomMixer:
@@ -73,11 +75,19 @@ class RoomMixer:
             channel.last = channel.frames.popleft() if channel.frames else None
             if channel.last is not None:
                 total += channel.last
-            channel.standing_ticks = channel.standing_ticks + 1 if channel.frames else 0
-            if channel.standing_ticks >= TRIM_AFTER_TICKS:
-                channel.frames.popleft()
+            waiting = len(channel.frames)
+            if not waiting:
                 channel.standing_ticks = 0
-                self.trimmed_frames += 1
+            elif channel.standing_ticks == 0:
+                channel.standing_ticks, channel.standing_frames = 1, waiting
+            else:
+                channel.standing_ticks += 1
+                channel.standing_frames = min(channel.standing_frames, waiting)
+            if channel.standing_ticks >= TRIM_AFTER_TICKS:
+                for _ in range(channel.standing_frames):  # the oldest: the newest play next
+                    channel.frames.popleft()
+                self.trimmed_frames += channel.standing_frames
+                channel.standing_ticks = 0
         outputs = {}
         for participant_id, channel in self._channels.items():
             if channel.last is None or channel.echo:

@@ -116,11 +116,13 @@ class Settings(BaseSettings):
         3, ge=1, description="enhanced frames one speaker may have waiting for the mixer"
     )
     jitter_buffer_packets: int = Field(
-        1,
+        0,
         ge=0,
         le=15,
-        description="newer packets that may wait behind a missing one before it is given up "
-        "(the receive buffer's only delay; 0: none, no reordering tolerated)",
+        description="newer packets that may wait behind a missing one before it is concealed "
+        "(the receive buffer's only delay; 0: conceal at the next packet, with the FEC it "
+        "carries, so a loss leaves no longer gap than itself; a packet reordered past its "
+        "successor is then concealed rather than waited for)",
     )
     aiortc_jitter_buffer: bool = Field(
         False, description="use aiortc's own audio jitter buffer (4 packets, about 80 ms)"

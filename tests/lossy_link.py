@@ -26,6 +26,7 @@ from loadtest.peers import EncodedAudioTrack
 from service import aiortc_patches
 from service.audio_frames import frame_to_mono
 from service.concealment import is_concealed
+from service.settings import Settings
 
 TAIL_PACKETS = 3
 OPUS = RTCRtpCodecParameters(
@@ -104,10 +105,11 @@ def _covered(result: LinkResult, frames: int) -> bool:
 
 
 @contextmanager
-def relay_receive_path(depth: int = 1) -> Iterator[None]:
-    """The relay's receive buffer and decoder installed in aiortc, restored afterwards."""
+def relay_receive_path() -> Iterator[None]:
+    """The relay's receive buffer (default patience) and decoder installed in aiortc, restored
+    afterwards."""
     before = aiortc_patches._receive_buffer_depth
-    aiortc_patches.use_receive_buffer(depth)
+    aiortc_patches.use_receive_buffer(Settings().jitter_buffer_packets)
     try:
         yield
     finally:

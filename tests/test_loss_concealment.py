@@ -37,9 +37,9 @@ def over_the_link(fec_loss_percent: int, lossless: bool = False) -> LinkResult:
 
 
 def test_packet_loss_costs_only_the_lost_packets() -> None:
-    """Every lost packet is given up at the next arrival and stood in for by a concealed frame
-    (at most two in a row; the third of a burst of three stays silent): the receiver delivers
-    every sent frame but one, at its own timestamp, so the delay does not move."""
+    """Every lost packet is given up when the next one arrives and stood in for by a concealed
+    frame (at most two in a row; the oldest of a burst of three stays silent): the receiver
+    delivers every sent frame but one, each at its own timestamp, so the delay does not move."""
     signal = speech()
     result = over_the_link(0)
     sent = signal.shape[0] // FRAME
