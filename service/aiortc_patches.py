@@ -4,9 +4,9 @@ aiortc has no hook for the audio jitter buffer its receivers build nor for the d
 decode with, and aioice none for the addresses it gathers host candidates on, so these are
 module attributes replaced here, once per process, by wrappers that read this module's current
 choice (a process may host relays with different settings, as the tests do). The decoder goes
-with the buffer: :class:`ConcealingOpusDecoder` conceals the packets the buffer gave up. Written against aiortc 1.16 and aioice 0.13, the
-versions pyproject pins; ``tests/test_aiortc_contract.py`` fails when either moves what is
-replaced here.
+with the buffer: :class:`ConcealingOpusDecoder` conceals the packets the buffer gave up.
+Written against aiortc 1.16 and aioice 0.13, the versions pyproject pins;
+``tests/test_aiortc_contract.py`` fails when either moves what is replaced here.
 """
 
 from __future__ import annotations

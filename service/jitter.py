@@ -78,4 +78,3 @@ class AudioJitterBuffer:
             self._calm_packets = 0
         data = packet._data  # type: ignore[attr-defined]
         return ReleasedFrame(data=data, timestamp=packet.timestamp, lost_before=given_up)
-
