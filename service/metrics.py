@@ -66,6 +66,27 @@ class ThreadCpuCollector(Collector):
         yield family
 
 
+# Every reason the relay counts under these labelled counters: each series is created at zero
+# on start-up, so that dashboards show 0 rather than "No data" before a first event.
+FRAMES_DROPPED_REASONS = (
+    "bad_frame",
+    "behind",
+    "mixer_overflow",
+    "latency_trim",
+    "output_overflow",
+)
+FRAMES_PASSED_REASONS = ("error", "disabled")
+LEAVE_REASONS = (
+    "whip_delete",
+    "removed",
+    "shutdown",
+    "connection_failed",
+    "connection_closed",
+    "connect_timeout",
+    "media_timeout",
+)
+
+
 class RelayMetrics:
     """Every metric the relay exports."""
 
@@ -149,6 +170,13 @@ class RelayMetrics:
             registry=r,
         )
         r.register(ThreadCpuCollector())
+        for counter, reasons in (
+            (self.frames_dropped, FRAMES_DROPPED_REASONS),
+            (self.frames_passed, FRAMES_PASSED_REASONS),
+            (self.leaves, LEAVE_REASONS),
+        ):
+            for reason in reasons:
+                counter.labels(reason)
         self.rtt_seconds = Histogram(
             "pnr_rtt_seconds",
             "Round-trip time to participants (RTCP), sampled",
