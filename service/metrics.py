@@ -84,6 +84,7 @@ LEAVE_REASONS = (
     "connection_closed",
     "connect_timeout",
     "media_timeout",
+    "room_closed",
 )
 
 
