@@ -50,8 +50,9 @@ def test_compose_and_dockerfile_reference_what_exists() -> None:
         for path in source.split():
             assert (root / path).exists(), path
     assert "USER relay" in dockerfile
-    healthcheck = dockerfile[dockerfile.index("HEALTHCHECK") :].split("\n\n")[0]
-    assert "/readyz" in healthcheck and "/livez" not in healthcheck
+    assert "pnr-healthcheck.py" in dockerfile[dockerfile.index("HEALTHCHECK") :]
+    probe = (DOCKER / "healthcheck.py").read_text()
+    assert "/readyz" in probe and "/livez" not in probe
     prometheus = yaml.safe_load((DOCKER / "prometheus.yml").read_text())
     assert prometheus["scrape_configs"][0]["static_configs"][0]["targets"] == ["127.0.0.1:8080"]
 
