@@ -161,13 +161,17 @@ Sample = tuple[str, tuple[tuple[str, str], ...]]  # (sample name, sorted label p
 
 
 def _scrape(url: str) -> dict[Sample, float]:
-    """Every sample of the relay's ``/metrics`` (all workers' with ``serve --processes``)."""
-    text = httpx.get(url + "/metrics", timeout=5).text
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
+    """Every sample of the relay's ``/metrics``, summed over its nodes (``serve --processes N``
+    runs N, each with its own ``/metrics``)."""
+    nodes = [str(node["url"]) for node in httpx.get(url + "/nodes", timeout=5).json()]
+    totals: dict[Sample, float] = {}
+    for node in nodes or [url]:
+        text = httpx.get(node + "/metrics", timeout=5).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                totals[key] = totals.get(key, 0.0) + sample.value
+    return totals
 
 
 def _delta(before: dict, after: dict, name: str, **wanted: str) -> dict[Sample, float]:
@@ -228,7 +232,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 "PNR_WORKER_THREADS": str(args.workers),
                 "PNR_PROCESSES": str(args.processes),
                 "PNR_LOG_LEVEL": "WARNING",
-            }
+            },
+            nodes=args.processes,
         )
         server, ready_seconds, url = served.process, served.ready_seconds, served.url
     try:

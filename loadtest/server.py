@@ -35,10 +35,12 @@ def serve_on_loopback(
     capture_output: bool = False,
     timeout: float = 120.0,
     verify: ssl.SSLContext | bool = True,
+    nodes: int = 1,
 ) -> ServedRelay:
     """``percepnet-relay serve`` on a free loopback port with ICE on 127.0.0.1 only, ``env``
     added to this process's environment; returns once ``/readyz`` answers 200 (over HTTPS,
-    checked with ``verify``, when ``env`` names a TLS certificate)."""
+    checked with ``verify``, when ``env`` names a TLS certificate) and ``/nodes`` lists
+    ``nodes`` ready nodes (``serve --processes N`` starts N)."""
     port = free_port()
     scheme = "https" if (env or {}).get("PNR_TLS_CERT_FILE") else "http"
     url = f"{scheme}://127.0.0.1:{port}"
@@ -63,7 +65,8 @@ def serve_on_loopback(
     served = ServedRelay(process, url, 0.0)
     while time.monotonic() - started < timeout:
         try:
-            if httpx.get(url + "/readyz", timeout=1, verify=verify).status_code == 200:
+            ready = httpx.get(url + "/readyz", timeout=1, verify=verify).status_code == 200
+            if ready and (nodes == 1 or _ready_nodes(url, verify) >= nodes):
                 served.ready_seconds = time.monotonic() - started
                 return served
         except httpx.HTTPError:
@@ -74,3 +77,8 @@ def serve_on_loopback(
     process.kill()
     process.wait()
     raise TimeoutError(f"the relay was not ready within {timeout:.0f} s")
+
+
+def _ready_nodes(url: str, verify: ssl.SSLContext | bool) -> int:
+    listed = httpx.get(url + "/nodes", timeout=1, verify=verify).json()
+    return sum(node["state"] == "ready" for node in listed)

@@ -329,7 +329,9 @@ def _add_serve(commands: argparse._SubParsersAction[_Parser]) -> None:
     parser.add_argument("--model", help="exported model (PNR_MODEL_PATH, default: shipped int8)")
     parser.add_argument("--workers", type=int, help="enhancement threads (PNR_WORKER_THREADS)")
     parser.add_argument(
-        "--processes", type=int, help="relay processes, rooms pinned to one each (PNR_PROCESSES)"
+        "--processes",
+        type=int,
+        help="relay nodes on ports PORT..PORT+N-1 sharing one directory (PNR_PROCESSES)",
     )
     parser.add_argument("--log-format", choices=["plain", "json"], help="PNR_LOG_FORMAT")
     parser.set_defaults(handler=_run_serve)
@@ -390,10 +392,14 @@ def _run_serve(args: argparse.Namespace) -> int:
         runtime = ModelRuntime(settings.model_path)
     except ModelFileError as exc:
         raise CommandError(str(exc)) from exc
-    if settings.processes > 1:  # each worker loads its own copy
-        from service.cluster import serve_cluster
+    if settings.processes > 1:  # each node loads its own copy
+        from service.cluster import serve_nodes
 
-        return serve_cluster(settings, settings.processes)
+        del runtime
+        try:
+            return serve_nodes(settings, settings.processes)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
     if not serve(settings, runtime):
         raise CommandError("the relay failed to start (the log above says why)")
     return EXIT_OK

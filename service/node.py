@@ -39,7 +39,8 @@ def public_url(settings: Settings) -> str:
     host = "127.0.0.1" if settings.host in WILDCARD_HOSTS else settings.host
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{settings.port}"
+    scheme = "https" if settings.tls_cert_file is not None else "http"
+    return f"{scheme}://{host}:{settings.port}"
 
 
 def directory_unavailable(error: DirectoryUnavailable) -> RelayError:

@@ -81,7 +81,8 @@ class Settings(BaseSettings):
         1,
         ge=1,
         le=64,
-        description="relay processes behind one address (rooms pinned to one each); 1: one",
+        description="relay nodes on ports PORT…PORT+N-1 sharing one directory, rooms placed by "
+        "load; 1: one",
     )
     worker_threads: int = Field(
         1,

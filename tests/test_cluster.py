@@ -1,10 +1,12 @@
-"""`serve --processes 2`: a routing front over two relay processes, rooms pinned to a worker,
-media straight to the worker, merged /rooms, /readyz and /metrics, SIGTERM drains all."""
+"""`serve --processes 2`: two nodes on PORT and PORT+1 sharing this process's directory, rooms
+placed by load, every request through the first node, SIGTERM drains both."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
+import sys
 
 import httpx
 import numpy as np
@@ -14,68 +16,74 @@ from signals import speech_like
 
 from loadtest.server import serve_on_loopback
 from model.runtime import DEFAULT_MODEL
-from service.cluster import merge_metrics, owner_index
+from service.cluster import with_port
 
 pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="no shipped model")
 
 
-def test_metrics_from_workers_merge_with_a_worker_label() -> None:
-    text = (
-        "# HELP pnr_rooms Rooms open\n# TYPE pnr_rooms gauge\npnr_rooms 2.0\n"
-        "# HELP pnr_leaves_total Gone\n# TYPE pnr_leaves_total counter\n"
-        'pnr_leaves_total{reason="removed"} 1.0\n'
+def test_public_urls_get_each_node_s_port() -> None:
+    assert with_port("https://relay.example:8443/", 8444) == "https://relay.example:8444"
+    assert with_port("http://[::1]:8080", 8081) == "http://[::1]:8081"
+
+
+def test_processes_need_real_consecutive_ports() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "service.cli", "serve", "--processes", "2", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
-    merged = merge_metrics([text, text.replace("2.0", "3.0")])
-    assert merged.count("# TYPE pnr_rooms gauge") == 1
-    assert 'pnr_rooms{worker="0"} 2.0' in merged and 'pnr_rooms{worker="1"} 3.0' in merged
-    assert 'pnr_leaves_total{worker="1",reason="removed"} 1.0' in merged
-    lines = merged.splitlines()
-    assert lines.index('pnr_rooms{worker="1"} 3.0') < lines.index("# HELP pnr_leaves_total Gone")
+    assert done.returncode != 0
+    assert done.stderr.startswith("error: --processes 2 needs the ports"), done.stderr
+    assert "Traceback" not in done.stderr
 
 
-def test_two_processes_behind_one_address() -> None:
-    rooms = ["a0", "a1", "a2", "a3", "a4", "a5"]
-    first = rooms[0]
-    second = next(r for r in rooms if owner_index(r, 2) != owner_index(first, 2))
+def test_two_nodes_on_one_host_share_a_directory() -> None:
     served = serve_on_loopback(
-        {"PNR_DRAIN_SECONDS": "1"}, args=["--processes", "2"], capture_output=True, timeout=90
+        {"PNR_DRAIN_SECONDS": "1"},
+        args=["--processes", "2"],
+        capture_output=True,
+        timeout=120,
+        nodes=2,
     )
-    front, url = served.process, served.url
+    parent, url = served.process, served.url
+    second = with_port(url, int(url.rsplit(":", 1)[1]) + 1)
     try:
-        ready = httpx.get(url + "/readyz").json()
-        assert ready == {"ready": True, "workers": ["ready", "ready"]}
+        nodes = httpx.get(url + "/nodes").json()
+        assert sorted(n["url"] for n in nodes) == sorted([url, second])
+        for room in ("a", "b"):
+            assert httpx.put(f"{url}/rooms/{room}").status_code == 200
 
-        async def scenario() -> tuple[float, list, str]:
-            # Speech-like, not a steady tone: the enhancer rightly treats a tone held for
-            # seconds as noise and removes it.
+        async def scenario() -> tuple[float, list, list[str]]:
             speaker = Peer(speech_like(4.0, seed=3))
             listener, other = Peer(None), Peer(None)
-            await listener.join(url, first)
-            await speaker.join(url, first)
-            await other.join(url, second)
+            await listener.join(url, "a")
+            await speaker.join(url, "a")
+            await other.join(url, "b")
             await asyncio.gather(
                 speaker.wait_connected(), listener.wait_connected(), other.wait_connected()
             )
             await asyncio.sleep(2.0)
             async with httpx.AsyncClient() as client:
                 listing = (await client.get(url + "/rooms")).json()
-                metrics = (await client.get(url + "/metrics")).text
+                metrics = [(await client.get(u + "/metrics")).text for u in (url, second)]
             received = listener.recorder.samples
             for peer in (speaker, listener, other):
                 await peer.close()
             return float(np.sqrt(np.mean(received**2))), listing, metrics
 
         level, listing, metrics = asyncio.run(scenario())
-        assert {r["room"]: r["participants"] for r in listing} == {first: 2, second: 1}
-        assert level > 0.001, "no audio came through the worker"
-        assert 'pnr_joins_total{worker="0"} ' in metrics
-        assert 'pnr_joins_total{worker="1"} ' in metrics
+        assert {r["room"]: r["participants"] for r in listing} == {"a": 2, "b": 1}
+        assert len({r["node"] for r in listing}) == 2, "both rooms on one node"
+        assert level > 0.001, "no audio came through"
+        assert all("pnr_joins_total " in text for text in metrics)  # each node its own
+        assert 'pnr_signaling_forwarded_total{how="proxy"}' in metrics[0]
         bad = httpx.post(url + "/offer", content=b"{", headers={"content-type": "application/json"})
         assert bad.status_code == 400 and bad.json()["error"] == "malformed_json"
-        front.send_signal(signal.SIGTERM)
-        code = front.wait(30)
+        parent.send_signal(signal.SIGTERM)
+        code = parent.wait(30)
     finally:
-        if front.poll() is None:
-            front.kill()
-            front.wait()
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
     assert code == 0, served.output()
