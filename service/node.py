@@ -118,12 +118,13 @@ class ClusterNode:
         )
 
     async def beat(self) -> None:
-        """Publish stats, renew this node's rooms, release the rooms it closed."""
+        """Renew this node's rooms, release the rooms it closed, publish stats (last, so that
+        a node listed again after the directory came back holds its rooms again)."""
         rooms = set(self.relay.rooms)
-        await self.directory.publish(self.stats(), self.lease_seconds)
         await self.directory.renew(self.node_id, rooms, self.lease_seconds)
         await self.directory.release(self.node_id, self._owned - rooms)
         self._owned = rooms
+        await self.directory.publish(self.stats(), self.lease_seconds)
 
     async def _heartbeat(self) -> None:
         period = self.settings.directory_heartbeat_seconds

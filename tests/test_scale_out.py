@@ -246,8 +246,11 @@ def test_redis_away_keeps_calls_refuses_new_rooms_and_recovers(tmp_path: Path) -
                         break
                     await asyncio.sleep(0.1)
                 recovered_after = time.monotonic() - restarted_at
-                # the room's lease is back: a join through the other node reaches its node
+                # once its node is listed again the room's lease is back (a node renews its
+                # rooms before it publishes itself): a join through the other node reaches it
                 other = next(n for n in nodes if n is not home)
+                while len((await client.get(other.url + "/nodes")).json()) < 2:
+                    await asyncio.sleep(0.1)
                 again = Peer(None)
                 await again.join(other.url, "call")
                 room = (await client.get(f"{home.url}/rooms/call")).json()
