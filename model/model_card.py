@@ -143,9 +143,16 @@ def _stage_summary(history: list[dict[str, float | str]]) -> str:
     return "; ".join(f"{s}: {epochs[s]} epochs, {minutes[s]:.0f} min" for s in epochs)
 
 
+def _portable(path: str) -> str:
+    """A path as the card shows it: an absolute one (a machine's) by its file name alone."""
+    return Path(path).name if Path(path).is_absolute() else path
+
+
 def _flag(key: str, value: object) -> str:
     """One option as written on the command line (a switch alone when it is on)."""
     flag = "--" + key.replace("_", "-")
+    if key == "init_from" and isinstance(value, str):
+        value = _portable(value)
     return flag if value is True else f"{flag} {value}"
 
 
@@ -230,7 +237,8 @@ def _init_note(init_from: dict[str, str] | None) -> str:
     if not init_from:
         return ""
     return (
-        f"\n  Fine-tuned from `{init_from['path']}` (SHA-256 `{init_from['sha256'][:16]}…`), the "
+        f"\n  Fine-tuned from `{_portable(init_from['path'])}` "
+        f"(SHA-256 `{init_from['sha256'][:16]}…`), the "
         f"weights shipped before it; the minutes and epochs here are the fine-tune's, and "
         f"those weights' own training is in the model card they were shipped with (git history)."
     )
@@ -325,8 +333,14 @@ def _training_section(run: Path, train: Any) -> tuple[str, dict[str, Any]]:
     utterances = speech_used["utterances"] if speech_used else len(train.speech)
     init_note = _init_note(checkpoint.get("init_from"))
     section = f"""- Command: `{train_command}`{resumed_note}{init_note}
-  (seed {run_args.get("seed")}, AdamW). First stage: batch {run_args.get("batch")}, random crops
-  of {run_args.get("frames")} frames, lr {run_args.get("lr")} with cosine decay over the stage.
+  (seed {run_args.get("seed")}, AdamW). {
+        f"Batches of {run_args.get('batch')} whole fresh mixtures, lr {run_args.get('lr')} with "
+        f"cosine decay over the budget, a dev evaluation every {run_args.get('epoch_steps')} steps."
+        if run_args.get("on_the_fly")
+        else f"First stage: batch {run_args.get('batch')}, random crops of "
+        f"{run_args.get('frames')} frames, lr {run_args.get('lr')} with cosine decay over the "
+        "stage."
+    }
   {
         "Second stage: whole 3-s sequences, batch "
         + str(run_args.get("full_sequence_batch"))
@@ -437,9 +451,10 @@ original for reference.
 ## Training
 {training}
 ## Licenses of the training data
-RAVDESS (CC BY-NC-SA 4.0), the ESC-50 clips (CC BY-NC 3.0) and the Reaktorhallen room
-(CC BY-NC-SA 3.0) are **non-commercial**: these weights, trained on them, are for
-non-commercial use only. Retrain without them for commercial use.
+RAVDESS (CC BY-NC-SA 4.0), the ESC-50 clips (CC BY-NC 3.0, but for the ESC-10 subset's CC BY),
+UrbanSound8K (CC BY-NC 3.0) and the Reaktorhallen room (CC BY-NC-SA 3.0) are
+**non-commercial**: these weights, trained on them, are for non-commercial use only. Retrain
+without them for commercial use.
 
 {_license_table(data_dir)}
 
