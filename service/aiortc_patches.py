@@ -1,7 +1,8 @@
 """Every replacement of an aiortc or aioice internal, in one place.
 
 aiortc has no hook for the audio jitter buffer its receivers build nor for the decoder they
-decode with, and aioice none for the addresses it gathers host candidates on, so these are
+decode with, and aioice none for the addresses it gathers host candidates on nor for how long
+it waits for STUN and TURN servers (5 s per join while a TURN server is down), so these are
 module attributes replaced here, once per process, by wrappers that read this module's current
 choice (a process may host relays with different settings, as the tests do). The decoder goes
 with the buffer: :class:`ConcealingOpusDecoder` conceals the packets the buffer gave up.
@@ -27,9 +28,11 @@ AIOICE_SERIES = "0.13"
 _AIORTC_JITTER_BUFFER = JitterBuffer
 _AIORTC_GET_DECODER = get_decoder
 _AIOICE_GET_HOST_ADDRESSES = aioice.ice.get_host_addresses
+_AIOICE_GET_COMPONENT_CANDIDATES = aioice.ice.Connection.get_component_candidates
 
 _receive_buffer_depth: int | None = None  # None: aiortc's own audio jitter buffer
 _host_addresses: list[str] = []  # empty: every interface, as aioice gathers them
+_gather_timeout_seconds: float | None = None  # None: aioice's own 5 s
 _applied = False
 
 
@@ -57,6 +60,19 @@ def _get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
     return _AIOICE_GET_HOST_ADDRESSES(use_ipv4, use_ipv6)
 
 
+async def _get_component_candidates(
+    self: aioice.ice.Connection,
+    component: int,
+    addresses: list[str],
+    timeout: float | None = None,
+) -> list[aioice.Candidate]:
+    """What ``Connection.gather_candidates`` calls per component: aioice's own, waiting for
+    STUN and TURN servers for the chosen time unless the caller names one."""
+    if timeout is None:
+        timeout = 5 if _gather_timeout_seconds is None else _gather_timeout_seconds
+    return await _AIOICE_GET_COMPONENT_CANDIDATES(self, component, addresses, timeout)  # type: ignore[arg-type]
+
+
 def apply() -> None:
     """Install the replacements (once per process; later calls do nothing)."""
     global _applied
@@ -65,6 +81,7 @@ def apply() -> None:
     rtcrtpreceiver.JitterBuffer = _jitter_buffer  # type: ignore[assignment,misc]
     rtcrtpreceiver.get_decoder = _get_decoder
     aioice.ice.get_host_addresses = _get_host_addresses
+    aioice.ice.Connection.get_component_candidates = _get_component_candidates  # type: ignore[method-assign]
     _applied = True
 
 
@@ -84,3 +101,11 @@ def restrict_host_addresses(addresses: list[str]) -> None:
     apply()
     if addresses:
         _host_addresses = list(addresses)
+
+
+def limit_gathering(timeout_seconds: float) -> None:
+    """ICE waits at most ``timeout_seconds`` for STUN and TURN servers' candidates, process-wide
+    (a server that is down then delays a join by that much, not aioice's 5 s)."""
+    global _gather_timeout_seconds
+    apply()
+    _gather_timeout_seconds = timeout_seconds

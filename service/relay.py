@@ -81,6 +81,7 @@ class Relay:
         self.pending = PendingPeers(settings.max_pending_peers, settings.max_pending_per_address)
         self._background: list[asyncio.Task[None]] = []
         aiortc_patches.restrict_host_addresses(settings.ice_host_addresses)
+        aiortc_patches.limit_gathering(settings.ice_gather_timeout_seconds)
         aiortc_patches.use_receive_buffer(
             None if settings.aiortc_jitter_buffer else settings.jitter_buffer_packets
         )

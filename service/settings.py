@@ -35,6 +35,13 @@ class Settings(BaseSettings):
         description="only gather host candidates on these addresses (comma-separated); "
         "empty: every interface",
     )
+    ice_gather_timeout_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=30,
+        description="how long a join waits for STUN/TURN servers' candidates (a server that "
+        "is down delays each join by this much; aioice alone waits 5 s)",
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="web origins allowed to call signaling and control from another site "

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import socket
+import time
 from importlib.metadata import version
 
 import aioice.ice
@@ -31,10 +33,18 @@ def _receiver_buffer(kind: str) -> object:
 
 @pytest.fixture
 def patched():
-    saved = (aiortc_patches._receive_buffer_depth, list(aiortc_patches._host_addresses))
+    saved = (
+        aiortc_patches._receive_buffer_depth,
+        list(aiortc_patches._host_addresses),
+        aiortc_patches._gather_timeout_seconds,
+    )
     aiortc_patches.apply()
     yield
-    aiortc_patches._receive_buffer_depth, aiortc_patches._host_addresses = saved
+    (
+        aiortc_patches._receive_buffer_depth,
+        aiortc_patches._host_addresses,
+        aiortc_patches._gather_timeout_seconds,
+    ) = saved
 
 
 def test_installed_versions_are_the_pinned_series() -> None:
@@ -113,3 +123,35 @@ def test_the_decoder_thread_gets_its_decoder_through_the_replaced_name(patched) 
     assert isinstance(rtcrtpreceiver.get_decoder(opus), ConcealingOpusDecoder)
     aiortc_patches.use_receive_buffer(None)
     assert isinstance(rtcrtpreceiver.get_decoder(opus), OpusDecoder)
+
+
+def test_gathering_waits_for_a_dead_turn_server_only_as_long_as_chosen(patched) -> None:
+    original = aiortc_patches._AIOICE_GET_COMPONENT_CANDIDATES
+    parameters = inspect.signature(original).parameters
+    assert list(parameters) == ["self", "component", "addresses", "timeout"]
+    assert parameters["timeout"].default == 5
+    source = inspect.getsource(aioice.ice.Connection.gather_candidates)
+    assert "self.get_component_candidates(" in source and "timeout" not in source
+    aiortc_patches.restrict_host_addresses(["127.0.0.1"])
+    aiortc_patches.limit_gathering(0.2)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]  # nothing listens there once the socket closes
+
+    async def gather() -> tuple[float, list[str]]:
+        connection = aioice.ice.Connection(
+            ice_controlling=True,
+            turn_server=("127.0.0.1", dead_port),
+            turn_username="relay",
+            turn_password="secret",
+        )
+        start = time.monotonic()
+        try:
+            await connection.gather_candidates()
+            return time.monotonic() - start, [c.type for c in connection.local_candidates]
+        finally:
+            await connection.close()
+
+    seconds, kinds = asyncio.run(gather())
+    assert kinds == ["host"]
+    assert seconds < 3.0  # aioice alone: 5 s
