@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
-import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from importlib import resources
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request, Response
-from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -22,11 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from model.runtime import ModelRuntime
 from service.errors import RelayError, describe_validation_errors
+from service.http_errors import RelayApp, error_response, install_error_handlers
+from service.json_body import parse_json_body
 from service.limits import RateLimiter
 from service.node import ClusterNode
 from service.relay import Relay, check_room_name
 from service.routing import RoutingMiddleware
 from service.settings import Settings
+from service.tokens import same_secret
 
 log = logging.getLogger(__name__)
 STATIC = resources.files("service") / "static"
@@ -53,6 +53,20 @@ class SettingsPatch(BaseModel):
     postfilter: bool | None = None
 
 
+SDP_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/sdp": {"schema": {"type": "string"}}},
+    }
+}
+
+
+def json_request_body(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI for a route that reads ``model`` from its JSON body itself (within limits)."""
+    schema = model.model_json_schema()
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
 def _too_large(limit: int) -> str:
     return f"request bodies are limited to {limit} bytes"
 
@@ -67,7 +81,7 @@ def add_body_limit(app: FastAPI, limit: int, on_refused: Callable[[], None] | No
         if not declared.isdigit() or int(declared) > limit:
             if on_refused is not None:
                 on_refused()
-            return JSONResponse({"error": "body_too_large", "detail": _too_large(limit)}, 413)
+            return error_response(413, "body_too_large", _too_large(limit))
         return await call_next(request)
 
 
@@ -79,13 +93,6 @@ async def read_body(request: Request, limit: int) -> bytes:
         if len(body) > limit:
             raise RelayError(413, "body_too_large", _too_large(limit))
     return bytes(body)
-
-
-def relay_error_response(error: RelayError) -> JSONResponse:
-    """A refused request as ``{"error": reason, "detail": detail}`` with its status and headers."""
-    return JSONResponse(
-        {"error": error.reason, "detail": error.detail}, error.status, headers=error.headers
-    )
 
 
 def bearer_token(request: Request) -> str | None:
@@ -130,10 +137,15 @@ def add_page(app: FastAPI) -> None:
         return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))
 
 
+class OfflineRelayApp(RelayApp, FastAPIOffline):
+    """Errors that never cost a client its connection, and docs that work offline."""
+
+
 def new_app(**options: Any) -> FastAPI:
     """A FastAPI app whose ``/docs`` and ``/redoc`` pages load their scripts, styles and icon
-    from this installation (fastapi-offline ships them), never from a CDN: they work offline."""
-    return FastAPIOffline(swagger_ui_parameters={"validatorUrl": None}, **options)
+    from this installation (fastapi-offline ships them), never from a CDN: they work offline;
+    an exception after an answer never drops the connection (:class:`RelayApp`)."""
+    return OfflineRelayApp(swagger_ui_parameters={"validatorUrl": None}, **options)
 
 
 def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = None) -> FastAPI:
@@ -182,17 +194,7 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
     )
 
     add_page(app)
-
-    @app.exception_handler(RelayError)
-    async def relay_error(request: Request, error: RelayError) -> JSONResponse:
-        relay.metrics.signaling_errors.labels(error.reason).inc()
-        return relay_error_response(error)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
-        relay.metrics.signaling_errors.labels("invalid_request").inc()
-        detail = describe_validation_errors(error.errors())
-        return JSONResponse({"error": "invalid_request", "detail": detail}, 422)
+    install_error_handlers(app, lambda reason: relay.metrics.signaling_errors.labels(reason).inc())
 
     def limit_signaling(request: Request) -> None:
         limiter.check(client_address(request))
@@ -209,8 +211,7 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
                 "admin_token_not_configured",
                 "tokens are on: room control needs PNR_ADMIN_TOKEN to be set on the relay",
             )
-        token = bearer_token(request) or ""
-        if not hmac.compare_digest(token.encode(), secret.get_secret_value().encode()):
+        if not same_secret(bearer_token(request), secret.get_secret_value()):
             raise RelayError(
                 401,
                 "invalid_admin_token",
@@ -236,14 +237,15 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
         return Response(generate_latest(relay.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # ---- signaling -------------------------------------------------------------------------
-    @app.post("/offer", tags=["signaling"], dependencies=signaling_limited)
+    @app.post(
+        "/offer",
+        tags=["signaling"],
+        dependencies=signaling_limited,
+        openapi_extra=json_request_body(OfferRequest),
+    )
     async def offer(request: Request) -> dict[str, Any]:
         """Join a room with an SDP offer (aiortc's convention); returns the answer."""
-        raw = await read_body(request, settings.max_body_bytes)
-        try:
-            data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise RelayError(400, "malformed_json", f"the body is not JSON: {error}") from error
+        data = parse_json_body(await read_body(request, settings.max_body_bytes))
         try:
             body = OfferRequest.model_validate(data)
         except ValidationError as error:
@@ -266,7 +268,13 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
             "participant_key": participant.key,
         }
 
-    @app.post("/whip/{room}", tags=["signaling"], status_code=201, dependencies=signaling_limited)
+    @app.post(
+        "/whip/{room}",
+        tags=["signaling"],
+        status_code=201,
+        dependencies=signaling_limited,
+        openapi_extra=SDP_BODY,
+    )
     async def whip_ingest(room: RoomName, request: Request, name: str | None = None) -> Response:
         """WHIP (RFC 9725): an ``application/sdp`` offer in, ``201`` + Location + answer out."""
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -335,18 +343,27 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
 
     def require_admin_or_owner(request: Request, room: str, participant_id: str) -> None:
         participant = relay.find(room, participant_id)
-        key = request.headers.get("x-participant-key")
-        if key is not None and hmac.compare_digest(key.encode(), participant.key.encode()):
+        if same_secret(request.headers.get("x-participant-key"), participant.key):
             return
         require_admin(request)
 
-    @app.patch("/rooms/{room}/participants/{participant_id}", tags=["control"])
+    @app.patch(
+        "/rooms/{room}/participants/{participant_id}",
+        tags=["control"],
+        openapi_extra=json_request_body(SettingsPatch),
+    )
     async def patch_participant(
-        room: RoomName, participant_id: str, patch: SettingsPatch, request: Request
+        room: RoomName, participant_id: str, request: Request
     ) -> dict[str, object]:
         """Change enhancement on/off, attenuation limit (dB, null: none) or postfilter."""
         require_admin_or_owner(request, room, participant_id)
         participant = relay.find(room, participant_id)
+        data = parse_json_body(await read_body(request, settings.max_body_bytes))
+        try:
+            patch = SettingsPatch.model_validate(data)
+        except ValidationError as error:
+            detail = describe_validation_errors(error.errors())
+            raise RelayError(422, "invalid_request", detail) from error
         changes = patch.model_dump(exclude_unset=True)
         for flag in ("enhance", "postfilter"):
             if flag in changes and changes[flag] is None:

@@ -368,14 +368,15 @@ def _load_settings(overrides: dict[str, object] | None = None) -> Settings:
         for error in exc.errors():
             field, *inner = [str(part) for part in error["loc"]] or ["settings"]
             known = Settings.model_fields.get(field)
+            message = str(error["msg"]).removeprefix("Value error, ")
             if known is None:  # a check across several settings
-                problems.append(error["msg"])
+                problems.append(message)
                 continue
             source = _SERVE_OPTIONS[field] if field in overrides else f"PNR_{field.upper()}"
             where = ".".join([source, *inner])
             value = error.get("input")
             plain = "Secret" not in str(known.annotation) and isinstance(value, str | int | float)
-            problems.append(f"{where}: {error['msg']}" + (f" (got {value!r})" if plain else ""))
+            problems.append(f"{where}: {message}" + (f" (got {value!r})" if plain else ""))
         raise CommandError(f"bad settings: {'; '.join(problems)}") from exc
 
 
@@ -433,6 +434,7 @@ def _positive_seconds(text: str) -> float:
 
 
 def _run_token(args: argparse.Namespace) -> int:
+
     from service.relay import ROOM_NAME
     from service.tokens import mint_token
 

@@ -16,6 +16,7 @@ from aiortc import (
     RTCRtpSender,
     RTCSessionDescription,
 )
+from aiortc.exceptions import InvalidAccessError, InvalidStateError, OperationError
 from aiortc.mediastreams import MediaStreamTrack
 
 from model.runtime import ModelRuntime
@@ -46,6 +47,9 @@ ROOM_NAME_RULE = "room names are 1–64 of A-Z a-z 0-9 _ . -, starting with a le
 WATCHDOG_SECONDS = 0.5
 STATS_SECONDS = 5.0
 RETRY_AFTER_SECONDS = "5"
+# what aiortc raises, by design, for an offer it cannot negotiate (service.sdp refuses what
+# its parser cannot read before it runs; anything else from it is a bug: a 500 `internal`)
+NEGOTIATION_ERRORS = (ValueError, InvalidAccessError, InvalidStateError, OperationError)
 
 
 def check_room_name(name: str) -> str:
@@ -308,12 +312,11 @@ class Relay:
             )
             try:
                 await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-            except (ValueError, KeyError, IndexError, TypeError) as error:
+                await pc.setLocalDescription(await pc.createAnswer())
+            except NEGOTIATION_ERRORS as error:
                 raise RelayError(
-                    400, "malformed_sdp", f"the offer was rejected: {error}"
+                    400, "negotiation_failed", f"the offer could not be negotiated: {error}"
                 ) from error
-            answer = await pc.createAnswer()
-            await pc.setLocalDescription(answer)
             if "a=candidate:" not in pc.localDescription.sdp:
                 log.warning("refused a join: ICE gathered no candidate")
                 raise RelayError(

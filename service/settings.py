@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import ssl
 from pathlib import Path
 from typing import Annotated, Literal, Self
@@ -23,7 +24,8 @@ class IceServer(BaseModel):
 class Settings(BaseSettings):
     """Relay settings; every field can be set as ``PNR_<FIELD>`` (lists and objects as JSON)."""
 
-    model_config = SettingsConfigDict(env_prefix="PNR_", extra="ignore")
+    # an empty variable (compose's `PNR_X: ""`) means "not set", never "set to nothing"
+    model_config = SettingsConfigDict(env_prefix="PNR_", extra="ignore", env_ignore_empty=True)
 
     host: str = "0.0.0.0"
     port: int = Field(8080, ge=0, le=65535)
@@ -177,6 +179,23 @@ class Settings(BaseSettings):
         gt=0,
         description="above this CPU (% of one core) the node takes no new rooms; unset: no limit",
     )
+
+    @field_validator("token_secret", "admin_token")
+    @classmethod
+    def _refuse_empty_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("an empty secret would let anyone in: give one, or leave it unset")
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_empty_secret_variables(self) -> Settings:
+        # empty variables are ignored, but an empty secret variable is a mistake worth stopping
+        # for: the operator meant tokens on, and they would silently be off
+        for name in ("token_secret", "admin_token"):
+            variable = f"PNR_{name.upper()}"
+            if any(k.upper() == variable and not v.strip() for k, v in os.environ.items()):
+                raise ValueError(f"{variable} is set but empty: give a secret, or unset it")
+        return self
 
     @field_validator("ice_host_addresses", "cors_origins", "forwarded_allow_ips", mode="before")
     @classmethod

@@ -41,6 +41,14 @@ def _signature(secret: str, payload: str) -> str:
     return _b64encode(digest)
 
 
+def same_secret(given: str | None, expected: str) -> bool:
+    """Whether a client's ``given`` secret is ``expected``, compared as bytes in constant time;
+    never true for a non-ASCII or empty one (a secret is ASCII: a token, a key)."""
+    if not given or not expected or not given.isascii():
+        return False
+    return hmac.compare_digest(given.encode("ascii"), expected.encode())
+
+
 def mint_token(
     secret: str,
     room: str,
@@ -63,12 +71,14 @@ def verify_token(
     secret: str, token: str | None, room: str, now: float | None = None
 ) -> TokenClaims:
     """Claims of a valid token for ``room``; :class:`TokenError` saying why otherwise."""
+    if not secret:  # an empty key signs nothing: anyone could mint with it
+        raise TokenError("the relay has no token secret")
     if not token:
         raise TokenError("a token is required to join")
     payload, dot, signature = token.partition(".")
-    if not dot or not payload or not signature:
+    if not dot or not payload or not signature or not token.isascii():
         raise TokenError("malformed token")
-    if not hmac.compare_digest(_signature(secret, payload), signature):
+    if not same_secret(signature, _signature(secret, payload)):
         raise TokenError("token signature is invalid")
     try:
         claims = json.loads(_b64decode(payload))

@@ -1,4 +1,4 @@
-"""Unit tests of the relay's pure parts: tokens, SDP checks, mixer, frames, speaker pipeline,
+"""Unit tests of the relay's pure parts: tokens, mixer, frames, speaker pipeline,
 settings."""
 
 from __future__ import annotations
@@ -11,21 +11,9 @@ from model.runtime import DEFAULT_MODEL, ModelRuntime
 from service.audio_frames import frame_to_mono, mono_to_frame
 from service.errors import RelayError
 from service.mixer import RoomMixer
-from service.sdp import check_offer_sdp
 from service.settings import Settings
 from service.speaker import EnhancementSettings, SpeakerPipeline
 from service.tokens import TokenError, mint_token, verify_token
-
-AUDIO_OFFER = """v=0
-o=- 1 2 IN IP4 127.0.0.1
-s=-
-t=0 0
-m=audio 9 UDP/TLS/RTP/SAVPF 111 0
-c=IN IP4 0.0.0.0
-a=rtpmap:111 opus/48000/2
-a=rtpmap:0 PCMU/8000
-a=sendrecv
-"""
 
 
 # ---- tokens ---------------------------------------------------------------------------------
@@ -62,29 +50,40 @@ def test_tampered_claims_break_the_signature() -> None:
         verify_token("s3cret", forged, "kitchen", now=0.0)
 
 
-# ---- SDP ------------------------------------------------------------------------------------
-def test_an_opus_audio_offer_passes() -> None:
-    assert check_offer_sdp(AUDIO_OFFER) == AUDIO_OFFER
+@pytest.mark.parametrize("bad", ["é.x", "ab.é", "é", "\ud800.x", "a.\x00"])
+def test_non_ascii_tokens_are_malformed_not_a_crash(bad: str) -> None:
+    good = mint_token("s3cret", "lobby", now=0.0)
+    for token in (bad, good.split(".")[0] + "." + bad):
+        with pytest.raises(TokenError):
+            verify_token("s3cret", token, "lobby", now=0.0)
 
 
-@pytest.mark.parametrize(
-    ("sdp", "reason"),
-    [
-        (None, "malformed_sdp"),
-        ("", "malformed_sdp"),
-        ("hello world", "malformed_sdp"),
-        ("v=0\no=- 1 2 IN IP4 0.0.0.0\nm=audio nonsense\n", "malformed_sdp"),
-        (AUDIO_OFFER.replace("m=audio 9", "m=video 9"), "no_audio"),
-        (AUDIO_OFFER.replace("m=audio 9", "m=audio 0"), "no_audio"),
-        (AUDIO_OFFER.replace("a=sendrecv", "a=inactive"), "no_audio"),
-        ("v=0\no=- 1 2 IN IP4 0.0.0.0\ns=-\nt=0 0\n", "no_audio"),
-        (AUDIO_OFFER.replace("a=rtpmap:111 opus/48000/2\n", ""), "no_opus"),
-    ],
-)
-def test_bad_offers_are_refused_with_a_reason(sdp: object, reason: str) -> None:
-    with pytest.raises(RelayError) as caught:
-        check_offer_sdp(sdp)
-    assert caught.value.status == 400 and caught.value.reason == reason
+def test_a_token_signed_with_the_empty_key_is_never_accepted() -> None:
+    import base64
+    import hashlib
+    import hmac
+    import json
+
+    payload = base64.urlsafe_b64encode(json.dumps({"room": "lobby", "exp": 10**10}).encode())
+    payload_text = payload.rstrip(b"=").decode()
+    signature = hmac.new(b"", payload_text.encode(), hashlib.sha256).digest()
+    forged = payload_text + "." + base64.urlsafe_b64encode(signature).rstrip(b"=").decode()
+    with pytest.raises(TokenError, match="no token secret"):
+        verify_token("", forged, "lobby")
+    with pytest.raises(TokenError, match="signature"):
+        verify_token("s3cret", forged, "lobby")
+    with pytest.raises(ValueError, match="empty"):
+        mint_token("", "lobby")
+
+
+def test_secrets_compare_as_ascii_bytes() -> None:
+    from service.tokens import same_secret
+
+    assert same_secret("admin-1", "admin-1")
+    assert not same_secret("admin-2", "admin-1")
+    assert not same_secret("Ã©", "Ã©")  # a header's latin-1 text is never a secret
+    assert not same_secret("", "")
+    assert not same_secret(None, "admin-1")
 
 
 # ---- mixer ----------------------------------------------------------------------------------
@@ -253,6 +252,44 @@ def test_settings_come_from_pnr_variables(monkeypatch: pytest.MonkeyPatch) -> No
     assert settings.ice_servers[0].urls == "turn:turn.example:3478"
     assert settings.token_secret is not None
     assert "hunter2" not in repr(settings) and "'p'" not in repr(settings)
+
+
+@pytest.mark.parametrize("variable", ["PNR_TOKEN_SECRET", "PNR_ADMIN_TOKEN", "pnr_token_secret"])
+def test_an_empty_secret_variable_is_a_start_up_error(
+    monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    monkeypatch.setenv(variable, "")
+    with pytest.raises(ValueError, match=f"{variable.upper()} is set but empty"):
+        Settings()
+
+
+@pytest.mark.parametrize("field", ["token_secret", "admin_token"])
+@pytest.mark.parametrize("value", ["", "   "])
+def test_an_empty_secret_value_is_refused(field: str, value: str) -> None:
+    with pytest.raises(ValueError, match="empty secret"):
+        Settings(**{field: value})  # type: ignore[arg-type]
+
+
+def test_other_empty_variables_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PNR_PORT", "")
+    monkeypatch.setenv("PNR_CORS_ORIGINS", "")
+    monkeypatch.setenv("PNR_MODEL_PATH", "")
+    settings = Settings()
+    assert settings.port == 8080 and settings.cors_origins == []
+    assert settings.model_path == DEFAULT_MODEL
+
+
+def test_serve_stops_at_once_on_an_empty_token_secret(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.cli import main
+
+    monkeypatch.setenv("PNR_TOKEN_SECRET", "")
+    for argv in (["serve", "--port", "0"], ["token", "lobby"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+        assert "PNR_TOKEN_SECRET is set but empty" in err
 
 
 def test_invalid_settings_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
