@@ -60,6 +60,13 @@ def check_room_name(name: str) -> str:
     return name
 
 
+def _remote_candidates(pc: RTCPeerConnection) -> int:
+    """How many of the peer's ICE candidates its transports kept (valid, resolved)."""
+    return sum(
+        len(t.receiver.transport.transport.getRemoteCandidates()) for t in pc.getTransceivers()
+    )
+
+
 class Relay:
     """Rooms, participants and the shared model runtime and worker threads."""
 
@@ -318,6 +325,15 @@ class Relay:
                     400, "negotiation_failed", f"the offer could not be negotiated: {error}"
                 ) from error
             if "a=candidate:" not in pc.localDescription.sdp:
+                if "a=end-of-candidates" in sdp and not _remote_candidates(pc):
+                    # aioice gathers nothing for components the peer ended without a usable
+                    # candidate (RFC 8838 §14): the client's doing, not a shortage here
+                    raise RelayError(
+                        400,
+                        "no_usable_candidates",
+                        "the offer ends its ICE candidates without one the relay can use "
+                        "(unresolvable mDNS names, or none at all)",
+                    )
                 log.warning("refused a join: ICE gathered no candidate")
                 raise RelayError(
                     503,

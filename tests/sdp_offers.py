@@ -69,6 +69,7 @@ a=msid-semantic:WMS *
 m=audio 9 UDP/TLS/RTP/SAVPF 109 9 0 8 101
 c=IN IP4 0.0.0.0
 a=candidate:0 1 UDP 2122252543 8a9d7a4b-1c2d-4e5f-9a8b-7c6d5e4f3a2b.local 58433 typ host
+a=candidate:1 1 UDP 1686052863 203.0.113.9 58433 typ srflx raddr 0.0.0.0 rport 0
 a=candidate:2 1 TCP 2105524479 8a9d7a4b-1c2d-4e5f-9a8b-7c6d5e4f3a2b.local 9 typ host tcptype active
 a=sendrecv
 a=end-of-candidates

@@ -224,6 +224,15 @@ def test_real_clients_offers_are_answered(relay: RunningRelay, client: str) -> N
     relay.call(lambda: relay.relay.leave("real", response.json()["participant_id"], "test"))
 
 
+def test_candidates_ended_without_a_usable_one_are_the_clients_fault(relay: RunningRelay) -> None:
+    mdns_only = re.sub(r"^a=candidate:1 .*\r\n", "", OFFERS["firefox"], flags=re.MULTILINE)
+    assert "typ srflx" not in mdns_only
+    for sdp in (mdns_only, re.sub(r"^a=candidate:.*\r\n", "", OFFERS["aiortc"], flags=re.M)):
+        assert_refused(post_offer(relay.url, offer_body(sdp)), 400, "no_usable_candidates")
+        assert_refused(post_whip(relay.url, sdp.encode()), 400, "no_usable_candidates")
+    assert not relay.relay.rooms
+
+
 def test_fastapi_refusals_take_the_same_shape(relay: RunningRelay) -> None:
     for method, path, status, reason in [
         ("GET", "/nowhere", 404, "not_found"),
