@@ -28,6 +28,7 @@ MAX_SECTIONS = 4  # audio, video, data, and one to spare: each unbundled section
 MAX_CANDIDATES_PER_SECTION = 32  # each one is paired with every local candidate and checked
 MAX_FORMATS_PER_SECTION = 64
 FORBIDDEN_PAYLOAD_TYPES = range(72, 77)  # RTCP packet types (RFC 5761), as aiortc.rtp has them
+DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 DIGEST_ALGORITHMS = ("sha-256", "sha-384", "sha-512")  # what aiortc's DTLS can verify
 RTP_PROTOS = ("UDP/TLS/RTP/SAVPF", "TCP/TLS/RTP/SAVPF", "RTP/SAVPF", "UDP/TLS/RTP/SAVP", "RTP/SAVP")
 SCTP_PROTOS = ("UDP/DTLS/SCTP", "TCP/DTLS/SCTP", "DTLS/SCTP")
@@ -97,7 +98,7 @@ class _Section:
     fmtps: dict[int, str] = field(default_factory=dict)
     candidates: int = 0
     rtcp_mux: bool = False
-    inactive: bool = False
+    direction: str | None = None
     ice_ufrag: bool = False
     ice_pwd: bool = False
     setup: bool = False
@@ -202,8 +203,8 @@ def _attribute(offer: _Offer, section: _Section | None, line: str, where: str) -
 def _flag(offer: _Offer, section: _Section | None, name: str) -> None:
     if section is not None and name == "rtcp-mux":
         section.rtcp_mux = True
-    elif section is not None and name == "inactive":
-        section.inactive = True
+    elif section is not None and name in DIRECTIONS:
+        section.direction = name
 
 
 def _ice_ufrag(offer: _Offer, section: _Section | None, value: str, where: str) -> None:
@@ -357,8 +358,7 @@ def _check_sections(offer: _Offer) -> None:
     for bundle in offer.bundles:
         if bundle and not set(bundle) <= mids:
             raise _refuse("malformed_sdp", "a=group:BUNDLE names a mid no section has")
-    audio = [s for s in offer.sections if s.kind == "audio" and s.port and not s.inactive]
-    if not audio:
+    if not any(s.kind == "audio" and s.port and s.direction != "inactive" for s in offer.sections):
         raise _refuse("no_audio", "the offer has no active audio section")
     for section in offer.sections:
         _check_codecs(section)
@@ -383,6 +383,8 @@ def _check_section(offer: _Offer, section: _Section) -> None:
         return
     if not section.rtcp_mux:
         raise _refuse("malformed_sdp", f"the section at {where} lacks a=rtcp-mux")
+    if section.direction is None:  # aiortc assumes no default (RFC 3264's is sendrecv)
+        raise _refuse("malformed_sdp", f"the section at {where} needs a={'/'.join(DIRECTIONS)}")
     for payload_type in section.fmtps:
         if payload_type not in section.rtpmaps:
             raise _refuse(

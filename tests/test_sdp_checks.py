@@ -3,9 +3,12 @@ choke on is refused with a reason, and whatever passes, aiortc parses."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import Iterator
 
 import pytest
+from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import SessionDescription
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -13,6 +16,7 @@ from sdp_offers import AIORTC, LIBDATACHANNEL, OFFERS
 
 from loadtest.fuzz_signaling import mutated_offers
 from service.errors import RelayError
+from service.relay import NEGOTIATION_ERRORS
 from service.sdp import check_offer_sdp
 
 
@@ -41,7 +45,7 @@ def sub(pattern: str, replacement: str, offer: str = AIORTC, count: int = 1) -> 
 
 
 EXTRA_VIDEO = (
-    "m=video 9 UDP/TLS/RTP/SAVPF 97\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\na=rtcp-mux\r\n"
+    "m=video 9 UDP/TLS/RTP/SAVPF 97\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\na=rtcp-mux\r\na=recvonly\r\n"
     "a=ice-ufrag:rc5u\r\na=ice-pwd:igUFOfFW4CIoM50G4K3D46\r\na=setup:actpass\r\n"
     "a=fingerprint:sha-256 " + AIORTC.split("a=fingerprint:sha-256 ")[1].split("\r\n")[0] + "\r\n"
 )
@@ -76,6 +80,7 @@ EXTRA_VIDEO = (
         (sub(r"^a=ice-ufrag:.*\r\n", ""), "malformed_sdp", "ice-ufrag"),
         (sub(r"^a=ice-pwd:.*$", "a=ice-pwd:short"), "malformed_sdp", "ice-pwd"),
         (sub(r"^a=rtcp-mux\r\n", ""), "malformed_sdp", "rtcp-mux"),
+        (sub(r"^a=sendrecv\r\n", ""), "malformed_sdp", "a=sendrecv/sendonly"),
         (sub(r"^a=mid:0\r\n", ""), "malformed_sdp", "a=mid"),
         (sub(r"^a=mid:0$", "a=mid:0\r\na=mid:1"), "malformed_sdp", "a=mid"),
         (sub(r"^a=group:BUNDLE 0$", "a=group:BUNDLE 7"), "malformed_sdp", "BUNDLE"),
@@ -161,3 +166,45 @@ def test_whatever_passes_the_checks_aiortc_parses(sdp: str) -> None:
         assert error.status == 400 and error.detail
         return
     SessionDescription.parse(sdp)  # raises on anything the checks let through by mistake
+
+
+@pytest.fixture(scope="module")
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()  # one loop: aioice keeps loop-bound state between peers
+    yield loop
+    loop.close()
+
+
+async def negotiate(sdp: str) -> None:
+    pc = RTCPeerConnection()
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+    finally:
+        await pc.close()
+
+
+def test_whatever_passes_the_checks_aiortc_negotiates_or_refuses_by_design(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """The join maps NEGOTIATION_ERRORS to 400; anything else aiortc raised would be a 500."""
+    unexpected: list[str] = []
+
+    @settings(
+        max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
+    @given(st.sampled_from([AIORTC, LIBDATACHANNEL]).flatmap(mutated_offers))
+    def one(sdp: str) -> None:
+        try:
+            check_offer_sdp(sdp)
+        except RelayError:
+            return
+        try:
+            loop.run_until_complete(negotiate(sdp))
+        except NEGOTIATION_ERRORS:
+            pass
+        except Exception as error:  # what the test looks for: a 500 in the relay
+            unexpected.append(f"{error!r} on {sdp!r}")
+
+    one()
+    assert not unexpected, unexpected[:3]
