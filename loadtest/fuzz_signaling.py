@@ -13,7 +13,8 @@ afterwards (must be 200)::
 
 Accepted offers leave peers that never connect; the relays reap them after
 ``--connect-timeout`` seconds, and per-room and pending caps answer 503/429 meanwhile (both
-fine). ``--set PNR_X=Y`` passes more settings to both relays (e.g. to raise rate limits).
+fine). The per-address rate limit is off (every request comes from 127.0.0.1) and empty rooms
+expire after a second; ``--set PNR_X=Y`` passes more settings to both relays.
 """
 
 from __future__ import annotations
@@ -415,7 +416,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="PNR_X=VALUE")
     args = parser.parse_args(argv)
     extra = dict(item.split("=", 1) for item in args.set)
-    common = {"PNR_CONNECT_TIMEOUT_SECONDS": str(args.connect_timeout)} | extra
+    common = {
+        "PNR_CONNECT_TIMEOUT_SECONDS": str(args.connect_timeout),
+        "PNR_EMPTY_ROOM_TTL_SECONDS": "1",  # rooms the fuzz opens by PUT do not pile up
+        "PNR_SIGNALING_RATE_PER_SECOND": "0",  # one address sends it all: no rate limit
+    } | extra
     with contextlib.ExitStack() as stack:
         open_url = stack.enter_context(served_relay(common))
         locked_url = stack.enter_context(
