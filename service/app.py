@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from model.runtime import ModelRuntime
 from service.errors import RelayError, describe_validation_errors
-from service.http_errors import RelayApp, error_response, install_error_handlers
+from service.http_errors import error_response, install_error_handlers
 from service.json_body import parse_json_body
 from service.limits import RateLimiter
 from service.node import ClusterNode
@@ -137,15 +137,10 @@ def add_page(app: FastAPI) -> None:
         return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))
 
 
-class OfflineRelayApp(RelayApp, FastAPIOffline):
-    """Errors that never cost a client its connection, and docs that work offline."""
-
-
 def new_app(**options: Any) -> FastAPI:
     """A FastAPI app whose ``/docs`` and ``/redoc`` pages load their scripts, styles and icon
-    from this installation (fastapi-offline ships them), never from a CDN: they work offline;
-    an exception after an answer never drops the connection (:class:`RelayApp`)."""
-    return OfflineRelayApp(swagger_ui_parameters={"validatorUrl": None}, **options)
+    from this installation (fastapi-offline ships them), never from a CDN: they work offline."""
+    return FastAPIOffline(swagger_ui_parameters={"validatorUrl": None}, **options)
 
 
 def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = None) -> FastAPI:

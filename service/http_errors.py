@@ -49,7 +49,10 @@ def describe_bug(error: BaseException) -> str:
 
 
 def install_error_handlers(app: FastAPI, count: Callable[[str], None]) -> None:
-    """Render every refusal of ``app`` as ``{error, detail}``; ``count(reason)`` each."""
+    """Render every refusal of ``app`` as ``{error, detail}``; ``count(reason)`` each. An
+    exception re-raised after its answer is sent ends at :class:`KeepConnection`."""
+    build = app.build_middleware_stack  # Starlette builds the stack at the first request
+    app.build_middleware_stack = lambda: KeepConnection(build())  # type: ignore[method-assign]
 
     def refused(error: RelayError) -> JSONResponse:
         count(error.reason)
@@ -103,10 +106,3 @@ class KeepConnection:
         except Exception:
             if not complete:
                 raise
-
-
-class RelayApp(FastAPI):
-    """FastAPI whose errors never cost the client its keep-alive connection."""
-
-    def build_middleware_stack(self) -> ASGIApp:
-        return KeepConnection(super().build_middleware_stack())
