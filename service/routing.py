@@ -8,7 +8,6 @@ that was already forwarded once is always served where it arrives, so no request
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -19,6 +18,7 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse, Response
 
 from service.errors import RelayError
+from service.json_body import parse_json_body
 from service.metrics import RelayMetrics
 from service.node import ClusterNode
 from service.relay import ROOM_NAME
@@ -60,9 +60,10 @@ def room_of_offer(body: bytes) -> str | None:
     """The ``room`` field of an ``/offer`` body; None when there is none to read (the node's
     own handler then answers the malformed request)."""
     try:
-        room = json.loads(body).get("room")
-    except (ValueError, AttributeError):
+        data = parse_json_body(body)  # within limits: 30,000 '[' must not reach json's recursion
+    except RelayError:
         return None
+    room = data.get("room") if isinstance(data, dict) else None
     return room if isinstance(room, str) else None
 
 
