@@ -90,3 +90,18 @@ def test_the_build_context_leaves_out_git_and_caches() -> None:
     lines = (DOCKER.parent / ".dockerignore").read_text().split()
     assert lines[lines.index("*") + 1 :], "allow-list after ignoring everything"
     assert "*" in lines and "!.git" not in lines and "**/__pycache__" in lines
+
+
+def test_every_deployment_of_the_image_shares_a_given_token_secret() -> None:
+    """The image generates secrets it is not given, different in each container: nodes that
+    must accept each other's tokens are given theirs."""
+    for path in DOCKER.glob("compose*.yaml"):
+        compose = yaml.safe_load(path.read_text())
+        relays = [s for s in compose["services"].values() if "build" in s]
+        assert relays, path.name
+        for service in relays:
+            for name in ("PNR_TOKEN_SECRET", "PNR_ADMIN_TOKEN"):
+                assert service["environment"][name].startswith(f"${{{name}:?"), path.name
+    manifest = (DOCKER / "kubernetes" / "relay.yaml").read_text()
+    for name in ("PNR_TOKEN_SECRET", "PNR_ADMIN_TOKEN"):
+        assert re.search(rf"- name: {name}\n\s+valueFrom:\n\s+secretKeyRef:", manifest), name
