@@ -5,9 +5,9 @@ Starts ``percepnet-relay serve`` on 127.0.0.1, posts ``--joins`` real aiortc off
 never applies an answer, so every admitted peer stays pending until the relay removes it after
 ``PNR_CONNECT_TIMEOUT_SECONDS``. Prints the answers by status and reason, and the server's RSS
 and open file descriptors before the flood, at their peak (sampled every 50 ms) and after the
-reap, against the limits the issue sets: most joins refused, RSS growth under 100 MiB, fds back
-to their baseline. ``--no-limits`` lifts the pending caps and the rate limit, to show what the
-same flood costs without them. Exits 1 when a criterion fails.
+reap, against the limits the issue sets: most joins refused, no answer without ICE candidates,
+RSS growth under 100 MiB, fds back to their baseline. ``--no-limits`` lifts the pending caps
+and the rate limit, to show what the same flood costs without them. Exits 1 when a criterion fails.
 
     python -m loadtest.pending_flood --joins 2000
 """
@@ -88,6 +88,12 @@ def answer_label(response: httpx.Response | None) -> str:
     if response is None:
         return "no answer"
     if response.status_code < 300:
+        try:
+            answer = str(response.json().get("sdp", ""))
+        except ValueError:
+            answer = ""
+        if "a=candidate:" not in answer:  # nothing a client could connect to
+            return f"{response.status_code} without ICE candidates"
         return str(response.status_code)
     try:
         reason = response.json().get("error", "?")
@@ -177,8 +183,12 @@ def verdicts(report: dict[str, object]) -> list[tuple[str, bool]]:
     fds = report["fds"]
     assert isinstance(fds, list)
     growth_mib = float(report["rss_growth_mib"])  # type: ignore[arg-type]
+    answers = report["answers"]
+    assert isinstance(answers, dict)
+    dead = sum(n for label, n in answers.items() if "without ICE candidates" in label)
     return [
         (f"most joins refused (429/503): {refused} of {joins}", refused > joins / 2),
+        (f"no answer without ICE candidates: {dead}", dead == 0),
         (f"RSS growth < 100 MiB: {growth_mib:.1f} MiB", growth_mib * MIB < MAX_RSS_GROWTH_BYTES),
         (
             f"fds back to their baseline after the reap: {fds[2]} against {fds[0]}",
