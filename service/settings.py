@@ -6,11 +6,13 @@ import os
 import ssl
 from pathlib import Path
 from typing import Annotated, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from model.runtime import DEFAULT_MODEL
+from service.directory import parse_table_address
 
 
 class IceServer(BaseModel):
@@ -218,6 +220,31 @@ class Settings(BaseSettings):
                     f"PNR_TLS_KEY_FILE={self.tls_key_file}: {error}"
                 ) from error
         return self
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            scheme = urlsplit(value.get_secret_value()).scheme
+            if scheme not in ("redis", "rediss", "unix"):
+                raise ValueError("a Redis URL starts with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("the public URL is http(s)://HOST[:PORT]")
+        return value
+
+    @field_validator("shared_directory")
+    @classmethod
+    def _check_shared_directory(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_table_address(value.get_secret_value())  # ValueError if it is not one
+        return value
 
     @model_validator(mode="after")
     def _heartbeat_within_lease(self) -> Self:

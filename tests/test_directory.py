@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from loadtest.redis_server import RedisServer
+from service.cli import main
 from service.directory import (
     Directory,
     DirectoryUnavailable,
@@ -141,3 +142,27 @@ def test_shared_directory_addresses_are_checked() -> None:
     for bad in ("127.0.0.1:5000", "key@127.0.0.1", "key@:x"):
         with pytest.raises(ValueError):
             parse_table_address(bad)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "named"),
+    [
+        ("PNR_REDIS_URL", "localhost:6379", "PNR_REDIS_URL"),
+        ("PNR_PUBLIC_URL", "relay.example:8080", "PNR_PUBLIC_URL"),
+        ("PNR_SHARED_DIRECTORY", "127.0.0.1:5000", "PNR_SHARED_DIRECTORY"),
+        ("PNR_DIRECTORY_LEASE_SECONDS", "30", "PNR_DIRECTORY_LEASE_SECONDS"),
+        ("PNR_DIRECTORY_HEARTBEAT_SECONDS", "5", "half the lease"),
+    ],
+)
+def test_a_bad_cluster_setting_is_one_error_line(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    variable: str,
+    value: str,
+    named: str,
+) -> None:
+    monkeypatch.setenv(variable, value)
+    code = main(["serve"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert named in err and "Traceback" not in err

@@ -203,7 +203,10 @@ def test_a_killed_node_s_rooms_are_rehomed_and_other_calls_go_on(tmp_path: Path)
                     if answer.status_code == 200:
                         rehomed_after = time.monotonic() - killed_at
                         break
+                    # its lease still names the dead node, whose address refuses: "try again"
                     assert answer.status_code == 503, answer.text
+                    assert answer.json()["error"] == "node_unavailable", answer.text
+                    assert answer.headers["retry-after"].isdigit()
                     await asyncio.sleep(0.1)
             await asyncio.sleep(0.5)
             during = staying.recorder.samples[before:]
