@@ -25,6 +25,7 @@ from service.limits import RateLimiter
 from service.node import ClusterNode
 from service.relay import Relay, check_room_name
 from service.routing import RoutingMiddleware
+from service.sdp import offer_sends_audio
 from service.settings import Settings
 from service.tokens import same_secret
 
@@ -263,6 +264,17 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
             "participant_key": participant.key,
         }
 
+    async def sdp_offer(request: Request) -> str:
+        """The body of a WHIP or WHEP request: an ``application/sdp`` offer."""
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/sdp":
+            raise RelayError(415, "unsupported_media_type", "offers are application/sdp")
+        raw = await read_body(request, settings.max_body_bytes)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise RelayError(400, "malformed_sdp", "the offer is not UTF-8 text") from error
+
     @app.post(
         "/whip/{room}",
         tags=["signaling"],
@@ -272,14 +284,7 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
     )
     async def whip_ingest(room: RoomName, request: Request, name: str | None = None) -> Response:
         """WHIP (RFC 9725): an ``application/sdp`` offer in, ``201`` + Location + answer out."""
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type != "application/sdp":
-            raise RelayError(415, "unsupported_media_type", "WHIP offers are application/sdp")
-        raw = await read_body(request, settings.max_body_bytes)
-        try:
-            sdp = raw.decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise RelayError(400, "malformed_sdp", "the offer is not UTF-8 text") from error
+        sdp = await sdp_offer(request)
         participant, answer = await relay.join(
             room, sdp, name, False, bearer_token(request), client_address(request)
         )
@@ -293,7 +298,36 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
         await relay.leave(room, participant_id, "whip_delete")
         return Response(status_code=200)
 
+    @app.post(
+        "/whep/{room}",
+        tags=["signaling"],
+        status_code=201,
+        dependencies=signaling_limited,
+        openapi_extra=SDP_BODY,
+    )
+    async def whep_egress(room: RoomName, request: Request, name: str | None = None) -> Response:
+        """WHEP: a receive-only ``application/sdp`` offer in, ``201`` + Location + answer out;
+        the session hears the room's mix of every speaker's enhanced voice."""
+        sdp = await sdp_offer(request)
+        if offer_sends_audio(sdp):
+            raise RelayError(
+                400, "not_receive_only", "a WHEP offer receives only (a=recvonly audio)"
+            )
+        participant, answer = await relay.join(
+            room, sdp, name, False, bearer_token(request), client_address(request)
+        )
+        location = f"/whep/{room}/{participant.id}"
+        return Response(answer, 201, media_type="application/sdp", headers={"Location": location})
+
+    @app.delete("/whep/{room}/{participant_id}", tags=["signaling"], dependencies=signaling_limited)
+    async def whep_delete(room: RoomName, participant_id: str) -> Response:
+        """End a WHEP session."""
+        relay.find(room, participant_id)
+        await relay.leave(room, participant_id, "whep_delete")
+        return Response(status_code=200)
+
     @app.patch("/whip/{room}/{participant_id}", tags=["signaling"], dependencies=signaling_limited)
+    @app.patch("/whep/{room}/{participant_id}", tags=["signaling"], dependencies=signaling_limited)
     async def whip_patch(room: RoomName, participant_id: str) -> Response:
         """Trickle ICE and ICE restarts are not supported: the offer must carry candidates."""
         relay.find(room, participant_id)

@@ -78,6 +78,7 @@ FRAMES_DROPPED_REASONS = (
 FRAMES_PASSED_REASONS = ("error", "disabled")
 LEAVE_REASONS = (
     "whip_delete",
+    "whep_delete",
     "removed",
     "shutdown",
     "connection_failed",

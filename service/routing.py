@@ -36,9 +36,9 @@ FORWARDED_RESPONSE_HEADERS = ("content-type", "location", "retry-after", "www-au
 
 # (method, path pattern, how: "redirect" or "proxy", may the request place a new room)
 _ROUTES: list[tuple[str, re.Pattern[str], str, bool]] = [
-    ("POST", re.compile(r"/whip/(?P<room>[^/]+)"), "redirect", True),
-    ("DELETE", re.compile(r"/whip/(?P<room>[^/]+)/[^/]+"), "redirect", False),
-    ("PATCH", re.compile(r"/whip/(?P<room>[^/]+)/[^/]+"), "redirect", False),
+    ("POST", re.compile(r"/wh[ie]p/(?P<room>[^/]+)"), "redirect", True),
+    ("DELETE", re.compile(r"/wh[ie]p/(?P<room>[^/]+)/[^/]+"), "redirect", False),
+    ("PATCH", re.compile(r"/wh[ie]p/(?P<room>[^/]+)/[^/]+"), "redirect", False),
     ("PUT", re.compile(r"/rooms/(?P<room>[^/]+)"), "proxy", True),
     ("GET", re.compile(r"/rooms/(?P<room>[^/]+)"), "proxy", False),
     ("DELETE", re.compile(r"/rooms/(?P<room>[^/]+)"), "proxy", False),

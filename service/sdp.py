@@ -463,3 +463,18 @@ def request_inband_fec(answer_sdp: str) -> str:
 
 def _has_fmtp(lines: list[str], payload_type: str) -> bool:
     return any(line.startswith(f"a=fmtp:{payload_type} ") for line in lines)
+
+
+def offer_sends_audio(sdp: str) -> bool:
+    """Whether any audio section of an offer would send (``sendrecv``, RFC 3264's default, or
+    ``sendonly``); a WHEP viewer's offer only receives."""
+    directions: list[str] = []  # one per audio section
+    kind: str | None = None
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            kind = line[2:].split(" ", 1)[0]
+            if kind == "audio":
+                directions.append("sendrecv")
+        elif kind == "audio" and line.startswith("a=") and line[2:] in DIRECTIONS:
+            directions[-1] = line[2:]
+    return any(direction in ("sendrecv", "sendonly") for direction in directions)
