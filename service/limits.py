@@ -7,6 +7,7 @@ connection, socket or task is made.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import resource
@@ -20,6 +21,20 @@ from service.errors import RelayError
 PENDING_RETRY_AFTER_SECONDS = 5
 MAX_TRACKED_ADDRESSES = 10_000  # rate-limit buckets kept before full ones are forgotten
 FD_DIRECTORY = Path("/proc/self/fd")
+IPV6_PREFIX_BITS = 64  # one IPv6 host usually holds a whole /64: count it as one address
+
+
+def address_key(address: str) -> str:
+    """What the per-address limits count by: an IPv4 address as it is, an IPv6 one by its /64."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{parsed}/{IPV6_PREFIX_BITS}", strict=False))
+    return str(parsed)
 
 
 @dataclass
@@ -67,12 +82,13 @@ class RateLimiter:
         if self.rate_per_second <= 0:
             return
         now = self.clock()
-        bucket = self.buckets.get(address)
+        key = address_key(address)
+        bucket = self.buckets.get(key)
         if bucket is None:
             if len(self.buckets) >= self.max_addresses:
-                self._forget_full_buckets(now)
+                self._forget_buckets(now)
             bucket = TokenBucket(self.rate_per_second, self.burst, self.burst, now)
-            self.buckets[address] = bucket
+            self.buckets[key] = bucket
         wait_seconds = bucket.take(now)
         if wait_seconds > 0:
             raise RelayError(
@@ -83,16 +99,20 @@ class RateLimiter:
                 {"Retry-After": str(max(1, math.ceil(wait_seconds)))},
             )
 
-    def _forget_full_buckets(self, now: float) -> None:
-        """Drop buckets that have refilled (their addresses are as if never seen)."""
-        for address, bucket in list(self.buckets.items()):
+    def _forget_buckets(self, now: float) -> None:
+        """Drop buckets that have refilled (their addresses are as if never seen); when too
+        many are still in use, the oldest too (they start again from a full bucket)."""
+        for key, bucket in list(self.buckets.items()):
             bucket.refill(now)
             if bucket.tokens >= bucket.burst:
-                del self.buckets[address]
+                del self.buckets[key]
+        while len(self.buckets) >= self.max_addresses:
+            del self.buckets[next(iter(self.buckets))]
 
 
 class PendingPeers:
-    """Peers admitted but not yet connected, counted in all and per client address."""
+    """Peers admitted but not yet connected, counted in all and per client address (IPv6: per
+    /64)."""
 
     def __init__(self, max_total: int, max_per_address: int) -> None:
         self.max_total = max_total
@@ -104,8 +124,8 @@ class PendingPeers:
         return len(self._address_of)
 
     def count(self, address: str) -> int:
-        """Pending peers from ``address``."""
-        return self._per_address.get(address, 0)
+        """Pending peers from ``address`` (an IPv6 address: from its /64)."""
+        return self._per_address.get(address_key(address), 0)
 
     def admit(self, peer_id: str, address: str) -> None:
         """Hold a place for ``peer_id``: 429 ``too_many_pending`` when its address has used its
@@ -122,8 +142,9 @@ class PendingPeers:
             raise RelayError(
                 503, "pending_full", f"{self.max_total} joins have not connected yet", retry
             )
-        self._address_of[peer_id] = address
-        self._per_address[address] = self.count(address) + 1
+        key = address_key(address)
+        self._address_of[peer_id] = key
+        self._per_address[key] = self.count(key) + 1
 
     def release(self, peer_id: str) -> None:
         """Give the place back (connected, failed or gone); idempotent."""

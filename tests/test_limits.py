@@ -12,6 +12,7 @@ from service.limits import (
     PendingPeers,
     RateLimiter,
     TokenBucket,
+    address_key,
     check_fd_headroom,
     open_fd_count,
 )
@@ -72,12 +73,25 @@ def test_the_rate_limiter_forgets_refilled_addresses_when_it_tracks_too_many() -
     limiter = RateLimiter(rate_per_second=1.0, burst=2, clock=clock, max_addresses=3)
     for address in ("a", "b", "c"):
         limiter.check(address)
-    clock.now += 0.5  # "a".."c" half refilled: kept
+    clock.now += 0.5  # "a".."c" half refilled: none is full, so the oldest goes
     limiter.check("d")
-    assert set(limiter.buckets) == {"a", "b", "c", "d"}
-    clock.now += 1.0  # now full again: forgotten when the next new address comes
+    assert set(limiter.buckets) == {"b", "c", "d"}
+    clock.now += 1.0  # all full again: forgotten when the next new address comes
     limiter.check("e")
     assert set(limiter.buckets) == {"e"}
+
+
+def test_ipv6_clients_are_limited_per_64() -> None:
+    limiter = RateLimiter(rate_per_second=1.0, burst=1, clock=FakeClock())
+    limiter.check("2001:db8:1:2::1")
+    assert refusal(limiter.check, "2001:db8:1:2:ffff::9").reason == "rate_limited"
+    limiter.check("2001:db8:1:3::1")  # another /64
+    limiter.check("::ffff:192.0.2.1")
+    assert refusal(limiter.check, "192.0.2.1").reason == "rate_limited"  # the same IPv4 host
+    pending = PendingPeers(max_total=10, max_per_address=1)
+    pending.admit("p1", "2001:db8:1:2::1")
+    assert refusal(pending.admit, "p2", "2001:db8:1:2::2").reason == "too_many_pending"
+    assert address_key("unknown") == "unknown"
 
 
 def test_pending_peers_are_capped_per_address_and_in_all() -> None:
