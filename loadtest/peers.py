@@ -16,6 +16,7 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from service.aiortc_patches import count_packets_only
 from service.audio_frames import frame_to_mono, mono_to_frame
 from service.opus import OpusPacketEncoder, OpusSettings
 
@@ -101,6 +102,10 @@ class Recorder:
         self.arrivals: list[float] = []
         self._task: asyncio.Task[None] | None = None
 
+    def count(self, packet: object) -> None:
+        """A packet arrived that is not decoded (a listener that only times what it gets)."""
+        self.arrivals.append(time.monotonic())
+
     def attach(self, track: MediaStreamTrack) -> None:
         self._task = asyncio.create_task(self._run(track))
 
@@ -127,10 +132,15 @@ class Recorder:
 
 
 class Peer:
-    """An aiortc client: optionally sends a signal, records what the relay sends back."""
+    """An aiortc client: optionally sends a signal, records what the relay sends back
+    (``decode=False``: only the packets' arrival times; nothing is decoded)."""
 
     def __init__(
-        self, signal: np.ndarray | None = None, pre_encoded: bool = False, fec_loss_percent: int = 0
+        self,
+        signal: np.ndarray | None = None,
+        pre_encoded: bool = False,
+        fec_loss_percent: int = 0,
+        decode: bool = True,
     ) -> None:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.sender: ArrayAudioTrack | None = None
@@ -150,6 +160,9 @@ class Peer:
             self.pc.addTrack(self.sender)
         else:
             self.pc.addTransceiver("audio", direction="recvonly")
+        if not decode:
+            for transceiver in self.pc.getTransceivers():
+                count_packets_only(transceiver.receiver, self.recorder.count)
 
     async def offer_sdp(self) -> str:
         await self.pc.setLocalDescription(await self.pc.createOffer())

@@ -2,15 +2,19 @@
 
 Starts ``percepnet-relay serve`` (or targets ``--url``), spreads N participants over several
 client processes so the clients are not the bottleneck, has each send noisy speech as Opus in
-real time (dev-split speech + noise from ../shared/data, or generated audio without it) and
-record what it receives, for a fixed duration. Reports, as a table and JSON: server CPU per
-participant (% of one core), per-hop processing time and processing lag p50/p99 (from the
-server's histograms), frames dropped or passed through, mouth-to-ear delay p50/p95 (received
+real time (pre-encoded; dev-split speech + noise from ../shared/data, or generated audio
+without it) and record what it receives, for a fixed duration once every peer is connected.
+Only the first listener of each room decodes what it hears (for the mouth-to-ear delay); the
+others time the packets and drop them. ``--isolate`` keeps the server on core 0 and the
+clients on the other cores, so the server's CPU is measured apart from the load generator's.
+Reports, as a table and JSON: server CPU per participant (% of one core), per-hop processing
+time and processing lag p50/p99 (from the server's histograms), frames dropped or passed through, mouth-to-ear delay p50/p95 (received
 audio aligned with each other speaker's signal and their send times), server RSS and the
 client processes' own CPU; ``--profile RAW`` adds where the server's time goes (py-spy, see
 loadtest/profile.py).
 
     python -m loadtest.relay_load --participants 8 --room-size 4 --seconds 20
+    python -m loadtest.relay_load --isolate --ramp --participants 8   # one server core
 """
 
 from __future__ import annotations
@@ -113,13 +117,19 @@ async def _run_peers(
     from loadtest.peers import Peer
 
     signals = {index: participant_signal(index, seconds + 5, data_dir) for index, _, _ in plan}
-    peers = [Peer(signals[index], pre_encoded=pre_encoded) for index, _, _ in plan]
+    peers = [  # the first of each room decodes what it hears, the others only time it
+        Peer(signals[index], pre_encoded=pre_encoded, decode=index < min(others, default=index + 1))
+        for index, _, others in plan
+    ]
     results = [PeerResult(index, room, False) for index, room, _ in plan]
     await asyncio.gather(*(p.join(url, room) for p, (_, room, _) in zip(peers, plan, strict=True)))
     try:
-        await asyncio.gather(*(p.wait_connected(20) for p in peers))
+        await asyncio.gather(*(p.wait_connected(60) for p in peers))
     except TimeoutError:
         pass
+    if _connected is not None:  # tell the parent: its measured window may begin
+        with _connected.get_lock():
+            _connected.value += 1
     await asyncio.sleep(seconds)
     for peer, result, (_, _, others) in zip(peers, results, plan, strict=True):
         result.connected = peer.pc.connectionState == "connected"
@@ -137,6 +147,16 @@ async def _run_peers(
                 result.lags[other] = (lag - window.start, corr)
     await asyncio.gather(*(p.close() for p in peers))
     return results
+
+
+_connected: Any = None  # a client process's shared counter of processes whose peers connected
+
+
+def _client_init(connected: Any, cpus: set[int] | None) -> None:
+    global _connected
+    _connected = connected
+    if cpus:
+        os.sched_setaffinity(0, cpus)
 
 
 def _client_process(args: tuple[str, list[tuple[int, str, list[int]]], float, str | None]):
@@ -234,6 +254,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 "PNR_LOG_LEVEL": "WARNING",
             },
             nodes=args.processes,
+            cpus=args.server_cpus,
         )
         server, ready_seconds, url = served.process, served.ready_seconds, served.url
     try:
@@ -245,7 +266,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         processes = max(1, min(args.client_processes, args.participants))
         shares = [plan[k::processes] for k in range(processes)]
         context = multiprocessing.get_context("spawn")
-        with context.Pool(processes) as pool:
+        connected = context.Value("i", 0)
+        with context.Pool(processes, _client_init, (connected, args.client_cpus)) as pool:
             pending = pool.map_async(
                 _client_process,
                 [
@@ -253,7 +275,12 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                     for share in shares
                 ],
             )
-            time.sleep(min(args.seconds / 2, 8.0))  # joins, ICE, then the steady window
+            deadline = time.monotonic() + 120.0  # joins and ICE, however loaded the machine
+            while connected.value < processes and time.monotonic() < deadline:
+                if pending.ready():
+                    break
+                time.sleep(0.05)
+            time.sleep(min(args.seconds / 2 - 1.0, 8.0))  # then the steady window
             planned = max(1.0, args.seconds / 2 - 2.0)
             profiler = (  # runs past the window, so its own CPU can be told apart
                 start_recording(server.pid, planned + 2.0, args.profile)
@@ -273,7 +300,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             if profiler is not None:
                 profiler.wait(planned + 30)
             results: list[PeerResult] = [
-                r for part in pending.get(args.seconds + 120) for r in part
+                r for part in pending.get(args.seconds + 180) for r in part
             ]
     finally:
         if server is not None:
@@ -339,6 +366,8 @@ def _report(
         "room_size": args.room_size,
         "seconds": args.seconds,
         "audio": "dev split (../shared/data)" if data_dir else "generated",
+        "server_cpus": ",".join(map(str, sorted(args.server_cpus))) if args.server_cpus else "any",
+        "client_cpus": ",".join(map(str, sorted(args.client_cpus))) if args.client_cpus else "any",
         "connected": sum(r.connected for r in results),
         "server_ready_seconds": ready_seconds,
         "server_cpu_percent_per_participant": cpu_share,
@@ -441,6 +470,20 @@ def plot_ramp(reports: list[dict[str, object]], path: Path) -> None:
     plt.close(figure)
 
 
+def _cpus(text: str) -> set[int]:
+    """``0`` or ``1,3`` or ``1-3``: a set of core numbers this process may use."""
+    cores: set[int] = set()
+    try:
+        for part in text.split(","):
+            first, _, last = part.partition("-")
+            cores.update(range(int(first), int(last or first) + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of cores: {text!r}") from None
+    if not cores or not cores <= os.sched_getaffinity(0):
+        raise argparse.ArgumentTypeError(f"cores {text!r} are not all available here")
+    return cores
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -451,6 +494,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=1, help="server enhancement threads")
     parser.add_argument("--processes", type=int, default=1, help="server relay processes")
     parser.add_argument("--url", help="target a running relay instead of starting one")
+    parser.add_argument(
+        "--server-cpus", type=_cpus, help="cores the server runs on, e.g. 0 (default: any)"
+    )
+    parser.add_argument(
+        "--client-cpus", type=_cpus, help="cores the client processes run on (default: any)"
+    )
+    parser.add_argument(
+        "--isolate",
+        action="store_true",
+        help="server on core 0, clients on the other cores (same as --server-cpus 0 "
+        "--client-cpus 1-…)",
+    )
     parser.add_argument("--data-dir", help="default: $PNR_DATA_DIR or ../shared/data")
     parser.add_argument("--generated", action="store_true", help="generated audio only")
     parser.add_argument("--json", type=Path, help="also write the report here")
@@ -470,6 +525,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-participants", type=int, default=128)
     parser.add_argument("--plot", type=Path, default=Path("out/loadtest_ramp.png"))
     args = parser.parse_args(argv)
+    if args.isolate:
+        cores = sorted(os.sched_getaffinity(0))
+        if len(cores) < 2:
+            parser.error("--isolate needs at least two cores")
+        args.server_cpus, args.client_cpus = {cores[0]}, set(cores[1:])
     if args.participants < 2 or args.room_size < 2 or args.seconds < 4:
         parser.error("need at least 2 participants, rooms of 2 or more, and 4 seconds")
     if args.profile and (args.url or py_spy_command() is None):

@@ -36,11 +36,13 @@ def serve_on_loopback(
     timeout: float = 120.0,
     verify: ssl.SSLContext | bool = True,
     nodes: int = 1,
+    cpus: set[int] | None = None,
 ) -> ServedRelay:
     """``percepnet-relay serve`` on a free loopback port with ICE on 127.0.0.1 only, ``env``
     added to this process's environment; returns once ``/readyz`` answers 200 (over HTTPS,
     checked with ``verify``, when ``env`` names a TLS certificate) and ``/nodes`` lists
-    ``nodes`` ready nodes (``serve --processes N`` starts N)."""
+    ``nodes`` ready nodes (``serve --processes N`` starts N). ``cpus``: the relay and every
+    thread and process it starts run only on these cores."""
     port = free_port()
     scheme = "https" if (env or {}).get("PNR_TLS_CERT_FILE") else "http"
     url = f"{scheme}://127.0.0.1:{port}"
@@ -61,6 +63,7 @@ def serve_on_loopback(
         stdout=subprocess.PIPE if capture_output else None,
         stderr=subprocess.STDOUT if capture_output else None,
         text=True,
+        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
     )
     served = ServedRelay(process, url, 0.0)
     while time.monotonic() - started < timeout:

@@ -12,12 +12,15 @@ Written against aiortc 1.16 and aioice 0.13, the versions pyproject pins;
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import aioice.ice
-from aiortc import rtcrtpreceiver
+from aiortc import RTCRtpReceiver, rtcrtpreceiver
 from aiortc.codecs import get_decoder
 from aiortc.codecs.base import Decoder
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtp import RtpPacket
 
 from service.concealment import ConcealingOpusDecoder
 from service.jitter import AudioJitterBuffer
@@ -109,3 +112,14 @@ def limit_gathering(timeout_seconds: float) -> None:
     global _gather_timeout_seconds
     apply()
     _gather_timeout_seconds = timeout_seconds
+
+
+def count_packets_only(receiver: RTCRtpReceiver, on_packet: Callable[[RtpPacket], None]) -> None:
+    """``receiver`` hands each RTP packet (already decrypted) to ``on_packet`` and nothing
+    else: no jitter buffer, no decoding, no RTCP reports (a cheap load-test listener; aiortc
+    has no option to receive without decoding)."""
+
+    async def handle(packet: RtpPacket, arrival_time_ms: int) -> None:
+        on_packet(packet)
+
+    receiver._handle_rtp_packet = handle  # type: ignore[method-assign]

@@ -155,3 +155,17 @@ def test_gathering_waits_for_a_dead_turn_server_only_as_long_as_chosen(patched) 
     seconds, kinds = asyncio.run(gather())
     assert kinds == ["host"]
     assert seconds < 3.0  # aioice alone: 5 s
+
+
+def test_the_dtls_transport_routes_rtp_through_the_receivers_replaced_handler() -> None:
+    # count_packets_only replaces the receiver's per-instance handler the transport awaits
+    from aiortc import rtcdtlstransport
+
+    source = inspect.getsource(rtcdtlstransport.RTCDtlsTransport)
+    assert "await receiver._handle_rtp_packet(packet, arrival_time_ms=arrival_time_ms)" in source
+    receiver = RTCRtpReceiver("audio", _OpenTransport())  # type: ignore[arg-type]
+    seen: list[int] = []
+    aiortc_patches.count_packets_only(receiver, lambda p: seen.append(p.sequence_number))
+    packet = RtpPacket(payload_type=111, sequence_number=9, timestamp=960)
+    asyncio.run(receiver._handle_rtp_packet(packet, arrival_time_ms=0))
+    assert seen == [9]
