@@ -8,10 +8,10 @@ Only the first listener of each room decodes what it hears (for the mouth-to-ear
 others time the packets and drop them. ``--isolate`` keeps the server on core 0 and the
 clients on the other cores, so the server's CPU is measured apart from the load generator's.
 Reports, as a table and JSON: server CPU per participant (% of one core), per-hop processing
-time and processing lag p50/p99 (from the server's histograms), frames dropped or passed through, mouth-to-ear delay p50/p95 (received
-audio aligned with each other speaker's signal and their send times), server RSS and the
-client processes' own CPU; ``--profile RAW`` adds where the server's time goes (py-spy, see
-loadtest/profile.py).
+time and processing lag p50/p99 (from the server's histograms), frames dropped or passed
+through, mouth-to-ear delay p50/p95 (received audio aligned with each other speaker's signal
+and their send times), server RSS and the client processes' own CPU; ``--profile RAW`` adds
+where the server's time goes (py-spy, see loadtest/profile.py).
 
     python -m loadtest.relay_load --participants 8 --room-size 4 --seconds 20
     python -m loadtest.relay_load --isolate --ramp --participants 8   # one server core
