@@ -130,6 +130,9 @@ def test_closing_a_room_ends_its_calls(relay: RunningRelay) -> None:
         ("POST", "/whip/{room}"),
         ("DELETE", "/whip/{room}/p1"),
         ("PATCH", "/whip/{room}/p1"),
+        ("POST", "/whep/{room}"),
+        ("DELETE", "/whep/{room}/p1"),
+        ("PATCH", "/whep/{room}/p1"),
         ("GET", "/rooms/{room}"),
         ("PUT", "/rooms/{room}"),
         ("DELETE", "/rooms/{room}"),
@@ -140,7 +143,8 @@ def test_closing_a_room_ends_its_calls(relay: RunningRelay) -> None:
 def test_every_route_that_names_a_room_checks_the_name(
     relay: RunningRelay, offer: str, method: str, path: str, room: str
 ) -> None:
-    headers = {"content-type": "application/sdp" if path == "/whip/{room}" else "application/json"}
+    sdp = path in ("/whip/{room}", "/whep/{room}")
+    headers = {"content-type": "application/sdp" if sdp else "application/json"}
     body = offer if method == "POST" else "{}" if method == "PATCH" else None
     response = httpx.request(
         method, relay.url + path.format(room=room), content=body, headers=headers
