@@ -88,6 +88,10 @@ LEAVE_REASONS = (
     "room_closed",
 )
 
+# the one signaling error worth an alert at any rate (a bug); the others are open-ended (one
+# per refusal reason) and appear when first counted
+SIGNALING_ERROR_REASONS = ("internal",)
+
 
 class RelayMetrics:
     """Every metric the relay exports."""
@@ -176,6 +180,7 @@ class RelayMetrics:
             (self.frames_dropped, FRAMES_DROPPED_REASONS),
             (self.frames_passed, FRAMES_PASSED_REASONS),
             (self.leaves, LEAVE_REASONS),
+            (self.signaling_errors, SIGNALING_ERROR_REASONS),
         ):
             for reason in reasons:
                 counter.labels(reason)
