@@ -2,7 +2,8 @@
 
 Two sources of requests, taken in turns: schemathesis cases generated from the served OpenAPI
 schema (valid ones and ones that break it), and hypothesis mutations of a real aiortc offer
-sent to ``POST /offer`` and ``POST /whip/{room}`` with a valid token, a broken one or none.
+sent to ``POST /offer``, ``POST /whip/{room}`` and ``POST /whep/{room}`` with a valid token, a
+broken one or none.
 Two real ``percepnet-relay serve`` processes on 127.0.0.1 take them: one with tokens off, one
 with join tokens and the admin token on. Every request goes over one keep-alive connection per
 relay. Printed: requests, answers by status (and reason), 5xx other than the documented 503s,
@@ -220,14 +221,16 @@ def _fuzz_settings(examples: int) -> Callable[[Callable[..., None]], Callable[..
 
 
 def offer_round(prober: Prober, offer: str, tokens_on: bool, examples: int) -> None:
-    """``examples`` mutated offers to /offer and /whip/{room}, with token variants."""
+    """``examples`` mutated offers to /offer, /whip/{room} and /whep/{room}, with token
+    variants."""
     variants = {room: token_variants(room) for room in ROOMS} if tokens_on else {}
 
     @_fuzz_settings(examples)
     @given(sdp=mutated_offers(offer), room=st.sampled_from(ROOMS), data=st.data())
     def one(sdp: str, room: str, data: st.DataObject) -> None:
         token = data.draw(st.sampled_from(variants[room])) if tokens_on else None
-        if data.draw(st.booleans()):
+        route = data.draw(st.sampled_from(("offer", "whip", "whip", "whep")))
+        if route == "offer":
             body: dict[str, object] = {"sdp": sdp, "type": "offer", "room": room}
             if token is not None:
                 body["token"] = token
@@ -238,9 +241,11 @@ def offer_round(prober: Prober, offer: str, tokens_on: bool, examples: int) -> N
             raw_headers = [(b"content-type", b"application/sdp")]
             if token is not None:  # the header carries the token's UTF-8 bytes as they are
                 raw_headers.append((b"authorization", b"Bearer " + token.encode()))
+            if route == "whep":  # a viewer's offer receives only
+                sdp = sdp.replace("a=sendrecv", "a=recvonly")
             prober.send(
                 "POST",
-                f"/whip/{room}",
+                f"/{route}/{room}",
                 content=sdp.encode("utf-8", "surrogatepass"),
                 headers=raw_headers,
             )
