@@ -473,6 +473,10 @@ def _evaluation_section(eval_dir: Path, eval_config: dict, dev: Any) -> str:
         _flag(k, v) for k, v in eval_config.items() if k in ("per_snr", "seed") and v is not None
     )
     mixtures = len(eval_config.get("mixtures", []))
+    results = eval_dir / "results.json"
+    systems = json.loads(results.read_text()).get("systems", []) if results.exists() else []
+    if systems:
+        eval_options = f"{eval_options} --systems {','.join(systems)}".strip()
     return f"""{DEV_HEADING}The committed dev split `model/dev_split.json`: held-out speakers
 ({len({f.speaker_id for f in dev.speech})}), noises ({len(dev.noise)}) and rooms
 ({len(dev.rooms)}), and {mixtures} pinned mixtures; `percepnet-relay eval {eval_options}`
