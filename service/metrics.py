@@ -87,6 +87,7 @@ LEAVE_REASONS = (
     "media_timeout",
     "room_closed",
 )
+FORWARDED_HOWS = ("redirect", "proxy")  # requests for other nodes' rooms
 
 # the one signaling error worth an alert at any rate (a bug); the others are open-ended (one
 # per refusal reason) and appear when first counted
@@ -181,6 +182,7 @@ class RelayMetrics:
             (self.frames_passed, FRAMES_PASSED_REASONS),
             (self.leaves, LEAVE_REASONS),
             (self.signaling_errors, SIGNALING_ERROR_REASONS),
+            (self.signaling_forwarded, FORWARDED_HOWS),
         ):
             for reason in reasons:
                 counter.labels(reason)

@@ -77,7 +77,12 @@ def test_two_nodes_on_one_host_share_a_directory() -> None:
         assert len({r["node"] for r in listing}) == 2, "both rooms on one node"
         assert level > 0.001, "no audio came through"
         assert all("pnr_joins_total " in text for text in metrics)  # each node its own
-        assert 'pnr_signaling_forwarded_total{how="proxy"}' in metrics[0]
+        forwarded = [
+            float(line.split()[-1])
+            for line in metrics[0].splitlines()
+            if line.startswith('pnr_signaling_forwarded_total{how="proxy"}')
+        ]
+        assert forwarded and forwarded[0] >= 1, "the first node proxied nothing"
         bad = httpx.post(url + "/offer", content=b"{", headers={"content-type": "application/json"})
         assert bad.status_code == 400 and bad.json()["error"] == "malformed_json"
         parent.send_signal(signal.SIGTERM)

@@ -9,8 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import generate_latest
 
 from loadtest.redis_server import RedisServer
+from service import routing
 from service.cli import main
 from service.directory import (
     Directory,
@@ -20,6 +22,7 @@ from service.directory import (
     RedisDirectory,
     parse_table_address,
 )
+from service.metrics import FORWARDED_HOWS, RelayMetrics
 from service.placement import choose_node
 from service.routing import match_route, room_of_offer
 
@@ -135,6 +138,14 @@ def test_router_knows_which_requests_name_a_room() -> None:
     assert room_of_offer(b'{"room": "lobby", "sdp": "v=0"}') == "lobby"
     assert room_of_offer(b"{") is None and room_of_offer(b"[1]") is None
     assert room_of_offer(b'{"room": 3}') is None
+
+
+def test_forwarded_requests_are_counted_by_how_from_zero() -> None:
+    hows = {how for _, _, how, _ in routing._ROUTES} | {"proxy"}  # /offer is proxied
+    assert hows == set(FORWARDED_HOWS)
+    exported = generate_latest(RelayMetrics().registry).decode()
+    for how in FORWARDED_HOWS:
+        assert f'pnr_signaling_forwarded_total{{how="{how}"}} 0.0' in exported
 
 
 def test_shared_directory_addresses_are_checked() -> None:
