@@ -163,6 +163,7 @@ class ClusterNode:
             if owner == self.node_id:
                 return None
             nodes = {node.node_id: node for node in await self.directory.nodes()}
+            nodes[self.node_id] = self.stats()  # this node as it is now (draining, say)
             if owner is not None and owner in nodes:
                 return nodes[owner].url
             if not create:
