@@ -58,8 +58,9 @@ class RunningRelay:
 
         asyncio.run(main())
 
-    def start(self, timeout: float = 60.0) -> RunningRelay:
-        """Start and wait until /readyz says ready."""
+    def start(self, timeout: float = 180.0) -> RunningRelay:
+        """Start and wait until /readyz says ready (a fresh checkout compiles the kernels first:
+        minutes on a loaded machine)."""
         self.thread.start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

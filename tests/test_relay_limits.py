@@ -29,7 +29,7 @@ def offer() -> str:
 
 
 @pytest.fixture(scope="module")
-def relay() -> Iterator[RunningRelay]:
+def served_relay() -> Iterator[RunningRelay]:
     with running_relay(
         max_pending_per_address=2,
         max_pending_peers=3,
@@ -37,6 +37,20 @@ def relay() -> Iterator[RunningRelay]:
         connect_timeout_seconds=120,
     ) as running:
         yield running
+
+
+@pytest.fixture
+def relay(served_relay: RunningRelay) -> Iterator[RunningRelay]:
+    """The module's relay, emptied after each test whatever its outcome: a test that fails
+    half-way leaves no room or pending peer for the next one to trip on."""
+    yield served_relay
+
+    async def close_every_room() -> None:
+        for name in list(served_relay.relay.rooms):
+            await served_relay.relay.close_room(name)
+
+    served_relay.call(close_every_room, timeout=60.0)
+    assert not served_relay.relay.rooms and len(served_relay.relay.pending) == 0
 
 
 def post_offer(relay: RunningRelay, offer: str, room: str, address: str) -> httpx.Response:
@@ -76,15 +90,28 @@ def test_pending_joins_are_capped_per_address_then_in_all(relay: RunningRelay, o
     remove_all(relay)
 
 
+async def wait_until_not_pending(relay: RunningRelay, timeout_seconds: float) -> None:
+    """Until the relay has seen its side of every connection reach "connected" (the client's
+    side may get there first), polled; TimeoutError after ``timeout_seconds``."""
+    deadline = time.monotonic() + timeout_seconds
+    while len(relay.relay.pending):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(relay.relay.pending)} peers still pending")
+        await asyncio.sleep(0.02)
+
+
 def test_a_connected_peer_no_longer_counts_as_pending(relay: RunningRelay) -> None:
     async def scenario() -> None:
         peers = [Peer(np.zeros(48000 * 5, np.float32)) for _ in range(3)]
-        for peer in peers:  # one address, a cap of two pending: each connects before the next
-            await peer.join(relay.url, "connected")
-            await peer.wait_connected(20)
-        assert len(relay.relay.pending) == 0 and relay.relay.participant_count == 3
-        for peer in peers:
-            await peer.close()
+        try:
+            for peer in peers:  # one address, a cap of two pending: each connects before the next
+                await peer.join(relay.url, "connected")
+                await peer.wait_connected(60)
+                await wait_until_not_pending(relay, 60)
+            assert relay.relay.participant_count == 3
+        finally:
+            for peer in peers:
+                await peer.close()
 
     asyncio.run(scenario())
     remove_all(relay)
