@@ -63,6 +63,11 @@ def test_kubernetes_relay_nodes_drain_report_readiness_and_share_redis() -> None
     assert env["PNR_PUBLIC_URL"] == f"http://$(POD_IP):{port}"
     assert [p["containerPort"] for p in container["ports"]] == [port]
 
+    # every node's own /metrics scraped
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(port)
+    assert annotations["prometheus.io/path"] == "/metrics"
+
     # readiness and drain
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
