@@ -142,6 +142,9 @@ class ClusterNode:
                     if self.directory_up:
                         log.warning("directory unavailable; existing calls go on: %s", error)
                     self.directory_up = False
+                except Exception:  # a heartbeat that stopped would let this node's rooms lapse
+                    log.exception("heartbeat failed; trying again")
+                    self.directory_up = False
                 else:
                     if not self.directory_up:
                         log.info("directory back; %d rooms renewed", len(self._owned))
