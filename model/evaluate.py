@@ -113,7 +113,7 @@ class DnsmosScorer:
 
     def with_p808(self, signal_16k: np.ndarray) -> tuple[float, float, float, float]:
         """(SIG, BAK, OVRL, P.808 MOS): the last from DNSMOS's separate P.808 network, which
-        nothing here trains against (``model.dnsmos_finetune`` uses the P.835 one)."""
+        nothing here trains against (``model.research.dnsmos_finetune`` uses the P.835 one)."""
         audio = np.clip(signal_16k, -1.0, 1.0).astype(np.float32)
         scores = self._model(audio, METRIC_RATE, False)
         return (
@@ -245,8 +245,8 @@ def _shipped(file_name: str, name: str) -> SystemFactory:
 
 def cleaned_oracle_system() -> System:
     """The oracle chain aiming at the reference as the shipped int8 model cleans it with no
-    noise added, as ``train --clean-speech-targets`` makes training targets: the ceiling of
-    such targets, without the reference's own background."""
+    noise added: the ceiling of targets cleaned so, without the reference's own background
+    (docs/model-experiments.md)."""
     from model.runtime import DEFAULT_MODEL
 
     cleaner = model_system(DEFAULT_MODEL)

@@ -36,7 +36,7 @@ QUANTISED_OPS = ("MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat
 def load_checkpoint(path: Path) -> PercepNet:
     """The network stored in a training checkpoint."""
     state = torch.load(path, weights_only=False, map_location="cpu")
-    model = PercepNet(NetworkConfig(**state["config"]))
+    model = PercepNet(NetworkConfig.from_dict(state["config"]))
     model.load_state_dict(state["model"])
     return model.eval()
 
@@ -56,13 +56,13 @@ def load_onnx_network(path: Path) -> PercepNet:
         head_inputs = weights["gain_head.weight_t"].shape[0]
     except KeyError as exc:
         raise ValueError(f"{path}: not a PercepNet streaming graph (no {exc})") from None
+    if head_inputs != gru_size:
+        raise ValueError(f"{path}: its heads read {head_inputs} values, not the last GRU's")
     config = NetworkConfig(
         conv1_channels=conv1.shape[1],
         conv2_channels=conv2.shape[1],
         gru_size=gru_size,
         gru_layers=layers,
-        # with one layer both head layouts read the same vector: call it the plain one
-        skip_to_heads=head_inputs == gru_size * layers and layers > 1,
     )
     model = PercepNet(config)
 

@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +22,7 @@ from tqdm import tqdm
 from dsp.bands import BIN_HZ, make_band_layout
 from dsp.constants import DSP_VERSION, HOP_SAMPLES, SAMPLE_RATE_HZ
 from dsp.offline import compute_oracle_targets
-from model.mixtures import Mixture, MixtureRecipe, TargetSpeech, make_mixture
-from model.rnnoise_baseline import blend_with_teacher, rnnoise_enhance
-from model.speech_cleaning import CleanedSpeech, cleaned_folder, missing_copies
-from model.speech_quality import clean_recordings, score_recordings
+from model.mixtures import MixtureRecipe, make_mixture
 from model.splits import Split, split_named
 
 CACHE_FORMAT_VERSION = 1
@@ -71,63 +68,25 @@ def shard_path(cache_dir: Path, spec: CacheSpec, index: int) -> Path:
     return cache_dir / f"{spec.split}-{spec.key()}" / f"shard_{index:05d}.npz"
 
 
-def recipe_files(spec: CacheSpec, cache_dir: Path, workers: int = 2) -> Split:
-    """The split's files that ``spec``'s recipe mixes: with ``min_speech_bak`` set, the speech
-    recordings scoring below it are left out (scoring, once, what the table lacks)."""
-    files = split_named(Path(spec.data_dir), spec.split)
-    threshold = spec.recipe.min_speech_bak
-    scores = score_recordings(files.speech, cache_dir, workers) if threshold is not None else {}
-    return replace(files, speech=tuple(clean_recordings(files.speech, threshold, scores)))
-
-
-def recipe_targets(spec: CacheSpec, cache_dir: Path, files: Split) -> TargetSpeech | None:
-    """The target copies of the speech that ``spec``'s recipe names (None: the recordings
-    themselves); every copy must already be made (``model.speech_cleaning``)."""
-    key = spec.recipe.cleaned_speech_targets
-    if key is None:
-        return None
-    folder = cleaned_folder(cache_dir, key)
-    missing = missing_copies(folder, files.speech)
-    if missing:
-        raise ValueError(
-            f"{len(missing)} of {len(files.speech)} speech recordings have no cleaned copy in "
-            f"{folder} (e.g. {missing[0].relative_path}); make them with "
-            f"model.speech_cleaning.clean_recordings_with (train --clean-speech-targets MODEL)"
-        )
-    return CleanedSpeech(folder)
-
-
-def recipe_gains(recipe: MixtureRecipe, mixture: Mixture, oracle_gains: np.ndarray) -> np.ndarray:
-    """The target gains ``recipe`` asks for: the oracle's, or with ``rnnoise_teacher_share`` set,
-    their geometric blend with the gains that turn the input into RNNoise's output."""
-    share = recipe.rnnoise_teacher_share
-    if share is None:
-        return oracle_gains
-    teacher = compute_oracle_targets(mixture.noisy, rnnoise_enhance(mixture.noisy)).gains
-    return blend_with_teacher(oracle_gains, teacher, share)
-
-
 def build_shard(
     spec: CacheSpec,
     index: int,
     out_path: Path,
     files: Split,
-    target_speech: TargetSpeech | None = None,
 ) -> int:
-    """Synthesise and analyse one shard's examples from ``files`` (:func:`recipe_files`) and
-    ``target_speech`` (:func:`recipe_targets`); returns the number of frames written."""
+    """Synthesise and analyse one shard's examples from ``files``; returns the number of frames
+    written."""
     rng = np.random.default_rng([spec.seed, index])
     frames_per_example = round(spec.recipe.segment_seconds * SAMPLE_RATE_HZ / HOP_SAMPLES)
     features, gains, strengths, masks = [], [], [], []
     for _ in range(spec.examples_per_shard):
         mixture = make_mixture(
-            rng, list(files.speech), list(files.noise), list(files.rooms), spec.recipe,
-            target_speech,
+            rng, list(files.speech), list(files.noise), list(files.rooms), spec.recipe
         )
         targets = compute_oracle_targets(mixture.noisy, mixture.target)
         frames = slice(0, frames_per_example)  # one length for every shard of every build
         features.append(targets.features[frames])
-        gains.append(recipe_gains(spec.recipe, mixture, targets.gains)[frames].astype(np.float16))
+        gains.append(targets.gains[frames].astype(np.float16))
         strengths.append(targets.strengths[frames].astype(np.float16))
         masks.append(band_mask(mixture.speech_max_hz))
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -165,11 +124,10 @@ def build_cache(spec: CacheSpec, cache_dir: Path | None = None, workers: int = 2
     missing = [i for i in range(spec.num_shards) if not shard_path(root, spec, i).exists()]
     if not missing:
         return folder
-    files = recipe_files(spec, root, workers)
-    targets = recipe_targets(spec, root, files)
+    files = split_named(Path(spec.data_dir), spec.split)
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = [
-            pool.submit(build_shard, spec, i, shard_path(root, spec, i), files, targets)
+            pool.submit(build_shard, spec, i, shard_path(root, spec, i), files)
             for i in missing
         ]
         with tqdm(total=len(missing), desc=f"features[{spec.split}]", unit="shard") as bar:

@@ -9,7 +9,6 @@ really contains, so the loss can ignore bands above it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -20,10 +19,6 @@ import soxr
 from scipy.signal import fftconvolve, lfilter
 
 from model.splits import AudioFile
-
-# The target copy of a speech recording (same length, aligned), e.g. a cleaned copy
-# (``model.speech_cleaning``); without one the recording itself is the target.
-TargetSpeech = Callable[[AudioFile], np.ndarray]
 
 SAMPLE_RATE = 48_000
 EARLY_REFLECTIONS_SECONDS = 0.05  # kept in the target, as PercepNet does
@@ -86,20 +81,6 @@ class MixtureRecipe:
     speed_range: tuple[float, float] = (0.92, 1.08)
     noise_augmentation: NoiseAugmentation | None = None
     noise_events: NoiseEvents | None = None
-    # Speech recordings whose DNSMOS BAK alone is below this are not used
-    # (``model.speech_quality``): their own background would be taught as speech.
-    min_speech_bak: float | None = None
-    # Targets built from cleaned copies of the speech (``model.speech_cleaning``), made by the
-    # model with this cleaner key; the input keeps each recording as it is.
-    cleaned_speech_targets: str | None = None
-    # RNNoise's share in a per-band geometric blend of the target gains with the gains that turn
-    # the noisy input into RNNoise's output (``model.rnnoise_baseline``): a co-teacher.
-    rnnoise_teacher_share: float | None = None
-
-    def __post_init__(self) -> None:
-        share = self.rnnoise_teacher_share
-        if share is not None and not 0.0 <= share <= 1.0:
-            raise ValueError(f"the RNNoise teacher's share must be in [0, 1], got {share}")
 
     def as_dict(self) -> dict[str, object]:
         """Plain dict (for hashing and for the model card). An optional knob left unset is left
@@ -136,15 +117,13 @@ def _speech_segment(
     speech: list[AudioFile],
     length: int,
     fullband_share: float,
-    target_speech: TargetSpeech | None = None,
-) -> tuple[np.ndarray, np.ndarray | None, float]:
-    """Concatenate random utterances (with short pauses) into ``length`` samples; with
-    ``target_speech``, also the same concatenation of the utterances' target copies."""
+) -> tuple[np.ndarray, float]:
+    """Concatenate random utterances (with short pauses) into ``length`` samples; also the
+    highest frequency they all carry speech in."""
     fullband = [f for f in speech if f.sample_rate >= 44_100]
     narrow = [f for f in speech if f.sample_rate < 44_100]
     pool = fullband if (rng.random() < fullband_share and fullband) or not narrow else narrow
     out = np.zeros(length)
-    out_target = np.zeros(length) if target_speech is not None else None
     position = int(rng.integers(0, SAMPLE_RATE // 4))
     max_hz = 24_000.0
     while position < length:
@@ -154,17 +133,9 @@ def _speech_segment(
         level = 10 ** (rng.uniform(-6, 6) / 20)
         take = min(utterance.shape[0], length - position)
         out[position : position + take] = (utterance / rms * level)[:take]
-        if out_target is not None and target_speech is not None:
-            copy = target_speech(file)
-            if copy.shape != utterance.shape:
-                raise ValueError(
-                    f"{file.relative_path}: target copy has {copy.shape[0]} samples, "
-                    f"the recording {utterance.shape[0]}"
-                )
-            out_target[position : position + take] = (copy / rms * level)[:take]
         max_hz = min(max_hz, speech_max_hz(file.sample_rate))
         position += take + int(rng.uniform(0.05, 0.4) * SAMPLE_RATE)
-    return out, out_target, max_hz
+    return out, max_hz
 
 
 def _noise_segment(
@@ -291,7 +262,7 @@ def babble_noise(
     low, high = events.babble_talkers
     out = np.zeros(length)
     for _ in range(int(rng.integers(low, high + 1))):
-        talker, _, _ = _speech_segment(rng, speech, length, fullband_share=0.5)
+        talker, _ = _speech_segment(rng, speech, length, fullband_share=0.5)
         out += talker * 10 ** (rng.uniform(-6, 0) / 20)
     return out
 
@@ -362,18 +333,14 @@ def make_mixture(
     noise: list[AudioFile],
     rooms: list[AudioFile],
     recipe: MixtureRecipe,
-    target_speech: TargetSpeech | None = None,
 ) -> Mixture:
-    """Draw one example. With ``target_speech`` the target is built from each recording's
-    target copy (through the same speed change, EQ, room and low-pass as the input's speech)
-    and the input from the recording itself; the random draws are the same either way."""
+    """Draw one example."""
     length = int(recipe.segment_seconds * SAMPLE_RATE)
     speed = rng.uniform(*recipe.speed_range)
-    raw, raw_target, speech_max_hz = _speech_segment(
-        rng, speech, int(length * speed) + 1, recipe.fullband_speech_share, target_speech
+    raw, speech_max_hz = _speech_segment(
+        rng, speech, int(length * speed) + 1, recipe.fullband_speech_share
     )
-    # Row 0 is the input's speech, row 1 (when there is one) the target's.
-    sources = raw[None, :] if raw_target is None else np.stack([raw, raw_target])
+    sources = raw[None, :]  # one row: the speech
     if abs(speed - 1.0) > 1e-3:
         sources = np.stack(
             [soxr.resample(row, SAMPLE_RATE, SAMPLE_RATE / speed) for row in sources]
@@ -384,7 +351,7 @@ def make_mixture(
         sources = np.pad(sources, ((0, 0), (0, length - sources.shape[1])))
     if rng.random() < recipe.eq_share:
         sources = _random_eq(rng, sources)
-    raw, raw_target = sources[0], sources[-1]
+    raw = sources[0]
 
     if rng.random() < recipe.room_share:
         rir = _room_response(rng, rooms, recipe)
@@ -392,10 +359,10 @@ def make_mixture(
         fade = np.hanning(2 * 96)[96:]  # 2 ms fade so the cut adds no click
         early[-96:] *= fade
         reverberant = fftconvolve(raw, rir)[:length]
-        target = fftconvolve(raw_target, early)[:length]
+        target = fftconvolve(raw, early)[:length]
     else:
         reverberant = raw
-        target = raw_target.copy()
+        target = raw.copy()
 
     speech_power = np.mean(reverberant**2) + 1e-12
     noise_total = np.zeros(length)

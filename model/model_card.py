@@ -157,12 +157,17 @@ def _flag(key: str, value: object) -> str:
 
 
 def _option_flags(options: dict[str, object]) -> str:
-    """The flags of every training option that differs from its default."""
+    """The flags of every training option that differs from its default; an option that
+    ``model.train`` no longer has counts only when a run set it (a checkpoint older than its
+    removal records it off)."""
     defaults = vars(parse_args([]))
     return " ".join(
         _flag(key, value)
         for key, value in options.items()
-        if key not in NON_TRAINING_OPTIONS and value is not None and value != defaults.get(key)
+        if key not in NON_TRAINING_OPTIONS
+        and value is not None
+        and value != defaults.get(key)
+        and (key in defaults or value)
     )
 
 
@@ -190,45 +195,6 @@ def _noise_events_note(recipe: dict[str, Any]) -> str:
         f"\n  Synthetic noise events added to {events['share']:.0%} of noisy examples, one of: "
         f"decaying bursts (some with a pitched ring), harmonic sounds with a gliding pitch, "
         f"babble of {low}–{high} training talkers (`--noise-events`)."
-    )
-
-
-def _speech_note(recipe: dict[str, Any], used: dict[str, int] | None, available: int) -> str:
-    """A sentence on the speech left out as noisy (``--min-speech-bak``), or nothing."""
-    threshold = recipe.get("min_speech_bak")
-    if threshold is None:
-        return ""
-    kept = f"{used['utterances']} of the {available}" if used else "those of the training"
-    return (
-        f"\n  Speech: {kept} utterances whose recording alone scores DNSMOS BAK {threshold:g} or "
-        f"more (`--min-speech-bak`); the others carry a background of their own that the "
-        f"targets would keep."
-    )
-
-
-def _cleaned_targets_note(recipe: dict[str, Any]) -> str:
-    """A sentence on targets built from cleaned speech (``--clean-speech-targets``), or nothing."""
-    key = recipe.get("cleaned_speech_targets")
-    if not key:
-        return ""
-    return (
-        f"\n  Targets built from copies of the speech recordings enhanced once, with no noise "
-        f"added, by the model whose SHA-256 begins `{key}` (`--clean-speech-targets`), so a "
-        f"recording's own background is taught as noise; the input mixes the recordings as "
-        f"they are."
-    )
-
-
-def _teacher_note(recipe: dict[str, Any]) -> str:
-    """A sentence on RNNoise as co-teacher (``--rnnoise-teacher``), or nothing."""
-    share = recipe.get("rnnoise_teacher_share")
-    if share is None:
-        return ""
-    return (
-        f"\n  Target gains blended per band with RNNoise's (BSD-3-Clause, run through "
-        f"pyrnnoise): the oracle's to the power {1 - share:g} times, to the power {share:g}, "
-        f"the gains that turn each input into RNNoise's output (`--rnnoise-teacher {share:g}`), "
-        f"so the network learnt in part from RNNoise; RNNoise does not run at inference."
     )
 
 
@@ -325,9 +291,6 @@ def _training_section(run: Path, train: Any) -> tuple[str, dict[str, Any]]:
     noise_note = (
         _noise_augmentation_note(recipe)
         + _noise_events_note(recipe)
-        + _speech_note(recipe, speech_used, len(train.speech))
-        + _cleaned_targets_note(recipe)
-        + _teacher_note(recipe)
     )
     speakers = speech_used["speakers"] if speech_used else len({f.speaker_id for f in train.speech})
     utterances = speech_used["utterances"] if speech_used else len(train.speech)
@@ -419,13 +382,12 @@ def _card_head(run: Path, int8: Path, data_dir: Path) -> str:
     ``model.train`` run."""
     train = split_named(data_dir, "train")
     training, checkpoint = _training_section(run, train)
-    config = NetworkConfig(**checkpoint["config"])
+    config = NetworkConfig.from_dict(checkpoint["config"])
     parameters = count_parameters(PercepNet(config))
     integer, total = weight_counts(int8)
     layout = (
         f"conv 5 ({config.conv1_channels}) → conv 3 ({config.conv2_channels}) → "
         f"{config.gru_layers} GRU × {config.gru_size} → gain and strength heads"
-        + (" (reading every GRU layer)" if config.skip_to_heads else "")
     )
     int8_row = (
         f"{int8.stat().st_size:,} bytes; {integer / max(total, 1):.1%} of the weights "

@@ -1,10 +1,9 @@
 """The PercepNet network (PyTorch; training and export only, never imported by the server).
 
-Per hop: 70 features → conv (width 5: three past frames, one future) → conv (width 3: one past,
-one future) → stacked GRUs → two heads (reading the last GRU, or every GRU with
-``skip_to_heads``), 34 gains and 34 strengths in [0, 1]. The two convolutions together look
-two hops (20 ms) ahead and no further: the output for frame t needs features up to t + 2, which
-is exactly the enhancer's look-ahead.
+Per hop: 70 features → conv (width 5: three past frames, one future) → conv (width 3: one past, one
+future) → stacked GRUs → two heads reading the last GRU, 34 gains and 34 strengths in [0, 1]. The
+two convolutions together look two hops (20 ms) ahead and no further: the output for frame t needs
+features up to t + 2, which is exactly the enhancer's look-ahead.
 
 ``PercepNet`` runs whole sequences (training); ``PercepNetStep`` runs one hop with explicit
 state, with the GRUs and convolutions written as matrix products so that dynamic int8
@@ -14,6 +13,7 @@ quantisation covers them (onnxruntime does not quantise the ONNX GRU or Conv ops
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,12 +34,15 @@ class NetworkConfig:
     gru_size: int = 256
     gru_layers: int = 3
     weight_clip: float = 0.5  # |w| bound kept during training: clean int8 quantisation
-    skip_to_heads: bool = False  # heads read every GRU layer's output, not only the last one
 
-    @property
-    def head_inputs(self) -> int:
-        """Width of the vector the two heads read."""
-        return self.gru_size * (self.gru_layers if self.skip_to_heads else 1)
+    @classmethod
+    def from_dict(cls, config: dict[str, Any]) -> NetworkConfig:
+        """A checkpoint's config; one from before heads reading every GRU layer were dropped
+        carries ``skip_to_heads``, accepted only when off."""
+        config = dict(config)
+        if config.pop("skip_to_heads", False):
+            raise ValueError("heads reading every GRU layer (skip_to_heads) are no longer built")
+        return cls(**config)
 
     @staticmethod
     def paper() -> NetworkConfig:
@@ -67,8 +70,8 @@ class PercepNet(nn.Module):
             )
             for i in range(config.gru_layers)
         )
-        self.gain_head = nn.Linear(config.head_inputs, NUM_BANDS)
-        self.strength_head = nn.Linear(config.head_inputs, NUM_BANDS)
+        self.gain_head = nn.Linear(config.gru_size, NUM_BANDS)
+        self.strength_head = nn.Linear(config.gru_size, NUM_BANDS)
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Exactly what :class:`PercepNetStep` computes over a stream that starts from zero
@@ -80,12 +83,8 @@ class PercepNet(nn.Module):
         # ... and conv1 outputs τ−2 .. τ, whose history starts as zeros.
         x = torch.tanh(self.conv2(nn.functional.pad(x, (CONV2_WIDTH - 1, 0))))
         x = x.transpose(1, 2)  # [B, T+2, C]; step τ belongs to frame τ − 2
-        layer_outputs = []
         for gru in self.grus:
             x, _ = gru(x)
-            layer_outputs.append(x)
-        if self.config.skip_to_heads:
-            x = torch.cat(layer_outputs, dim=2)
         x = x[:, LOOKAHEAD_FRAMES:]
         return torch.sigmoid(self.gain_head(x)), torch.sigmoid(self.strength_head(x))
 
@@ -184,8 +183,6 @@ class PercepNetStep(nn.Module):
             new_states.append(h)
             x = h
         new_gru_state = torch.cat(new_states, dim=1)
-        if self.config.skip_to_heads:
-            x = new_gru_state  # every layer's output, layer after layer
         gains = torch.sigmoid(self.gain_head(x))
         strengths = torch.sigmoid(self.strength_head(x))
         next_conv1 = window1[:, NUM_FEATURES:]

@@ -1,5 +1,4 @@
-"""RNNoise (pyrnnoise's C library) over a whole signal: the evaluation's baseline, and the
-co-teacher whose band gains ``train --rnnoise-teacher`` blends into the oracle targets."""
+"""RNNoise (pyrnnoise's C library) over a whole signal: the evaluation's baseline."""
 
 from __future__ import annotations
 
@@ -12,7 +11,6 @@ RNNOISE_FRAME_SAMPLES = 480
 # it): the pyrnnoise 0.4 library returns its input 960 samples (20 ms, two frames) later.
 RNNOISE_DELAY_SAMPLES = 960
 RNNOISE_PCM_SCALE = 32_768.0  # RNNoise expects floats on the 16-bit PCM scale
-TEACHER_GAIN_FLOOR = 1e-3  # keeps the geometric blend defined where a gain is 0
 
 
 def rnnoise_enhance(noisy: np.ndarray) -> np.ndarray:
@@ -40,18 +38,3 @@ def rnnoise_enhance(noisy: np.ndarray) -> np.ndarray:
     aligned = out[RNNOISE_DELAY_SAMPLES : RNNOISE_DELAY_SAMPLES + num_samples]
     return aligned.astype(np.float64) / RNNOISE_PCM_SCALE
 
-
-def blend_with_teacher(
-    oracle_gains: np.ndarray, teacher_gains: np.ndarray, teacher_share: float
-) -> np.ndarray:
-    """Per-band geometric blend ``oracle^(1 − share) · teacher^share`` (float32).
-
-    The teacher's gains are a function of the noisy input alone, so that part of the target can
-    be learnt from the input; the oracle's part still says where the clean speech is. The share
-    is checked where the recipe is made (``MixtureRecipe``)."""
-    if oracle_gains.shape != teacher_gains.shape:
-        raise ValueError(f"gain shapes differ: {oracle_gains.shape} and {teacher_gains.shape}")
-    oracle = np.maximum(oracle_gains.astype(np.float64), TEACHER_GAIN_FLOOR)
-    teacher = np.maximum(teacher_gains.astype(np.float64), TEACHER_GAIN_FLOOR)
-    blended = oracle ** (1.0 - teacher_share) * teacher**teacher_share
-    return np.clip(blended, 0.0, 1.0).astype(np.float32)

@@ -47,20 +47,17 @@ from model.feature_cache import (
     build_cache,
     default_cache_dir,
     load_all,
-    recipe_files,
 )
 from model.mixtures import MixtureRecipe, NoiseAugmentation, NoiseEvents, make_mixture
 from model.network import NetworkConfig, PercepNet, count_parameters
 from model.onthefly import OpusCoding, StreamSpec, train_stream
 from model.runtime import sha256_of
-from model.speech_cleaning import clean_recordings_with, cleaner_key
 from model.splits import split_named
 
 GAMMA = 0.5  # power compression of gains in the loss
 QUARTIC_WEIGHT = 10.0  # weight of the 4th-power term: punishes large errors harder
 STRENGTH_WEIGHT = 0.5
-NOISE_BAND_TARGET = 0.1  # bands whose target gain is below this are noise-dominated
-SPEECH_BAND_TARGET = 0.5  # bands whose target gain reaches this are speech-dominated
+NOISE_BAND_TARGET = 0.1  # a frame whose every target gain is below this has no speech
 CHECKPOINT_EVERY_SECONDS = 300.0
 FULL_SEQUENCE_LR_FACTOR = 0.25  # second stage's peak learning rate, relative to --lr
 PAUSE_STAGE_LR_FACTOR = 0.15  # third stage's peak learning rate, relative to --lr
@@ -75,36 +72,21 @@ def percepnet_loss(
     target_gains: torch.Tensor,
     target_strengths: torch.Tensor,
     band_mask: torch.Tensor,
-    overshoot_weight: float = 0.0,
     pause_weight: float = 0.0,
-    noise_band_weight: float = 0.0,
-    speech_band_weight: float = 0.0,
 ) -> torch.Tensor:
     """Power-compressed gain error (γ = 0.5) plus a 4th-power term, and the same on 1 − r.
 
-    ``band_mask`` [B, 34] removes bands above the speech source's bandwidth. Three weights make
-    residual noise (a gain above its target) cost ``1 + weight`` times more: ``overshoot_weight``
-    everywhere (against speech distortion, a gain below it); ``pause_weight`` in frames without
-    speech (every unmasked target below ``NOISE_BAND_TARGET``); ``noise_band_weight`` in
-    noise-dominated bands (target below ``NOISE_BAND_TARGET``) of any frame, the noise left
-    between speech components during speech. A fourth, ``speech_band_weight``, works the other
-    way: speech distortion (a gain below its target) costs ``1 + weight`` times more in
-    speech-dominated bands (target at least ``SPEECH_BAND_TARGET``), the speech that low-SNR
-    inputs lose.
+    ``band_mask`` [B, 34] removes bands above the speech source's bandwidth. ``pause_weight``
+    makes residual noise (a gain above its target) cost ``1 + pause_weight`` times more in frames
+    without speech (every unmasked target below ``NOISE_BAND_TARGET``): the third stage's weight.
     """
     mask = band_mask[:, None, :]
     d_gain = gains.clamp_min(1e-6) ** GAMMA - target_gains.clamp_min(1e-6) ** GAMMA
-    overshoot = d_gain > 0  # residual noise, as opposed to speech distortion
-    noise_band = target_gains < NOISE_BAND_TARGET
-    pause = (noise_band | (mask == 0)).all(dim=2, keepdim=True)
-    for weight, where in (
-        (overshoot_weight, overshoot),
-        (pause_weight, overshoot & pause),
-        (noise_band_weight, overshoot & noise_band),
-        (speech_band_weight, ~overshoot & (target_gains >= SPEECH_BAND_TARGET)),
-    ):
-        if weight > 0:  # the squared error costs 1 + weight times more where ``where`` holds
-            d_gain = d_gain * (1 + weight * where.to(d_gain.dtype)) ** 0.5
+    if pause_weight > 0:
+        overshoot = d_gain > 0  # residual noise, as opposed to speech distortion
+        pause = ((target_gains < NOISE_BAND_TARGET) | (mask == 0)).all(dim=2, keepdim=True)
+        # the squared error costs 1 + pause_weight times more where both hold
+        d_gain = d_gain * (1 + pause_weight * (overshoot & pause).to(d_gain.dtype)) ** 0.5
     d_strength = (1 - strengths).clamp_min(1e-6) ** GAMMA - (1 - target_strengths).clamp_min(
         1e-6
     ) ** GAMMA
@@ -281,13 +263,12 @@ def stage_plan(options: Mapping[str, Any], sequence_frames: int) -> list[StagePl
     state (the noise they have heard) over as long a stretch as the cache holds, from
     ``FULL_SEQUENCE_LR_FACTOR`` × ``--lr``; ``--pause-stage-minutes`` more on whole sequences
     with residual noise in speech-free frames weighted by ``--pause-stage-weight``, from
-    ``PAUSE_STAGE_LR_FACTOR`` × ``--lr``. The first two stages use ``--pause-weight``."""
+    ``PAUSE_STAGE_LR_FACTOR`` × ``--lr``. The first two stages weight no error more."""
     o = vars(parse_args([])) | {k: v for k, v in options.items() if v is not None}
     return [
-        StagePlan("crops", o["budget_minutes"], o["lr"], o["batch"], o["frames"],
-                  o["pause_weight"]),
+        StagePlan("crops", o["budget_minutes"], o["lr"], o["batch"], o["frames"], 0.0),
         StagePlan("full-sequence", o["full_sequence_minutes"], o["lr"] * FULL_SEQUENCE_LR_FACTOR,
-                  o["full_sequence_batch"], sequence_frames, o["pause_weight"]),
+                  o["full_sequence_batch"], sequence_frames, 0.0),
         StagePlan("pause", o["pause_stage_minutes"], o["lr"] * PAUSE_STAGE_LR_FACTOR,
                   o["full_sequence_batch"], sequence_frames, o["pause_stage_weight"]),
     ]
@@ -332,7 +313,7 @@ def initial_weights(path: Path, config: NetworkConfig) -> dict[str, torch.Tensor
         found, weights = network.config, network.state_dict()
     else:
         initial = torch.load(path, weights_only=False)
-        found, weights = NetworkConfig(**initial["config"]), initial["model"]
+        found, weights = NetworkConfig.from_dict(initial["config"]), initial["model"]
     # the clip is a training bound, not part of the weights (a graph cannot say it): this run's
     if dataclasses.replace(found, weight_clip=config.weight_clip) != config:
         raise SystemExit(f"--init-from network {found.as_dict()} is not {config.as_dict()}")
@@ -343,9 +324,6 @@ def initial_weights(path: Path, config: NetworkConfig) -> dict[str, torch.Tensor
 NON_TRAINING_OPTIONS = frozenset(
     {"out", "data_dir", "cache_dir", "export", "threads", "dev_files", "data_workers"}
 )
-# Recipe options that need a cache of their own (speech scored or cleaned once, a teacher run
-# once per mixture): not offered on the fly.
-CACHE_ONLY_OPTIONS = ("min_speech_bak", "clean_speech_targets", "rnnoise_teacher")
 
 
 class Throughput:
@@ -403,28 +381,17 @@ def train(args: argparse.Namespace) -> Path:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint_path = out / "checkpoint.pt"
-    config = dataclasses.replace(
+    config = (
         NetworkConfig.paper()
         if args.size == "paper"
-        else NetworkConfig(gru_size=args.gru_size, gru_layers=args.gru_layers),
-        skip_to_heads=args.skip_to_heads,
+        else NetworkConfig(gru_size=args.gru_size, gru_layers=args.gru_layers)
     )
     set_seeds(args.seed)
     torch.set_num_threads(args.threads)
 
-    if args.on_the_fly:
-        given = [name for name in CACHE_ONLY_OPTIONS if getattr(args, name) is not None]
-        if given:
-            given = ["--" + name.replace("_", "-") for name in given]
-            raise SystemExit(f"error: {', '.join(given)} needs the feature cache, not --on-the-fly")
     recipe = MixtureRecipe(
         noise_augmentation=NoiseAugmentation() if args.augment_noise else None,
         noise_events=NoiseEvents() if args.noise_events else None,
-        min_speech_bak=args.min_speech_bak,
-        cleaned_speech_targets=(
-            cleaner_key(Path(args.clean_speech_targets)) if args.clean_speech_targets else None
-        ),
-        rnnoise_teacher_share=args.rnnoise_teacher,
     )
     train_spec = CacheSpec(
         str(args.data_dir), "train", args.train_shards, SEQUENCES_PER_SHARD, args.seed, recipe
@@ -440,9 +407,7 @@ def train(args: argparse.Namespace) -> Path:
     )
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     print(f"feature cache: {cache_dir}", flush=True)
-    speech = recipe_files(train_spec, cache_dir, args.threads).speech
-    if args.clean_speech_targets:
-        clean_recordings_with(Path(args.clean_speech_targets), speech, cache_dir, args.threads)
+    speech = split_named(Path(args.data_dir), "train").speech
     train_data = None
     if not args.on_the_fly:
         train_data = load_all(
@@ -545,10 +510,7 @@ def train(args: argparse.Namespace) -> Path:
             predicted_gains, predicted_strengths = predict(model, features, bf16=args.bf16)
             loss = percepnet_loss(
                 predicted_gains, predicted_strengths, gains, strengths, mask,
-                overshoot_weight=args.overshoot_weight,
                 pause_weight=stage.pause_weight,
-                noise_band_weight=args.noise_band_weight,
-                speech_band_weight=args.speech_band_weight,
             )
             optimizer.zero_grad()
             loss.backward()
@@ -611,8 +573,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--gru-size", type=int, default=256)
     parser.add_argument("--gru-layers", type=int, default=3)
-    parser.add_argument("--skip-to-heads", action="store_true",
-                        help="the gain and strength heads read every GRU layer, not only the last")
     parser.add_argument("--train-shards", type=int, default=80,
                         help=f"feature-cache shards of {SEQUENCES_PER_SHARD} 3-s mixtures each")
     parser.add_argument("--epochs", type=int, default=1000)
@@ -640,18 +600,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--noise-events", action="store_true",
                         help="add synthetic bursts, harmonic sounds and babble of "
                              "training talkers to 40%% of noisy examples; builds its own cache")
-    parser.add_argument("--min-speech-bak", type=float, default=None, metavar="MOS",
-                        help="train only on speech recordings whose own DNSMOS BAK is at least "
-                             "this (their background is not taught as speech); builds its own "
-                             "cache")
-    parser.add_argument("--clean-speech-targets", default=None, metavar="MODEL",
-                        help="build the targets from copies of the speech recordings enhanced "
-                             "once by this ONNX model (their own background removed), the input "
-                             "from the recordings as they are; builds its own cache")
-    parser.add_argument("--rnnoise-teacher", type=float, default=None, metavar="SHARE",
-                        help="blend the target gains geometrically with the gains that turn "
-                             "each input into RNNoise's output, RNNoise weighted SHARE (0-1): "
-                             "a co-teacher; builds its own cache")
     parser.add_argument("--on-the-fly", action="store_true",
                         help="train on fresh whole mixtures every step (no feature cache): "
                              "--batch mixtures of 3 s per step, the first stage's schedule only")
@@ -665,16 +613,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--init-from", default=None, metavar="CHECKPOINT",
                         help="start from these weights (fine-tuning): a checkpoint, or a fp32 "
                              "ONNX graph such as model/weights/percepnet-fp32.onnx")
-    parser.add_argument("--overshoot-weight", type=float, default=0.0,
-                        help="extra loss weight on gains above target (residual noise)")
-    parser.add_argument("--pause-weight", type=float, default=0.0,
-                        help="extra loss weight on residual noise in frames without speech "
-                        "(first two stages)")
-    parser.add_argument("--noise-band-weight", type=float, default=0.0,
-                        help="extra loss weight on gains above target in noise-dominated bands")
-    parser.add_argument("--speech-band-weight", type=float, default=0.0,
-                        help="extra loss weight on gains below target in speech-dominated bands "
-                        "(target at least 0.5): speech lost at low SNR")
     parser.add_argument("--export", default=None, metavar="DIR",
                         help="export the trained network to DIR (fp32 + int8 ONNX, SHA-256)")
     return parser.parse_args(argv)

@@ -14,13 +14,13 @@ pytest.importorskip("speechmos")
 from dsp.constants import NUM_BANDS  # noqa: E402
 from dsp.enhancer import ReplayGains  # noqa: E402
 from dsp.offline import enhance_signal  # noqa: E402
-from model.differentiable_synthesis import (  # noqa: E402
+from model.research.differentiable_synthesis import (  # noqa: E402
     TorchSynthesis,
     resample_ideal,
     stack_inputs,
     synthesis_inputs,
 )
-from model.dnsmos_loss import (  # noqa: E402
+from model.research.dnsmos_loss import (  # noqa: E402
     WINDOW_SAMPLES_16K,
     DnsmosP835,
     dnsmos_window,
@@ -47,7 +47,7 @@ def test_the_graph_interpreter_refuses_operators_it_does_not_know(tmp_path) -> N
     import onnx
     from onnx import TensorProto, helper
 
-    from model.dnsmos_loss import OnnxTorchGraph
+    from model.research.dnsmos_loss import OnnxTorchGraph
 
     node = helper.make_node("Tanh", ["x"], ["y"])
     graph = helper.make_graph(
@@ -153,7 +153,7 @@ def test_finetune_checkpoints_and_resumes(tmp_path) -> None:
         pytest.skip("needs ../shared/data")
     from pathlib import Path
 
-    from model.dnsmos_finetune import finetune, parse_args
+    from model.research.dnsmos_finetune import finetune, parse_args
 
     weights = Path(__file__).resolve().parents[1] / "model" / "weights" / "percepnet-fp32.onnx"
     argv = [
@@ -186,7 +186,7 @@ def test_finetune_checkpoints_and_resumes(tmp_path) -> None:
 def test_torch_stoi_scores_as_pystoi() -> None:
     from pystoi import stoi as pystoi_stoi
 
-    from model.stoi_loss import Stoi
+    from model.research.stoi_loss import Stoi
 
     rng = np.random.default_rng(4)
     clean = voiced_noisy(2.0, seed=5) * np.repeat(rng.uniform(0.05, 1.0, 20), RATE // 10)
@@ -201,7 +201,7 @@ def test_torch_stoi_scores_as_pystoi() -> None:
 
 
 def test_export_refuses_the_shipped_weights_folder(capsys) -> None:
-    from model.dnsmos_finetune import parse_args
+    from model.research.dnsmos_finetune import parse_args
     from model.runtime import WEIGHTS_DIR
 
     with pytest.raises(SystemExit):
@@ -211,8 +211,8 @@ def test_export_refuses_the_shipped_weights_folder(capsys) -> None:
 
 
 def test_stoi_refuses_clips_with_too_little_speech_and_the_batch_skips_them() -> None:
-    from model.dnsmos_finetune import batch_stoi
-    from model.stoi_loss import Stoi
+    from model.research.dnsmos_finetune import batch_stoi
+    from model.research.stoi_loss import Stoi
 
     stoi = Stoi()
     short = torch.from_numpy(voiced_noisy(0.2))
@@ -227,7 +227,7 @@ def test_stoi_refuses_clips_with_too_little_speech_and_the_batch_skips_them() ->
 
 
 def test_finetune_options_are_checked(tmp_path) -> None:
-    from model.dnsmos_finetune import finetune, parse_args
+    from model.research.dnsmos_finetune import finetune, parse_args
 
     with pytest.raises(SystemExit):
         parse_args(["--init-from", "x.onnx", "--out", str(tmp_path), "--batch", "0"])

@@ -48,38 +48,3 @@ def test_load_all_takes_only_the_shards_a_run_asks_for(tmp_path: Path) -> None:
     first_two = load_all(tmp_path, count=2)
     assert first_two.features.shape[0] == 8
     np.testing.assert_array_equal(first_two.features, load_all(tmp_path).features[:8])
-
-
-def test_blend_with_teacher_is_a_per_band_geometric_mean_weighted_by_the_share() -> None:
-    from model.rnnoise_baseline import blend_with_teacher
-
-    oracle = np.array([[0.81, 1.0, 0.0]], dtype=np.float32)
-    teacher = np.array([[0.25, 0.04, 0.5]], dtype=np.float32)
-    np.testing.assert_allclose(blend_with_teacher(oracle, teacher, 0.5), [[0.45, 0.2, 0.0224]],
-                               atol=1e-3)
-    np.testing.assert_allclose(blend_with_teacher(oracle, teacher, 0.0), oracle, atol=1e-3)
-    np.testing.assert_allclose(blend_with_teacher(oracle, teacher, 1.0), teacher, atol=1e-6)
-    with pytest.raises(ValueError, match="shapes differ"):
-        blend_with_teacher(oracle, teacher[:, :2], 0.5)
-
-
-def test_the_recipe_gains_blend_the_oracle_with_what_rnnoise_makes_of_the_input() -> None:
-    pytest.importorskip("pyrnnoise")
-    from dsp.offline import compute_oracle_targets
-    from model.feature_cache import recipe_gains
-    from model.mixtures import Mixture, MixtureRecipe
-    from model.rnnoise_baseline import rnnoise_enhance
-
-    rng = np.random.default_rng(3)
-    t = np.arange(48_000) / 48_000
-    speech = 0.1 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 2 * t) > 0)
-    noisy = speech + 0.02 * rng.standard_normal(t.shape[0])
-    mixture = Mixture(noisy=noisy, target=speech, speech_max_hz=24_000.0)
-    oracle = compute_oracle_targets(noisy, speech).gains
-    teacher = compute_oracle_targets(noisy, rnnoise_enhance(noisy)).gains
-
-    assert recipe_gains(MixtureRecipe(), mixture, oracle) is oracle
-    half = recipe_gains(MixtureRecipe(rnnoise_teacher_share=0.5), mixture, oracle)
-    expected = np.sqrt(np.maximum(oracle, 1e-3) * np.maximum(teacher, 1e-3))
-    np.testing.assert_allclose(half, expected, atol=1e-5)
-    assert not np.allclose(half, oracle, atol=0.05)  # RNNoise's gains do differ from the oracle's

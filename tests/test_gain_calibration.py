@@ -11,7 +11,7 @@ from dsp.constants import NUM_BANDS
 from dsp.offline import compute_oracle_targets
 from model.devset import DevMixture
 from model.feature_cache import band_mask
-from model.gain_calibration import calibration, main, streaming_gains, to_markdown
+from model.research.gain_calibration import calibration, main, streaming_gains, to_markdown
 from model.runtime import DEFAULT_MODEL
 from tests.signals import add_white_noise, harmonic_tone
 

@@ -208,23 +208,3 @@ def test_the_model_card_names_the_noise_events_only_when_they_were_used() -> Non
     note = _noise_events_note(MixtureRecipe(noise_events=NoiseEvents()).as_dict())
     assert "40% of noisy examples" in note and "3–7 training talkers" in note
     assert "`--noise-events`" in note
-
-
-def test_the_rnnoise_teacher_share_keys_the_cache_and_is_checked_when_the_recipe_is_made() -> None:
-    plain = MixtureRecipe().as_dict()
-    assert "rnnoise_teacher_share" not in plain
-    taught = MixtureRecipe(rnnoise_teacher_share=0.5).as_dict()
-    assert taught["rnnoise_teacher_share"] == 0.5
-    assert {k: v for k, v in taught.items() if k != "rnnoise_teacher_share"} == plain
-    for share in (-0.1, 1.5):
-        with pytest.raises(ValueError, match=r"in \[0, 1\]"):
-            MixtureRecipe(rnnoise_teacher_share=share)
-
-
-def test_the_model_card_says_the_network_learnt_from_rnnoise_only_when_it_did() -> None:
-    pytest.importorskip("torch")
-    from model.model_card import _teacher_note
-
-    assert _teacher_note(MixtureRecipe().as_dict()) == ""
-    note = _teacher_note(MixtureRecipe(rnnoise_teacher_share=0.5).as_dict())
-    assert "`--rnnoise-teacher 0.5`" in note and "does not run at inference" in note

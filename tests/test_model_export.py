@@ -27,10 +27,10 @@ from model.runtime import (  # noqa: E402
 SMALL = NetworkConfig(conv1_channels=32, conv2_channels=48, gru_size=40, gru_layers=2)
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["last-gru-heads", "skip-to-heads"])
-def small_model(request: pytest.FixtureRequest) -> PercepNet:
+@pytest.fixture(scope="module")
+def small_model() -> PercepNet:
     torch.manual_seed(0)
-    return PercepNet(dataclasses.replace(SMALL, skip_to_heads=request.param)).eval()
+    return PercepNet(SMALL).eval()
 
 
 @pytest.fixture(scope="module")

@@ -131,12 +131,6 @@ def test_training_on_the_fly_keeps_the_best_checkpoint_and_resumes(
     assert len(resumed["history"]) == 2
 
 
-def test_recipe_options_that_need_the_cache_are_refused_on_the_fly(tmp_path: Path) -> None:
-    args = train.parse_args(["--out", str(tmp_path), "--on-the-fly", "--rnnoise-teacher", "0.5"])
-    with pytest.raises(SystemExit, match="--rnnoise-teacher needs the feature cache"):
-        train.train(args)
-
-
 def test_the_model_card_says_what_an_on_the_fly_run_heard() -> None:
     from model.model_card import _stream_note
 

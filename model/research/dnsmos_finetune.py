@@ -1,21 +1,21 @@
 """Fine-tune the network on what DNSMOS hears, with its training loss kept as an anchor.
 
-    python -m model.dnsmos_finetune --init-from model/weights/percepnet-fp32.onnx \
+    python -m model.research.dnsmos_finetune --init-from model/weights/percepnet-fp32.onnx \
         --out runs/dnsmos --minutes 45
 
 Each step draws mixtures of whole training-split utterances with training-split noises (never
 the dev split's), runs the network over them, synthesises the enhanced audio with
-:class:`model.differentiable_synthesis.TorchSynthesis`, and minimises
+:class:`model.research.differentiable_synthesis.TorchSynthesis`, and minimises
 
     target_weight · (PercepNet loss against the oracle targets)
         − mean DNSMOS OVRL − stoi_weight · mean STOI
 
-through the differentiable DNSMOS P.835 network of :mod:`model.dnsmos_loss` and the torch STOI
-of :mod:`model.stoi_loss`. The PercepNet loss keeps the gains near the oracle's and STOI keeps
-the speech intelligible; DNSMOS says which way to err where the network cannot be sure. PESQ
-and SI-SDR are not optimised. Checkpoints (the ``model.train`` format, so
-``model.export --checkpoint`` takes them) are written every few minutes and the run resumes
-from the last one. Progress lines give the batch means of each term.
+through the differentiable DNSMOS P.835 network of :mod:`model.research.dnsmos_loss` and the torch
+STOI of :mod:`model.research.stoi_loss`. The PercepNet loss keeps the gains near the oracle's and
+STOI keeps the speech intelligible; DNSMOS says which way to err where the network cannot be sure.
+PESQ and SI-SDR are not optimised. Checkpoints (the ``model.train`` format, so ``model.export
+--checkpoint`` takes them) are written every few minutes and the run resumes from the last one.
+Progress lines give the batch means of each term.
 
 A research tool only: acceptance metrics are never training objectives of shipped weights, so
 ``--export`` refuses the shipped weights' folder and nothing on the shipped path imports this.
@@ -36,19 +36,19 @@ import torch
 from dsp.constants import NUM_BANDS, SAMPLE_RATE_HZ
 from dsp.offline import compute_oracle_targets
 from model.devset import DevMixture, build_dev_mixtures, default_data_dir
-from model.differentiable_synthesis import (
+from model.export import export_all
+from model.feature_cache import band_mask
+from model.mixtures import speech_max_hz
+from model.network import NetworkConfig, PercepNet
+from model.research.differentiable_synthesis import (
     TorchSynthesis,
     resample_ideal,
     stack_inputs,
     synthesis_inputs,
 )
-from model.dnsmos_loss import WINDOW_SAMPLES_16K, DnsmosP835, dnsmos_window
-from model.export import export_all
-from model.feature_cache import band_mask
-from model.mixtures import speech_max_hz
-from model.network import NetworkConfig, PercepNet
+from model.research.dnsmos_loss import WINDOW_SAMPLES_16K, DnsmosP835, dnsmos_window
+from model.research.stoi_loss import Stoi
 from model.runtime import WEIGHTS_DIR, sha256_of
-from model.stoi_loss import Stoi
 from model.train import initial_weights, percepnet_loss
 
 DNSMOS_RATE = 16_000
@@ -247,7 +247,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``python -m model.dnsmos_finetune``."""
+    """Entry point of ``python -m model.research.dnsmos_finetune``."""
     print(finetune(parse_args(argv)), flush=True)
 
 

@@ -7,7 +7,7 @@ the model's mean gain there and its median ratio to the target in dB. A well-cal
 sits near 0 dB in every row; residual noise shows as positive ratios in the low ranges, lost
 speech as negative ratios in the high ones.
 
-    python -m model.gain_calibration --per-snr 8 --seed 1 [--model PATH.onnx]
+    python -m model.research.gain_calibration --per-snr 8 --seed 1 [--model PATH.onnx]
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     from model.runtime import DEFAULT_MODEL
 
     parser = argparse.ArgumentParser(
-        prog="python -m model.gain_calibration", description=__doc__.split("\n")[0]
+        prog="python -m model.research.gain_calibration", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX model")
     parser.add_argument("--per-snr", type=int, default=8, help="mixtures per SNR (default 8)")

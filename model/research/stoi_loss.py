@@ -1,5 +1,5 @@
 """Classic STOI (Taal et al. 2011) in torch, differentiable in the processed signal (training
-only): the intelligibility term of ``model.dnsmos_finetune``.
+only): the intelligibility term of ``model.research.dnsmos_finetune``.
 
 It follows ``pystoi`` step by step (the evaluation's STOI) and takes its constants and its
 one-third-octave band matrix from it; only the resampling to 10 kHz differs (an ideal low-pass
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from pystoi.utils import thirdoct
 
-from model.differentiable_synthesis import resample_ideal
+from model.research.differentiable_synthesis import resample_ideal
 
 # the module itself (the package re-exports its function under the same name)
 pystoi_stoi = importlib.import_module("pystoi.stoi")
