@@ -162,4 +162,23 @@ exit_code=$(docker inspect -f '{{.State.ExitCode}}' "$container")
 wait "$holder" || true
 [ "$exit_code" = 0 ] || fail "docker stop during a call: exit code $exit_code after $stop_seconds s"
 say "docker stop during a call: drained, exit 0 after $stop_seconds s"
+
+# Served over HTTPS (a self-signed certificate), the HEALTHCHECK still finds /readyz.
+mkdir "$work/tls"
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 \
+    -keyout "$work/tls/key.pem" -out "$work/tls/cert.pem" 2>/dev/null
+chmod 0755 "$work/tls" && chmod 0644 "$work/tls/key.pem"  # a throwaway key, for uid 12345
+docker rm -f "$container" >/dev/null
+port=$(free_port)
+container=$(docker run -d --network host --read-only --tmpfs /tmp --user 12345:12345 \
+    -v "$work/tls:/tls:ro" -e PNR_TLS_CERT_FILE=/tls/cert.pem -e PNR_TLS_KEY_FILE=/tls/key.pem \
+    -e PNR_HOST=127.0.0.1 -e PNR_PORT="$port" -e PNR_ICE_HOST_ADDRESSES=127.0.0.1 "$IMAGE")
+for _ in $(seq 120); do
+    health=$(docker inspect -f '{{.State.Health.Status}}' "$container")
+    [ "$health" = healthy ] && break
+    [ "$(docker inspect -f '{{.State.Running}}' "$container")" = true ] || fail "TLS relay exited"
+    sleep 0.5
+done
+[ "$health" = healthy ] || fail "over HTTPS the HEALTHCHECK says $health"
+say "over HTTPS: HEALTHCHECK healthy"
 say "passed"
