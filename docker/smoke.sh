@@ -148,6 +148,30 @@ done
 [ "$health" = healthy ] || fail "HEALTHCHECK says $health"
 say "HEALTHCHECK healthy"
 
+chromium=$(command -v chromium || command -v chromium-browser || true)
+if [ -n "$chromium" ]; then  # the page, from Chromium on the host, with its fake microphone
+    token=$(docker run --rm --entrypoint percepnet-relay -e PNR_TOKEN_SECRET="$secret" "$IMAGE" \
+        token smoke --name chromium)
+    enhanced_before=$(frames_enhanced)
+    "$chromium" --headless=new --no-sandbox --disable-gpu --no-first-run \
+        --disable-background-networking --disable-component-update --disable-sync \
+        --user-data-dir="$work/chromium" --use-fake-ui-for-media-stream \
+        --use-fake-device-for-media-stream --allow-loopback-in-peer-connection \
+        --disable-features=WebRtcHideLocalIpsWithMdns --autoplay-policy=no-user-gesture-required \
+        "$url/?room=smoke&name=chromium&autojoin=1&token=$token" >/dev/null 2>&1 &
+    browser=$!
+    for _ in $(seq 300); do
+        [ "$(frames_enhanced)" -gt "$((enhanced_before + 100))" ] && break  # 2 s of its voice
+        sleep 0.2
+    done
+    kill "$browser" 2>/dev/null || true
+    wait "$browser" 2>/dev/null || true
+    [ "$(frames_enhanced)" -gt "$((enhanced_before + 100))" ] || fail "the page never sent audio"
+    say "the page in Chromium joined with a token and its voice was enhanced"
+else
+    say "no Chromium on this machine: the page is not tried"
+fi
+
 enhanced_before=$(frames_enhanced)
 client 30 hold &
 holder=$!

@@ -193,6 +193,7 @@ navigator.mediaDevices?.addEventListener?.("devicechange", listMicrophones);
 
 if (params.get("room")) $("room").value = params.get("room");
 if (params.get("name")) $("name").value = params.get("name");
+if (params.get("token")) $("token").value = params.get("token");
 if (params.get("echo") === "1") $("echo").checked = true;
 listMicrophones();
 if (params.get("autojoin") === "1") join();
