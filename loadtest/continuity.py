@@ -43,7 +43,7 @@ def longest_gap_seconds(received: np.ndarray, after_seconds: float = 0.0) -> flo
 
 @dataclass(frozen=True)
 class DelaySample:
-    """Mouth-to-ear delay of the reference window starting at ``sent_seconds``."""
+    """Mouth-to-ear delay of the reference window starting ``sent_seconds`` into the signal."""
 
     sent_seconds: float
     delay_seconds: float
@@ -81,7 +81,7 @@ def delays_over_time(
         if frame >= len(arrivals):
             break
         heard = arrivals[frame] + (position % FRAME) / RATE  # a frame starts playing on arrival
-        samples.append(DelaySample(send_times[sent_frame], heard - send_times[sent_frame]))
+        samples.append(DelaySample(start / RATE, heard - send_times[sent_frame]))
     return samples
 
 

@@ -26,7 +26,7 @@ from loadtest.continuity import (
     pesq_against,
     settled_after,
 )
-from loadtest.speech import add_white_noise, speech_like
+from loadtest.speech import speech_over_floor
 from service.audio_frames import frame_to_mono
 from service.concealment import ConcealingOpusDecoder, is_concealed
 from service.jitter import AudioJitterBuffer
@@ -101,12 +101,6 @@ class Playout:
 
     def pesq(self) -> float:
         return pesq_against(self.clean, self.heard, *SCORED)
-
-
-def speech_over_floor(seconds: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Speech-like sound (clean) and the same over a steady noise floor 30 dB down (sent)."""
-    clean = speech_like(seconds, seed=seed).astype(np.float32)
-    return clean, add_white_noise(clean, snr_db=30.0, seed=seed + 1).astype(np.float32)
 
 
 def encode(signal: np.ndarray, fec_loss_percent: int = 0) -> list[bytes]:

@@ -56,3 +56,15 @@ def open_fds(pid: int) -> int:
         return len(os.listdir(f"/proc/{pid}/fd"))
     except OSError:
         return 0
+
+
+def thread_count(pid: int) -> int:
+    """Threads of ``pid`` and its descendants."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            match = re.search(r"Threads:\s+(\d+)", Path(f"/proc/{member}/status").read_text())
+        except OSError:
+            continue
+        total += int(match.group(1)) if match else 0
+    return total

@@ -63,3 +63,9 @@ def speech_like(seconds: float, seed: int = 0) -> np.ndarray:
         out[position:end] += voiced[: end - position]
         position = end + int(rng.uniform(0.03, 0.25) * SAMPLE_RATE)
     return 0.1 * out / np.sqrt(np.mean(out**2))
+
+
+def speech_over_floor(seconds: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Speech-like sound (clean) and the same over a steady noise floor 30 dB down (sent)."""
+    clean = speech_like(seconds, seed=seed).astype(np.float32)
+    return clean, add_white_noise(clean, snr_db=30.0, seed=seed + 1).astype(np.float32)

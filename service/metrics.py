@@ -106,6 +106,9 @@ class RelayMetrics:
         self.participants = Gauge(
             "pnr_participants", "Participants connected or joining", registry=r
         )
+        self.asyncio_tasks = Gauge(
+            "pnr_asyncio_tasks", "Tasks alive in the relay's event loop (leak watch)", registry=r
+        )
         self.joins = Counter("pnr_joins_total", "Participants admitted", registry=r)
         self.leaves = Counter(
             "pnr_leaves_total", "Participants gone, by reason", ["reason"], registry=r

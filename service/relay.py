@@ -116,6 +116,8 @@ class Relay:
             self.state = "ready"
             self.metrics.ready.set(1)
         self.ready_seconds = time.monotonic() - self.started_at
+        loop = asyncio.get_running_loop()  # /metrics is served on this loop
+        self.metrics.asyncio_tasks.set_function(lambda: len(asyncio.all_tasks(loop)))
         self.metrics.info.info({"model": self.settings.model_path.name})
         self._background.append(asyncio.create_task(self._watchdog(), name="relay-watchdog"))
         self._background.append(asyncio.create_task(self._poll_stats(), name="relay-stats"))

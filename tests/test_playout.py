@@ -15,8 +15,8 @@ from loadtest.playout_sim import (
     Playout,
     encode,
     simulate,
-    speech_over_floor,
 )
+from loadtest.speech import speech_over_floor
 
 SECONDS = 14.0
 
