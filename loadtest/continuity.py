@@ -92,14 +92,20 @@ def median_delay(samples: list[DelaySample], start: float, end: float) -> float 
 
 
 def settled_after(
-    samples: list[DelaySample], start: float, normal: float, tolerance: float = 0.025
+    samples: list[DelaySample], start: float, end: float, tolerance: float = 0.025
 ) -> float | None:
-    """Seconds after ``start`` from which every window's delay stays within ``tolerance`` of
-    ``normal``; None if it never does."""
-    later = [s for s in samples if s.sent_seconds >= start]
+    """Seconds after ``end`` from which every window's delay stays within ``tolerance`` of the
+    median before ``start`` (widened by the largest deviation before ``start``: on a busy
+    machine the delay wanders even without a fault); None if it never does."""
+    earlier = [s.delay_seconds for s in samples if 1.0 <= s.sent_seconds < start]
+    if not earlier:
+        return None
+    normal = float(np.median(earlier))
+    tolerance += max(abs(value - normal) for value in earlier)
+    later = [s for s in samples if s.sent_seconds >= end]
     for index, sample in enumerate(later):
         if all(abs(s.delay_seconds - normal) <= tolerance for s in later[index:]):
-            return max(sample.sent_seconds - start, 0.0)
+            return max(sample.sent_seconds - end, 0.0)
     return None
 
 

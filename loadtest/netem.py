@@ -170,7 +170,7 @@ async def _measure(url: str, fault: Fault, clean: np.ndarray, sent: np.ndarray) 
         gap_seconds=longest_gap_seconds(heard),
         before=before,
         after=median_delay(samples, fault.end + 1.0, float("inf")),
-        settle=None if before is None else settled_after(samples, fault.end, before),
+        settle=settled_after(samples, START_SECONDS, fault.end),
         concealed=int(me["frames"]["concealed"]),
     )
 

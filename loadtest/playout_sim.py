@@ -96,7 +96,7 @@ class Playout:
         samples = delays_over_time(self.clean, self.send_times, self.heard, self.tick_times)
         before = median_delay(samples, 1.0, self.condition.start)
         after = median_delay(samples, self.condition.end + 1.0, float("inf"))
-        settle = None if before is None else settled_after(samples, self.condition.end, before)
+        settle = settled_after(samples, self.condition.start, self.condition.end)
         return before, after, settle
 
     def pesq(self) -> float:

@@ -24,6 +24,7 @@ import numpy as np
 from loadtest.process_stats import open_fds, process_tree, rss_bytes, thread_count
 from loadtest.relay_load import _histogram_quantile, _scrape, participant_signal
 from loadtest.server import serve_on_loopback
+from service.metrics import LAG_BUCKETS
 
 WARM_UP_SAMPLES = 2  # the first samples: joins, kernels, allocator pools filling
 RSS_SLOPE_LIMIT_MIB_PER_HOUR = 20.0  # steady memory: less than this after the warm-up
@@ -91,8 +92,15 @@ def _sample(pid: int, url: str, started: float, before: dict) -> tuple[Sample, d
     return sample, after
 
 
+def _lag(lag_ms: float | None) -> str:
+    if lag_ms is None:
+        return "n/a"
+    # a p99 past the histogram's last bucket reads as that bucket's bound
+    return f">={lag_ms:.0f}" if lag_ms >= 1000 * LAG_BUCKETS[-1] else f"{lag_ms:.1f}"
+
+
 def _row(sample: Sample) -> str:
-    lag = "n/a" if sample.lag_p99_ms is None else f"{sample.lag_p99_ms:.1f}"
+    lag = _lag(sample.lag_p99_ms)
     return (
         f"{sample.minute:>6.1f} {sample.participants:>6} {sample.rss_mib:>8.1f} {sample.fds:>5} "
         f"{sample.threads:>7} {sample.tasks:>6} {lag:>8} {sample.frames_dropped:>8.0f}"
@@ -105,8 +113,11 @@ HEADER = (
 )
 
 
-def verdict(samples: list[Sample]) -> list[str]:
-    """One line per resource: steady or growing (samples after the warm-up only)."""
+def verdict(samples: list[Sample], idle_before: Sample, idle_after: Sample) -> list[str]:
+    """One line per resource: steady or growing. While talking (samples after the warm-up),
+    memory must not trend up, and a count grows only if its lowest value in the last third is
+    above its highest in the first (in-flight tasks come and go with the load); once everyone
+    has left, fds, threads and tasks must be back where they were before anyone joined."""
     steady = samples[WARM_UP_SAMPLES:]
     if len(steady) < 3:
         return ["too few samples after the warm-up for a verdict"]
@@ -114,19 +125,23 @@ def verdict(samples: list[Sample]) -> list[str]:
     rss = np.array([s.rss_mib for s in steady])
     slope = float(np.polyfit(minutes, rss, 1)[0]) * 60.0  # MiB per hour
     lines = [
-        f"RSS: {rss[0]:.1f} -> {rss[-1]:.1f} MiB, trend {slope:+.1f} MiB/h: "
+        f"RSS: {rss[0]:.1f} -> {rss[-1]:.1f} MiB while talking, trend {slope:+.1f} MiB/h: "
         + ("steady" if slope < RSS_SLOPE_LIMIT_MIB_PER_HOUR else "GROWING")
     ]
+    third = max(len(steady) // 3, 1)
     for name in ("fds", "threads", "tasks"):
         values = [getattr(s, name) for s in steady]
-        grew = max(values[-3:]) > max(values[:3])
+        grew = min(values[-third:]) > max(values[:third])
+        before, after = getattr(idle_before, name), getattr(idle_after, name)
         lines.append(
-            f"{name}: {values[0]} -> {values[-1]} (range {min(values)}-{max(values)}): "
-            + ("GROWING" if grew else "steady")
+            f"{name}: {min(values)}-{max(values)} while talking, "
+            + ("GROWING" if grew else "no upward trend")
+            + f"; idle {before} before, {after} after: "
+            + ("back" if after <= before else "NOT BACK")
         )
     lags = [s.lag_p99_ms for s in steady if s.lag_p99_ms is not None]
     if lags:
-        lines.append(f"lag p99: {min(lags):.1f}-{max(lags):.1f} ms over the samples")
+        lines.append(f"lag p99 per interval: {_lag(min(lags))} to {_lag(max(lags))} ms")
     return lines
 
 
@@ -147,7 +162,7 @@ def run(args: argparse.Namespace) -> list[Sample]:
     samples: list[Sample] = []
     try:
         started = time.monotonic()
-        before = _scrape(url)
+        idle_before, before = _sample(pid, url, started, _scrape(url))
         print(HEADER, flush=True)
         context = multiprocessing.get_context("spawn")
         with context.Pool(processes) as pool:
@@ -160,15 +175,16 @@ def run(args: argparse.Namespace) -> list[Sample]:
                 samples.append(sample)
                 print(_row(sample), flush=True)
             heard = [n for part in pending.get() for n in part]
-        time.sleep(2.0)  # the relay notices the peers' goodbyes
-        after, _ = _sample(pid, url, started, before)
-        print(f"after everyone left: {_row(after)}")
+        time.sleep(5.0)  # the relay notices the peers' goodbyes and closes their calls
+        idle_after, _ = _sample(pid, url, started, before)
+        print(f"{_row(idle_before)}   <- idle, before anyone joined")
+        print(f"{_row(idle_after)}   <- idle, after everyone left")
         expected = seconds * 50
         print(f"frames heard per participant: {min(heard)}-{max(heard)} of about {expected:.0f}")
     finally:
         served.process.terminate()
         served.process.wait(30)
-    for line in verdict(samples):
+    for line in verdict(samples, idle_before, idle_after):
         print(line)
     return samples
 
