@@ -212,7 +212,7 @@ def burst_noise(rng: np.random.Generator, length: int, events: NoiseEvents) -> n
         if not 0 <= onset < length:
             continue
         decay_s = _log_uniform(rng, events.burst_decay_s)
-        span = min(int(5 * decay_s * SAMPLE_RATE) + 1, length - onset)
+        span = min(int(5 * decay_s * SAMPLE_RATE) + 1, length - int(onset))
         t = np.arange(span) / SAMPLE_RATE
         envelope = np.exp(-t / decay_s) * np.minimum(1.0, t / 0.0005 + 1e-3)
         start = int(rng.integers(0, length - span + 1))

@@ -145,7 +145,7 @@ async def send_over_lossy_link(
         wanted = packets - TAIL_PACKETS
         while not _covered(result, wanted):
             frame = await asyncio.wait_for(receiver.track.recv(), timeout=30.0)
-            assert isinstance(frame, av.AudioFrame)
+            assert isinstance(frame, av.AudioFrame) and frame.pts is not None
             result.frames.append(frame_to_mono(frame))
             result.timestamps.append(int(frame.pts))
             result.concealed.append(is_concealed(frame))

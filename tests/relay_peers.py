@@ -70,7 +70,7 @@ class RunningRelay:
             time.sleep(0.05)
         raise TimeoutError("relay did not become ready")
 
-    def call(self, coroutine_factory, timeout: float = 10.0):  # type: ignore[no-untyped-def]
+    def call(self, coroutine_factory, timeout: float = 10.0):
         """Run a coroutine on the relay's own loop and return its result."""
         assert self.loop is not None
         future = asyncio.run_coroutine_threadsafe(coroutine_factory(), self.loop)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+CHECKED = ("dsp", "service", "loadtest", "model", "tests")  # what mypy checks
 
 
 @pytest.mark.skipif(shutil.which("ruff") is None, reason="ruff is not installed")
@@ -21,7 +22,7 @@ def test_ruff_is_clean() -> None:
 def test_mypy_is_clean() -> None:
     pytest.importorskip("mypy")
     result = subprocess.run(
-        [sys.executable, "-m", "mypy", "dsp", "service", "loadtest"],
+        [sys.executable, "-m", "mypy", *CHECKED],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -12,6 +13,8 @@ from signals import pink_noise, speech_like
 
 from model import deepfilternet_baseline, evaluate
 from model.devset import DevMixture
+
+T = TypeVar("T")
 
 SECONDS = 2.0
 
@@ -51,11 +54,16 @@ def test_scored_on_a_mixture_with_one_runtime_per_call(monkeypatch) -> None:
 
 def test_prepare_runs_before_the_clock_starts(monkeypatch) -> None:
     events: list[str] = []
-    monkeypatch.setattr(evaluate.time, "process_time", lambda: events.append("clock") or 0.0)
+
+    def logged(event: str, value: T) -> T:
+        events.append(event)
+        return value
+
+    monkeypatch.setattr(evaluate.time, "process_time", lambda: logged("clock", 0.0))
     system = evaluate.System(
         "probe",
-        lambda noisy: events.append("process") or noisy,
-        prepare=lambda: events.append("prepare"),
+        lambda noisy: logged("process", noisy),
+        prepare=lambda: logged("prepare", None),
     )
     signal = np.zeros(480)
     mixture = DevMixture("zeros", signal, signal, 0.0, Path("s"), Path("n"), 48_000)

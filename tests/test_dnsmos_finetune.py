@@ -11,6 +11,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 pytest.importorskip("speechmos")
 
+from shared_data import find_shared_data  # noqa: E402
+
 from dsp.constants import NUM_BANDS  # noqa: E402
 from dsp.enhancer import ReplayGains  # noqa: E402
 from dsp.offline import enhance_signal  # noqa: E402
@@ -25,7 +27,6 @@ from model.research.dnsmos_loss import (  # noqa: E402
     DnsmosP835,
     dnsmos_window,
 )
-from tests.shared_data import find_shared_data  # noqa: E402
 
 RATE = 48_000
 

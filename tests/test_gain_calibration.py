@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from signals import add_white_noise, harmonic_tone
 
 from dsp.constants import NUM_BANDS
 from dsp.offline import compute_oracle_targets
@@ -13,7 +14,6 @@ from model.devset import DevMixture
 from model.feature_cache import band_mask
 from model.research.gain_calibration import calibration, main, streaming_gains, to_markdown
 from model.runtime import DEFAULT_MODEL
-from tests.signals import add_white_noise, harmonic_tone
 
 
 def mixture(source_rate: int = 48_000, snr_db: float = 5.0) -> DevMixture:

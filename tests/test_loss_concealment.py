@@ -9,11 +9,11 @@ import functools
 
 import numpy as np
 import pytest
+from lossy_link import LinkResult, relay_receive_path, send_over_lossy_link
+from signals import add_white_noise, speech_like
 
 from service.concealment import ConcealingOpusDecoder, ReleasedFrame, is_concealed
 from service.sdp import request_inband_fec
-from tests.lossy_link import LinkResult, relay_receive_path, send_over_lossy_link
-from tests.signals import add_white_noise, speech_like
 
 FRAME = 960
 BURST = range(100, 103)  # three in a row

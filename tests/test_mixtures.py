@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -77,7 +78,7 @@ def _level_at(signal: np.ndarray, hz: float) -> float:
     [("noise_augmentation", NoiseAugmentation()), ("noise_events", NoiseEvents())],
 )
 def test_a_recipe_without_an_optional_knob_keys_the_cache_as_before_the_knob_existed(
-    knob: str, value: object
+    knob: str, value: Any
 ) -> None:
     plain = MixtureRecipe().as_dict()
     assert knob not in plain

@@ -24,7 +24,7 @@ def speech_noise(shared_data_dir):
 
 
 @pytest.mark.parametrize("snr_db", [0.0, 10.0])
-def test_oracle_improves_pesq_and_si_sdr(shared_data_dir, snr_db: float) -> None:  # type: ignore[no-untyped-def]
+def test_oracle_improves_pesq_and_si_sdr(shared_data_dir, snr_db: float) -> None:
     """Over every fullband noise recording (≥ 3 s): mean gains of at least +0.8 PESQ-WB and
     +8 dB SI-SDR, and no single noise below +0.8 PESQ or +5 dB SI-SDR (babble-like noises
     share the speech's bands, so band gains help least there)."""

@@ -7,6 +7,7 @@ import asyncio
 import gc
 import threading
 import time
+from collections.abc import Iterator
 
 import httpx
 import numpy as np
@@ -68,7 +69,7 @@ async def send_and_record(url: str, signal: np.ndarray, seconds: float, room: st
 
 
 @pytest.fixture(scope="module")
-def relay() -> RunningRelay:
+def relay() -> Iterator[RunningRelay]:
     with running_relay() as running:
         yield running
 
@@ -85,6 +86,7 @@ def test_two_peers_hear_each_other_enhanced_and_the_delay_is_measured(relay: Run
     relayed_sdr = segmental_si_sdr(clean, received, lag)
     noisy_pesq = pesq_wb(clean[scored], noisy[scored])
     relayed_pesq = pesq_wb(clean[scored], aligned[scored])
+    assert relay.relay.runtime is not None
     offline = enhance_signal(noisy.astype(np.float64), ModelGainSource(relay.relay.runtime))
     offline_pesq = pesq_wb(clean[scored], offline[scored])
     # mouth-to-ear: when a received frame arrived vs when its content was handed to the sender

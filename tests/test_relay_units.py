@@ -324,7 +324,9 @@ def test_the_outgoing_track_hands_aiortc_opus_packets_on_a_continuous_timeline()
 
     packets = asyncio.run(run())
     assert all(isinstance(p, av.Packet) and bytes(p) for p in packets)
-    assert [p.pts for p in packets][1:] == [packets[0].pts + 960, packets[0].pts + 1920]
+    first_pts = packets[0].pts
+    assert first_pts is not None
+    assert [p.pts for p in packets][1:] == [first_pts + 960, first_pts + 1920]
     decoder = av.CodecContext.create("libopus", "r")
     decoded = [f for p in packets for f in decoder.decode(p)]
     assert decoded and all(f.sample_rate == 48000 for f in decoded)

@@ -72,7 +72,7 @@ def cluster(tmp_path: Path, count: int, **env: str) -> Iterator[tuple[RedisServe
         redis.stop()
 
 
-def wait_for(condition, timeout: float = 10.0, period: float = 0.1) -> float:  # type: ignore[no-untyped-def]
+def wait_for(condition, timeout: float = 10.0, period: float = 0.1) -> float:
     """Seconds until ``condition()`` held; fails after ``timeout``."""
     start = time.monotonic()
     while not condition():

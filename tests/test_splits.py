@@ -89,9 +89,9 @@ def test_train_and_dev_share_no_speaker_and_no_file(shared_data_dir: Path) -> No
         train_paths, dev_paths = _paths(getattr(train, side)), _paths(getattr(dev, side))
         assert set(train_paths).isdisjoint(dev_paths)
         assert sorted(dev_paths) == sorted(getattr(listed, side))
-    dev_paths = {f.relative_path for f in (*dev.speech, *dev.noise)}
+    dev_files = {f.relative_path for f in (*dev.speech, *dev.noise)}
     for mixture in listed.mixtures:
-        assert {mixture["speech"], mixture["noise"]} <= dev_paths
+        assert {mixture["speech"], mixture["noise"]} <= dev_files
 
 
 @pytest.mark.slow

@@ -3,10 +3,15 @@ exactly where its docstring says and nowhere else) and the three-stage schedule.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = pytest.importorskip("torch")
 
 from dsp.constants import NUM_BANDS, NUM_FEATURES  # noqa: E402
 from model.network import NetworkConfig, PercepNet  # noqa: E402
@@ -137,7 +142,7 @@ def test_without_a_second_stage_training_stays_on_crops() -> None:
 def test_the_model_card_sums_epochs_and_minutes_per_stage() -> None:
     from model.model_card import _stage_summary
 
-    history = [
+    history: list[dict[str, float | str]] = [
         {"epoch": 1.0, "minutes": 2.0},  # runs from before stages were recorded
         {"epoch": 2.0, "stage": "crops", "minutes": 4.5},
         {"epoch": 3.0, "stage": "full-sequence", "minutes": 8.0},

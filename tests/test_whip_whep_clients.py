@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -89,7 +90,7 @@ def test_whip_whep_clients_publish_and_listen_in_chromium(tmp_path: Path) -> Non
     room = "interop"
     with client_page() as (origin, reports), running_relay(cors_origins=[origin]) as relay:
 
-        async def run() -> tuple[dict[str, object], list[dict[str, object]], Peer]:
+        async def run() -> tuple[dict[str, Any], list[dict[str, Any]], Peer]:
             peer = Peer(noisy.astype(np.float32))  # speaks, and hears the browser's WHIP voice
             await peer.join(relay.url, room)
             await peer.wait_connected()

@@ -65,6 +65,9 @@ class TorchSynthesis(torch.nn.Module):
     """Band gains and strengths [B, frames, 34] and :class:`SynthesisInputs` (stacked to
     [B, frames, …] tensors) → the enhanced signals [B, samples], delay-compensated."""
 
+    spread: torch.Tensor  # [34, bins] triangular band weights (a buffer)
+    window: torch.Tensor  # the synthesis window (a buffer)
+
     def __init__(self) -> None:
         super().__init__()
         _, arrays = make_state()

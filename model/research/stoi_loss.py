@@ -46,6 +46,9 @@ class Stoi(torch.nn.Module):
     """``stoi(clean, processed, rate)`` for one pair of 1-D signals; differentiable in
     ``processed``."""
 
+    bands: torch.Tensor  # one-third octave band matrix (a buffer)
+    window: torch.Tensor  # pystoi's analysis window (a buffer)
+
     def __init__(self) -> None:
         super().__init__()
         bands, _ = thirdoct(STOI_RATE, pystoi_stoi.NFFT, pystoi_stoi.NUMBAND, pystoi_stoi.MINFREQ)
