@@ -57,6 +57,8 @@ def test_health_metrics_and_docs(relay: RunningRelay) -> None:
         "pnr_hop_processing_seconds_bucket",
         "pnr_processing_lag_seconds_bucket",
         "pnr_frames_enhanced_total",
+        "pnr_frames_concealed_total",
+        "pnr_asyncio_tasks",
         "pnr_rtp_packets_lost_total",
         "pnr_rtt_seconds_bucket",
         "pnr_ready 1.0",
@@ -282,4 +284,7 @@ def test_the_relay_answers_with_opus_only_whatever_the_offer_prefers(
     assert response.status_code == 200, response.text
     answer = response.json()["sdp"]
     assert "opus/48000" in answer and "PCMU" not in answer and "PCMA" not in answer
+    opus = re.search(r"a=rtpmap:(\d+) opus/48000", answer)
+    assert opus and f"a=fmtp:{opus.group(1)} " in answer  # the sender is asked for in-band FEC
+    assert "useinbandfec=1" in answer.split(f"a=fmtp:{opus.group(1)} ")[1].splitlines()[0]
     httpx.delete(f"{relay.url}/rooms/codec/participants/{response.json()['participant_id']}")
