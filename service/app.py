@@ -400,6 +400,23 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
         participant.settings = participant.settings.updated(**changes)
         return participant.describe()
 
+    @app.get("/rooms/{room}/participants/{participant_id}/speakers", tags=["control"])
+    async def room_speakers(
+        room: RoomName, participant_id: str, request: Request
+    ) -> list[dict[str, object]]:
+        """Who in the room is speaking, for one of its participants (``X-Participant-Key``):
+        name, speaking flag and level (dBFS) of everyone, ``you`` marking the asker."""
+        require_admin_or_owner(request, room, participant_id)
+        return [
+            {
+                "name": p.name,
+                "you": p.id == participant_id,
+                "speaking": p.voice.speaking,
+                "level_db": round(p.voice.level_db, 1),
+            }
+            for p in relay.rooms[room].participants.values()
+        ]
+
     @app.delete("/rooms/{room}/participants/{participant_id}", tags=["control"])
     async def remove_participant(room: RoomName, participant_id: str, request: Request) -> Response:
         """Remove a participant (their connection is closed)."""

@@ -160,6 +160,20 @@ class RelayMetrics:
         self.frames_dropped = Counter(
             "pnr_frames_dropped_total", "Frames discarded, by reason", ["reason"], registry=r
         )
+        self.speaking = Gauge(
+            "pnr_speaking_participants", "Participants speaking now (voice activity)", registry=r
+        )
+        self.mix_encodes = Counter(
+            "pnr_mix_encodes_total",
+            "Opus encodes of listeners' mixes: one per distinct mix and tick, shared by every "
+            "listener who hears the same speakers",
+            registry=r,
+        )
+        self.mix_frames_sent = Counter(
+            "pnr_mix_frames_sent_total",
+            "Mixed frames handed to listeners (encoded, or the shared silence packet)",
+            registry=r,
+        )
         self.mixer_ticks_late = Counter(
             "pnr_mixer_ticks_skipped_total",
             "Mixer ticks skipped because the loop was late",

@@ -6,6 +6,10 @@ packets stop contributes silence at once, and a FIFO that overflows loses its ol
 (latency stays bounded). A FIFO that never empties for 1 s (a backlog left by a burst, or by
 the concealment of a loss) loses the frames that stood in it all that second, so the delay
 returns to its minimum within a second of the network calming down.
+
+Only frames marked as speech are mixed (a speaker who is not talking adds nothing but
+suppressed noise), so listeners who hear the same set of active speakers get the very same
+mix: one array, encoded once by the room. :attr:`RoomMixer.heard` names that set per listener.
 """
 
 from __future__ import annotations
@@ -20,9 +24,9 @@ from service.audio_frames import FRAME_SAMPLES
 
 @dataclass
 class _Channel:
-    frames: deque[np.ndarray]
+    frames: deque[tuple[np.ndarray, bool]]  # (samples, speaking)
     echo: bool
-    last: np.ndarray | None = field(default=None)
+    last: np.ndarray | None = field(default=None)  # this tick's frame, if it is mixed
     standing_ticks: int = 0
     standing_frames: int = 0  # fewest frames left waiting after a tick, while standing
 
@@ -38,7 +42,7 @@ class RoomMixer:
         self.trimmed_frames = 0
         self.frame_samples = frame_samples
         self._channels: dict[str, _Channel] = {}
-        self._silence = np.zeros(frame_samples, dtype=np.float32)
+        self.heard: dict[str, frozenset[str]] = {}  # per listener: the speakers in its mix
 
     def __contains__(self, participant_id: str) -> bool:
         return participant_id in self._channels
@@ -54,14 +58,15 @@ class RoomMixer:
         """Forget a participant (no-op if absent)."""
         self._channels.pop(participant_id, None)
 
-    def push(self, participant_id: str, samples: np.ndarray) -> int:
-        """Queue one enhanced frame of a speaker; returns how many old frames were dropped."""
+    def push(self, participant_id: str, samples: np.ndarray, speaking: bool = True) -> int:
+        """Queue one enhanced frame of a speaker (``speaking``: it holds speech, so it is
+        mixed); returns how many old frames were dropped."""
         channel = self._channels.get(participant_id)
         if channel is None:
             return 0
         if samples.shape != (self.frame_samples,):
             raise ValueError(f"mixer frames have {self.frame_samples} samples, got {samples.shape}")
-        channel.frames.append(samples)
+        channel.frames.append((samples, speaking))
         dropped = 0
         while len(channel.frames) > self.buffer_frames:
             channel.frames.popleft()
@@ -69,31 +74,45 @@ class RoomMixer:
         return dropped
 
     def tick(self) -> dict[str, np.ndarray]:
-        """One 20 ms step: every participant's output frame (float32, clipped to ±1)."""
+        """One 20 ms step: every participant's output frame (float32, clipped to ±1).
+        Listeners who hear the same speakers share one array (do not write into it)."""
         total = np.zeros(self.frame_samples, dtype=np.float32)
-        for channel in self._channels.values():
-            channel.last = channel.frames.popleft() if channel.frames else None
+        speakers = []
+        for participant_id, channel in self._channels.items():
+            samples, speaking = channel.frames.popleft() if channel.frames else (None, False)
+            channel.last = samples if speaking else None
             if channel.last is not None:
                 total += channel.last
-            waiting = len(channel.frames)
-            if not waiting:
-                channel.standing_ticks = 0
-            elif channel.standing_ticks == 0:
-                channel.standing_ticks, channel.standing_frames = 1, waiting
-            else:
-                channel.standing_ticks += 1
-                channel.standing_frames = min(channel.standing_frames, waiting)
-            if channel.standing_ticks >= TRIM_AFTER_TICKS:
-                for _ in range(channel.standing_frames):  # the oldest: the newest play next
-                    channel.frames.popleft()
-                self.trimmed_frames += channel.standing_frames
-                channel.standing_ticks = 0
+                speakers.append(participant_id)
+            self._trim(channel)
+        everyone = frozenset(speakers)
+        mixes: dict[frozenset[str], np.ndarray] = {}
         outputs = {}
+        self.heard = {}
         for participant_id, channel in self._channels.items():
-            if channel.last is None or channel.echo:
-                mix = total.copy()
-            else:
-                mix = total - channel.last
-            np.clip(mix, -1.0, 1.0, out=mix)
+            own = channel.last is not None and not channel.echo
+            key = everyone - {participant_id} if own else everyone
+            mix = mixes.get(key)
+            if mix is None:
+                mix = total - channel.last if own else total.copy()  # type: ignore[operator]
+                np.clip(mix, -1.0, 1.0, out=mix)
+                mixes[key] = mix
             outputs[participant_id] = mix
+            self.heard[participant_id] = key
         return outputs
+
+    def _trim(self, channel: _Channel) -> None:
+        """Drop a backlog that stood in ``channel`` for a whole second."""
+        waiting = len(channel.frames)
+        if not waiting:
+            channel.standing_ticks = 0
+        elif channel.standing_ticks == 0:
+            channel.standing_ticks, channel.standing_frames = 1, waiting
+        else:
+            channel.standing_ticks += 1
+            channel.standing_frames = min(channel.standing_frames, waiting)
+        if channel.standing_ticks >= TRIM_AFTER_TICKS:
+            for _ in range(channel.standing_frames):  # the oldest: the newest play next
+                channel.frames.popleft()
+            self.trimmed_frames += channel.standing_frames
+            channel.standing_ticks = 0

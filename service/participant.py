@@ -21,6 +21,7 @@ from service.concealment import is_concealed
 from service.metrics import RelayMetrics
 from service.speaker import EnhancementSettings, SpeakerPipeline
 from service.tracks import MixedAudioTrack
+from service.voice_activity import VoiceActivity
 
 if TYPE_CHECKING:
     from service.room import Room
@@ -55,6 +56,7 @@ class Participant:
     pool: EnhancerPool
     shard: int
     max_queued_frames: int
+    voice: VoiceActivity = field(default_factory=lambda: VoiceActivity(0.0))
     joined_at: float = field(default_factory=time.monotonic)
     connected_at: float | None = None
     last_audio_at: float | None = None
@@ -127,7 +129,7 @@ class Participant:
                 log.exception("participant %s: enhancement failed", self.id)
                 self.counters.frames_passed_through += 1
                 self.metrics.frames_passed.labels("error").inc()
-                self._to_mixer(samples)
+                self._to_mixer(samples, None)
                 continue
             if result.enhanced:
                 self.counters.frames_enhanced += 1
@@ -137,10 +139,11 @@ class Participant:
                 self.counters.frames_passed_through += 1
                 self.metrics.frames_passed.labels("disabled").inc()
             self.metrics.lag_seconds.observe(time.monotonic() - arrival)
-            self._to_mixer(result.samples)
+            self._to_mixer(result.samples, result.speech_probability)
 
-    def _to_mixer(self, samples: np.ndarray) -> None:
-        """Cut the stream into 20 ms frames for the mixer (clients may use other ptimes)."""
+    def _to_mixer(self, samples: np.ndarray, speech_probability: float | None) -> None:
+        """Cut the stream into 20 ms frames for the mixer (clients may use other ptimes), each
+        marked speaking or not (``speech_probability``: the enhancer's, None: by level)."""
         if samples.shape[0] == FRAME_SAMPLES and not self._leftover.size:
             frames = [samples]
         else:
@@ -149,7 +152,11 @@ class Participant:
             frames = [data[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES] for i in range(whole)]
             self._leftover = data[whole * FRAME_SAMPLES :].copy()
         for frame in frames:
-            dropped = self.room.mixer.push(self.id, frame)
+            was_speaking = self.voice.speaking
+            speaking = self.voice.update(frame, speech_probability)
+            if speaking != was_speaking:
+                self.metrics.speaking.inc(1 if speaking else -1)
+            dropped = self.room.mixer.push(self.id, frame, speaking)
             for _ in range(dropped):
                 self._count_dropped("mixer_overflow")
 
@@ -164,6 +171,9 @@ class Participant:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        if self.voice.speaking:
+            self.voice.speaking = False
+            self.metrics.speaking.dec()
         self.output.stop()
         with contextlib.suppress(Exception):
             await self.pc.close()
@@ -177,6 +187,8 @@ class Participant:
             "connection_state": self.pc.connectionState,
             "echo": self.echo,
             "sending_audio": self.has_inbound_audio,
+            "speaking": self.voice.speaking,
+            "level_db": round(self.voice.level_db, 1),
             "listening": self.listens,
             "seconds_in_room": round(now - self.joined_at, 3),
             "settings": {

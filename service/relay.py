@@ -25,7 +25,7 @@ from service.batching import EnhancerPool
 from service.errors import RelayError
 from service.limits import PendingPeers, check_fd_headroom, fd_limit, open_fd_count
 from service.metrics import RelayMetrics
-from service.opus import OpusPacketEncoder, OpusSettings
+from service.opus import OpusSettings
 from service.participant import Participant
 from service.room import Room
 from service.sdp import check_offer_sdp, request_inband_fec
@@ -33,6 +33,7 @@ from service.settings import Settings
 from service.speaker import EnhancementSettings, SpeakerPipeline
 from service.tokens import TokenClaims, TokenError, verify_token
 from service.tracks import MixedAudioTrack
+from service.voice_activity import VoiceActivity
 from service.warm_up import warm_up
 
 log = logging.getLogger(__name__)
@@ -212,7 +213,7 @@ class Relay:
                     "the relay has no room for another room",
                     {"Retry-After": RETRY_AFTER_SECONDS},
                 )
-            self.rooms[name] = Room(name, self.metrics, self.settings.mix_buffer_frames)
+            self.rooms[name] = Room(name, self.metrics, self.settings.mix_buffer_frames, self.opus)
             self.metrics.rooms.set(len(self.rooms))
         return self.rooms[name]
 
@@ -288,7 +289,8 @@ class Relay:
             room=room,
             pc=pc,
             pipeline=SpeakerPipeline(self.runtime, defaults),
-            output=MixedAudioTrack(OpusPacketEncoder(self.opus), self.settings.mix_buffer_frames),
+            output=MixedAudioTrack(self.settings.mix_buffer_frames),
+            voice=VoiceActivity(self.settings.voice_activity_threshold),
             echo=echo,
             metrics=self.metrics,
             pool=self.pool,

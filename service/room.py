@@ -1,4 +1,4 @@
-"""A room: its participants and the 20 ms clock that drives their mix-minus."""
+"""A room: its participants and the 20 ms clock that drives their mix-minus and its encoding."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ import contextlib
 import time
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from service.metrics import RelayMetrics
+from service.mix_encoding import MixEncoders
 from service.mixer import RoomMixer
+from service.opus import OpusSettings
 
 if TYPE_CHECKING:
     from service.participant import Participant
@@ -20,13 +24,20 @@ MAX_CATCH_UP_SECONDS = 0.100  # later than this, skip ticks instead of bursting
 class Room:
     """Participants of one call; the clock runs while anyone is in it."""
 
-    def __init__(self, name: str, metrics: RelayMetrics, mix_buffer_frames: int = 3) -> None:
+    def __init__(
+        self,
+        name: str,
+        metrics: RelayMetrics,
+        mix_buffer_frames: int = 3,
+        opus: OpusSettings | None = None,
+    ) -> None:
         self.name = name
         self.metrics = metrics
         self.created_at = time.time()
         self.empty_since: float | None = time.monotonic()  # None while anyone is in it
         self.participants: dict[str, Participant] = {}
         self.mixer = RoomMixer(buffer_frames=mix_buffer_frames)
+        self.encoders = MixEncoders(opus or OpusSettings())
         self._clock: asyncio.Task[None] | None = None
 
     def add(self, participant: Participant) -> None:
@@ -71,17 +82,33 @@ class Room:
                 self.metrics.frames_dropped.labels("latency_trim").inc(
                     self.mixer.trimmed_frames - trimmed
                 )
-            for participant_id, mix in outputs.items():
-                participant = self.participants.get(participant_id)
-                if (
-                    participant is not None
-                    and participant.listens
-                    and participant.connected_at is not None  # its sender has started
-                    and not participant.closed
-                ):
-                    dropped = participant.output.put(mix)
-                    if dropped:
-                        self.metrics.frames_dropped.labels("output_overflow").inc(dropped)
+            self.send(outputs)
+
+    def send(self, outputs: dict[str, np.ndarray]) -> int:
+        """Encode this tick's mixes, each distinct one once, and queue them for the listeners
+        whose senders run; returns how many encodes that took."""
+        listeners: dict[str, frozenset[str]] = {}
+        mixes: dict[frozenset[str], np.ndarray] = {}
+        for participant_id, mix in outputs.items():
+            participant = self.participants.get(participant_id)
+            if (
+                participant is not None
+                and participant.listens
+                and participant.connected_at is not None  # its sender has started
+                and not participant.closed
+            ):
+                heard = self.mixer.heard[participant_id]
+                listeners[participant_id] = heard
+                mixes[heard] = mix
+        payloads = self.encoders.encode(mixes)
+        encodes = self.encoders.encodes(mixes)
+        self.metrics.mix_encodes.inc(encodes)
+        self.metrics.mix_frames_sent.inc(len(listeners))
+        for participant_id, heard in listeners.items():
+            dropped = self.participants[participant_id].output.put(payloads[heard])
+            if dropped:
+                self.metrics.frames_dropped.labels("output_overflow").inc(dropped)
+        return encodes
 
     def describe(self, with_participants: bool = False) -> dict[str, object]:
         """The room as the control plane shows it."""

@@ -42,6 +42,7 @@ class ProcessResult:
     samples: np.ndarray
     enhanced: bool
     seconds_per_hop: float
+    speech_probability: float | None = None  # the model's mean band gain; None: not enhanced
 
 
 class SpeakerPipeline:
@@ -63,6 +64,7 @@ class SpeakerPipeline:
         self._produced = np.zeros(0, dtype=np.float32)
         self._frame_length = 0
         self._started = 0.0
+        self._gain_sum = 0.0  # mean band gains of the current frame's hops, summed
 
     def _apply_settings(self) -> EnhancementSettings:
         settings = self.settings  # one read: a concurrent update applies from the next frame
@@ -80,6 +82,7 @@ class SpeakerPipeline:
             raise ValueError(f"a frame is one channel of samples, got shape {samples.shape}")
         self._frame_length = samples.shape[0]
         self._started = time.perf_counter()
+        self._gain_sum = 0.0
         if not self._apply_settings().enhance:
             self._hops = []
             self._produced = samples
@@ -99,6 +102,7 @@ class SpeakerPipeline:
         """Apply the model's output for hop ``index``."""
         part = slice(index * HOP_SAMPLES, (index + 1) * HOP_SAMPLES)
         self.enhancer.synthesize(gains, strengths, self._produced[part])
+        self._gain_sum += float(gains.mean())
 
     def finish(self) -> ProcessResult:
         """The current frame's output, as long as its input."""
@@ -115,6 +119,7 @@ class SpeakerPipeline:
             samples=ready[:wanted],
             enhanced=True,
             seconds_per_hop=elapsed / max(len(self._hops), 1),
+            speech_probability=self._gain_sum / len(self._hops) if self._hops else 0.0,
         )
 
     def process(self, samples: np.ndarray) -> ProcessResult:

@@ -125,6 +125,15 @@ def test_join_describe_patch_and_remove(relay: RunningRelay, offer: str) -> None
     room = httpx.get(relay.url + "/rooms/r1").json()
     assert room["participants"][0]["name"] == "ada"
     assert room["participants"][0]["listening"] is True
+    assert room["participants"][0]["speaking"] is False  # no audio yet
+    assert room["participants"][0]["level_db"] == -100.0
+    speakers = httpx.get(
+        f"{relay.url}/rooms/r1/participants/{pid}/speakers", headers={"X-Participant-Key": key}
+    )
+    assert speakers.json() == [{"name": "ada", "you": True, "speaking": False, "level_db": -100.0}]
+    assert_error(
+        httpx.get(f"{relay.url}/rooms/r1/participants/nobody/speakers"), 404, "unknown_participant"
+    )
     url = f"{relay.url}/rooms/r1/participants/{pid}"
     patched = httpx.patch(url, json={"enhance": False, "attenuation_limit_db": 12})
     assert patched.status_code == 200, patched.text
@@ -238,6 +247,12 @@ def test_tokens_admin_token_unknown_rooms_and_full_rooms(offer: str) -> None:
             "invalid_admin_token",
         )
         assert httpx.patch(url, json={"enhance": False}, headers=admin).status_code == 200
+        speakers = f"{url}/speakers"
+        assert_error(
+            httpx.get(speakers, headers={"X-Participant-Key": "guess"}), 401, "invalid_admin_token"
+        )
+        joined_key = {"X-Participant-Key": joined.json()["participant_key"]}
+        assert httpx.get(speakers, headers=joined_key).json()[0]["you"] is True
         assert httpx.get(relay.url + "/rooms", headers=admin).json()[0]["participants"] == 1
         assert httpx.delete(url, headers=admin).status_code == 204
         # the explicitly created room stays open, empty

@@ -311,13 +311,17 @@ def test_room_names_outside_the_alphabet_are_refused(name: str) -> None:
 def test_the_outgoing_track_hands_aiortc_opus_packets_on_a_continuous_timeline() -> None:
     import asyncio
 
-    from service.opus import OpusPacketEncoder, OpusSettings
+    from service.mix_encoding import MixEncoders
+    from service.opus import OpusSettings
     from service.tracks import MixedAudioTrack
 
+    encoders = MixEncoders(OpusSettings())
+
     async def run() -> list[av.Packet]:
-        track = MixedAudioTrack(OpusPacketEncoder(OpusSettings()))
+        track = MixedAudioTrack()
         for value in (0.0, 0.1, np.nan, 2.0):
-            track.put(np.full(960, value, np.float32))
+            mix = np.full(960, value, np.float32)
+            track.put(encoders.encode({frozenset({"a"}): mix})[frozenset({"a"})])
         packets = [await track.recv() for _ in range(3)]
         track.stop()
         return packets

@@ -143,6 +143,7 @@ async function join(event) {
     $("join").disabled = true;
     $("leave").disabled = false;
     await sendSettings();
+    showSpeakers();
   } catch (err) {
     window.pnr.error = String(err.message || err);
     setStatus(`could not join: ${window.pnr.error}`, "error");
@@ -164,6 +165,28 @@ async function leave(tellServer = true) {
   $("join").disabled = false;
   $("leave").disabled = true;
   if (window.pnr.state !== "error") setStatus("not connected", "idle");
+}
+
+// who is speaking: the relay's voice activity, asked for twice a second while in a room
+async function showSpeakers() {
+  const { room, id, key } = state;
+  if (!id) { $("speakers").replaceChildren(); return; }
+  try {
+    const response = await fetch(
+      `/rooms/${encodeURIComponent(room)}/participants/${encodeURIComponent(id)}/speakers`,
+      { headers: { "X-Participant-Key": key } });
+    if (response.ok) {
+      const items = (await response.json()).map((p) => {
+        const item = document.createElement("li");
+        item.textContent = p.you ? `${p.name} (you)` : p.name;
+        item.className = p.speaking ? "speaking" : "";
+        item.title = `${p.level_db} dBFS`;
+        return item;
+      });
+      $("speakers").replaceChildren(...items);
+    }
+  } catch (err) { /* the next poll tries again */ }
+  if (state.id === id) setTimeout(showSpeakers, 500);
 }
 
 function attenuationLimit() {

@@ -1,0 +1,102 @@
+"""Encode once per distinct mix: shared encodes keep every listener's mix-minus, and a tick
+encodes exactly as many times as there are distinct mixes; voice activity decides who is mixed."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from service.metrics import RelayMetrics
+from service.mix_encoding import MixEncoders
+from service.opus import OpusPacketEncoder, OpusSettings
+from service.room import Room
+from service.tracks import MixedAudioTrack
+from service.voice_activity import HANGOVER_FRAMES, VoiceActivity, level_db
+
+FRAME = 960
+
+
+def _frame(tick: int, speaker: int) -> np.ndarray:
+    t = np.arange(FRAME) + tick * FRAME
+    return (0.1 * np.sin(2 * np.pi * (150 + 70 * speaker) * t / 48000)).astype(np.float32)
+
+
+def _room(names: list[str]) -> tuple[Room, RelayMetrics]:
+    metrics = RelayMetrics()
+    room = Room("r", metrics, mix_buffer_frames=3, opus=OpusSettings())
+    for name in names:
+        room.mixer.add(name)
+        room.participants[name] = SimpleNamespace(  # type: ignore[assignment]
+            listens=True, connected_at=0.0, closed=False, output=MixedAudioTrack(max_frames=100)
+        )
+    return room, metrics
+
+
+def _queued(track: MixedAudioTrack) -> list[bytes]:
+    return [track._queue.get_nowait() for _ in range(track._queue.qsize())]  # type: ignore[misc]
+
+
+def test_a_room_of_four_with_one_talker_encodes_once_and_everyone_hears_the_others() -> None:
+    async def run() -> None:
+        names = ["a", "b", "c", "d"]
+        room, metrics = _room(names)
+        expected: dict[str, list[np.ndarray]] = {name: [] for name in names}
+        encodes = []
+        for tick in range(6):
+            talking = {"a"} if tick < 4 else {"a", "c"}  # then c joins in
+            frames = {name: _frame(tick, i) for i, name in enumerate(names)}
+            for name in names:
+                room.mixer.push(name, frames[name], speaking=name in talking)
+            for listener in names:
+                heard = [frames[s] for s in sorted(talking - {listener})]
+                expected[listener].append(np.sum(heard, axis=0) if heard else np.zeros(FRAME))
+            outputs = room.mixer.tick()
+            for listener in names:  # mix-minus: each hears exactly the others who talk
+                np.testing.assert_allclose(outputs[listener], expected[listener][-1], atol=1e-6)
+            encodes.append(room.send(outputs))
+            distinct = {id(mix) for name, mix in outputs.items() if room.mixer.heard[name]}
+            assert encodes[-1] == len(distinct)
+        # one talker: b, c, d share a's voice (one encode), a hears silence (no encode);
+        # a and c talking: a hears c, c hears a, b and d hear both
+        assert encodes == [1, 1, 1, 1, 3, 3]
+        assert metrics.mix_encodes._value.get() == sum(encodes)
+        assert metrics.mix_frames_sent._value.get() == 6 * 4
+        silence = room.encoders.silence
+        for listener in names:
+            # a private encoder per listener gives the same bytes while its set of speakers
+            # stays put: the shared packets are that listener's own stream
+            sent = _queued(room.participants[listener].output)  # type: ignore[attr-defined]
+            own = OpusPacketEncoder(OpusSettings())
+            for tick, mix in enumerate(expected[listener][:4]):
+                packet = bytes(own.encode(mix.astype(np.float32))[0])
+                assert sent[tick] == (silence if listener == "a" else packet), (listener, tick)
+
+    asyncio.run(run())
+
+
+def test_the_silence_packet_decodes_to_silence() -> None:
+    import av
+
+    silence = MixEncoders(OpusSettings()).silence
+    decoder = av.CodecContext.create("libopus", "r")
+    samples = np.concatenate(
+        [f.to_ndarray().ravel() for _ in range(3) for f in decoder.decode(av.Packet(silence))]
+    )
+    assert samples.size and np.abs(samples).max() < 1e-3
+
+
+def test_voice_activity_holds_over_gaps_and_judges_pass_through_by_level() -> None:
+    voice = VoiceActivity(threshold=0.2)
+    loud, quiet = np.full(FRAME, 0.1, np.float32), np.zeros(FRAME, np.float32)
+    assert not voice.update(loud, 0.1)  # below the threshold: not speech
+    assert voice.update(loud, 0.5)
+    assert voice.level_db == pytest.approx(-20.0, abs=0.01)
+    for _ in range(HANGOVER_FRAMES):
+        assert voice.update(quiet, 0.0)  # a pause between words
+    assert not voice.update(quiet, 0.0)
+    assert voice.level_db == -100.0 == level_db(quiet)
+    assert voice.update(loud, None) and not VoiceActivity(0.2).update(quiet, None)
+    assert VoiceActivity(0.0).update(quiet, 0.0)  # threshold 0: every frame is mixed
