@@ -47,14 +47,23 @@ RATE = 48000
 FRAME = 960
 SETTLE_SECONDS = 2.0  # after everyone connected, before the measured window
 ALIGN_SECONDS = 4.0
+TURN_SECONDS = 3.0  # --one-talker: each member of a room talks for this long in turn
 PROFILE_KEY = "server_profile_percent_per_participant"
 
 
-def participant_signal(index: int, seconds: float, data_dir: Path | None) -> np.ndarray:
-    """Noisy speech for participant ``index`` (distinct per participant, deterministic)."""
+def participant_signal(
+    index: int, seconds: float, data_dir: Path | None, turn: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Noisy speech for participant ``index`` (distinct per participant, deterministic).
+    ``turn`` = (slot, slots): speech only in every ``slots``-th stretch of ``TURN_SECONDS``
+    starting with stretch ``slot``, background noise throughout (one talker at a time)."""
     from model.splits import has_manifest
 
     n = int(seconds * RATE)
+    talks = np.ones(n, dtype=bool)
+    if turn is not None:
+        slot, slots = turn
+        talks = (np.arange(n) // int(TURN_SECONDS * RATE)) % slots == slot
     if data_dir is not None and has_manifest(data_dir):
         from model.devset import build_dev_mixtures
 
@@ -64,7 +73,9 @@ def participant_signal(index: int, seconds: float, data_dir: Path | None) -> np.
         mixtures = build_dev_mixtures(
             data_dir, per_snr=int(seconds // 2) + 2, snrs_db=(5.0,), seed=index + 1
         )
-        signal = np.resize(np.concatenate([m.noisy for m in mixtures]), n)
+        noisy = np.resize(np.concatenate([m.noisy for m in mixtures]), n)
+        clean = np.resize(np.concatenate([m.clean for m in mixtures]), n)
+        signal = noisy - clean * ~talks
     else:
         # voiced bursts of random length and pitch over a noise floor: never periodic, so the
         # received audio aligns unambiguously
@@ -78,10 +89,17 @@ def participant_signal(index: int, seconds: float, data_dir: Path | None) -> np.
                 f0 = rng.uniform(90, 250) * (1 + 0.1 * t)
                 phase = 2 * np.pi * np.cumsum(f0) / RATE
                 burst = sum(np.sin(k * phase) / k for k in range(1, 15))
-                signal[position : position + t.size] += 0.3 * burst * np.hanning(t.size)
+                part = slice(position, position + t.size)
+                signal[part] += 0.3 * burst * np.hanning(t.size) * talks[part]
             position += length
     peak = np.max(np.abs(signal)) or 1.0
     return (0.5 * signal / peak).astype(np.float32)
+
+
+def _turn(index: int, others: list[int], one_talker: bool) -> tuple[int, int] | None:
+    """``index``'s turn in its room when one talks at a time, else None."""
+    members = sorted([index, *others])
+    return (members.index(index), len(members)) if one_talker else None
 
 
 def lag_of(reference: np.ndarray, received: np.ndarray, max_lag: int) -> tuple[int, float]:
@@ -112,13 +130,16 @@ async def _run_peers(
     plan: list[tuple[int, str, list[int]]],
     seconds: float,
     data_dir: Path | None,
-    pre_encoded: bool = True,
+    one_talker: bool = False,
 ) -> list[PeerResult]:
     from loadtest.peers import Peer
 
-    signals = {index: participant_signal(index, seconds + 5, data_dir) for index, _, _ in plan}
+    signals = {
+        index: participant_signal(index, seconds + 5, data_dir, _turn(index, others, one_talker))
+        for index, _, others in plan
+    }
     peers = [  # the first of each room decodes what it hears, the others only time it
-        Peer(signals[index], pre_encoded=pre_encoded, decode=index < min(others, default=index + 1))
+        Peer(signals[index], pre_encoded=True, decode=index < min(others, default=index + 1))
         for index, _, others in plan
     ]
     results = [PeerResult(index, room, False) for index, room, _ in plan]
@@ -141,7 +162,8 @@ async def _run_peers(
         end = min(SETTLE_SECONDS + ALIGN_SECONDS, seconds - 1.5)
         window = slice(int(RATE * SETTLE_SECONDS), int(RATE * end))
         for other in others:  # align each other speaker's signal inside what we heard
-            reference = participant_signal(other, seconds + 5, data_dir)[window]
+            turn = _turn(other, [i for i in others if i != other] + [result.index], one_talker)
+            reference = participant_signal(other, seconds + 5, data_dir, turn)[window]
             if received.shape[0] > window.stop + RATE // 2:
                 lag, corr = lag_of(reference, received, max_lag=received.shape[0] - reference.size)
                 result.lags[other] = (lag - window.start, corr)
@@ -159,13 +181,17 @@ def _client_init(connected: Any, cpus: set[int] | None) -> None:
         os.sched_setaffinity(0, cpus)
 
 
-def _client_process(args: tuple[str, list[tuple[int, str, list[int]]], float, str | None]):
+def _client_process(
+    args: tuple[str, list[tuple[int, str, list[int]]], float, str | None, bool],
+) -> list[PeerResult]:
     from service.aiortc_patches import restrict_host_addresses
 
-    url, plan, seconds, data_dir = args
+    url, plan, seconds, data_dir, one_talker = args
     restrict_host_addresses(["127.0.0.1"])  # loopback only, like the server
     try:
-        return asyncio.run(_run_peers(url, plan, seconds, Path(data_dir) if data_dir else None))
+        return asyncio.run(
+            _run_peers(url, plan, seconds, Path(data_dir) if data_dir else None, one_talker)
+        )
     except Exception as error:  # some exceptions (httpx's) do not survive pickling
         raise RuntimeError(f"client process failed: {error!r}") from None
 
@@ -230,6 +256,28 @@ def _histogram_mean(before: dict, after: dict, name: str) -> float | None:
     return total / count if count > 0 else None
 
 
+def _bucket_shares(before: dict, after: dict, name: str) -> dict[str, float]:
+    """Share of a histogram's observations in each bucket, as ``"≤bound"``: share."""
+    cumulative = sorted(
+        (float(dict(key[1])["le"]), increase)
+        for key, increase in _delta(before, after, f"{name}_bucket").items()
+    )
+    merged: dict[float, float] = {}
+    for bound, count in cumulative:  # summed over nodes
+        merged[bound] = merged.get(bound, 0.0) + count
+    total = max(merged.values(), default=0.0)
+    shares, previous = {}, 0.0
+    for bound, count in sorted(merged.items()):
+        if total > 0 and count > previous:
+            shares[f"<={bound:g}"] = round((count - previous) / total, 3)
+        previous = count
+    return shares
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    return numerator / denominator if denominator > 0 else None
+
+
 def _counter_sum(before: dict, after: dict, name: str, **wanted: str) -> float:
     return sum(_delta(before, after, name, **wanted).values())
 
@@ -252,6 +300,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 "PNR_WORKER_THREADS": str(args.workers),
                 "PNR_PROCESSES": str(args.processes),
                 "PNR_LOG_LEVEL": "WARNING",
+                **dict(setting.split("=", 1) for setting in args.set),
             },
             nodes=args.processes,
             cpus=args.server_cpus,
@@ -271,7 +320,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             pending = pool.map_async(
                 _client_process,
                 [
-                    (url, share, args.seconds, str(data_dir) if data_dir else None)
+                    (url, share, args.seconds, str(data_dir) if data_dir else None, args.one_talker)
                     for share in shares
                 ],
             )
@@ -371,6 +420,11 @@ def _report(
         "connected": sum(r.connected for r in results),
         "server_ready_seconds": ready_seconds,
         "server_cpu_percent_per_participant": cpu_share,
+        # CPU per second of audio actually enhanced: the same as the above when nothing is
+        # lost, and still a cost (not a share of whatever CPU was left) on a starved machine
+        "server_cpu_percent_per_enhanced_stream": (
+            cpu_share * n / (enhanced / window / 50.0) if cpu_share and enhanced else None
+        ),
         "hop_seconds_p50": _histogram_quantile(before, after, "pnr_hop_processing_seconds", 0.5),
         "hop_seconds_p99": _histogram_quantile(before, after, "pnr_hop_processing_seconds", 0.99),
         "lag_seconds_p50": _histogram_quantile(before, after, "pnr_processing_lag_seconds", 0.5),
@@ -387,6 +441,13 @@ def _report(
             before, after, "pnr_frames_dropped_total", reason="latency_trim"
         ),
         "batch_size_mean": _histogram_mean(before, after, "pnr_batch_size"),
+        "batch_size_share": _bucket_shares(before, after, "pnr_batch_size"),
+        "talkers": "one per room at a time" if args.one_talker else "everyone",
+        "server_settings": " ".join(args.set) or "defaults",
+        "opus_encodes_per_listener_frame": _ratio(
+            _counter_sum(before, after, "pnr_mix_encodes_total"),
+            _counter_sum(before, after, "pnr_mix_frames_sent_total"),
+        ),
         "frames_passed_through": _counter_sum(before, after, "pnr_frames_passed_through_total"),
         "mouth_to_ear_seconds_p50": float(np.percentile(delays, 50)) if delays else None,
         "mouth_to_ear_seconds_p95": float(np.percentile(delays, 95)) if delays else None,
@@ -495,6 +556,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--processes", type=int, default=1, help="server relay processes")
     parser.add_argument("--url", help="target a running relay instead of starting one")
     parser.add_argument(
+        "--one-talker",
+        action="store_true",
+        help=f"one talker per room at a time ({TURN_SECONDS:.0f} s turns), background noise "
+        "from everyone (default: everyone talks all the time)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="PNR_NAME=VALUE",
+        help="a setting for the server it starts (repeatable), e.g. "
+        "PNR_VOICE_ACTIVITY_THRESHOLD=0 for the every-frame-mixed baseline",
+    )
+    parser.add_argument(
         "--server-cpus", type=_cpus, help="cores the server runs on, e.g. 0 (default: any)"
     )
     parser.add_argument(
@@ -525,6 +600,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-participants", type=int, default=128)
     parser.add_argument("--plot", type=Path, default=Path("out/loadtest_ramp.png"))
     args = parser.parse_args(argv)
+    if any("=" not in setting or not setting.startswith("PNR_") for setting in args.set):
+        parser.error("--set takes PNR_NAME=VALUE")
     if args.isolate:
         cores = sorted(os.sched_getaffinity(0))
         if len(cores) < 2:

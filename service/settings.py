@@ -146,11 +146,11 @@ class Settings(BaseSettings):
         "lowdelay", description="Opus mode: lowdelay (CELT only, least delay), voip or audio"
     )
     voice_activity_threshold: float = Field(
-        0.2,
+        0.1,
         ge=0.0,
         le=1.0,
         description="mean model gain above which a frame is speech; frames of a speaker not "
-        "speaking (300 ms after the last such frame) are left out of the mix, so listeners "
+        "speaking (500 ms after the last such frame) are left out of the mix, so listeners "
         "of the same talkers share one encode (0: every frame is mixed)",
     )
     default_enhance: bool = True

@@ -1,10 +1,11 @@
 """Who is speaking: a per-speaker flag and level from what the enhancer already computes.
 
 The model's band gains are a cheap speech probability: near 0 where it hears only noise, high
-where it keeps speech (on dev mixtures at 0–15 dB SNR, a frame mean gain above 0.2 finds 85 %
-of speech hops and 21 % of noise-only ones). A speaker counts as speaking from the first frame
-above the threshold until ``hangover_frames`` frames pass without one, which bridges the gaps
-between words and the quiet hops inside them.
+where it keeps speech (on dev mixtures at 0–15 dB SNR, a mean gain above 0.1 finds 94 % of
+speech hops and 32 % of noise-only ones; leaving the frames below it out of the mix cost 0.03
+PESQ-WB on the 0 dB relay test mixture, 0.05 at 0.2). A speaker counts as speaking from the
+first frame above the threshold until ``hangover_frames`` frames pass without one, which
+bridges the gaps between words and the quiet hops inside them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 
 import numpy as np
 
-HANGOVER_FRAMES = 15  # 300 ms of 20 ms frames
+HANGOVER_FRAMES = 25  # 500 ms of 20 ms frames
 SILENCE_DB = -100.0  # level reported for digital silence
 PASS_THROUGH_SPEECH_DB = -50.0  # without the model's gains, speech is anything this loud
 
