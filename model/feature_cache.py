@@ -127,8 +127,7 @@ def build_cache(spec: CacheSpec, cache_dir: Path | None = None, workers: int = 2
     files = split_named(Path(spec.data_dir), spec.split)
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = [
-            pool.submit(build_shard, spec, i, shard_path(root, spec, i), files)
-            for i in missing
+            pool.submit(build_shard, spec, i, shard_path(root, spec, i), files) for i in missing
         ]
         with tqdm(total=len(missing), desc=f"features[{spec.split}]", unit="shard") as bar:
             for future in as_completed(futures):

@@ -249,11 +249,17 @@ def _stream_note(checkpoint: dict[str, Any]) -> str:
     mixtures = checkpoint["stream_batches"] * stream["batch"]
     hours = mixtures * stream["recipe"]["segment_seconds"] / 3600
     opus = stream.get("opus")
-    coded = (f", {opus['share']:.0%} of the inputs coded by Opus (libopus, 20 ms frames, VoIP "
-             f"mode) at {'/'.join(str(b) for b in opus['bitrates_kbps'])} kb/s before analysis, "
-             "as the relay hears them; the targets uncoded" if opus else "")
-    return (f"{mixtures:,} mixtures of {stream['recipe']['segment_seconds']:g} s ({hours:.1f} h "
-            f"of audio), each mixed fresh for its step (no cache, none seen twice){coded}")
+    coded = (
+        f", {opus['share']:.0%} of the inputs coded by Opus (libopus, 20 ms frames, VoIP "
+        f"mode) at {'/'.join(str(b) for b in opus['bitrates_kbps'])} kb/s before analysis, "
+        "as the relay hears them; the targets uncoded"
+        if opus
+        else ""
+    )
+    return (
+        f"{mixtures:,} mixtures of {stream['recipe']['segment_seconds']:g} s ({hours:.1f} h "
+        f"of audio), each mixed fresh for its step (no cache, none seen twice){coded}"
+    )
 
 
 def _training_section(run: Path, train: Any) -> tuple[str, dict[str, Any]]:
@@ -262,8 +268,11 @@ def _training_section(run: Path, train: Any) -> tuple[str, dict[str, Any]]:
     one (``BEST_CHECKPOINT``); the minutes and data are the whole run's."""
     checkpoint = torch.load(run / "checkpoint.pt", weights_only=False, map_location="cpu")
     best_path = run / BEST_CHECKPOINT
-    shipped = (torch.load(best_path, weights_only=False, map_location="cpu")
-               if best_path.exists() else checkpoint)
+    shipped = (
+        torch.load(best_path, weights_only=False, map_location="cpu")
+        if best_path.exists()
+        else checkpoint
+    )
     history = shipped["history"]
     last = history[-1] if history else {}
     run_args = checkpoint["args"]
@@ -288,10 +297,7 @@ def _training_section(run: Path, train: Any) -> tuple[str, dict[str, Any]]:
     )
     recipe = checkpoint.get("recipe", {})
     speech_used = checkpoint.get("speech_used")
-    noise_note = (
-        _noise_augmentation_note(recipe)
-        + _noise_events_note(recipe)
-    )
+    noise_note = _noise_augmentation_note(recipe) + _noise_events_note(recipe)
     speakers = speech_used["speakers"] if speech_used else len({f.speaker_id for f in train.speech})
     utterances = speech_used["utterances"] if speech_used else len(train.speech)
     init_note = _init_note(checkpoint.get("init_from"))
@@ -324,8 +330,11 @@ def _training_section(run: Path, train: Any) -> tuple[str, dict[str, Any]]:
 - Hardware: {platform.processor() or platform.machine()}, 2 CPU cores, no accelerator{precision};
   {checkpoint["elapsed"] / 60:.0f} minutes of training, {checkpoint["epoch"]} epochs
   ({stages}){stopped}.
-- Data: {_stream_note(checkpoint) if checkpoint.get("stream") else
-          f"{train_shards} shards of {SEQUENCES_PER_SHARD} mixtures of 3 s each"}, drawn from
+- Data: {
+        _stream_note(checkpoint)
+        if checkpoint.get("stream")
+        else f"{train_shards} shards of {SEQUENCES_PER_SHARD} mixtures of 3 s each"
+    }, drawn from
   {utterances} training utterances from {speakers} speakers, {len(train.noise)} noise
   recordings, {len(train.rooms)} measured rooms, mixed by
   `model/mixtures.py` (recipe hash `{checkpoint["train_cache"]}`): SNR −5…30 dB with noise-free

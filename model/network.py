@@ -150,9 +150,11 @@ class PercepNetStep(nn.Module):
     def state_shapes(self, batch: int) -> tuple[tuple[int, ...], ...]:
         """Shapes of (conv1 history, conv2 history, GRU states) for a batch."""
         c = self.config
-        return ((batch, (CONV1_WIDTH - 1) * NUM_FEATURES),
-                (batch, (CONV2_WIDTH - 1) * c.conv1_channels),
-                (batch, c.gru_layers * c.gru_size))
+        return (
+            (batch, (CONV1_WIDTH - 1) * NUM_FEATURES),
+            (batch, (CONV2_WIDTH - 1) * c.conv1_channels),
+            (batch, c.gru_layers * c.gru_size),
+        )
 
     def forward(
         self,

@@ -37,4 +37,3 @@ def rnnoise_enhance(noisy: np.ndarray) -> np.ndarray:
         destroy(state)
     aligned = out[RNNOISE_DELAY_SAMPLES : RNNOISE_DELAY_SAMPLES + num_samples]
     return aligned.astype(np.float64) / RNNOISE_PCM_SCALE
-

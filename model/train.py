@@ -267,10 +267,22 @@ def stage_plan(options: Mapping[str, Any], sequence_frames: int) -> list[StagePl
     o = vars(parse_args([])) | {k: v for k, v in options.items() if v is not None}
     return [
         StagePlan("crops", o["budget_minutes"], o["lr"], o["batch"], o["frames"], 0.0),
-        StagePlan("full-sequence", o["full_sequence_minutes"], o["lr"] * FULL_SEQUENCE_LR_FACTOR,
-                  o["full_sequence_batch"], sequence_frames, 0.0),
-        StagePlan("pause", o["pause_stage_minutes"], o["lr"] * PAUSE_STAGE_LR_FACTOR,
-                  o["full_sequence_batch"], sequence_frames, o["pause_stage_weight"]),
+        StagePlan(
+            "full-sequence",
+            o["full_sequence_minutes"],
+            o["lr"] * FULL_SEQUENCE_LR_FACTOR,
+            o["full_sequence_batch"],
+            sequence_frames,
+            0.0,
+        ),
+        StagePlan(
+            "pause",
+            o["pause_stage_minutes"],
+            o["lr"] * PAUSE_STAGE_LR_FACTOR,
+            o["full_sequence_batch"],
+            sequence_frames,
+            o["pause_stage_weight"],
+        ),
     ]
 
 
@@ -297,8 +309,12 @@ def training_stage(
     stage_s = max(current.minutes * 60.0, 1e-9)
     progress = (elapsed_s - starts_at_s) / stage_s
     return TrainingStage(
-        current.name, cosine(current.peak_lr, progress), current.batch, current.frames,
-        starts_at_s + stage_s, current.pause_weight,
+        current.name,
+        cosine(current.peak_lr, progress),
+        current.batch,
+        current.frames,
+        starts_at_s + stage_s,
+        current.pause_weight,
     )
 
 
@@ -402,7 +418,10 @@ def train(args: argparse.Namespace) -> Path:
         str(args.data_dir), "dev", *DEV_CACHE_SHAPE, args.seed + 1, MixtureRecipe()
     )
     stream_spec = StreamSpec(
-        str(args.data_dir), args.seed, args.batch, recipe,
+        str(args.data_dir),
+        args.seed,
+        args.batch,
+        recipe,
         OpusCoding(share=args.opus_share) if args.opus_share > 0 else None,
     )
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
@@ -417,8 +436,12 @@ def train(args: argparse.Namespace) -> Path:
     speech_used = {"utterances": len(speech), "speakers": len({f.speaker_id for f in speech})}
     dev_audio = make_dev_audio(Path(args.data_dir), args.dev_files, args.seed + 2)
     print(
-        "train " + (f"on the fly: {json.dumps(stream_spec.as_dict())}" if train_data is None
-                    else f"{train_data.features.shape[0]} sequences")
+        "train "
+        + (
+            f"on the fly: {json.dumps(stream_spec.as_dict())}"
+            if train_data is None
+            else f"{train_data.features.shape[0]} sequences"
+        )
         + f", dev {dev_data.features.shape[0]}",
         flush=True,
     )
@@ -437,8 +460,11 @@ def train(args: argparse.Namespace) -> Path:
     if args.init_from and not checkpoint_path.exists():
         model.load_state_dict(initial_weights(Path(args.init_from), config))
         init_source = {"path": args.init_from, "sha256": sha256_of(Path(args.init_from))}
-        print(f"initialised from {args.init_from} (fine-tuning); its dev PESQ-WB "
-              f"{dev_pesq(model, dev_audio):.3f}", flush=True)
+        print(
+            f"initialised from {args.init_from} (fine-tuning); its dev PESQ-WB "
+            f"{dev_pesq(model, dev_audio):.3f}",
+            flush=True,
+        )
     if checkpoint_path.exists():
         state = torch.load(checkpoint_path, weights_only=False)
         model.load_state_dict(state["model"])
@@ -509,7 +535,11 @@ def train(args: argparse.Namespace) -> Path:
             step_start = time.monotonic()
             predicted_gains, predicted_strengths = predict(model, features, bf16=args.bf16)
             loss = percepnet_loss(
-                predicted_gains, predicted_strengths, gains, strengths, mask,
+                predicted_gains,
+                predicted_strengths,
+                gains,
+                strengths,
+                mask,
                 pause_weight=stage.pause_weight,
             )
             optimizer.zero_grad()
@@ -573,48 +603,101 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--gru-size", type=int, default=256)
     parser.add_argument("--gru-layers", type=int, default=3)
-    parser.add_argument("--train-shards", type=int, default=80,
-                        help=f"feature-cache shards of {SEQUENCES_PER_SHARD} 3-s mixtures each")
+    parser.add_argument(
+        "--train-shards",
+        type=int,
+        default=80,
+        help=f"feature-cache shards of {SEQUENCES_PER_SHARD} 3-s mixtures each",
+    )
     parser.add_argument("--epochs", type=int, default=1000)
-    parser.add_argument("--budget-minutes", type=float, default=60.0,
-                        help="wall-clock minutes of the first stage (random crops)")
-    parser.add_argument("--full-sequence-minutes", type=float, default=0.0,
-                        help="then train this long on whole cached sequences (second stage)")
-    parser.add_argument("--full-sequence-batch", type=int, default=64,
-                        help="batch of the second stage (3-s sequences)")
-    parser.add_argument("--pause-stage-minutes", type=float, default=0.0,
-                        help="then this long on whole sequences with --pause-stage-weight")
-    parser.add_argument("--pause-stage-weight", type=float, default=20.0,
-                        help="the third stage's --pause-weight")
+    parser.add_argument(
+        "--budget-minutes",
+        type=float,
+        default=60.0,
+        help="wall-clock minutes of the first stage (random crops)",
+    )
+    parser.add_argument(
+        "--full-sequence-minutes",
+        type=float,
+        default=0.0,
+        help="then train this long on whole cached sequences (second stage)",
+    )
+    parser.add_argument(
+        "--full-sequence-batch",
+        type=int,
+        default=64,
+        help="batch of the second stage (3-s sequences)",
+    )
+    parser.add_argument(
+        "--pause-stage-minutes",
+        type=float,
+        default=0.0,
+        help="then this long on whole sequences with --pause-stage-weight",
+    )
+    parser.add_argument(
+        "--pause-stage-weight", type=float, default=20.0, help="the third stage's --pause-weight"
+    )
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--frames", type=int, default=100, help="crop length in 10 ms frames")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--dev-files", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--bf16", action="store_true",
-                        help="bfloat16 autocast for the training steps (about 2× faster on CPUs "
-                             "with AMX or AVX-512 BF16); weights, optimiser and loss stay fp32")
-    parser.add_argument("--augment-noise", action="store_true",
-                        help="make new noises from the recorded ones (speed, EQ, reversal, "
-                             "blends of two); a recipe change, so it builds its own cache")
-    parser.add_argument("--noise-events", action="store_true",
-                        help="add synthetic bursts, harmonic sounds and babble of "
-                             "training talkers to 40%% of noisy examples; builds its own cache")
-    parser.add_argument("--on-the-fly", action="store_true",
-                        help="train on fresh whole mixtures every step (no feature cache): "
-                             "--batch mixtures of 3 s per step, the first stage's schedule only")
-    parser.add_argument("--opus-share", type=float, default=0.5,
-                        help="on the fly: share of inputs coded by Opus at 16-64 kb/s")
-    parser.add_argument("--data-workers", type=int, default=1,
-                        help="on the fly: processes mixing and analysing the next batches")
-    parser.add_argument("--epoch-steps", type=int, default=100,
-                        help="on the fly: steps between dev evaluations and checkpoints")
+    parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help="bfloat16 autocast for the training steps (about 2× faster on CPUs "
+        "with AMX or AVX-512 BF16); weights, optimiser and loss stay fp32",
+    )
+    parser.add_argument(
+        "--augment-noise",
+        action="store_true",
+        help="make new noises from the recorded ones (speed, EQ, reversal, "
+        "blends of two); a recipe change, so it builds its own cache",
+    )
+    parser.add_argument(
+        "--noise-events",
+        action="store_true",
+        help="add synthetic bursts, harmonic sounds and babble of "
+        "training talkers to 40%% of noisy examples; builds its own cache",
+    )
+    parser.add_argument(
+        "--on-the-fly",
+        action="store_true",
+        help="train on fresh whole mixtures every step (no feature cache): "
+        "--batch mixtures of 3 s per step, the first stage's schedule only",
+    )
+    parser.add_argument(
+        "--opus-share",
+        type=float,
+        default=0.5,
+        help="on the fly: share of inputs coded by Opus at 16-64 kb/s",
+    )
+    parser.add_argument(
+        "--data-workers",
+        type=int,
+        default=1,
+        help="on the fly: processes mixing and analysing the next batches",
+    )
+    parser.add_argument(
+        "--epoch-steps",
+        type=int,
+        default=100,
+        help="on the fly: steps between dev evaluations and checkpoints",
+    )
     parser.add_argument("--seed", type=int, default=1234)
-    parser.add_argument("--init-from", default=None, metavar="CHECKPOINT",
-                        help="start from these weights (fine-tuning): a checkpoint, or a fp32 "
-                             "ONNX graph such as model/weights/percepnet-fp32.onnx")
-    parser.add_argument("--export", default=None, metavar="DIR",
-                        help="export the trained network to DIR (fp32 + int8 ONNX, SHA-256)")
+    parser.add_argument(
+        "--init-from",
+        default=None,
+        metavar="CHECKPOINT",
+        help="start from these weights (fine-tuning): a checkpoint, or a fp32 "
+        "ONNX graph such as model/weights/percepnet-fp32.onnx",
+    )
+    parser.add_argument(
+        "--export",
+        default=None,
+        metavar="DIR",
+        help="export the trained network to DIR (fp32 + int8 ONNX, SHA-256)",
+    )
     return parser.parse_args(argv)
 
 

@@ -21,8 +21,13 @@ def mixture(source_rate: int = 48_000, snr_db: float = 5.0) -> DevMixture:
     clean[20_000:30_000] = 0.0  # a pause, so low targets occur too
     noisy = add_white_noise(clean, snr_db)
     return DevMixture(
-        name="synthetic", clean=clean, noisy=noisy, snr_db=snr_db,
-        speech_path=Path("speech.wav"), noise_path=Path("noise.wav"), source_rate=source_rate,
+        name="synthetic",
+        clean=clean,
+        noisy=noisy,
+        snr_db=snr_db,
+        speech_path=Path("speech.wav"),
+        noise_path=Path("noise.wav"),
+        source_rate=source_rate,
     )
 
 

@@ -68,7 +68,7 @@ def test_a_room_of_four_with_one_talker_encodes_once_and_everyone_hears_the_othe
         for listener in names:
             # a private encoder per listener gives the same bytes while its set of speakers
             # stays put: the shared packets are that listener's own stream
-            sent = _queued(room.participants[listener].output)  # type: ignore[attr-defined]
+            sent = _queued(room.participants[listener].output)
             own = OpusPacketEncoder(OpusSettings())
             for tick, mix in enumerate(expected[listener][:4]):
                 packet = bytes(own.encode(mix.astype(np.float32))[0])

@@ -33,15 +33,26 @@ NO_AUGMENTATION = NoiseAugmentation(
 def _audio_file(path: Path, signal: np.ndarray, kind: str) -> AudioFile:
     sf.write(path, signal.astype(np.float32), SAMPLE_RATE)
     return AudioFile(
-        path=path, relative_path=path.name, kind=kind, speaker_id="s" if kind == "clean" else "",
-        sample_rate=SAMPLE_RATE, seconds=signal.shape[0] / SAMPLE_RATE, license="test", label="",
+        path=path,
+        relative_path=path.name,
+        kind=kind,
+        speaker_id="s" if kind == "clean" else "",
+        sample_rate=SAMPLE_RATE,
+        seconds=signal.shape[0] / SAMPLE_RATE,
+        license="test",
+        label="",
     )
 
 
 # 1-s examples whose only noise is one real recording, with nothing else that varies
 ONE_REAL_NOISE = MixtureRecipe(
-    segment_seconds=1.0, noise_free_share=0.0, synthetic_noise_share=0.0,
-    real_noise_share=1.0, room_share=0.0, eq_share=0.0, lowpass_share=0.0,
+    segment_seconds=1.0,
+    noise_free_share=0.0,
+    synthetic_noise_share=0.0,
+    real_noise_share=1.0,
+    room_share=0.0,
+    eq_share=0.0,
+    lowpass_share=0.0,
     speed_range=(1.0, 1.0),
 )
 

@@ -179,12 +179,15 @@ def test_only_a_fp32_percepnet_graph_can_be_loaded_for_fine_tuning(
         load_onnx_network(exported / "percepnet-int8.onnx")
     import onnx
 
-    other = onnx.helper.make_model(onnx.helper.make_graph(
-        [onnx.helper.make_node("Identity", ["x"], ["y"])], "other",
-        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
-        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
-        [onnx.numpy_helper.from_array(np.zeros(1, np.float32), "w")],
-    ))
+    other = onnx.helper.make_model(
+        onnx.helper.make_graph(
+            [onnx.helper.make_node("Identity", ["x"], ["y"])],
+            "other",
+            [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+            [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+            [onnx.numpy_helper.from_array(np.zeros(1, np.float32), "w")],
+        )
+    )
     onnx.save(other, str(tmp_path / "other.onnx"))
     with pytest.raises(ValueError, match="not a PercepNet streaming graph"):
         load_onnx_network(tmp_path / "other.onnx")
@@ -197,8 +200,9 @@ def test_init_from_takes_a_graph_or_a_checkpoint_of_the_same_network(
 
     from_graph = initial_weights(exported / "percepnet-fp32.onnx", small_model.config)
     checkpoint = tmp_path / "checkpoint.pt"
-    torch.save({"model": small_model.state_dict(), "config": small_model.config.as_dict()},
-               checkpoint)
+    torch.save(
+        {"model": small_model.state_dict(), "config": small_model.config.as_dict()}, checkpoint
+    )
     from_checkpoint = initial_weights(checkpoint, small_model.config)
     for name, value in small_model.state_dict().items():
         assert torch.equal(from_graph[name], value) and torch.equal(from_checkpoint[name], value)

@@ -32,8 +32,14 @@ def _write(folder: Path, name: str, signal: np.ndarray, kind: str, speaker: str)
     path = folder / name
     sf.write(path, signal.astype(np.float32), SAMPLE_RATE)
     return AudioFile(
-        path=path, relative_path=name, kind=kind, speaker_id=speaker, sample_rate=SAMPLE_RATE,
-        seconds=signal.shape[0] / SAMPLE_RATE, license="test", label="",
+        path=path,
+        relative_path=name,
+        kind=kind,
+        speaker_id=speaker,
+        sample_rate=SAMPLE_RATE,
+        seconds=signal.shape[0] / SAMPLE_RATE,
+        license="test",
+        label="",
     )
 
 
@@ -42,19 +48,26 @@ def _files(folder: Path, seed: int) -> Split:
     rng = np.random.default_rng(seed)
     t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
     speech = tuple(
-        _write(folder, f"speech{seed}_{i}.flac",
-               0.3 * np.sign(np.sin(2 * np.pi * f0 * t)) * np.hanning(t.shape[0]), "clean", f"s{i}")
+        _write(
+            folder,
+            f"speech{seed}_{i}.flac",
+            0.3 * np.sign(np.sin(2 * np.pi * f0 * t)) * np.hanning(t.shape[0]),
+            "clean",
+            f"s{i}",
+        )
         for i, f0 in enumerate((120.0, 210.0))
     )
     noise = tuple(
-        _write(folder, f"noise{seed}_{i}.flac", 0.1 * rng.standard_normal(2 * SAMPLE_RATE),
-               "noise", "")
+        _write(
+            folder, f"noise{seed}_{i}.flac", 0.1 * rng.standard_normal(2 * SAMPLE_RATE), "noise", ""
+        )
         for i in range(2)
     )
     room = np.zeros(SAMPLE_RATE // 4)
     room[0] = 1.0
-    room[1:] = 0.2 * rng.standard_normal(room.shape[0] - 1) * np.exp(-np.arange(1, room.shape[0])
-                                                                     / 2_000)
+    room[1:] = (
+        0.2 * rng.standard_normal(room.shape[0] - 1) * np.exp(-np.arange(1, room.shape[0]) / 2_000)
+    )
     return Split(speech, noise, (_write(folder, f"room{seed}.flac", room, "rir", ""),))
 
 
@@ -116,10 +129,27 @@ def test_training_on_the_fly_keeps_the_best_checkpoint_and_resumes(
     monkeypatch.setattr(train, "DEV_CACHE_SHAPE", (1, 2))
     (tmp_path / splits.MANIFEST_FILE).write_text("")
     args = [
-        "--out", str(tmp_path / "run"), "--data-dir", str(tmp_path),
-        "--cache-dir", str(tmp_path / "cache"), "--on-the-fly", "--batch", "2",
-        "--epoch-steps", "2", "--dev-files", "1", "--gru-size", "16",
-        "--gru-layers", "1", "--threads", "1", "--data-workers", "1",
+        "--out",
+        str(tmp_path / "run"),
+        "--data-dir",
+        str(tmp_path),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--on-the-fly",
+        "--batch",
+        "2",
+        "--epoch-steps",
+        "2",
+        "--dev-files",
+        "1",
+        "--gru-size",
+        "16",
+        "--gru-layers",
+        "1",
+        "--threads",
+        "1",
+        "--data-workers",
+        "1",
     ]
     best = train.train(train.parse_args([*args, "--epochs", "1"]))
     assert best.name == train.BEST_CHECKPOINT

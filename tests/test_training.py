@@ -96,8 +96,20 @@ def test_pause_weight_only_counts_frames_without_speech() -> None:
 
 def test_training_starts_on_crops_and_ends_on_whole_sequences() -> None:
     args = parse_args(
-        ["--budget-minutes", "10", "--full-sequence-minutes", "5", "--lr", "1e-3",
-         "--batch", "96", "--frames", "100", "--full-sequence-batch", "32"]
+        [
+            "--budget-minutes",
+            "10",
+            "--full-sequence-minutes",
+            "5",
+            "--lr",
+            "1e-3",
+            "--batch",
+            "96",
+            "--frames",
+            "100",
+            "--full-sequence-batch",
+            "32",
+        ]
     )
     first = training_stage(0.0, args, sequence_frames=300)
     assert (first.name, first.batch, first.frames, first.ends_at_s) == ("crops", 96, 100, 600.0)
@@ -112,8 +124,18 @@ def test_training_starts_on_crops_and_ends_on_whole_sequences() -> None:
 
 def test_the_pause_stage_follows_on_whole_sequences_with_its_own_weight_and_decay() -> None:
     args = parse_args(
-        ["--budget-minutes", "10", "--full-sequence-minutes", "5", "--pause-stage-minutes", "2",
-         "--lr", "1e-3", "--pause-stage-weight", "20"]
+        [
+            "--budget-minutes",
+            "10",
+            "--full-sequence-minutes",
+            "5",
+            "--pause-stage-minutes",
+            "2",
+            "--lr",
+            "1e-3",
+            "--pause-stage-weight",
+            "20",
+        ]
     )
     assert training_stage(0.0, args, 300).pause_weight == 0.0
     second = training_stage(899.0, args, 300)
@@ -155,8 +177,20 @@ def test_a_resume_records_the_training_options_it_changes() -> None:
     defaults = vars(parse_args([]))
     before = vars(parse_args(["--budget-minutes", "85", "--out", "runs/a"]))
     del before["full_sequence_minutes"]  # a checkpoint older than the option
-    after = vars(parse_args(["--budget-minutes", "73", "--full-sequence-minutes", "35",
-                             "--out", "runs/b", "--threads", "1"]))
+    after = vars(
+        parse_args(
+            [
+                "--budget-minutes",
+                "73",
+                "--full-sequence-minutes",
+                "35",
+                "--out",
+                "runs/b",
+                "--threads",
+                "1",
+            ]
+        )
+    )
     assert changed_options(before, after, defaults) == {
         "budget_minutes": {"before": 85.0, "after": 73.0},
         "full_sequence_minutes": {"before": 0.0, "after": 35.0},
@@ -167,15 +201,36 @@ def test_a_resume_records_the_training_options_it_changes() -> None:
 def test_the_model_card_rebuilds_the_first_command_and_each_resume() -> None:
     from model.model_card import _training_commands
 
-    final = vars(parse_args(["--budget-minutes", "73", "--full-sequence-minutes", "95",
-                             "--train-shards", "160", "--bf16"]))
+    final = vars(
+        parse_args(
+            [
+                "--budget-minutes",
+                "73",
+                "--full-sequence-minutes",
+                "95",
+                "--train-shards",
+                "160",
+                "--bf16",
+            ]
+        )
+    )
     resumes = [
-        {"epoch": 36, "minutes": 72.6, "changed": {
-            "budget_minutes": {"before": 85.0, "after": 73.0},
-            "full_sequence_minutes": {"before": 0.0, "after": 35.0}}},
-        {"epoch": 49, "minutes": 108.0, "changed": {
-            "train_shards": {"before": 80, "after": 160},
-            "full_sequence_minutes": {"before": 35.0, "after": 95.0}}},
+        {
+            "epoch": 36,
+            "minutes": 72.6,
+            "changed": {
+                "budget_minutes": {"before": 85.0, "after": 73.0},
+                "full_sequence_minutes": {"before": 0.0, "after": 35.0},
+            },
+        },
+        {
+            "epoch": 49,
+            "minutes": 108.0,
+            "changed": {
+                "train_shards": {"before": 80, "after": 160},
+                "full_sequence_minutes": {"before": 35.0, "after": 95.0},
+            },
+        },
     ]
     first, steps = _training_commands(final, resumes)
     assert first == "python -m model.train --out runs/default --budget-minutes 85.0 --bf16"

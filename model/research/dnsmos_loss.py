@@ -64,8 +64,12 @@ class OnnxTorchGraph(torch.nn.Module):
             t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in graph.initializer
         }
         self.nodes = [
-            (n.op_type, list(n.input), list(n.output),
-             {a.name: helper.get_attribute_value(a) for a in n.attribute})
+            (
+                n.op_type,
+                list(n.input),
+                list(n.output),
+                {a.name: helper.get_attribute_value(a) for a in n.attribute},
+            )
             for n in graph.node
         ]
         unknown = {op for op, *_ in self.nodes} - set(_OPERATORS)
@@ -92,8 +96,13 @@ def _conv(args: list[torch.Tensor], attrs: dict[str, Any]) -> torch.Tensor:
         raise ValueError(f"asymmetric Conv pads {pads}")
     conv = torch.nn.functional.conv1d if weight.dim() == 3 else torch.nn.functional.conv2d
     return conv(
-        x, weight, bias, stride=_ints(attrs.get("strides", [1])), padding=padding,
-        dilation=_ints(attrs.get("dilations", [1])), groups=int(attrs.get("group", 1)),
+        x,
+        weight,
+        bias,
+        stride=_ints(attrs.get("strides", [1])),
+        padding=padding,
+        dilation=_ints(attrs.get("dilations", [1])),
+        groups=int(attrs.get("group", 1)),
     )
 
 

@@ -83,14 +83,16 @@ def calibration(mixtures: Sequence[DevMixture], gains_of: GainsOf) -> list[Calib
         target, gain = np.concatenate(target_parts), np.concatenate(gain_parts)
         if target.size == 0:
             continue
-        ratio_db = 20 * np.log10(
-            np.maximum(gain, RATIO_FLOOR) / np.maximum(target, RATIO_FLOOR)
-        )
+        ratio_db = 20 * np.log10(np.maximum(gain, RATIO_FLOOR) / np.maximum(target, RATIO_FLOOR))
         low, high = ranges[index]
         rows.append(
             CalibrationRow(
-                snr_db=snr_db, low=low, high=min(high, 1.0), count=int(target.size),
-                mean_target=float(target.mean()), mean_gain=float(gain.mean()),
+                snr_db=snr_db,
+                low=low,
+                high=min(high, 1.0),
+                count=int(target.size),
+                mean_target=float(target.mean()),
+                mean_gain=float(gain.mean()),
                 median_ratio_db=float(np.median(ratio_db)),
             )
         )
