@@ -186,7 +186,7 @@ class Peer:
         )
         return self.response
 
-    async def wait_connected(self, timeout: float = 10.0) -> None:
+    async def wait_connected(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while self.pc.connectionState != "connected":
             if time.monotonic() > deadline:

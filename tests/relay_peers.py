@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import uvicorn
@@ -18,7 +18,15 @@ from service.relay import Relay
 from service.server import uvicorn_options
 from service.settings import Settings
 
-__all__ = ["ArrayAudioTrack", "Peer", "Recorder", "RunningRelay", "free_port", "running_relay"]
+__all__ = [
+    "ArrayAudioTrack",
+    "Peer",
+    "Recorder",
+    "RunningRelay",
+    "free_port",
+    "running_relay",
+    "wait_until",
+]
 
 
 class RunningRelay:
@@ -90,3 +98,16 @@ def running_relay(**overrides: object) -> Iterator[RunningRelay]:
         yield relay
     finally:
         relay.stop()
+
+
+async def wait_until(
+    condition: Callable[[], bool], timeout_seconds: float = 30.0, what: str = "condition"
+) -> float:
+    """Seconds until ``condition()`` held, polled without blocking the loop; TimeoutError after
+    ``timeout_seconds`` (a bound for a loaded machine, not an expectation)."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout_seconds:
+            raise TimeoutError(f"{what}: not within {timeout_seconds} s")
+        await asyncio.sleep(0.02)
+    return time.monotonic() - start
