@@ -7,7 +7,7 @@ import asyncio
 import gc
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import numpy as np
@@ -142,7 +142,7 @@ def test_enhancement_off_passes_the_voice_through_from_the_next_frame(relay: Run
         await listener.close()
         return before, switched, after
 
-    async def speaker_frames(client: httpx.AsyncClient, condition) -> dict:  # type: ignore[no-untyped-def]
+    async def speaker_frames(client: httpx.AsyncClient, condition: Callable[[dict], bool]) -> dict:
         deadline = time.monotonic() + 30
         while True:
             room = (await client.get(f"{relay.url}/rooms/m2")).json()
