@@ -1,11 +1,13 @@
 """Cross-stream batching: speakers' frames are enhanced together, one model call per hop.
 
 Each of ``shards`` threads owns a queue. A speaker is pinned to one shard (its frames stay in
-order: a speaker has at most one frame in flight). A shard takes the first waiting frame, then
-everything else already queued, waiting at most ``deadline_seconds`` for more (0: never wait,
-so a lone speaker is never held back and batches grow only when frames queue up under load),
-and runs the DSP per speaker and the network once per hop over the batch axis. numba kernels
-and onnxruntime release the GIL, so shards run on separate cores.
+order: a speaker has at most one frame in flight). A shard runs on a clock of
+``clock_seconds``: woken by a frame, it waits for the next tick of the clock, then takes every
+frame queued by then (the speakers whose audio is ready) and runs the DSP per speaker and the
+network once per hop over the batch axis. Speakers' frames arrive at unrelated moments, so
+without the clock a batch is whatever happened to queue up (1–2 at light load); with it, a
+frame waits less than one tick. ``clock_seconds`` 0: no clock, only what is already queued.
+numba kernels and onnxruntime release the GIL, so shards run on separate cores.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,11 +82,14 @@ class EnhancerPool:
     def __init__(
         self,
         shards: int = 2,
-        deadline_seconds: float = 0.0,
+        clock_seconds: float = 0.0,
         max_batch: int = 64,
         on_batch: object = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.deadline_seconds = deadline_seconds
+        self.clock_seconds = clock_seconds
+        self._clock, self._sleep = clock, sleep  # replaceable: tests run on a fake clock
         self.max_batch = max_batch
         self.on_batch = on_batch  # called with each batch's size (metrics)
         self._queues: list[queue.SimpleQueue[_Job | None]] = [
@@ -119,12 +126,13 @@ class EnhancerPool:
         return future
 
     def _collect(self, jobs: queue.SimpleQueue[_Job | None], first: _Job) -> list[_Job]:
+        if self.clock_seconds > 0:  # wait for the next tick, then take all that is ready
+            now = self._clock()
+            self._sleep((math.floor(now / self.clock_seconds) + 1) * self.clock_seconds - now)
         batch = [first]
-        deadline = time.monotonic() + self.deadline_seconds
         while len(batch) < self.max_batch:
-            remaining = deadline - time.monotonic()
             try:
-                job = jobs.get(timeout=remaining) if remaining > 0 else jobs.get_nowait()
+                job = jobs.get_nowait()
             except queue.Empty:
                 break
             if job is None:

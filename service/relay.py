@@ -84,7 +84,7 @@ class Relay:
         self.state = "starting"  # starting → ready → draining → closed
         self.pool = EnhancerPool(
             shards=settings.worker_threads,
-            deadline_seconds=settings.batch_deadline_ms / 1000.0,
+            clock_seconds=settings.batch_clock_ms / 1000.0,
             on_batch=self.metrics.batch_size.observe,
         )
         self.started_at = time.monotonic()

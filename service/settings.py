@@ -102,12 +102,13 @@ class Settings(BaseSettings):
         description="enhancement threads, each batching its own speakers; one batches best, "
         "and a process's event loop saturates before one thread does (more cores: processes)",
     )
-    batch_deadline_ms: float = Field(
-        0.0,
+    batch_clock_ms: float = Field(
+        10.0,
         ge=0,
         le=10,
-        description="how long an enhancement thread waits for more speakers' frames to batch "
-        "(0: only what is already queued; a lone speaker is never held back)",
+        description="the enhancement threads' clock: each tick enhances, in one model call per "
+        "hop, every speaker's frame queued by then (0: no clock, a frame goes at once with "
+        "whatever else is queued)",
     )
     log_format: Literal["plain", "json"] = "plain"
     log_level: str = "INFO"

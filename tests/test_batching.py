@@ -4,6 +4,7 @@ rounding), streams stay independent, pass-through and odd frame sizes mix in one
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import numpy as np
 import pytest
@@ -66,7 +67,7 @@ def test_the_pool_resolves_every_frame_in_order_and_reports_batches(
     runtime: ModelRuntime,
 ) -> None:
     sizes: list[int] = []
-    pool = EnhancerPool(shards=2, deadline_seconds=0.002, on_batch=sizes.append)
+    pool = EnhancerPool(shards=2, clock_seconds=0.002, on_batch=sizes.append)
     pipelines = [SpeakerPipeline(runtime, EnhancementSettings()) for _ in range(6)]
     signals = [speech_noise(seed, 10) for seed in range(6)]
 
@@ -109,3 +110,66 @@ def test_a_failing_batch_reaches_its_speakers_and_the_shard_survives(
     finally:
         pool.close()
     assert failure is not None and recovered
+
+
+class _FakeClock:
+    """A clock that stands still until the test lets the shard's tick pass."""
+
+    def __init__(self) -> None:
+        self.now = 100.003  # 3 ms into a 10 ms tick
+        self.waits: list[float] = []
+        self.waiting = threading.Event()
+        self.tick = threading.Event()
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.waiting.set()
+        self.tick.wait(5)
+        self.tick.clear()
+        self.now += seconds
+
+
+def test_a_clock_tick_batches_every_ready_speaker_and_the_audio_is_the_same(
+    runtime: ModelRuntime,
+) -> None:
+    # per 20 ms frame: speaker 0 arrives, the shard waits for the tick, meanwhile the others
+    # arrive; the tick enhances all of them in one batch, as enhance_batch over the same group
+    clock = _FakeClock()
+    sizes: list[int] = []
+    pool = EnhancerPool(1, 0.010, on_batch=sizes.append, clock=clock.time, sleep=clock.sleep)
+    speakers = 4
+    signals = [speech_noise(seed, 6) for seed in range(speakers)]
+    clocked = [SpeakerPipeline(runtime, EnhancementSettings()) for _ in range(speakers)]
+    direct = [SpeakerPipeline(runtime, EnhancementSettings()) for _ in range(speakers)]
+
+    async def run() -> list[list[np.ndarray]]:
+        heard: list[list[np.ndarray]] = [[] for _ in range(speakers)]
+        for frame in range(6):
+            part = slice(frame * 960, (frame + 1) * 960)
+            futures = [pool.enhance(0, clocked[0], signals[0][part])]
+            await asyncio.to_thread(clock.waiting.wait, 5)
+            clock.waiting.clear()
+            futures += [pool.enhance(0, clocked[i], signals[i][part]) for i in range(1, speakers)]
+            clock.tick.set()
+            for index, result in enumerate(await asyncio.gather(*futures)):
+                heard[index].append(result.samples)
+            clock.now += 0.020 - clock.waits[-1]  # the next frame, 20 ms on
+        return heard
+
+    try:
+        heard = asyncio.run(run())
+    finally:
+        clock.tick.set()
+        pool.close()
+    assert sizes == [speakers] * 6
+    assert clock.waits == pytest.approx([0.007] * 6)  # to the next 10 ms tick, never longer
+    for frame in range(6):
+        part = slice(frame * 960, (frame + 1) * 960)
+        expected = enhance_batch(direct, [s[part] for s in signals])
+        for index in range(speakers):
+            result = expected[index]
+            assert not isinstance(result, Exception)
+            np.testing.assert_array_equal(heard[index][frame], result.samples)
