@@ -41,5 +41,9 @@ def test_load_test_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     by_thread = report["server_cpu_percent_per_participant_by_thread"]  # pnr_thread_cpu_…
     assert {"event_loop", "enhance"} <= set(by_thread)
     assert report["server_ready_seconds"] < 60
-    assert report["mouth_to_ear_seconds_p50"] is not None, report
+    if report["frames_dropped"] == 0 and not report["frames_trimmed_for_latency"]:
+        # a server that kept up delivered the speaker's audio whole: it must be found in the
+        # listener's recording and its delay measured (a starved one garbles the timeline)
+        assert report["speakers_found_in_mixes"] == 1, report
+        assert report["mouth_to_ear_seconds_p50"] is not None, report
     assert "server_cpu_percent_per_participant" in capsys.readouterr().out
