@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 import pytest
 from aiortc import RTCSessionDescription
-from relay_peers import Peer, RunningRelay, running_relay
+from relay_peers import Peer, RunningRelay, running_relay, wait_until
 from test_relay_media import noisy_speech
 
 from model.runtime import DEFAULT_MODEL
@@ -38,7 +38,9 @@ def test_which_offers_send_audio() -> None:
 
 
 async def _speaker_and_viewer(relay: RunningRelay, seconds: float) -> tuple[Peer, str]:
-    _, noisy = noisy_speech(seconds, snr_db=5.0)
+    """A speaker, and a WHEP viewer that listens until it has ``seconds`` of audio; the speaker
+    talks on past that however late the viewer connects."""
+    _, noisy = noisy_speech(seconds + 20, snr_db=5.0)
     speaker = Peer(noisy.astype(np.float32))
     await speaker.join(relay.url, "egress")
     viewer = Peer(None)  # receive-only, as a WHEP player offers
@@ -54,7 +56,7 @@ async def _speaker_and_viewer(relay: RunningRelay, seconds: float) -> tuple[Peer
     assert response.headers["content-type"].startswith("application/sdp")
     await viewer.pc.setRemoteDescription(RTCSessionDescription(response.text, "answer"))
     await viewer.wait_connected()
-    await asyncio.sleep(seconds)
+    await wait_until(lambda: viewer.recorder.samples.shape[0] >= seconds * 48000, 60, "audio")
     location = response.headers["location"]
     async with httpx.AsyncClient(base_url=relay.url) as client:
         patched = await client.patch(location, content=b"a=candidate")
