@@ -19,8 +19,9 @@ pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="no shipped m
 
 
 def test_sigterm_drains_then_exits_cleanly() -> None:
+    # the grace outlasts the checks made during it, however slow a loaded machine makes them
     served = serve_on_loopback(
-        {"PNR_DRAIN_SECONDS": "1.5", "PNR_LOG_FORMAT": "json"}, capture_output=True, timeout=60
+        {"PNR_DRAIN_SECONDS": "5", "PNR_LOG_FORMAT": "json"}, capture_output=True, timeout=180
     )
     server, url, ready_after = served.process, served.url, served.ready_seconds
     try:
@@ -30,9 +31,11 @@ def test_sigterm_drains_then_exits_cleanly() -> None:
             await peer.join(url, "drain")
             await peer.wait_connected()
             server.send_signal(signal.SIGTERM)
-            await asyncio.sleep(0.3)
             async with httpx.AsyncClient() as client:
-                ready = await client.get(url + "/readyz")
+                deadline = time.monotonic() + 30  # until the signal is handled
+                while (ready := await client.get(url + "/readyz")).status_code == 200:
+                    assert time.monotonic() < deadline, "SIGTERM did not start a drain"
+                    await asyncio.sleep(0.05)
                 late = Peer(None)
                 join = await client.post(
                     url + "/offer", json={"sdp": await late.offer_sdp(), "room": "drain"}
@@ -40,7 +43,7 @@ def test_sigterm_drains_then_exits_cleanly() -> None:
                 await late.pc.close()
             start = time.monotonic()
             while peer.pc.connectionState not in ("closed", "failed"):
-                if time.monotonic() - start > 10:
+                if time.monotonic() - start > 60:
                     break
                 await asyncio.sleep(0.05)
             state = peer.pc.connectionState
@@ -48,7 +51,7 @@ def test_sigterm_drains_then_exits_cleanly() -> None:
             return ready, join, state, time.monotonic() - start
 
         ready, join, state, ended_after = asyncio.run(scenario())
-        code = server.wait(15)
+        code = server.wait(60)
         output = served.output()
     finally:
         if server.poll() is None:
@@ -56,7 +59,7 @@ def test_sigterm_drains_then_exits_cleanly() -> None:
             server.wait()
     print(
         f"\nserve: ready {ready_after:.2f} s after start (process start, imports, model, "
-        f"kernels); call ended {ended_after:.2f} s after SIGTERM+0.3 s"
+        f"kernels); call ended {ended_after:.2f} s after the drain's checks"
     )
     assert ready.status_code == 503 and ready.json()["state"] == "draining"
     assert join.status_code == 503 and join.json()["error"] == "draining"
