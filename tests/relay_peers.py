@@ -24,6 +24,7 @@ __all__ = [
     "Recorder",
     "RunningRelay",
     "free_port",
+    "emptied_after_each_test",
     "running_relay",
     "wait_until",
 ]
@@ -84,10 +85,27 @@ class RunningRelay:
         future = asyncio.run_coroutine_threadsafe(coroutine_factory(), self.loop)
         return future.result(timeout)
 
+    def close_every_room(self) -> None:
+        """Close every room (their calls end): what one test leaves, the next does not see."""
+
+        async def close_all() -> None:
+            for name in list(self.relay.rooms):
+                await self.relay.close_room(name)
+
+        self.call(close_all, timeout=60.0)
+        assert not self.relay.rooms and len(self.relay.pending) == 0
+
     def stop(self) -> None:
         """Shut down (lifespan closes every call) and join the thread."""
         self.server.should_exit = True
         self.thread.join(30.0)
+
+
+def emptied_after_each_test(relay: RunningRelay) -> Iterator[RunningRelay]:
+    """For a function-scoped fixture over a module's relay: the test gets the relay, and every
+    room is closed afterwards whatever the test's outcome, so a failure does not cascade."""
+    yield relay
+    relay.close_every_room()
 
 
 @contextlib.contextmanager

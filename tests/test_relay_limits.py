@@ -14,7 +14,7 @@ import aioice.ice
 import httpx
 import numpy as np
 import pytest
-from relay_peers import Peer, RunningRelay, running_relay
+from relay_peers import Peer, RunningRelay, emptied_after_each_test, running_relay
 from test_relay_signaling import assert_error, make_offer
 
 from model.runtime import DEFAULT_MODEL
@@ -41,16 +41,7 @@ def served_relay() -> Iterator[RunningRelay]:
 
 @pytest.fixture
 def relay(served_relay: RunningRelay) -> Iterator[RunningRelay]:
-    """The module's relay, emptied after each test whatever its outcome: a test that fails
-    half-way leaves no room or pending peer for the next one to trip on."""
-    yield served_relay
-
-    async def close_every_room() -> None:
-        for name in list(served_relay.relay.rooms):
-            await served_relay.relay.close_room(name)
-
-    served_relay.call(close_every_room, timeout=60.0)
-    assert not served_relay.relay.rooms and len(served_relay.relay.pending) == 0
+    yield from emptied_after_each_test(served_relay)
 
 
 def post_offer(relay: RunningRelay, offer: str, room: str, address: str) -> httpx.Response:

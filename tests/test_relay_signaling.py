@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from relay_peers import Peer, RunningRelay, running_relay
+from relay_peers import Peer, RunningRelay, emptied_after_each_test, running_relay
 
 from model.runtime import DEFAULT_MODEL
 from service.tokens import mint_token
@@ -30,9 +30,14 @@ def make_offer(recvonly: bool = False) -> str:
 
 
 @pytest.fixture(scope="module")
-def relay() -> Iterator[RunningRelay]:
+def served_relay() -> Iterator[RunningRelay]:
     with running_relay(max_body_bytes=4096) as running:
         yield running
+
+
+@pytest.fixture
+def relay(served_relay: RunningRelay) -> Iterator[RunningRelay]:
+    yield from emptied_after_each_test(served_relay)
 
 
 @pytest.fixture(scope="module")

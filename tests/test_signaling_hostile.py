@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import httpx
 import numpy as np
 import pytest
-from relay_peers import Peer, RunningRelay, running_relay
+from relay_peers import Peer, RunningRelay, emptied_after_each_test, running_relay
 from sdp_offers import OFFERS
 
 from model.runtime import DEFAULT_MODEL
@@ -42,15 +42,25 @@ def offer() -> str:
 
 
 @pytest.fixture(scope="module")
-def relay() -> Iterator[RunningRelay]:
+def served_relay() -> Iterator[RunningRelay]:
     with running_relay() as running:
         yield running
 
 
+@pytest.fixture
+def relay(served_relay: RunningRelay) -> Iterator[RunningRelay]:
+    yield from emptied_after_each_test(served_relay)
+
+
 @pytest.fixture(scope="module")
-def locked() -> Iterator[RunningRelay]:
+def served_locked() -> Iterator[RunningRelay]:
     with running_relay(token_secret=SECRET) as running:
         yield running
+
+
+@pytest.fixture
+def locked(served_locked: RunningRelay) -> Iterator[RunningRelay]:
+    yield from emptied_after_each_test(served_locked)
 
 
 @dataclass
