@@ -77,7 +77,7 @@ def test_chromium_joins_from_the_page_and_a_peer_hears_it_enhanced(tmp_path: Pat
             "browser",
             "chromium",
             lambda page: chromium_command(page, tmp_path / "profile", microphone_wav=wav),
-            120.0,  # a bound: a loaded machine starts a browser slowly,
+            120.0,  # a bound: a loaded machine starts a browser slowly
         )
     assert state, "Chromium never joined and sent enhanced audio"
     assert state["connection_state"] == "connected"
