@@ -26,8 +26,9 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def closure(requirements: list[Requirement]) -> dict[str, str]:
-    """Installed versions of ``requirements`` and, recursively, of what they require."""
+def closure(requirements: list[Requirement], missing: set[str]) -> dict[str, str]:
+    """Installed versions of ``requirements`` and, recursively, of what they require; names
+    that are not installed go to ``missing``."""
     pinned: dict[str, str] = {}
     pending = [(requirement, "") for requirement in requirements]
     seen: set[tuple[str, str]] = set()
@@ -45,6 +46,7 @@ def closure(requirements: list[Requirement]) -> dict[str, str]:
             try:
                 dist = distribution(requirement.name)
             except PackageNotFoundError:
+                missing.add(name)
                 continue
             pinned[name] = dist.version.split("+")[0]
             pending += [(Requirement(text), wanted) for text in dist.requires or []]
@@ -56,10 +58,13 @@ def main() -> None:
     texts = list(project["dependencies"])
     for extra in project["optional-dependencies"].values():
         texts += extra
-    pinned = closure([Requirement(text) for text in texts])
+    missing: set[str] = set()
+    pinned = closure([Requirement(text) for text in texts], missing)
     lines = [f"{name}=={version}" for name, version in sorted(pinned.items())]
     (ROOT / "constraints.txt").write_text(HEADER + "\n".join(lines) + "\n")
     print(f"constraints.txt: {len(lines)} packages")
+    if missing:
+        print(f"not installed, so not pinned: {', '.join(sorted(missing))}")
 
 
 if __name__ == "__main__":
