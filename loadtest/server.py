@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import os
+import random
+import socket
 import ssl
 import subprocess
 import sys
@@ -13,7 +15,29 @@ from dataclasses import dataclass
 
 import httpx
 
-from service.cluster import free_port
+# Ports for servers that start seconds later are taken below the kernel's usual ephemeral range
+# (32768–60999 on Linux), so the client sockets opened meanwhile never land on them.
+SERVER_PORT_RANGE = (20_000, 32_000)
+
+
+def free_port_run(count: int, host: str = "127.0.0.1") -> int:
+    """The first of ``count`` consecutive TCP ports that were all free a moment ago on ``host``
+    (``serve --processes N`` listens on PORT … PORT+N-1)."""
+    for _ in range(1000):
+        first = random.randrange(SERVER_PORT_RANGE[0], SERVER_PORT_RANGE[1] - count)
+        try:
+            for port in range(first, first + count):
+                with socket.socket() as sock:
+                    sock.bind((host, port))
+        except OSError:
+            continue
+        return first
+    raise RuntimeError(f"no {count} consecutive free ports in {SERVER_PORT_RANGE}")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port for a server that binds it later (see ``free_port_run``)."""
+    return free_port_run(1, host)
 
 
 @dataclass
@@ -43,7 +67,7 @@ def serve_on_loopback(
     checked with ``verify``, when ``env`` names a TLS certificate) and ``/nodes`` lists
     ``nodes`` ready nodes (``serve --processes N`` starts N). ``cpus``: the relay and every
     thread and process it starts run only on these cores."""
-    port = free_port()
+    port = free_port_run(nodes)
     scheme = "https" if (env or {}).get("PNR_TLS_CERT_FILE") else "http"
     url = f"{scheme}://127.0.0.1:{port}"
     started = time.monotonic()
