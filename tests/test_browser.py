@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import ssl
 import subprocess
 import time
 from collections.abc import Callable
@@ -16,8 +17,10 @@ import pytest
 import soundfile as sf
 from relay_peers import Peer, running_relay
 from test_relay_media import noisy_speech
+from test_serve_https import self_signed_certificate
 
 from loadtest.browsers import CHROMIUM, chromium_command
+from loadtest.server import serve_on_loopback
 from model.runtime import DEFAULT_MODEL
 
 pytestmark = [
@@ -29,10 +32,12 @@ pytestmark = [
 ]
 
 
-async def browser_participant(url: str, room: str, name: str, timeout: float) -> dict[str, object]:
+async def browser_participant(
+    url: str, room: str, name: str, timeout: float, verify: ssl.SSLContext | bool = True
+) -> dict[str, object]:
     """The browser's participant once the relay has enhanced 3 s of its voice ({} if never)."""
     deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(verify=verify) as client:
         while time.monotonic() < deadline:
             described = (await client.get(f"{url}/rooms/{room}")).json()
             found = [p for p in described["participants"] if p["name"] == name]
@@ -43,22 +48,27 @@ async def browser_participant(url: str, room: str, name: str, timeout: float) ->
 
 
 def browser_heard_by_a_peer(
-    relay_url: str, room: str, name: str, command: Callable[[str], list[str]], timeout: float
+    relay_url: str,
+    room: str,
+    name: str,
+    command: Callable[[str], list[str]],
+    timeout: float,
+    verify: ssl.SSLContext | bool = True,
 ) -> tuple[dict[str, object], Peer]:
     """An aiortc peer joins ``room``, then the browser started by ``command(page_url)`` joins as
     ``name``; returns the browser's participant (see :func:`browser_participant`) and the peer,
-    closed, with what it recorded."""
+    closed, with what it recorded. ``verify`` checks the relay's certificate over HTTPS."""
 
     async def listen() -> tuple[dict[str, object], Peer]:
         listener = Peer(None)  # aiortc objects belong to the loop that runs them
-        await listener.join(relay_url, room)
+        await listener.join(relay_url, room, verify=verify)
         await listener.wait_connected()
         page = f"{relay_url}/?room={room}&name={name}&autojoin=1"
         browser = subprocess.Popen(
             command(page), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         try:
-            return await browser_participant(relay_url, room, name, timeout), listener
+            return await browser_participant(relay_url, room, name, timeout, verify), listener
         finally:
             browser.terminate()
             browser.wait(15)
@@ -95,6 +105,39 @@ def test_chromium_joins_from_the_page_and_a_peer_hears_it_enhanced(tmp_path: Pat
     )
     print(f"\nbrowser: {state['frames']}, envelope correlation with the clean speech {best:.2f}")
     assert best > 0.5
+
+
+def test_chromium_joins_from_the_page_over_https(tmp_path: Path) -> None:
+    """A second machine reaches the page over HTTPS (browsers give the microphone only to
+    secure origins): the relay serves TLS with a self-signed certificate, which this Chromium
+    is told to accept, and the page joins and is heard."""
+    cert_file, key_file = self_signed_certificate(tmp_path)
+    trusted = ssl.create_default_context(cafile=str(cert_file))
+    served = serve_on_loopback(
+        {"PNR_TLS_CERT_FILE": str(cert_file), "PNR_TLS_KEY_FILE": str(key_file)},
+        timeout=180,
+        verify=trusted,
+    )
+    try:
+        assert served.url.startswith("https://")
+        state, listener = browser_heard_by_a_peer(
+            served.url,
+            "secure",
+            "chromium",
+            lambda page: [
+                *chromium_command(page, tmp_path / "profile")[:-1],
+                "--ignore-certificate-errors",
+                page,
+            ],
+            120.0,
+            verify=trusted,
+        )
+    finally:
+        served.process.terminate()
+        served.process.wait(30)
+    assert state, "Chromium never joined over HTTPS and sent enhanced audio"
+    assert state["connection_state"] == "connected"
+    assert len(listener.recorder.arrivals) > 100
 
 
 FIREFOX = next((shutil.which(n) for n in ("firefox-esr", "firefox") if shutil.which(n)), None)
