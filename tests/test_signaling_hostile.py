@@ -5,7 +5,6 @@ refusals take the same shape; a bug answers a JSON 500 without dropping the conn
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import json
 import logging
@@ -14,11 +13,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
-import numpy as np
 import pytest
-from relay_peers import Peer, RunningRelay, emptied_after_each_test, running_relay
+from relay_peers import RunningRelay, emptied_after_each_test, running_relay
 from sdp_offers import OFFERS
 
+from loadtest.fuzz_signaling import real_offer
 from model.runtime import DEFAULT_MODEL
 from service.tokens import mint_token
 
@@ -26,19 +25,9 @@ pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="no shipped m
 SECRET = "hostile-secret"
 
 
-def make_offer() -> str:
-    async def build() -> str:
-        peer = Peer(np.zeros(960, dtype=np.float32))
-        sdp = await peer.offer_sdp()
-        await peer.pc.close()
-        return sdp
-
-    return asyncio.run(build())
-
-
 @pytest.fixture(scope="module")
 def offer() -> str:
-    return make_offer()
+    return real_offer()
 
 
 @pytest.fixture(scope="module")
@@ -256,7 +245,7 @@ def test_fastapi_refusals_take_the_same_shape(relay: RunningRelay) -> None:
     nobody = "/rooms/r/participants/p"  # the participant is looked up before the body is read
     answer = exchange(relay.url, "PATCH", nobody, b"{", {"Content-Type": b"application/json"})
     assert_refused(answer, 404, "unknown_room")
-    response = httpx.post(relay.url + "/offer", json={"sdp": make_offer(), "room": "shape"})
+    response = httpx.post(relay.url + "/offer", json={"sdp": real_offer(), "room": "shape"})
     pid = response.json()["participant_id"]
     url = f"/rooms/shape/participants/{pid}"
     for body, status, reason in [
