@@ -275,6 +275,16 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
         except UnicodeDecodeError as error:
             raise RelayError(400, "malformed_sdp", "the offer is not UTF-8 text") from error
 
+    async def sdp_session(
+        kind: str, room: str, sdp: str, request: Request, name: str | None
+    ) -> Response:
+        """Join ``room`` with a WHIP/WHEP offer: ``201`` + Location + the answer."""
+        participant, answer = await relay.join(
+            room, sdp, name, False, bearer_token(request), client_address(request)
+        )
+        location = f"/{kind}/{room}/{participant.id}"
+        return Response(answer, 201, media_type="application/sdp", headers={"Location": location})
+
     @app.post(
         "/whip/{room}",
         tags=["signaling"],
@@ -284,12 +294,7 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
     )
     async def whip_ingest(room: RoomName, request: Request, name: str | None = None) -> Response:
         """WHIP (RFC 9725): an ``application/sdp`` offer in, ``201`` + Location + answer out."""
-        sdp = await sdp_offer(request)
-        participant, answer = await relay.join(
-            room, sdp, name, False, bearer_token(request), client_address(request)
-        )
-        location = f"/whip/{room}/{participant.id}"
-        return Response(answer, 201, media_type="application/sdp", headers={"Location": location})
+        return await sdp_session("whip", room, await sdp_offer(request), request, name)
 
     @app.delete("/whip/{room}/{participant_id}", tags=["signaling"], dependencies=signaling_limited)
     async def whip_delete(room: RoomName, participant_id: str) -> Response:
@@ -313,11 +318,7 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
             raise RelayError(
                 400, "not_receive_only", "a WHEP offer receives only (a=recvonly audio)"
             )
-        participant, answer = await relay.join(
-            room, sdp, name, False, bearer_token(request), client_address(request)
-        )
-        location = f"/whep/{room}/{participant.id}"
-        return Response(answer, 201, media_type="application/sdp", headers={"Location": location})
+        return await sdp_session("whep", room, sdp, request, name)
 
     @app.delete("/whep/{room}/{participant_id}", tags=["signaling"], dependencies=signaling_limited)
     async def whep_delete(room: RoomName, participant_id: str) -> Response:
