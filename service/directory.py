@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 REDIS_TIMEOUT_SECONDS = 1.0  # a directory call that takes longer counts as the directory gone
@@ -330,20 +331,15 @@ class RedisDirectory(Directory):
         return owner
 
     async def renew(self, node_id: str, rooms: Iterable[str], lease_seconds: float) -> None:
-        rooms = list(rooms)
-        if not rooms:
-            return
-
-        async def run() -> None:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for room in rooms:
-                    args: list[str | int] = [node_id, _ms(lease_seconds), ""]
-                    await self._claim(keys=[f"{_PREFIX}room:{room}"], args=args, client=pipe)
-                await pipe.execute()
-
-        await self._run(run())
+        await self._per_room(self._claim, rooms, [node_id, _ms(lease_seconds), ""])
 
     async def release(self, node_id: str, rooms: Iterable[str]) -> None:
+        await self._per_room(self._release, rooms, [node_id])
+
+    async def _per_room(
+        self, script: AsyncScript, rooms: Iterable[str], args: list[str | int]
+    ) -> None:
+        """Run ``script`` with ``args`` on each room's key, in one pipelined round trip."""
         rooms = list(rooms)
         if not rooms:
             return
@@ -351,7 +347,7 @@ class RedisDirectory(Directory):
         async def run() -> None:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for room in rooms:
-                    await self._release(keys=[f"{_PREFIX}room:{room}"], args=[node_id], client=pipe)
+                    await script(keys=[f"{_PREFIX}room:{room}"], args=args, client=pipe)
                 await pipe.execute()
 
         await self._run(run())
