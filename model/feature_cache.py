@@ -12,9 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from tqdm import tqdm
@@ -68,6 +70,35 @@ def shard_path(cache_dir: Path, spec: CacheSpec, index: int) -> Path:
     return cache_dir / f"{spec.split}-{spec.key()}" / f"shard_{index:05d}.npz"
 
 
+class Example(NamedTuple):
+    """Analysed mixture: features [T, 70], target gains and strengths [T, 34], band mask [34]."""
+
+    features: np.ndarray
+    gains: np.ndarray
+    strengths: np.ndarray
+    band_mask: np.ndarray
+
+
+def make_example(
+    rng: np.random.Generator,
+    files: Split,
+    recipe: MixtureRecipe,
+    alter: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+) -> Example:
+    """A fresh mixture from ``files`` (its noisy input passed through ``alter`` if given, e.g. a
+    codec), analysed against its oracle targets and cut to the recipe's segment length."""
+    frames = round(recipe.segment_seconds * SAMPLE_RATE_HZ / HOP_SAMPLES)
+    mixture = make_mixture(rng, list(files.speech), list(files.noise), list(files.rooms), recipe)
+    noisy = mixture.noisy if alter is None else alter(mixture.noisy, rng)
+    targets = compute_oracle_targets(noisy, mixture.target)
+    return Example(
+        targets.features[:frames],
+        targets.gains[:frames],
+        targets.strengths[:frames],
+        band_mask(mixture.speech_max_hz),
+    )
+
+
 def build_shard(
     spec: CacheSpec,
     index: int,
@@ -77,18 +108,13 @@ def build_shard(
     """Synthesise and analyse one shard's examples from ``files``; returns the number of frames
     written."""
     rng = np.random.default_rng([spec.seed, index])
-    frames_per_example = round(spec.recipe.segment_seconds * SAMPLE_RATE_HZ / HOP_SAMPLES)
     features, gains, strengths, masks = [], [], [], []
     for _ in range(spec.examples_per_shard):
-        mixture = make_mixture(
-            rng, list(files.speech), list(files.noise), list(files.rooms), spec.recipe
-        )
-        targets = compute_oracle_targets(mixture.noisy, mixture.target)
-        frames = slice(0, frames_per_example)  # one length for every shard of every build
-        features.append(targets.features[frames])
-        gains.append(targets.gains[frames].astype(np.float16))
-        strengths.append(targets.strengths[frames].astype(np.float16))
-        masks.append(band_mask(mixture.speech_max_hz))
+        example = make_example(rng, files, spec.recipe)  # one length for every shard
+        features.append(example.features)
+        gains.append(example.gains.astype(np.float16))
+        strengths.append(example.strengths.astype(np.float16))
+        masks.append(example.band_mask)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     partial = out_path.with_suffix(".partial.npz")
     np.savez(

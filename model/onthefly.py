@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import av
@@ -19,10 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from dsp.constants import HOP_SAMPLES
-from dsp.offline import compute_oracle_targets
-from model.feature_cache import band_mask
-from model.mixtures import SAMPLE_RATE, MixtureRecipe, load_audio_48k, make_mixture
+from model.feature_cache import make_example
+from model.mixtures import SAMPLE_RATE, MixtureRecipe, load_audio_48k
 from model.splits import Split, split_named
 
 OPUS_FRAME_SAMPLES = 960  # 20 ms at 48 kHz, as WebRTC sends
@@ -95,25 +94,24 @@ class StreamSpec:
         }
 
 
+def _maybe_opus(opus: OpusCoding | None, noisy: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``noisy`` through Opus at a drawn bitrate for ``opus.share`` of the calls, else as is."""
+    if opus is None or rng.random() >= opus.share:
+        return noisy
+    return opus_round_trip(noisy, opus.bitrates_kbps[int(rng.integers(len(opus.bitrates_kbps)))])
+
+
 def make_batch(spec: StreamSpec, files: Split, index: int) -> Batch:
     """Batch ``index`` of the stream: features [B, T, 70], target gains and strengths
     [B, T, 34] and the band mask [B, 34] of ``spec.batch`` fresh mixtures from ``files``."""
     rng = np.random.default_rng([spec.seed, index])
-    frames = round(spec.recipe.segment_seconds * SAMPLE_RATE / HOP_SAMPLES)
     features, gains, strengths, masks = [], [], [], []
     for _ in range(spec.batch):
-        mixture = make_mixture(
-            rng, list(files.speech), list(files.noise), list(files.rooms), spec.recipe
-        )
-        noisy = mixture.noisy
-        if spec.opus is not None and rng.random() < spec.opus.share:
-            bitrates = spec.opus.bitrates_kbps
-            noisy = opus_round_trip(noisy, bitrates[int(rng.integers(len(bitrates)))])
-        targets = compute_oracle_targets(noisy, mixture.target)
-        features.append(targets.features[:frames])
-        gains.append(targets.gains[:frames])
-        strengths.append(targets.strengths[:frames])
-        masks.append(band_mask(mixture.speech_max_hz))
+        example = make_example(rng, files, spec.recipe, alter=partial(_maybe_opus, spec.opus))
+        features.append(example.features)
+        gains.append(example.gains)
+        strengths.append(example.strengths)
+        masks.append(example.band_mask)
     return (
         torch.from_numpy(np.stack(features).astype(np.float32)),
         torch.from_numpy(np.stack(gains).astype(np.float32)),
