@@ -17,10 +17,9 @@ import pytest
 import soundfile as sf
 from relay_peers import Peer, running_relay
 from test_relay_media import noisy_speech
-from test_serve_https import self_signed_certificate
+from tls_relay import serve_over_https
 
 from loadtest.browsers import CHROMIUM, chromium_command
-from loadtest.server import serve_on_loopback
 from model.runtime import DEFAULT_MODEL
 
 pytestmark = [
@@ -111,13 +110,7 @@ def test_chromium_joins_from_the_page_over_https(tmp_path: Path) -> None:
     """A second machine reaches the page over HTTPS (browsers give the microphone only to
     secure origins): the relay serves TLS with a self-signed certificate, which this Chromium
     is told to accept, and the page joins and is heard."""
-    cert_file, key_file = self_signed_certificate(tmp_path)
-    trusted = ssl.create_default_context(cafile=str(cert_file))
-    served = serve_on_loopback(
-        {"PNR_TLS_CERT_FILE": str(cert_file), "PNR_TLS_KEY_FILE": str(key_file)},
-        timeout=180,
-        verify=trusted,
-    )
+    served, trusted = serve_over_https(tmp_path, timeout=180)
     try:
         assert served.url.startswith("https://")
         state, listener = browser_heard_by_a_peer(
