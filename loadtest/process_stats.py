@@ -38,16 +38,21 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def rss_bytes(pid: int) -> int:
-    """Resident memory of ``pid`` and its descendants, in bytes."""
+def _status_total(pid: int, field: str) -> int:
+    """The number after ``field:`` in ``/proc/*/status``, summed over ``pid`` and descendants."""
     total = 0
     for member in process_tree(pid):
         try:
-            match = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{member}/status").read_text())
+            match = re.search(rf"{field}:\s+(\d+)", Path(f"/proc/{member}/status").read_text())
         except OSError:
             continue
-        total += int(match.group(1)) * 1024 if match else 0
+        total += int(match.group(1)) if match else 0
     return total
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of ``pid`` and its descendants, in bytes."""
+    return _status_total(pid, "VmRSS") * 1024  # the kernel reports kB
 
 
 def open_fds(pid: int) -> int:
@@ -60,11 +65,4 @@ def open_fds(pid: int) -> int:
 
 def thread_count(pid: int) -> int:
     """Threads of ``pid`` and its descendants."""
-    total = 0
-    for member in process_tree(pid):
-        try:
-            match = re.search(r"Threads:\s+(\d+)", Path(f"/proc/{member}/status").read_text())
-        except OSError:
-            continue
-        total += int(match.group(1)) if match else 0
-    return total
+    return _status_total(pid, "Threads")
