@@ -117,3 +117,8 @@ def pesq_against(clean: np.ndarray, received: np.ndarray, start: float, end: flo
     part = clean[int(start * RATE) : int(end * RATE)]
     lag, _ = lag_of(part, received, received.shape[0] - part.shape[0])
     return pesq_wb(part, received[lag : lag + part.shape[0]])
+
+
+def ms_text(seconds: float | None) -> str:
+    """A duration for a table: whole milliseconds, or ``n/a`` when there is none."""
+    return "n/a" if seconds is None else f"{1000 * seconds:.0f} ms"

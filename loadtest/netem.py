@@ -42,6 +42,7 @@ from loadtest.continuity import (
     delays_over_time,
     longest_gap_seconds,
     median_delay,
+    ms_text,
     pesq_against,
     settled_after,
 )
@@ -175,10 +176,6 @@ async def _measure(url: str, fault: Fault, clean: np.ndarray, sent: np.ndarray) 
     )
 
 
-def _ms(value: float | None) -> str:
-    return "n/a" if value is None else f"{1000 * value:.0f} ms"
-
-
 def _print(rows: list[Measured]) -> None:
     print(
         f"{'condition':<26} {'PESQ-WB':>7} {'longest gap':>11} {'delay before':>12} "
@@ -186,8 +183,8 @@ def _print(rows: list[Measured]) -> None:
     )
     for row in rows:
         print(
-            f"{row.fault.name:<26} {row.pesq:>7.2f} {_ms(row.gap_seconds):>11} "
-            f"{_ms(row.before):>12} {_ms(row.after):>11} {_ms(row.settle):>10} "
+            f"{row.fault.name:<26} {row.pesq:>7.2f} {ms_text(row.gap_seconds):>11} "
+            f"{ms_text(row.before):>12} {ms_text(row.after):>11} {ms_text(row.settle):>10} "
             f"{row.concealed:>9}",
             flush=True,
         )

@@ -23,6 +23,7 @@ from loadtest.continuity import (
     delays_over_time,
     longest_gap_seconds,
     median_delay,
+    ms_text,
     pesq_against,
     settled_after,
 )
@@ -194,10 +195,6 @@ def run_all(
     return results
 
 
-def _ms(value: float | None) -> str:
-    return "n/a" if value is None else f"{1000 * value:.0f} ms"
-
-
 def main(argv: list[str] | None = None) -> None:
     """Print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -214,8 +211,8 @@ def main(argv: list[str] | None = None) -> None:
         args.seconds, args.fec_loss_percent, depth=args.depth, conceal=not args.silence
     ):
         print(
-            f"{playout.condition.name:<26} {playout.pesq():>7.2f} {_ms(gap):>11} "
-            f"{_ms(before):>12} {_ms(after):>11} {_ms(settle):>10} {playout.lost:>5} "
+            f"{playout.condition.name:<26} {playout.pesq():>7.2f} {ms_text(gap):>11} "
+            f"{ms_text(before):>12} {ms_text(after):>11} {ms_text(settle):>10} {playout.lost:>5} "
             f"{playout.concealed:>9}"
         )
 
