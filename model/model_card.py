@@ -340,7 +340,9 @@ def _training_section(run: Path, train: Any) -> tuple[str, dict[str, Any]]:
   `model/mixtures.py` (recipe hash `{checkpoint["train_cache"]}`): SNR −5…30 dB with noise-free
   examples, synthetic noises with random spectral shapes, random level, EQ, low-pass and speed,
   measured and simulated rooms with early reflections (50 ms) kept in the target. The loss
-  ignores bands above each example's speech bandwidth.{noise_note}
+  compares the network's gains and strengths with the oracle ones of each mixture
+  (`dsp.offline.compute_oracle_targets`) only, and ignores bands above each example's speech
+  bandwidth.{noise_note}
 - {"Shipped epoch (best dev PESQ-WB)" if shipped is not checkpoint else "Final epoch"}: epoch
   {last.get("epoch", 0):.0f}, train loss {last.get("train_loss", float("nan")):.4f}{weighted_note},
   dev loss {last.get("dev_loss", float("nan")):.4f}, dev PESQ-WB
