@@ -15,9 +15,10 @@ from typing import Any
 
 import httpx
 from starlette.datastructures import Headers
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from service.errors import RelayError
+from service.http_errors import error_response
 from service.json_body import parse_json_body
 from service.metrics import RelayMetrics
 from service.node import ClusterNode
@@ -110,8 +111,8 @@ class RoutingMiddleware:
             owner = await self.node.owner_url(room, create=places)
         except RelayError as error:
             self.metrics.signaling_errors.labels(error.reason).inc()
-            response: Response = JSONResponse(
-                {"error": error.reason, "detail": error.detail}, error.status, headers=error.headers
+            response: Response = error_response(
+                error.status, error.reason, error.detail, error.headers
             )
             await response(scope, receive, send)
             return
@@ -164,8 +165,6 @@ class RoutingMiddleware:
         except httpx.HTTPError as error:
             self.metrics.signaling_errors.labels("node_unavailable").inc()
             detail = f"the room's node did not answer: {error or type(error).__name__}"
-            return JSONResponse(
-                {"error": "node_unavailable", "detail": detail}, 503, headers={"Retry-After": "1"}
-            )
+            return error_response(503, "node_unavailable", detail, {"Retry-After": "1"})
         kept = {k: v for k, v in answer.headers.items() if k in FORWARDED_RESPONSE_HEADERS}
         return Response(answer.content, answer.status_code, headers=kept)
