@@ -384,6 +384,7 @@ def served_relay(env: dict[str, str], timeout_seconds: float = 180.0) -> Iterato
         | {
             "PNR_HOST": "127.0.0.1",
             "PNR_PORT": str(port),
+            "PNR_PROCESSES": "1",
             "PNR_ICE_HOST_ADDRESSES": "127.0.0.1",
             "PNR_LOG_LEVEL": "WARNING",
         }

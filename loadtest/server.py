@@ -65,8 +65,8 @@ def serve_on_loopback(
     """``percepnet-relay serve`` on a free loopback port with ICE on 127.0.0.1 only, ``env``
     added to this process's environment; returns once ``/readyz`` answers 200 (over HTTPS,
     checked with ``verify``, when ``env`` names a TLS certificate) and ``/nodes`` lists
-    ``nodes`` ready nodes (``serve --processes N`` starts N). ``cpus``: the relay and every
-    thread and process it starts run only on these cores."""
+    ``nodes`` ready nodes (it starts that many unless ``env`` or ``args`` say otherwise).
+    ``cpus``: the relay and every thread and process it starts run only on these cores."""
     port = free_port_run(nodes)
     scheme = "https" if (env or {}).get("PNR_TLS_CERT_FILE") else "http"
     url = f"{scheme}://127.0.0.1:{port}"
@@ -83,7 +83,9 @@ def serve_on_loopback(
             str(port),
             *args,
         ],
-        env=os.environ | {"PNR_ICE_HOST_ADDRESSES": "127.0.0.1"} | dict(env or {}),
+        env=os.environ
+        | {"PNR_ICE_HOST_ADDRESSES": "127.0.0.1", "PNR_PROCESSES": str(nodes)}
+        | dict(env or {}),
         stdout=subprocess.PIPE if capture_output else None,
         stderr=subprocess.STDOUT if capture_output else None,
         text=True,

@@ -331,7 +331,8 @@ def _add_serve(commands: argparse._SubParsersAction[_Parser]) -> None:
     parser.add_argument(
         "--processes",
         type=int,
-        help="relay nodes on ports PORT..PORT+N-1 sharing one directory (PNR_PROCESSES)",
+        help="relay nodes on ports PORT..PORT+N-1 sharing one directory, each pinned to a core "
+        "(PNR_PROCESSES; default: one per usable core)",
     )
     parser.add_argument("--log-format", choices=["plain", "json"], help="PNR_LOG_FORMAT")
     parser.set_defaults(handler=_run_serve)
@@ -393,12 +394,13 @@ def _run_serve(args: argparse.Namespace) -> int:
         runtime = ModelRuntime(settings.model_path)
     except ModelFileError as exc:
         raise CommandError(str(exc)) from exc
-    if settings.processes > 1:  # each node loads its own copy
-        from service.cluster import serve_nodes
+    from service.cluster import node_count, serve_nodes
 
+    count = node_count(settings)
+    if count > 1:  # each node loads its own copy
         del runtime
         try:
-            return serve_nodes(settings, settings.processes)
+            return serve_nodes(settings, count)
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
     if not serve(settings, runtime):

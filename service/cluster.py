@@ -1,7 +1,8 @@
-"""``serve --processes N``: N relay nodes on one host, sharing one directory.
+"""``serve``: one relay node per usable core (or ``--processes N``), sharing one directory.
 
 aiortc's RTP, SRTP and ICE handling is Python on one event loop, so one process cannot use a
-second core for it; more cores take more processes. Each process is an ordinary node, exactly
+second core for it; more cores take more processes, each pinned to a core of its own where the
+cores are this process's to give (``service/cores.py``). Each process is an ordinary node, exactly
 as on N machines (``service/node.py``): node ``i`` listens on ``PORT + i``, new rooms go to the
 least-loaded node, and signaling for any room may reach any node (a request for another node's
 room is proxied there, or redirected for WHIP). The nodes share Redis when ``PNR_REDIS_URL`` is
@@ -11,6 +12,7 @@ node; each drains, then this process exits.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -23,13 +25,24 @@ import time
 from types import FrameType
 from urllib.parse import urlsplit, urlunsplit
 
+from service.cores import node_cores, usable_cores
 from service.directory import TableManager
 from service.node import public_url
 from service.server import configure_logging
-from service.settings import Settings
+from service.settings import MAX_PROCESSES, Settings
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.2  # how often the nodes' exit status is checked
+
+
+def node_count(settings: Settings) -> int:
+    """How many nodes ``serve`` starts: ``processes``, else one per usable core (one on port 0,
+    which cannot promise consecutive ports)."""
+    if settings.processes:
+        return settings.processes
+    if settings.port == 0:
+        return 1
+    return min(usable_cores(), MAX_PROCESSES)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -88,18 +101,27 @@ def node_environments(
 def serve_nodes(settings: Settings, count: int) -> int:
     """Run ``count`` nodes until they exit (SIGTERM: each drains; SIGINT: each stops)."""
     if settings.port == 0 or settings.port + count - 1 > 65535:
-        raise ValueError(f"--processes {count} needs the ports PORT to PORT+{count - 1}")
+        raise ValueError(
+            f"{count} nodes need the ports PORT to PORT+{count - 1}"
+            + ("" if settings.processes else " (one per core; set --processes or PNR_PROCESSES)")
+        )
     configure_logging(settings.log_format, settings.log_level)
     directory = None if settings.redis_url else serve_shared_directory()
     command = [sys.executable, "-m", "service.cli", "serve"]
-    nodes = [
-        subprocess.Popen(command, env=env) for env in node_environments(settings, count, directory)
-    ]
+    cores = node_cores(count)
+    nodes = []
+    for index, env in enumerate(node_environments(settings, count, directory)):
+        node = subprocess.Popen(command, env=env)
+        if cores is not None:  # before the node starts its threads, which inherit the mask
+            with contextlib.suppress(OSError):  # it may have exited already
+                os.sched_setaffinity(node.pid, {cores[index]})
+        nodes.append(node)
     log.info(
-        "%d nodes on ports %d–%d sharing %s",
+        "%d nodes on ports %d–%d (%s) sharing %s",
         count,
         settings.port,
         settings.port + count - 1,
+        f"pinned to cores {', '.join(map(str, cores))}" if cores else "not pinned",
         "Redis" if directory is None else "this process's directory",
     )
 

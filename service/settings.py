@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from model.runtime import DEFAULT_MODEL
 from service.directory import parse_table_address
 
+MAX_PROCESSES = 64  # relay nodes ``serve`` starts on one host
+
 
 class IceServer(BaseModel):
     """One STUN or TURN server, as in the WebRTC ``RTCIceServer`` dictionary."""
@@ -89,11 +91,12 @@ class Settings(BaseSettings):
     )
     model_path: Path = DEFAULT_MODEL
     processes: int = Field(
-        1,
-        ge=1,
-        le=64,
+        0,
+        ge=0,
+        le=MAX_PROCESSES,
         description="relay nodes on ports PORT…PORT+N-1 sharing one directory, rooms placed by "
-        "load; 1: one",
+        "load, each pinned to a core of its own where it can be; 0: one per usable core (the "
+        "CPU affinity, capped by a cgroup CPU limit), or one when PORT is 0",
     )
     worker_threads: int = Field(
         1,

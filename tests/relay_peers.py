@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import uvicorn
+from aiortc import RTCSessionDescription
 
 from loadtest.peers import ArrayAudioTrack, Peer, Recorder
 from loadtest.server import free_port
@@ -27,6 +28,7 @@ __all__ = [
     "emptied_after_each_test",
     "running_relay",
     "wait_until",
+    "whip_join",
 ]
 
 
@@ -129,3 +131,16 @@ async def wait_until(
             raise TimeoutError(f"{what}: not within {timeout_seconds} s")
         await asyncio.sleep(0.02)
     return time.monotonic() - start
+
+
+async def whip_join(peer: Peer, url: str, room: str) -> httpx.Response:
+    """A WHIP client that follows redirects, as RFC 9725 asks of it."""
+    async with httpx.AsyncClient(follow_redirects=True, timeout=10.0) as client:
+        answer = await client.post(
+            f"{url}/whip/{room}",
+            content=await peer.offer_sdp(),
+            headers={"content-type": "application/sdp"},
+        )
+    assert answer.status_code == 201, answer.text
+    await peer.pc.setRemoteDescription(RTCSessionDescription(answer.text, "answer"))
+    return answer

@@ -16,10 +16,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 from relay_peers import Peer, running_relay
+from test_cluster import place_rooms
 from test_relay_media import noisy_speech
 from tls_relay import serve_over_https
 
 from loadtest.browsers import CHROMIUM, chromium_command
+from loadtest.server import serve_on_loopback
 from model.runtime import DEFAULT_MODEL
 
 pytestmark = [
@@ -104,6 +106,28 @@ def test_chromium_joins_from_the_page_and_a_peer_hears_it_enhanced(tmp_path: Pat
     )
     print(f"\nbrowser: {state['frames']}, envelope correlation with the clean speech {best:.2f}")
     assert best > 0.5
+
+
+def test_chromium_joins_through_one_node_a_room_on_another(tmp_path: Path) -> None:
+    """``serve`` with two nodes: the page comes from the first, the room lives on the second
+    (its signaling proxied there), and media flows between Chromium and the second."""
+    served = serve_on_loopback({"PNR_DRAIN_SECONDS": "1"}, nodes=2, timeout=180)
+    try:
+        placed = place_rooms(served.url, ["here", "there"])
+        (elsewhere,) = [room for room, node in placed.items() if node != served.url]
+        state, listener = browser_heard_by_a_peer(
+            served.url,
+            elsewhere,
+            "chromium",
+            lambda page: chromium_command(page, tmp_path / "profile"),
+            120.0,
+        )
+    finally:
+        served.process.terminate()
+        served.process.wait(30)
+    assert state, "Chromium never joined the other node's room and sent enhanced audio"
+    assert state["connection_state"] == "connected"
+    assert len(listener.recorder.arrivals) > 100
 
 
 def test_chromium_joins_from_the_page_over_https(tmp_path: Path) -> None:

@@ -17,8 +17,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from aiortc import RTCSessionDescription
-from relay_peers import Peer, wait_until
+from relay_peers import Peer, wait_until, whip_join
 from signals import speech_like
 
 from loadtest.redis_server import RedisServer
@@ -113,19 +112,6 @@ async def frames_enhanced(client: httpx.AsyncClient, url: str) -> float:
         if line.startswith("pnr_frames_enhanced_total ")
     ]
     return found[0] if found else 0.0
-
-
-async def whip_join(peer: Peer, url: str, room: str) -> httpx.Response:
-    """A WHIP client that follows redirects, as RFC 9725 asks of it."""
-    async with httpx.AsyncClient(follow_redirects=True, timeout=10.0) as client:
-        answer = await client.post(
-            f"{url}/whip/{room}",
-            content=await peer.offer_sdp(),
-            headers={"content-type": "application/sdp"},
-        )
-    assert answer.status_code == 201, answer.text
-    await peer.pc.setRemoteDescription(RTCSessionDescription(answer.text, "answer"))
-    return answer
 
 
 def test_peers_join_one_room_through_different_nodes(tmp_path: Path) -> None:
