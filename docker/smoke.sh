@@ -85,8 +85,20 @@ base_image() {
     echo "$STANDIN"
 }
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+free_port() {  # [COUNT]: the first of COUNT consecutive free ports (serve runs a node on each)
+    python3 - "${1:-1}" <<'EOF'
+import random, socket, sys
+count = int(sys.argv[1])
+while True:
+    first = random.randrange(20000, 32000 - count)
+    try:
+        for port in range(first, first + count):
+            socket.socket().bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    print(first)
+    break
+EOF
 }
 
 http_status() {  # URL: the HTTP status, 000 when nothing answers
@@ -127,8 +139,10 @@ say "image built in $(($(date +%s) - build_start)) s"
 port=$(free_port)
 url="http://127.0.0.1:$port"
 run_start=$(date +%s.%N)
+# one node (the default is one per core): the checks below read that node's /metrics
 container=$(docker run -d --network host --read-only --tmpfs /tmp --user 12345:12345 \
-    -e PNR_HOST=127.0.0.1 -e PNR_PORT="$port" -e PNR_ICE_HOST_ADDRESSES=127.0.0.1 "$IMAGE")
+    -e PNR_HOST=127.0.0.1 -e PNR_PORT="$port" -e PNR_PROCESSES=1 \
+    -e PNR_ICE_HOST_ADDRESSES=127.0.0.1 "$IMAGE")
 until [ "$(http_status "$url/readyz")" = 200 ]; do
     [ "$(docker inspect -f '{{.State.Running}}' "$container")" = true ] || fail "relay exited"
     python3 -c "import sys, time; sys.exit(time.time() - $run_start > 120)" || fail "not ready in 120 s"
@@ -193,10 +207,11 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 \
     -keyout "$work/tls/key.pem" -out "$work/tls/cert.pem" 2>/dev/null
 chmod 0755 "$work/tls" && chmod 0644 "$work/tls/key.pem"  # a throwaway key, for uid 12345
 docker rm -f "$container" >/dev/null
-port=$(free_port)
+port=$(free_port 2)  # two nodes, as on a 2-core host: the HEALTHCHECK asks the first
 container=$(docker run -d --network host --read-only --tmpfs /tmp --user 12345:12345 \
     -v "$work/tls:/tls:ro" -e PNR_TLS_CERT_FILE=/tls/cert.pem -e PNR_TLS_KEY_FILE=/tls/key.pem \
-    -e PNR_HOST=127.0.0.1 -e PNR_PORT="$port" -e PNR_ICE_HOST_ADDRESSES=127.0.0.1 "$IMAGE")
+    -e PNR_HOST=127.0.0.1 -e PNR_PORT="$port" -e PNR_PROCESSES=2 \
+    -e PNR_ICE_HOST_ADDRESSES=127.0.0.1 "$IMAGE")
 for _ in $(seq 120); do
     health=$(docker inspect -f '{{.State.Health.Status}}' "$container")
     [ "$health" = healthy ] && break

@@ -232,6 +232,12 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
         """Prometheus metrics."""
         return Response(generate_latest(relay.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    @app.get("/metrics/targets", tags=["health"])
+    async def metrics_targets() -> list[dict[str, Any]]:
+        """Every node's ``/metrics`` address, for Prometheus ``http_sd_configs``: ``serve`` runs
+        a node per core, each on its own port, and a cluster more on other hosts."""
+        return await node.scrape_targets()
+
     # ---- signaling -------------------------------------------------------------------------
     @app.post(
         "/offer",

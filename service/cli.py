@@ -331,8 +331,8 @@ def _add_serve(commands: argparse._SubParsersAction[_Parser]) -> None:
     parser.add_argument(
         "--processes",
         type=int,
-        help="relay nodes on ports PORT..PORT+N-1 sharing one directory, each pinned to a core "
-        "(PNR_PROCESSES; default: one per usable core)",
+        help="relay nodes on ports PORT..PORT+N-1 sharing one directory (PNR_PROCESSES; "
+        "default 0: one per usable core, each pinned to its own)",
     )
     parser.add_argument("--log-format", choices=["plain", "json"], help="PNR_LOG_FORMAT")
     parser.set_defaults(handler=_run_serve)

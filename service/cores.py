@@ -41,11 +41,12 @@ def usable_cores(root: Path = CGROUP_ROOT) -> int:
 
 
 def node_cores(count: int, root: Path = CGROUP_ROOT) -> list[int] | None:
-    """The core each of ``count`` nodes is pinned to, None when they are better not pinned: more
-    nodes than cores, or a cgroup quota (not a cpuset) granting fewer cores than the mask holds,
-    where which cores are free is the kernel's call, not ours."""
+    """The core each of ``count`` nodes is pinned to: one each when there is a node for every
+    core of the affinity mask and no smaller cgroup quota, so the cores are ours to hand out.
+    Otherwise None: with fewer nodes than cores (say a Kubernetes pod without a CPU limit,
+    whose mask is the whole host) or a quota, which cores are free is the kernel's call."""
     cores = sorted(os.sched_getaffinity(0))
     limit = cgroup_cpu_limit(root)
-    if count > len(cores) or (limit is not None and limit < len(cores)):
+    if count != len(cores) or (limit is not None and limit < len(cores)):
         return None
-    return cores[:count]
+    return cores

@@ -16,6 +16,7 @@ import socket
 import time
 from dataclasses import asdict
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -216,3 +217,13 @@ class ClusterNode:
             {k: v for k, v in asdict(node).items() if k != "rooms"} | {"rooms": len(node.rooms)}
             for node in sorted(nodes.values(), key=lambda node: node.node_id)
         ]
+
+    async def scrape_targets(self) -> list[dict[str, Any]]:
+        """Every live node's ``/metrics`` as Prometheus HTTP service discovery lists targets:
+        one group per node, labelled with its id (each node keeps its own metrics)."""
+        groups = []
+        for node in await self.cluster_nodes():
+            url = urlsplit(str(node["url"]))
+            labels = {"node": str(node["node_id"]), "__scheme__": url.scheme}
+            groups.append({"targets": [url.netloc], "labels": labels})
+        return groups

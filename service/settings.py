@@ -95,8 +95,8 @@ class Settings(BaseSettings):
         ge=0,
         le=MAX_PROCESSES,
         description="relay nodes on ports PORT…PORT+N-1 sharing one directory, rooms placed by "
-        "load, each pinned to a core of its own where it can be; 0: one per usable core (the "
-        "CPU affinity, capped by a cgroup CPU limit), or one when PORT is 0",
+        "load; 0: one per usable core (the CPU affinity, capped by a cgroup CPU limit rounded "
+        "down; one when PORT is 0), each then pinned to its own core unless a quota grants them",
     )
     worker_threads: int = Field(
         1,

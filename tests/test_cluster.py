@@ -72,8 +72,8 @@ def test_usable_cores_are_the_affinity_capped_by_whole_granted_cores(
 ) -> None:
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {2, 3, 5, 7})
     assert usable_cores(tmp_path) == 4  # no cgroup limit: the mask
-    assert node_cores(4, tmp_path) == [2, 3, 5, 7]
-    assert node_cores(2, tmp_path) == [2, 3]
+    assert node_cores(4, tmp_path) == [2, 3, 5, 7]  # a node for each core of the mask
+    assert node_cores(2, tmp_path) is None  # fewer: the kernel knows which cores are idle
     assert node_cores(5, tmp_path) is None  # more nodes than cores: the kernel spreads them
     quota = cgroup(tmp_path / "quota", v2="250000 100000")  # a pod limited to 2.5 cores
     assert usable_cores(quota) == 2  # rounded down: a throttled node stalls audio
@@ -143,6 +143,11 @@ def test_serve_runs_a_pinned_node_per_core_sharing_a_directory() -> None:
         placed = place_rooms(url, ["a", "b"])
         assert sorted(placed.values()) == sorted([url, second]), placed
         (on_second,) = [room for room, node in placed.items() if node == second]
+        targets = httpx.get(url + "/metrics/targets").json()
+        assert sorted(t for group in targets for t in group["targets"]) == sorted(
+            u.removeprefix("http://") for u in (url, second)
+        )
+        assert {group["labels"]["__scheme__"] for group in targets} == {"http"}
 
         async def scenario() -> tuple[float, list, list[str], httpx.Response]:
             speaker = Peer(speech_like(4.0, seed=3))

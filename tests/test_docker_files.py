@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
+from service.app import create_app
 from service.metrics import RelayMetrics
 
 DOCKER = Path(__file__).resolve().parents[1] / "docker"
@@ -54,7 +55,11 @@ def test_compose_and_dockerfile_reference_what_exists() -> None:
     probe = (DOCKER / "healthcheck.py").read_text()
     assert "/readyz" in probe and "/livez" not in probe
     prometheus = yaml.safe_load((DOCKER / "prometheus.yml").read_text())
-    assert prometheus["scrape_configs"][0]["static_configs"][0]["targets"] == ["127.0.0.1:8080"]
+    # every node of the relay (one per core), as the first lists them on the relay's port
+    port = compose["services"]["relay"]["environment"]["PNR_PORT"]
+    (discovery,) = prometheus["scrape_configs"][0]["http_sd_configs"]
+    assert discovery["url"] == f"http://127.0.0.1:{port}/metrics/targets"
+    assert "/metrics/targets" in {getattr(r, "path", None) for r in create_app().routes}
 
 
 def _env(dockerfile: str, name: str) -> str:

@@ -4,6 +4,7 @@ and sizing choices hold."""
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import subprocess
@@ -89,10 +90,19 @@ def test_kubernetes_relay_nodes_drain_report_readiness_and_share_redis() -> None
     assert service["spec"]["selector"].items() <= labels.items()
     assert [p["targetPort"] for p in service["spec"]["ports"]] == [port]
 
-    # sized from the measured cost (README): ~290 MiB fixed + 0.8 MiB and ~9 % of a core
-    # per participant, about 10 participants per process; no CPU limit (throttling stalls audio)
+    # one node per requested core: the pod's affinity is the whole host (no CPU limit), so
+    # serve's own count would take every core of it
+    (processes,) = [e for e in container["env"] if e["name"] == "PNR_PROCESSES"]
+    assert processes["valueFrom"]["resourceFieldRef"] == {
+        "containerName": container["name"],
+        "resource": "requests.cpu",
+        "divisor": "1",
+    }
+    # sized from the measured cost (README): ~290 MiB fixed per node + 0.8 MiB and ~9 % of a
+    # core per participant, about 10 participants per node; no CPU limit (throttling stalls audio)
     resources = container["resources"]
-    assert _mebibytes(resources["requests"]["memory"]) >= 290 + 10 * 0.8
+    nodes = math.ceil(float(resources["requests"]["cpu"]))
+    assert _mebibytes(resources["requests"]["memory"]) >= nodes * (290 + 10 * 0.8)
     assert float(resources["requests"]["cpu"]) >= 10 * 0.09
     assert "cpu" not in resources.get("limits", {})
     assert float(env["PNR_NODE_MAX_CPU_PERCENT"]) <= 100
@@ -116,8 +126,14 @@ def test_two_node_compose_shares_redis_on_distinct_ports() -> None:
         assert env["PNR_PUBLIC_URL"].endswith(f":{env['PNR_PORT']}")
         context = COMPOSE.parent / service["build"]["context"]
         assert (context / service["build"]["dockerfile"]).is_file()
-        ports.add(env["PNR_PORT"])
-    assert len(ports) == 2, "nodes on one host need ports of their own"
+        # set, not one per core: two containers on one host each taking PORT…PORT+cores-1
+        # would collide
+        count = int(env["PNR_PROCESSES"])
+        assert count >= 1
+        ports |= {int(env["PNR_PORT"]) + k for k in range(count)}
+    assert len(ports) == sum(int(s["environment"]["PNR_PROCESSES"]) for s in relays.values()), (
+        "nodes on one host need ports of their own"
+    )
     assert "6379" in compose["services"]["redis"]["command"]
 
 
