@@ -1,33 +1,41 @@
 """Features and oracle targets of the training mixtures, computed by ``dsp/`` and cached on
 disk in shards.
 
-The cache folder is named by a hash of everything that shapes its content (the mixture recipe,
-the DSP version, the split, the seed, the shard size), so a change of any of them builds a new
-cache and an unchanged recipe reuses the old one. Shards are written atomically and skipped
-when present, so an interrupted build resumes where it stopped.
+The cache folder is named by a hash of everything that shapes its content (the files of the
+split, by name, role, sample rate and bytes; the mixture recipe; the seed; the shard size; the
+source of the code that mixes and analyses them and the versions of the decoders that read the
+audio), so a change of any of them builds a new cache and an unchanged one reuses the old one.
+Shards are written atomically and skipped when present, so an interrupted build resumes where it
+stopped.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
+from functools import cache, cached_property
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import soundfile
+import soxr
 from tqdm import tqdm
 
+import dsp
 from dsp.bands import BIN_HZ, make_band_layout
 from dsp.constants import DSP_VERSION, HOP_SAMPLES, SAMPLE_RATE_HZ
 from dsp.offline import compute_oracle_targets
+from model import mixtures
 from model.mixtures import MixtureRecipe, make_mixture
-from model.splits import Split, split_named
+from model.splits import Split
 
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2  # 2: the key covers the split's files, the code and the decoders
 
 
 def default_cache_dir() -> Path:
@@ -41,22 +49,56 @@ def band_mask(speech_max_hz: float) -> np.ndarray:
     return (centres_hz <= speech_max_hz).astype(np.float32)
 
 
+def files_digest(files: Split) -> str:
+    """SHA-256 over every file of ``files``: its role, manifest path, speaker, sample rate (the
+    mixer reads all four) and bytes. Where the data folder lies does not count."""
+    digest = hashlib.sha256()
+    for role, group in (("speech", files.speech), ("noise", files.noise), ("rooms", files.rooms)):
+        for file in sorted(group, key=lambda f: f.relative_path):
+            row = (role, file.relative_path, file.kind, file.speaker_id, file.sample_rate)
+            digest.update(json.dumps(row).encode())
+            with open(file.path, "rb") as audio:
+                digest.update(hashlib.file_digest(audio, "sha256").digest())
+    return digest.hexdigest()
+
+
+@cache
+def code_digest() -> str:
+    """SHA-256 of what turns files into examples: the source of ``dsp/`` and of the mixer, this
+    module's example code, and the versions of the libraries that decode and resample audio."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(dsp.__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    digest.update(inspect.getsource(mixtures).encode())
+    for function in (band_mask, make_example, build_shard):
+        digest.update(inspect.getsource(function).encode())
+    digest.update(f"libsndfile {soundfile.__libsndfile_version__} soxr {soxr.__version__}".encode())
+    return digest.hexdigest()
+
+
 @dataclass(frozen=True)
 class CacheSpec:
     """What a cache holds; its hash names the folder."""
 
-    data_dir: str
+    files: Split  # the side of the split the mixtures are drawn from
     split: str  # "train" or "dev"
     num_shards: int
     examples_per_shard: int
     seed: int
     recipe: MixtureRecipe
 
+    @cached_property
+    def _files_digest(self) -> str:
+        return files_digest(self.files)  # reads every file once per spec
+
     def key(self) -> str:
-        """Content hash of the spec (the data folder's location does not count)."""
+        """Content hash of the spec. The shard count is not in it: shard i depends only on the
+        seed and i, so a run that asks for more shards extends the same cache."""
         payload = {
             "format": CACHE_FORMAT_VERSION,
             "dsp": DSP_VERSION,
+            "code": code_digest(),
+            "files": self._files_digest,
             "split": self.split,
             "examples_per_shard": self.examples_per_shard,
             "seed": self.seed,
@@ -99,18 +141,13 @@ def make_example(
     )
 
 
-def build_shard(
-    spec: CacheSpec,
-    index: int,
-    out_path: Path,
-    files: Split,
-) -> int:
-    """Synthesise and analyse one shard's examples from ``files``; returns the number of frames
-    written."""
+def build_shard(spec: CacheSpec, index: int, out_path: Path) -> int:
+    """Synthesise and analyse one shard's examples from the spec's files; returns the number of
+    frames written."""
     rng = np.random.default_rng([spec.seed, index])
     features, gains, strengths, masks = [], [], [], []
     for _ in range(spec.examples_per_shard):
-        example = make_example(rng, files, spec.recipe)  # one length for every shard
+        example = make_example(rng, spec.files, spec.recipe)  # one length for every shard
         features.append(example.features)
         gains.append(example.gains.astype(np.float16))
         strengths.append(example.strengths.astype(np.float16))
@@ -142,6 +179,8 @@ def build_cache(spec: CacheSpec, cache_dir: Path | None = None, workers: int = 2
                 "examples_per_shard": spec.examples_per_shard,
                 "seed": spec.seed,
                 "dsp_version": DSP_VERSION,
+                "code": code_digest(),
+                "files": spec._files_digest,
                 "recipe": spec.recipe.as_dict(),
             },
             indent=2,
@@ -150,11 +189,8 @@ def build_cache(spec: CacheSpec, cache_dir: Path | None = None, workers: int = 2
     missing = [i for i in range(spec.num_shards) if not shard_path(root, spec, i).exists()]
     if not missing:
         return folder
-    files = split_named(Path(spec.data_dir), spec.split)
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = [
-            pool.submit(build_shard, spec, i, shard_path(root, spec, i), files) for i in missing
-        ]
+        futures = [pool.submit(build_shard, spec, i, shard_path(root, spec, i)) for i in missing]
         with tqdm(total=len(missing), desc=f"features[{spec.split}]", unit="shard") as bar:
             for future in as_completed(futures):
                 future.result()

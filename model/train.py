@@ -409,13 +409,18 @@ def train(args: argparse.Namespace) -> Path:
         noise_augmentation=NoiseAugmentation() if args.augment_noise else None,
         noise_events=NoiseEvents() if args.noise_events else None,
     )
+    train_files = split_named(Path(args.data_dir), "train")
     train_spec = CacheSpec(
-        str(args.data_dir), "train", args.train_shards, SEQUENCES_PER_SHARD, args.seed, recipe
+        train_files, "train", args.train_shards, SEQUENCES_PER_SHARD, args.seed, recipe
     )
     # The dev loss is always taken on plain-recipe mixtures, so runs with and without
     # --augment-noise or --noise-events report comparable dev losses.
     dev_spec = CacheSpec(
-        str(args.data_dir), "dev", *DEV_CACHE_SHAPE, args.seed + 1, MixtureRecipe()
+        split_named(Path(args.data_dir), "dev"),
+        "dev",
+        *DEV_CACHE_SHAPE,
+        args.seed + 1,
+        MixtureRecipe(),
     )
     stream_spec = StreamSpec(
         str(args.data_dir),
@@ -426,7 +431,7 @@ def train(args: argparse.Namespace) -> Path:
     )
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     print(f"feature cache: {cache_dir}", flush=True)
-    speech = split_named(Path(args.data_dir), "train").speech
+    speech = train_files.speech
     train_data = None
     if not args.on_the_fly:
         train_data = load_all(
