@@ -207,6 +207,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     summary = export_all(load_checkpoint(args.checkpoint), args.out)
     print(json.dumps(summary, indent=2))
+    from model.devset import default_data_dir
+    from model.training_record import record_from_run, write_record
+
+    record = record_from_run(args.checkpoint, args.out, default_data_dir())
+    print(f"training record: {write_record(record, args.out)}")
 
 
 if __name__ == "__main__":

@@ -1,27 +1,27 @@
-"""Write ``model/weights/MODEL_CARD.md`` from the training run, the export and the evaluation.
+"""Write ``model/weights/MODEL_CARD.md`` from the weights, their training record and the
+evaluation.
 
-    python -m model.model_card --run runs/default --eval out/eval --out model/weights
+    python -m model.model_card --eval out/eval --out model/weights
 
-Every figure in the card is read from those files; nothing is typed by hand.
+What the card says of the training (data and licences, loss, command, time, hardware) is read
+from ``training_record.json`` beside the weights (``model.training_record``), which describes
+those very weights by hash; nothing is taken from the data folder as it is today, and nothing is
+typed by hand.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from model.devset import default_data_dir
 from model.export import INT8_NAME, weight_counts
 from model.network import NetworkConfig, PercepNet, count_parameters
 from model.runtime import sha256_of
-from model.splits import split_files, split_named
+from model.splits import split_files
 from model.train import (
-    BEST_CHECKPOINT,
     FULL_SEQUENCE_LR_FACTOR,
     NON_TRAINING_OPTIONS,
     PAUSE_STAGE_LR_FACTOR,
@@ -29,17 +29,43 @@ from model.train import (
     parse_args,
     schedule_minutes,
 )
+from model.training_record import lineage, read_record
+
+NON_COMMERCIAL_MARK = "NC"  # in a Creative Commons licence's name: BY-NC, BY-NC-SA, BY-NC-ND
 
 
-def _license_table(data_dir: Path) -> str:
-    train = split_named(data_dir, "train")
-    rows: dict[tuple[str, str], float] = {}
-    for file in (*train.speech, *train.noise, *train.rooms):
-        rows[(file.kind, file.license)] = rows.get((file.kind, file.license), 0.0) + file.seconds
-    lines = ["| kind | license | minutes |", "|---|---|---|"]
-    for (kind, license_), seconds in sorted(rows.items(), key=lambda item: -item[1]):
-        lines.append(f"| {kind} | {license_} | {seconds / 60:.1f} |")
-    return "\n".join(lines)
+def _license_section(record: dict[str, Any]) -> str:
+    """The licences of the data the weights were trained on, run by run through their lineage
+    (a fine-tune's own data, then that of the weights it started from), and what they allow."""
+    runs = lineage(record)
+    if any(run.get("data", {}).get("licenses") is None for run in runs):
+        return (
+            "A run in these weights' training recorded no list of its files, so the licences "
+            "of their data are unknown: treat them as non-commercial.\n"
+        )
+    restricted = sorted(
+        {
+            f"{row['corpus']}: {row['license']}"
+            for run in runs
+            for row in run["data"]["licenses"]
+            if NON_COMMERCIAL_MARK in row["license"]
+        }
+    )
+    terms = (
+        f"Non-commercial data ({'; '.join(restricted)}): these weights, trained on them, are "
+        "for non-commercial use only. Retrain without them for commercial use."
+        if restricted
+        else "No file is under a non-commercial licence."
+    )
+    tables = []
+    for depth, run in enumerate(runs):
+        title = "\nBefore that, the weights fine-tuned from were trained on:\n\n" * (depth > 0)
+        table = ["| kind | corpus | license | minutes |", "|---|---|---|---|"] + [
+            f"| {r['kind']} | {r['corpus']} | {r['license']} | {r['minutes']:.1f} |"
+            for r in run["data"]["licenses"]
+        ]
+        tables.append(title + "\n".join(table) + "\n")
+    return f"{terms}\n\n" + "".join(tables)
 
 
 PESQ_MARGIN_OVER_RNNOISE = 0.25
@@ -130,17 +156,9 @@ def _cell(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def _stage_summary(history: list[dict[str, float | str]]) -> str:
-    """Epochs and minutes per training stage, from the per-epoch history."""
-    epochs: dict[str, int] = {}
-    minutes: dict[str, float] = {}
-    previous = 0.0
-    for record in history:
-        stage = str(record.get("stage", "crops"))  # runs from before stages were recorded
-        epochs[stage] = epochs.get(stage, 0) + 1
-        minutes[stage] = minutes.get(stage, 0.0) + float(record["minutes"]) - previous
-        previous = float(record["minutes"])
-    return "; ".join(f"{s}: {epochs[s]} epochs, {minutes[s]:.0f} min" for s in epochs)
+def _stage_text(stages: list[dict[str, Any]]) -> str:
+    """Epochs and minutes per training stage (``training_record.stage_summary``)."""
+    return "; ".join(f"{s['stage']}: {s['epochs']} epochs, {s['minutes']:.0f} min" for s in stages)
 
 
 def _portable(path: str) -> str:
@@ -198,15 +216,73 @@ def _noise_events_note(recipe: dict[str, Any]) -> str:
     )
 
 
-def _init_note(init_from: dict[str, str] | None) -> str:
+def _init_note(record: dict[str, Any]) -> str:
     """A sentence on the weights a fine-tune started from, or nothing."""
+    init_from = record.get("init_from")
     if not init_from:
         return ""
+    parent = init_from.get("record")
+    known = (
+        "whose own training (below, and in their record) is part of these weights'"
+        if parent
+        else "which have no training record: their data, loss and licences are unknown here"
+    )
     return (
         f"\n  Fine-tuned from `{_portable(init_from['path'])}` "
-        f"(SHA-256 `{init_from['sha256'][:16]}…`), the "
-        f"weights shipped before it; the minutes and epochs here are the fine-tune's, and "
-        f"those weights' own training is in the model card they were shipped with (git history)."
+        f"(SHA-256 `{init_from['sha256'][:16]}…`), {known}; the minutes and epochs here are "
+        "the fine-tune's."
+    )
+
+
+def _quality_predictors(record: dict[str, Any]) -> tuple[list[str], bool]:
+    """The quality-predictor networks in the loss of any run of the weights' lineage, and
+    whether every run of it recorded its loss (otherwise the list may be short)."""
+    found: list[str] = []
+    complete = True
+    for run in lineage(record):
+        loss = run.get("loss")
+        if not loss:
+            complete = False
+            continue
+        found += [p for p in loss.get("quality_predictors", []) if p not in found]
+    return found, complete
+
+
+def _loss_note(record: dict[str, Any]) -> str:
+    """What the loss compared, as the record states it, and whether a quality predictor was in
+    it anywhere in the lineage."""
+    loss = record.get("loss")
+    if not loss:
+        return "The run recorded no description of its loss."
+    predictors, complete = _quality_predictors(record)
+    if predictors:
+        verdict = (
+            f"**A quality-predictor network was in the loss: {', '.join(predictors)}**; scores "
+            "by that predictor are not independent of the training."
+        )
+    elif complete:
+        verdict = "No quality-predictor network (DNSMOS or similar) was in the loss."
+    else:
+        verdict = "This run's loss had no quality-predictor network; an earlier run's is unknown."
+    return f"the network's outputs against {loss['targets']}: " + (
+        "; ".join(loss["terms"]) + f". {verdict}"
+    )
+
+
+def _hardware_note(record: dict[str, Any]) -> str:
+    """The machine and precision of the run, as recorded."""
+    hardware = record.get("hardware")
+    precision = (
+        " (training steps in bfloat16 autocast, weights and optimiser in fp32)"
+        if record["options"].get("bf16")
+        else ""
+    )
+    if not hardware:
+        return f"not recorded{precision}"
+    accelerator = hardware.get("accelerator") or "no accelerator"
+    return (
+        f"{hardware['cpu']}, {hardware['threads']} training threads on "
+        f"{hardware['cpu_cores']} CPU cores, {accelerator}{precision}"
     )
 
 
@@ -262,46 +338,48 @@ def _stream_note(checkpoint: dict[str, Any]) -> str:
     )
 
 
-def _training_section(run: Path, train: Any) -> tuple[str, dict[str, Any]]:
-    """The card's "Training" section (without its heading) from a ``model.train`` run, and
-    the run's checkpoint. The weights are the run's best epoch by dev PESQ-WB when the run kept
-    one (``BEST_CHECKPOINT``); the minutes and data are the whole run's."""
-    checkpoint = torch.load(run / "checkpoint.pt", weights_only=False, map_location="cpu")
-    best_path = run / BEST_CHECKPOINT
-    shipped = (
-        torch.load(best_path, weights_only=False, map_location="cpu")
-        if best_path.exists()
-        else checkpoint
+def _epoch_note(epoch: dict[str, Any], dev_files: int) -> str:
+    """The exported epoch's number, losses and dev PESQ-WB."""
+    nan = float("nan")
+    return (
+        f"epoch {epoch.get('epoch', 0):.0f}, train loss {epoch.get('train_loss', nan):.4f}, "
+        f"dev loss {epoch.get('dev_loss', nan):.4f}, dev PESQ-WB {epoch.get('dev_pesq', nan):.2f} "
+        f"({dev_files} fixed dev mixtures)"
     )
-    history = shipped["history"]
-    last = history[-1] if history else {}
-    run_args = checkpoint["args"]
+
+
+def _training_section(record: dict[str, Any]) -> str:
+    """The card's "Training" section (without its heading) from the weights' record."""
+    run_args = record["options"]
+    last = record.get("shipped_epoch", {})
     full_minutes = run_args.get("full_sequence_minutes", 0.0)
     pause_minutes = run_args.get("pause_stage_minutes", 0.0)
-    train_shards = run_args.get("train_shards")
-    train_command, resumed = _training_commands(run_args, checkpoint.get("resumes", []))
+    train_command, resumed = _training_commands(run_args, record.get("resumes", []))
     resumed_note = (
         f"\n  Resumed as the same command with these options changed: {resumed}." if resumed else ""
     )
-    stages = _stage_summary(history)
-    weighted_note = " (the pause-weighted objective)" if last.get("stage") == "pause" else ""
+    weighted_note = " (train loss: the pause-weighted objective)" * (last.get("stage") == "pause")
     stopped = (
         "; stopped before the budget: the run resumes from its checkpoint"
-        if checkpoint["elapsed"] / 60 < schedule_minutes(run_args) - 1
+        if record["minutes"] < schedule_minutes(run_args) - 1
         else ""
     )
-    precision = (
-        " (training steps in bfloat16 autocast, weights and optimiser in fp32)"
-        if run_args.get("bf16")
+    data = record["data"]
+    recipe = data.get("recipe", {})
+    files = data.get("files")
+    drawn_from = (
+        f"{len(files['speech'])} training utterances from {data['speakers']} speakers, "
+        f"{len(files['noise'])} noise recordings, {len(files['rooms'])} measured rooms"
+        if files
+        else "training files the run did not record"
+    )
+    recorded_at = f" (files as listed at {data['recorded_at']})" if data.get("recorded_at") else ""
+    reconstructed = (
+        f"- **Reconstructed record**: {record['reconstructed']}\n"
+        if record.get("reconstructed")
         else ""
     )
-    recipe = checkpoint.get("recipe", {})
-    speech_used = checkpoint.get("speech_used")
-    noise_note = _noise_augmentation_note(recipe) + _noise_events_note(recipe)
-    speakers = speech_used["speakers"] if speech_used else len({f.speaker_id for f in train.speech})
-    utterances = speech_used["utterances"] if speech_used else len(train.speech)
-    init_note = _init_note(checkpoint.get("init_from"))
-    section = f"""- Command: `{train_command}`{resumed_note}{init_note}
+    return f"""{reconstructed}- Command: `{train_command}`{resumed_note}{_init_note(record)}
   (seed {run_args.get("seed")}, AdamW). {
         f"Batches of {run_args.get('batch')} whole fresh mixtures, lr {run_args.get('lr')} with "
         f"cosine decay over the budget, a dev evaluation every {run_args.get('epoch_steps')} steps."
@@ -327,73 +405,48 @@ def _training_section(run: Path, train: Any) -> tuple[str, dict[str, Any]]:
         if pause_minutes
         else ""
     }
-- Hardware: {platform.processor() or platform.machine()}, 2 CPU cores, no accelerator{precision};
-  {checkpoint["elapsed"] / 60:.0f} minutes of training, {checkpoint["epoch"]} epochs
-  ({stages}){stopped}.
+- Hardware: {_hardware_note(record)};
+  {record["minutes"]:.0f} minutes of training, {record["epochs"]} epochs
+  ({_stage_text(record.get("stages", []))}){stopped}.
 - Data: {
-        _stream_note(checkpoint)
-        if checkpoint.get("stream")
-        else f"{train_shards} shards of {SEQUENCES_PER_SHARD} mixtures of 3 s each"
+        _stream_note(data)
+        if data.get("stream")
+        else f"{run_args.get('train_shards')} shards of {SEQUENCES_PER_SHARD} mixtures of 3 s each"
     }, drawn from
-  {utterances} training utterances from {speakers} speakers, {len(train.noise)} noise
-  recordings, {len(train.rooms)} measured rooms, mixed by
-  `model/mixtures.py` (recipe hash `{checkpoint["train_cache"]}`): SNR −5…30 dB with noise-free
+  {drawn_from}{recorded_at}, mixed by
+  `model/mixtures.py` (feature-cache key `{data.get("cache_key")}`): SNR −5…30 dB with noise-free
   examples, synthetic noises with random spectral shapes, random level, EQ, low-pass and speed,
-  measured and simulated rooms with early reflections (50 ms) kept in the target. The loss
-  compares the network's gains and strengths with the oracle ones of each mixture
-  (`dsp.offline.compute_oracle_targets`) only, and ignores bands above each example's speech
-  bandwidth.{noise_note}
-- {"Shipped epoch (best dev PESQ-WB)" if shipped is not checkpoint else "Final epoch"}: epoch
-  {last.get("epoch", 0):.0f}, train loss {last.get("train_loss", float("nan")):.4f}{weighted_note},
-  dev loss {last.get("dev_loss", float("nan")):.4f}, dev PESQ-WB
-  {last.get("dev_pesq", float("nan")):.2f} ({run_args.get("dev_files", 8)} fixed dev mixtures).
-  Curve: `training_curve.png`.
+  measured and simulated rooms with early reflections (50 ms) kept in the target.{
+        _noise_augmentation_note(recipe) + _noise_events_note(recipe)
+    }
+- Loss: {_loss_note(record)}
+- {"Shipped epoch (best dev PESQ-WB)" if last.get("best") else "Final epoch"}: {
+        _epoch_note(last, run_args.get("dev_files", 8))
+    }{weighted_note}. Curve: `training_curve.png`.
 """
-    return section, checkpoint
 
 
 DEV_HEADING = "## Dev-set evaluation\n"
 
 
-def shipped_card_head(card: Path, int8: Path) -> str:
-    """The card of the shipped weights up to its evaluation (what they are, their training,
-    their data's licenses), for re-evaluating the very same weights; ValueError when the card
-    names another int8 file's hash."""
-    text = card.read_text() if card.exists() else ""
-    if DEV_HEADING not in text:
-        raise ValueError(f"{card} has no {DEV_HEADING.strip()!r} section")
-    head = text.split(DEV_HEADING, 1)[0]
-    if f"`{sha256_of(int8)}`" not in head:
-        raise ValueError(f"{card} describes other weights than {int8} (SHA-256 differs)")
-    return head
-
-
-def write_card(
-    run: Path | None, eval_dir: Path, out: Path, data_dir: Path, same_weights: bool = False
-) -> Path:
-    """Compose the card; returns its path. With ``same_weights`` the current card's text up to
-    its evaluation is kept (the weights and their training are unchanged) and only the
-    evaluation is rewritten; ``run`` is then not read."""
+def write_card(eval_dir: Path, out: Path, data_dir: Path) -> Path:
+    """Compose the card of the weights in ``out`` from their training record and the
+    evaluation in ``eval_dir``; returns its path."""
     eval_config = _evaluation_config(eval_dir)  # first: a train-split evaluation stops here
+    record = read_record(out)
     _, dev = split_files(data_dir)
-    int8 = out / INT8_NAME
-    if same_weights:
-        head = shipped_card_head(out / "MODEL_CARD.md", int8)
-    elif run is not None:
-        head = _card_head(run, int8, data_dir)
-    else:
-        raise ValueError("the card needs a training run, or --same-weights")
     path = out / "MODEL_CARD.md"
-    path.write_text(head + _evaluation_section(eval_dir, eval_config, dev))
+    text = _card_head(record, out / INT8_NAME) + _evaluation_section(
+        eval_dir, eval_config, dev, record
+    )
+    path.write_text(text)
     return path
 
 
-def _card_head(run: Path, int8: Path, data_dir: Path) -> str:
-    """What the weights are, how they were trained and their data's licenses, from a
-    ``model.train`` run."""
-    train = split_named(data_dir, "train")
-    training, checkpoint = _training_section(run, train)
-    config = NetworkConfig.from_dict(checkpoint["config"])
+def _card_head(record: dict[str, Any], int8: Path) -> str:
+    """What the weights are, how they were trained and their data's licences, from their
+    training record."""
+    config = NetworkConfig.from_dict(record["network"])
     parameters = count_parameters(PercepNet(config))
     integer, total = weight_counts(int8)
     layout = (
@@ -411,7 +464,7 @@ A PercepNet-style network (Valin et al., Interspeech 2020) that reads 70 feature
 of 48 kHz audio and predicts 34 band gains and 34 comb-filter strengths for the frame 20 ms
 earlier, inside the `dsp/` enhancer. Shipped as a single-step streaming ONNX graph with explicit
 state, dynamically quantised to int8: `{INT8_NAME}` (SHA-256 `{sha256_of(int8)}`), and its fp32
-original for reference.
+original for reference. Its training record: `training_record.json`.
 
 | | |
 |---|---|
@@ -422,19 +475,13 @@ original for reference.
 | weight clip | ±{config.weight_clip} during training |
 
 ## Training
-{training}
+{_training_section(record)}
 ## Licenses of the training data
-RAVDESS (CC BY-NC-SA 4.0), the ESC-50 clips (CC BY-NC 3.0, but for the ESC-10 subset's CC BY),
-UrbanSound8K (CC BY-NC 3.0) and the Reaktorhallen room (CC BY-NC-SA 3.0) are
-**non-commercial**: these weights, trained on them, are for non-commercial use only. Retrain
-without them for commercial use.
-
-{_license_table(data_dir)}
-
+{_license_section(record)}
 """
 
 
-def _evaluation_section(eval_dir: Path, eval_config: dict, dev: Any) -> str:
+def _evaluation_section(eval_dir: Path, eval_config: dict, dev: Any, record: dict[str, Any]) -> str:
     """The card's dev-set evaluation: the split, the tables, the acceptance checks and the gap
     to DeepFilterNet3."""
     results_md = (
@@ -454,8 +501,8 @@ def _evaluation_section(eval_dir: Path, eval_config: dict, dev: Any) -> str:
 ({len({f.speaker_id for f in dev.speech})}), noises ({len(dev.noise)}) and rooms
 ({len(dev.rooms)}), and {mixtures} pinned mixtures; `percepnet-relay eval {eval_options}`
 (PESQ-WB via `pesq`, STOI via `pystoi`, SI-SDR, DNSMOS P.835 and P.808 via `speechmos`
-offline, CPU per 10 ms of audio including resampling and Python call overhead). No
-quality-predictor network (DNSMOS or similar) was ever in these weights' loss.
+offline, CPU per 10 ms of audio including resampling and Python call overhead).
+{_predictor_sentence(record)}
 
 {results_md}
 Acceptance against RNNoise (issue 25; means over the files, CPU from the same run):
@@ -468,21 +515,34 @@ Gap to DeepFilterNet3 (this model − DeepFilterNet3; negative: DeepFilterNet3 i
 """
 
 
+def _predictor_sentence(record: dict[str, Any]) -> str:
+    """How far the DNSMOS columns are independent of the weights' training, from the record."""
+    predictors, complete = _quality_predictors(record)
+    if predictors:
+        return (
+            f"**{', '.join(predictors)} was in these weights' loss: read its column as a "
+            "training objective, not as an independent score.**"
+        )
+    if complete:
+        ancestors = ", nor in that of the weights they were fine-tuned from" * (
+            len(lineage(record)) > 1
+        )
+        return (
+            "By the training record, no quality-predictor network (DNSMOS or similar) was in "
+            f"these weights' loss{ancestors}."
+        )
+    return "The training record does not say what every run of these weights had in its loss."
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m model.model_card``."""
     parser = argparse.ArgumentParser(description="Write the model card")
-    parser.add_argument("--run", type=Path, default=Path("runs/default"))
-    parser.add_argument(
-        "--same-weights",
-        action="store_true",
-        help="the weights are the current card's: keep its text, rewrite the evaluation only",
-    )
     parser.add_argument("--eval", type=Path, default=Path("out/eval"))
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "weights")
     parser.add_argument("--data-dir", type=Path, default=default_data_dir())
     args = parser.parse_args(argv)
     try:
-        print(write_card(args.run, args.eval, args.out, args.data_dir, args.same_weights))
+        print(write_card(args.eval, args.out, args.data_dir))
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
 

@@ -53,6 +53,7 @@ from model.network import NetworkConfig, PercepNet, count_parameters
 from model.onthefly import OpusCoding, StreamSpec, train_stream
 from model.runtime import sha256_of
 from model.splits import split_named
+from model.training_record import data_record, find_record, hardware_record
 
 GAMMA = 0.5  # power compression of gains in the loss
 QUARTIC_WEIGHT = 10.0  # weight of the 4th-power term: punishes large errors harder
@@ -94,6 +95,27 @@ def percepnet_loss(
     strength_term = d_strength**2 + QUARTIC_WEIGHT * d_strength**4
     per_band = gain_term + STRENGTH_WEIGHT * strength_term
     return (per_band * mask).sum() / (mask.sum() * gains.shape[1]).clamp_min(1.0)
+
+
+def loss_record(args: argparse.Namespace) -> dict[str, Any]:
+    """What this run's loss compares, for the training record and the model card. Whatever
+    changes what ``percepnet_loss`` is given or adds to it must be stated here."""
+    terms = [
+        f"power-compressed (γ = {GAMMA:g}) band-gain error plus {QUARTIC_WEIGHT:g}× its 4th power",
+        f"the same on 1 − comb strength, weighted {STRENGTH_WEIGHT:g}",
+        "bands above each example's speech bandwidth masked out",
+    ]
+    if args.pause_stage_minutes:
+        terms.append(
+            f"pause stage: a gain above its target in frames without speech costs "
+            f"{1 + args.pause_stage_weight:g}×"
+        )
+    return {
+        "targets": "the oracle band gains and comb strengths of each mixture "
+        "(dsp.offline.compute_oracle_targets against its clean target)",
+        "terms": terms,
+        "quality_predictors": [],  # never a DNSMOS-like network (issue 25)
+    }
 
 
 @dataclass
@@ -461,10 +483,14 @@ def train(args: argparse.Namespace) -> Path:
     stream_batches = 0  # on the fly: batches of the stream trained on so far
     best_pesq = -math.inf
     rng = np.random.default_rng(args.seed)
-    init_source: dict[str, str] | None = None  # the weights a fine-tune started from
+    init_source: dict[str, Any] | None = None  # the weights a fine-tune started from
     if args.init_from and not checkpoint_path.exists():
         model.load_state_dict(initial_weights(Path(args.init_from), config))
-        init_source = {"path": args.init_from, "sha256": sha256_of(Path(args.init_from))}
+        init_source = {
+            "path": args.init_from,
+            "sha256": sha256_of(Path(args.init_from)),
+            "record": find_record(Path(args.init_from)),  # before an export overwrites it
+        }
         print(
             f"initialised from {args.init_from} (fine-tuning); its dev PESQ-WB "
             f"{dev_pesq(model, dev_audio):.3f}",
@@ -507,6 +533,9 @@ def train(args: argparse.Namespace) -> Path:
                 "speech_used": speech_used,
                 "stream_batches": stream_batches,
                 "stream": stream_spec.as_dict() if args.on_the_fly else None,
+                "data": data_record(train_files),
+                "loss": loss_record(args),
+                "hardware": hardware_record(args.threads),
             },
             checkpoint_path.with_suffix(".tmp"),
         )
@@ -712,9 +741,12 @@ def main(argv: list[str] | None = None) -> None:
     checkpoint = train(args)
     if args.export:
         from model.export import export_all, load_checkpoint
+        from model.training_record import record_from_run, write_record
 
         summary = export_all(load_checkpoint(checkpoint), Path(args.export))
         print(json.dumps(summary, indent=2))
+        record = record_from_run(checkpoint, Path(args.export), Path(args.data_dir))
+        print(f"training record: {write_record(record, Path(args.export))}")
 
 
 if __name__ == "__main__":

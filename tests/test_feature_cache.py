@@ -101,6 +101,8 @@ def test_the_cache_key_covers_the_mixers_source(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import inspect
+    import types
+    from collections.abc import Callable
 
     from model import feature_cache, mixtures
     from model.splits import Split
@@ -110,7 +112,7 @@ def test_the_cache_key_covers_the_mixers_source(
     key = _spec(files).key()
     real_source = inspect.getsource
 
-    def edited(target: object) -> str:
+    def edited(target: types.ModuleType | Callable[..., object]) -> str:
         return real_source(target) + ("\n# edited\n" if target is mixtures else "")
 
     monkeypatch.setattr(feature_cache.inspect, "getsource", edited)

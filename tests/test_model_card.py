@@ -1,6 +1,6 @@
-"""The model card: re-evaluating the shipped weights keeps their card's text, the acceptance
-checks and the gap to DeepFilterNet3 come from the evaluation, and nothing on the shipped path
-imports the DNSMOS fine-tune."""
+"""The model card: what it says of the training (data, licences, loss) comes from the training
+record of the very weights beside it, the acceptance checks and the gap to DeepFilterNet3 from
+the evaluation, and nothing on the shipped path imports the DNSMOS fine-tune."""
 
 from __future__ import annotations
 
@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from model.model_card import DEV_HEADING, _gap_table, _verdict, shipped_card_head
+from model.model_card import (
+    DEV_HEADING,
+    _gap_table,
+    _license_section,
+    _loss_note,
+    _predictor_sentence,
+    _verdict,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,21 +65,118 @@ def test_the_gap_to_deepfilternet3_per_snr_and_overall(tmp_path: Path) -> None:
     assert "lacks" in _gap_table(tmp_path, "nobody")
 
 
-def test_the_shipped_cards_head_is_kept_only_for_the_same_weights(tmp_path: Path) -> None:
-    from model.runtime import sha256_of
+def _record(licenses: list[dict], predictors: list[str] | None, parent=...) -> dict:
+    """A training record with the fields the card's data and loss sentences read."""
+    record: dict = {
+        "data": {"licenses": licenses},
+        "loss": None
+        if predictors is None
+        else {"targets": "oracle targets", "terms": ["a term"], "quality_predictors": predictors},
+        "init_from": None,
+    }
+    if parent is not ...:
+        record["init_from"] = {
+            "path": "/somewhere/parent.onnx",
+            "sha256": "ab" * 32,
+            "record": parent,
+        }
+    return record
 
-    int8 = tmp_path / "percepnet-int8.onnx"
-    int8.write_bytes(b"weights")
-    card = tmp_path / "MODEL_CARD.md"
-    head = f"# card\nSHA-256 `{sha256_of(int8)}`\n## Training\nhow\n\n"
-    card.write_text(head + DEV_HEADING + "old table\n")
-    assert shipped_card_head(card, int8) == head
-    int8.write_bytes(b"other weights")
-    with pytest.raises(ValueError, match="other weights"):
-        shipped_card_head(card, int8)
-    card.write_text(head)
-    with pytest.raises(ValueError, match="no '## Dev-set evaluation' section"):
-        shipped_card_head(card, int8)
+
+def _licence(corpus: str, license_: str, minutes: float) -> dict:
+    return {"kind": "noise", "corpus": corpus, "license": license_, "minutes": minutes}
+
+
+def test_the_card_states_the_licences_and_loss_of_the_weights_whole_lineage() -> None:
+    parent = _record([_licence("urbansound8k", "CC BY-NC 3.0", 70.0)], ["DNSMOS P.835 OVRL"])
+    child = _record(
+        [_licence("sonicpi", "CC0 1.0", 3.0), _licence("esc50", "CC BY-NC 3.0", 1.0)], [], parent
+    )
+    licences = _license_section(child)
+    own, before = licences.split("Before that, the weights fine-tuned from were trained on:")
+    assert "| noise | sonicpi | CC0 1.0 | 3.0 |" in own
+    assert "| noise | urbansound8k | CC BY-NC 3.0 | 70.0 |" in before  # the parent's data
+    assert licences.startswith(
+        "Non-commercial data (esc50: CC BY-NC 3.0; urbansound8k: CC BY-NC 3.0)"
+    )
+    assert "DNSMOS P.835 OVRL was in these weights' loss" in _predictor_sentence(child)
+    assert "A quality-predictor network was in the loss: DNSMOS P.835 OVRL" in _loss_note(child)
+    clean = _record([_licence("sonicpi", "CC0 1.0", 3.0)], [])
+    assert _license_section(clean).startswith("No file is under a non-commercial licence.")
+    assert "no quality-predictor network" in _predictor_sentence(clean)
+    assert "fine-tuned from" not in _predictor_sentence(clean)
+    assert "No quality-predictor network" in _loss_note(clean)
+
+
+def test_the_card_says_what_a_record_does_not_know() -> None:
+    orphan = _record([_licence("sonicpi", "CC0 1.0", 3.0)], [], parent=None)
+    assert "licences of their data are unknown" in _license_section(orphan)
+    assert "does not say what every run" in _predictor_sentence(orphan)
+    assert "an earlier run's is unknown" in _loss_note(orphan)
+    assert "recorded no description of its loss" in _loss_note(_record([], None))
+
+
+def _export_tiny_network(folder: Path, seed: int) -> None:
+    import torch
+
+    from model.export import FP32_NAME, export_fp32
+    from model.network import NetworkConfig, PercepNet
+
+    torch.manual_seed(seed)
+    folder.mkdir(exist_ok=True)
+    export_fp32(PercepNet(NetworkConfig(gru_size=8, gru_layers=1)).eval(), folder / FP32_NAME)
+
+
+def test_the_card_refuses_weights_without_their_own_record(tmp_path: Path) -> None:
+    from model.model_card import main
+    from model.training_record import read_record, weights_identity, write_record
+
+    _export_tiny_network(tmp_path, seed=0)
+    with pytest.raises(ValueError, match="is missing"):
+        read_record(tmp_path)
+    with pytest.raises(SystemExit, match="^error: .*training_record.json is missing"):
+        main(["--eval", str(tmp_path / "no-eval"), "--out", str(tmp_path)])
+    write_record({"weights": weights_identity(tmp_path), "options": {}}, tmp_path)
+    assert read_record(tmp_path)["options"] == {}
+    _export_tiny_network(tmp_path, seed=1)  # other weights, the old record left beside them
+    with pytest.raises(ValueError, match="describes other weights"):
+        read_record(tmp_path)
+
+
+SHIPPED = ROOT / "model" / "weights"
+
+
+def test_the_shipped_card_says_what_the_shipped_weights_record_says() -> None:
+    from model.model_card import _license_section, _training_section
+    from model.training_record import read_record
+
+    record = read_record(SHIPPED)  # describes the shipped weights
+    card = (SHIPPED / "MODEL_CARD.md").read_text()
+    training = card.split("## Training\n", 1)[1].split(DEV_HEADING, 1)[0]
+    assert training == (
+        f"{_training_section(record)}\n## Licenses of the training data\n"
+        f"{_license_section(record)}\n"
+    )
+    assert _predictor_sentence(record) in card
+
+
+def test_the_shipped_records_licences_are_those_of_its_files() -> None:
+    from shared_data import find_shared_data
+
+    from model.splits import Split, read_manifest
+    from model.training_record import data_record, read_record
+
+    data_dir = find_shared_data()
+    if data_dir is None:
+        pytest.skip("needs the shared data's manifest")
+    data = read_record(SHIPPED)["data"]
+    by_path = {f.relative_path: f for f in read_manifest(data_dir)}
+    files = Split(
+        *(tuple(by_path[p] for p in data["files"][role]) for role in ("speech", "noise", "rooms"))
+    )
+    recomputed = data_record(files)
+    assert recomputed["licenses"] == data["licenses"]
+    assert recomputed["speakers"] == data["speakers"]
 
 
 @pytest.mark.slow

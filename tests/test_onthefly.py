@@ -24,6 +24,7 @@ from model.onthefly import (  # noqa: E402
     opus_round_trip,
 )
 from model.splits import AudioFile, Split  # noqa: E402
+from model.training_record import lineage, read_record  # noqa: E402
 
 ONE_SECOND = MixtureRecipe(segment_seconds=1.0)
 
@@ -155,10 +156,35 @@ def test_training_on_the_fly_keeps_the_best_checkpoint_and_resumes(
     assert best.name == train.BEST_CHECKPOINT
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
     assert (state["epoch"], state["stream_batches"]) == (1, 2)
-    train.train(train.parse_args([*args, "--epochs", "2"]))
+    weights = tmp_path / "weights"
+    train.main([*args, "--epochs", "2", "--export", str(weights)])
     resumed = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
     assert (resumed["epoch"], resumed["stream_batches"]) == (2, 4)
     assert len(resumed["history"]) == 2
+    # the exported weights carry the record of what they were trained on, and with what loss
+    record = read_record(weights)
+    assert record["data"]["files"]["speech"] == sorted(f.relative_path for f in split[0].speech)
+    assert record["data"]["files"]["noise"] == sorted(f.relative_path for f in split[0].noise)
+    assert record["data"]["licenses"][0]["license"] == "test"
+    assert record["loss"]["quality_predictors"] == []
+    assert (record["epochs"], record["hardware"]["threads"], record["init_from"]) == (2, 1, None)
+    # a fine-tune of those weights keeps their record as its parent's
+    train.main(
+        [
+            *args[:1],
+            str(tmp_path / "finetune"),
+            *args[2:],
+            "--epochs",
+            "1",
+            "--init-from",
+            str(weights / "percepnet-fp32.onnx"),
+            "--export",
+            str(weights),
+        ]
+    )
+    child = read_record(weights)
+    assert child["init_from"]["record"] == record
+    assert lineage(child) == [child, record]
 
 
 def test_the_model_card_says_what_an_on_the_fly_run_heard() -> None:

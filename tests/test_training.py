@@ -161,8 +161,9 @@ def test_without_a_second_stage_training_stays_on_crops() -> None:
     assert stage.frames == args.frames
 
 
-def test_the_model_card_sums_epochs_and_minutes_per_stage() -> None:
-    from model.model_card import _stage_summary
+def test_the_training_record_sums_epochs_and_minutes_per_stage() -> None:
+    from model.model_card import _stage_text
+    from model.training_record import stage_summary
 
     history: list[dict[str, float | str]] = [
         {"epoch": 1.0, "minutes": 2.0},  # runs from before stages were recorded
@@ -170,7 +171,8 @@ def test_the_model_card_sums_epochs_and_minutes_per_stage() -> None:
         {"epoch": 3.0, "stage": "full-sequence", "minutes": 8.0},
         {"epoch": 4.0, "stage": "full-sequence", "minutes": 11.0},
     ]
-    assert _stage_summary(history) == "crops: 2 epochs, 4 min; full-sequence: 2 epochs, 6 min"
+    stages = stage_summary(history)
+    assert _stage_text(stages) == "crops: 2 epochs, 4 min; full-sequence: 2 epochs, 6 min"
 
 
 def test_a_resume_records_the_training_options_it_changes() -> None:
@@ -259,7 +261,7 @@ def test_the_model_card_refuses_an_evaluation_drawn_from_the_training_split(tmp_
     with pytest.raises(ValueError, match="'train' split; the card needs a dev evaluation"):
         _evaluation_config(tmp_path)
     with pytest.raises(SystemExit, match="^error: .*'train' split"):  # before reading the run
-        main(["--run", str(tmp_path / "no-run"), "--eval", str(tmp_path), "--out", str(tmp_path)])
+        main(["--eval", str(tmp_path), "--out", str(tmp_path)])
 
 
 def test_an_epoch_crops_every_sequence_once_within_its_bounds() -> None:
