@@ -10,7 +10,8 @@ DSP *and* its GRU inference. The librnnoise in pyrnnoise 0.4.5's wheel is a gene
 
 When an exported model is present (the shipped one, or ``--model PATH``), the same run also
 times the network's single-step int8 (and fp32) inference at batch 1, and the whole enhancer
-(DSP + int8 model) per hop.
+(DSP + int8 model) per hop, and checks both against issue 25's CPU targets (medians): the whole
+enhancer at most half RNNoise's cost in the same run, the int8 step at most 150 µs.
 
 Run: ``python -m loadtest.bench_dsp [--seconds S] [--iterations N] [--json PATH]`` or
 ``percepnet-relay bench dsp``.
@@ -38,6 +39,8 @@ INT16_FULL_SCALE = 32768.0  # RNNoise works on floats scaled like 16-bit PCM
 DEFAULT_SECONDS = 5.0
 DEFAULT_ITERATIONS = 3000
 DEFAULT_WARMUP = 300
+ENHANCER_SHARE_OF_RNNOISE = 0.5  # issue 25: DSP + int8 model per hop ≤ this × RNNoise's
+INT8_STEP_BUDGET_US = 150.0  # issue 25: one int8 model step at batch 1
 
 DSP_CALL = "dsp.enhancer.Enhancer.process_hop (unity gains: features + synthesis)"
 RNNOISE_CALL = "librnnoise rnnoise_process_frame via ctypes, preallocated buffers"
@@ -217,7 +220,8 @@ def run_dsp_benchmark(
     Each processor gets ``warmup`` untimed calls, then ``iterations`` timed ones, cycling
     through the audio. Returns the config, platform, one summary per processor (``dsp``,
     ``rnnoise``, ``rnnoise_wrapper``; the RNNoise ones are None with ``rnnoise_error`` set when
-    pyrnnoise cannot be loaded) and the DSP/RNNoise ratios of median and p99.
+    pyrnnoise cannot be loaded), the DSP/RNNoise ratios of median and p99, and with a model
+    its rows, the enhancer's ratio and ``targets`` (``cpu_targets``).
     """
     if seconds <= 0 or iterations <= 0 or warmup < 0:
         raise ValueError("seconds and iterations must be positive, warmup non-negative")
@@ -254,7 +258,31 @@ def run_dsp_benchmark(
             result["enhancer_ratio_median"] = (
                 result["enhancer"]["median_us"] / result["rnnoise"]["median_us"]
             )
+    result["targets"] = cpu_targets(result)
     return result
+
+
+def cpu_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 25's CPU targets against this run's medians (those the run measured)."""
+    targets = []
+    if "enhancer_ratio_median" in result:
+        targets.append(
+            {
+                "target": f"(DSP + int8 model) / RNNoise ≤ {ENHANCER_SHARE_OF_RNNOISE:g}",
+                "measured": result["enhancer_ratio_median"],
+                "met": result["enhancer_ratio_median"] <= ENHANCER_SHARE_OF_RNNOISE,
+            }
+        )
+    if "model_int8" in result:
+        step_us = result["model_int8"]["median_us"]
+        targets.append(
+            {
+                "target": f"int8 step at batch 1 ≤ {INT8_STEP_BUDGET_US:g} µs",
+                "measured": step_us,
+                "met": step_us <= INT8_STEP_BUDGET_US,
+            }
+        )
+    return targets
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -297,6 +325,11 @@ def format_table(result: dict[str, Any]) -> str:
             lines.append(
                 f"ratio (DSP + int8 model)/RNNoise: median {result['enhancer_ratio_median']:.3f}"
             )
+    for target in result.get("targets", []):
+        lines.append(
+            f"target {target['target']}: {target['measured']:.3g} "
+            f"({'met' if target['met'] else 'NOT met'})"
+        )
     lines.append(
         f"first call (JIT load/compile): DSP {result['dsp']['first_call_s'] * 1e3:.1f} ms"
         + (

@@ -411,6 +411,36 @@ def test_bench_dsp_prints_a_table_and_writes_json(
     assert result["ratio_median"] == pytest.approx(
         result["dsp"]["median_us"] / result["rnnoise"]["median_us"]
     )
+    # the shipped model: the whole enhancer and the int8 step, checked against issue 25
+    assert [t["measured"] for t in result["targets"]] == [
+        result["enhancer"]["median_us"] / result["rnnoise"]["median_us"],
+        result["model_int8"]["median_us"],
+    ]
+    assert "target (DSP + int8 model) / RNNoise ≤ 0.5: " in out
+    assert "target int8 step at batch 1 ≤ 150 µs: " in out
+
+
+def test_bench_dsp_checks_the_cpu_targets_against_the_same_runs_medians() -> None:
+    from loadtest.bench_dsp import cpu_targets, format_table
+
+    row = {"median_us": 0.0, "p99_us": 0.0, "mean_us": 0.0, "max_us": 0.0}
+    row |= {"realtime_percent": 0.0, "call": "x", "first_call_s": 0.0}
+    result = {
+        "config": {"hop_samples": 480, "sample_rate_hz": 48000, "iterations": 1},
+        "platform": {"cpu": "cpu", "cpu_count": 1, "numba": "0"},
+        "dsp": row,
+        "rnnoise": None,
+        "rnnoise_error": "none here",
+        "enhancer_ratio_median": 0.6,
+        "model_int8": row | {"median_us": 120.0},
+    }
+    result["config"] |= {"warmup": 0, "seconds": 1.0}
+    result["targets"] = cpu_targets(result)
+    assert [(t["measured"], t["met"]) for t in result["targets"]] == [(0.6, False), (120.0, True)]
+    table = format_table(result)
+    assert "target (DSP + int8 model) / RNNoise ≤ 0.5: 0.6 (NOT met)" in table
+    assert "target int8 step at batch 1 ≤ 150 µs: 120 (met)" in table
+    assert cpu_targets({"dsp": row}) == []  # without a model there is nothing to check
 
 
 @pytest.mark.slow
