@@ -113,12 +113,15 @@ def shard_path(cache_dir: Path, spec: CacheSpec, index: int) -> Path:
 
 
 class Example(NamedTuple):
-    """Analysed mixture: features [T, 70], target gains and strengths [T, 34], band mask [34]."""
+    """Analysed mixture: features [T, 70], target gains and strengths [T, 34], band mask [34],
+    and a teacher's gains and strengths [T, 34] when one was asked for."""
 
     features: np.ndarray
     gains: np.ndarray
     strengths: np.ndarray
     band_mask: np.ndarray
+    teacher_gains: np.ndarray | None = None
+    teacher_strengths: np.ndarray | None = None
 
 
 def make_example(
@@ -126,18 +129,26 @@ def make_example(
     files: Split,
     recipe: MixtureRecipe,
     alter: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+    teacher: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> Example:
     """A fresh mixture from ``files`` (its noisy input passed through ``alter`` if given, e.g. a
-    codec), analysed against its oracle targets and cut to the recipe's segment length."""
+    codec), analysed against its oracle targets (and ``teacher``'s gains and strengths for that
+    input, if given) and cut to the recipe's segment length."""
     frames = round(recipe.segment_seconds * SAMPLE_RATE_HZ / HOP_SAMPLES)
     mixture = make_mixture(rng, list(files.speech), list(files.noise), list(files.rooms), recipe)
     noisy = mixture.noisy if alter is None else alter(mixture.noisy, rng)
     targets = compute_oracle_targets(noisy, mixture.target)
-    return Example(
+    example = Example(
         targets.features[:frames],
         targets.gains[:frames],
         targets.strengths[:frames],
         band_mask(mixture.speech_max_hz),
+    )
+    if teacher is None:
+        return example
+    teacher_gains, teacher_strengths = teacher(noisy)
+    return example._replace(
+        teacher_gains=teacher_gains[:frames], teacher_strengths=teacher_strengths[:frames]
     )
 
 

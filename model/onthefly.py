@@ -10,6 +10,7 @@ enhances Opus-decoded audio; the target stays the uncoded speech.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -20,9 +21,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from model.feature_cache import make_example
+from model.feature_cache import Example, make_example
 from model.mixtures import SAMPLE_RATE, MixtureRecipe, load_audio_48k
 from model.splits import Split, split_named
+from model.teacher import (
+    TeacherSpec,
+    blend_targets,
+    load_pool_batch,
+    pool_folder,
+    save_pool_batch,
+    teacher_targets,
+)
 
 OPUS_FRAME_SAMPLES = 960  # 20 ms at 48 kHz, as WebRTC sends
 OPUS_LOOKAHEAD_SAMPLES = 312  # libopus's encoder delay at 48 kHz (6.5 ms), trimmed after decoding
@@ -83,15 +92,18 @@ class StreamSpec:
     batch: int  # mixtures per batch
     recipe: MixtureRecipe
     opus: OpusCoding | None
+    teacher: TeacherSpec | None = None  # distillation from a fixed pool (``model.teacher``)
 
     def as_dict(self) -> dict[str, object]:
-        """Plain dict for checkpoints and the model card (the data folder left out)."""
-        return {
+        """Plain dict for checkpoints and the model card (the data folder left out; the teacher
+        only when there is one)."""
+        plain = {
             "seed": self.seed,
             "batch": self.batch,
             "recipe": self.recipe.as_dict(),
             "opus": asdict(self.opus) if self.opus is not None else None,
         }
+        return plain if self.teacher is None else plain | {"teacher": self.teacher.as_dict()}
 
 
 def _maybe_opus(opus: OpusCoding | None, noisy: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -101,22 +113,74 @@ def _maybe_opus(opus: OpusCoding | None, noisy: np.ndarray, rng: np.random.Gener
     return opus_round_trip(noisy, opus.bitrates_kbps[int(rng.integers(len(opus.bitrates_kbps)))])
 
 
+def _examples(spec: StreamSpec, files: Split, index: int, teacher: bool) -> list[Example]:
+    """The ``spec.batch`` mixtures of batch ``index`` (with the teacher's targets if asked)."""
+    rng = np.random.default_rng([spec.seed, index])
+    alter = partial(_maybe_opus, spec.opus)
+    taught = teacher_targets if teacher else None
+    return [
+        make_example(rng, files, spec.recipe, alter=alter, teacher=taught)
+        for _ in range(spec.batch)
+    ]
+
+
+def _tensors(*arrays: np.ndarray) -> Batch:
+    features, gains, strengths, masks = (torch.from_numpy(a.astype(np.float32)) for a in arrays)
+    return features, gains, strengths, masks
+
+
+def _taught(example: Example) -> tuple[np.ndarray, np.ndarray]:
+    """The teacher's gains and strengths of an example made with a teacher."""
+    if example.teacher_gains is None or example.teacher_strengths is None:
+        raise ValueError("the example was made without a teacher")
+    return example.teacher_gains, example.teacher_strengths
+
+
+def _pool_batch(spec: StreamSpec, teacher: TeacherSpec, files: Split, index: int) -> Batch:
+    """Batch ``index mod pool`` of the teacher's pool (made and cached on first use), its
+    targets blended."""
+    position = index % teacher.pool_batches
+    plain = dataclasses.replace(spec, teacher=None)
+    path = pool_folder(Path(teacher.cache_dir), plain.as_dict()) / f"batch_{position:06d}.npz"
+    arrays = load_pool_batch(path)
+    if arrays is None:
+        examples = _examples(plain, files, position, teacher=True)
+        arrays = {
+            "features": np.stack([e.features for e in examples]).astype(np.float32),
+            "gains": np.stack([e.gains for e in examples]).astype(np.float16),
+            "strengths": np.stack([e.strengths for e in examples]).astype(np.float16),
+            "teacher_gains": np.stack([_taught(e)[0] for e in examples]).astype(np.float16),
+            "teacher_strengths": np.stack([_taught(e)[1] for e in examples]).astype(np.float16),
+            "mask": np.stack([e.band_mask for e in examples]).astype(np.float32),
+        }
+        save_pool_batch(path, arrays)
+    gains = blend_targets(
+        arrays["gains"].astype(np.float32),
+        arrays["teacher_gains"].astype(np.float32),
+        teacher.blend,
+    )
+    strengths = blend_targets(
+        arrays["strengths"].astype(np.float32),
+        arrays["teacher_strengths"].astype(np.float32),
+        teacher.blend,
+        complement=True,
+    )
+    return _tensors(arrays["features"], gains, strengths, arrays["mask"])
+
+
 def make_batch(spec: StreamSpec, files: Split, index: int) -> Batch:
     """Batch ``index`` of the stream: features [B, T, 70], target gains and strengths
-    [B, T, 34] and the band mask [B, 34] of ``spec.batch`` fresh mixtures from ``files``."""
-    rng = np.random.default_rng([spec.seed, index])
-    features, gains, strengths, masks = [], [], [], []
-    for _ in range(spec.batch):
-        example = make_example(rng, files, spec.recipe, alter=partial(_maybe_opus, spec.opus))
-        features.append(example.features)
-        gains.append(example.gains)
-        strengths.append(example.strengths)
-        masks.append(example.band_mask)
-    return (
-        torch.from_numpy(np.stack(features).astype(np.float32)),
-        torch.from_numpy(np.stack(gains).astype(np.float32)),
-        torch.from_numpy(np.stack(strengths).astype(np.float32)),
-        torch.from_numpy(np.stack(masks).astype(np.float32)),
+    [B, T, 34] and the band mask [B, 34] of ``spec.batch`` fresh mixtures from ``files``; with a
+    teacher, batch ``index mod pool`` of its pool (the same mixtures as the plain stream's batch
+    of that index), the targets blended with the teacher's."""
+    if spec.teacher is not None:
+        return _pool_batch(spec, spec.teacher, files, index)
+    examples = _examples(spec, files, index, teacher=False)
+    return _tensors(
+        np.stack([e.features for e in examples]),
+        np.stack([e.gains for e in examples]),
+        np.stack([e.strengths for e in examples]),
+        np.stack([e.band_mask for e in examples]),
     )
 
 

@@ -53,6 +53,7 @@ from model.network import NetworkConfig, PercepNet, count_parameters
 from model.onthefly import OpusCoding, StreamSpec, train_stream
 from model.runtime import sha256_of
 from model.splits import split_named
+from model.teacher import TeacherSpec
 from model.training_record import data_record, find_record, hardware_record
 
 GAMMA = 0.5  # power compression of gains in the loss
@@ -413,6 +414,19 @@ def changed_options(
     }
 
 
+def teacher_spec(args: argparse.Namespace, cache_dir: Path) -> TeacherSpec | None:
+    """The stream's teacher (``--teacher-blend`` above 0), its pool cached under ``cache_dir``;
+    SystemExit with an ``error:`` line for options that cannot work together."""
+    if args.teacher_blend == 0:
+        return None
+    if not args.on_the_fly:
+        raise SystemExit("error: --teacher-blend needs --on-the-fly (the teacher fills a pool)")
+    try:
+        return TeacherSpec(args.teacher_blend, args.teacher_pool_batches, str(cache_dir))
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
 def train(args: argparse.Namespace) -> Path:
     """Train (or resume) and return the path of the checkpoint with the best dev PESQ-WB
     (the last one when no epoch has ended)."""
@@ -444,14 +458,15 @@ def train(args: argparse.Namespace) -> Path:
         args.seed + 1,
         MixtureRecipe(),
     )
+    cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     stream_spec = StreamSpec(
         str(args.data_dir),
         args.seed,
         args.batch,
         recipe,
         OpusCoding(share=args.opus_share) if args.opus_share > 0 else None,
+        teacher_spec(args, cache_dir),
     )
-    cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     print(f"feature cache: {cache_dir}", flush=True)
     speech = train_files.speech
     train_data = None
@@ -717,6 +732,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=100,
         help="on the fly: steps between dev evaluations and checkpoints",
+    )
+    parser.add_argument(
+        "--teacher-blend",
+        type=float,
+        default=0.0,
+        help="on the fly: weight of DeepFilterNet3's band gains and strengths in the targets "
+        "(distillation, blended with the oracle's; 0: oracle only)",
+    )
+    parser.add_argument(
+        "--teacher-pool-batches",
+        type=int,
+        default=200,
+        help="with --teacher-blend: the stream cycles over this many batches, each made "
+        "once and cached beside the feature cache",
     )
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument(
