@@ -71,9 +71,8 @@ def test_a_teacher_stream_cycles_over_a_pool_made_once(
 
     monkeypatch.setattr(teacher, "deepfilternet_enhance", half)
     plain = StreamSpec(str(tmp_path), seed=3, batch=2, recipe=ONE_SECOND, opus=None)
-    pooled = dataclasses.replace(
-        plain, teacher=TeacherSpec(blend=1.0, pool_batches=2, cache_dir=str(tmp_path / "c"))
-    )
+    taught = TeacherSpec(blend=1.0, pool_batches=2, cache_dir=str(tmp_path / "c"))
+    pooled = dataclasses.replace(plain, teacher=taught)
     first = make_batch(pooled, files, 1)
     assert len(calls) == 2  # one teacher call per mixture
     # the pool's batch holds the plain stream's mixtures, with the teacher's targets
@@ -90,7 +89,7 @@ def test_a_teacher_stream_cycles_over_a_pool_made_once(
     assert not torch.equal(make_batch(pooled, files, 2)[0], first[0])
     # another blend reuses the pool: halfway between the oracle and the teacher
     blended = make_batch(
-        dataclasses.replace(pooled, teacher=dataclasses.replace(pooled.teacher, blend=0.5)),
+        dataclasses.replace(pooled, teacher=dataclasses.replace(taught, blend=0.5)),
         files,
         1,
     )
