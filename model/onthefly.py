@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
 import av
@@ -136,12 +136,18 @@ def _taught(example: Example) -> tuple[np.ndarray, np.ndarray]:
     return example.teacher_gains, example.teacher_strengths
 
 
+@cache
+def _pool_folder(plain: StreamSpec, files: Split, cache_dir: str) -> Path:
+    """The pool's folder (once per process: the key reads every file of the split)."""
+    return pool_folder(Path(cache_dir), plain.as_dict(), files)
+
+
 def _pool_batch(spec: StreamSpec, teacher: TeacherSpec, files: Split, index: int) -> Batch:
     """Batch ``index mod pool`` of the teacher's pool (made and cached on first use), its
     targets blended."""
     position = index % teacher.pool_batches
     plain = dataclasses.replace(spec, teacher=None)
-    path = pool_folder(Path(teacher.cache_dir), plain.as_dict()) / f"batch_{position:06d}.npz"
+    path = _pool_folder(plain, files, teacher.cache_dir) / f"batch_{position:06d}.npz"
     arrays = load_pool_batch(path)
     if arrays is None:
         examples = _examples(plain, files, position, teacher=True)

@@ -25,6 +25,8 @@ import numpy as np
 
 from dsp.constants import DSP_VERSION
 from dsp.offline import compute_oracle_targets
+from model.feature_cache import code_digest, files_digest
+from model.splits import Split
 
 POOL_FORMAT_VERSION = 1
 TEACHER_GAMMA = 0.5  # blend in the loss's power-compressed domain (``model.train.GAMMA``)
@@ -102,12 +104,15 @@ def blend_targets(
     return (mixed ** (1.0 / TEACHER_GAMMA)).astype(oracle.dtype)
 
 
-def pool_folder(cache_dir: Path, stream: dict[str, object]) -> Path:
-    """Where the pool of a stream (``StreamSpec.as_dict()`` less its teacher) is cached: named
-    by a hash of everything that shapes a batch."""
+def pool_folder(cache_dir: Path, stream: dict[str, object], files: Split) -> Path:
+    """Where the pool of a stream (``StreamSpec.as_dict()`` less its teacher) drawn from
+    ``files`` is cached: named by a hash of everything that shapes a batch (as the feature
+    cache's key, plus the teacher and the stream's options)."""
     payload = {
         "format": POOL_FORMAT_VERSION,
         "dsp": DSP_VERSION,
+        "code": code_digest(),
+        "files": files_digest(files),
         "teacher": teacher_name(),
         "stream": stream,
     }
