@@ -98,8 +98,7 @@ def measure(extra_env: dict[str, str], seconds: float) -> list[float]:
         if browser is not None:
             browser.terminate()
             browser.wait(15)
-        served.process.terminate()
-        served.process.wait(30)
+        served.stop()
         shutil.rmtree(profile, ignore_errors=True)
     bursts = [to_epoch + send_times[i] for i in range(0, len(send_times), BURST_EVERY_FRAMES)]
     first = bursts[0] + SETTLE_SECONDS if bursts else 0.0

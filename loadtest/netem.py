@@ -209,8 +209,7 @@ def _inside(args: argparse.Namespace) -> None:
                 continue
             rows.append(asyncio.run(_measure(served.url, fault, clean, sent)))
     finally:
-        served.process.terminate()
-        served.process.wait(30)
+        served.stop()
     _print(rows)
 
 

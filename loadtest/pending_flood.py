@@ -156,8 +156,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         usage.sample()
         metrics = httpx.get(served.url + "/metrics", timeout=5).text
     finally:
-        served.process.terminate()
-        served.process.wait(30)
+        served.stop()
     refused = sum(n for label, n in counts.items() if label.startswith(("429", "503")))
     return {
         "joins": args.joins,

@@ -52,6 +52,11 @@ class ServedRelay:
         """What the process printed (when started with ``capture_output``), once it has ended."""
         return self.process.stdout.read() if self.process.stdout else ""
 
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM (the relay drains, then exits) and wait for the exit."""
+        self.process.terminate()
+        self.process.wait(timeout_s)
+
 
 def serve_on_loopback(
     env: Mapping[str, str] | None = None,

@@ -113,8 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             results = asyncio.run(measure(owner, other, args.requests))
         finally:
             for node in nodes:
-                node.process.terminate()
-                node.process.wait(30)
+                node.stop()
             redis.stop()
     print(f"{args.requests} requests of each kind and path, interleaved, loopback")
     print("| request | direct: median / p95 ms | via the other node | added: median of pairs |")

@@ -182,8 +182,7 @@ def run(args: argparse.Namespace) -> list[Sample]:
         expected = seconds * 50
         print(f"frames heard per participant: {min(heard)}-{max(heard)} of about {expected:.0f}")
     finally:
-        served.process.terminate()
-        served.process.wait(30)
+        served.stop()
     for line in verdict(samples, idle_before, idle_after):
         print(line)
     return samples

@@ -78,6 +78,13 @@ def browser_heard_by_a_peer(
     return asyncio.run(listen())
 
 
+def assert_heard(state: dict[str, object], listener: Peer, what: str) -> None:
+    """The browser joined (``what`` says how, when it did not) and the peer heard it."""
+    assert state, f"{what} never joined and sent audio"
+    assert state["connection_state"] == "connected"
+    assert len(listener.recorder.arrivals) > 100
+
+
 def test_chromium_joins_from_the_page_and_a_peer_hears_it_enhanced(tmp_path: Path) -> None:
     clean, noisy = noisy_speech(6.0, snr_db=5.0)
     wav = tmp_path / "microphone.wav"
@@ -123,11 +130,8 @@ def test_chromium_joins_through_one_node_a_room_on_another(tmp_path: Path) -> No
             120.0,
         )
     finally:
-        served.process.terminate()
-        served.process.wait(30)
-    assert state, "Chromium never joined the other node's room and sent enhanced audio"
-    assert state["connection_state"] == "connected"
-    assert len(listener.recorder.arrivals) > 100
+        served.stop()
+    assert_heard(state, listener, "Chromium (the other node's room)")
 
 
 def test_chromium_joins_from_the_page_over_https(tmp_path: Path) -> None:
@@ -150,11 +154,8 @@ def test_chromium_joins_from_the_page_over_https(tmp_path: Path) -> None:
             verify=trusted,
         )
     finally:
-        served.process.terminate()
-        served.process.wait(30)
-    assert state, "Chromium never joined over HTTPS and sent enhanced audio"
-    assert state["connection_state"] == "connected"
-    assert len(listener.recorder.arrivals) > 100
+        served.stop()
+    assert_heard(state, listener, "Chromium (over HTTPS)")
 
 
 FIREFOX = next((shutil.which(n) for n in ("firefox-esr", "firefox") if shutil.which(n)), None)
@@ -191,8 +192,5 @@ def test_firefox_joins_from_the_page(tmp_path: Path) -> None:
             lambda page: [firefox, "--headless", "--no-remote", "--profile", str(profile), page],
             120.0,
         )
-    frames_heard = len(listener.recorder.arrivals)
-    assert state, "Firefox never joined and sent audio"
-    assert state["connection_state"] == "connected"
-    assert frames_heard > 100
+    assert_heard(state, listener, "Firefox")
     print(f"\nfirefox: {state['frames']}")

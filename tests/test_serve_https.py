@@ -39,8 +39,7 @@ def test_a_peer_joins_over_https(tmp_path: Path) -> None:
         with pytest.raises(httpx.HTTPError):  # no plain HTTP on the TLS port
             httpx.get(plain + "/livez")
     finally:
-        served.process.terminate()
-        served.process.wait(30)
+        served.stop()
 
 
 def serve_once(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
