@@ -319,8 +319,8 @@ def _evaluation_config(eval_dir: Path) -> dict:
 
 
 def _stream_note(checkpoint: dict[str, Any]) -> str:
-    """What an on-the-fly run trained on (``model.onthefly``): how many fresh mixtures, how
-    much audio, and how much of it Opus-coded."""
+    """What an on-the-fly run trained on (``model.onthefly``): how many mixtures, how much
+    audio, whether fresh or from the teacher's pool, and how much of it Opus-coded."""
     stream = checkpoint["stream"]
     mixtures = checkpoint["stream_batches"] * stream["batch"]
     hours = mixtures * stream["recipe"]["segment_seconds"] / 3600
@@ -332,9 +332,18 @@ def _stream_note(checkpoint: dict[str, Any]) -> str:
         if opus
         else ""
     )
+    teacher = stream.get("teacher")
+    if teacher:  # ``model.teacher``: batch k of the stream is batch k mod pool of a fixed pool
+        distinct = min(checkpoint["stream_batches"], teacher["pool_batches"]) * stream["batch"]
+        drawn = (
+            f"cycling over a pool of {teacher['pool_batches']} batches made once "
+            f"({distinct:,} distinct mixtures, each with {teacher['teacher']}'s targets)"
+        )
+    else:
+        drawn = "each mixed fresh for its step (no cache, none seen twice)"
     return (
         f"{mixtures:,} mixtures of {stream['recipe']['segment_seconds']:g} s ({hours:.1f} h "
-        f"of audio), each mixed fresh for its step (no cache, none seen twice){coded}"
+        f"of audio), {drawn}{coded}"
     )
 
 

@@ -111,9 +111,18 @@ def loss_record(args: argparse.Namespace) -> dict[str, Any]:
             f"pause stage: a gain above its target in frames without speech costs "
             f"{1 + args.pause_stage_weight:g}×"
         )
+    targets = (
+        "the oracle band gains and comb strengths of each mixture "
+        "(dsp.offline.compute_oracle_targets against its clean target)"
+    )
+    if args.teacher_blend:
+        targets = (
+            f"a blend, in the loss's power-compressed domain, of {1 - args.teacher_blend:g} × "
+            f"{targets} and {args.teacher_blend:g} × those that turn the mixture into "
+            "DeepFilterNet3's output (distillation, model.teacher)"
+        )
     return {
-        "targets": "the oracle band gains and comb strengths of each mixture "
-        "(dsp.offline.compute_oracle_targets against its clean target)",
+        "targets": targets,
         "terms": terms,
         "quality_predictors": [],  # never a DNSMOS-like network (issue 25)
     }

@@ -196,3 +196,21 @@ def test_the_model_card_says_what_an_on_the_fly_run_heard() -> None:
     assert "50% of the inputs coded by Opus" in note and "16/24/32/48/64 kb/s" in note
     without = dataclasses.replace(spec, opus=None)
     assert "Opus" not in _stream_note({"stream": without.as_dict(), "stream_batches": 1})
+    assert "none seen twice" in note
+    from model.teacher import TeacherSpec
+
+    taught = dataclasses.replace(spec, teacher=TeacherSpec(0.5, 200, "cache"))
+    note = _stream_note({"stream": taught.as_dict(), "stream_batches": 750})
+    assert "none seen twice" not in note
+    assert "cycling over a pool of 200 batches made once (3,200 distinct mixtures" in note
+
+
+def test_the_training_record_states_a_teacher_blend_in_the_targets() -> None:
+    plain = train.loss_record(train.parse_args([]))
+    assert plain["targets"].startswith("the oracle band gains")
+    assert plain["quality_predictors"] == []
+    taught = train.loss_record(train.parse_args(["--on-the-fly", "--teacher-blend", "0.3"]))
+    assert taught["targets"].startswith("a blend, in the loss's power-compressed domain, of 0.7 ×")
+    assert "0.3 × those that turn the mixture into DeepFilterNet3's output" in taught["targets"]
+    paused = train.loss_record(train.parse_args(["--pause-stage-minutes", "10"]))
+    assert paused["terms"][-1].endswith("costs 21×")  # the default stage weight, 20
