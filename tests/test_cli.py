@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -423,10 +424,11 @@ def test_bench_dsp_prints_a_table_and_writes_json(
 def test_bench_dsp_checks_the_cpu_targets_against_the_same_runs_medians() -> None:
     from loadtest.bench_dsp import cpu_targets, format_table
 
-    row = {"median_us": 0.0, "p99_us": 0.0, "mean_us": 0.0, "max_us": 0.0}
+    row: dict[str, Any] = {"median_us": 0.0, "p99_us": 0.0, "mean_us": 0.0, "max_us": 0.0}
     row |= {"realtime_percent": 0.0, "call": "x", "first_call_s": 0.0}
-    result = {
-        "config": {"hop_samples": 480, "sample_rate_hz": 48000, "iterations": 1},
+    config = {"hop_samples": 480, "sample_rate_hz": 48000, "iterations": 1, "warmup": 0}
+    result: dict[str, Any] = {
+        "config": config | {"seconds": 1.0},
         "platform": {"cpu": "cpu", "cpu_count": 1, "numba": "0"},
         "dsp": row,
         "rnnoise": None,
@@ -434,7 +436,6 @@ def test_bench_dsp_checks_the_cpu_targets_against_the_same_runs_medians() -> Non
         "enhancer_ratio_median": 0.6,
         "model_int8": row | {"median_us": 120.0},
     }
-    result["config"] |= {"warmup": 0, "seconds": 1.0}
     result["targets"] = cpu_targets(result)
     assert [(t["measured"], t["met"]) for t in result["targets"]] == [(0.6, False), (120.0, True)]
     table = format_table(result)
