@@ -1,6 +1,7 @@
 """The user documents stay true to the code: every setting is in the reference table with its
-default, every ``PNR_`` variable the documents name exists, and every relative link (and its
-``#anchor``) resolves."""
+default, every ``PNR_`` variable the documents name exists, every relative link (and its
+``#anchor``) resolves, and the README's quality table and gap to DeepFilterNet3 are the model
+card's."""
 
 from __future__ import annotations
 
@@ -102,3 +103,52 @@ def test_the_anchor_rule_follows_github() -> None:
     assert _anchor(" Network faults and soak") == "network-faults-and-soak"
     assert _anchor(" HTTP API and configuration") == "http-api-and-configuration"
     assert _anchor(" Cleaning files: `denoise`") == "cleaning-files-denoise"
+
+
+README_SYSTEMS = {
+    "noisy input": "noisy",
+    "RNNoise": "rnnoise",
+    "WebRTC NS (16 kHz)": "webrtc_ns",
+    "DeepFilterNet3": "deepfilternet3",
+    "this model, int8": "percepnet_int8",
+}
+
+
+def _table_rows(text: str, first_header: str) -> list[dict[str, str]]:
+    """The rows of the first Markdown table in ``text`` whose first header is
+    ``first_header``, as {header: cell} with bold marks removed."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header} |"))
+    headers = [cell.strip() for cell in lines[start].strip("|").split("|")]
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip().replace("**", "") for cell in line.strip("|").split("|")]
+        rows.append(dict(zip(headers, cells, strict=True)))
+    return rows
+
+
+def test_the_readmes_quality_table_is_the_model_cards() -> None:
+    card = (ROOT / "model" / "weights" / "MODEL_CARD.md").read_text()
+    quality = (ROOT / "README.md").read_text().split("## Quality", 1)[1].split("\n## ", 1)[0]
+    card_rows = {r["system"]: r for r in _table_rows(card, "SNR (dB)") if r["SNR (dB)"] == "all"}
+    readme_rows = _table_rows(quality, "system")
+    assert {README_SYSTEMS[r["system"]] for r in readme_rows} >= {
+        "rnnoise",
+        "deepfilternet3",
+        "percepnet_int8",
+    }
+    columns = {"PESQ-WB": "PESQ-WB", "STOI": "STOI", "SI-SDR (dB)": "SI-SDR (dB)"}
+    columns |= {"DNSMOS P.808": "DNSMOS P.808", "DNSMOS OVRL": "DNSMOS OVRL"}
+    columns |= {"CPU µs / 10 ms": "CPU µs / 10 ms"}
+    for row in readme_rows:
+        measured = card_rows[README_SYSTEMS[row["system"]]]
+        for readme_column, card_column in columns.items():
+            if row[readme_column]:  # the noisy input has no CPU figure
+                assert row[readme_column] == measured[card_column], (row["system"], readme_column)
+    # the gap to DeepFilterNet3, stated in words, is the card's
+    gap_section = card.split("Gap to DeepFilterNet3", 1)[1]
+    (gap,) = [r for r in _table_rows(gap_section, "SNR (dB)") if r["SNR (dB)"] == "all"]
+    for metric in ("PESQ-WB", "STOI", "SI-SDR (dB)", "DNSMOS P.808", "DNSMOS OVRL"):
+        assert gap[metric].lstrip("+-") in quality, f"the README's gap in {metric}"
