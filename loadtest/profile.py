@@ -29,7 +29,7 @@ RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("DSP kernels (numba)", ("dsp/", "Enhancer.")),
     ("state gather/scatter, batching", ("model/runtime.py", "service/batching.py")),
     ("Opus encode (per listener)", ("service/opus.py",)),
-    ("Opus decode (per speaker)", ("aiortc/codecs/opus.py",)),
+    ("Opus decode (per speaker)", ("service/concealment.py", "aiortc/codecs/opus.py")),
     ("SRTP", ("pylibsrtp",)),
     ("ICE, UDP send", ("aioice",)),
     ("RTP/RTCP (aiortc)", ("aiortc/",)),

@@ -6,19 +6,25 @@ it waits for STUN and TURN servers (5 s per join while a TURN server is down), s
 module attributes replaced here, once per process, by wrappers that read this module's current
 choice (a process may host relays with different settings, as the tests do). The decoder goes
 with the buffer: :class:`ConcealingOpusDecoder` conceals the packets the buffer gave up.
+aiortc decodes every track in a thread of its own; :func:`take_encoded_frames` has a receiver
+hand its encoded frames to the relay instead (which decodes them where it enhances them), and
+its decoder thread then ends at once.
 Written against aiortc 1.16 and aioice 0.13, the versions pyproject pins;
 ``tests/test_aiortc_contract.py`` fails when either moves what is replaced here.
 """
 
 from __future__ import annotations
 
+import asyncio
+import queue
+import threading
 from collections.abc import Callable
 
 import aioice.ice
 from aiortc import RTCRtpReceiver, rtcrtpreceiver
 from aiortc.codecs import get_decoder
 from aiortc.codecs.base import Decoder
-from aiortc.jitterbuffer import JitterBuffer
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
@@ -30,6 +36,7 @@ AIOICE_SERIES = "0.13"
 
 _AIORTC_JITTER_BUFFER = JitterBuffer
 _AIORTC_GET_DECODER = get_decoder
+_AIORTC_DECODER_WORKER = rtcrtpreceiver.decoder_worker
 _AIOICE_GET_HOST_ADDRESSES = aioice.ice.get_host_addresses
 _AIOICE_GET_COMPONENT_CANDIDATES = aioice.ice.Connection.get_component_candidates
 
@@ -54,6 +61,31 @@ def _get_decoder(codec: RTCRtpCodecParameters) -> Decoder:
     if _receive_buffer_depth is not None and codec.mimeType.lower() == "audio/opus":
         return ConcealingOpusDecoder()
     return _AIORTC_GET_DECODER(codec)
+
+
+class EncodedFrameTap:
+    """Stands in for a receiver's decoder queue: each ``put((codec, frame))`` of the receiver
+    (on the event loop) hands ``frame`` to ``on_frame``; ``put(None)``, the receiver stopping,
+    hands ``None``."""
+
+    def __init__(self, on_frame: Callable[[JitterFrame | None], None]) -> None:
+        self.on_frame = on_frame
+
+    def put(self, item: tuple[RTCRtpCodecParameters, JitterFrame] | None) -> None:
+        """What the receiver calls for each encoded frame it reassembled."""
+        self.on_frame(None if item is None else item[1])
+
+
+def _decoder_worker(
+    loop: asyncio.AbstractEventLoop,
+    input_q: queue.Queue | EncodedFrameTap,
+    output_q: asyncio.Queue,
+    decode_error: threading.Event,
+) -> None:
+    """What the receiver's decoder thread runs: nothing for a tapped receiver, else aiortc's."""
+    if isinstance(input_q, EncodedFrameTap):
+        return
+    _AIORTC_DECODER_WORKER(loop, input_q, output_q, decode_error)
 
 
 def _get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
@@ -83,6 +115,7 @@ def apply() -> None:
         return
     rtcrtpreceiver.JitterBuffer = _jitter_buffer  # type: ignore[assignment,misc]
     rtcrtpreceiver.get_decoder = _get_decoder
+    rtcrtpreceiver.decoder_worker = _decoder_worker
     aioice.ice.get_host_addresses = _get_host_addresses
     aioice.ice.Connection.get_component_candidates = _get_component_candidates  # type: ignore[method-assign]
     _applied = True
@@ -123,3 +156,16 @@ def count_packets_only(receiver: RTCRtpReceiver, on_packet: Callable[[RtpPacket]
         on_packet(packet)
 
     receiver._handle_rtp_packet = handle  # type: ignore[method-assign]
+
+
+def take_encoded_frames(
+    receiver: RTCRtpReceiver, on_frame: Callable[[JitterFrame | None], None]
+) -> None:
+    """``receiver`` hands ``on_frame`` each encoded frame its jitter buffer releases (on the
+    event loop, timestamps mapped from 0, as its decoder would get them) and ``None`` when it
+    stops; it decodes nothing and its track delivers nothing. Call it before the receiver
+    starts (on the peer connection's ``track`` event)."""
+    apply()
+    if getattr(receiver, "_RTCRtpReceiver__decoder_thread") is not None:  # noqa: B009
+        raise RuntimeError("the receiver has started: its decoder thread has the frames")
+    setattr(receiver, "_RTCRtpReceiver__decoder_queue", EncodedFrameTap(on_frame))  # noqa: B010

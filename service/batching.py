@@ -1,7 +1,10 @@
 """Cross-stream batching: speakers' frames are enhanced together, one model call per hop.
 
-Each of ``shards`` threads owns a queue. A speaker is pinned to one shard (its frames stay in
-order: a speaker has at most one frame in flight). A shard runs on a clock of
+Each of ``shards`` threads owns a queue. A speaker is pinned to one shard (its audio stays in
+order: a speaker is in a shard's queue at most once). What a shard enhances is a
+:class:`Stream`: when it has audio ready it is queued; the shard takes all of it at once (a
+participant's stream decodes its Opus packets there, see :mod:`service.inbound`), and hands
+the results of a batch back to each event loop in one callback. A shard runs on a clock of
 ``clock_seconds``: woken by a frame, it waits for the next tick of the clock, then takes every
 frame queued by then (the speakers whose audio is ready) and runs the DSP per speaker and the
 network once per hop over the batch axis. Speakers' frames arrive at unrelated moments, so
@@ -15,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import math
 import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -28,13 +32,47 @@ from dsp.constants import NUM_FEATURES
 from model.runtime import step_sources
 from service.speaker import ProcessResult, SpeakerPipeline
 
+log = logging.getLogger(__name__)
 
-@dataclass
-class _Job:
+Outcome = ProcessResult | Exception
+
+
+class Stream(Protocol):
+    """One speaker's audio as a shard sees it."""
+
     pipeline: SpeakerPipeline
-    samples: np.ndarray
-    future: asyncio.Future[ProcessResult]
-    loop: asyncio.AbstractEventLoop
+    loop: asyncio.AbstractEventLoop  # where the results are delivered
+
+    def take(self) -> tuple[np.ndarray, object] | None:
+        """On the shard: all the audio ready now and what :meth:`deliver` needs to know about
+        it (None: nothing is ready)."""
+
+    def deliver(self, taken: object, outcome: Outcome) -> None:
+        """On the event loop: the enhanced audio (or the error) of what :meth:`take` gave."""
+
+
+class _FrameJob:
+    """One frame to enhance, its result to a future (:meth:`EnhancerPool.enhance`)."""
+
+    def __init__(
+        self, pipeline: SpeakerPipeline, samples: np.ndarray, future: asyncio.Future[ProcessResult]
+    ) -> None:
+        self.pipeline = pipeline
+        self.loop = future.get_loop()
+        self._samples: np.ndarray | None = samples
+        self._future = future
+
+    def take(self) -> tuple[np.ndarray, object] | None:
+        samples, self._samples = self._samples, None
+        return None if samples is None or self._future.cancelled() else (samples, None)
+
+    def deliver(self, taken: object, outcome: Outcome) -> None:
+        if self._future.done():
+            return
+        if isinstance(outcome, BaseException):
+            self._future.set_exception(outcome)
+        else:
+            self._future.set_result(outcome)
 
 
 def enhance_batch(
@@ -92,7 +130,7 @@ class EnhancerPool:
         self._clock, self._sleep = clock, sleep  # replaceable: tests run on a fake clock
         self.max_batch = max_batch
         self.on_batch = on_batch  # called with each batch's size (metrics)
-        self._queues: list[queue.SimpleQueue[_Job | None]] = [
+        self._queues: list[queue.SimpleQueue[Stream | None]] = [
             queue.SimpleQueue() for _ in range(shards)
         ]
         self._threads = [
@@ -116,16 +154,22 @@ class EnhancerPool:
     def enhance(
         self, shard: int, pipeline: SpeakerPipeline, samples: np.ndarray
     ) -> asyncio.Future[ProcessResult]:
-        """Queue one frame of ``pipeline`` on ``shard``; the future resolves on this loop."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[ProcessResult] = loop.create_future()
+        """Queue one frame of ``pipeline`` on ``shard``; the future resolves on this loop. (A
+        pipeline has one frame queued at a time: await each before the next.)"""
+        future: asyncio.Future[ProcessResult] = asyncio.get_running_loop().create_future()
         if self._closed:
             future.set_exception(RuntimeError("the enhancer pool is closed"))
             return future
-        self._queues[shard].put(_Job(pipeline, samples, future, loop))
+        self.submit(shard, _FrameJob(pipeline, samples, future))
         return future
 
-    def _collect(self, jobs: queue.SimpleQueue[_Job | None], first: _Job) -> list[_Job]:
+    def submit(self, shard: int, stream: Stream) -> None:
+        """``stream`` has audio ready: the shard takes it at its next tick. Submit a stream
+        again only once the shard has taken what it had (the stream knows)."""
+        if not self._closed:
+            self._queues[shard].put(stream)
+
+    def _collect(self, jobs: queue.SimpleQueue[Stream | None], first: Stream) -> list[Stream]:
         if self.clock_seconds > 0:  # wait for the next tick, then take all that is ready
             now = self._clock()
             self._sleep((math.floor(now / self.clock_seconds) + 1) * self.clock_seconds - now)
@@ -141,27 +185,38 @@ class EnhancerPool:
             batch.append(job)
         return batch
 
-    def _run(self, jobs: queue.SimpleQueue[_Job | None]) -> None:
+    def _run(self, jobs: queue.SimpleQueue[Stream | None]) -> None:
         while True:
             first = jobs.get()
             if first is None:
                 return
-            batch = [job for job in self._collect(jobs, first) if not job.future.cancelled()]
-            if not batch:
-                continue
-            try:
-                results: list[ProcessResult | Exception] | None = enhance_batch(
-                    [job.pipeline for job in batch], [job.samples for job in batch]
-                )
-                error: BaseException | None = None
-            except Exception as caught:  # keep the shard alive; the speakers get the error
-                results, error = None, caught
-            if self.on_batch is not None:
-                self.on_batch(len(batch))  # type: ignore[operator]
-            for index, job in enumerate(batch):
-                outcome = results[index] if results is not None else error
-                with contextlib.suppress(RuntimeError):  # that loop is closed
-                    job.loop.call_soon_threadsafe(_resolve, job.future, outcome)
+            taken: list[tuple[Stream, tuple[np.ndarray, object]]] = []
+            for stream in self._collect(jobs, first):
+                try:
+                    ready = stream.take()
+                except Exception:  # a stream that cannot say what it has loses that much
+                    log.exception("a stream failed to hand over its audio")
+                    continue
+                if ready is not None:
+                    taken.append((stream, ready))
+            if taken:
+                self._enhance(taken)
+
+    def _enhance(self, taken: list[tuple[Stream, tuple[np.ndarray, object]]]) -> None:
+        try:
+            results: list[Outcome] = enhance_batch(
+                [stream.pipeline for stream, _ in taken], [ready[0] for _, ready in taken]
+            )
+        except Exception as caught:  # keep the shard alive; the speakers get the error
+            results = [caught] * len(taken)
+        if self.on_batch is not None:
+            self.on_batch(len(taken))  # type: ignore[operator]
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Stream, object, Outcome]]] = {}
+        for (stream, ready), outcome in zip(taken, results, strict=True):
+            by_loop.setdefault(stream.loop, []).append((stream, ready[1], outcome))
+        for loop, deliveries in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # that loop is closed
+                loop.call_soon_threadsafe(_deliver, deliveries)
 
     def close(self) -> None:
         """Stop the shard threads after the frames already queued."""
@@ -174,10 +229,10 @@ class EnhancerPool:
             thread.join(5.0)
 
 
-def _resolve(future: asyncio.Future[ProcessResult], outcome: object) -> None:
-    if future.done():
-        return
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)  # type: ignore[arg-type]
+def _deliver(deliveries: list[tuple[Stream, object, Outcome]]) -> None:
+    """On an event loop: one batch's results to their streams."""
+    for stream, taken, outcome in deliveries:
+        try:
+            stream.deliver(taken, outcome)
+        except Exception:  # one stream's fault must not cost the others their audio
+            log.exception("delivering enhanced audio failed")

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import av
 import numpy as np
-from aiortc import RTCPeerConnection
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc import RTCPeerConnection, RTCRtpReceiver
 
-from service.audio_frames import FRAME_SAMPLES, frame_to_mono
-from service.batching import EnhancerPool
-from service.concealment import is_concealed
+from service import aiortc_patches
+from service.audio_frames import FRAME_SAMPLES
+from service.batching import EnhancerPool, Outcome
+from service.inbound import InboundAudio, Received
 from service.metrics import RelayMetrics
 from service.speaker import EnhancementSettings, SpeakerPipeline
 from service.tracks import MixedAudioTrack
@@ -42,7 +39,9 @@ class ParticipantCounters:
 
 @dataclass
 class Participant:
-    """A peer in a room. Its inbound audio is enhanced once and fed to the room's mixer."""
+    """A peer in a room. Its inbound audio is enhanced once and fed to the room's mixer: its
+    receiver hands the Opus packets to an :class:`InboundAudio`, decoded and enhanced on the
+    participant's shard, and each result comes back to :meth:`_on_audio` (no task of its own)."""
 
     id: str
     key: str
@@ -63,9 +62,7 @@ class Participant:
     has_inbound_audio: bool = False
     listens: bool = True  # False for send-only peers (WHIP ingest): nothing is mixed for them
     counters: ParticipantCounters = field(default_factory=ParticipantCounters)
-    _queue: deque[tuple[np.ndarray, float]] = field(default_factory=deque)
-    _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
-    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    inbound: InboundAudio | None = None
     _leftover: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
     closed: bool = False
 
@@ -78,68 +75,54 @@ class Participant:
     def settings(self, value: EnhancementSettings) -> None:
         self.pipeline.settings = value
 
-    def start_receiving(self, track: MediaStreamTrack) -> None:
-        """Enhance and mix the audio arriving on ``track``."""
+    def start_receiving(self, receiver: RTCRtpReceiver) -> None:
+        """Enhance and mix the audio ``receiver`` gets (call it on the ``track`` event)."""
         if self.has_inbound_audio or self.closed:
             return
         self.has_inbound_audio = True
         self.last_audio_at = time.monotonic()
-        self._tasks.append(asyncio.create_task(self._read(track), name=f"read-{self.id}"))
-        self._tasks.append(asyncio.create_task(self._process(), name=f"enhance-{self.id}"))
+        self.inbound = InboundAudio(
+            self.pipeline,
+            self.pool,
+            self.shard,
+            self.max_queued_frames,
+            self._on_audio,
+            self._count_dropped,
+        )
+        aiortc_patches.take_encoded_frames(receiver, self._on_packet)
 
-    async def _read(self, track: MediaStreamTrack) -> None:
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            arrival = time.monotonic()
-            self.last_audio_at = arrival
-            self.counters.frames_received += 1
-            if is_concealed(frame):
-                self.counters.frames_concealed += 1
-                self.metrics.frames_concealed.inc()
-            try:
-                if not isinstance(frame, av.AudioFrame):
-                    raise ValueError(f"not an audio frame: {type(frame).__name__}")
-                samples = frame_to_mono(frame)
-            except ValueError as error:
-                log.warning("participant %s: unusable frame: %s", self.id, error)
-                self._count_dropped("bad_frame")
-                continue
-            if len(self._queue) >= self.max_queued_frames:
-                self._queue.popleft()  # enhancement is behind real time: lose the oldest
-                self._count_dropped("behind")
-            self._queue.append((samples, arrival))
-            self._wakeup.set()
+    def _on_packet(self, frame: object) -> None:
+        if frame is not None:
+            self.last_audio_at = time.monotonic()
+        assert self.inbound is not None
+        self.inbound.put(frame)  # type: ignore[arg-type]
 
     def _count_dropped(self, reason: str) -> None:
         self.counters.frames_dropped += 1
         self.metrics.frames_dropped.labels(reason).inc()
 
-    async def _process(self) -> None:
-        while True:
-            while not self._queue:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-            samples, arrival = self._queue.popleft()
-            try:
-                result = await self.pool.enhance(self.shard, self.pipeline, samples)
-            except Exception:  # never lose the voice to an enhancer fault: pass it through
-                log.exception("participant %s: enhancement failed", self.id)
-                self.counters.frames_passed_through += 1
-                self.metrics.frames_passed.labels("error").inc()
-                self._to_mixer(samples, None)
-                continue
-            if result.enhanced:
-                self.counters.frames_enhanced += 1
-                self.metrics.frames_enhanced.inc()
-                self.metrics.hop_seconds.observe(result.seconds_per_hop)
-            else:
-                self.counters.frames_passed_through += 1
-                self.metrics.frames_passed.labels("disabled").inc()
-            self.metrics.lag_seconds.observe(time.monotonic() - arrival)
-            self._to_mixer(result.samples, result.speech_probability)
+    def _on_audio(self, received: Received, outcome: Outcome) -> None:
+        """One stretch of this speaker's audio back from the shard (or its failure)."""
+        counters, metrics = self.counters, self.metrics
+        counters.frames_received += received.frames
+        if received.concealed:
+            counters.frames_concealed += received.concealed
+            metrics.frames_concealed.inc(received.concealed)
+        if isinstance(outcome, Exception):  # never lose the voice to an enhancer fault
+            log.error("participant %s: enhancement failed", self.id, exc_info=outcome)
+            counters.frames_passed_through += received.frames
+            metrics.frames_passed.labels("error").inc(received.frames)
+            self._to_mixer(received.samples, None)
+            return
+        if outcome.enhanced:
+            counters.frames_enhanced += received.frames
+            metrics.frames_enhanced.inc(received.frames)
+            metrics.hop_seconds.observe(outcome.seconds_per_hop)
+        else:
+            counters.frames_passed_through += received.frames
+            metrics.frames_passed.labels("disabled").inc(received.frames)
+        metrics.lag_seconds.observe(time.monotonic() - received.arrival)
+        self._to_mixer(outcome.samples, outcome.speech_probability)
 
     def _to_mixer(self, samples: np.ndarray, speech_probability: float | None) -> None:
         """Cut the stream into 20 ms frames for the mixer (clients may use other ptimes), each
@@ -161,16 +144,12 @@ class Participant:
                 self._count_dropped("mixer_overflow")
 
     async def close(self) -> None:
-        """Stop the media tasks and the peer connection (idempotent)."""
+        """Stop the media and the peer connection (idempotent)."""
         if self.closed:
             return
         self.closed = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks.clear()
+        if self.inbound is not None:
+            self.inbound.closed = True
         if self.voice.speaking:
             self.voice.speaking = False
             self.metrics.speaking.dec()

@@ -301,7 +301,10 @@ class Relay:
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
             if track.kind == "audio":
-                participant.start_receiving(track)
+                transceivers = pc.getTransceivers()
+                participant.start_receiving(
+                    next(t.receiver for t in transceivers if t.receiver.track is track)
+                )
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:

@@ -114,7 +114,7 @@ def test_the_decoder_thread_gets_its_decoder_through_the_replaced_name(patched) 
 
     from service.concealment import ConcealingOpusDecoder
 
-    source = inspect.getsource(rtcrtpreceiver.decoder_worker)
+    source = inspect.getsource(aiortc_patches._AIORTC_DECODER_WORKER)
     assert "decoder = get_decoder(codec)" in source
     assert "frames = decoder.decode(encoded_frame)" in source and "for frame in frames" in source
     assert aiortc_patches._AIORTC_GET_DECODER is get_decoder
@@ -169,3 +169,45 @@ def test_the_dtls_transport_routes_rtp_through_the_receivers_replaced_handler() 
     packet = RtpPacket(payload_type=111, sequence_number=9, timestamp=960)
     asyncio.run(receiver._handle_rtp_packet(packet, arrival_time_ms=0))
     assert seen == [9]
+
+
+def test_a_tapped_receiver_hands_its_encoded_frames_over_and_starts_no_decoding(
+    patched,
+) -> None:
+    # the receiver puts (codec, frame) on its decoder queue, None when it stops, and its thread
+    # runs the module's decoder_worker with that queue: the tap replaces the queue
+    from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+    assert rtcrtpreceiver.decoder_worker is aiortc_patches._decoder_worker
+    handler = inspect.getsource(RTCRtpReceiver._handle_rtp_packet)
+    assert "self.__decoder_queue.put((codec, encoded_frame))" in handler
+    assert "self.__timestamp_mapper.map(" in handler
+    receive = inspect.getsource(RTCRtpReceiver.receive)
+    assert "target=decoder_worker" in receive and "self.__decoder_queue," in receive
+    stop = inspect.getsource(getattr(RTCRtpReceiver, "_RTCRtpReceiver__stop_decoder"))  # noqa: B009
+    assert "self.__decoder_queue.put(None)" in stop
+    assert list(inspect.signature(aiortc_patches._AIORTC_DECODER_WORKER).parameters) == [
+        "loop", "input_q", "output_q", "decode_error"
+    ]  # fmt: skip
+    aiortc_patches.use_receive_buffer(0)
+    receiver = RTCRtpReceiver("audio", _OpenTransport())  # type: ignore[arg-type]
+    seen: list[JitterFrame | None] = []
+    aiortc_patches.take_encoded_frames(receiver, seen.append)
+    opus = RTCRtpCodecParameters(
+        mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111
+    )
+    getattr(receiver, "_RTCRtpReceiver__codecs")[111] = opus  # noqa: B009 (what receive() sets)
+    setattr(receiver, "_RTCRtpReceiver__decoder_thread", object())  # noqa: B010 (started)
+    for sequence in (5, 6):
+        packet = RtpPacket(
+            payload_type=111, sequence_number=sequence, timestamp=1000 + 960 * sequence
+        )
+        packet.payload = bytes([0xF8, sequence])
+        asyncio.run(receiver._handle_rtp_packet(packet, arrival_time_ms=0))
+    queue = getattr(receiver, "_RTCRtpReceiver__decoder_queue")  # noqa: B009
+    queue.put(None)  # as the receiver stopping puts it
+    assert [f.data if f else None for f in seen] == [bytes([0xF8, 5]), bytes([0xF8, 6]), None]
+    assert [f.timestamp for f in seen if f] == [0, 960]  # mapped from 0, as a decoder gets them
+    aiortc_patches._decoder_worker(None, queue, None, None)  # type: ignore[arg-type]  # returns
+    with pytest.raises(RuntimeError):  # too late once its decoder thread runs
+        aiortc_patches.take_encoded_frames(receiver, seen.append)
