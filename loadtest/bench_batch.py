@@ -3,7 +3,8 @@ and against RNNoise measured in the same run.
 
 For each batch size B, B streams each enhance a 20 ms frame (two hops: DSP per stream, one
 int8 model call per hop over the batch axis, ``service.batching.enhance_batch``); the table
-gives the median cost per stream per 10 ms hop and its ratio to RNNoise's per-frame cost.
+gives the model step alone (per call and per stream), the whole enhancer's median cost per
+stream per 10 ms hop, and its ratio to RNNoise's per-frame cost.
 
     python -m loadtest.bench_batch [--sizes 1,2,4,8,16,32,64] [--frames 200] [--json PATH]
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dsp.constants import HOP_SAMPLES
+from dsp.constants import HOP_SAMPLES, NUM_FEATURES
 from loadtest.bench_dsp import _bench_rnnoise, synthetic_audio
 from model.runtime import DEFAULT_MODEL, ModelRuntime
 from service.batching import enhance_batch
@@ -43,6 +44,22 @@ def bench_batch(runtime: ModelRuntime, size: int, frames: int) -> dict[str, floa
     return {"median_us": float(np.median(times)), "p99_us": float(np.percentile(times, 99))}
 
 
+def bench_model_step(runtime: ModelRuntime, size: int, calls: int) -> dict[str, float]:
+    """Median µs of one model call over ``size`` streams (states in their running range)."""
+    rng = np.random.default_rng(size)
+    features = rng.uniform(-2.5, 2.5, (size, NUM_FEATURES)).astype(np.float32)
+    state = [rng.uniform(-0.9, 0.9, s.shape).astype(np.float32) for s in runtime.zero_state(size)]
+    for _ in range(50):  # warm-up
+        runtime.step_batch(features, *state)
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter_ns()
+        runtime.step_batch(features, *state)
+        times.append((time.perf_counter_ns() - start) / 1000)
+    call = float(np.median(times))
+    return {"model_call_us": call, "model_per_stream_us": call / size}
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -57,16 +74,23 @@ def main(argv: list[str] | None = None) -> None:
     rnnoise, _ = _bench_rnnoise(hops, iterations=3000, warmup=300)
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
-        row = {"batch": size, **bench_batch(runtime, size, args.frames)}
+        row = {
+            "batch": size,
+            **bench_model_step(runtime, size, 10 * args.frames),
+            **bench_batch(runtime, size, args.frames),
+        }
         row["ratio_to_rnnoise"] = row["median_us"] / rnnoise["median_us"]
         rows.append(row)
     print(f"RNNoise (pyrnnoise, same run): median {rnnoise['median_us']:.1f} µs per 10 ms frame")
-    print("| streams batched | µs per stream per hop (median) | p99 | ratio to RNNoise |")
-    print("|---|---|---|---|")
+    print(
+        "| streams batched | model step µs per call | model µs per stream | "
+        "whole enhancer µs per stream per hop (median) | p99 | ratio to RNNoise |"
+    )
+    print("|---|---|---|---|---|---|")
     for row in rows:
         print(
-            f"| {row['batch']} | {row['median_us']:.1f} | {row['p99_us']:.1f} | "
-            f"{row['ratio_to_rnnoise']:.3f} |"
+            f"| {row['batch']} | {row['model_call_us']:.1f} | {row['model_per_stream_us']:.1f} | "
+            f"{row['median_us']:.1f} | {row['p99_us']:.1f} | {row['ratio_to_rnnoise']:.3f} |"
         )
     if args.json:
         args.json.write_text(json.dumps({"rnnoise": rnnoise, "rows": rows}, indent=2))

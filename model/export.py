@@ -2,27 +2,32 @@
 record its SHA-256.
 
     python -m model.export --checkpoint runs/default/checkpoint.pt --out model/weights
+    python -m model.export --onnx model/weights/percepnet-fp32.onnx   # re-quantise shipped
 
 The graph's inputs are one hop's features and the explicit state (conv histories, every GRU's
 hidden state); its outputs are gains, strengths and the next state; the batch axis is dynamic
-so several streams share one call. The exporter checks onnxruntime against PyTorch before it
-writes anything, and the int8 file against the fp32 one.
+so several streams share one call. The int8 graph quantises each stream of a batch on its own
+(``model.quantise``): a stream's output does not depend on its batch-mates, bit for bit. The
+exporter checks onnxruntime against PyTorch before it writes anything, and the int8 file
+against the fp32 one (closeness, and batch independence).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnx.numpy_helper
 import torch
-from onnxruntime.quantization import QuantType, quantize_dynamic
+from google.protobuf.message import DecodeError
 
 from dsp.constants import NUM_FEATURES
 from model.network import NetworkConfig, PercepNet, PercepNetStep, count_parameters
+from model.quantise import quantise_rowwise
 from model.runtime import ModelRuntime, sha256_of
 
 INPUT_NAMES = ["features", "conv1_history", "conv2_history", "gru_state"]
@@ -30,6 +35,7 @@ OUTPUT_NAMES = ["gains", "strengths", "next_conv1_history", "next_conv2_history"
 FP32_NAME = "percepnet-fp32.onnx"
 INT8_NAME = "percepnet-int8.onnx"
 PARITY_TOLERANCE = 1e-4
+INT8_TOLERANCE = 0.05  # max |int8 − fp32| over gains, strengths and states, random inputs
 QUANTISED_OPS = ("MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat")
 
 
@@ -45,7 +51,10 @@ def load_onnx_network(path: Path) -> PercepNet:
     """The sequence network whose weights a fp32 streaming graph written by :func:`export_fp32`
     holds (the inverse of :class:`PercepNetStep`'s layout), so that shipped weights can be
     fine-tuned without the training checkpoint they came from. Refuses int8 graphs."""
-    graph = onnx.load(str(path)).graph
+    try:
+        graph = onnx.load(str(path)).graph
+    except DecodeError:
+        raise ValueError(f"{path}: not an ONNX file") from None
     weights = {init.name: onnx.numpy_helper.to_array(init) for init in graph.initializer}
     if any(w.dtype != np.float32 for w in weights.values()):
         raise ValueError(f"{path}: not a fp32 graph (an int8 file cannot be fine-tuned)")
@@ -142,16 +151,46 @@ def export_fp32(model: PercepNet, path: Path) -> Path:
     return path
 
 
-def quantise_int8(fp32_path: Path, int8_path: Path) -> Path:
-    """Dynamic int8 quantisation of every MatMul weight."""
-    quantize_dynamic(
-        str(fp32_path),
-        str(int8_path),
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        op_types_to_quantize=["MatMul"],
-    )
+def quantise_int8(fp32_path: Path, int8_path: Path, step: PercepNetStep) -> Path:
+    """int8 graph of every MatMul, each stream of a batch quantised on its own; written only
+    once it is within ``INT8_TOLERANCE`` of fp32 and batch-independent (see
+    :func:`check_batch_independence`)."""
+    partial = int8_path.with_suffix(".partial.onnx")
+    quantise_rowwise(fp32_path, partial, step.gru_state_weights())
+    try:
+        int8, fp32 = ModelRuntime(partial), ModelRuntime(fp32_path)
+        inputs = random_inputs(step, 4, seed=7)
+        pairs = zip(int8.step_batch(*inputs), fp32.step_batch(*inputs), strict=True)
+        worst = max(float(np.max(np.abs(a - b))) for a, b in pairs)
+        if worst > INT8_TOLERANCE:
+            raise RuntimeError(f"int8 graph differs from fp32 by {worst:.3f}")
+        check_batch_independence(int8, step)
+    except BaseException:
+        partial.unlink()
+        raise
+    partial.replace(int8_path)
     return int8_path
+
+
+def check_batch_independence(runtime: ModelRuntime, step: PercepNetStep) -> None:
+    """RuntimeError unless each stream's outputs are bitwise the same alone (batch 1) as in
+    batches of 2, 7 and 32, at any row, beside any batch-mates (quiet, loud, reordered)."""
+    rng = np.random.default_rng(11)
+    probe = random_inputs(step, 1, seed=12)
+    alone = runtime.step_batch(*probe)
+    for batch in (2, 7, 32):
+        for loudness in (0.0, 1.0, 20.0):
+            mates = random_inputs(step, batch, seed=batch)
+            mates[0] *= loudness
+            row = int(rng.integers(batch))
+            for mate, mine in zip(mates, probe, strict=True):
+                mate[row] = mine[0]
+            outputs = runtime.step_batch(*mates)
+            if not all(np.array_equal(a[0], b[row]) for a, b in zip(alone, outputs, strict=True)):
+                raise RuntimeError(
+                    f"{runtime.path}: a stream's output changes with its batch-mates "
+                    f"(batch {batch}, row {row})"
+                )
 
 
 def weight_counts(path: Path) -> tuple[int, int]:
@@ -186,7 +225,7 @@ def export_all(model: PercepNet, out_dir: Path) -> dict[str, object]:
     """fp32 and int8 graphs with hashes; returns a summary for the model card."""
     out_dir.mkdir(parents=True, exist_ok=True)
     fp32 = export_fp32(model, out_dir / FP32_NAME)
-    int8 = quantise_int8(fp32, out_dir / INT8_NAME)
+    int8 = quantise_int8(fp32, out_dir / INT8_NAME, PercepNetStep(model).eval())
     for path in (fp32, int8):
         write_sha256(path)
     integer, total = weight_counts(int8)
@@ -202,15 +241,33 @@ def export_all(model: PercepNet, out_dir: Path) -> dict[str, object]:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m model.export``."""
     parser = argparse.ArgumentParser(description="Export a checkpoint to streaming ONNX + int8")
-    parser.add_argument("--checkpoint", required=True, type=Path)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, help="a model.train checkpoint")
+    source.add_argument(
+        "--onnx", type=Path, help="a fp32 streaming graph (re-export and re-quantise its weights)"
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "weights")
     args = parser.parse_args(argv)
-    summary = export_all(load_checkpoint(args.checkpoint), args.out)
-    print(json.dumps(summary, indent=2))
     from model.devset import default_data_dir
-    from model.training_record import record_from_run, write_record
+    from model.training_record import find_record, record_from_run, write_record
 
-    record = record_from_run(args.checkpoint, args.out, default_data_dir())
+    try:
+        if args.checkpoint is not None:
+            model = load_checkpoint(args.checkpoint)
+        else:
+            model = load_onnx_network(args.onnx)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    kept = find_record(args.onnx) if args.onnx is not None else None  # same trained weights
+    summary = export_all(model, args.out)
+    print(json.dumps(summary, indent=2))
+    if args.checkpoint is not None:
+        record = record_from_run(args.checkpoint, args.out, default_data_dir())
+    elif kept is not None:
+        record = kept
+    else:
+        print(f"no training record beside {args.onnx}: none written", file=sys.stderr)
+        return
     print(f"training record: {write_record(record, args.out)}")
 
 

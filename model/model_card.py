@@ -472,7 +472,8 @@ def _card_head(record: dict[str, Any], int8: Path) -> str:
 A PercepNet-style network (Valin et al., Interspeech 2020) that reads 70 features per 10 ms hop
 of 48 kHz audio and predicts 34 band gains and 34 comb-filter strengths for the frame 20 ms
 earlier, inside the `dsp/` enhancer. Shipped as a single-step streaming ONNX graph with explicit
-state, dynamically quantised to int8: `{INT8_NAME}` (SHA-256 `{sha256_of(int8)}`), and its fp32
+state, quantised to int8 with each stream of a batch quantised on its own (so batching never
+changes a stream's output): `{INT8_NAME}` (SHA-256 `{sha256_of(int8)}`), and its fp32
 original for reference. Its training record: `training_record.json`.
 
 | | |

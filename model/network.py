@@ -147,6 +147,18 @@ class PercepNetStep(nn.Module):
         self.gain_head = Affine(trained.gain_head.weight, trained.gain_head.bias)
         self.strength_head = Affine(trained.strength_head.weight, trained.strength_head.bias)
 
+    def gru_state_weights(self) -> list[str]:
+        """The matrices that read GRU states: values in [−1, 1] (a convex mix of tanh outputs,
+        from 0) that use both signs, so int8 can quantise them with a fixed scale. (The conv
+        and first GRU inputs are often one-sided and are quantised per stream instead.)"""
+        layers = range(1, self.config.gru_layers)
+        return [
+            *(f"hidden_maps.{i}.weight_t" for i in range(self.config.gru_layers)),
+            *(f"input_maps.{i}.weight_t" for i in layers),
+            "gain_head.weight_t",
+            "strength_head.weight_t",
+        ]
+
     def state_shapes(self, batch: int) -> tuple[tuple[int, ...], ...]:
         """Shapes of (conv1 history, conv2 history, GRU states) for a batch."""
         c = self.config

@@ -134,9 +134,8 @@ def step_sources(
     """One hop for several streams of the same runtime in one call over the batch axis.
 
     ``features`` is [B, 70], row i for ``sources[i]``; each source's state advances exactly as
-    ``gains_for`` would advance it. Returns gains and strengths, [B, 34] each. (With the int8
-    model, dynamic quantisation scales are per call, so a stream's gains move by ~1e-4 with its
-    batch-mates.)
+    ``gains_for`` would advance it, bit for bit (the int8 graph quantises each row on its own,
+    ``model.quantise``). Returns gains and strengths, [B, 34] each.
     """
     if not sources:
         empty = np.zeros((0, NUM_BANDS), dtype=np.float32)

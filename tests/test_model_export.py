@@ -15,7 +15,13 @@ pytest.importorskip("onnx")
 from signals import add_white_noise, harmonic_tone  # noqa: E402
 
 from dsp.offline import compute_oracle_targets  # noqa: E402
-from model.export import export_all, export_fp32, load_onnx_network, weight_counts  # noqa: E402
+from model.export import (  # noqa: E402
+    export_all,
+    export_fp32,
+    load_onnx_network,
+    random_inputs,
+    weight_counts,
+)
 from model.network import NetworkConfig, PercepNet, PercepNetStep  # noqa: E402
 from model.runtime import (  # noqa: E402
     DEFAULT_MODEL,
@@ -103,10 +109,11 @@ def test_int8_graph_quantises_the_weights_to_one_byte_each(exported: Path) -> No
     assert size < 1.6 * parameters + 20_000  # about one byte per weight, plus graph overhead
 
 
-def test_batched_steps_equal_separate_streams(exported: Path) -> None:
+def test_batched_steps_equal_separate_streams_bit_for_bit(exported: Path) -> None:
     runtime = ModelRuntime(exported / "percepnet-int8.onnx")
     rng = np.random.default_rng(0)
     features = rng.standard_normal((3, 10, 70)).astype(np.float32)
+    features[1] *= 30.0  # a loud batch-mate must not coarsen the others' quantisation
     state = list(runtime.zero_state(3))
     batched = []
     for t in range(10):
@@ -116,9 +123,69 @@ def test_batched_steps_equal_separate_streams(exported: Path) -> None:
         source = ModelGainSource(runtime)
         for t in range(10):
             g, _ = source.gains_for(features[stream, t])
-            # Dynamic quantisation takes one activation scale per call, over the whole batch,
-            # so batch-mates shift each other's gains slightly; far below audibility.
-            np.testing.assert_allclose(g, batched[t][stream], atol=1e-3)
+            np.testing.assert_array_equal(g, batched[t][stream])
+
+
+def test_int8_export_checks_batch_independence_and_closeness_to_fp32(
+    small_model: PercepNet, exported: Path, tmp_path: Path
+) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from model.export import check_batch_independence
+
+    step = PercepNetStep(small_model).eval()
+    check_batch_independence(ModelRuntime(exported / "percepnet-int8.onnx"), step)
+    per_call = tmp_path / "per-call.onnx"  # one activation scale per call, over the batch
+    quantize_dynamic(
+        str(exported / "percepnet-fp32.onnx"),
+        str(per_call),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        op_types_to_quantize=["MatMul"],
+    )
+    with pytest.raises(RuntimeError, match="batch-mates"):
+        check_batch_independence(ModelRuntime(per_call), step)
+    int8 = ModelRuntime(exported / "percepnet-int8.onnx")
+    fp32 = ModelRuntime(exported / "percepnet-fp32.onnx")
+    inputs = random_inputs(step, 5, seed=3)
+    for a, b in zip(int8.step_batch(*inputs), fp32.step_batch(*inputs), strict=True):
+        assert float(np.max(np.abs(a - b))) < 0.05
+
+
+def test_re_export_from_the_fp32_graph_reproduces_both_files_and_keeps_its_record(
+    exported: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from model.export import main
+    from model.training_record import RECORD_NAME, weights_identity, write_record
+
+    source = tmp_path / "shipped"
+    source.mkdir()
+    shutil.copy(exported / "percepnet-fp32.onnx", source)
+    write_record({"format": 1, "weights": weights_identity(source)}, source)
+    main(["--onnx", str(source / "percepnet-fp32.onnx"), "--out", str(tmp_path / "out")])
+    for name in ("percepnet-fp32.onnx", "percepnet-int8.onnx"):
+        assert (tmp_path / "out" / name).read_bytes() == (exported / name).read_bytes(), name
+        assert (tmp_path / "out" / f"{name}.sha256").read_text() == (
+            exported / f"{name}.sha256"
+        ).read_text()
+    assert (tmp_path / "out" / RECORD_NAME).read_text() == (source / RECORD_NAME).read_text()
+
+
+def test_export_command_refuses_a_file_that_is_not_a_fp32_graph(
+    exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from model.export import main
+
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not a model")
+    for source in (garbage, exported / "percepnet-int8.onnx", tmp_path / "absent.onnx"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--onnx", str(source), "--out", str(tmp_path / "out")])
+        assert str(exit_info.value).startswith("error: ")
+        assert str(source) in str(exit_info.value)
+    assert not (tmp_path / "out").exists()
 
 
 def test_shipped_int8_model_is_quantised_and_close_to_fp32(mixture_features: np.ndarray) -> None:
