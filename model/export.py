@@ -225,9 +225,9 @@ def export_all(model: PercepNet, out_dir: Path) -> dict[str, object]:
     """fp32 and int8 graphs with hashes; returns a summary for the model card."""
     out_dir.mkdir(parents=True, exist_ok=True)
     fp32 = export_fp32(model, out_dir / FP32_NAME)
+    write_sha256(fp32)  # before quantising: the int8 check loads it, digest checked
     int8 = quantise_int8(fp32, out_dir / INT8_NAME, PercepNetStep(model).eval())
-    for path in (fp32, int8):
-        write_sha256(path)
+    write_sha256(int8)
     integer, total = weight_counts(int8)
     return {
         "parameters": count_parameters(model),
