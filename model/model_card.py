@@ -264,8 +264,9 @@ def _loss_note(record: dict[str, Any]) -> str:
         verdict = "No quality-predictor network (DNSMOS or similar) was in the loss."
     else:
         verdict = "This run's loss had no quality-predictor network; an earlier run's is unknown."
+    recorded_at = f" (recorded at {loss['recorded_at']})" if loss.get("recorded_at") else ""
     return f"the network's outputs against {loss['targets']}: " + (
-        "; ".join(loss["terms"]) + f". {verdict}"
+        "; ".join(loss["terms"]) + f". {verdict}{recorded_at}"
     )
 
 

@@ -10,6 +10,7 @@ hash), so the card can sum the licences and the loss terms of the whole lineage.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -169,7 +170,7 @@ def record_from_run(checkpoint: Path, weights_dir: Path, data_dir: Path) -> dict
     come from ``checkpoint.pt`` beside it. The record of the weights a fine-tune started from is
     the one its checkpoint kept, else the one still beside that file (by hash). A checkpoint
     from before runs recorded their files gets the training split of ``data_dir`` as it is now,
-    and the record says so."""
+    and one from before loss records the loss its options give; the record says so."""
     import torch
 
     def load(path: Path) -> dict[str, Any]:
@@ -182,6 +183,13 @@ def record_from_run(checkpoint: Path, weights_dir: Path, data_dir: Path) -> dict
         run["data"] = {
             **data_record(split_named(data_dir, "train")),
             "recorded_at": "export (the checkpoint predates recording its files)",
+        }
+    if not run.get("loss") and run.get("args"):
+        from model.train import loss_record, parse_args
+
+        options = vars(parse_args([])) | run["args"]
+        run["loss"] = loss_record(argparse.Namespace(**options)) | {
+            "recorded_at": "export (from the run's options; the checkpoint predates loss records)"
         }
     init_from = run.get("init_from")
     parent = None

@@ -191,3 +191,32 @@ def test_nothing_on_the_shipped_path_imports_the_research_tools() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == ""
+
+
+def test_a_checkpoint_from_before_records_gets_its_files_and_loss_at_export(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from model import training_record
+    from model.splits import AudioFile, Split
+    from model.train import parse_args
+
+    weights = tmp_path / "weights"
+    _export_tiny_network(weights, seed=0)
+    speech = AudioFile(tmp_path / "a.flac", "clean/c/a.flac", "clean", "s1", 48000, 60.0, "CC0", "")
+    monkeypatch.setattr(
+        training_record, "split_named", lambda data_dir, name: Split((speech,), (), ())
+    )
+    options = vars(parse_args(["--pause-stage-minutes", "10", "--pause-stage-weight", "4"]))
+    old = {"config": {}, "args": options, "elapsed": 600.0, "epoch": 3, "history": []}
+    torch.save(old, tmp_path / "checkpoint.pt")
+    record = training_record.record_from_run(tmp_path / "checkpoint.pt", weights, tmp_path)
+    assert record["data"]["files"]["speech"] == ["clean/c/a.flac"]
+    assert record["data"]["licenses"] == [
+        {"kind": "clean", "corpus": "c", "license": "CC0", "minutes": 1.0}
+    ]
+    assert record["data"]["recorded_at"].startswith("export")
+    assert record["loss"]["terms"][-1].endswith("costs 5×")
+    assert "recorded at export (from the run's options" in _loss_note(record)
+    assert record["hardware"] is None and record["init_from"] is None
