@@ -57,14 +57,19 @@ def test_a_take_is_what_the_decoder_thread_would_have_decoded(runtime: ModelRunt
         pool = EnhancerPool(shards=1)  # never used: take is called here, as a shard would
         taken: list[Received] = []
         inbound = InboundAudio(
-            SpeakerPipeline(runtime, EnhancementSettings()), pool, 0, 99, lambda r, o: None, str
+            SpeakerPipeline(runtime, EnhancementSettings()),
+            pool,
+            0,
+            99,
+            lambda r, o: None,
+            lambda reason: None,
         )
         for frame in released(data, lost):
             inbound.put(frame)
             if frame.timestamp in (4 * FRAME, 11 * FRAME):  # two takes: 4 packets, then the rest
                 ready = inbound.take()
                 assert ready is not None and ready[0] is ready[1].samples
-                taken.append(ready[1])  # type: ignore[arg-type]
+                taken.append(ready[1])
         assert inbound.take() is None  # nothing left
         pool.close()
         return taken
