@@ -156,7 +156,7 @@ def quantise_int8(fp32_path: Path, int8_path: Path, step: PercepNetStep) -> Path
     once it is within ``INT8_TOLERANCE`` of fp32 and batch-independent (see
     :func:`check_batch_independence`)."""
     partial = int8_path.with_suffix(".partial.onnx")
-    quantise_rowwise(fp32_path, partial, step.gru_state_weights())
+    quantise_rowwise(fp32_path, partial, step.fixed_scale_weights())
     try:
         int8, fp32 = ModelRuntime(partial), ModelRuntime(fp32_path)
         inputs = random_inputs(step, 4, seed=7)

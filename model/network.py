@@ -147,16 +147,16 @@ class PercepNetStep(nn.Module):
         self.gain_head = Affine(trained.gain_head.weight, trained.gain_head.bias)
         self.strength_head = Affine(trained.strength_head.weight, trained.strength_head.bias)
 
-    def gru_state_weights(self) -> list[str]:
-        """The matrices that read GRU states: values in [−1, 1] (a convex mix of tanh outputs,
-        from 0) that use both signs, so int8 can quantise them with a fixed scale. (The conv
-        and first GRU inputs are often one-sided and are quantised per stream instead.)"""
-        layers = range(1, self.config.gru_layers)
+    def fixed_scale_weights(self) -> list[str]:
+        """The matrices whose int8 export quantises their input with a fixed scale: they read
+        the second convolution's tanh output or GRU states (convex mixes of tanh outputs, from
+        0), values in [−1, 1] that use both signs. The convolutions' windows (features, and
+        conv1's often one-sided tanh outputs) are quantised per stream on their own range;
+        on the dev mixtures a fixed scale there cost 0.01 dB SI-SDR, elsewhere nothing."""
         return [
-            *(f"hidden_maps.{i}.weight_t" for i in range(self.config.gru_layers)),
-            *(f"input_maps.{i}.weight_t" for i in layers),
-            "gain_head.weight_t",
-            "strength_head.weight_t",
+            f"{name}.weight_t"
+            for name, module in self.named_modules()
+            if isinstance(module, Affine) and name not in ("conv1", "conv2")
         ]
 
     def state_shapes(self, batch: int) -> tuple[tuple[int, ...], ...]:

@@ -5,8 +5,8 @@ onnxruntime's ``quantize_dynamic`` takes one activation range per call, over the
 a loud batch-mate coarsens everyone's activations. Here each MatMul ``x·W`` becomes
 
 - weights: int8, one symmetric scale per output column (``max |W[:, j]| / 127``);
-- activations known to lie in [−1, 1] and to use both signs (GRU states): the fixed scale
-  1/127, nothing measured at run time;
+- activations known to lie in [−1, 1] and to use both signs (tanh outputs, GRU states): the
+  fixed scale 1/127, nothing measured at run time;
 - other activations: their own row's range (``ReduceMin``, ``ReduceMax``, widened to hold 0)
   in 255 steps, codes ``round(x / step) − origin`` with the integer ``origin = round(low /
   step)`` (tanh outputs are often one-sided, where this halves the step of a fixed scale), and

@@ -1,0 +1,32 @@
+"""A tiny run of the batching benchmark so that its table cannot rot (figures, not speed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from model.runtime import DEFAULT_MODEL
+
+pytest.importorskip("pyrnnoise")
+
+
+@pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="no shipped model")
+def test_bench_batch_reports_the_model_step_and_the_whole_enhancer_per_stream(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from loadtest.bench_batch import main
+
+    main(["--sizes", "1,3", "--frames", "3", "--json", str(tmp_path / "bench.json")])
+    result = json.loads((tmp_path / "bench.json").read_text())
+    rows = result["rows"]
+    assert [row["batch"] for row in rows] == [1, 3]
+    for row in rows:
+        assert row["model_per_stream_us"] == pytest.approx(row["model_call_us"] / row["batch"])
+        assert row["ratio_to_rnnoise"] == pytest.approx(
+            row["median_us"] / result["rnnoise"]["median_us"]
+        )
+    table = capsys.readouterr().out
+    assert "| streams batched | model step µs per call | model µs per stream |" in table
+    assert sum(line.startswith(("| 1 |", "| 3 |")) for line in table.splitlines()) == 2
