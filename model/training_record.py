@@ -169,8 +169,9 @@ def record_from_run(checkpoint: Path, weights_dir: Path, data_dir: Path) -> dict
     """The record of weights exported to ``weights_dir`` from ``checkpoint``; the run's totals
     come from ``checkpoint.pt`` beside it. The record of the weights a fine-tune started from is
     the one its checkpoint kept, else the one still beside that file (by hash). A checkpoint
-    from before runs recorded their files gets the training split of ``data_dir`` as it is now,
-    and one from before loss records the loss its options give; the record says so."""
+    from before runs recorded their files gets the training split of ``data_dir`` as it is now;
+    the loss is described from the run's options by this code, and where that differs from the
+    description the checkpoint kept, the record says so."""
     import torch
 
     def load(path: Path) -> dict[str, Any]:
@@ -184,13 +185,22 @@ def record_from_run(checkpoint: Path, weights_dir: Path, data_dir: Path) -> dict
             **data_record(split_named(data_dir, "train")),
             "recorded_at": "export (the checkpoint predates recording its files)",
         }
-    if not run.get("loss") and run.get("args"):
+    if run.get("args"):
+        # The loss's description is a function of the run's options; the code exporting knows
+        # every option the code that trained did, and maybe newer ones it failed to describe.
         from model.train import loss_record, parse_args
 
         options = vars(parse_args([])) | run["args"]
-        run["loss"] = loss_record(argparse.Namespace(**options)) | {
-            "recorded_at": "export (from the run's options; the checkpoint predates loss records)"
-        }
+        derived = loss_record(argparse.Namespace(**options))
+        stored = run.get("loss")
+        if stored is None:
+            derived["recorded_at"] = "export, from the run's options (none in the checkpoint)"
+        elif stored != derived:
+            derived["recorded_at"] = (
+                "export, from the run's options (the checkpoint's, written by older code, said "
+                f"the targets were {stored.get('targets')!r})"
+            )
+        run["loss"] = derived
     init_from = run.get("init_from")
     parent = None
     if init_from:

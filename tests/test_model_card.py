@@ -4,6 +4,7 @@ the evaluation, and nothing on the shipped path imports the DNSMOS fine-tune."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -200,7 +201,7 @@ def test_a_checkpoint_from_before_records_gets_its_files_and_loss_at_export(
 
     from model import training_record
     from model.splits import AudioFile, Split
-    from model.train import parse_args
+    from model.train import loss_record, parse_args
 
     weights = tmp_path / "weights"
     _export_tiny_network(weights, seed=0)
@@ -218,5 +219,17 @@ def test_a_checkpoint_from_before_records_gets_its_files_and_loss_at_export(
     ]
     assert record["data"]["recorded_at"].startswith("export")
     assert record["loss"]["terms"][-1].endswith("costs 5×")
-    assert "recorded at export (from the run's options" in _loss_note(record)
+    assert "recorded at export, from the run's options (none in" in _loss_note(record)
     assert record["hardware"] is None and record["init_from"] is None
+    # a checkpoint whose loss description older code wrote: the options decide
+    stale = {"targets": "the oracle's", "terms": [], "quality_predictors": []}
+    teacher = vars(parse_args(["--on-the-fly", "--teacher-blend", "0.5"]))
+    torch.save(old | {"args": teacher, "loss": stale}, tmp_path / "checkpoint.pt")
+    record = training_record.record_from_run(tmp_path / "checkpoint.pt", weights, tmp_path)
+    assert "DeepFilterNet3's output" in record["loss"]["targets"]
+    assert 'said the targets were "the oracle\'s"' in record["loss"]["recorded_at"]
+    # one that agrees with the options is kept as the run's own
+    agreed = loss_record(argparse.Namespace(**teacher))
+    torch.save(old | {"args": teacher, "loss": agreed}, tmp_path / "checkpoint.pt")
+    record = training_record.record_from_run(tmp_path / "checkpoint.pt", weights, tmp_path)
+    assert record["loss"] == agreed and "recorded_at" not in record["loss"]
