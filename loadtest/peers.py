@@ -80,9 +80,8 @@ class EncodedAudioTrack(ArrayAudioTrack):
         )
         encoder = OpusPacketEncoder(settings)
         self.packets = [
-            packet
+            av.Packet(encoder.encode(self._chunk(index)))
             for index in range(-(-self.signal.shape[0] // FRAME))
-            for packet in encoder.encode(self._chunk(index))
         ]
 
     async def recv(self) -> av.Packet:  # type: ignore[override]

@@ -109,11 +109,7 @@ def encode(signal: np.ndarray, fec_loss_percent: int = 0) -> list[bytes]:
     settings = OpusSettings(bitrate=32000, application="voip", fec_loss_percent=fec_loss_percent)
     encoder = OpusPacketEncoder(settings)
     frames = signal.shape[0] // FRAME
-    return [
-        bytes(packet)
-        for index in range(frames)
-        for packet in encoder.encode(signal[index * FRAME : (index + 1) * FRAME])
-    ]
+    return [encoder.encode(signal[index * FRAME : (index + 1) * FRAME]) for index in range(frames)]
 
 
 def simulate(

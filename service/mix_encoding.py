@@ -21,11 +21,9 @@ def silence_packet(settings: OpusSettings) -> bytes:
     """The packet ``settings``' encoder settles on for digital silence."""
     encoder = OpusPacketEncoder(settings)
     packets = [
-        packet
-        for _ in range(SILENCE_WARM_UP_FRAMES)
-        for packet in encoder.encode(np.zeros(FRAME_SAMPLES, np.float32))
+        encoder.encode(np.zeros(FRAME_SAMPLES, np.float32)) for _ in range(SILENCE_WARM_UP_FRAMES)
     ]
-    return bytes(packets[-1])
+    return packets[-1]
 
 
 class MixEncoders:
@@ -47,8 +45,7 @@ class MixEncoders:
                 continue
             encoder = self._encoders.get(speakers) or OpusPacketEncoder(self.settings)
             encoders[speakers] = encoder
-            packets = encoder.encode(mix)
-            payloads[speakers] = bytes(packets[0]) if packets else self.silence
+            payloads[speakers] = encoder.encode(mix)
         self._encoders = encoders
         return payloads
 
