@@ -27,6 +27,9 @@ def test_bench_batch_reports_the_model_step_and_the_whole_enhancer_per_stream(
         assert row["ratio_to_rnnoise"] == pytest.approx(
             row["median_us"] / result["rnnoise"]["median_us"]
         )
+        assert 0 < row["cpu_median_us"] and row["cpu_ratio_to_rnnoise"] == pytest.approx(
+            row["cpu_median_us"] / result["rnnoise"]["median_us"]
+        )
     table = capsys.readouterr().out
     assert "| streams batched | model step µs per call | model µs per stream |" in table
     assert sum(line.startswith(("| 1 |", "| 3 |")) for line in table.splitlines()) == 2
