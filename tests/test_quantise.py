@@ -1,0 +1,115 @@
+"""The batch-independent int8 quantiser against its own arithmetic written out in numpy, on a
+two-layer graph: one input quantised per row on its own range, one at the fixed scale."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnx")
+
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from model.quantise import quantise_rowwise, quantise_weight  # noqa: E402
+from model.runtime import session_options  # noqa: E402
+
+K, H, N = 24, 16, 8
+
+
+@pytest.fixture(scope="module")
+def weights() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {
+        "w1": rng.uniform(-0.5, 0.5, (K, H)).astype(np.float32),
+        "b1": rng.uniform(-0.2, 0.2, H).astype(np.float32),
+        "w2": rng.uniform(-0.5, 0.5, (H, N)).astype(np.float32),
+        "b2": rng.uniform(-0.2, 0.2, N).astype(np.float32),
+    }
+
+
+@pytest.fixture(scope="module")
+def int8_session(
+    weights: dict[str, np.ndarray], tmp_path_factory: pytest.TempPathFactory
+) -> ort.InferenceSession:
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["m1"]),
+        helper.make_node("Add", ["m1", "b1"], ["a1"]),
+        helper.make_node("Tanh", ["a1"], ["h"]),
+        helper.make_node("MatMul", ["h", "w2"], ["m2"]),
+        helper.make_node("Add", ["m2", "b2"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "two_layers",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", K])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", N])],
+        [numpy_helper.from_array(value, name) for name, value in weights.items()],
+    )
+    folder = tmp_path_factory.mktemp("quantise")
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), folder / "f.onnx"
+    )
+    quantise_rowwise(folder / "f.onnx", folder / "q.onnx", fixed_scale_weights=["w2"])
+    return ort.InferenceSession(str(folder / "q.onnx"), session_options())
+
+
+def reference(x: np.ndarray, weights: dict[str, np.ndarray]) -> np.ndarray:
+    """What the int8 graph computes, in float64 from the same integer codes."""
+    codes1, scale1 = quantise_weight(weights["w1"])
+    low = np.minimum(x.min(axis=1, keepdims=True), 0)
+    high = np.maximum(x.max(axis=1, keepdims=True), 0)
+    step = np.maximum(high - low, 1e-30) / 255
+    origin = np.rint(low / step)
+    codes = np.clip(np.rint(x / step) - origin, 0, 255)
+    hidden = np.tanh(step * ((codes + origin) @ codes1) * scale1 + weights["b1"])
+    codes2, scale2 = quantise_weight(weights["w2"])
+    fixed = np.clip(np.rint(hidden * 127), -127, 127)
+    return (fixed @ codes2) * scale2 / 127 + weights["b2"]
+
+
+def test_each_row_is_quantised_on_its_own_range_and_tanh_outputs_at_the_fixed_scale(
+    int8_session: ort.InferenceSession, weights: dict[str, np.ndarray]
+) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-1, 1, (5, K)).astype(np.float32)
+    x[1] = np.abs(x[1]) * 0.01  # one-sided and small: a step of its own, 100× finer
+    x[2] = 0.0  # a fresh stream's zero state
+    x[3] *= 40.0  # a loud row must not coarsen the others
+    (y,) = int8_session.run(None, {"x": x})
+    np.testing.assert_allclose(y, reference(x.astype(np.float64), weights), atol=2e-5)
+    float_y = np.tanh(x @ weights["w1"] + weights["b1"]) @ weights["w2"] + weights["b2"]
+    assert np.max(np.abs(y - float_y)) < 0.05
+
+
+def test_a_rows_output_is_bitwise_the_same_in_any_batch(
+    int8_session: ort.InferenceSession,
+) -> None:
+    rng = np.random.default_rng(2)
+    probe = rng.uniform(-1, 1, (1, K)).astype(np.float32)
+    (alone,) = int8_session.run(None, {"x": probe})
+    for batch in (2, 7, 32):
+        for loudness in (0.0, 1.0, 50.0):
+            x = (rng.uniform(-1, 1, (batch, K)) * loudness).astype(np.float32)
+            row = int(rng.integers(batch))
+            x[row] = probe[0]
+            (y,) = int8_session.run(None, {"x": x})
+            np.testing.assert_array_equal(y[row], alone[0])
+
+
+def test_a_fixed_scale_weight_the_graph_does_not_multiply_by_is_refused(
+    tmp_path: Path, weights: dict[str, np.ndarray]
+) -> None:
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w1"], ["y"])],
+        "one",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", K])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", H])],
+        [numpy_helper.from_array(weights["w1"], "w1")],
+    )
+    onnx.save(helper.make_model(graph), tmp_path / "f.onnx")
+    with pytest.raises(ValueError, match="no MatMul by w2"):
+        quantise_rowwise(tmp_path / "f.onnx", tmp_path / "q.onnx", ["w2"])
