@@ -15,6 +15,7 @@ import httpx
 import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtp import RtpPacket
 
 from service.aiortc_patches import count_packets_only
 from service.audio_frames import frame_to_mono, mono_to_frame
@@ -94,16 +95,36 @@ class EncodedAudioTrack(ArrayAudioTrack):
 
 
 class Recorder:
-    """Collects what a remote audio track delivers, with arrival times."""
+    """Collects what a remote audio track delivers, with arrival times. Frames the relay left
+    unsent while the mix was silent (DTX: the RTP timestamp jumps, the sequence numbers do
+    not) are filled with silence, as a receiver's comfort noise would be, and timed as if
+    they had come every 20 ms before the frame that ended the gap."""
 
     def __init__(self) -> None:
         self.chunks: list[np.ndarray] = []
         self.arrivals: list[float] = []
+        self.gap_frames = 0  # frames filled in, in all
+        self._next_timestamp: int | None = None
         self._task: asyncio.Task[None] | None = None
 
-    def count(self, packet: object) -> None:
+    def _arrived(self, timestamp: int | None, samples: int, chunk: np.ndarray | None) -> None:
+        now = time.monotonic()
+        if timestamp is not None and self._next_timestamp is not None:
+            missing = max(0, (timestamp - self._next_timestamp) // samples)
+            for k in range(missing, 0, -1):
+                if chunk is not None:
+                    self.chunks.append(np.zeros(samples, np.float32))
+                self.arrivals.append(now - k * samples / RATE)
+            self.gap_frames += missing
+        if chunk is not None:
+            self.chunks.append(chunk)
+        self.arrivals.append(now)
+        if timestamp is not None:  # a reordered packet does not move it back
+            self._next_timestamp = max(timestamp + samples, self._next_timestamp or 0)
+
+    def count(self, packet: RtpPacket) -> None:
         """A packet arrived that is not decoded (a listener that only times what it gets)."""
-        self.arrivals.append(time.monotonic())
+        self._arrived(packet.timestamp, FRAME, None)
 
     def attach(self, track: MediaStreamTrack) -> None:
         self._task = asyncio.create_task(self._run(track))
@@ -116,8 +137,7 @@ class Recorder:
                 return
             if not isinstance(frame, av.AudioFrame):
                 continue
-            self.chunks.append(frame_to_mono(frame))
-            self.arrivals.append(time.monotonic())
+            self._arrived(frame.pts, frame.samples, frame_to_mono(frame))
 
     @property
     def samples(self) -> np.ndarray:

@@ -174,6 +174,11 @@ class RelayMetrics:
             "Mixed frames handed to listeners (encoded, or the shared silence packet)",
             registry=r,
         )
+        self.mix_frames_unsent = Counter(
+            "pnr_mix_frames_unsent_total",
+            "Of those, frames not sent at all: the listener's mix was silent (DTX)",
+            registry=r,
+        )
         self.mixer_ticks_late = Counter(
             "pnr_mixer_ticks_skipped_total",
             "Mixer ticks skipped because the loop was late",

@@ -3,8 +3,8 @@
 Listeners who hear the same set of speakers (in a meeting usually everyone but the one who
 talks) get the same mix, so one encoder per set serves them all; its stream lives as long as
 some listener hears that set. A mix of nobody is digital silence: every listener of it gets
-one silence packet encoded at start-up, with no encode at all (Opus DTX would need the
-SILK modes, and the relay sends the CELT-only low-delay mode).
+one silence packet encoded at start-up, with no encode at all, and then mostly nothing
+(``service/dtx.py``).
 """
 
 from __future__ import annotations

@@ -289,7 +289,7 @@ class Relay:
             room=room,
             pc=pc,
             pipeline=SpeakerPipeline(self.runtime, defaults),
-            output=MixedAudioTrack(self.settings.mix_buffer_frames),
+            output=MixedAudioTrack(self.settings.mix_buffer_frames, self.settings.opus_dtx),
             voice=VoiceActivity(self.settings.voice_activity_threshold),
             echo=echo,
             metrics=self.metrics,

@@ -104,10 +104,15 @@ class Room:
         encodes = self.encoders.encodes(mixes)
         self.metrics.mix_encodes.inc(encodes)
         self.metrics.mix_frames_sent.inc(len(listeners))
+        unsent = 0
         for participant_id, heard in listeners.items():
-            dropped = self.participants[participant_id].output.put(payloads[heard])
+            output = self.participants[participant_id].output
+            skipped = output.dtx.skipped_frames
+            dropped = output.put(payloads[heard], silent=not heard)
+            unsent += output.dtx.skipped_frames - skipped
             if dropped:
                 self.metrics.frames_dropped.labels("output_overflow").inc(dropped)
+        self.metrics.mix_frames_unsent.inc(unsent)
         return encodes
 
     def describe(self, with_participants: bool = False) -> dict[str, object]:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import signal
+import socket
 import time
 from types import FrameType
 from typing import Any
@@ -66,6 +67,11 @@ class DrainingServer(uvicorn.Server):
         # a signal handler runs between two steps of the event loop, on its thread
         self._drain_task = asyncio.get_event_loop().create_task(self._drain_then_exit())
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        loop = type(asyncio.get_running_loop())
+        logging.getLogger(__name__).info("event loop: %s.%s", loop.__module__, loop.__name__)
+        await super().startup(sockets)
+
     async def on_tick(self, counter: int) -> bool:
         if self.relay.state == "failed":  # the model or the kernels did not load: exit, loudly
             self.start_failed = self.should_exit = True
@@ -103,6 +109,7 @@ def serve(settings: Settings, runtime: ModelRuntime | None = None) -> bool:
         app,
         host=settings.host,
         port=settings.port,
+        loop=settings.event_loop,
         log_config=None,
         access_log=False,
         lifespan="on",

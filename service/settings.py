@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import ssl
 from pathlib import Path
@@ -113,6 +114,11 @@ class Settings(BaseSettings):
         "hop, every speaker's frame queued by then (0: no clock, a frame goes at once with "
         "whatever else is queued)",
     )
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        "auto",
+        description="the relay's event loop: uvloop (libuv) or asyncio's own; auto: uvloop "
+        "where installed",
+    )
     log_format: Literal["plain", "json"] = "plain"
     log_level: str = "INFO"
     max_body_bytes: int = Field(65536, ge=1024, description="largest accepted signaling body")
@@ -148,6 +154,11 @@ class Settings(BaseSettings):
     opus_channels: int = Field(1, ge=1, le=2, description="1: mono (the mix is mono)")
     opus_application: Literal["lowdelay", "voip", "audio"] = Field(
         "lowdelay", description="Opus mode: lowdelay (CELT only, least delay), voip or audio"
+    )
+    opus_dtx: bool = Field(
+        True,
+        description="send no packets to a listener whose mix is silent (a DTX packet, then a "
+        "refresh every 400 ms, as WebRTC's Opus DTX; receivers play comfort noise)",
     )
     voice_activity_threshold: float = Field(
         0.1,
@@ -193,6 +204,13 @@ class Settings(BaseSettings):
         gt=0,
         description="above this CPU (% of one core) the node takes no new rooms; unset: no limit",
     )
+
+    @field_validator("event_loop")
+    @classmethod
+    def _check_event_loop(cls, value: str) -> str:
+        if value == "uvloop" and importlib.util.find_spec("uvloop") is None:
+            raise ValueError("uvloop is not installed (pip install uvloop), or choose auto")
+        return value
 
     @field_validator("token_secret", "admin_token")
     @classmethod

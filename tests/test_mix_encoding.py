@@ -24,19 +24,24 @@ def _frame(tick: int, speaker: int) -> np.ndarray:
     return (0.1 * np.sin(2 * np.pi * (150 + 70 * speaker) * t / 48000)).astype(np.float32)
 
 
-def _room(names: list[str]) -> tuple[Room, RelayMetrics]:
+def _room(names: list[str], dtx: bool = False) -> tuple[Room, RelayMetrics]:
     metrics = RelayMetrics()
     room = Room("r", metrics, mix_buffer_frames=3, opus=OpusSettings())
     for name in names:
         room.mixer.add(name)
         room.participants[name] = SimpleNamespace(  # type: ignore[assignment]
-            listens=True, connected_at=0.0, closed=False, output=MixedAudioTrack(max_frames=100)
+            listens=True,
+            connected_at=0.0,
+            closed=False,
+            output=MixedAudioTrack(max_frames=100, dtx=dtx),
         )
     return room, metrics
 
 
 def _queued(track: MixedAudioTrack) -> list[bytes]:
-    return [track._queue.get_nowait() for _ in range(track._queue.qsize())]  # type: ignore[misc]
+    """The packets queued on ``track`` (without the frames skipped before each)."""
+    queued = [track._queue.get_nowait() for _ in range(track._queue.qsize())]
+    return [item[0] for item in queued if item is not None]
 
 
 def test_a_room_of_four_with_one_talker_encodes_once_and_everyone_hears_the_others() -> None:
