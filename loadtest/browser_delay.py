@@ -2,10 +2,13 @@
 
 An aiortc peer speaks voiced bursts (200 ms every second) into a room; headless Chromium
 listens from the served page with ``?measure=1``, whose audio worklet logs the wall-clock time
-of each burst onset it hears. Delay = onset heard − burst handed to the speaker's encoder. Two
-relays are measured in the same run: this relay with its defaults (enhancement, low-delay
-receive buffer, mono voice Opus), and a plain aiortc pass-through relay (the same server with
-enhancement off, aiortc's own jitter buffer and aiortc's default Opus settings).
+of each burst onset it hears. Delay = onset heard − burst handed to the speaker's encoder.
+Three relays are measured in the same run: this relay with its defaults (enhancement, low-delay
+receive buffer, mono voice Opus, DTX between bursts: the speaker is silent for 300 ms after
+its 500 ms voice hangover), the same without DTX, and a plain aiortc pass-through relay (the
+same server with enhancement off, aiortc's own jitter buffer and aiortc's default Opus
+settings). Chromium's receiver statistics at the end (``getStats``) show how its jitter buffer
+took the DTX pauses: its mean delay, and the share of samples it concealed.
 
     python -m loadtest.browser_delay [--seconds 15] [--json PATH]
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import re
 import shutil
@@ -21,6 +25,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -36,6 +41,7 @@ BURST_EVERY_FRAMES = 50  # one second
 SETTLE_SECONDS = 3.0
 CONFIGURATIONS = {
     "this relay (defaults)": {},
+    "this relay without DTX": {"PNR_OPUS_DTX": "false"},
     "plain aiortc pass-through relay": {
         "PNR_DEFAULT_ENHANCE": "false",
         "PNR_AIORTC_JITTER_BUFFER": "true",
@@ -46,6 +52,43 @@ CONFIGURATIONS = {
     },
 }
 ONSET = re.compile(r"pnr-onset ([0-9.]+)")
+STATS = re.compile(r"pnr-stats (\{.*?\})")
+UNSENT = re.compile(r"^pnr_mix_frames_unsent_total ([0-9.e+]+)$", re.M)
+
+
+@dataclass
+class Measurement:
+    """One relay's run: a delay per burst heard, the bursts sent after the settling time,
+    Chromium's last receiver statistics and the frames the relay left unsent (DTX)."""
+
+    delays: list[float]
+    bursts: int
+    stats: dict[str, float] = field(default_factory=dict)
+    unsent_frames: float = 0.0
+
+    def row(self) -> dict[str, object]:
+        """The figures of the table and the JSON."""
+        stats = self.stats
+        emitted = stats.get("jitterBufferEmittedCount") or 0
+        received = stats.get("totalSamplesReceived") or 0
+        return {
+            "bursts": self.bursts,
+            "bursts_heard": len(self.delays),
+            "median_ms": 1000 * float(np.median(self.delays)) if self.delays else None,
+            "p95_ms": 1000 * float(np.percentile(self.delays, 95)) if self.delays else None,
+            "spread_ms": (
+                1000 * float(np.percentile(self.delays, 90) - np.percentile(self.delays, 10))
+                if self.delays
+                else None
+            ),
+            "jitter_buffer_ms": 1000 * stats["jitterBufferDelay"] / emitted if emitted else None,
+            "concealed_percent": (
+                100 * stats.get("concealedSamples", 0) / received if received else None
+            ),
+            "packets_lost": stats.get("packetsLost"),
+            "frames_unsent": self.unsent_frames,
+            "browser_stats": stats,
+        }
 
 
 def burst_signal(seconds: float) -> np.ndarray:
@@ -61,11 +104,12 @@ def burst_signal(seconds: float) -> np.ndarray:
     return signal
 
 
-def measure(extra_env: dict[str, str], seconds: float) -> list[float]:
-    """Delays (seconds) of every burst heard by the browser through one relay."""
+def measure(extra_env: dict[str, str], seconds: float) -> Measurement:
+    """The browser's delays through one relay (seconds, one per burst heard), and more."""
     served = serve_on_loopback({"PNR_LOG_LEVEL": "WARNING", **extra_env})
     url = served.url
     onsets: list[float] = []
+    stats: list[dict[str, float]] = []
     profile = tempfile.mkdtemp(prefix="pnr-chromium-")
     browser = None
     try:
@@ -79,7 +123,7 @@ def measure(extra_env: dict[str, str], seconds: float) -> list[float]:
             stderr=subprocess.PIPE,
             text=True,
         )
-        reader = threading.Thread(target=_collect, args=(browser, onsets), daemon=True)
+        reader = threading.Thread(target=_collect, args=(browser, onsets, stats), daemon=True)
         reader.start()
         _wait_for_browser(url)
 
@@ -94,6 +138,8 @@ def measure(extra_env: dict[str, str], seconds: float) -> list[float]:
 
         send_times = asyncio.run(speak())
         to_epoch = time.time() - time.monotonic()
+        found = UNSENT.search(httpx.get(url + "/metrics", timeout=5).text)
+        unsent = float(found[1]) if found else 0.0
     finally:
         if browser is not None:
             browser.terminate()
@@ -108,15 +154,21 @@ def measure(extra_env: dict[str, str], seconds: float) -> list[float]:
         earlier = [b for b in bursts if b <= onset]
         if earlier and earlier[-1] >= first and onset - earlier[-1] < 0.8:
             delays.append(onset - earlier[-1])
-    return delays
+    last = to_epoch + send_times[-1] - 0.8 if send_times else 0.0  # later ones may be unheard
+    counted = sum(1 for b in bursts if first <= b <= last)
+    return Measurement(delays, counted, stats[-1] if stats else {}, unsent)
 
 
-def _collect(browser: subprocess.Popen, onsets: list[float]) -> None:
+def _collect(browser: subprocess.Popen, onsets: list[float], stats: list[dict]) -> None:
     assert browser.stderr is not None
     for line in browser.stderr:
         match = ONSET.search(line)
         if match:
             onsets.append(float(match.group(1)))
+        reported = STATS.search(line)
+        if reported:
+            with contextlib.suppress(ValueError):
+                stats.append(json.loads(reported[1]))
 
 
 def _wait_for_browser(url: str) -> None:
@@ -139,25 +191,33 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if CHROMIUM is None:
         parser.error("this benchmark needs Chromium (Debian package 'chromium')")
-    results = {}
-    for name, extra_env in CONFIGURATIONS.items():
-        delays = measure(extra_env, args.seconds)
-        results[name] = {
-            "bursts": len(delays),
-            "median_ms": 1000 * float(np.median(delays)) if delays else None,
-            "p95_ms": 1000 * float(np.percentile(delays, 95)) if delays else None,
-        }
-    print("| relay | bursts heard | mouth-to-ear median | p95 |")
-    print("|---|---|---|---|")
+    results = {
+        name: measure(extra_env, args.seconds).row() for name, extra_env in CONFIGURATIONS.items()
+    }
+    print(
+        "| relay | bursts heard | mouth-to-ear median | p95 | p10–p90 spread "
+        "| browser jitter buffer | concealed | frames unsent (DTX) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for name, row in results.items():
-        median = f"{row['median_ms']:.0f} ms" if row["median_ms"] is not None else "n/a"
-        p95 = f"{row['p95_ms']:.0f} ms" if row["p95_ms"] is not None else "n/a"
-        print(f"| {name} | {row['bursts']} | {median} | {p95} |")
-    ours, plain = (results[n]["median_ms"] for n in CONFIGURATIONS)
-    if ours and plain:
-        print(f"ratio: {ours / plain:.2f}")
+        print(
+            f"| {name} | {row['bursts_heard']}/{row['bursts']} | {_ms(row['median_ms'])} "
+            f"| {_ms(row['p95_ms'])} | {_ms(row['spread_ms'])} | {_ms(row['jitter_buffer_ms'])} "
+            f"| {_percent(row['concealed_percent'])} | {row['frames_unsent']:.0f} |"
+        )
+    ours, plain = results["this relay (defaults)"], results["plain aiortc pass-through relay"]
+    if ours["median_ms"] and plain["median_ms"]:
+        print(f"ratio: {ours['median_ms'] / plain['median_ms']:.2f}")  # type: ignore[operator]
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
+
+
+def _ms(value: object) -> str:
+    return f"{value:.0f} ms" if isinstance(value, float | int) else "n/a"
+
+
+def _percent(value: object) -> str:
+    return f"{value:.1f} %" if isinstance(value, float | int) else "n/a"
 
 
 if __name__ == "__main__":

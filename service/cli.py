@@ -390,12 +390,14 @@ def _run_serve(args: argparse.Namespace) -> int:
         for field, option in _SERVE_OPTIONS.items()
     }
     settings = _load_settings({key: value for key, value in overrides.items() if value is not None})
+    from service.cluster import end_with_parent, node_count, serve_nodes
+
+    if settings.parent_pid is not None:
+        end_with_parent(settings.parent_pid)
     try:  # before listening: a relay that cannot load its model must not look alive
         runtime = ModelRuntime(settings.model_path)
     except ModelFileError as exc:
         raise CommandError(str(exc)) from exc
-    from service.cluster import node_count, serve_nodes
-
     count = node_count(settings)
     if count > 1:  # each node loads its own copy
         del runtime

@@ -13,6 +13,7 @@ node; each drains, then this process exits.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import secrets
@@ -33,6 +34,7 @@ from service.settings import MAX_PROCESSES, Settings
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.2  # how often the nodes' exit status is checked
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
 
 
 def node_count(settings: Settings) -> int:
@@ -86,6 +88,7 @@ def node_environments(
             "PNR_HOST": settings.host,
             "PNR_PORT": str(port),
             "PNR_PROCESSES": "1",
+            "PNR_PARENT_PID": str(os.getpid()),
             "PNR_NODE_ID": f"{base_id}-{index}",
             "PNR_PUBLIC_URL": with_port(public_url(settings), port),
             "PNR_MODEL_PATH": str(settings.model_path),
@@ -96,6 +99,19 @@ def node_environments(
             env["PNR_SHARED_DIRECTORY"] = directory
         environments.append(env)
     return environments
+
+
+def end_with_parent(parent_pid: int) -> None:
+    """Have this node sent SIGTERM (a drain) when ``parent_pid``, the ``serve`` that started
+    it, dies, even by SIGKILL, rather than live on holding its port (Linux: PR_SET_PDEATHSIG;
+    elsewhere nothing)."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+        log.warning("cannot follow the parent process: %s", os.strerror(ctypes.get_errno()))
+    elif os.getppid() != parent_pid:  # it died before the call
+        raise SystemExit(0)
 
 
 def serve_nodes(settings: Settings, count: int) -> int:

@@ -182,6 +182,11 @@ class Settings(BaseSettings):
         description="AUTHKEY@HOST:PORT of the directory `serve --processes N` shares among its "
         "nodes (set by serve itself)",
     )
+    parent_pid: int | None = Field(
+        None,
+        description="set by `serve` for the nodes it starts (not set by hand): a node drains "
+        "and exits when that process is gone, even killed",
+    )
     public_url: str | None = Field(
         None,
         description="this node's signaling base URL as other nodes and redirected clients "

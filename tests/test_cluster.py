@@ -193,3 +193,27 @@ def test_serve_runs_a_pinned_node_per_core_sharing_a_directory() -> None:
             parent.kill()
             parent.wait()
     assert code == 0, served.output()
+
+
+def running(pid: int) -> bool:
+    """``pid`` exists and has not exited (a zombie waiting to be reaped has)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@needs_model
+def test_nodes_end_when_their_serve_is_killed() -> None:
+    served = serve_on_loopback({"PNR_DRAIN_SECONDS": "1"}, nodes=2, timeout=120)
+    nodes = [pid for pid in process_tree(served.process.pid) if pid != served.process.pid]
+    assert len(nodes) == 2
+    served.process.kill()  # SIGKILL: nothing of serve's own runs
+    served.process.wait()
+    deadline = time.monotonic() + 30
+    while any(map(running, nodes)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [pid for pid in nodes if running(pid)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, "nodes outlived their serve"

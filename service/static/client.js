@@ -46,7 +46,8 @@ function meter(stream, element) {
 }
 
 // Delay measurement (`?measure=1`, used by loadtest/browser_delay.py): logs the wall-clock time
-// of every sound onset in the room's audio, as "pnr-onset <ms since the epoch>".
+// of every sound onset in the room's audio, as "pnr-onset <ms since the epoch>", and every
+// second the receiver's statistics, as "pnr-stats <JSON>".
 const ONSET_WORKLET = `
 class Onsets extends AudioWorkletProcessor {
   constructor() { super(); this.quiet = 0; this.armed = false; }
@@ -74,6 +75,19 @@ async function measureOnsets(stream) {
   const node = new AudioWorkletNode(ctx, "pnr-onsets");
   node.port.onmessage = () => console.log(`pnr-onset ${performance.timeOrigin + performance.now()}`);
   ctx.createMediaStreamSource(stream).connect(node);
+  const fields = [
+    "packetsReceived", "packetsLost", "totalSamplesReceived", "concealedSamples",
+    "silentConcealedSamples", "concealmentEvents", "jitterBufferDelay",
+    "jitterBufferEmittedCount", "insertedSamplesForDeceleration", "removedSamplesForAcceleration",
+  ];
+  setInterval(async () => {
+    if (!state.pc) return;
+    for (const report of (await state.pc.getStats()).values()) {
+      if (report.type === "inbound-rtp" && report.kind === "audio") {
+        console.log(`pnr-stats ${JSON.stringify(Object.fromEntries(fields.map((f) => [f, report[f]])))}`);
+      }
+    }
+  }, 1000);
 }
 
 function waitForIceGathering(pc) {
