@@ -448,6 +448,10 @@ def _report(
             _counter_sum(before, after, "pnr_mix_encodes_total"),
             _counter_sum(before, after, "pnr_mix_frames_sent_total"),
         ),
+        "mix_frames_unsent_share": _ratio(  # DTX: listeners' frames left unsent
+            _counter_sum(before, after, "pnr_mix_frames_unsent_total"),
+            _counter_sum(before, after, "pnr_mix_frames_sent_total"),
+        ),
         "frames_passed_through": _counter_sum(before, after, "pnr_frames_passed_through_total"),
         "mouth_to_ear_seconds_p50": float(np.percentile(delays, 50)) if delays else None,
         "mouth_to_ear_seconds_p95": float(np.percentile(delays, 95)) if delays else None,
