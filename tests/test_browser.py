@@ -20,6 +20,7 @@ from test_cluster import place_rooms
 from test_relay_media import noisy_speech
 from tls_relay import serve_over_https
 
+from loadtest import browser_delay
 from loadtest.browsers import CHROMIUM, chromium_command
 from loadtest.server import serve_on_loopback
 from model.runtime import DEFAULT_MODEL
@@ -132,6 +133,20 @@ def test_chromium_joins_through_one_node_a_room_on_another(tmp_path: Path) -> No
     finally:
         served.stop()
     assert_heard(state, listener, "Chromium (the other node's room)")
+
+
+def test_chromium_hears_every_voice_burst_after_a_dtx_pause() -> None:
+    """Voice bursts through the relay to Chromium (the page's ``?measure=1`` logs each onset
+    it hears): nobody talks between them, so the relay sends the listener nothing (DTX) for
+    most of each pause. Chromium still hears every burst after its pause, and counts no
+    packet lost (the sequence numbers ran on; only the timestamps jumped)."""
+    measured = browser_delay.measure({}, seconds=10.0)
+    row = measured.row()
+    print(f"\nDTX to Chromium: {row}")
+    assert measured.unsent_frames >= 100, "the relay sent every frame: no DTX"
+    assert measured.bursts >= 5
+    assert len(measured.delays) >= measured.bursts - 1, row  # a slow start may lose one
+    assert measured.stats.get("packetsLost") == 0, measured.stats
 
 
 def test_chromium_joins_from_the_page_over_https(tmp_path: Path) -> None:
