@@ -56,8 +56,10 @@ class RunningRelay:
             port=port,
             log_level="warning",
             lifespan="on",
+            loop=self.settings.event_loop,  # the loop `serve` runs on (uvloop where installed)
             **uvicorn_options(self.settings),
         )
+        self.loop_factory = config.get_loop_factory()
         self.server = uvicorn.Server(config)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread = threading.Thread(target=self._run, name="relay-under-test", daemon=True)
@@ -67,7 +69,8 @@ class RunningRelay:
             self.loop = asyncio.get_running_loop()
             await self.server.serve()
 
-        asyncio.run(main())
+        with asyncio.Runner(loop_factory=self.loop_factory) as runner:
+            runner.run(main())
 
     def start(self, timeout: float = 180.0) -> RunningRelay:
         """Start and wait until /readyz says ready (a fresh checkout compiles the kernels first:

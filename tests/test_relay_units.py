@@ -3,9 +3,12 @@ settings."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import av
 import numpy as np
 import pytest
+from relay_peers import running_relay
 
 from model.runtime import DEFAULT_MODEL, ModelRuntime
 from service.audio_frames import frame_to_mono, mono_to_frame
@@ -334,3 +337,23 @@ def test_the_outgoing_track_hands_aiortc_opus_packets_on_a_continuous_timeline()
     decoder = av.CodecContext.create("libopus", "r")
     decoded = [f for p in packets for f in decoder.decode(p)]
     assert decoded and all(f.sample_rate == 48000 for f in decoded)
+
+
+@pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="no shipped model")
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_the_test_relay_runs_on_the_configured_event_loop(loop: str) -> None:
+    with running_relay(event_loop=loop) as relay:
+        assert relay.loop is not None
+        assert type(relay.loop).__module__.split(".")[0] == loop
+
+
+def test_uvloop_asked_for_where_it_is_missing_is_a_settings_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "uvloop" else real(name, *a)
+    )
+    with pytest.raises(ValueError, match="uvloop is not installed"):
+        Settings(event_loop="uvloop")
+    assert Settings(event_loop="auto").event_loop == "auto"
