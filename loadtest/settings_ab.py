@@ -67,11 +67,12 @@ def print_table(runs: dict[str, dict[str, list[float]]]) -> None:
     """Median of each figure per side, and B / A."""
     a, b = runs
     medians = {side: {k: statistics.median(v) for k, v in f.items()} for side, f in runs.items()}
-    print(f"{'':<34}{a:>24}{b:>24}{'B / A':>8}")
+    print(f"A: {a}\nB: {b}\n(medians of the runs)")
+    print(f"{'':<34}{'A':>10}{'B':>10}{'B / A':>8}")
     for key, heading in FIGURES.items():
         first, second = medians[a][key], medians[b][key]
         ratio = second / first if first else math.nan
-        print(f"{heading:<34}{first:>24.2f}{second:>24.2f}{ratio:>8.2f}")
+        print(f"{heading:<34}{first:>10.2f}{second:>10.2f}{ratio:>8.2f}")
     for side in runs:
         print(
             f"{side}: server CPU %/participant per run: "

@@ -5,7 +5,9 @@ where it keeps speech (on dev mixtures at 0–15 dB SNR, a mean gain above 0.1 f
 speech hops and 32 % of noise-only ones; leaving the frames below it out of the mix cost 0.03
 PESQ-WB on the 0 dB relay test mixture, 0.05 at 0.2). A speaker counts as speaking from the
 first frame above the threshold until ``hangover_frames`` frames pass without one, which
-bridges the gaps between words and the quiet hops inside them.
+bridges the gaps between words and the quiet hops inside them. A frame below ``QUIET_DB`` is
+never speech: the model keeps (near-)digital silence with gains near 1, and a muted
+microphone sends just that.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 HANGOVER_FRAMES = 25  # 500 ms of 20 ms frames
 SILENCE_DB = -100.0  # level reported for digital silence
 PASS_THROUGH_SPEECH_DB = -50.0  # without the model's gains, speech is anything this loud
+QUIET_DB = -70.0  # quieter than this is not speech, whatever the gains (inaudible in a mix)
 
 
 def level_db(samples: np.ndarray) -> float:
@@ -42,6 +45,8 @@ class VoiceActivity:
         self.level_db = level_db(samples)
         if speech_probability is None:
             speech_probability = 1.0 if self.level_db > PASS_THROUGH_SPEECH_DB else 0.0
+        elif self.level_db < QUIET_DB:
+            speech_probability = 0.0
         if self.threshold <= 0.0 or speech_probability > self.threshold:
             self._quiet_frames = 0
             self.speaking = True

@@ -105,3 +105,7 @@ def test_voice_activity_holds_over_gaps_and_judges_pass_through_by_level() -> No
     assert voice.level_db == -100.0 == level_db(quiet)
     assert voice.update(loud, None) and not VoiceActivity(0.2).update(quiet, None)
     assert VoiceActivity(0.0).update(quiet, 0.0)  # threshold 0: every frame is mixed
+    # the model keeps digital silence (gains near 1), as a muted microphone sends: not speech
+    assert not VoiceActivity(0.2).update(quiet, 0.97)
+    assert not VoiceActivity(0.2).update(np.full(FRAME, 1e-4, np.float32), 0.97)  # -80 dB
+    assert VoiceActivity(0.2).update(np.full(FRAME, 1e-3, np.float32), 0.97)  # -60 dB
