@@ -148,7 +148,8 @@ def test_chromium_hears_every_voice_burst_after_a_dtx_pause() -> None:
     assert measured.bursts >= 5
     assert len(measured.delays) >= measured.bursts - 1, row  # a slow start may lose one
     assert measured.stats.get("packetsLost") == 0, measured.stats
-    assert row["concealed_percent"] is not None and row["concealed_percent"] < 10, row
+    concealed = row["concealed_percent"]
+    assert isinstance(concealed, float) and concealed < 10, row
 
 
 def test_chromium_joins_from_the_page_over_https(tmp_path: Path) -> None:
