@@ -69,7 +69,6 @@ class ThreadCpuCollector(Collector):
 # Every reason the relay counts under these labelled counters: each series is created at zero
 # on start-up, so that dashboards show 0 rather than "No data" before a first event.
 FRAMES_DROPPED_REASONS = (
-    "bad_frame",
     "behind",
     "mixer_overflow",
     "latency_trim",
