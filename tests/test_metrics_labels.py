@@ -29,6 +29,7 @@ def test_the_known_reasons_are_those_the_code_counts() -> None:
     code = "\n".join(path.read_text() for path in SERVICE.glob("*.py"))
     dropped = set(re.findall(r'frames_dropped\.labels\("(\w+)"\)', code))
     dropped |= set(re.findall(r'_count_dropped\("(\w+)"\)', code))
+    dropped |= set(re.findall(r'on_dropped\("(\w+)"\)', code))  # the inbound queue's callback
     passed = set(re.findall(r'frames_passed\.labels\("(\w+)"\)', code))
     leaves = set(re.findall(r'leave\([^()]*, "(\w+)"\)', code))
     leaves |= set(re.findall(r'expired\.append\(\([^()]*, "(\w+)"\)\)', code))
