@@ -2,9 +2,9 @@
 
 Each of ``shards`` threads owns a queue. A speaker is pinned to one shard (its audio stays in
 order: a speaker is in a shard's queue at most once). What a shard enhances is a
-:class:`Stream`: when it has audio ready it is queued; the shard takes what the stream hands
-over (a participant's stream decodes one Opus packet there, see :mod:`service.inbound`), and
-hands the results of a batch back to each event loop in one callback. A shard runs on a clock of
+:class:`Stream`: when it has audio ready it is queued; the shard takes all of it at once (a
+participant's stream decodes its Opus packets there, see :mod:`service.inbound`), and hands
+the results of a batch back to each event loop in one callback. A shard runs on a clock of
 ``clock_seconds``: woken by a frame, it waits for the next tick of the clock, then takes every
 frame queued by then (the speakers whose audio is ready) and runs the DSP per speaker and the
 network once per hop over the batch axis. Speakers' frames arrive at unrelated moments, so

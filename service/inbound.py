@@ -4,15 +4,14 @@ an enhancement shard.
 The peer connection's receiver hands each packet its receive buffer releases to
 :meth:`InboundAudio.put` on the event loop (:func:`service.aiortc_patches.take_encoded_frames`:
 no decoder thread per speaker, no frame objects). The packets wait here; the stream is queued
-on its shard while any wait, and each batch of the shard's takes the oldest with
-:meth:`InboundAudio.take`, decoded (with PLC/FEC for the packets the buffer gave up) and
-enhanced in that batch; the result comes back to :meth:`InboundAudio.deliver` on the loop.
+on its shard when the first arrives, and the shard's :meth:`InboundAudio.take` decodes all that
+wait (with PLC/FEC for the packets the buffer gave up) into one stretch of samples, enhanced
+in the shard's next batch; the result comes back to :meth:`InboundAudio.deliver` on the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -60,42 +59,42 @@ class InboundAudio:
         self.decoder = ConcealingOpusDecoder()  # used on the shard only
         self._packets: deque[tuple[JitterFrame, float]] = deque()
         self._queued = False  # on the shard's queue, not yet taken
-        self._lock = threading.Lock()  # the queue and the flag, between the loop and the shard
         self.closed = False
 
     def put(self, frame: JitterFrame | None) -> None:
         """On the event loop: one packet from the receive buffer (None: the receiver stopped)."""
         if frame is None or self.closed:
             return
-        with self._lock:
-            if len(self._packets) >= self.max_queued_packets:
+        if len(self._packets) >= self.max_queued_packets:
+            try:
                 self._packets.popleft()  # enhancement is behind real time: lose the oldest
                 self.on_dropped("behind")
-            self._packets.append((frame, time.monotonic()))
-            if self._queued:
-                return
+            except IndexError:  # the shard took them all meanwhile
+                pass
+        self._packets.append((frame, time.monotonic()))
+        if not self._queued:
             self._queued = True
-        self.pool.submit(self.shard, self)
+            self.pool.submit(self.shard, self)
 
     def take(self) -> tuple[np.ndarray, Received] | None:
-        """On the shard: the oldest waiting packet, decoded (with the packets lost before it
-        concealed). One per batch, as a frame is 2 hops: a backlog costs each batch no more
-        than its share, and drains at one packet per tick, twice real time."""
-        with self._lock:
-            if not self._packets or self.closed:
-                self._queued = False
-                return None
-            frame, arrival = self._packets.popleft()
-            more = bool(self._packets)
-            self._queued = more
-        if more:
-            self.pool.submit(self.shard, self)  # the shard takes the next at its next tick
-        decoded = self.decoder.decode_pcm(frame)
+        """On the shard: every waiting packet, decoded, as one stretch of samples."""
+        self._queued = False  # before draining: a packet put after this queues the stream again
+        packets = []
+        while True:
+            try:
+                packets.append(self._packets.popleft())
+            except IndexError:
+                break
+        if not packets or self.closed:
+            return None
+        decoded = [audio for frame, _ in packets for audio in self.decoder.decode_pcm(frame)]
         pcm = decoded[0].pcm if len(decoded) == 1 else np.concatenate([d.pcm for d in decoded])
         samples = pcm.astype(np.float32)
         samples *= PCM_SCALE
-        concealed = sum(audio.concealed for audio in decoded)
-        return samples, Received(samples, len(decoded), concealed, arrival)
+        received = Received(
+            samples, len(decoded), sum(audio.concealed for audio in decoded), packets[0][1]
+        )
+        return samples, received
 
     def deliver(self, taken: object, outcome: Outcome) -> None:
         """On the event loop: the enhanced audio of one take."""

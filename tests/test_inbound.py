@@ -47,93 +47,67 @@ def released(data: list[bytes], lost: set[int]) -> list[ReleasedFrame]:
     return frames
 
 
-class _Shard:
-    """Stands in for the pool: counts the times a stream asks to be taken."""
-
-    def __init__(self) -> None:
-        self.submitted = 0
-
-    def submit(self, shard: int, stream: object) -> None:
-        self.submitted += 1
-
-
-def inbound_audio(
-    runtime: ModelRuntime, pool: object, max_queued: int, dropped: list[str] | None = None
-) -> InboundAudio:
-    return InboundAudio(
-        SpeakerPipeline(runtime, EnhancementSettings()),
-        pool,  # type: ignore[arg-type]
-        0,
-        max_queued,
-        lambda received, outcome: None,
-        (dropped if dropped is not None else []).append,
-    )
-
-
-def test_each_take_is_one_packet_as_the_decoder_thread_would_have_decoded_it(
-    runtime: ModelRuntime,
-) -> None:
+def test_a_take_is_what_the_decoder_thread_would_have_decoded(runtime: ModelRuntime) -> None:
     data, lost = packets(12), {3, 7, 8}
     reference = ConcealingOpusDecoder()
     frames = [f for r in released(data, lost) for f in reference.decode(r)]
     expected = np.concatenate([frame_to_mono(f) for f in frames])  # type: ignore[arg-type]
 
-    async def main() -> tuple[list[Received], int]:
-        shard = _Shard()
-        inbound = inbound_audio(runtime, shard, 99)
+    async def main() -> list[Received]:
+        pool = EnhancerPool(shards=1)  # never used: take is called here, as a shard would
+        taken: list[Received] = []
+        inbound = InboundAudio(
+            SpeakerPipeline(runtime, EnhancementSettings()),
+            pool,
+            0,
+            99,
+            lambda r, o: None,
+            lambda reason: None,
+        )
         for frame in released(data, lost):
             inbound.put(frame)
-        assert shard.submitted == 1  # queued once however many wait
-        taken = []
-        while (ready := inbound.take()) is not None:
-            assert ready[0] is ready[1].samples
-            taken.append(ready[1])
-        return taken, shard.submitted
+            if frame.timestamp in (4 * FRAME, 11 * FRAME):  # two takes: 4 packets, then the rest
+                ready = inbound.take()
+                assert ready is not None and ready[0] is ready[1].samples
+                taken.append(ready[1])
+        assert inbound.take() is None  # nothing left
+        pool.close()
+        return taken
 
-    taken, submitted = asyncio.run(main())
-    assert len(taken) == 9 and submitted == 9  # one packet a take, queued again while more wait
+    taken = asyncio.run(main())
     np.testing.assert_array_equal(np.concatenate([t.samples for t in taken]), expected)
-    assert [t.frames for t in taken] == [1, 1, 1, 2, 1, 1, 3, 1, 1]  # the lost, stood in for
+    assert [t.frames for t in taken] == [5, 7]  # 12 packets, 3 lost: all stood in for
     assert sum(t.concealed for t in taken) == sum(is_concealed(f) for f in frames) == 3
 
 
-def test_a_backlog_loses_its_oldest_packets(runtime: ModelRuntime) -> None:
-    dropped: list[str] = []
-
-    async def main() -> list[int]:
-        inbound = inbound_audio(runtime, _Shard(), 3, dropped)
-        for frame in released(packets(6), set()):
-            inbound.put(frame)
-        left = []
-        while (ready := inbound.take()) is not None:
-            left.append(ready[1].frames)
-        return left
-
-    assert asyncio.run(main()) == [1, 1, 1]  # three may wait
-    assert dropped == ["behind"] * 3  # the oldest went
-
-
-def test_the_shard_enhances_every_packet_and_the_loop_gets_them_in_order(
+def test_a_backlog_loses_its_oldest_packets_and_results_come_back_per_batch(
     runtime: ModelRuntime,
 ) -> None:
+    data = packets(6)
+    dropped: list[str] = []
     heard: list[tuple[Received, Outcome]] = []
 
     async def main() -> None:
         pool = EnhancerPool(shards=1)
         pipeline = SpeakerPipeline(runtime, EnhancementSettings())
-        inbound = InboundAudio(pipeline, pool, 0, 8, lambda r, o: heard.append((r, o)), print)
-        for frame in released(packets(5), set()):
+        inbound = InboundAudio(
+            pipeline, pool, 0, 3, lambda r, o: heard.append((r, o)), dropped.append
+        )
+        inbound._queued = True  # as if the shard had it queued: it takes all at once below
+        for frame in released(data, set()):
             inbound.put(frame)
-        for _ in range(500):
-            if len(heard) == 5:
+        assert dropped == ["behind"] * 3  # three may wait; the oldest go
+        inbound._queued = False
+        inbound.put(ReleasedFrame(packets(1)[0], 6 * FRAME))  # drops one more, queues it
+        for _ in range(200):
+            if heard:
                 break
             await asyncio.sleep(0.01)
         pool.close()
 
     asyncio.run(main())
-    assert len(heard) == 5
-    arrivals = [received.arrival for received, _ in heard]
-    assert arrivals == sorted(arrivals)
-    for received, outcome in heard:
-        assert received.frames == 1 and not isinstance(outcome, Exception)
-        assert outcome.enhanced and outcome.samples.shape == (FRAME,)
+    assert dropped == ["behind"] * 4
+    assert len(heard) == 1
+    received, outcome = heard[0]
+    assert received.frames == 3 and not isinstance(outcome, Exception)
+    assert outcome.enhanced and outcome.samples.shape == (3 * FRAME,)
