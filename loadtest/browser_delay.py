@@ -49,6 +49,7 @@ CONFIGURATIONS = {
         "PNR_OPUS_CHANNELS": "2",
         "PNR_OPUS_COMPLEXITY": "10",
         "PNR_OPUS_APPLICATION": "voip",
+        "PNR_OPUS_DTX": "false",
     },
 }
 ONSET = re.compile(r"pnr-onset ([0-9.]+)")
