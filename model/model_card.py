@@ -223,7 +223,8 @@ def _init_note(record: dict[str, Any]) -> str:
         return ""
     parent = init_from.get("record")
     known = (
-        "whose own training (below, and in their record) is part of these weights'"
+        "whose own training is part of these weights' (its data's licences below, its run "
+        "under `init_from` in `training_record.json`)"
         if parent
         else "which have no training record: their data, loss and licences are unknown here"
     )
@@ -282,7 +283,8 @@ def _hardware_note(record: dict[str, Any]) -> str:
         return f"not recorded{precision}"
     accelerator = hardware.get("accelerator") or "no accelerator"
     return (
-        f"{hardware['cpu']}, {hardware['threads']} training threads on "
+        f"{hardware['cpu']}, {hardware['threads']} training "
+        f"thread{'s' * (hardware['threads'] != 1)} on "
         f"{hardware['cpu_cores']} CPU cores, {accelerator}{precision}"
     )
 
@@ -389,32 +391,32 @@ def _training_section(record: dict[str, Any]) -> str:
         if record.get("reconstructed")
         else ""
     )
-    return f"""{reconstructed}- Command: `{train_command}`{resumed_note}{_init_note(record)}
-  (seed {run_args.get("seed")}, AdamW). {
-        f"Batches of {run_args.get('batch')} whole fresh mixtures, lr {run_args.get('lr')} with "
+    stream = data.get("stream") or {}
+    mixtures = "mixtures from the teacher's pool" if stream.get("teacher") else "fresh mixtures"
+    stages = [
+        f"Batches of {run_args.get('batch')} whole {mixtures}, lr {run_args.get('lr')} with "
         f"cosine decay over the budget, a dev evaluation every {run_args.get('epoch_steps')} steps."
         if run_args.get("on_the_fly")
         else f"First stage: batch {run_args.get('batch')}, random crops of "
         f"{run_args.get('frames')} frames, lr {run_args.get('lr')} with cosine decay over the "
         "stage."
-    }
-  {
-        "Second stage: whole 3-s sequences, batch "
-        + str(run_args.get("full_sequence_batch"))
-        + f", lr from {FULL_SEQUENCE_LR_FACTOR:g}× the first stage's with its own decay,"
-        + " so the GRUs learn to carry what they heard over the whole sequence."
-        if full_minutes
-        else ""
-    }
-  {
-        "Third stage: whole sequences again, lr from "
-        + f"{PAUSE_STAGE_LR_FACTOR:g}"
-        + "× the first stage's with its own decay, with a gain above its target in frames"
-        + f" without speech costing {1 + run_args.get('pause_stage_weight', 0.0):g}× as much"
-        + " (residual noise in pauses)."
-        if pause_minutes
-        else ""
-    }
+    ]
+    if full_minutes:
+        stages.append(
+            f"Second stage: whole 3-s sequences, batch {run_args.get('full_sequence_batch')}, lr "
+            f"from {FULL_SEQUENCE_LR_FACTOR:g}× the first stage's with its own decay, so the "
+            "GRUs learn to carry what they heard over the whole sequence."
+        )
+    if pause_minutes:
+        stages.append(
+            f"Third stage: whole sequences again, lr from {PAUSE_STAGE_LR_FACTOR:g}× the first "
+            "stage's with its own decay, with a gain above its target in frames without speech "
+            f"costing {1 + run_args.get('pause_stage_weight', 0.0):g}× as much (residual noise "
+            "in pauses)."
+        )
+    schedule = "\n  ".join(stages)
+    return f"""{reconstructed}- Command: `{train_command}`{resumed_note}{_init_note(record)}
+  (seed {run_args.get("seed")}, AdamW). {schedule}
 - Hardware: {_hardware_note(record)};
   {record["minutes"]:.0f} minutes of training, {record["epochs"]} epochs
   ({_stage_text(record.get("stages", []))}){stopped}.
