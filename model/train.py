@@ -68,6 +68,18 @@ DEV_CACHE_SHAPE = (2, 100)  # shards and 3-s mixtures per shard of the dev loss'
 BEST_CHECKPOINT = "best.pt"  # the epoch with the best dev PESQ-WB, beside checkpoint.pt
 
 
+def portable_path(path: str | Path | None) -> str | None:
+    """A folder as a training record may name it: relative to the working directory when
+    inside it, else ``<elsewhere>/NAME`` (no machine's absolute paths in committed records)."""
+    if path is None:
+        return None
+    resolved = Path(path).resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return f"<elsewhere>/{resolved.name}"
+
+
 def percepnet_loss(
     gains: torch.Tensor,
     strengths: torch.Tensor,
@@ -501,7 +513,13 @@ def train(args: argparse.Namespace) -> Path:
     model = PercepNet(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     history: list[dict[str, Any]] = []
-    run_args = vars(args) | {"data_dir": "<data>"}
+    # the record names no machine's folders: the data as <data>, folders inside the working
+    # directory relative to it, any other as <elsewhere>/NAME
+    run_args = vars(args) | {
+        "data_dir": "<data>",
+        "out": portable_path(args.out),
+        "cache_dir": portable_path(args.cache_dir),
+    }
     resumes: list[dict[str, object]] = []  # where a resumed run changed its options
     epoch, elapsed = 0, 0.0
     stream_batches = 0  # on the fly: batches of the stream trained on so far

@@ -3,6 +3,8 @@ exactly where its docstring says and nowhere else) and the three-stage schedule.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,10 +27,12 @@ from model.train import (  # noqa: E402
     changed_options,
     parse_args,
     percepnet_loss,
+    portable_path,
     predict,
     training_stage,
 )
 
+ROOT = Path(__file__).resolve().parents[1]
 FRAMES = 2
 
 
@@ -304,3 +308,26 @@ def test_bf16_training_steps_track_fp32_and_train_every_weight() -> None:
     for name, parameter in model.named_parameters():
         assert parameter.grad is not None and parameter.grad.dtype == torch.float32, name
         assert float(parameter.grad.abs().sum()) > 0, name
+
+
+def test_a_training_record_names_no_machines_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert portable_path(tmp_path / "runs" / "one") == "runs/one"
+    assert portable_path("runs/two") == "runs/two"
+    assert portable_path(tmp_path.parent / "elsewhere" / "cache") == "<elsewhere>/cache"
+    assert portable_path(None) is None
+
+
+def test_the_shipped_training_record_names_no_absolute_folder() -> None:
+    record = json.loads((ROOT / "model" / "weights" / "training_record.json").read_text())
+
+    def strings(value: object) -> list[str]:
+        if isinstance(value, dict):
+            return [s for item in value.values() for s in strings(item)]
+        if isinstance(value, list):
+            return [s for item in value for s in strings(item)]
+        return [value] if isinstance(value, str) else []
+
+    assert not [s for s in strings(record) if s.startswith("/")]
