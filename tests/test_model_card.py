@@ -233,3 +233,21 @@ def test_a_checkpoint_from_before_records_gets_its_files_and_loss_at_export(
     torch.save(old | {"args": teacher, "loss": agreed}, tmp_path / "checkpoint.pt")
     record = training_record.record_from_run(tmp_path / "checkpoint.pt", weights, tmp_path)
     assert record["loss"] == agreed and "recorded_at" not in record["loss"]
+
+
+def test_the_training_path_reaches_no_quality_predictor() -> None:
+    """The loss of shipped weights may hold no DNSMOS-like network (issue 25): the training
+    modules load no quality predictor on import and name none of the scorers."""
+    training = "model.train, model.teacher, model.onthefly, model.feature_cache, model.network"
+    code = (
+        f"import sys, {training}\n"
+        "bad = [m for m in sys.modules if m.startswith(('speechmos', 'model.research'))]\n"
+        "print(','.join(bad))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == ""
+    for module in ("train", "teacher", "onthefly", "feature_cache", "network"):
+        source = (ROOT / "model" / f"{module}.py").read_text()
+        assert "DnsmosScorer" not in source and "speechmos" not in source, module
