@@ -10,6 +10,7 @@ import numpy as np
 SAMPLE_RATE = 48000
 FRAME_SAMPLES = 960  # one 20 ms Opus packet
 TIME_BASE = Fraction(1, SAMPLE_RATE)
+S16_SCALE = np.float32(1.0 / 32768.0)  # s16 samples to float in [-1, 1)
 
 
 def frame_to_mono(frame: av.AudioFrame) -> np.ndarray:
@@ -27,7 +28,7 @@ def frame_to_mono(frame: av.AudioFrame) -> np.ndarray:
     else:
         planes = data.reshape(-1, channels).T
     if planes.dtype == np.int16:
-        scale = 1.0 / 32768.0
+        scale = float(S16_SCALE)
     elif planes.dtype == np.int32:
         scale = 1.0 / 2147483648.0
     else:

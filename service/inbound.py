@@ -20,11 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 from aiortc.jitterbuffer import JitterFrame
 
+from service.audio_frames import S16_SCALE
 from service.batching import EnhancerPool, Outcome
 from service.concealment import ConcealingOpusDecoder
 from service.speaker import SpeakerPipeline
-
-PCM_SCALE = np.float32(1.0 / 32768.0)  # s16 to [-1, 1), as service.audio_frames.frame_to_mono
 
 
 @dataclass(frozen=True)
@@ -90,7 +89,7 @@ class InboundAudio:
         decoded = [audio for frame, _ in packets for audio in self.decoder.decode_pcm(frame)]
         pcm = decoded[0].pcm if len(decoded) == 1 else np.concatenate([d.pcm for d in decoded])
         samples = pcm.astype(np.float32)
-        samples *= PCM_SCALE
+        samples *= S16_SCALE
         received = Received(
             samples, len(decoded), sum(audio.concealed for audio in decoded), packets[0][1]
         )
