@@ -11,6 +11,7 @@ enhances Opus-decoded audio; the target stays the uncoded speech.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from functools import cache, partial
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from model.clean_speech import CleanSpeechSpec, cleaned_split
 from model.feature_cache import Example, make_example
 from model.mixtures import SAMPLE_RATE, MixtureRecipe, load_audio_48k
 from model.splits import Split, split_named
@@ -93,17 +95,22 @@ class StreamSpec:
     recipe: MixtureRecipe
     opus: OpusCoding | None
     teacher: TeacherSpec | None = None  # distillation from a fixed pool (``model.teacher``)
+    clean_speech: CleanSpeechSpec | None = None  # DFN3-cleaned recordings (``model.clean_speech``)
 
     def as_dict(self) -> dict[str, object]:
         """Plain dict for checkpoints and the model card (the data folder left out; the teacher
-        only when there is one)."""
-        plain = {
+        and the cleaned speech only when there are)."""
+        plain: dict[str, object] = {
             "seed": self.seed,
             "batch": self.batch,
             "recipe": self.recipe.as_dict(),
             "opus": asdict(self.opus) if self.opus is not None else None,
         }
-        return plain if self.teacher is None else plain | {"teacher": self.teacher.as_dict()}
+        if self.teacher is not None:
+            plain["teacher"] = self.teacher.as_dict()
+        if self.clean_speech is not None:
+            plain["clean_speech"] = self.clean_speech.as_dict()
+        return plain
 
 
 def _maybe_opus(opus: OpusCoding | None, noisy: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -218,10 +225,21 @@ def preload(files: Split) -> float:
     return total / SAMPLE_RATE / 60
 
 
+def stream_files(spec: StreamSpec) -> Split:
+    """The training split a stream mixes from: with ``spec.clean_speech``, its recordings with
+    an audible background replaced by their DeepFilterNet3-cleaned copies."""
+    files = split_named(Path(spec.data_dir), "train")
+    if spec.clean_speech is None:
+        return files
+    files, summary = cleaned_split(files, spec.clean_speech)
+    print(f"cleaned speech: {json.dumps(summary)}", flush=True)
+    return files
+
+
 def train_stream(spec: StreamSpec, start: int, workers: int) -> Iterator[Batch]:
     """The training split's stream from batch ``start``, made by ``workers`` processes (none:
     in this process)."""
-    files = split_named(Path(spec.data_dir), "train")
+    files = stream_files(spec)
     preload(files)
     loader = DataLoader(
         MixtureStream(spec, files, start),

@@ -39,6 +39,7 @@ import torch
 from dsp.constants import HOP_SAMPLES, SAMPLE_RATE_HZ
 from dsp.enhancer import ReplayGains
 from dsp.offline import compute_oracle_targets, enhance_signal
+from model.clean_speech import DEFAULT_FLOOR_DB, CleanSpeechSpec
 from model.devset import default_data_dir
 from model.export import load_onnx_network
 from model.feature_cache import (
@@ -448,6 +449,18 @@ def teacher_spec(args: argparse.Namespace, cache_dir: Path) -> TeacherSpec | Non
         raise SystemExit(f"error: {exc}") from None
 
 
+def clean_speech_spec(args: argparse.Namespace, cache_dir: Path) -> CleanSpeechSpec | None:
+    """The stream's cleaned speech (``--dfn3-clean-speech``), its copies cached under
+    ``cache_dir``; SystemExit with an ``error:`` line without ``--on-the-fly``."""
+    if not args.dfn3_clean_speech:
+        return None
+    if not args.on_the_fly:
+        raise SystemExit(
+            "error: --dfn3-clean-speech needs --on-the-fly (it changes the mixer's speech)"
+        )
+    return CleanSpeechSpec(args.clean_speech_floor_db, str(cache_dir))
+
+
 def train(args: argparse.Namespace) -> Path:
     """Train (or resume) and return the path of the checkpoint with the best dev PESQ-WB
     (the last one when no epoch has ended)."""
@@ -487,6 +500,7 @@ def train(args: argparse.Namespace) -> Path:
         recipe,
         OpusCoding(share=args.opus_share) if args.opus_share > 0 else None,
         teacher_spec(args, cache_dir),
+        clean_speech_spec(args, cache_dir),
     )
     print(f"feature cache: {cache_dir}", flush=True)
     speech = train_files.speech
@@ -773,6 +787,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=200,
         help="with --teacher-blend: the stream cycles over this many batches, each made "
         "once and cached beside the feature cache",
+    )
+    parser.add_argument(
+        "--dfn3-clean-speech",
+        action="store_true",
+        help="on the fly: mix from DeepFilterNet3-cleaned copies of the training recordings "
+        "that carry an audible background (made once, cached beside the feature cache)",
+    )
+    parser.add_argument(
+        "--clean-speech-floor-db",
+        type=float,
+        default=DEFAULT_FLOOR_DB,
+        help="with --dfn3-clean-speech: clean a recording whose noise floor (10th percentile "
+        "of its 10 ms frame energies) lies above this, in dB against its speech (95th)",
     )
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument(

@@ -238,7 +238,10 @@ def test_a_checkpoint_from_before_records_gets_its_files_and_loss_at_export(
 def test_the_training_path_reaches_no_quality_predictor() -> None:
     """The loss of shipped weights may hold no DNSMOS-like network (issue 25): the training
     modules load no quality predictor on import and name none of the scorers."""
-    training = "model.train, model.teacher, model.onthefly, model.feature_cache, model.network"
+    training = (
+        "model.train, model.teacher, model.onthefly, model.feature_cache, model.network, "
+        "model.clean_speech"
+    )
     code = (
         f"import sys, {training}\n"
         "bad = [m for m in sys.modules if m.startswith(('speechmos', 'model.research'))]\n"
@@ -248,6 +251,6 @@ def test_the_training_path_reaches_no_quality_predictor() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == ""
-    for module in ("train", "teacher", "onthefly", "feature_cache", "network"):
+    for module in ("train", "teacher", "onthefly", "feature_cache", "network", "clean_speech"):
         source = (ROOT / "model" / f"{module}.py").read_text()
         assert "DnsmosScorer" not in source and "speechmos" not in source, module
