@@ -6,7 +6,9 @@ real time (pre-encoded; dev-split speech + noise from ../shared/data, or generat
 without it) and record what it receives, for a fixed duration once every peer is connected.
 Only the first listener of each room decodes what it hears (for the mouth-to-ear delay); the
 others time the packets and drop them. ``--isolate`` keeps the server on core 0 and the
-clients on the other cores, so the server's CPU is measured apart from the load generator's.
+clients on the other cores, so the server's CPU is measured apart from the load generator's;
+``--realtime-priority P`` also runs them under SCHED_FIFO (server P, clients P - 1), so that
+other work on a shared machine cannot take the server's core.
 Reports, as a table and JSON: server CPU per participant (% of one core), per-hop processing
 time and processing lag p50/p99 (from the server's histograms), frames dropped or passed
 through, mouth-to-ear delay p50/p95 (received audio aligned with each other speaker's signal
@@ -15,12 +17,14 @@ where the server's time goes (py-spy, see loadtest/profile.py).
 
     python -m loadtest.relay_load --participants 8 --room-size 4 --seconds 20
     python -m loadtest.relay_load --isolate --ramp --participants 8   # one server core
+    python -m loadtest.relay_load --isolate --realtime-priority 40 --participants 24
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import multiprocessing
 import os
@@ -41,7 +45,7 @@ from loadtest.profile import (
     read_samples,
     start_recording,
 )
-from loadtest.server import serve_on_loopback
+from loadtest.server import pin, serve_on_loopback
 
 RATE = 48000
 FRAME = 960
@@ -148,6 +152,10 @@ async def _run_peers(
         await asyncio.gather(*(p.wait_connected(60) for p in peers))
     except TimeoutError:
         pass
+    # a full collection of the peers' objects stalls this process's sends for 50-70 ms every
+    # ~2 s, and the relay then gets a burst of packets per peer: out of the collector's reach
+    gc.collect()
+    gc.freeze()
     if _connected is not None:  # tell the parent: its measured window may begin
         with _connected.get_lock():
             _connected.value += 1
@@ -174,11 +182,10 @@ async def _run_peers(
 _connected: Any = None  # a client process's shared counter of processes whose peers connected
 
 
-def _client_init(connected: Any, cpus: set[int] | None) -> None:
+def _client_init(connected: Any, cpus: set[int] | None, realtime_priority: int | None) -> None:
     global _connected
     _connected = connected
-    if cpus:
-        os.sched_setaffinity(0, cpus)
+    pin(cpus, realtime_priority)
 
 
 def _client_process(
@@ -304,6 +311,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             },
             nodes=args.processes,
             cpus=args.server_cpus,
+            realtime_priority=args.realtime_priority,
         )
         server, ready_seconds, url = served.process, served.ready_seconds, served.url
     try:
@@ -316,7 +324,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         shares = [plan[k::processes] for k in range(processes)]
         context = multiprocessing.get_context("spawn")
         connected = context.Value("i", 0)
-        with context.Pool(processes, _client_init, (connected, args.client_cpus)) as pool:
+        client_priority = args.realtime_priority and max(1, args.realtime_priority - 1)
+        with context.Pool(
+            processes, _client_init, (connected, args.client_cpus, client_priority)
+        ) as pool:
             pending = pool.map_async(
                 _client_process,
                 [
@@ -346,6 +357,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             cpu_after = cpu_seconds(server.pid) if server else None
             clients_after = _clients_cpu_seconds(cpu_after, profiler)
             rss = rss_bytes(server.pid) if server else None
+            scheduling = scheduling_of(server.pid) if server else None
             if profiler is not None:
                 profiler.wait(planned + 30)
             results: list[PeerResult] = [
@@ -358,6 +370,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     report = _report(
         args, results, before, after, window, cpu_before, cpu_after, rss, ready_seconds, data_dir
     )
+    report["server_scheduling"] = scheduling
+    if cpu_before is not None and cpu_after is not None and window > 0:
+        # SCHED_FIFO near 95 % of its core would be capped by RT throttling, not by the relay
+        report["server_cpu_percent_of_one_core"] = 100.0 * (cpu_after - cpu_before) / window
     threads: dict[str, float] = {}  # where the server's time goes, % of one core, by thread
     for key, increase in _delta(before, after, "pnr_thread_cpu_seconds_total").items():
         group = dict(key[1]).get("thread", "?")
@@ -549,6 +565,28 @@ def _cpus(text: str) -> set[int]:
     return cores
 
 
+def may_run_realtime(priority: int) -> bool:
+    """Whether this process may use SCHED_FIFO at ``priority`` (tried, then undone)."""
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except PermissionError:
+        return False
+    os.sched_setscheduler(0, policy, param)
+    return True
+
+
+def scheduling_of(pid: int) -> str:
+    """``pid``'s scheduling policy, e.g. ``SCHED_FIFO 40`` or ``SCHED_OTHER nice 0``."""
+    policy = os.sched_getscheduler(pid)
+    if policy in (os.SCHED_FIFO, os.SCHED_RR):
+        name = "SCHED_FIFO" if policy == os.SCHED_FIFO else "SCHED_RR"
+        return f"{name} {os.sched_getparam(pid).sched_priority}"
+    names = {os.SCHED_OTHER: "SCHED_OTHER", os.SCHED_BATCH: "SCHED_BATCH"}
+    names[os.SCHED_IDLE] = "SCHED_IDLE"
+    return f"{names.get(policy, str(policy))} nice {os.getpriority(os.PRIO_PROCESS, pid)}"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -585,6 +623,15 @@ def main(argv: list[str] | None = None) -> None:
         help="server on core 0, clients on the other cores (same as --server-cpus 0 "
         "--client-cpus 1-…)",
     )
+    parser.add_argument(
+        "--realtime-priority",
+        type=int,
+        choices=range(2, 100),
+        metavar="P",
+        help="run the server's processes under SCHED_FIFO priority P and the client processes "
+        "at P - 1 (2-99; needs root or CAP_SYS_NICE), so other work on their cores cannot take "
+        "their time; the kernel still keeps 5 %% of each second for the rest (RT throttling)",
+    )
     parser.add_argument("--data-dir", help="default: $PNR_DATA_DIR or ../shared/data")
     parser.add_argument("--generated", action="store_true", help="generated audio only")
     parser.add_argument("--json", type=Path, help="also write the report here")
@@ -615,6 +662,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("need at least 2 participants, rooms of 2 or more, and 4 seconds")
     if args.profile and (args.url or py_spy_command() is None):
         parser.error("--profile needs py-spy installed and a server started here (not --url)")
+    if args.realtime_priority is not None and not may_run_realtime(args.realtime_priority):
+        parser.error("--realtime-priority needs root or CAP_SYS_NICE (SCHED_FIFO was refused)")
     options = {key: str(value) for key, value in vars(args).items()}
     if not args.ramp:
         report = run(args)

@@ -40,6 +40,17 @@ def free_port(host: str = "127.0.0.1") -> int:
     return free_port_run(1, host)
 
 
+def pin(cpus: set[int] | None, realtime_priority: int | None = None) -> None:
+    """This process (and what it starts later) on ``cpus`` only, and under SCHED_FIFO at
+    ``realtime_priority`` (1–99; needs root or CAP_SYS_NICE): no normal process on those cores
+    takes their time from it, but the kernel's RT throttling
+    (``/proc/sys/kernel/sched_rt_runtime_us``, 95 % by default) caps what it gets."""
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    if realtime_priority is not None:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(realtime_priority))
+
+
 @dataclass
 class ServedRelay:
     """A relay process, its base URL and how long it took from start to ready."""
@@ -66,12 +77,14 @@ def serve_on_loopback(
     verify: ssl.SSLContext | bool = True,
     nodes: int = 1,
     cpus: set[int] | None = None,
+    realtime_priority: int | None = None,
 ) -> ServedRelay:
     """``percepnet-relay serve`` on a free loopback port with ICE on 127.0.0.1 only, ``env``
     added to this process's environment; returns once ``/readyz`` answers 200 (over HTTPS,
     checked with ``verify``, when ``env`` names a TLS certificate) and ``/nodes`` lists
     ``nodes`` ready nodes (it starts that many unless ``env`` or ``args`` say otherwise).
-    ``cpus``: the relay and every thread and process it starts run only on these cores."""
+    ``cpus``: the relay and every thread and process it starts run only on these cores;
+    ``realtime_priority``: and under SCHED_FIFO at that priority (see :func:`pin`)."""
     port = free_port_run(nodes)
     scheme = "https" if (env or {}).get("PNR_TLS_CERT_FILE") else "http"
     url = f"{scheme}://127.0.0.1:{port}"
@@ -94,7 +107,7 @@ def serve_on_loopback(
         stdout=subprocess.PIPE if capture_output else None,
         stderr=subprocess.STDOUT if capture_output else None,
         text=True,
-        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+        preexec_fn=((lambda: pin(cpus, realtime_priority)) if cpus or realtime_priority else None),
     )
     served = ServedRelay(process, url, 0.0)
     while time.monotonic() - started < timeout:

@@ -6,11 +6,15 @@ shortens nothing; what is asserted are the harness's own invariants, not speed."
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from loadtest.relay_load import main
+from loadtest.relay_load import main, may_run_realtime, scheduling_of
+from loadtest.server import pin
 from model.runtime import DEFAULT_MODEL
 
 
@@ -47,3 +51,52 @@ def test_load_test_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         assert report["speakers_found_in_mixes"] == 1, report
         assert report["mouth_to_ear_seconds_p50"] is not None, report
     assert "server_cpu_percent_per_participant" in capsys.readouterr().out
+
+
+def _may_use_fifo() -> bool:
+    try:
+        return os.sched_get_priority_max(os.SCHED_FIFO) >= 5 and may_run_realtime(5)
+    except (AttributeError, OSError):
+        return False
+
+
+@pytest.mark.skipif(not _may_use_fifo(), reason="SCHED_FIFO is not permitted here")
+def test_pin_runs_a_child_under_sched_fifo() -> None:
+    # what --realtime-priority does to the server and the client processes
+    cores = set(sorted(os.sched_getaffinity(0))[:1])
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(30)"], preexec_fn=lambda: pin(cores, 5)
+    )
+    try:
+        assert scheduling_of(child.pid) == "SCHED_FIFO 5"
+        assert os.sched_getaffinity(child.pid) == cores
+    finally:
+        child.kill()
+        child.wait()
+    assert scheduling_of(os.getpid()).startswith("SCHED_OTHER")  # the harness itself unchanged
+
+
+def test_realtime_priority_refused_is_one_error_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def refuse(*args: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "sched_setscheduler", refuse)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--participants", "2", "--realtime-priority", "40"])
+    assert exit_info.value.code != 0
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.endswith(
+        "error: --realtime-priority needs root or CAP_SYS_NICE (SCHED_FIFO was refused)"
+    )
+
+
+@pytest.mark.parametrize("priority", ["1", "100", "x"])
+def test_realtime_priority_out_of_range_is_refused(
+    priority: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--realtime-priority", priority])
+    assert exit_info.value.code != 0
+    assert "error:" in capsys.readouterr().err
