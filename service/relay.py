@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import re
 import secrets
@@ -113,6 +114,12 @@ class Relay:
             log.exception("relay failed to start")
             self.state = "failed"
             raise
+        # Start-up's objects (modules, the model, the compiled kernels: about 200 000) live as
+        # long as the process. Out of the collector's reach, a full collection, which holds the
+        # GIL and so stops the media, looks at the calls' objects only (at 24 participants on
+        # one core: 8 ms instead of 99-124 ms, long enough to drop frames).
+        gc.collect()
+        gc.freeze()
         if self.state == "starting":
             self.state = "ready"
             self.metrics.ready.set(1)
