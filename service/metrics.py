@@ -30,7 +30,26 @@ HOP_BUCKETS = (
     10e-3,
     20e-3,
 )
-LAG_BUCKETS = (0.5e-3, 1e-3, 2e-3, 5e-3, 10e-3, 20e-3, 40e-3, 80e-3, 160e-3, 320e-3)
+# 2.5 ms steps around the 20 ms real-time bound, so a p99 read from them is not just
+# interpolated across 10-20 ms
+LAG_BUCKETS = (
+    0.5e-3,
+    1e-3,
+    2e-3,
+    5e-3,
+    10e-3,
+    12.5e-3,
+    15e-3,
+    17.5e-3,
+    20e-3,
+    22.5e-3,
+    25e-3,
+    30e-3,
+    40e-3,
+    80e-3,
+    160e-3,
+    320e-3,
+)
 NETWORK_BUCKETS = (1e-3, 2e-3, 5e-3, 10e-3, 20e-3, 50e-3, 100e-3, 200e-3, 500e-3, 1.0)
 
 
