@@ -3,6 +3,8 @@ settings."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import importlib.util
 
 import av
@@ -14,6 +16,7 @@ from model.runtime import DEFAULT_MODEL, ModelRuntime
 from service.audio_frames import frame_to_mono, mono_to_frame
 from service.errors import RelayError
 from service.mixer import RoomMixer
+from service.relay import Relay
 from service.settings import Settings
 from service.speaker import EnhancementSettings, SpeakerPipeline
 from service.tokens import TokenError, mint_token, verify_token
@@ -357,3 +360,18 @@ def test_uvloop_asked_for_where_it_is_missing_is_a_settings_error(
     with pytest.raises(ValueError, match="uvloop is not installed"):
         Settings(event_loop="uvloop")
     assert Settings(event_loop="auto").event_loop == "auto"
+
+
+@pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="no shipped model")
+def test_start_up_objects_are_out_of_the_collectors_reach() -> None:
+    # a full collection holds the GIL: it must not walk the modules, model and kernels
+    made_before_start = [object()]
+
+    async def start_and_close() -> None:
+        relay = Relay(Settings(), ModelRuntime())
+        await relay.start()
+        assert relay.ready
+        await relay.close()
+
+    asyncio.run(start_and_close())
+    assert all(o is not made_before_start for o in gc.get_objects())
