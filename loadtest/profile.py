@@ -46,7 +46,9 @@ RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
 WAIT_FUNCTIONS = {
     "Condition.wait", "Event.wait", "Queue.get", "SimpleQueue.get", "Thread.join", "Runner.run"
 }  # fmt: skip
-WAIT_CALLS = re.compile(r"\.(get|wait|join|select)\(")
+# a shard sleeping until its batch clock's tick (``self._sleep(…)``, ``time.sleep(…)``) waits too:
+# the sleep is C, so py-spy's leaf is the Python line that called it
+WAIT_CALLS = re.compile(r"\.(get|wait|join|select|_?sleep)\(")
 FRAME = re.compile(r"^(?P<function>.+) \((?P<file>[^()]+):(?P<line>\d+)\)$")
 THREAD = re.compile(r"^thread \(\w+\): (?P<name>.*)$")
 

@@ -41,3 +41,19 @@ def test_busy_samples_share_out_each_thread_groups_measured_cpu(tmp_path: Path) 
     assert rows["DSP kernels (numba)"] == pytest.approx(1.0)
     assert rows["audio-decoder (not sampled)"] == pytest.approx(1.0)
     assert sum(rows.values()) == pytest.approx(7.0)  # adds up to the measured total
+
+
+def test_a_shard_sleeping_until_its_clock_tick_is_waiting(tmp_path: Path) -> None:
+    # time.sleep is C: py-spy's leaf is the Python line that called it, which must not count
+    # as the batching code's CPU
+    shard = tmp_path / "shard.py"
+    shard.write_text("def collect(self, wait):\n    self._sleep(wait)\n    time.sleep(wait)\n")
+    raw = tmp_path / "profile.txt"
+    raw.write_text(
+        f"thread (0x4): enhance-0;EnhancerPool._collect ({shard}:2) 40\n"
+        f"thread (0x4): enhance-0;EnhancerPool._collect ({shard}:3) 5\n"
+        f"thread (0x4): enhance-0;EnhancerPool._collect ({shard}:1) 7\n"
+    )
+    samples = read_samples(raw)
+    assert samples[("enhance", "(waiting)")] == 45
+    assert samples[("enhance", "other")] == 7
