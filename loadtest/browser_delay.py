@@ -11,6 +11,14 @@ settings). Chromium's receiver statistics at the end (``getStats``) show how its
 took the DTX pauses: its mean delay, and the share of samples it concealed.
 
     python -m loadtest.browser_delay [--seconds 15] [--json PATH]
+
+``--a`` and ``--b`` (server settings ``PNR_NAME=VALUE``, each may repeat) instead measure this
+relay under two settings alternately, ``--rounds`` times each (the order flips every round),
+and print each run's median: the run-to-run spread here is as large as the effects sought.
+Other work on the machine moves these figures by tens of milliseconds; ``chrt -f 20 python -m
+loadtest.browser_delay ...`` runs the relay, the speaker and Chromium ahead of it.
+
+    python -m loadtest.browser_delay --a PNR_BATCH_CLOCK_MS=10 --b PNR_BATCH_CLOCK_MS=0 --rounds 6
 """
 
 from __future__ import annotations
@@ -189,9 +197,19 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--a", action="append", default=[], metavar="PNR_NAME=VALUE")
+    parser.add_argument("--b", action="append", default=[], metavar="PNR_NAME=VALUE")
+    parser.add_argument("--rounds", type=int, default=4, help="with --a/--b: runs of each")
     args = parser.parse_args(argv)
     if CHROMIUM is None:
         parser.error("this benchmark needs Chromium (Debian package 'chromium')")
+    if args.a or args.b:
+        try:
+            sides = {"A": _settings(args.a), "B": _settings(args.b)}
+        except ValueError as error:
+            parser.error(str(error))
+        compare(sides, args.rounds, args.seconds, args.json)
+        return
     results = {
         name: measure(extra_env, args.seconds).row() for name, extra_env in CONFIGURATIONS.items()
     }
@@ -211,6 +229,42 @@ def main(argv: list[str] | None = None) -> None:
         print(f"ratio: {ours['median_ms'] / plain['median_ms']:.2f}")  # type: ignore[operator]
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
+
+
+def _settings(pairs: list[str]) -> dict[str, str]:
+    """``PNR_NAME=VALUE`` arguments as an environment."""
+    settings = {}
+    for pair in pairs:
+        name, equals, value = pair.partition("=")
+        if not equals or not name.startswith("PNR_"):
+            raise ValueError(f"a setting is PNR_NAME=VALUE, got {pair!r}")
+        settings[name] = value
+    return settings
+
+
+def compare(
+    sides: dict[str, dict[str, str]], rounds: int, seconds: float, json_path: Path | None
+) -> None:
+    """This relay under each side's settings, alternately; each run's median and each side's."""
+    medians: dict[str, list[float]] = {side: [] for side in sides}
+    names = list(sides)
+    for round_index in range(rounds):
+        for side in names if round_index % 2 == 0 else names[::-1]:
+            row = measure(sides[side], seconds).row()
+            print(
+                f"round {round_index + 1} {side} {sides[side]}: median {_ms(row['median_ms'])}, "
+                f"p95 {_ms(row['p95_ms'])}, browser jitter buffer {_ms(row['jitter_buffer_ms'])}, "
+                f"heard {row['bursts_heard']}/{row['bursts']}",
+                flush=True,
+            )
+            if isinstance(row["median_ms"], float):
+                medians[side].append(row["median_ms"])
+    for side in names:
+        runs = ", ".join(f"{m:.0f}" for m in medians[side])
+        middle = _ms(float(np.median(medians[side]))) if medians[side] else "n/a"
+        print(f"{side} {sides[side]}: median of run medians {middle} (runs {runs} ms)")
+    if json_path:
+        json_path.write_text(json.dumps({"sides": sides, "run_medians_ms": medians}, indent=2))
 
 
 def _ms(value: object) -> str:
