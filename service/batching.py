@@ -5,11 +5,13 @@ order: a speaker is in a shard's queue at most once). What a shard enhances is a
 :class:`Stream`: when it has audio ready it is queued; the shard takes all of it at once (a
 participant's stream decodes its Opus packets there, see :mod:`service.inbound`), and hands
 the results of a batch back to each event loop in one callback. A shard runs on a clock of
-``clock_seconds``: woken by a frame, it waits for the next tick of the clock, then takes every
-frame queued by then (the speakers whose audio is ready) and runs the DSP per speaker and the
-network once per hop over the batch axis. Speakers' frames arrive at unrelated moments, so
-without the clock a batch is whatever happened to queue up (1–2 at light load); with it, a
-frame waits less than one tick. ``clock_seconds`` 0: no clock, only what is already queued.
+``clock_seconds``: woken by a frame, it waits for the frames of other speakers due within one
+tick (:class:`service.batch_wait.BatchWait`: only when at least two are, and only until the last
+of them is due), then takes every frame queued by then (the speakers whose audio is ready) and
+runs the DSP per speaker and the network once per hop over the batch axis. Speakers' frames
+arrive at unrelated moments, so without the clock a batch is whatever happened to queue up (1–2
+at light load); with it, a frame waits less than one tick, and a lone speaker not at all.
+``clock_seconds`` 0: no clock, only what is already queued.
 numba kernels and onnxruntime release the GIL, so shards run on separate cores.
 """
 
@@ -19,7 +21,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import math
 import queue
 import threading
 import time
@@ -30,6 +31,7 @@ import numpy as np
 
 from dsp.constants import NUM_FEATURES
 from model.runtime import step_sources
+from service.batch_wait import BatchWait
 from service.speaker import ProcessResult, SpeakerPipeline
 
 log = logging.getLogger(__name__)
@@ -130,7 +132,8 @@ class EnhancerPool:
         self._clock, self._sleep = clock, sleep  # replaceable: tests run on a fake clock
         self.max_batch = max_batch
         self.on_batch = on_batch  # called with each batch's size (metrics)
-        self._queues: list[queue.SimpleQueue[Stream | None]] = [
+        # each queued stream with the clock's time when it was queued
+        self._queues: list[queue.SimpleQueue[tuple[Stream, float] | None]] = [
             queue.SimpleQueue() for _ in range(shards)
         ]
         self._threads = [
@@ -167,13 +170,20 @@ class EnhancerPool:
         """``stream`` has audio ready: the shard takes it at its next tick. Submit a stream
         again only once the shard has taken what it had (the stream knows)."""
         if not self._closed:
-            self._queues[shard].put(stream)
+            self._queues[shard].put((stream, self._clock()))
 
-    def _collect(self, jobs: queue.SimpleQueue[Stream | None], first: Stream) -> list[Stream]:
-        if self.clock_seconds > 0:  # wait for the next tick, then take all that is ready
-            now = self._clock()
-            self._sleep((math.floor(now / self.clock_seconds) + 1) * self.clock_seconds - now)
-        batch = [first]
+    def _collect(
+        self,
+        jobs: queue.SimpleQueue[tuple[Stream, float] | None],
+        first: tuple[Stream, float],
+        arrivals: BatchWait,
+    ) -> list[Stream]:
+        stream, queued_at = first
+        arrivals.arrived(stream.pipeline, queued_at)
+        wait = arrivals.wait(stream.pipeline, self._clock())
+        if wait > 0:  # others are due within the clock: wait for them, then take all ready
+            self._sleep(wait)
+        batch = [stream]
         while len(batch) < self.max_batch:
             try:
                 job = jobs.get_nowait()
@@ -182,16 +192,18 @@ class EnhancerPool:
             if job is None:
                 jobs.put(None)  # stop after this batch
                 break
-            batch.append(job)
+            arrivals.arrived(job[0].pipeline, job[1])
+            batch.append(job[0])
         return batch
 
-    def _run(self, jobs: queue.SimpleQueue[Stream | None]) -> None:
+    def _run(self, jobs: queue.SimpleQueue[tuple[Stream, float] | None]) -> None:
+        arrivals = BatchWait(self.clock_seconds)
         while True:
             first = jobs.get()
             if first is None:
                 return
             taken: list[tuple[Stream, tuple[np.ndarray, object]]] = []
-            for stream in self._collect(jobs, first):
+            for stream in self._collect(jobs, first, arrivals):
                 try:
                     ready = stream.take()
                 except Exception:  # a stream that cannot say what it has loses that much

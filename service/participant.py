@@ -134,14 +134,18 @@ class Participant:
             whole = data.shape[0] // FRAME_SAMPLES
             frames = [data[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES] for i in range(whole)]
             self._leftover = data[whole * FRAME_SAMPLES :].copy()
+        mixed = False
         for frame in frames:
             was_speaking = self.voice.speaking
             speaking = self.voice.update(frame, speech_probability)
             if speaking != was_speaking:
                 self.metrics.speaking.inc(1 if speaking else -1)
+            mixed |= speaking
             dropped = self.room.mixer.push(self.id, frame, speaking)
             for _ in range(dropped):
                 self._count_dropped("mixer_overflow")
+        if mixed:
+            self.room.frame_arrived(self.id)
 
     async def close(self) -> None:
         """Stop the media and the peer connection (idempotent)."""

@@ -220,7 +220,13 @@ class Relay:
                     "the relay has no room for another room",
                     {"Retry-After": RETRY_AFTER_SECONDS},
                 )
-            self.rooms[name] = Room(name, self.metrics, self.settings.mix_buffer_frames, self.opus)
+            self.rooms[name] = Room(
+                name,
+                self.metrics,
+                self.settings.mix_buffer_frames,
+                self.opus,
+                self.settings.mix_align_margin_ms / 1000.0,
+            )
             self.metrics.rooms.set(len(self.rooms))
         return self.rooms[name]
 

@@ -13,6 +13,7 @@ from service.metrics import RelayMetrics
 from service.mix_encoding import MixEncoders
 from service.mixer import RoomMixer
 from service.opus import OpusSettings
+from service.tick_phase import TickPhase
 
 if TYPE_CHECKING:
     from service.participant import Participant
@@ -30,6 +31,7 @@ class Room:
         metrics: RelayMetrics,
         mix_buffer_frames: int = 3,
         opus: OpusSettings | None = None,
+        align_margin_seconds: float = 0.0,
     ) -> None:
         self.name = name
         self.metrics = metrics
@@ -38,7 +40,10 @@ class Room:
         self.participants: dict[str, Participant] = {}
         self.mixer = RoomMixer(buffer_frames=mix_buffer_frames)
         self.encoders = MixEncoders(opus or OpusSettings())
+        self.phase = TickPhase(align_margin_seconds, TICK_SECONDS)
         self._clock: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._next_tick = 0.0  # on the loop's clock
 
     def add(self, participant: Participant) -> None:
         """Admit a participant (starts the clock if needed)."""
@@ -64,17 +69,23 @@ class Room:
                 await self._clock
             self._clock = None
 
+    def frame_arrived(self, speaker_id: str) -> None:
+        """A frame of ``speaker_id`` that will be mixed reached the mixer now: the clock's
+        phase follows when the talkers' frames come in (:class:`TickPhase`)."""
+        if self._loop is not None and self.phase.enabled:
+            self.phase.arrived(speaker_id, self._next_tick - self._loop.time())
+
     async def _run_clock(self) -> None:
-        loop = asyncio.get_running_loop()
-        next_tick = loop.time()
+        loop = self._loop = asyncio.get_running_loop()
+        self._next_tick = loop.time()
         while True:
-            next_tick += TICK_SECONDS
-            delay = next_tick - loop.time()
+            self._next_tick += TICK_SECONDS + self.phase.correction()
+            delay = self._next_tick - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             elif delay < -MAX_CATCH_UP_SECONDS:
                 skipped = int(-delay / TICK_SECONDS)
-                next_tick += skipped * TICK_SECONDS
+                self._next_tick += skipped * TICK_SECONDS
                 self.metrics.mixer_ticks_late.inc(skipped)
             trimmed = self.mixer.trimmed_frames
             outputs = self.mixer.tick()

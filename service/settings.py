@@ -137,6 +137,14 @@ class Settings(BaseSettings):
     mix_buffer_frames: int = Field(
         3, ge=1, description="enhanced frames one speaker may have waiting for the mixer"
     )
+    mix_align_margin_ms: float = Field(
+        4.0,
+        ge=0,
+        le=10,
+        description="each room's 20 ms mixing clock moves to tick this long after its talkers' "
+        "frames come in, so that they wait little and none misses its tick (0: the clock "
+        "keeps the phase it started with)",
+    )
     jitter_buffer_packets: int = Field(
         0,
         ge=0,

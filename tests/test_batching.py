@@ -124,10 +124,10 @@ def test_a_failing_batch_reaches_its_speakers_and_the_shard_survives(
 
 
 class _FakeClock:
-    """A clock that stands still until the test lets the shard's tick pass."""
+    """A clock that stands still until the test lets the shard's wait pass."""
 
     def __init__(self) -> None:
-        self.now = 100.003  # 3 ms into a 10 ms tick
+        self.now = 100.003
         self.waits: list[float] = []
         self.waiting = threading.Event()
         self.tick = threading.Event()
@@ -143,31 +143,42 @@ class _FakeClock:
         self.now += seconds
 
 
-def test_a_clock_tick_batches_every_ready_speaker_and_the_audio_is_the_same(
+def test_a_shard_waits_for_the_speakers_due_within_its_clock_and_the_audio_is_the_same(
     runtime: ModelRuntime,
 ) -> None:
-    # per 20 ms frame: speaker 0 arrives, the shard waits for the tick, meanwhile the others
-    # arrive; the tick enhances all of them in one batch, as enhance_batch over the same group
+    # four speakers' frames come in 2 ms apart every 20 ms. The first frames go alone (nobody
+    # is known to be due); from then on, speaker 0's frame waits until the last of the others
+    # is due (+1 ms), meanwhile they arrive, and all four are enhanced in one model call, with
+    # the samples enhance_batch gives over the same frames
     clock = _FakeClock()
     sizes: list[int] = []
     pool = EnhancerPool(1, 0.010, on_batch=sizes.append, clock=clock.time, sleep=clock.sleep)
-    speakers = 4
-    signals = [speech_noise(seed, 6) for seed in range(speakers)]
+    speakers, frames = 4, 6
+    signals = [speech_noise(seed, frames) for seed in range(speakers)]
     clocked = [SpeakerPipeline(runtime, EnhancementSettings()) for _ in range(speakers)]
     direct = [SpeakerPipeline(runtime, EnhancementSettings()) for _ in range(speakers)]
+    start = clock.now
 
     async def run() -> list[list[np.ndarray]]:
         heard: list[list[np.ndarray]] = [[] for _ in range(speakers)]
-        for frame in range(6):
+        for frame in range(frames):
             part = slice(frame * 960, (frame + 1) * 960)
+            clock.now = start + 0.020 * frame
+            if frame == 0:
+                for index in range(speakers):
+                    clock.now = start + 0.002 * index
+                    result = await pool.enhance(0, clocked[index], signals[index][part])
+                    heard[index].append(result.samples)
+                continue
             futures = [pool.enhance(0, clocked[0], signals[0][part])]
             await asyncio.to_thread(clock.waiting.wait, 5)
             clock.waiting.clear()
-            futures += [pool.enhance(0, clocked[i], signals[i][part]) for i in range(1, speakers)]
+            for index in range(1, speakers):
+                clock.now = start + 0.020 * frame + 0.002 * index
+                futures.append(pool.enhance(0, clocked[index], signals[index][part]))
             clock.tick.set()
             for index, result in enumerate(await asyncio.gather(*futures)):
                 heard[index].append(result.samples)
-            clock.now += 0.020 - clock.waits[-1]  # the next frame, 20 ms on
         return heard
 
     try:
@@ -175,12 +186,32 @@ def test_a_clock_tick_batches_every_ready_speaker_and_the_audio_is_the_same(
     finally:
         clock.tick.set()
         pool.close()
-    assert sizes == [speakers] * 6
-    assert clock.waits == pytest.approx([0.007] * 6)  # to the next 10 ms tick, never longer
-    for frame in range(6):
+    assert sizes == [1] * speakers + [speakers] * (frames - 1)
+    assert clock.waits == pytest.approx([0.007] * (frames - 1))  # 6 ms + 1 ms, under 10 ms
+    for frame in range(frames):
         part = slice(frame * 960, (frame + 1) * 960)
         expected = enhance_batch(direct, [s[part] for s in signals])
         for index in range(speakers):
             result = expected[index]
             assert not isinstance(result, Exception)
             np.testing.assert_array_equal(heard[index][frame], result.samples)
+
+
+def test_a_lone_speaker_never_waits_for_the_clock(runtime: ModelRuntime) -> None:
+    clock = _FakeClock()
+    sizes: list[int] = []
+    pool = EnhancerPool(1, 0.010, on_batch=sizes.append, clock=clock.time, sleep=clock.sleep)
+    pipeline = SpeakerPipeline(runtime, EnhancementSettings())
+    signal = speech_noise(7, 5)
+
+    async def run() -> None:
+        for frame in range(5):
+            clock.now = 100.0 + 0.020 * frame
+            await pool.enhance(0, pipeline, signal[frame * 960 : (frame + 1) * 960])
+
+    try:
+        asyncio.run(run())
+    finally:
+        clock.tick.set()
+        pool.close()
+    assert sizes == [1] * 5 and clock.waits == []
