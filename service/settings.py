@@ -110,9 +110,10 @@ class Settings(BaseSettings):
         10.0,
         ge=0,
         le=10,
-        description="the enhancement threads' clock: each tick enhances, in one model call per "
-        "hop, every speaker's frame queued by then (0: no clock, a frame goes at once with "
-        "whatever else is queued)",
+        description="the longest an enhancement thread holds a frame to batch it: it waits only "
+        "when at least two other speakers' frames are due within this time, and only until the "
+        "last of them is, then enhances all that are ready in one model call per hop (0: never "
+        "wait, a frame goes at once with whatever else is queued)",
     )
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         "auto",

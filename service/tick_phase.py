@@ -9,8 +9,9 @@ frame. :class:`TickPhase` watches how long the talkers' frames wait for their ti
 how far to move the clock: earlier while every frame of a window waits more than twice
 ``margin`` (halfway to the margin, by at most ``max_earlier`` per window: gently, never past a
 frame), at once later, to the margin, when a frame comes within half the margin of its tick or
-misses it, as long as that pushes no other speaker's frames past a whole period. Each speaker's waits are read around their own
-circular mean, so a frame that just missed its tick counts as late, not as early for the next.
+misses it, as long as that pushes no other speaker's frames past a whole period. Each
+speaker's waits are read around their own circular mean, so a frame that just missed its tick
+counts as late, not as early for the next.
 """
 
 from __future__ import annotations
