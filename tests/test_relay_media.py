@@ -66,7 +66,8 @@ def aligned_in_blocks(
     A frame lost or inserted on the way (a peer starved of CPU on a loaded machine sends a late
     burst, the mixer conceals a late frame) shifts the rest of the stream: scored against one
     lag for the whole call, everything after it would count as misaligned, not just the
-    glitch. A block that says little (a pause: correlation under 0.3) keeps the lag before it.
+    glitch. A block that says little (a pause: correlation under 0.5, or a best lag at the edge
+    of the search) keeps the lag before it.
     """
     search = 3 * FRAME
     aligned = np.zeros_like(clean)
@@ -77,8 +78,9 @@ def aligned_in_blocks(
         window = received[lo : start + lag + segment.shape[0] + search]
         if window.shape[0] > segment.shape[0]:
             best, correlation = lag_of(segment, window, max_lag=window.shape[0] - segment.shape[0])
-            if correlation > 0.3:
-                shift = lo + best - start - lag
+            found = lo + best - start - lag
+            if correlation >= 0.5 and abs(found) < search - FRAME // 20:  # not at the edge
+                shift = found
         shifts.append(shift)
         piece = received[start + lag + shift : start + lag + shift + segment.shape[0]]
         aligned[start : start + piece.shape[0]] = piece
