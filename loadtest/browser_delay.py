@@ -15,8 +15,10 @@ took the DTX pauses: its mean delay, and the share of samples it concealed.
 ``--a`` and ``--b`` (server settings ``PNR_NAME=VALUE``, each may repeat) instead measure this
 relay under two settings alternately, ``--rounds`` times each (the order flips every round),
 and print each run's median: the run-to-run spread here is as large as the effects sought.
-Other work on the machine moves these figures by tens of milliseconds; ``chrt -f 20 python -m
-loadtest.browser_delay ...`` runs the relay, the speaker and Chromium ahead of it.
+Other work on the machine moves these figures by tens of milliseconds; ``nice -n -15 python -m
+loadtest.browser_delay ...`` (as root) runs the relay, the speaker and Chromium ahead of it. Not
+under ``chrt -f``: Chromium's threads under SCHED_FIFO, preempted by other real-time work, once
+took both cores for minutes (load average 80).
 
     python -m loadtest.browser_delay --a PNR_BATCH_CLOCK_MS=10 --b PNR_BATCH_CLOCK_MS=0 --rounds 6
 """
