@@ -3,9 +3,12 @@
 Pure logic, no clock: the room calls :meth:`RoomMixer.tick` every 20 ms. Each speaker has a
 short FIFO of enhanced frames; a tick takes at most one frame from each, so a speaker whose
 packets stop contributes silence at once, and a FIFO that overflows loses its oldest frame
-(latency stays bounded). A FIFO that never empties for 1 s (a backlog left by a burst, or by
-the concealment of a loss) loses the frames that stood in it all that second, so the delay
-returns to its minimum within a second of the network calming down.
+(latency stays bounded). A frame that comes after its tick has been played as silence (late)
+is dropped when a newer frame waits behind it: the speaker's turn already went by, and played
+now it would hold everything after it back a tick. A FIFO that never empties for 1 s (a
+backlog left by a burst, or by the concealment of a loss) loses the frames that stood in it
+all that second, so the delay returns to its minimum within a second of the network calming
+down.
 
 Only frames marked as speech are mixed (a speaker who is not talking adds nothing but
 suppressed noise), so listeners who hear the same set of active speakers get the very same
@@ -29,6 +32,7 @@ class _Channel:
     last: np.ndarray | None = field(default=None)  # this tick's frame, if it is mixed
     standing_ticks: int = 0
     standing_frames: int = 0  # fewest frames left waiting after a tick, while standing
+    missed_ticks: int = 0  # ticks in a row that found no frame (up to the buffer's size)
 
 
 TRIM_AFTER_TICKS = 50  # one second
@@ -79,7 +83,7 @@ class RoomMixer:
         total = np.zeros(self.frame_samples, dtype=np.float32)
         speakers = []
         for participant_id, channel in self._channels.items():
-            samples, speaking = channel.frames.popleft() if channel.frames else (None, False)
+            samples, speaking = self._next_frame(channel)
             channel.last = samples if speaking else None
             if channel.last is not None:
                 total += channel.last
@@ -100,6 +104,20 @@ class RoomMixer:
             outputs[participant_id] = mix
             self.heard[participant_id] = key
         return outputs
+
+    def _next_frame(self, channel: _Channel) -> tuple[np.ndarray | None, bool]:
+        """The frame this tick plays for ``channel``: the newest of those that missed their
+        ticks (each of which played silence) and the one due now; the older ones are dropped."""
+        frames = channel.frames
+        if not frames:
+            channel.missed_ticks = min(channel.missed_ticks + 1, self.buffer_frames)
+            return None, False
+        late = min(channel.missed_ticks, len(frames) - 1)
+        for _ in range(late):
+            frames.popleft()
+        self.trimmed_frames += late
+        channel.missed_ticks = 0
+        return frames.popleft()
 
     def _trim(self, channel: _Channel) -> None:
         """Drop a backlog that stood in ``channel`` for a whole second."""
