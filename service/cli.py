@@ -391,6 +391,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     }
     settings = _load_settings({key: value for key, value in overrides.items() if value is not None})
     from service.cluster import end_with_parent, node_count, serve_nodes
+    from service.cores import use_realtime_scheduling
 
     if settings.parent_pid is not None:
         end_with_parent(settings.parent_pid)
@@ -398,6 +399,14 @@ def _run_serve(args: argparse.Namespace) -> int:
         runtime = ModelRuntime(settings.model_path)
     except ModelFileError as exc:
         raise CommandError(str(exc)) from exc
+    if settings.realtime_priority:  # before any thread starts: they all inherit it
+        try:
+            use_realtime_scheduling(settings.realtime_priority)
+        except PermissionError:
+            raise CommandError(
+                f"PNR_REALTIME_PRIORITY={settings.realtime_priority}: SCHED_FIFO was refused "
+                "(it needs root or CAP_SYS_NICE)"
+            ) from None
     count = node_count(settings)
     if count > 1:  # each node loads its own copy
         del runtime

@@ -1,4 +1,5 @@
-"""The cores this process may use: its CPU affinity, capped by a cgroup CPU limit.
+"""The cores this process may use (its CPU affinity, capped by a cgroup CPU limit), and how it
+is scheduled on them.
 
 ``serve`` starts one node per usable core (``service/cluster.py``). A container or Kubernetes
 pod limited to N cores by a CFS quota still sees every host core in its affinity mask, so the
@@ -9,6 +10,7 @@ the rest of the period (joblib/loky round up, for batch work).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from pathlib import Path
@@ -50,3 +52,18 @@ def node_cores(count: int, root: Path = CGROUP_ROOT) -> list[int] | None:
     if count != len(cores) or (limit is not None and limit < len(cores)):
         return None
     return cores
+
+
+def use_realtime_scheduling(priority: int) -> None:
+    """This process, and every thread and process it starts later, under SCHED_FIFO at
+    ``priority`` (1–99). Its threads then run until they block rather than preempt each other
+    (a batch of the enhancement thread is not cut up by the event loop's wake-ups), and no
+    normal process on the core preempts them; the kernel's RT throttling
+    (``/proc/sys/kernel/sched_rt_runtime_us``, 95 % by default) still keeps the rest of each
+    second for everything else. Raises PermissionError without root or CAP_SYS_NICE."""
+    param = os.sched_param(priority)
+    os.sched_setscheduler(0, os.SCHED_FIFO, param)  # this thread first: refused, nothing changed
+    tasks = Path("/proc/self/task")  # threads the imports started (numpy's OpenBLAS, …)
+    for task in tasks.iterdir() if tasks.is_dir() else ():
+        with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+            os.sched_setscheduler(int(task.name), os.SCHED_FIFO, param)

@@ -106,6 +106,14 @@ class Settings(BaseSettings):
         description="enhancement threads, each batching its own speakers; one batches best, "
         "and a process's event loop saturates before one thread does (more cores: processes)",
     )
+    realtime_priority: int = Field(
+        0,
+        ge=0,
+        le=99,
+        description="run the relay's threads under SCHED_FIFO at this priority, so nothing "
+        "else on their core preempts them and its threads take turns instead of preempting "
+        "each other (0: the normal scheduler; needs root or CAP_SYS_NICE)",
+    )
     batch_clock_ms: float = Field(
         10.0,
         ge=0,

@@ -5,6 +5,7 @@ load nothing from another host."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
 import subprocess
@@ -15,6 +16,8 @@ import httpx
 import pytest
 from test_cli import assert_one_line_error, run_cli
 
+from loadtest.relay_load import may_run_realtime
+from loadtest.server import serve_on_loopback
 from model.runtime import DEFAULT_MODEL
 from service.app import create_app
 from service.cluster import free_port
@@ -150,3 +153,30 @@ def test_the_api_docs_load_only_from_this_server() -> None:
         assert response.status_code == 200, asset
         assert len(response.content) > 100, asset
     assert '"validatorUrl": null' in responses["/docs"].text  # no badge from validator.swagger.io
+
+
+@pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="no shipped model")
+def test_realtime_scheduling_refused_is_one_line_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def refuse(*args: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "sched_setscheduler", refuse)
+    monkeypatch.setenv("PNR_REALTIME_PRIORITY", "40")
+    code, out, err = run_cli(capsys, "serve", "--port", str(free_port()))
+    assert_one_line_error(code, err, "PNR_REALTIME_PRIORITY=40", "CAP_SYS_NICE")
+    assert out == ""
+
+
+@pytest.mark.skipif(not (DEFAULT_MODEL.exists() and may_run_realtime(5)), reason="no SCHED_FIFO")
+def test_realtime_priority_puts_every_thread_of_the_relay_under_sched_fifo() -> None:
+    served = serve_on_loopback({"PNR_REALTIME_PRIORITY": "5", "PNR_DRAIN_SECONDS": "0"})
+    try:
+        threads = [int(task.name) for task in Path(f"/proc/{served.process.pid}/task").iterdir()]
+        assert len(threads) >= 2  # the event loop and the enhancement thread among them
+        for tid in threads:
+            assert os.sched_getscheduler(tid) == os.SCHED_FIFO, tid
+            assert os.sched_getparam(tid).sched_priority == 5, tid
+    finally:
+        served.stop()
