@@ -5,10 +5,12 @@ short FIFO of enhanced frames; a tick takes at most one frame from each, so a sp
 packets stop contributes silence at once, and a FIFO that overflows loses its oldest frame
 (latency stays bounded). A frame that comes after its tick has been played as silence (late)
 is dropped when a newer frame waits behind it: the speaker's turn already went by, and played
-now it would hold everything after it back a tick. A FIFO that never empties for 1 s (a
-backlog left by a burst, or by the concealment of a loss) loses the frames that stood in it
-all that second, so the delay returns to its minimum within a second of the network calming
-down.
+now it would hold everything after it back a tick. A backlog also sheds its frames that hold
+no speech as they come due: nobody hears them (only speech is mixed), so the delay drops back
+at the speaker's next pause at no cost. A FIFO that never empties for 1 s all the same (a
+backlog left by a burst, or by the concealment of a loss, while the speaker talks on) loses
+the frames that stood in it all that second, so the delay returns to its minimum within a
+second of the network calming down.
 
 Only frames marked as speech are mixed (a speaker who is not talking adds nothing but
 suppressed noise), so listeners who hear the same set of active speakers get the very same
@@ -107,7 +109,8 @@ class RoomMixer:
 
     def _next_frame(self, channel: _Channel) -> tuple[np.ndarray | None, bool]:
         """The frame this tick plays for ``channel``: the newest of those that missed their
-        ticks (each of which played silence) and the one due now; the older ones are dropped."""
+        ticks (each of which played silence) and the one due now; the older ones are dropped,
+        and so, while others wait behind it, is a frame that holds no speech."""
         frames = channel.frames
         if not frames:
             channel.missed_ticks = min(channel.missed_ticks + 1, self.buffer_frames)
@@ -115,6 +118,9 @@ class RoomMixer:
         late = min(channel.missed_ticks, len(frames) - 1)
         for _ in range(late):
             frames.popleft()
+        while len(frames) > 1 and not frames[0][1]:  # unheard: only speech is mixed
+            frames.popleft()
+            late += 1
         self.trimmed_frames += late
         channel.missed_ticks = 0
         return frames.popleft()

@@ -179,6 +179,22 @@ def test_a_frame_that_missed_its_tick_is_dropped_for_the_one_behind_it() -> None
     assert mixer.tick()["b"][0] == pytest.approx(0.8) and mixer.trimmed_frames == 3
 
 
+def test_a_backlog_sheds_the_frames_without_speech_as_they_come_due() -> None:
+    mixer = RoomMixer(buffer_frames=3)
+    mixer.add("a")
+    mixer.add("b")
+    mixer.push("a", _frame(0.1))  # a burst: two frames of speech stand in line
+    mixer.push("a", _frame(0.2))
+    assert mixer.tick()["b"][0] == pytest.approx(0.1)
+    mixer.push("a", _frame(0.0), speaking=False)  # the talker pauses
+    assert mixer.tick()["b"][0] == pytest.approx(0.2)  # speech is never shed
+    mixer.push("a", _frame(0.0), speaking=False)
+    assert not mixer.tick()["b"].any() and mixer.trimmed_frames == 1  # one pause frame shed
+    mixer.push("a", _frame(0.3))
+    assert mixer.tick()["b"][0] == pytest.approx(0.3)  # no backlog left: heard at once
+    assert mixer.trimmed_frames == 1
+
+
 def test_the_mix_is_clipped_and_frames_of_the_wrong_size_are_refused() -> None:
     mixer = RoomMixer()
     for pid in "abc":
