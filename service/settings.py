@@ -178,7 +178,7 @@ class Settings(BaseSettings):
         "refresh every 400 ms, as WebRTC's Opus DTX; receivers play comfort noise)",
     )
     voice_activity_threshold: float = Field(
-        0.2,
+        0.1,
         ge=0.0,
         le=1.0,
         description="mean model gain above which a frame is speech; frames of a speaker not "
