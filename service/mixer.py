@@ -4,8 +4,9 @@ Pure logic, no clock: the room calls :meth:`RoomMixer.tick` every 20 ms. Each sp
 short FIFO of enhanced frames; a tick takes at most one frame from each, so a speaker whose
 packets stop contributes silence at once, and a FIFO that overflows loses its oldest frame
 (latency stays bounded). A frame that comes after its tick has been played as silence (late)
-is dropped when a newer frame waits behind it: the speaker's turn already went by, and played
-now it would hold everything after it back a tick. A backlog also sheds its frames that hold
+still plays, behind it: it is most often the concealment of a lost packet, which the receive
+buffer can only make once the next packet has come (dropping it would turn every concealed
+loss back into silence; `tests/test_playout.py`). A backlog also sheds its frames that hold
 no speech as they come due: nobody hears them (only speech is mixed), so the delay drops back
 at the speaker's next pause at no cost. A FIFO that never empties for 1 s all the same (a
 backlog left by a burst, or by the concealment of a loss, while the speaker talks on) loses
@@ -34,7 +35,6 @@ class _Channel:
     last: np.ndarray | None = field(default=None)  # this tick's frame, if it is mixed
     standing_ticks: int = 0
     standing_frames: int = 0  # fewest frames left waiting after a tick, while standing
-    missed_ticks: int = 0  # ticks in a row that found no frame (up to the buffer's size)
 
 
 TRIM_AFTER_TICKS = 50  # one second
@@ -108,21 +108,16 @@ class RoomMixer:
         return outputs
 
     def _next_frame(self, channel: _Channel) -> tuple[np.ndarray | None, bool]:
-        """The frame this tick plays for ``channel``: the newest of those that missed their
-        ticks (each of which played silence) and the one due now; the older ones are dropped,
-        and so, while others wait behind it, is a frame that holds no speech."""
+        """The frame this tick plays for ``channel``: the oldest waiting; while others wait
+        behind it, a frame that holds no speech is dropped (unheard)."""
         frames = channel.frames
         if not frames:
-            channel.missed_ticks = min(channel.missed_ticks + 1, self.buffer_frames)
             return None, False
-        late = min(channel.missed_ticks, len(frames) - 1)
-        for _ in range(late):
-            frames.popleft()
+        late = 0
         while len(frames) > 1 and not frames[0][1]:  # unheard: only speech is mixed
             frames.popleft()
             late += 1
         self.trimmed_frames += late
-        channel.missed_ticks = 0
         return frames.popleft()
 
     def _trim(self, channel: _Channel) -> None:
