@@ -30,10 +30,10 @@ from dsp.constants import DELAY_SAMPLES, HOP_SAMPLES, LOOKAHEAD_HOPS
 from model.devset import DevMixture, build_dev_mixtures, require_data_dir
 from model.evaluate import pesq_wb
 from model.runtime import DEFAULT_MODEL, ModelRuntime
+from service.audio_frames import FRAME_SAMPLES
 from service.speaker import EnhancementSettings, ProcessResult, SpeakerPipeline
 from service.voice_activity import HANGOVER_FRAMES, VoiceActivity, level_db
 
-FRAME_SAMPLES = 960  # the relay's 20 ms frames
 SNRS_DB = (0.0, 5.0, 10.0, 15.0)
 THRESHOLDS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.4)
 SPEECH_WITHIN_DB = 20.0  # a speech frame is this close to the utterance's loud frames

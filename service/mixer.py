@@ -113,11 +113,9 @@ class RoomMixer:
         frames = channel.frames
         if not frames:
             return None, False
-        late = 0
         while len(frames) > 1 and not frames[0][1]:  # unheard: only speech is mixed
             frames.popleft()
-            late += 1
-        self.trimmed_frames += late
+            self.trimmed_frames += 1
         return frames.popleft()
 
     def _trim(self, channel: _Channel) -> None:
