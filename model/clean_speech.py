@@ -11,8 +11,10 @@ noise floor (the 10th percentile of its 10 ms frame energies, in its pauses: eve
 words near −26 dB. Each chosen recording is cleaned once (delay-compensated DeepFilterNet3 at
 48 kHz, stored at the manifest's rate, whose Nyquist bounds its content) and cached beside the
 feature cache, named by the recording's bytes and the DeepFilterNet3 version, with what the
-cleaning removed (dB against the recording's energy) beside it. Dev files are never cleaned:
-the evaluation's references stay the recordings.
+cleaning removed (dB against the recording's energy) beside it. ``corpora`` restricts the
+cleaning to the named corpora (VCTK's floor is room and breath more than background: DFN3 barely
+lowers it but changes the speech). Dev files are never cleaned: the evaluation's references stay
+the recordings.
 """
 
 from __future__ import annotations
@@ -54,14 +56,39 @@ Enhance = Callable[[np.ndarray], np.ndarray]
 @dataclass(frozen=True)
 class CleanSpeechSpec:
     """Which training recordings a stream replaces by their cleaned copies: those whose noise
-    floor (``floor_db``) lies above ``floor_db`` dB."""
+    floor (``floor_db``) lies above ``floor_db`` dB, of the ``corpora`` named (every corpus when
+    None)."""
 
     floor_db: float
     cache_dir: str
+    corpora: tuple[str, ...] | None = None
 
     def as_dict(self) -> dict[str, object]:
         """Plain dict for checkpoints and the model card (the cache folder left out)."""
-        return {"cleaner": teacher_name(), "floor_db_above": self.floor_db}
+        plain: dict[str, object] = {"cleaner": teacher_name(), "floor_db_above": self.floor_db}
+        if self.corpora is not None:
+            plain["corpora"] = list(self.corpora)
+        return plain
+
+    def covers(self, file: AudioFile) -> bool:
+        """Whether ``file``'s corpus is one this spec may clean."""
+        return self.corpora is None or corpus_of(file) in self.corpora
+
+
+def corpus_of(file: AudioFile) -> str:
+    """The corpus of a manifest file: the folder under its kind (``clean/<corpus>/…``)."""
+    parts = file.relative_path.split("/")
+    return parts[1] if len(parts) > 2 else parts[0]
+
+
+def refuse_unknown_corpora(files: tuple[AudioFile, ...], corpora: tuple[str, ...] | None) -> None:
+    """ValueError when ``corpora`` names a corpus none of ``files`` belongs to."""
+    known = {corpus_of(f) for f in files}
+    unknown = sorted(set(corpora or ()) - known)
+    if unknown:
+        raise ValueError(
+            f"no training speech in corpus {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+        )
 
 
 def clean_key(file: AudioFile) -> str:
@@ -141,18 +168,18 @@ def cleaned_split(
     """``train`` with each speech recording whose noise floor lies above ``spec.floor_db``
     replaced by its DeepFilterNet3-cleaned copy (made and cached on first use; same
     manifest path, speaker and rate, so the mixer treats it as the recording), and a summary of
-    what was replaced. Noises and rooms are left as they are. ValueError for dev speech."""
+    what was replaced. Noises and rooms are left as they are. ValueError for dev speech or a
+    corpus the split lacks."""
     refuse_dev_files(train.speech, dev_list or load_dev_list())
+    refuse_unknown_corpora(train.speech, spec.corpora)
     folder = Path(spec.cache_dir) / CLEAN_FOLDER
     speech: list[AudioFile] = []
     replaced: dict[str, int] = {}
     for number, file in enumerate(train.speech, 1):
-        if floor_db(load_audio_48k(file.path)) > spec.floor_db:
+        if spec.covers(file) and floor_db(load_audio_48k(file.path)) > spec.floor_db:
             info = clean_file(file, folder, enhance)
             file = dataclasses.replace(file, path=Path(str(info["path"])))
-            parts = file.relative_path.split("/")  # clean/<corpus>/…
-            corpus = parts[1] if len(parts) > 2 else parts[0]
-            replaced[corpus] = replaced.get(corpus, 0) + 1
+            replaced[corpus_of(file)] = replaced.get(corpus_of(file), 0) + 1
         speech.append(file)
         if log is not None and number % 200 == 0:
             log(f"cleaned speech: {number}/{len(train.speech)} recordings measured")
@@ -162,6 +189,14 @@ def cleaned_split(
         "by_corpus": dict(sorted(replaced.items())),
     }
     return dataclasses.replace(train, speech=tuple(speech)), summary
+
+
+def corpus_list(text: str) -> tuple[str, ...]:
+    """``a,b`` as ``("a", "b")`` (argparse type); ArgumentTypeError when it names none."""
+    corpora = tuple(sorted({name.strip() for name in text.split(",") if name.strip()}))
+    if not corpora:
+        raise argparse.ArgumentTypeError("names no corpus")
+    return corpora
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -175,15 +210,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", default=str(default_data_dir()))
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--floor-db", type=float, default=DEFAULT_FLOOR_DB)
+    parser.add_argument(
+        "--corpora",
+        type=corpus_list,
+        default=None,
+        help="comma-separated corpora to clean (e.g. speechocean762,ktuberling; default all)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="processes running DFN3")
     args = parser.parse_args(argv)
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     try:
         train = split_named(Path(args.data_dir), "train")
         refuse_dev_files(train.speech, load_dev_list())
-        spec = CleanSpeechSpec(args.floor_db, str(cache_dir))
+        refuse_unknown_corpora(train.speech, args.corpora)
+        spec = CleanSpeechSpec(args.floor_db, str(cache_dir), args.corpora)
         folder = cache_dir / CLEAN_FOLDER
-        chosen = [f for f in train.speech if floor_db(load_audio_48k(f.path)) > args.floor_db]
+        chosen = [
+            f
+            for f in train.speech
+            if spec.covers(f) and floor_db(load_audio_48k(f.path)) > args.floor_db
+        ]
         with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
             futures = [pool.submit(clean_file, f, folder) for f in chosen]
             for future in tqdm(as_completed(futures), total=len(futures), desc="clean speech"):

@@ -39,7 +39,12 @@ import torch
 from dsp.constants import HOP_SAMPLES, SAMPLE_RATE_HZ
 from dsp.enhancer import ReplayGains
 from dsp.offline import compute_oracle_targets, enhance_signal
-from model.clean_speech import DEFAULT_FLOOR_DB, CleanSpeechSpec
+from model.clean_speech import (
+    DEFAULT_FLOOR_DB,
+    CleanSpeechSpec,
+    corpus_list,
+    refuse_unknown_corpora,
+)
 from model.devset import default_data_dir
 from model.export import load_onnx_network
 from model.feature_cache import (
@@ -53,7 +58,7 @@ from model.mixtures import MixtureRecipe, NoiseAugmentation, NoiseEvents, make_m
 from model.network import NetworkConfig, PercepNet, count_parameters
 from model.onthefly import OpusCoding, StreamSpec, train_stream
 from model.runtime import sha256_of
-from model.splits import split_named
+from model.splits import AudioFile, split_named
 from model.teacher import TeacherSpec
 from model.training_record import data_record, find_record, hardware_record
 
@@ -243,6 +248,11 @@ def evaluate_loss(model: PercepNet, data: Shard, batch_size: int = 64) -> float:
     return float(np.mean(losses))
 
 
+def start_record(pesq: float, dev_loss: float) -> dict[str, Any]:
+    """History entry of a fine-tune's starting weights (epoch 0: no training loss)."""
+    return {"epoch": 0.0, "stage": "start", "dev_loss": dev_loss, "dev_pesq": pesq, "minutes": 0.0}
+
+
 def plot_curve(history: list[dict[str, float]], path: Path) -> None:
     """Training/dev loss and dev PESQ against epochs."""
     import matplotlib
@@ -252,7 +262,7 @@ def plot_curve(history: list[dict[str, float]], path: Path) -> None:
 
     epochs = [h["epoch"] for h in history]
     fig, loss_axis = plt.subplots(figsize=(7, 4))
-    loss_axis.plot(epochs, [h["train_loss"] for h in history], label="train loss")
+    loss_axis.plot(epochs, [h.get("train_loss", math.nan) for h in history], label="train loss")
     loss_axis.plot(epochs, [h["dev_loss"] for h in history], label="dev loss")
     loss_axis.set_xlabel("epoch")
     loss_axis.set_ylabel("loss")
@@ -449,16 +459,25 @@ def teacher_spec(args: argparse.Namespace, cache_dir: Path) -> TeacherSpec | Non
         raise SystemExit(f"error: {exc}") from None
 
 
-def clean_speech_spec(args: argparse.Namespace, cache_dir: Path) -> CleanSpeechSpec | None:
+def clean_speech_spec(
+    args: argparse.Namespace, cache_dir: Path, speech: tuple[AudioFile, ...] = ()
+) -> CleanSpeechSpec | None:
     """The stream's cleaned speech (``--dfn3-clean-speech``), its copies cached under
-    ``cache_dir``; SystemExit with an ``error:`` line without ``--on-the-fly``."""
+    ``cache_dir``; SystemExit with an ``error:`` line without ``--on-the-fly``, or for a corpus
+    of ``--dfn3-clean-corpora`` that ``speech`` (the training split's) lacks."""
     if not args.dfn3_clean_speech:
+        if args.dfn3_clean_corpora is not None:
+            raise SystemExit("error: --dfn3-clean-corpora needs --dfn3-clean-speech")
         return None
     if not args.on_the_fly:
         raise SystemExit(
             "error: --dfn3-clean-speech needs --on-the-fly (it changes the mixer's speech)"
         )
-    return CleanSpeechSpec(args.clean_speech_floor_db, str(cache_dir))
+    try:
+        refuse_unknown_corpora(speech, args.dfn3_clean_corpora)
+    except ValueError as exc:
+        raise SystemExit(f"error: --dfn3-clean-corpora: {exc}") from None
+    return CleanSpeechSpec(args.clean_speech_floor_db, str(cache_dir), args.dfn3_clean_corpora)
 
 
 def train(args: argparse.Namespace) -> Path:
@@ -500,7 +519,7 @@ def train(args: argparse.Namespace) -> Path:
         recipe,
         OpusCoding(share=args.opus_share) if args.opus_share > 0 else None,
         teacher_spec(args, cache_dir),
-        clean_speech_spec(args, cache_dir),
+        clean_speech_spec(args, cache_dir, train_files.speech),
     )
     print(f"feature cache: {cache_dir}", flush=True)
     speech = train_files.speech
@@ -540,6 +559,7 @@ def train(args: argparse.Namespace) -> Path:
     best_pesq = -math.inf
     rng = np.random.default_rng(args.seed)
     init_source: dict[str, Any] | None = None  # the weights a fine-tune started from
+    start_pesq: float | None = None  # their dev PESQ-WB
     if args.init_from and not checkpoint_path.exists():
         model.load_state_dict(initial_weights(Path(args.init_from), config))
         init_source = {
@@ -547,9 +567,9 @@ def train(args: argparse.Namespace) -> Path:
             "sha256": sha256_of(Path(args.init_from)),
             "record": find_record(Path(args.init_from)),  # before an export overwrites it
         }
+        start_pesq = dev_pesq(model, dev_audio)
         print(
-            f"initialised from {args.init_from} (fine-tuning); its dev PESQ-WB "
-            f"{dev_pesq(model, dev_audio):.3f}",
+            f"initialised from {args.init_from} (fine-tuning); its dev PESQ-WB {start_pesq:.3f}",
             flush=True,
         )
     if checkpoint_path.exists():
@@ -599,6 +619,12 @@ def train(args: argparse.Namespace) -> Path:
         if tag:
             print(f"checkpoint saved ({tag})", flush=True)
 
+    if start_pesq is not None and not history:
+        # epoch 0, the weights fine-tuned from: best.pt is never worse than the start
+        history.append(start_record(start_pesq, evaluate_loss(model, dev_data)))
+        save("epoch 0, the weights fine-tuned from")
+        best_pesq = start_pesq
+        shutil.copyfile(checkpoint_path, out / BEST_CHECKPOINT)
     total_budget = schedule_minutes(vars(args)) * 60.0
     stream = (
         train_stream(stream_spec, stream_batches, args.data_workers)
@@ -800,6 +826,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=DEFAULT_FLOOR_DB,
         help="with --dfn3-clean-speech: clean a recording whose noise floor (10th percentile "
         "of its 10 ms frame energies) lies above this, in dB against its speech (95th)",
+    )
+    parser.add_argument(
+        "--dfn3-clean-corpora",
+        type=corpus_list,
+        default=None,
+        metavar="NAMES",
+        help="with --dfn3-clean-speech: clean only these comma-separated corpora "
+        "(e.g. speechocean762,ktuberling; default: every corpus)",
     )
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument(

@@ -111,6 +111,8 @@ def stage_summary(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     stages: dict[str, dict[str, Any]] = {}
     previous = 0.0
     for epoch in history:
+        if epoch.get("stage") == "start":  # a fine-tune's starting weights, scored, not trained
+            continue
         name = str(epoch.get("stage", "crops"))  # runs from before stages were recorded
         stage = stages.setdefault(name, {"stage": name, "epochs": 0, "minutes": 0.0})
         stage["epochs"] += 1

@@ -21,11 +21,12 @@ from model.clean_speech import (  # noqa: E402
     CleanSpeechSpec,
     clean_key,
     cleaned_split,
+    corpus_of,
     floor_db,
 )
 from model.mixtures import SAMPLE_RATE  # noqa: E402
 from model.onthefly import StreamSpec, make_batch  # noqa: E402
-from model.splits import DevList, Split  # noqa: E402
+from model.splits import AudioFile, DevList, Split  # noqa: E402
 
 NO_DEV = DevList(frozenset(), (), (), (), ())
 
@@ -172,6 +173,40 @@ def test_a_stream_with_cleaned_speech_mixes_from_the_copies(
     assert max(changes) > 0.002
 
 
+def _in_corpus(file: AudioFile, corpus: str) -> AudioFile:
+    return dataclasses.replace(file, relative_path=f"clean/{corpus}/{file.relative_path}")
+
+
+def test_cleaning_can_be_restricted_to_named_corpora(tmp_path: Path) -> None:
+    files = _speech(tmp_path)
+    studio, room = files.speech
+    noisy_room = _write(tmp_path, "room2.flac", _recording(0.003, 3), "clean", "s2")
+    files = dataclasses.replace(
+        files,
+        speech=(
+            _in_corpus(studio, "ravdess"),
+            _in_corpus(room, "speechocean762"),
+            _in_corpus(noisy_room, "vctk_p239"),
+        ),
+    )
+    assert [corpus_of(f) for f in files.speech] == ["ravdess", "speechocean762", "vctk_p239"]
+    calls: list[str] = []
+    every = CleanSpeechSpec(floor_db=-45.0, cache_dir=str(tmp_path / "cache"))
+    _, summary = cleaned_split(files, every, NO_DEV, enhance=_silencing(calls))
+    assert summary["by_corpus"] == {"speechocean762": 1, "vctk_p239": 1}
+    only = dataclasses.replace(every, corpora=("ravdess", "speechocean762"))
+    cleaned, summary = cleaned_split(files, only, NO_DEV, enhance=_silencing(calls))
+    assert summary == {"replaced": 1, "of": 3, "by_corpus": {"speechocean762": 1}}
+    assert cleaned.speech[2] == files.speech[2] and cleaned.speech[1] != files.speech[1]
+    # the restriction is part of what the stream (and so its teacher pool) is named by
+    assert only.as_dict()["corpora"] == ["ravdess", "speechocean762"]
+    assert "corpora" not in every.as_dict()
+    with pytest.raises(ValueError, match=r"no training speech in corpus vctk \(known: ravdess, "):
+        cleaned_split(
+            files, dataclasses.replace(every, corpora=("vctk",)), NO_DEV, _silencing(calls)
+        )
+
+
 def test_train_wires_the_option_and_refuses_it_without_on_the_fly(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     args = train.parse_args(["--on-the-fly", "--dfn3-clean-speech"])
@@ -185,3 +220,43 @@ def test_train_wires_the_option_and_refuses_it_without_on_the_fly(tmp_path: Path
     args = train.parse_args(["--out", str(tmp_path / "run"), "--dfn3-clean-speech"])
     with pytest.raises(SystemExit, match="^error: --dfn3-clean-speech needs --on-the-fly"):
         train.train(args)
+    # --dfn3-clean-corpora: a comma-separated list of corpora the training split has
+    speech = (_in_corpus(_speech(tmp_path).speech[0], "speechocean762"),)
+    args = train.parse_args(
+        ["--on-the-fly", "--dfn3-clean-speech", "--dfn3-clean-corpora", "speechocean762,"]
+    )
+    assert train.clean_speech_spec(args, cache, speech) == CleanSpeechSpec(
+        clean_speech.DEFAULT_FLOOR_DB, str(cache), ("speechocean762",)
+    )
+    args = train.parse_args(["--on-the-fly", "--dfn3-clean-speech", "--dfn3-clean-corpora", "x"])
+    with pytest.raises(SystemExit, match="^error: --dfn3-clean-corpora: no training speech in"):
+        train.clean_speech_spec(args, cache, speech)
+    args = train.parse_args(["--on-the-fly", "--dfn3-clean-corpora", "speechocean762"])
+    with pytest.raises(SystemExit, match="^error: --dfn3-clean-corpora needs --dfn3-clean-speech"):
+        train.clean_speech_spec(args, cache, speech)
+
+
+@pytest.mark.parametrize("value", ["", ","])
+def test_an_empty_corpus_list_is_refused_on_the_command_line(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        train.parse_args(["--dfn3-clean-corpora", value])
+    assert exit_info.value.code == 2
+    assert "--dfn3-clean-corpora: names no corpus" in capsys.readouterr().err
+
+
+def test_the_cleaning_command_refuses_a_corpus_the_split_lacks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from model import splits
+
+    files = _speech(tmp_path)
+    monkeypatch.setattr(splits, "split_named", lambda data_dir, name: files)
+    monkeypatch.setattr(clean_speech, "load_dev_list", lambda: NO_DEV)
+    argv = ["--data-dir", str(tmp_path), "--cache-dir", str(tmp_path / "c"), "--corpora", "x"]
+    with pytest.raises(SystemExit) as exit_info:
+        clean_speech.main(argv)
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.startswith("error: no training speech in corpus x (known: ")
+    assert not (tmp_path / "c").exists()

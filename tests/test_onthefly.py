@@ -185,6 +185,46 @@ def test_training_on_the_fly_keeps_the_best_checkpoint_and_resumes(
     child = read_record(weights)
     assert child["init_from"]["record"] == record
     assert lineage(child) == [child, record]
+    finetune = torch.load(tmp_path / "finetune" / "checkpoint.pt", weights_only=False)
+    assert [h["stage"] for h in finetune["history"]] == ["start", "crops"]
+    assert [h["epoch"] for h in finetune["history"]] == [0.0, 1.0]
+    assert [s["stage"] for s in child["stages"]] == ["crops"]  # epoch 0 trained nothing
+
+
+def test_a_fine_tune_scores_its_start_so_best_is_never_worse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    split = (_files(tmp_path, 0), _files(tmp_path, 1))
+    monkeypatch.setattr(splits, "split_files", lambda data_dir: split)
+    monkeypatch.setattr(train, "DEV_CACHE_SHAPE", (1, 2))
+    (tmp_path / splits.MANIFEST_FILE).write_text("")
+    args = [
+        *("--data-dir", str(tmp_path), "--cache-dir", str(tmp_path / "cache"), "--on-the-fly"),
+        *("--batch", "2", "--epoch-steps", "2", "--dev-files", "1", "--lr", "0.05"),
+        *("--gru-size", "16", "--gru-layers", "1", "--threads", "1", "--data-workers", "0"),
+    ]
+    train.main([*args, "--out", str(tmp_path / "run"), "--epochs", "1"])
+    start = torch.load(tmp_path / "run" / "best.pt", weights_only=False)["model"]
+    (tmp_path / "start.pt").write_bytes((tmp_path / "run" / "best.pt").read_bytes())
+    # every trained epoch scores below the start: best.pt stays the starting weights
+    scores = iter([2.0, 1.5, 1.9])
+    monkeypatch.setattr(train, "dev_pesq", lambda model, dev: next(scores))
+    out = tmp_path / "finetune"
+    finetune = [*args, "--out", str(out), "--init-from", str(tmp_path / "start.pt")]
+    assert train.train(train.parse_args([*finetune, "--epochs", "2"])) == out / "best.pt"
+    best = torch.load(out / "best.pt", weights_only=False)
+    assert [h["dev_pesq"] for h in best["history"]] == [2.0] and best["epoch"] == 0
+    for name, tensor in start.items():
+        assert torch.equal(best["model"][name], tensor), name
+    last = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert [h["dev_pesq"] for h in last["history"]] == [2.0, 1.5, 1.9]
+    assert any(not torch.equal(last["model"][n], t) for n, t in start.items())
+    # a resume neither rescores the start nor adds a second epoch 0
+    scores = iter([1.95])
+    assert train.train(train.parse_args([*finetune, "--epochs", "3"])) == out / "best.pt"
+    last = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert [h["epoch"] for h in last["history"]] == [0.0, 1.0, 2.0, 3.0]
+    assert torch.load(out / "best.pt", weights_only=False)["epoch"] == 0
 
 
 def test_the_model_card_says_what_an_on_the_fly_run_heard() -> None:
