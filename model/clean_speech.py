@@ -36,6 +36,7 @@ import soxr
 from tqdm import tqdm
 
 from model.deepfilternet_baseline import DEEPFILTERNET_DELAY_SAMPLES
+from model.devset import default_data_dir, speech_source
 from model.mixtures import SAMPLE_RATE, load_audio_48k
 from model.splits import AudioFile, DevList, Split, load_dev_list
 from model.teacher import deepfilternet_enhance, teacher_name
@@ -72,18 +73,12 @@ class CleanSpeechSpec:
 
     def covers(self, file: AudioFile) -> bool:
         """Whether ``file``'s corpus is one this spec may clean."""
-        return self.corpora is None or corpus_of(file) in self.corpora
-
-
-def corpus_of(file: AudioFile) -> str:
-    """The corpus of a manifest file: the folder under its kind (``clean/<corpus>/…``)."""
-    parts = file.relative_path.split("/")
-    return parts[1] if len(parts) > 2 else parts[0]
+        return self.corpora is None or speech_source(file.relative_path) in self.corpora
 
 
 def refuse_unknown_corpora(files: tuple[AudioFile, ...], corpora: tuple[str, ...] | None) -> None:
     """ValueError when ``corpora`` names a corpus none of ``files`` belongs to."""
-    known = {corpus_of(f) for f in files}
+    known = {speech_source(f.relative_path) for f in files}
     unknown = sorted(set(corpora or ()) - known)
     if unknown:
         raise ValueError(
@@ -179,7 +174,8 @@ def cleaned_split(
         if spec.covers(file) and floor_db(load_audio_48k(file.path)) > spec.floor_db:
             info = clean_file(file, folder, enhance)
             file = dataclasses.replace(file, path=Path(str(info["path"])))
-            replaced[corpus_of(file)] = replaced.get(corpus_of(file), 0) + 1
+            corpus = speech_source(file.relative_path)
+            replaced[corpus] = replaced.get(corpus, 0) + 1
         speech.append(file)
         if log is not None and number % 200 == 0:
             log(f"cleaned speech: {number}/{len(train.speech)} recordings measured")
@@ -202,7 +198,6 @@ def corpus_list(text: str) -> tuple[str, ...]:
 def main(argv: list[str] | None = None) -> None:
     """``python -m model.clean_speech``: make (or check) the cleaned copies of the training
     split's speech and print how many recordings the threshold replaces, by corpus."""
-    from model.devset import default_data_dir
     from model.feature_cache import default_cache_dir
     from model.splits import split_named
 

@@ -21,9 +21,9 @@ from model.clean_speech import (  # noqa: E402
     CleanSpeechSpec,
     clean_key,
     cleaned_split,
-    corpus_of,
     floor_db,
 )
+from model.devset import speech_source  # noqa: E402
 from model.mixtures import SAMPLE_RATE  # noqa: E402
 from model.onthefly import StreamSpec, make_batch  # noqa: E402
 from model.splits import AudioFile, DevList, Split  # noqa: E402
@@ -189,7 +189,8 @@ def test_cleaning_can_be_restricted_to_named_corpora(tmp_path: Path) -> None:
             _in_corpus(noisy_room, "vctk_p239"),
         ),
     )
-    assert [corpus_of(f) for f in files.speech] == ["ravdess", "speechocean762", "vctk_p239"]
+    corpora = [speech_source(f.relative_path) for f in files.speech]
+    assert corpora == ["ravdess", "speechocean762", "vctk_p239"]
     calls: list[str] = []
     every = CleanSpeechSpec(floor_db=-45.0, cache_dir=str(tmp_path / "cache"))
     _, summary = cleaned_split(files, every, NO_DEV, enhance=_silencing(calls))
