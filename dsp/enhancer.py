@@ -159,6 +159,12 @@ class Enhancer:
         return self.synthesize(gains, strengths, out)
 
     @property
+    def synthesis_band_energy(self) -> np.ndarray:
+        """Band energies of the frame the next :meth:`synthesize` applies gains to (the live
+        buffer, refilled by every :meth:`analyze`)."""
+        return self.arrays["synth_energy_x"]
+
+    @property
     def pitch(self) -> tuple[int, float, int, float]:
         """(period, correlation) of the newest frame, then of the synthesis frame."""
         ints, floats = self.arrays["ints"], self.arrays["floats"]

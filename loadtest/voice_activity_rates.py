@@ -3,16 +3,18 @@
 Runs the relay's speaker pipeline (``service.speaker``, the shipped int8 model) over dev
 mixtures 20 ms frame by frame, and over each mixture's noise alone at the level it has there
 (a silent participant with background noise), and judges every output frame as
-``service.voice_activity`` does. A frame is speech when the clean reference of the frame its
-gains answer for lies within ``SPEECH_WITHIN_DB`` of the utterance's loud frames, noise-only
-when it lies more than ``NOISE_BELOW_DB`` under them (every frame of the noise alone is);
-frames between are left out. Per threshold: the share of speech frames above it (hit), of
-noise-only frames above it (false alarm), and with the relay's 500 ms hangover the share of
-speech frames covered and of noise-alone frames that count as speaking (what costs encodes).
-``--pesq-snr`` adds what leaving out the frames of a speaker not speaking costs in PESQ-WB on
-the pinned dev mixtures at that SNR.
+``service.voice_activity`` does, with the ``kept_snr`` rule and the ``gain`` rule at several
+thresholds. A frame is speech when the clean reference of the frame its gains answer for lies
+within ``SPEECH_WITHIN_DB`` of the utterance's loud frames, noise-only when it lies more than
+``NOISE_BELOW_DB`` under them (every frame of the noise alone is); frames between are left out.
+Per rule: the share of speech frames that would start speech on their own (hit), of noise-only
+frames that would (false alarm), and with the rule's hangover the share of speech frames
+covered (of all, and of those the enhancer leaves audible, above ``QUIET_DB``) and of
+noise-alone frames that count as speaking (what costs encodes); then the rule's cost in µs
+per frame per speaker. ``--pesq-snr`` adds what leaving out the frames of a speaker not
+speaking costs in PESQ-WB on the pinned dev mixtures at that SNR.
 
-    python -m loadtest.voice_activity_rates --per-snr 6 --seed 1 [--pesq-snr 0]
+    python -m loadtest.voice_activity_rates --per-snr 12 --seed 1 [--pesq-snr 0]
 """
 
 from __future__ import annotations
@@ -20,19 +22,21 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from dsp.constants import DELAY_SAMPLES, HOP_SAMPLES, LOOKAHEAD_HOPS
+from dsp.constants import DELAY_SAMPLES, HOP_SAMPLES, LOOKAHEAD_HOPS, NUM_BANDS
+from dsp.speech_presence import kept_to_noise_db, new_tracker
 from model.devset import DevMixture, build_dev_mixtures, require_data_dir
 from model.evaluate import pesq_wb
 from model.runtime import DEFAULT_MODEL, ModelRuntime
 from service.audio_frames import FRAME_SAMPLES
 from service.speaker import EnhancementSettings, ProcessResult, SpeakerPipeline
-from service.voice_activity import HANGOVER_FRAMES, VoiceActivity, level_db
+from service.voice_activity import QUIET_DB, Rule, VoiceActivity, level_db
 
 SNRS_DB = (0.0, 5.0, 10.0, 15.0)
 THRESHOLDS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.4)
@@ -40,21 +44,41 @@ SPEECH_WITHIN_DB = 20.0  # a speech frame is this close to the utterance's loud 
 NOISE_BELOW_DB = 45.0  # a noise-only frame is this far under them
 LOUD_QUANTILE = 0.7  # the frame level that stands for "the utterance's loud frames"
 PEAK = 0.5  # mixtures are scaled to this peak, as the load test scales its participants
+HOPS_PER_FRAME = FRAME_SAMPLES // HOP_SAMPLES
+
+
+@dataclass(frozen=True)
+class Detector:
+    """A voice-activity rule as the relay would run it."""
+
+    rule: Rule
+    threshold: float = 0.1  # the gain rule's mean gain (0: every frame is speech)
+
+    @property
+    def name(self) -> str:
+        return self.rule if self.rule == "kept_snr" else f"gain {self.threshold:g}"
+
+    def voice(self) -> VoiceActivity:
+        return VoiceActivity(self.threshold, rule=self.rule)
+
+
+DETECTORS = (Detector("kept_snr"), *(Detector("gain", t) for t in THRESHOLDS))
 
 
 @dataclass(frozen=True)
 class Rates:
-    """One threshold's rates (shares of frames, 0–1)."""
+    """One rule's rates (shares of frames, 0–1)."""
 
-    threshold: float
+    detector: str
     hit: float
     false_alarm: float
     speech_covered: float  # with the hangover
+    audible_covered: float  # with the hangover, speech frames the enhancer leaves audible
     noise_speaking: float  # with the hangover, frames of the noise alone
 
 
 def enhance_frames(runtime: ModelRuntime, signal: np.ndarray) -> list[ProcessResult]:
-    """The relay's output frames (with their speech probabilities) for ``signal``."""
+    """The relay's output frames (with their speech evidence) for ``signal``."""
     pipeline = SpeakerPipeline(runtime, EnhancementSettings())
     frames = signal.shape[0] // FRAME_SAMPLES
     parts = signal[: frames * FRAME_SAMPLES].astype(np.float32).reshape(frames, FRAME_SAMPLES)
@@ -75,36 +99,52 @@ def frame_labels(clean: np.ndarray) -> np.ndarray:
     return labels
 
 
-def decisions(frames: Sequence[ProcessResult], threshold: float, hangover: int) -> np.ndarray:
+def decisions(frames: Sequence[ProcessResult], detector: Detector) -> np.ndarray:
     """Whether the relay's voice activity counts each frame as speaking."""
-    voice = VoiceActivity(threshold, hangover_frames=hangover)
-    return np.array([voice.update(f.samples, f.speech_probability) for f in frames])
+    voice = detector.voice()
+    return np.array(
+        [voice.update(f.samples, f.speech_probability, f.kept_to_noise_db) for f in frames]
+    )
+
+
+def starts(frames: Sequence[ProcessResult], detector: Detector) -> np.ndarray:
+    """Whether each frame would start speech on its own (no hangover, no history)."""
+    voice = detector.voice()
+    return np.array(
+        [
+            voice.evidence(level_db(f.samples), f.speech_probability, f.kept_to_noise_db)[0]
+            for f in frames
+        ]
+    )
 
 
 def rates(
     streams: Sequence[tuple[Sequence[ProcessResult], np.ndarray]],
     noise_alone: Sequence[Sequence[ProcessResult]],
-    thresholds: Sequence[float] = THRESHOLDS,
+    detectors: Sequence[Detector] = DETECTORS,
 ) -> list[Rates]:
     """Rates over labelled streams (frames, labels) and streams of noise alone."""
     rows = []
-    for threshold in thresholds:
-        frame_speech, frame_noise, held_speech, held_noise = [], [], [], []
+    for detector in detectors:
+        frame_speech, frame_noise, held_speech, held_audible, held_noise = [], [], [], [], []
         for frames, labels in streams:
-            now = decisions(frames, threshold, 0)
-            held = decisions(frames, threshold, HANGOVER_FRAMES)
+            now = starts(frames, detector)
+            held = decisions(frames, detector)
+            audible = np.array([level_db(f.samples) >= QUIET_DB for f in frames])
             frame_speech.append(now[labels == 1])
             frame_noise.append(now[labels == 0])
             held_speech.append(held[labels == 1])
+            held_audible.append(held[(labels == 1) & audible])
         for frames in noise_alone:
-            frame_noise.append(decisions(frames, threshold, 0))
-            held_noise.append(decisions(frames, threshold, HANGOVER_FRAMES))
+            frame_noise.append(starts(frames, detector))
+            held_noise.append(decisions(frames, detector))
         rows.append(
             Rates(
-                threshold=threshold,
+                detector=detector.name,
                 hit=float(np.concatenate(frame_speech).mean()),
                 false_alarm=float(np.concatenate(frame_noise).mean()),
                 speech_covered=float(np.concatenate(held_speech).mean()),
+                audible_covered=float(np.concatenate(held_audible).mean()),
                 noise_speaking=float(np.concatenate(held_noise).mean()) if held_noise else 0.0,
             )
         )
@@ -112,9 +152,10 @@ def rates(
 
 
 def measure(
-    runtime: ModelRuntime, mixtures: Sequence[DevMixture], thresholds: Sequence[float]
-) -> list[Rates]:
-    """Rates of the relay's voice activity on ``mixtures`` and their noise alone."""
+    runtime: ModelRuntime, mixtures: Sequence[DevMixture], detectors: Sequence[Detector]
+) -> tuple[list[Rates], list[ProcessResult]]:
+    """Rates of the relay's voice activity on ``mixtures`` and their noise alone, and every
+    enhanced frame of the mixtures (for :func:`cost_us_per_frame`)."""
     streams, noise_alone = [], []
     for mixture in mixtures:
         scale = PEAK / (float(np.max(np.abs(mixture.noisy))) or 1.0)
@@ -122,21 +163,42 @@ def measure(
             (enhance_frames(runtime, mixture.noisy * scale), frame_labels(mixture.clean * scale))
         )
         noise_alone.append(enhance_frames(runtime, (mixture.noisy - mixture.clean) * scale))
-    return rates(streams, noise_alone, thresholds)
+    frames = [f for stream, _ in streams for f in stream]
+    return rates(streams, noise_alone, detectors), frames
+
+
+def cost_us_per_frame(frames: Sequence[ProcessResult], detector: Detector) -> float:
+    """What the rule costs per 20 ms frame of one speaker, in µs: its update on the event
+    loop, and for ``kept_snr`` the ratio the enhancer works out per hop (timed on stand-in
+    gains and band energies: the arithmetic does not depend on their values)."""
+    voice = detector.voice()
+    started = time.perf_counter()
+    for f in frames:
+        voice.update(f.samples, f.speech_probability, f.kept_to_noise_db)
+    seconds = (time.perf_counter() - started) / len(frames)
+    if detector.rule == "kept_snr":
+        gains = np.full(NUM_BANDS, 0.5, dtype=np.float32)
+        energy, tracker = np.ones(NUM_BANDS), new_tracker()
+        kept_to_noise_db(gains, energy, tracker)  # compiled before timing
+        started = time.perf_counter()
+        for _ in range(len(frames) * HOPS_PER_FRAME):
+            kept_to_noise_db(gains, energy, tracker)
+        seconds += (time.perf_counter() - started) / len(frames)
+    return seconds * 1e6
 
 
 def pesq_cost(
-    runtime: ModelRuntime, mixture: DevMixture, thresholds: Sequence[float]
+    runtime: ModelRuntime, mixture: DevMixture, detectors: Sequence[Detector]
 ) -> list[float]:
     """PESQ-WB of the enhanced mixture less that of the same with the frames of a speaker not
-    speaking (with the hangover) silenced, per threshold."""
+    speaking (with the hangover) silenced, per rule."""
     padded = np.concatenate([mixture.noisy, np.zeros(DELAY_SAMPLES + FRAME_SAMPLES)])
     frames = enhance_frames(runtime, padded)
     span = slice(DELAY_SAMPLES, DELAY_SAMPLES + mixture.clean.shape[0])
     full = pesq_wb(mixture.clean, np.concatenate([f.samples for f in frames])[span])
     costs = []
-    for threshold in thresholds:
-        kept = decisions(frames, threshold, HANGOVER_FRAMES)
+    for detector in detectors:
+        kept = decisions(frames, detector)
         gated = np.concatenate([f.samples * k for f, k in zip(frames, kept, strict=True)])
         try:
             costs.append(full - pesq_wb(mixture.clean, gated[span]))
@@ -148,14 +210,15 @@ def pesq_cost(
 def to_markdown(rows: Sequence[Rates]) -> str:
     """The rates as a Markdown table."""
     lines = [
-        "| threshold | speech frames above | noise-only frames above "
-        "| speech covered (hangover) | noise counted as speaking (hangover) |",
-        "|---|---|---|---|---|",
+        "| rule | speech frames starting | noise-only frames starting "
+        "| speech covered (hangover) | audible speech covered | noise counted as speaking "
+        "(hangover) |",
+        "|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r.threshold:g} | {r.hit:.3f} | {r.false_alarm:.3f} | {r.speech_covered:.3f} "
-            f"| {r.noise_speaking:.3f} |"
+            f"| {r.detector} | {r.hit:.3f} | {r.false_alarm:.3f} | {r.speech_covered:.3f} "
+            f"| {r.audible_covered:.3f} | {r.noise_speaking:.3f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -182,14 +245,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     mixtures = build_dev_mixtures(data_dir, per_snr=args.per_snr, snrs_db=SNRS_DB, seed=args.seed)
-    print(to_markdown(measure(runtime, mixtures, THRESHOLDS)), end="")
+    rows, frames = measure(runtime, mixtures, DETECTORS)
+    print(to_markdown(rows), end="")
+    print(
+        "\nµs per frame per speaker: "
+        + ", ".join(f"{d.name}: {cost_us_per_frame(frames, d):.1f}" for d in DETECTORS[:2])
+    )
     if args.pesq_snr is not None:
         pinned = build_dev_mixtures(data_dir, snrs_db=(args.pesq_snr,))
-        costs = np.nanmean([pesq_cost(runtime, m, THRESHOLDS) for m in pinned], axis=0)
+        costs = np.nanmean([pesq_cost(runtime, m, DETECTORS) for m in pinned], axis=0)
         print(
             f"\nPESQ-WB cost of leaving out frames not speaking, {len(pinned)} pinned mixtures "
             f"at {args.pesq_snr:g} dB: "
-            + ", ".join(f"{t:g}: {c:.3f}" for t, c in zip(THRESHOLDS, costs, strict=True))
+            + ", ".join(f"{d.name}: {c:.3f}" for d, c in zip(DETECTORS, costs, strict=True))
         )
     return 0
 

@@ -112,7 +112,7 @@ class Participant:
             log.error("participant %s: enhancement failed", self.id, exc_info=outcome)
             counters.frames_passed_through += received.frames
             metrics.frames_passed.labels("error").inc(received.frames)
-            self._to_mixer(received.samples, None)
+            self._to_mixer(received.samples, None, None)
             return
         if outcome.enhanced:
             counters.frames_enhanced += received.frames
@@ -122,11 +122,14 @@ class Participant:
             counters.frames_passed_through += received.frames
             metrics.frames_passed.labels("disabled").inc(received.frames)
         metrics.lag_seconds.observe(time.monotonic() - received.arrival)
-        self._to_mixer(outcome.samples, outcome.speech_probability)
+        self._to_mixer(outcome.samples, outcome.speech_probability, outcome.kept_to_noise_db)
 
-    def _to_mixer(self, samples: np.ndarray, speech_probability: float | None) -> None:
+    def _to_mixer(
+        self, samples: np.ndarray, speech_probability: float | None, kept_db: float | None
+    ) -> None:
         """Cut the stream into 20 ms frames for the mixer (clients may use other ptimes), each
-        marked speaking or not (``speech_probability``: the enhancer's, None: by level)."""
+        marked speaking or not (from the enhancer's mean gain and kept-to-noise ratio; None:
+        not enhanced, by level)."""
         if samples.shape[0] == FRAME_SAMPLES and not self._leftover.size:
             frames = [samples]
         else:
@@ -137,7 +140,7 @@ class Participant:
         mixed = False
         for frame in frames:
             was_speaking = self.voice.speaking
-            speaking = self.voice.update(frame, speech_probability)
+            speaking = self.voice.update(frame, speech_probability, kept_db)
             if speaking != was_speaking:
                 self.metrics.speaking.inc(1 if speaking else -1)
             mixed |= speaking

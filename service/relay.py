@@ -303,7 +303,9 @@ class Relay:
             pc=pc,
             pipeline=SpeakerPipeline(self.runtime, defaults),
             output=MixedAudioTrack(self.settings.mix_buffer_frames, self.settings.opus_dtx),
-            voice=VoiceActivity(self.settings.voice_activity_threshold),
+            voice=VoiceActivity(
+                self.settings.voice_activity_threshold, rule=self.settings.voice_activity_rule
+            ),
             echo=echo,
             metrics=self.metrics,
             pool=self.pool,

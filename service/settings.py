@@ -177,13 +177,20 @@ class Settings(BaseSettings):
         description="send no packets to a listener whose mix is silent (a DTX packet, then a "
         "refresh every 400 ms, as WebRTC's Opus DTX; receivers play comfort noise)",
     )
+    voice_activity_rule: Literal["kept_snr", "gain"] = Field(
+        "kept_snr",
+        description="how a frame counts as speech (service/voice_activity.py): kept_snr, the "
+        "energy the model's gains keep against the noise they remove, with a 600 ms hangover "
+        "once confirmed (40 ms otherwise); gain, the mean gain above "
+        "voice_activity_threshold, with a 500 ms hangover. Frames of a speaker not speaking "
+        "are left out of the mix, so listeners of the same talkers share one encode",
+    )
     voice_activity_threshold: float = Field(
         0.1,
         ge=0.0,
         le=1.0,
-        description="mean model gain above which a frame is speech; frames of a speaker not "
-        "speaking (500 ms after the last such frame) are left out of the mix, so listeners "
-        "of the same talkers share one encode (0: every frame is mixed)",
+        description="the gain rule's mean model gain above which a frame is speech (0: every "
+        "frame is mixed, with either rule)",
     )
     default_enhance: bool = True
     default_attenuation_limit_db: float | None = Field(None, ge=0)

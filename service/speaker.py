@@ -14,6 +14,7 @@ import numpy as np
 
 from dsp.constants import HOP_SAMPLES
 from dsp.enhancer import Enhancer
+from dsp.speech_presence import FLOOR_DB, kept_to_noise_db, new_tracker
 from model.runtime import ModelGainSource, ModelRuntime
 
 
@@ -43,6 +44,7 @@ class ProcessResult:
     enhanced: bool
     seconds_per_hop: float
     speech_probability: float | None = None  # the model's mean band gain; None: not enhanced
+    kept_to_noise_db: float | None = None  # loudest hop's kept energy re the removed noise
 
 
 class SpeakerPipeline:
@@ -65,12 +67,16 @@ class SpeakerPipeline:
         self._frame_length = 0
         self._started = 0.0
         self._gain_sum = 0.0  # mean band gains of the current frame's hops, summed
+        self._noise_tracker = new_tracker()  # the removed energy's running mean
+        self._band_energy = self.enhancer.synthesis_band_energy
+        self._kept_db = FLOOR_DB  # the current frame's loudest kept-to-noise ratio
 
     def _apply_settings(self) -> EnhancementSettings:
         settings = self.settings  # one read: a concurrent update applies from the next frame
         if settings != self._applied:
             if self._applied is not None and settings.enhance and not self._applied.enhance:
                 self.enhancer.reset()  # resumed after pass-through: no stale history
+                self._noise_tracker[:] = new_tracker()
             self.enhancer.postfilter = settings.postfilter
             self.enhancer.attenuation_limit_db = settings.attenuation_limit_db
             self._applied = settings
@@ -83,6 +89,7 @@ class SpeakerPipeline:
         self._frame_length = samples.shape[0]
         self._started = time.perf_counter()
         self._gain_sum = 0.0
+        self._kept_db = FLOOR_DB
         if not self._apply_settings().enhance:
             self._hops = []
             self._produced = samples
@@ -103,6 +110,8 @@ class SpeakerPipeline:
         part = slice(index * HOP_SAMPLES, (index + 1) * HOP_SAMPLES)
         self.enhancer.synthesize(gains, strengths, self._produced[part])
         self._gain_sum += float(gains.mean())
+        kept_db = kept_to_noise_db(gains, self._band_energy, self._noise_tracker)
+        self._kept_db = max(self._kept_db, kept_db)
 
     def finish(self) -> ProcessResult:
         """The current frame's output, as long as its input."""
@@ -120,6 +129,7 @@ class SpeakerPipeline:
             enhanced=True,
             seconds_per_hop=elapsed / max(len(self._hops), 1),
             speech_probability=self._gain_sum / len(self._hops) if self._hops else 0.0,
+            kept_to_noise_db=self._kept_db,
         )
 
     def process(self, samples: np.ndarray) -> ProcessResult:

@@ -94,7 +94,7 @@ def test_the_silence_packet_decodes_to_silence() -> None:
 
 
 def test_voice_activity_holds_over_gaps_and_judges_pass_through_by_level() -> None:
-    voice = VoiceActivity(threshold=0.2)
+    voice = VoiceActivity(threshold=0.2, rule="gain")
     loud, quiet = np.full(FRAME, 0.1, np.float32), np.zeros(FRAME, np.float32)
     assert not voice.update(loud, 0.1)  # below the threshold: not speech
     assert voice.update(loud, 0.5)

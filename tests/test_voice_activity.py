@@ -1,0 +1,116 @@
+"""Voice activity from the gains: the kept-to-noise ratio per hop and the rule's hysteresis."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from signals import harmonic_tone, pink_noise
+
+from dsp.constants import NUM_BANDS
+from dsp.speech_presence import FLOOR_DB, NOISE_SMOOTHING, kept_to_noise_db, new_tracker
+from model.runtime import DEFAULT_MODEL, ModelRuntime
+from service.audio_frames import FRAME_SAMPLES
+from service.speaker import EnhancementSettings, SpeakerPipeline
+from service.voice_activity import (
+    BRIEF_HOLD_FRAMES,
+    CONFIRM_DB,
+    CONFIRM_FRAMES,
+    HOLD_FRAMES,
+    START_DB,
+    STAY_DB,
+    STAY_GAIN,
+    VoiceActivity,
+)
+
+LOUD = np.full(FRAME_SAMPLES, 0.1, np.float32)  # -20 dBFS
+INAUDIBLE = np.full(FRAME_SAMPLES, 1e-4, np.float32)  # -80 dBFS
+
+
+def test_the_ratio_sets_kept_energy_against_the_mean_removed_energy() -> None:
+    energy, tracker = np.ones(NUM_BANDS), new_tracker()
+    half = np.full(NUM_BANDS, 0.5, np.float32)  # keeps a quarter of the energy
+    assert kept_to_noise_db(half, energy, tracker) == pytest.approx(10 * math.log10(1 / 3))
+    assert kept_to_noise_db(np.zeros(NUM_BANDS), energy, tracker) == FLOOR_DB
+    mean_removed = NOISE_SMOOTHING * 0.75 * NUM_BANDS + (1 - NOISE_SMOOTHING) * NUM_BANDS
+    assert tracker[0] == pytest.approx(mean_removed)
+    for _ in range(2000):  # steady noise, all removed: the mean converges to it
+        kept_to_noise_db(np.zeros(NUM_BANDS), 4 * energy, tracker)
+    assert tracker[0] == pytest.approx(4 * NUM_BANDS, rel=1e-6)
+    speech = np.full(NUM_BANDS, 0.9, np.float32)  # 20 dB over the noise, 81 % of it kept
+    expected = 10 * math.log10(81 / (NOISE_SMOOTHING * 4 + (1 - NOISE_SMOOTHING) * 19))
+    assert kept_to_noise_db(speech, 100 * energy, tracker) == pytest.approx(expected, abs=1e-5)
+
+
+def test_the_ratio_reads_gains_as_the_synthesis_does() -> None:
+    energy = np.ones(NUM_BANDS)
+    wild = np.full(NUM_BANDS, np.nan, np.float32)  # a non-finite gain passes its band
+    wild[:17] = 7.0  # clamped to 1
+    tracker = new_tracker()
+    assert kept_to_noise_db(wild, energy, tracker) > 100.0  # keeps all, removed nothing
+    assert tracker[0] == 0.0
+
+
+def _run(voice: VoiceActivity, evidence: list[tuple[float, float]]) -> list[bool]:
+    return [voice.update(LOUD, gain, kept_db) for kept_db, gain in evidence]
+
+
+def test_a_burst_the_model_kept_costs_a_brief_hold_and_speech_the_full_hangover() -> None:
+    noise, burst = (START_DB - 20, 0.05), (START_DB + 1, 0.3)  # burst: under CONFIRM_DB
+    held = _run(VoiceActivity(0.1), [noise, burst, *[noise] * 10])
+    assert held == [False, True, *[True] * BRIEF_HOLD_FRAMES, *[False] * (10 - BRIEF_HOLD_FRAMES)]
+    word = (CONFIRM_DB + 1, 0.6)
+    held = _run(VoiceActivity(0.1), [*[word] * CONFIRM_FRAMES, *[noise] * (HOLD_FRAMES + 1)])
+    assert held == [True] * (CONFIRM_FRAMES + HOLD_FRAMES) + [False]
+    # one word frame short of confirmation: still a brief hold
+    held = _run(VoiceActivity(0.1), [*[word] * (CONFIRM_FRAMES - 1), *[noise] * 5])
+    assert held[CONFIRM_FRAMES - 1 + BRIEF_HOLD_FRAMES :] == [False] * (5 - BRIEF_HOLD_FRAMES)
+
+
+def test_weaker_frames_keep_speech_going_but_do_not_start_it() -> None:
+    weak, soft_gain = (STAY_DB + 1, 0.05), (STAY_DB - 10, STAY_GAIN + 0.05)
+    assert _run(VoiceActivity(0.1), [weak, soft_gain]) == [False, False]
+    word = (CONFIRM_DB + 1, 0.6)
+    gap = [weak, soft_gain] * (HOLD_FRAMES + 5)  # longer than any hangover: kept by the rule
+    assert all(_run(VoiceActivity(0.1), [*[word] * CONFIRM_FRAMES, *gap]))
+    # below both: the hangover runs out
+    held = _run(VoiceActivity(0.1), [word, (STAY_DB - 1, STAY_GAIN - 0.01)] * 1)
+    assert held == [True, True]
+
+
+def test_inaudible_frames_never_start_speech_and_threshold_0_mixes_everything() -> None:
+    voice = VoiceActivity(0.1)
+    assert not voice.update(INAUDIBLE, 0.97, 30.0)  # kept digital hiss, a muted microphone
+    assert voice.evidence(-80.0, 0.97, 30.0) == (False, False)
+    assert VoiceActivity(0.0).update(INAUDIBLE, 0.0, FLOOR_DB)
+    assert voice.update(LOUD, None, None)  # not enhanced: loud enough is speech
+    gain_rule = VoiceActivity(0.1, rule="gain")
+    assert not gain_rule.update(LOUD, 0.05, START_DB + 30)  # the gain rule ignores the ratio
+    assert gain_rule.update(LOUD, 0.2, FLOOR_DB)
+
+
+def test_the_pipeline_scores_a_voiced_burst_over_noise_and_the_rule_follows_it() -> None:
+    seconds = 3.0
+    noise = 0.01 * pink_noise(seconds, seed=2)  # -40 dBFS
+    burst = np.zeros_like(noise)
+    on, off = int(1.5 * 48_000), int(2.5 * 48_000)
+    burst[on:off] = harmonic_tone(np.linspace(140, 180, off - on), 1.0, seed=3)  # -17 dBFS
+    pipeline = SpeakerPipeline(ModelRuntime(DEFAULT_MODEL), EnhancementSettings())
+    voice = VoiceActivity(0.1)
+    kept, speaking = [], []
+    for frame in (noise + burst).astype(np.float32).reshape(-1, FRAME_SAMPLES):
+        result = pipeline.process(frame)
+        assert result.kept_to_noise_db is not None
+        kept.append(result.kept_to_noise_db)
+        speaking.append(
+            voice.update(result.samples, result.speech_probability, result.kept_to_noise_db)
+        )
+    first = on // FRAME_SAMPLES + 2  # the output runs 30 ms behind
+    last = off // FRAME_SAMPLES
+    assert np.median(kept[first:last]) > CONFIRM_DB + 10
+    settled = 40  # the noise mean takes a few hundred ms to settle after the start
+    assert np.median(kept[settled : first - 3]) < START_DB - 5  # noise the model removes
+    assert all(speaking[first:last])
+    assert not any(speaking[settled : first - 3])
+    assert not any(speaking[last + HOLD_FRAMES + 3 :])
