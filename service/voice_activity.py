@@ -30,6 +30,8 @@ Rule = Literal["kept_snr", "gain"]
 
 HANGOVER_FRAMES = 25  # ``gain`` rule: 500 ms of 20 ms frames
 START_DB = -12.0  # kept energy re the removed noise that starts speech
+START_GAIN = 0.3  # a mean gain that starts it (a word onset that the noise in other bands masks)
+WARM_UP_FRAMES = 50  # the noise mean settles over 1 s: until then the gain rule also starts
 STAY_DB = -14.0  # ...that keeps it going
 STAY_GAIN = 0.15  # a mean gain that keeps it going (quiet word endings)
 CONFIRM_DB = -6.0  # frames above this make a start speech...
@@ -65,6 +67,7 @@ class VoiceActivity:
         self.level_db = SILENCE_DB
         self._quiet_frames = 0
         self._confirmed = 0  # frames above CONFIRM_DB since this stretch of speech started
+        self._frames = 0  # frames judged so far
 
     def update(
         self,
@@ -76,7 +79,13 @@ class VoiceActivity:
         kept-to-noise ratio; ``None``: not enhanced, judged by level); returns whether the
         speaker is speaking now."""
         self.level_db = level_db(samples)
-        starts, stays = self.evidence(self.level_db, speech_probability, kept_to_noise_db)
+        self._frames = 0 if speech_probability is None else self._frames + 1  # resumed: new mean
+        starts, stays = self.evidence(
+            self.level_db,
+            speech_probability,
+            kept_to_noise_db,
+            warming_up=self._frames <= WARM_UP_FRAMES,
+        )
         kept_rule = self._kept_rule(speech_probability, kept_to_noise_db)
         if starts or (self.speaking and stays):
             if not self.speaking:
@@ -93,10 +102,15 @@ class VoiceActivity:
         return self.speaking
 
     def evidence(
-        self, frame_db: float, speech_probability: float | None, kept_to_noise_db: float | None
+        self,
+        frame_db: float,
+        speech_probability: float | None,
+        kept_to_noise_db: float | None,
+        warming_up: bool = False,
     ) -> tuple[bool, bool]:
         """Whether a frame at ``frame_db`` with this evidence starts speech, and whether it
-        keeps speech going, whatever came before."""
+        keeps speech going, whatever came before (``warming_up``: one of the stream's first
+        ``WARM_UP_FRAMES``)."""
         if self.threshold <= 0.0:
             return True, True
         if speech_probability is None:
@@ -107,7 +121,8 @@ class VoiceActivity:
         if self.rule == "gain" or kept_to_noise_db is None:
             above = speech_probability > self.threshold
             return above, above
-        return kept_to_noise_db > START_DB, (
+        start_gain = self.threshold if warming_up else START_GAIN
+        return kept_to_noise_db > START_DB or speech_probability > start_gain, (
             kept_to_noise_db > STAY_DB or speech_probability > STAY_GAIN
         )
 

@@ -19,8 +19,10 @@ from service.voice_activity import (
     CONFIRM_FRAMES,
     HOLD_FRAMES,
     START_DB,
+    START_GAIN,
     STAY_DB,
     STAY_GAIN,
+    WARM_UP_FRAMES,
     VoiceActivity,
 )
 
@@ -52,31 +54,48 @@ def test_the_ratio_reads_gains_as_the_synthesis_does() -> None:
     assert tracker[0] == 0.0
 
 
+NOISE = (START_DB - 20, 0.05)  # (kept-to-noise dB, mean gain) of noise the model removes
+
+
 def _run(voice: VoiceActivity, evidence: list[tuple[float, float]]) -> list[bool]:
     return [voice.update(LOUD, gain, kept_db) for kept_db, gain in evidence]
 
 
+def _settled() -> VoiceActivity:
+    """A speaker past the warm-up, not speaking."""
+    voice = VoiceActivity(0.1)
+    assert not any(_run(voice, [NOISE] * WARM_UP_FRAMES))
+    return voice
+
+
+def test_until_the_noise_mean_settles_the_gains_also_start_speech() -> None:
+    onset = (START_DB - 10, 0.2)  # a word the noise in other bands masks: the gains see it
+    assert _run(VoiceActivity(0.1), [NOISE, onset]) == [False, True]
+    assert _run(_settled(), [onset]) == [False]
+    assert _run(_settled(), [(START_DB - 10, START_GAIN + 0.01)]) == [True]
+
+
 def test_a_burst_the_model_kept_costs_a_brief_hold_and_speech_the_full_hangover() -> None:
-    noise, burst = (START_DB - 20, 0.05), (START_DB + 1, 0.3)  # burst: under CONFIRM_DB
-    held = _run(VoiceActivity(0.1), [noise, burst, *[noise] * 10])
+    noise, burst = NOISE, (START_DB + 1, 0.1)  # burst: under CONFIRM_DB
+    held = _run(_settled(), [noise, burst, *[noise] * 10])
     assert held == [False, True, *[True] * BRIEF_HOLD_FRAMES, *[False] * (10 - BRIEF_HOLD_FRAMES)]
     word = (CONFIRM_DB + 1, 0.6)
-    held = _run(VoiceActivity(0.1), [*[word] * CONFIRM_FRAMES, *[noise] * (HOLD_FRAMES + 1)])
+    held = _run(_settled(), [*[word] * CONFIRM_FRAMES, *[noise] * (HOLD_FRAMES + 1)])
     assert held == [True] * (CONFIRM_FRAMES + HOLD_FRAMES) + [False]
     # one word frame short of confirmation: still a brief hold
-    held = _run(VoiceActivity(0.1), [*[word] * (CONFIRM_FRAMES - 1), *[noise] * 5])
+    held = _run(_settled(), [*[word] * (CONFIRM_FRAMES - 1), *[noise] * 5])
     assert held[CONFIRM_FRAMES - 1 + BRIEF_HOLD_FRAMES :] == [False] * (5 - BRIEF_HOLD_FRAMES)
 
 
 def test_weaker_frames_keep_speech_going_but_do_not_start_it() -> None:
     weak, soft_gain = (STAY_DB + 1, 0.05), (STAY_DB - 10, STAY_GAIN + 0.05)
-    assert _run(VoiceActivity(0.1), [weak, soft_gain]) == [False, False]
+    assert _run(_settled(), [weak, soft_gain]) == [False, False]
     word = (CONFIRM_DB + 1, 0.6)
     gap = [weak, soft_gain] * (HOLD_FRAMES + 5)  # longer than any hangover: kept by the rule
-    assert all(_run(VoiceActivity(0.1), [*[word] * CONFIRM_FRAMES, *gap]))
-    # below both: the hangover runs out
-    held = _run(VoiceActivity(0.1), [word, (STAY_DB - 1, STAY_GAIN - 0.01)] * 1)
-    assert held == [True, True]
+    assert all(_run(_settled(), [*[word] * CONFIRM_FRAMES, *gap]))
+    # below both: only the hangover holds it
+    held = _run(_settled(), [word, *[(STAY_DB - 1, STAY_GAIN - 0.01)] * (BRIEF_HOLD_FRAMES + 1)])
+    assert held == [True] * (1 + BRIEF_HOLD_FRAMES) + [False]
 
 
 def test_inaudible_frames_never_start_speech_and_threshold_0_mixes_everything() -> None:
