@@ -73,6 +73,9 @@ def test_until_the_noise_mean_settles_the_gains_also_start_speech() -> None:
     assert _run(VoiceActivity(0.1), [NOISE, onset]) == [False, True]
     assert _run(_settled(), [onset]) == [False]
     assert _run(_settled(), [(START_DB - 10, START_GAIN + 0.01)]) == [True]
+    resumed = _settled()  # enhancement off for a while, then on: the noise mean starts over
+    assert not resumed.update(np.zeros(FRAME_SAMPLES, np.float32), None, None)
+    assert _run(resumed, [onset]) == [True]
 
 
 def test_a_burst_the_model_kept_costs_a_brief_hold_and_speech_the_full_hangover() -> None:
