@@ -304,9 +304,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 "PNR_MAX_PENDING_PER_ADDRESS": str(max(args.participants, 1)),
                 "PNR_MAX_PENDING_PEERS": str(max(args.participants, 128)),
                 "PNR_SIGNALING_RATE_PER_SECOND": "0",
-                "PNR_WORKER_THREADS": str(args.workers),
                 "PNR_PROCESSES": str(args.processes),
                 "PNR_LOG_LEVEL": "WARNING",
+                **({} if args.workers is None else {"PNR_WORKER_THREADS": str(args.workers)}),
                 **dict(setting.split("=", 1) for setting in args.set),
             },
             nodes=args.processes,
@@ -594,7 +594,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--room-size", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--client-processes", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=1, help="server enhancement threads")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="server enhancement threads (PNR_WORKER_THREADS; 0: on the event loop; "
+        "default: the server's)",
+    )
     parser.add_argument("--processes", type=int, default=1, help="server relay processes")
     parser.add_argument("--url", help="target a running relay instead of starting one")
     parser.add_argument(

@@ -151,9 +151,9 @@ def run(args: argparse.Namespace) -> list[Sample]:
         {
             "PNR_MAX_PARTICIPANTS_PER_ROOM": str(args.room_size),
             "PNR_MAX_ROOMS": "1000",
-            "PNR_WORKER_THREADS": str(args.workers),
             "PNR_LOG_LEVEL": "WARNING",
         }
+        | ({} if args.workers is None else {"PNR_WORKER_THREADS": str(args.workers)})
     )
     pid, url = served.process.pid, served.url
     seconds = args.minutes * 60.0
@@ -196,7 +196,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--sample-seconds", type=float, default=60.0)
     parser.add_argument("--client-processes", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=1, help="server enhancement threads")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="server enhancement threads (PNR_WORKER_THREADS; 0: on the event loop; "
+        "default: the server's)",
+    )
     args = parser.parse_args(argv)
     if args.participants < 2 or args.room_size < 2 or args.minutes <= 0:
         parser.error("need at least 2 participants, rooms of 2 or more, and a positive duration")

@@ -1,23 +1,32 @@
 """Cross-stream batching: speakers' frames are enhanced together, one model call per hop.
 
-Each of ``shards`` threads owns a queue. A speaker is pinned to one shard (its audio stays in
-order: a speaker is in a shard's queue at most once). What a shard enhances is a
-:class:`Stream`: when it has audio ready it is queued; the shard takes all of it at once (a
-participant's stream decodes its Opus packets there, see :mod:`service.inbound`), and hands
-the results of a batch back to each event loop in one callback. A shard runs on a clock of
-``clock_seconds``: woken by a frame, it waits for the frames of other speakers due within one
-tick (:class:`service.batch_wait.BatchWait`: only when at least two are, and only until the last
-of them is due), then takes every frame queued by then (the speakers whose audio is ready) and
+A speaker is pinned to one shard (its audio stays in order: a speaker is in a shard's queue at
+most once). What a shard enhances is a :class:`Stream`: when it has audio ready it is queued;
+the shard takes all of it at once (a participant's stream decodes its Opus packets there, see
+:mod:`service.inbound`). Every shard follows one policy (:class:`_Batcher`): woken by a frame, it
+waits for the frames of other speakers due within ``clock_seconds``
+(:class:`service.batch_wait.BatchWait`: only when at least two are, and only until the last of
+them is due), then takes every frame queued by then (the speakers whose audio is ready) and
 runs the DSP per speaker and the network once per hop over the batch axis. Speakers' frames
 arrive at unrelated moments, so without the clock a batch is whatever happened to queue up (1–2
 at light load); with it, a frame waits less than one tick, and a lone speaker not at all.
 ``clock_seconds`` 0: no clock, only what is already queued.
-numba kernels and onnxruntime release the GIL, so shards run on separate cores.
+
+Where a shard runs:
+
+- ``threads`` 0: on the event loop (:class:`_LoopShard`). The wait is a loop timer and a batch is
+  one loop callback, so on a node with one core the loop's own work and the enhancement take
+  turns by construction (a batch is never preempted by the loop's wake-ups, nor a room's encode
+  by a batch); results go to their streams directly.
+- ``threads`` N >= 1: N shard threads (:class:`_ThreadShard`), results handed back to each event
+  loop in one callback per batch. numba kernels and onnxruntime release the GIL, so shard
+  threads run beside the loop on other cores; on one core they only preempt it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
@@ -116,39 +125,200 @@ def enhance_batch(
     return results
 
 
-class EnhancerPool:
-    """Shard threads that batch the frames of the speakers pinned to them."""
+Queued = tuple[Stream, float]  # a stream with the clock's time when it was queued
+Delivery = tuple[Stream, object, Outcome]  # a stream, what it took, what became of it
+
+
+class Cancellable(Protocol):
+    """A scheduled call (:class:`asyncio.Handle`)."""
+
+    def cancel(self) -> None: ...
+
+
+def _call_on_running_loop(delay_seconds: float, callback: Callable[[], None]) -> Cancellable:
+    loop = asyncio.get_running_loop()
+    if delay_seconds > 0:
+        return loop.call_later(delay_seconds, callback)
+    return loop.call_soon(callback)
+
+
+class _Batcher:
+    """One shard's batching policy, whichever thread runs it: how long a frame waits for
+    others, what goes into a batch, and the batch enhanced with each stream's fault its own."""
 
     def __init__(
         self,
-        shards: int = 2,
+        clock_seconds: float,
+        max_batch: int,
+        on_batch: Callable[[int], object] | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self._arrivals = BatchWait(clock_seconds)
+        self.max_batch = max_batch
+        self.on_batch = on_batch
+        self._clock = clock
+
+    def wait_seconds(self, first: Queued) -> float:
+        """Woken by ``first``: seconds to wait for the other speakers' frames due."""
+        stream, queued_at = first
+        self._arrivals.arrived(stream.pipeline, queued_at)
+        return self._arrivals.wait(stream.pipeline, self._clock())
+
+    def run(self, first: Stream, more: Callable[[], Queued | None]) -> list[Delivery]:
+        """After the wait: ``first`` and what ``more`` hands out (None: nothing more), up to
+        ``max_batch`` streams, taken and enhanced in one batch; what goes back to each."""
+        batch = [first]
+        while len(batch) < self.max_batch:
+            queued = more()
+            if queued is None:
+                break
+            self._arrivals.arrived(queued[0].pipeline, queued[1])
+            batch.append(queued[0])
+        taken: list[tuple[Stream, tuple[np.ndarray, object]]] = []
+        for stream in batch:
+            try:
+                ready = stream.take()
+            except Exception:  # a stream that cannot say what it has loses that much
+                log.exception("a stream failed to hand over its audio")
+                continue
+            if ready is not None:
+                taken.append((stream, ready))
+        if not taken:
+            return []
+        try:
+            results: list[Outcome] = enhance_batch(
+                [stream.pipeline for stream, _ in taken], [ready[0] for _, ready in taken]
+            )
+        except Exception as caught:  # keep the shard alive; the speakers get the error
+            results = [caught] * len(taken)
+        if self.on_batch is not None:
+            self.on_batch(len(taken))
+        return [
+            (stream, ready[1], outcome)
+            for (stream, ready), outcome in zip(taken, results, strict=True)
+        ]
+
+
+class _ThreadShard:
+    """A shard on a thread of its own: it sleeps through the wait; results go back to each
+    stream's event loop in one callback per batch."""
+
+    def __init__(self, batcher: _Batcher, name: str, sleep: Callable[[float], None]) -> None:
+        self._batcher = batcher
+        self._sleep = sleep
+        self._jobs: queue.SimpleQueue[Queued | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, queued: Queued) -> None:
+        self._jobs.put(queued)
+
+    def _more(self) -> Queued | None:
+        try:
+            queued = self._jobs.get_nowait()
+        except queue.Empty:
+            return None
+        if queued is None:
+            self._jobs.put(None)  # stop after this batch
+        return queued
+
+    def _run(self) -> None:
+        while (first := self._jobs.get()) is not None:
+            wait = self._batcher.wait_seconds(first)
+            if wait > 0:  # others are due within the clock: wait for them, then take all ready
+                self._sleep(wait)
+            by_loop: dict[asyncio.AbstractEventLoop, list[Delivery]] = {}
+            for delivery in self._batcher.run(first[0], self._more):
+                by_loop.setdefault(delivery[0].loop, []).append(delivery)
+            for loop, deliveries in by_loop.items():
+                with contextlib.suppress(RuntimeError):  # that loop is closed
+                    loop.call_soon_threadsafe(_deliver, deliveries)
+
+    def close(self) -> None:
+        """Stop after the frames already queued (:meth:`join` waits for it)."""
+        self._jobs.put(None)
+
+    def join(self, timeout_seconds: float) -> None:
+        self._thread.join(timeout_seconds)
+
+
+class _LoopShard:
+    """A shard run by the event loop it is fed on: the wait is a loop timer and a batch one
+    loop callback, its results handed to the streams in it (no thread, no hand-off)."""
+
+    def __init__(
+        self,
+        batcher: _Batcher,
+        call_later: Callable[[float, Callable[[], None]], Cancellable],
+    ) -> None:
+        self._batcher = batcher
+        self._call_later = call_later
+        self._first: Queued | None = None  # the frame that started the wait
+        self._pending: collections.deque[Queued] = collections.deque()  # queued during it
+        self._timer: Cancellable | None = None
+        self._closed = False
+
+    def submit(self, queued: Queued) -> None:
+        if self._first is None:
+            self._start(queued)
+        else:
+            self._pending.append(queued)
+
+    def _start(self, first: Queued) -> None:
+        self._first = first
+        if not self._closed:
+            self._timer = self._call_later(self._batcher.wait_seconds(first), self._run)
+
+    def _more(self) -> Queued | None:
+        return self._pending.popleft() if self._pending else None
+
+    def _run(self) -> None:
+        first, self._first, self._timer = self._first, None, None
+        try:
+            if first is not None:
+                _deliver(self._batcher.run(first[0], self._more))
+        finally:  # more than a batch was queued: the rest starts the next wait
+            if self._first is None and self._pending:
+                self._start(self._pending.popleft())
+
+    def close(self) -> None:
+        """Enhance and deliver the frames already queued, now (call it on the loop)."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        while self._first is not None:
+            self._run()
+
+
+class EnhancerPool:
+    """The shards that batch the frames of the speakers pinned to them: ``threads`` threads of
+    their own, or with 0 one shard run by the event loop."""
+
+    def __init__(
+        self,
+        threads: int = 1,
         clock_seconds: float = 0.0,
         max_batch: int = 64,
-        on_batch: object = None,
+        on_batch: Callable[[int], object] | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        call_later: Callable[[float, Callable[[], None]], Cancellable] = _call_on_running_loop,
     ) -> None:
+        # clock, sleep, call_later: replaceable, tests run the shards on a fake clock
         self.clock_seconds = clock_seconds
-        self._clock, self._sleep = clock, sleep  # replaceable: tests run on a fake clock
-        self.max_batch = max_batch
-        self.on_batch = on_batch  # called with each batch's size (metrics)
-        # each queued stream with the clock's time when it was queued
-        self._queues: list[queue.SimpleQueue[tuple[Stream, float] | None]] = [
-            queue.SimpleQueue() for _ in range(shards)
-        ]
-        self._threads = [
-            threading.Thread(target=self._run, args=(q,), name=f"enhance-{i}", daemon=True)
-            for i, q in enumerate(self._queues)
-        ]
-        self._next_shard = itertools.cycle(range(shards))
+        self._clock = clock
+        self.threads = threads
+        self._shards: list[_ThreadShard | _LoopShard] = [
+            _ThreadShard(_Batcher(clock_seconds, max_batch, on_batch, clock), f"enhance-{i}", sleep)
+            for i in range(threads)
+        ] or [_LoopShard(_Batcher(clock_seconds, max_batch, on_batch, clock), call_later)]
+        self._next_shard = itertools.cycle(range(len(self._shards)))
         self._closed = False
-        for thread in self._threads:
-            thread.start()
 
     @property
     def shards(self) -> int:
-        """Number of shard threads."""
-        return len(self._queues)
+        """Number of shards (threads, or the one on the event loop)."""
+        return len(self._shards)
 
     def assign_shard(self) -> int:
         """A shard for a new speaker (round robin)."""
@@ -167,81 +337,26 @@ class EnhancerPool:
         return future
 
     def submit(self, shard: int, stream: Stream) -> None:
-        """``stream`` has audio ready: the shard takes it at its next tick. Submit a stream
-        again only once the shard has taken what it had (the stream knows)."""
+        """``stream`` has audio ready: the shard takes it at its next batch. Submit a stream
+        again only once the shard has taken what it had (the stream knows). With no threads,
+        submit on the event loop that runs the shard."""
         if not self._closed:
-            self._queues[shard].put((stream, self._clock()))
-
-    def _collect(
-        self,
-        jobs: queue.SimpleQueue[tuple[Stream, float] | None],
-        first: tuple[Stream, float],
-        arrivals: BatchWait,
-    ) -> list[Stream]:
-        stream, queued_at = first
-        arrivals.arrived(stream.pipeline, queued_at)
-        wait = arrivals.wait(stream.pipeline, self._clock())
-        if wait > 0:  # others are due within the clock: wait for them, then take all ready
-            self._sleep(wait)
-        batch = [stream]
-        while len(batch) < self.max_batch:
-            try:
-                job = jobs.get_nowait()
-            except queue.Empty:
-                break
-            if job is None:
-                jobs.put(None)  # stop after this batch
-                break
-            arrivals.arrived(job[0].pipeline, job[1])
-            batch.append(job[0])
-        return batch
-
-    def _run(self, jobs: queue.SimpleQueue[tuple[Stream, float] | None]) -> None:
-        arrivals = BatchWait(self.clock_seconds)
-        while True:
-            first = jobs.get()
-            if first is None:
-                return
-            taken: list[tuple[Stream, tuple[np.ndarray, object]]] = []
-            for stream in self._collect(jobs, first, arrivals):
-                try:
-                    ready = stream.take()
-                except Exception:  # a stream that cannot say what it has loses that much
-                    log.exception("a stream failed to hand over its audio")
-                    continue
-                if ready is not None:
-                    taken.append((stream, ready))
-            if taken:
-                self._enhance(taken)
-
-    def _enhance(self, taken: list[tuple[Stream, tuple[np.ndarray, object]]]) -> None:
-        try:
-            results: list[Outcome] = enhance_batch(
-                [stream.pipeline for stream, _ in taken], [ready[0] for _, ready in taken]
-            )
-        except Exception as caught:  # keep the shard alive; the speakers get the error
-            results = [caught] * len(taken)
-        if self.on_batch is not None:
-            self.on_batch(len(taken))  # type: ignore[operator]
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Stream, object, Outcome]]] = {}
-        for (stream, ready), outcome in zip(taken, results, strict=True):
-            by_loop.setdefault(stream.loop, []).append((stream, ready[1], outcome))
-        for loop, deliveries in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # that loop is closed
-                loop.call_soon_threadsafe(_deliver, deliveries)
+            self._shards[shard].submit((stream, self._clock()))
 
     def close(self) -> None:
-        """Stop the shard threads after the frames already queued."""
+        """Stop the shards after the frames already queued (the shard on the event loop
+        enhances them at once: call it on that loop)."""
         if self._closed:
             return
         self._closed = True
-        for jobs in self._queues:
-            jobs.put(None)
-        for thread in self._threads:
-            thread.join(5.0)
+        for shard in self._shards:
+            shard.close()
+        for shard in self._shards:
+            if isinstance(shard, _ThreadShard):
+                shard.join(5.0)
 
 
-def _deliver(deliveries: list[tuple[Stream, object, Outcome]]) -> None:
+def _deliver(deliveries: list[Delivery]) -> None:
     """On an event loop: one batch's results to their streams."""
     for stream, taken, outcome in deliveries:
         try:

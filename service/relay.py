@@ -84,7 +84,7 @@ class Relay:
         self.rooms: dict[str, Room] = {}
         self.state = "starting"  # starting → ready → draining → closed
         self.pool = EnhancerPool(
-            shards=settings.worker_threads,
+            threads=settings.worker_threads,
             clock_seconds=settings.batch_clock_ms / 1000.0,
             on_batch=self.metrics.batch_size.observe,
         )
@@ -166,7 +166,10 @@ class Relay:
         for room in list(self.rooms.values()):
             for participant_id in list(room.participants):
                 await self.leave(room.name, participant_id, "shutdown")
-        await asyncio.to_thread(self.pool.close)
+        if self.pool.threads:
+            await asyncio.to_thread(self.pool.close)  # joins the shard threads
+        else:
+            self.pool.close()  # the shard on this loop enhances what is queued, at once
 
     # ---- joining and leaving ---------------------------------------------------------------
     @property

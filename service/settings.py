@@ -101,10 +101,11 @@ class Settings(BaseSettings):
     )
     worker_threads: int = Field(
         1,
-        ge=1,
+        ge=0,
         le=64,
-        description="enhancement threads, each batching its own speakers; one batches best, "
-        "and a process's event loop saturates before one thread does (more cores: processes)",
+        description="enhancement threads, each batching its own speakers; 0: enhance on the "
+        "event loop thread, which then takes turns with the loop's other work instead of "
+        "preempting it (a node on one core); one thread batches best (more cores: processes)",
     )
     realtime_priority: int = Field(
         0,

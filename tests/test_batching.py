@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
 
 from model.runtime import DEFAULT_MODEL, ModelRuntime
-from service.batching import EnhancerPool, enhance_batch
+from service.batching import Cancellable, EnhancerPool, Outcome, enhance_batch
 from service.speaker import EnhancementSettings, SpeakerPipeline
 
 pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="no shipped model")
@@ -74,11 +76,12 @@ def test_a_batch_mixes_pass_through_and_other_frame_sizes(runtime: ModelRuntime)
     assert good[2].samples.shape == (480,)
 
 
+@pytest.mark.parametrize("threads", [2, 0], ids=["threads", "event-loop"])
 def test_the_pool_resolves_every_frame_in_order_and_reports_batches(
-    runtime: ModelRuntime,
+    runtime: ModelRuntime, threads: int
 ) -> None:
     sizes: list[int] = []
-    pool = EnhancerPool(shards=2, clock_seconds=0.002, on_batch=sizes.append)
+    pool = EnhancerPool(threads=threads, clock_seconds=0.002, on_batch=sizes.append)
     pipelines = [SpeakerPipeline(runtime, EnhancementSettings()) for _ in range(6)]
     signals = [speech_noise(seed, 10) for seed in range(6)]
 
@@ -101,10 +104,11 @@ def test_the_pool_resolves_every_frame_in_order_and_reports_batches(
     assert sum(sizes) == 60 and max(sizes) > 1  # six speakers at once do batch
 
 
+@pytest.mark.parametrize("threads", [1, 0], ids=["thread", "event-loop"])
 def test_a_failing_batch_reaches_its_speakers_and_the_shard_survives(
-    runtime: ModelRuntime,
+    runtime: ModelRuntime, threads: int
 ) -> None:
-    pool = EnhancerPool(shards=1)
+    pool = EnhancerPool(threads=threads)
     good = SpeakerPipeline(runtime, EnhancementSettings())
 
     async def main() -> tuple[BaseException | None, bool]:
@@ -124,13 +128,15 @@ def test_a_failing_batch_reaches_its_speakers_and_the_shard_survives(
 
 
 class _FakeClock:
-    """A clock that stands still until the test lets the shard's wait pass."""
+    """A clock that stands still until the test lets the shard's wait pass: a thread shard's
+    sleep blocks until :meth:`release`; a loop shard's timer runs at :meth:`release`."""
 
     def __init__(self) -> None:
         self.now = 100.003
         self.waits: list[float] = []
         self.waiting = threading.Event()
         self.tick = threading.Event()
+        self._timer: Callable[[], None] | None = None
 
     def time(self) -> float:
         return self.now
@@ -142,9 +148,46 @@ class _FakeClock:
         self.tick.clear()
         self.now += seconds
 
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> Cancellable:
+        if seconds <= 0:
+            return asyncio.get_running_loop().call_soon(callback)
+        assert self._timer is None, "one wait at a time"
+        self.waits.append(seconds)
+        self._timer = callback
+        self.waiting.set()
+        return _Timer(self)
 
+    def release(self) -> None:
+        """The wait is over (on the loop, for a loop shard's timer)."""
+        if self._timer is None:
+            self.tick.set()
+            return
+        callback, self._timer = self._timer, None
+        self.now += self.waits[-1]
+        callback()
+
+    def pool(self, threads: int, **options: Any) -> EnhancerPool:
+        return EnhancerPool(
+            threads, 0.010, clock=self.time, sleep=self.sleep, call_later=self.call_later, **options
+        )
+
+
+class _Timer:
+    """A loop shard's pending wait on the fake clock."""
+
+    def __init__(self, clock: _FakeClock) -> None:
+        self.clock = clock
+
+    def cancel(self) -> None:
+        self.clock._timer = None
+
+
+SHARD_KINDS = pytest.mark.parametrize("threads", [1, 0], ids=["thread", "event-loop"])
+
+
+@SHARD_KINDS
 def test_a_shard_waits_for_the_speakers_due_within_its_clock_and_the_audio_is_the_same(
-    runtime: ModelRuntime,
+    runtime: ModelRuntime, threads: int
 ) -> None:
     # four speakers' frames come in 2 ms apart every 20 ms. The first frames go alone (nobody
     # is known to be due); from then on, speaker 0's frame waits until the last of the others
@@ -152,7 +195,7 @@ def test_a_shard_waits_for_the_speakers_due_within_its_clock_and_the_audio_is_th
     # the samples enhance_batch gives over the same frames
     clock = _FakeClock()
     sizes: list[int] = []
-    pool = EnhancerPool(1, 0.010, on_batch=sizes.append, clock=clock.time, sleep=clock.sleep)
+    pool = clock.pool(threads, on_batch=sizes.append)
     speakers, frames = 4, 6
     signals = [speech_noise(seed, frames) for seed in range(speakers)]
     clocked = [SpeakerPipeline(runtime, EnhancementSettings()) for _ in range(speakers)]
@@ -176,7 +219,7 @@ def test_a_shard_waits_for_the_speakers_due_within_its_clock_and_the_audio_is_th
             for index in range(1, speakers):
                 clock.now = start + 0.020 * frame + 0.002 * index
                 futures.append(pool.enhance(0, clocked[index], signals[index][part]))
-            clock.tick.set()
+            clock.release()
             for index, result in enumerate(await asyncio.gather(*futures)):
                 heard[index].append(result.samples)
         return heard
@@ -197,10 +240,11 @@ def test_a_shard_waits_for_the_speakers_due_within_its_clock_and_the_audio_is_th
             np.testing.assert_array_equal(heard[index][frame], result.samples)
 
 
-def test_a_lone_speaker_never_waits_for_the_clock(runtime: ModelRuntime) -> None:
+@SHARD_KINDS
+def test_a_lone_speaker_never_waits_for_the_clock(runtime: ModelRuntime, threads: int) -> None:
     clock = _FakeClock()
     sizes: list[int] = []
-    pool = EnhancerPool(1, 0.010, on_batch=sizes.append, clock=clock.time, sleep=clock.sleep)
+    pool = clock.pool(threads, on_batch=sizes.append)
     pipeline = SpeakerPipeline(runtime, EnhancementSettings())
     signal = speech_noise(7, 5)
 
@@ -215,3 +259,133 @@ def test_a_lone_speaker_never_waits_for_the_clock(runtime: ModelRuntime) -> None
         clock.tick.set()
         pool.close()
     assert sizes == [1] * 5 and clock.waits == []
+
+
+class _Speaker:
+    """A stream as a participant's would be, in memory: frames put in, results heard."""
+
+    def __init__(
+        self, runtime: ModelRuntime, pool: EnhancerPool, frames: list[np.ndarray] | None = None
+    ) -> None:
+        self.pipeline = SpeakerPipeline(runtime, EnhancementSettings())
+        self.loop = asyncio.get_running_loop()
+        self.pool = pool
+        self.waiting: list[np.ndarray] = list(frames or [])
+        self.heard: list[Outcome] = []
+        self.fail_take = self.fail_deliver = False
+
+    def put(self, frame: np.ndarray) -> None:
+        self.waiting.append(frame)
+        self.pool.submit(0, self)
+
+    def take(self) -> tuple[np.ndarray, object] | None:
+        if self.fail_take:
+            raise RuntimeError("the decoder broke")
+        taken, self.waiting = self.waiting, []
+        return (np.concatenate(taken), len(taken)) if taken else None
+
+    def deliver(self, taken: object, outcome: Outcome) -> None:
+        if self.fail_deliver:
+            raise RuntimeError("the mixer broke")
+        self.heard.append(outcome)
+
+
+def test_on_the_event_loop_one_failing_stream_costs_the_others_nothing(
+    runtime: ModelRuntime,
+) -> None:
+    # one batch: a stream whose take raises, one whose delivery raises, one whose frame cannot
+    # be cut into hops, and two good ones, which get their enhanced audio
+    clock = _FakeClock()
+    sizes: list[int] = []
+    pool = clock.pool(0, on_batch=sizes.append)
+
+    async def run() -> list[_Speaker]:
+        speakers = [_Speaker(runtime, pool) for _ in range(5)]
+        speakers[1].fail_take = True
+        speakers[3].fail_deliver = True
+        clock.now = 100.0  # the others' last frames, so that speaker 0's frame waits for them
+        for speaker in speakers[1:]:
+            pool.submit(0, speaker)
+        await asyncio.sleep(0)  # their batch: nothing taken but from speakers 2-4, no audio
+        clock.now = 100.018
+        speakers[0].put(speech_noise(0, 1))
+        assert clock.waits, "speaker 0 waits for the others due"
+        speakers[1].put(speech_noise(1, 1))
+        speakers[2].put(np.zeros((2, 480), np.float32))
+        speakers[3].put(speech_noise(3, 1))
+        speakers[4].put(speech_noise(4, 1))
+        clock.release()
+        return speakers
+
+    speakers = asyncio.run(run())
+    pool.close()
+    assert sizes == [4]  # speaker 1 handed nothing over
+    good = [s.heard for s in (speakers[0], speakers[4])]
+    assert all(len(h) == 1 and not isinstance(h[0], Exception) and h[0].enhanced for h in good)
+    assert speakers[1].heard == [] and speakers[3].heard == []
+    assert len(speakers[2].heard) == 1 and isinstance(speakers[2].heard[0], ValueError)
+
+
+def test_on_the_event_loop_a_batch_is_capped_and_the_rest_waits_anew(
+    runtime: ModelRuntime,
+) -> None:
+    clock = _FakeClock()
+    sizes: list[int] = []
+    pool = clock.pool(0, on_batch=sizes.append, max_batch=2)
+
+    async def run() -> list[_Speaker]:
+        speakers = [_Speaker(runtime, pool) for _ in range(5)]
+        for speaker in speakers:  # heard from 2 ms apart, each alone, no wait
+            speaker.put(speech_noise(1, 1))
+            await asyncio.sleep(0)
+            clock.now += 0.002
+        clock.now = 100.003 + 0.020
+        speakers[0].put(speech_noise(2, 1))  # waits 9 ms for the four others
+        for index, speaker in enumerate(speakers[1:], 1):
+            clock.now = 100.003 + 0.020 + 0.002 * index
+            speaker.put(speech_noise(3, 1))
+        for _ in range(5):  # a batch of 2 at a time; the rest wait anew for whoever is due
+            clock.release()
+            for _ in range(3):
+                await asyncio.sleep(0)
+            if clock._timer is None and all(len(s.heard) == 2 for s in speakers):
+                break
+        return speakers
+
+    speakers = asyncio.run(run())
+    pool.close()
+    assert sizes == [1] * 5 + [2, 2, 1]
+    assert clock.waits[0] == pytest.approx(0.009)
+    assert all(len(s.heard) == 2 for s in speakers)
+
+
+def test_closing_the_event_loop_shard_enhances_what_is_queued_then_refuses(
+    runtime: ModelRuntime,
+) -> None:
+    clock = _FakeClock()
+    sizes: list[int] = []
+    pool = clock.pool(0, on_batch=sizes.append)
+
+    async def run() -> tuple[list[_Speaker], BaseException | None]:
+        speakers = [_Speaker(runtime, pool) for _ in range(3)]
+        for speaker in speakers[1:]:
+            pool.submit(0, speaker)
+        await asyncio.sleep(0)
+        clock.now += 0.018
+        for speaker in speakers:  # speaker 0 waits for the other two, which come in
+            speaker.put(speech_noise(5, 1))
+        assert clock.waits
+        pool.close()  # the wait is cut short: all three enhanced now
+        speakers[0].put(speech_noise(6, 1))  # after close: never taken
+        try:
+            await pool.enhance(0, speakers[1].pipeline, speech_noise(6, 1))
+            refused = None
+        except RuntimeError as error:
+            refused = error
+        return speakers, refused
+
+    speakers, refused = asyncio.run(run())
+    assert sizes == [3]
+    assert [len(s.heard) for s in speakers] == [1, 1, 1]
+    assert refused is not None and "closed" in str(refused)
+    assert clock._timer is None  # the wait was cancelled

@@ -54,7 +54,7 @@ def test_a_take_is_what_the_decoder_thread_would_have_decoded(runtime: ModelRunt
     expected = np.concatenate([frame_to_mono(f) for f in frames])  # type: ignore[arg-type]
 
     async def main() -> list[Received]:
-        pool = EnhancerPool(shards=1)  # never used: take is called here, as a shard would
+        pool = EnhancerPool(threads=1)  # never used: take is called here, as a shard would
         taken: list[Received] = []
         inbound = InboundAudio(
             SpeakerPipeline(runtime, EnhancementSettings()),
@@ -88,7 +88,7 @@ def test_a_backlog_loses_its_oldest_packets_and_results_come_back_per_batch(
     heard: list[tuple[Received, Outcome]] = []
 
     async def main() -> None:
-        pool = EnhancerPool(shards=1)
+        pool = EnhancerPool(threads=1)
         pipeline = SpeakerPipeline(runtime, EnhancementSettings())
         inbound = InboundAudio(
             pipeline, pool, 0, 3, lambda r, o: heard.append((r, o)), dropped.append

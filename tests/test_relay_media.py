@@ -277,7 +277,7 @@ def test_join_leave_churn_leaves_nothing_behind() -> None:
         assert tasks_after <= tasks_before
         # only the bounded, lazily filled pools (enhancement, asyncio's executor) may add one
         assert all(n.startswith(("enhance", "asyncio_")) for n in new_threads), new_threads
-        assert relay.relay.pool.shards == relay.settings.worker_threads
+        assert relay.relay.pool.threads == relay.settings.worker_threads
         states = [o.connectionState for o in gc.get_objects() if type(o) is RTCPeerConnection]
         assert _peer_connections() <= pcs_before, f"peer connections outlived the churn: {states}"
         text = httpx.get(relay.url + "/metrics").text

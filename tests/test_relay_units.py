@@ -329,7 +329,7 @@ def test_serve_stops_at_once_on_an_empty_token_secret(
 
 
 def test_invalid_settings_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PNR_WORKER_THREADS", "0")
+    monkeypatch.setenv("PNR_WORKER_THREADS", "-1")
     with pytest.raises(ValueError, match="worker_threads"):
         Settings()
 
