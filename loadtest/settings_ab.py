@@ -1,7 +1,8 @@
 """Two server settings against each other (a benchmark, not a test): the same load test
 (``loadtest.relay_load``) run alternately with setting A and setting B, in one run, so both
 see the same machine; prints the server's CPU per participant (all of it, and its event-loop
-thread alone), the processing lag and the frames sent, per setting, and the ratio B / A.
+thread alone), the processing lag, frames dropped, the mouth-to-ear delay and the frames sent,
+per setting, and the ratio B / A.
 
     python -m loadtest.settings_ab --a PNR_EVENT_LOOP=asyncio --b PNR_EVENT_LOOP=uvloop \\
         --repeats 3 -- --isolate --participants 16 --seconds 16
@@ -26,6 +27,8 @@ FIGURES = {  # figure: column heading
     "cpu": "server CPU %/participant",
     "event_loop": "event-loop thread %/participant",
     "lag_p99_ms": "lag p99 (ms)",
+    "dropped": "frames dropped",
+    "mouth_to_ear_ms": "mouth-to-ear p50 (ms)",
     "unsent_share": "listener frames unsent (DTX)",
 }
 
@@ -39,10 +42,13 @@ def run_once(settings: list[str], load_args: list[str], report_path: Path) -> di
     report = json.loads(report_path.read_text())
     threads = report.get("server_cpu_percent_per_participant_by_thread") or {}
     lag = report.get("lag_seconds_p99")
+    to_ear = report.get("mouth_to_ear_seconds_p50")
     return {
         "cpu": float(report["server_cpu_percent_per_participant"]),
         "event_loop": float(threads.get("event_loop", math.nan)),
         "lag_p99_ms": 1000.0 * float(lag) if lag is not None else math.nan,
+        "dropped": float(report.get("frames_dropped") or 0.0),
+        "mouth_to_ear_ms": 1000.0 * float(to_ear) if to_ear is not None else math.nan,
         "unsent_share": float(report.get("mix_frames_unsent_share") or 0.0),
     }
 
