@@ -33,15 +33,15 @@ import numpy as np
 Rule = Literal["kept_snr", "gain"]
 
 HANGOVER_FRAMES = 25  # ``gain`` rule: 500 ms of 20 ms frames
-START_DB = -12.0  # kept energy re the removed noise that starts speech
+START_DB = -12.0  # kept energy re the removed noise that starts speech...
+STAY_DB = -14.0  # ...and that keeps it going
 START_GAIN = 0.3  # a mean gain that starts it (a word onset that the noise in other bands masks)
-WARM_UP_FRAMES = 50  # the noise mean settles over 1 s: until then the gain rule also starts
-STAY_DB = -14.0  # ...that keeps it going
 STAY_GAIN = 0.15  # a mean gain that keeps it going (quiet word endings)
 CONFIRM_DB = -6.0  # frames above this make a start speech...
 CONFIRM_FRAMES = 3  # ...once there are this many
 HOLD_FRAMES = 30  # hangover of confirmed speech: 600 ms
 BRIEF_HOLD_FRAMES = 2  # hangover of an unconfirmed start: 40 ms
+WARM_UP_FRAMES = 50  # the noise mean settles over 1 s: until then the gain rule also starts
 SILENCE_DB = -100.0  # level reported for digital silence
 PASS_THROUGH_SPEECH_DB = -50.0  # without the model's gains, speech is anything this loud
 QUIET_DB = -70.0  # quieter than this is not speech, whatever the gains (inaudible in a mix)
@@ -83,7 +83,10 @@ class VoiceActivity:
         kept-to-noise ratio; ``None``: not enhanced, judged by level); returns whether the
         speaker is speaking now."""
         self.level_db = level_db(samples)
-        self._frames = 0 if speech_probability is None else self._frames + 1  # resumed: new mean
+        # not enhanced: when enhancement resumes, its noise mean starts over
+        self._frames = (
+            0 if speech_probability is None else min(self._frames + 1, WARM_UP_FRAMES + 1)
+        )
         starts, stays = self.evidence(
             self.level_db,
             speech_probability,
