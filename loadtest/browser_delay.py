@@ -43,16 +43,18 @@ import numpy as np
 
 from loadtest.browsers import CHROMIUM, chromium_command
 from loadtest.peers import Peer
+from loadtest.relay_trace import describe, stream_figures
 from loadtest.server import serve_on_loopback
 
 RATE = 48000
 FRAME = 960
 BURST_EVERY_FRAMES = 50  # one second
 SETTLE_SECONDS = 3.0
+PLAIN = "plain aiortc pass-through relay"
 CONFIGURATIONS = {
     "this relay (defaults)": {},
     "this relay without DTX": {"PNR_OPUS_DTX": "false"},
-    "plain aiortc pass-through relay": {
+    PLAIN: {
         "PNR_DEFAULT_ENHANCE": "false",
         "PNR_AIORTC_JITTER_BUFFER": "true",
         "PNR_OPUS_BITRATE": "96000",
@@ -70,12 +72,14 @@ UNSENT = re.compile(r"^pnr_mix_frames_unsent_total ([0-9.e+]+)$", re.M)
 @dataclass
 class Measurement:
     """One relay's run: a delay per burst heard, the bursts sent after the settling time,
-    Chromium's last receiver statistics and the frames the relay left unsent (DTX)."""
+    Chromium's last receiver statistics, the frames the relay left unsent (DTX) and, traced,
+    how steadily the relay sent to the browser (:func:`loadtest.relay_trace.stream_figures`)."""
 
     delays: list[float]
     bursts: int
     stats: dict[str, float] = field(default_factory=dict)
     unsent_frames: float = 0.0
+    relay_send: dict[str, object] | None = None  # with a trace: how steadily the relay sent
 
     def row(self) -> dict[str, object]:
         """The figures of the table and the JSON."""
@@ -93,6 +97,11 @@ class Measurement:
                 else None
             ),
             "jitter_buffer_ms": 1000 * stats["jitterBufferDelay"] / emitted if emitted else None,
+            "jitter_buffer_target_ms": (
+                1000 * stats.get("jitterBufferTargetDelay", 0) / emitted if emitted else None
+            ),
+            "browser_jitter_ms": 1000 * stats["jitter"] if "jitter" in stats else None,
+            "relay_send": self.relay_send,
             "concealed_percent": (
                 100 * stats.get("concealedSamples", 0) / received if received else None
             ),
@@ -115,14 +124,20 @@ def burst_signal(seconds: float) -> np.ndarray:
     return signal
 
 
-def measure(extra_env: dict[str, str], seconds: float) -> Measurement:
-    """The browser's delays through one relay (seconds, one per burst heard), and more."""
-    served = serve_on_loopback({"PNR_LOG_LEVEL": "WARNING", **extra_env})
+def measure(extra_env: dict[str, str], seconds: float, trace: bool = False) -> Measurement:
+    """The browser's delays through one relay (seconds, one per burst heard), and more
+    (``trace``: the relay runs under :mod:`loadtest.relay_trace`)."""
+    profile = tempfile.mkdtemp(prefix="pnr-chromium-")
+    trace_path = Path(profile) / "relay-trace.json"
+    served = serve_on_loopback(
+        {"PNR_LOG_LEVEL": "WARNING", "PNR_DRAIN_SECONDS": "0", **extra_env},
+        runner=("-m", "loadtest.relay_trace", str(trace_path)) if trace else ("-m", "service.cli"),
+    )
     url = served.url
     onsets: list[float] = []
     stats: list[dict[str, float]] = []
-    profile = tempfile.mkdtemp(prefix="pnr-chromium-")
     browser = None
+    relay_send = None
     try:
         browser = subprocess.Popen(
             chromium_command(
@@ -156,6 +171,9 @@ def measure(extra_env: dict[str, str], seconds: float) -> Measurement:
             browser.terminate()
             browser.wait(15)
         served.stop()
+        if trace and stats and trace_path.exists():
+            events = json.loads(trace_path.read_text())
+            relay_send = stream_figures(events, int(stats[-1]["ssrc"]), skip_seconds=SETTLE_SECONDS)
         shutil.rmtree(profile, ignore_errors=True)
     bursts = [to_epoch + send_times[i] for i in range(0, len(send_times), BURST_EVERY_FRAMES)]
     first = bursts[0] + SETTLE_SECONDS if bursts else 0.0
@@ -167,7 +185,7 @@ def measure(extra_env: dict[str, str], seconds: float) -> Measurement:
             delays.append(onset - earlier[-1])
     last = to_epoch + send_times[-1] - 0.8 if send_times else 0.0  # later ones may be unheard
     counted = sum(1 for b in bursts if first <= b <= last)
-    return Measurement(delays, counted, stats[-1] if stats else {}, unsent)
+    return Measurement(delays, counted, stats[-1] if stats else {}, unsent, relay_send)
 
 
 def _collect(browser: subprocess.Popen, onsets: list[float], stats: list[dict]) -> None:
@@ -202,6 +220,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--a", action="append", default=[], metavar="PNR_NAME=VALUE")
     parser.add_argument("--b", action="append", default=[], metavar="PNR_NAME=VALUE")
     parser.add_argument("--rounds", type=int, default=4, help="with --a/--b: runs of each")
+    parser.add_argument(
+        "--plain", action="store_true", help="with --a/--b: the plain relay as a third side"
+    )
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="run the relay under loadtest.relay_trace and print how steadily it sent",
+    )
     args = parser.parse_args(argv)
     if CHROMIUM is None:
         parser.error("this benchmark needs Chromium (Debian package 'chromium')")
@@ -210,23 +236,30 @@ def main(argv: list[str] | None = None) -> None:
             sides = {"A": _settings(args.a), "B": _settings(args.b)}
         except ValueError as error:
             parser.error(str(error))
-        compare(sides, args.rounds, args.seconds, args.json)
+        if args.plain:
+            sides["plain"] = CONFIGURATIONS[PLAIN]
+        compare(sides, args.rounds, args.seconds, args.json, args.trace)
         return
     results = {
-        name: measure(extra_env, args.seconds).row() for name, extra_env in CONFIGURATIONS.items()
+        name: measure(extra_env, args.seconds, args.trace).row()
+        for name, extra_env in CONFIGURATIONS.items()
     }
     print(
         "| relay | bursts heard | mouth-to-ear median | p95 | p10–p90 spread "
-        "| browser jitter buffer | concealed | frames unsent (DTX) |"
+        "| browser jitter buffer (target) | browser jitter | concealed | frames unsent (DTX) |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, row in results.items():
         print(
             f"| {name} | {row['bursts_heard']}/{row['bursts']} | {_ms(row['median_ms'])} "
             f"| {_ms(row['p95_ms'])} | {_ms(row['spread_ms'])} | {_ms(row['jitter_buffer_ms'])} "
+            f"({_ms(row['jitter_buffer_target_ms'])}) | {_ms(row['browser_jitter_ms'])} "
             f"| {_percent(row['concealed_percent'])} | {row['frames_unsent']:.0f} |"
         )
-    ours, plain = results["this relay (defaults)"], results["plain aiortc pass-through relay"]
+    for name, row in results.items():
+        if isinstance(row["relay_send"], dict):
+            print(f"{name}, relay's sends to the browser: {describe(row['relay_send'])}")
+    ours, plain = results["this relay (defaults)"], results[PLAIN]
     if ours["median_ms"] and plain["median_ms"]:
         print(f"ratio: {ours['median_ms'] / plain['median_ms']:.2f}")  # type: ignore[operator]
     if args.json:
@@ -245,28 +278,43 @@ def _settings(pairs: list[str]) -> dict[str, str]:
 
 
 def compare(
-    sides: dict[str, dict[str, str]], rounds: int, seconds: float, json_path: Path | None
+    sides: dict[str, dict[str, str]],
+    rounds: int,
+    seconds: float,
+    json_path: Path | None,
+    trace: bool = False,
 ) -> None:
-    """This relay under each side's settings, alternately; each run's median and each side's."""
-    medians: dict[str, list[float]] = {side: [] for side in sides}
+    """This relay under each side's settings, alternately; each run's figures and each side's
+    run medians."""
+    rows: dict[str, list[dict[str, object]]] = {side: [] for side in sides}
     names = list(sides)
     for round_index in range(rounds):
         for side in names if round_index % 2 == 0 else names[::-1]:
-            row = measure(sides[side], seconds).row()
+            started = time.strftime("%H:%M:%S", time.gmtime())
+            row = measure(sides[side], seconds, trace).row()
             print(
-                f"round {round_index + 1} {side} {sides[side]}: median {_ms(row['median_ms'])}, "
-                f"p95 {_ms(row['p95_ms'])}, browser jitter buffer {_ms(row['jitter_buffer_ms'])}, "
-                f"heard {row['bursts_heard']}/{row['bursts']}",
+                f"round {round_index + 1} {side} {sides[side]} ({started} UTC): median "
+                f"{_ms(row['median_ms'])}, p10–p90 spread {_ms(row['spread_ms'])}, p95 "
+                f"{_ms(row['p95_ms'])}, browser jitter buffer {_ms(row['jitter_buffer_ms'])} "
+                f"(target {_ms(row['jitter_buffer_target_ms'])}), browser jitter "
+                f"{_ms(row['browser_jitter_ms'])}, heard {row['bursts_heard']}/{row['bursts']}",
                 flush=True,
             )
-            if isinstance(row["median_ms"], float):
-                medians[side].append(row["median_ms"])
+            if isinstance(row["relay_send"], dict):
+                print(f"  relay's sends to the browser: {describe(row['relay_send'])}", flush=True)
+            rows[side].append({"utc": started, **row})
     for side in names:
-        runs = ", ".join(f"{m:.0f}" for m in medians[side])
-        middle = _ms(float(np.median(medians[side]))) if medians[side] else "n/a"
-        print(f"{side} {sides[side]}: median of run medians {middle} (runs {runs} ms)")
+        medians = [r["median_ms"] for r in rows[side] if isinstance(r["median_ms"], float)]
+        runs = ", ".join(f"{m:.0f}" for m in medians)
+        spreads = ", ".join(_ms(r["spread_ms"]) for r in rows[side])
+        buffers = ", ".join(_ms(r["jitter_buffer_ms"]) for r in rows[side])
+        middle = _ms(float(np.median(medians))) if medians else "n/a"
+        print(
+            f"{side} {sides[side]}: median of run medians {middle} (runs {runs} ms; spreads "
+            f"{spreads}; browser jitter buffer {buffers})"
+        )
     if json_path:
-        json_path.write_text(json.dumps({"sides": sides, "run_medians_ms": medians}, indent=2))
+        json_path.write_text(json.dumps({"sides": sides, "runs": rows}, indent=2))
 
 
 def _ms(value: object) -> str:

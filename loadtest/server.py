@@ -78,13 +78,16 @@ def serve_on_loopback(
     nodes: int = 1,
     cpus: set[int] | None = None,
     realtime_priority: int | None = None,
+    runner: Sequence[str] = ("-m", "service.cli"),
 ) -> ServedRelay:
     """``percepnet-relay serve`` on a free loopback port with ICE on 127.0.0.1 only, ``env``
     added to this process's environment; returns once ``/readyz`` answers 200 (over HTTPS,
     checked with ``verify``, when ``env`` names a TLS certificate) and ``/nodes`` lists
     ``nodes`` ready nodes (it starts that many unless ``env`` or ``args`` say otherwise).
     ``cpus``: the relay and every thread and process it starts run only on these cores;
-    ``realtime_priority``: and under SCHED_FIFO at that priority (see :func:`pin`)."""
+    ``realtime_priority``: and under SCHED_FIFO at that priority (see :func:`pin`);
+    ``runner``: the interpreter's arguments before ``serve`` (another module that ends in
+    ``percepnet-relay``'s command line, e.g. :mod:`loadtest.relay_trace`)."""
     port = free_port_run(nodes)
     scheme = "https" if (env or {}).get("PNR_TLS_CERT_FILE") else "http"
     url = f"{scheme}://127.0.0.1:{port}"
@@ -92,8 +95,7 @@ def serve_on_loopback(
     process = subprocess.Popen(
         [
             sys.executable,
-            "-m",
-            "service.cli",
+            *runner,
             "serve",
             "--host",
             "127.0.0.1",

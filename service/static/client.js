@@ -78,7 +78,8 @@ async function measureOnsets(stream) {
   const fields = [
     "packetsReceived", "packetsLost", "totalSamplesReceived", "concealedSamples",
     "silentConcealedSamples", "concealmentEvents", "jitterBufferDelay",
-    "jitterBufferEmittedCount", "insertedSamplesForDeceleration", "removedSamplesForAcceleration",
+    "jitterBufferEmittedCount", "jitterBufferTargetDelay", "jitterBufferMinimumDelay", "jitter",
+    "insertedSamplesForDeceleration", "removedSamplesForAcceleration", "ssrc",
   ];
   setInterval(async () => {
     if (!state.pc) return;
