@@ -21,6 +21,11 @@ under ``chrt -f``: Chromium's threads under SCHED_FIFO, preempted by other real-
 took both cores for minutes (load average 80).
 
     python -m loadtest.browser_delay --a PNR_BATCH_CLOCK_MS=10 --b PNR_BATCH_CLOCK_MS=0 --rounds 6
+
+``--a-source``/``--b-source DIR`` run that side's relay from another source tree (a code change
+against ``git archive main``), ``--plain`` adds the plain relay as a third side, ``--trace``
+runs each relay under :mod:`loadtest.relay_trace` and prints how steadily it sent to the
+browser and, per burst, how long the relay took to send its first packet.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ import numpy as np
 
 from loadtest.browsers import CHROMIUM, chromium_command
 from loadtest.peers import Peer
-from loadtest.relay_trace import describe, stream_figures
+from loadtest.relay_trace import describe, resumptions, stream_figures
 from loadtest.server import serve_on_loopback
 
 RATE = 48000
@@ -102,6 +107,7 @@ class Measurement:
             ),
             "browser_jitter_ms": 1000 * stats["jitter"] if "jitter" in stats else None,
             "relay_send": self.relay_send,
+            "delays_ms": [round(1000 * delay, 1) for delay in self.delays],
             "concealed_percent": (
                 100 * stats.get("concealedSamples", 0) / received if received else None
             ),
@@ -138,6 +144,7 @@ def measure(extra_env: dict[str, str], seconds: float, trace: bool = False) -> M
     stats: list[dict[str, float]] = []
     browser = None
     relay_send = None
+    resumed: list[float] = []  # traced: when the relay sent each talk spurt's first packet
     try:
         browser = subprocess.Popen(
             chromium_command(
@@ -174,17 +181,23 @@ def measure(extra_env: dict[str, str], seconds: float, trace: bool = False) -> M
         if trace and stats and trace_path.exists():
             events = json.loads(trace_path.read_text())
             relay_send = stream_figures(events, int(stats[-1]["ssrc"]), skip_seconds=SETTLE_SECONDS)
+            resumed = resumptions(events, int(stats[-1]["ssrc"]))
         shutil.rmtree(profile, ignore_errors=True)
     bursts = [to_epoch + send_times[i] for i in range(0, len(send_times), BURST_EVERY_FRAMES)]
     first = bursts[0] + SETTLE_SECONDS if bursts else 0.0
-    delays = []
+    delays, relay_shares = [], []
     for onset_ms in onsets:
         onset = onset_ms / 1000.0
         earlier = [b for b in bursts if b <= onset]
         if earlier and earlier[-1] >= first and onset - earlier[-1] < 0.8:
             delays.append(onset - earlier[-1])
+            sent = [t + to_epoch for t in resumed if earlier[-1] <= t + to_epoch <= onset]
+            if sent:  # the relay's share: burst sent to the relay's first packet of it
+                relay_shares.append(sent[0] - earlier[-1])
     last = to_epoch + send_times[-1] - 0.8 if send_times else 0.0  # later ones may be unheard
     counted = sum(1 for b in bursts if first <= b <= last)
+    if relay_send is not None:
+        relay_send["onset_relay_share_ms"] = [round(1000 * share, 1) for share in relay_shares]
     return Measurement(delays, counted, stats[-1] if stats else {}, unsent, relay_send)
 
 
@@ -223,6 +236,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--plain", action="store_true", help="with --a/--b: the plain relay as a third side"
     )
+    for side in ("a", "b"):
+        parser.add_argument(
+            f"--{side}-source",
+            type=Path,
+            metavar="DIR",
+            help=f"with --a/--b: side {side.upper()}'s relay runs the code of this source tree "
+            "(another checkout: code changes measured alternately)",
+        )
     parser.add_argument(
         "--trace",
         action="store_true",
@@ -236,6 +257,11 @@ def main(argv: list[str] | None = None) -> None:
             sides = {"A": _settings(args.a), "B": _settings(args.b)}
         except ValueError as error:
             parser.error(str(error))
+        for side, source in (("A", args.a_source), ("B", args.b_source)):
+            if source is not None:
+                if not (source / "service" / "cli.py").is_file():
+                    parser.error(f"{source} is not a source tree of the relay")
+                sides[side]["PYTHONPATH"] = str(source.resolve())
         if args.plain:
             sides["plain"] = CONFIGURATIONS[PLAIN]
         compare(sides, args.rounds, args.seconds, args.json, args.trace)
@@ -300,6 +326,7 @@ def compare(
                 f"{_ms(row['browser_jitter_ms'])}, heard {row['bursts_heard']}/{row['bursts']}",
                 flush=True,
             )
+            print(f"  per burst (ms): {row['delays_ms']}", flush=True)
             if isinstance(row["relay_send"], dict):
                 print(f"  relay's sends to the browser: {describe(row['relay_send'])}", flush=True)
             rows[side].append({"utc": started, **row})

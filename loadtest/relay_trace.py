@@ -6,7 +6,8 @@ The relay runs as ``serve`` would, in this process, with hooks that note (``time
 system-wide on Linux, so the times compare with other processes') every RTP packet handed to
 a DTLS transport (its SSRC, sequence number, RTP timestamp and size), every mixing tick (how
 late it ran against its due time), each move of a room clock's phase, the frames the mixer
-sheds or trims, each frame a speaker pushes into the mixer, and each frame DTX leaves unsent.
+sheds or trims, each frame a speaker pushes into the mixer, each frame DTX leaves unsent and
+each garbage collection (its generation and how long it took).
 The trace is written as JSON when the relay exits (SIGTERM: it drains, then exits).
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import gc
 import json
 import struct
 import sys
@@ -97,6 +99,8 @@ def steps(
 
         if ticks[i] - ticks[i - 1] > FRAME:
             cause = "DTX pause ended"
+        elif any(seconds > threshold_seconds / 2 for _, _, seconds, _ in near("gc")):
+            cause = "garbage collection"
         elif near("phase"):
             cause = "clock phase moved"
         elif any(late > threshold_seconds for _, _, late in near("tick")):
@@ -147,6 +151,7 @@ def install() -> Events:
         "trim": [],  # [t, frames shed or trimmed by this tick]
         "push": [],  # [t, speaker, speaking, frames waiting after the push]
         "dtx_unsent": [],  # [t]
+        "gc": [],  # [t at its end, generation, seconds it took, objects collected]
     }
     now = time.monotonic
 
@@ -180,6 +185,16 @@ def install() -> Events:
         if track._gap_frames:
             events["dtx_unsent"].append([now()])
 
+    gc_started = [0.0]
+
+    def collection(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_started[0] = now()
+        else:
+            end = now()
+            events["gc"].append([end, info["generation"], end - gc_started[0], info["collected"]])
+
+    gc.callbacks.append(collection)
     _wrap(RTCDtlsTransport, "_send_rtp", rtp)
     _wrap(Room, "send", tick)
     _wrap(TickPhase, "correction", phase)
@@ -189,11 +204,24 @@ def install() -> Events:
     return events
 
 
+def resumptions(events: Events, ssrc: int) -> list[float]:
+    """Send times of the packets of ``ssrc`` that end a DTX pause (the first of a talk spurt)."""
+    sent = [event for event in events["rtp"] if event[1] == ssrc]
+    if not sent:
+        return []
+    ticks = unwrapped([event[3] for event in sent])
+    return [sent[i][0] for i in (np.flatnonzero(np.diff(ticks) > FRAME) + 1).tolist()]
+
+
 def stream_figures(
     events: Events, ssrc: int, step_threshold_seconds: float = 0.002, skip_seconds: float = 3.0
 ) -> dict[str, Any]:
     """The timing of the stream the relay sent as ``ssrc``, after ``skip_seconds`` of it."""
     sent = [event for event in events["rtp"] if event[1] == ssrc]
+    whole_call = relative_delays(
+        [event[0] for event in sent],
+        offsets_seconds([event[0] for event in sent], [event[3] for event in sent]),
+    )
     sent = [event for event in sent if event[0] >= sent[0][0] + skip_seconds]
     times, timestamps = [event[0] for event in sent], [event[3] for event in sent]
     offsets = offsets_seconds(times, timestamps)
@@ -208,9 +236,18 @@ def stream_figures(
         "relative_delay_ms": {
             q: 1000 * float(np.percentile(relative, q)) for q in (50, 90, 95, 99, 100)
         },
+        "whole_call_relative_delay_max_ms": 1000 * float(whole_call.max()),
         "tick_late_ms": {q: float(np.percentile(late, q)) for q in (50, 99, 100)} if late else {},
         "phase_moves_ms": [round(1000 * move, 1) for t, move in events["phase"] if t >= times[0]],
         "trimmed_frames": sum(n for t, n in events["trim"] if t >= times[0]),
+        "gc_ms": {
+            generation: [
+                round(1000 * seconds, 1)
+                for t, g, seconds, _ in events.get("gc", [])
+                if g == generation and t >= times[0] and seconds > 0.001
+            ]
+            for generation in (0, 1, 2)
+        },
         "steps_ms": causes,
     }
 
@@ -221,9 +258,12 @@ def describe(figures: dict[str, Any]) -> str:
     return (
         f"{figures['packets']} packets, RFC 3550 jitter {figures['rfc3550_jitter_ms']:.2f} ms, "
         f"relative delay p50/p95/p99/max {relative[50]:.1f}/{relative[95]:.1f}/"
-        f"{relative[99]:.1f}/{relative[100]:.1f} ms; ticks late p99/max "
+        f"{relative[99]:.1f}/{relative[100]:.1f} ms (from the start "
+        f"{figures['whole_call_relative_delay_max_ms']:.1f}); ticks late p99/max "
         f"{late.get(99, 0):.1f}/{late.get(100, 0):.1f} ms; phase moves "
-        f"{figures['phase_moves_ms']}; trimmed {figures['trimmed_frames']}; offset steps by "
+        f"{figures['phase_moves_ms']}; trimmed {figures['trimmed_frames']}; collections over 1 ms "
+        f"by generation {figures['gc_ms']}; burst sent to its first packet sent "
+        f"{figures.get('onset_relay_share_ms')} ms; offset steps by "
         f"cause {figures['steps_ms']}"
     )
 

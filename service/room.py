@@ -44,6 +44,7 @@ class Room:
         self._clock: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._next_tick = 0.0  # on the loop's clock
+        self._quiet_ticks = 0  # ticks in a row whose mixes were all silent
 
     def add(self, participant: Participant) -> None:
         """Admit a participant (starts the clock if needed)."""
@@ -69,31 +70,62 @@ class Room:
                 await self._clock
             self._clock = None
 
-    def frame_arrived(self, speaker_id: str) -> None:
-        """A frame of ``speaker_id`` that will be mixed reached the mixer now: the clock's
-        phase follows when the talkers' frames come in (:class:`TickPhase`)."""
-        if self._loop is not None and self.phase.enabled:
-            self.phase.arrived(speaker_id, self._next_tick - self._loop.time())
+    def frame_arrived(self, speaker_id: str, now: float | None = None) -> None:
+        """A frame of ``speaker_id`` that will be mixed reached the mixer now (``now``: on the
+        loop's clock, by default read from it): the clock's phase follows when the talkers'
+        frames come in (:class:`TickPhase`)."""
+        if now is None and self._loop is not None:
+            now = self._loop.time()
+        if now is not None and self.phase.enabled:
+            self.phase.arrived(speaker_id, self._next_tick - now)
 
     async def _run_clock(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
         self._next_tick = loop.time()
         while True:
-            self._next_tick += TICK_SECONDS + self.phase.correction()
-            delay = self._next_tick - loop.time()
+            delay = self.schedule_next_tick(loop.time())
             if delay > 0:
                 await asyncio.sleep(delay)
-            elif delay < -MAX_CATCH_UP_SECONDS:
-                skipped = int(-delay / TICK_SECONDS)
-                self._next_tick += skipped * TICK_SECONDS
-                self.metrics.mixer_ticks_late.inc(skipped)
-            trimmed = self.mixer.trimmed_frames
-            outputs = self.mixer.tick()
-            if self.mixer.trimmed_frames != trimmed:
-                self.metrics.frames_dropped.labels("latency_trim").inc(
-                    self.mixer.trimmed_frames - trimmed
-                )
-            self.send(outputs)
+            self.tick()
+
+    def schedule_next_tick(self, now: float) -> float:
+        """Set when the next tick is due, ``now`` being the loop's time (the phase moves here
+        when it may); returns the seconds to wait for it. Ticks more than
+        ``MAX_CATCH_UP_SECONDS`` overdue are skipped, and the listeners' timestamps skip them."""
+        move = self.phase.correction(quiet=self._may_move())
+        if move:
+            for participant in self.participants.values():
+                participant.output.clock_moved(move)
+        self._next_tick += TICK_SECONDS + move
+        delay = self._next_tick - now
+        if delay < -MAX_CATCH_UP_SECONDS:
+            skipped = int(-delay / TICK_SECONDS)
+            self._next_tick += skipped * TICK_SECONDS
+            delay += skipped * TICK_SECONDS
+            self.metrics.mixer_ticks_late.inc(skipped)
+            for participant in self.participants.values():
+                participant.output.ticks_skipped(skipped)
+        return delay
+
+    def tick(self) -> int:
+        """Mix this tick's frames and queue each listener's packet; returns the encodes."""
+        trimmed = self.mixer.trimmed_frames
+        outputs = self.mixer.tick()
+        if self.mixer.trimmed_frames != trimmed:
+            self.metrics.frames_dropped.labels("latency_trim").inc(
+                self.mixer.trimmed_frames - trimmed
+            )
+        self._quiet_ticks = 0 if any(self.mixer.heard.values()) else self._quiet_ticks + 1
+        return self.send(outputs)
+
+    def _may_move(self) -> bool:
+        """Whether the clock's phase may move now: nobody is heard, and every listener's
+        stream that pauses in silence (DTX) pauses, so that its timestamps take the move up."""
+        return self._quiet_ticks > 0 and all(
+            participant.output.paused or not participant.output.dtx.enabled
+            for participant in self.participants.values()
+            if participant.listens and participant.connected_at is not None
+        )
 
     def send(self, outputs: dict[str, np.ndarray]) -> int:
         """Encode this tick's mixes, each distinct one once, and queue them for the listeners

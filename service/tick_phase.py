@@ -12,6 +12,12 @@ frame), at once later, to the margin, when a frame comes within half the margin 
 misses it, as long as that pushes no other speaker's frames past a whole period. Each
 speaker's waits are read around their own circular mean, so a frame that just missed its tick
 counts as late, not as early for the next.
+
+A move shifts when every listener's packets go out against their RTP timestamps, and a
+receiver's jitter buffer grows to cover each such step, so the room asks for moves only while
+nobody is heard (``quiet``), when its listeners' streams pause (DTX) and their timestamps can
+take the move up (``service/tracks.py``): a move found while someone talks waits for the next
+pause, the latest window's verdict standing for the phase it was measured at.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ class TickPhase:
         self.window_ticks = window_ticks
         self.max_earlier = max_earlier_seconds
         self.moved_seconds = 0.0  # in all: negative is earlier
+        self.pending_seconds = 0.0  # the latest window's move, not yet made (nobody was quiet)
         self._waits: dict[Hashable, list[float]] = {}
         self._ticks = 0
 
@@ -51,32 +58,42 @@ class TickPhase:
         if self.enabled:
             self._waits.setdefault(speaker, []).append(wait_seconds)
 
-    def correction(self) -> float:
-        """Once per tick: seconds to move the next tick by (negative: earlier). Not 0 at most
-        once per window, and only when enough frames were seen."""
+    def correction(self, quiet: bool = True) -> float:
+        """Once per tick: seconds to move the next tick by (negative: earlier), only when
+        ``quiet`` (else the move waits for a quiet tick). A window of enough frames gives the
+        move; one that moves starts the next window afresh."""
         if not self.enabled:
             return 0.0
         self._ticks += 1
-        if self._ticks < self.window_ticks:
+        if self._ticks >= self.window_ticks:
+            self._ticks = 0
+            if self._waits:
+                self.pending_seconds = self._verdict()
+                self._waits.clear()
+        if not (quiet and self.pending_seconds):
             return 0.0
+        move, self.pending_seconds = self.pending_seconds, 0.0
+        self._waits.clear()  # they were measured against the old phase
         self._ticks = 0
+        self.moved_seconds += move
+        return move
+
+    def _verdict(self) -> float:
+        """The move that this window's waits ask for (0: none, or too few frames)."""
         waits = sorted(
             wait
             for speaker_waits in self._waits.values()
             if len(speaker_waits) >= MIN_FRAMES
             for wait in self._unwrapped(speaker_waits)
         )
-        self._waits.clear()
         if not waits:
-            return 0.0
+            return self.pending_seconds  # too few frames to tell: what was found stands
         low, high = waits[0], waits[-1]
-        move = 0.0
         if low > 2 * self.margin:  # halfway to the margin, at most max_earlier per window
-            move = -min((low - self.margin) / 2, self.max_earlier)
-        elif low < self.margin / 2 and high + (self.margin - low) < self.period:
-            move = self.margin - low
-        self.moved_seconds += move
-        return move
+            return -min((low - self.margin) / 2, self.max_earlier)
+        if low < self.margin / 2 and high + (self.margin - low) < self.period:
+            return self.margin - low
+        return 0.0
 
     def _unwrapped(self, waits: list[float]) -> list[float]:
         """``waits`` read around their circular mean, so that they stay together: frames that

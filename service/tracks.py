@@ -1,5 +1,12 @@
 """The audio track the relay sends to each participant: Opus packets handed over by the room,
-none while its mix is silent (``service/dtx.py``)."""
+none while its mix is silent (``service/dtx.py``).
+
+A receiver sizes its jitter buffer by how late packets come against their RTP timestamps, so
+the timestamps follow the room's clock: they skip the frames DTX left unsent, the mixing ticks
+the room skipped after a stall and the packets dropped from a full queue, and, while the
+stream pauses, they take up a move of the clock's phase (the next packet goes out that much
+earlier or later, and its timestamp says so).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,7 @@ import asyncio
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from service.audio_frames import FRAME_SAMPLES
+from service.audio_frames import FRAME_SAMPLES, SAMPLE_RATE
 from service.dtx import DtxGate
 from service.opus import TIME_BASE
 
@@ -22,13 +29,20 @@ class MixedAudioTrack(MediaStreamTrack):
 
     def __init__(self, max_frames: int = 3, dtx: bool = True) -> None:
         super().__init__()
-        # (packet, frames not sent just before it): the timestamp skips those frames
+        # (packet, samples not sent just before it): its timestamp skips those samples
         self._queue: asyncio.Queue[tuple[bytes, int] | None] = asyncio.Queue()
         self._max_frames = max_frames
         self._pts = 0
         self._gap_frames = 0
+        self._shift_samples = 0  # the clock's moves while paused
+        self._dropped_samples = 0  # of queued packets dropped, not yet skipped
         self.dtx = DtxGate(dtx)
         self.dropped_frames = 0
+
+    @property
+    def paused(self) -> bool:
+        """True while no packet went out for the last frame (DTX): the stream pauses."""
+        return self._gap_frames > 0
 
     def put(self, payload: bytes, silent: bool = False) -> int:
         """Queue one 20 ms Opus packet (``silent``: the silence of a mix of nobody, which DTX
@@ -39,12 +53,27 @@ class MixedAudioTrack(MediaStreamTrack):
             return 0
         dropped = 0
         while self._queue.qsize() >= self._max_frames:
-            self._queue.get_nowait()
+            stale = self._queue.get_nowait()
+            if stale is not None:
+                self._dropped_samples += stale[1] + FRAME_SAMPLES
             dropped += 1
-        self._queue.put_nowait((packet, self._gap_frames))
-        self._gap_frames = 0
+        gap_samples = max(0, self._gap_frames * FRAME_SAMPLES + self._shift_samples)
+        self._queue.put_nowait((packet, gap_samples))
+        self._gap_frames = self._shift_samples = 0
         self.dropped_frames += dropped
         return dropped
+
+    def clock_moved(self, seconds: float) -> bool:
+        """The room's clock ticks ``seconds`` later from now on (negative: earlier); taken up
+        by the timestamps if the stream pauses (returns whether it did)."""
+        if not self.paused:
+            return False
+        self._shift_samples += round(seconds * SAMPLE_RATE)
+        return True
+
+    def ticks_skipped(self, frames: int) -> None:
+        """The room skipped ``frames`` ticks (it fell behind): the timestamps skip them too."""
+        self._gap_frames += frames
 
     async def recv(self) -> av.Packet:
         """The next mix's Opus packet (waits for the mixer's next tick that sends one)."""
@@ -53,8 +82,9 @@ class MixedAudioTrack(MediaStreamTrack):
         queued = await self._queue.get()
         if queued is None:
             raise MediaStreamError
-        payload, gap_frames = queued
-        self._pts += gap_frames * FRAME_SAMPLES
+        payload, gap_samples = queued
+        self._pts += self._dropped_samples + gap_samples
+        self._dropped_samples = 0
         packet = av.Packet(payload)
         packet.pts = self._pts
         packet.time_base = TIME_BASE

@@ -52,3 +52,23 @@ def test_another_speakers_frames_are_not_pushed_past_their_tick() -> None:
 def test_a_margin_of_zero_keeps_the_phase() -> None:
     phase = TickPhase(0.0, PERIOD)
     assert settle(phase, {"a": [0.002]}, windows=3) == [] and not phase.enabled
+
+
+def test_a_move_found_while_someone_talks_waits_for_a_quiet_tick() -> None:
+    phase = TickPhase(0.003, PERIOD)
+    for _ in range(3 * phase.window_ticks):  # frames straddle the tick all along
+        for wait in (-0.0005, 0.0005):
+            phase.arrived("a", wait)
+        assert phase.correction(quiet=False) == 0.0
+    assert phase.pending_seconds == pytest.approx(0.0035) and phase.moved_seconds == 0.0
+    # the latest window's verdict stands: the frames now wait 5 ms, nothing to move
+    for _ in range(phase.window_ticks):
+        phase.arrived("a", 0.005)
+        assert phase.correction(quiet=False) == 0.0
+    assert phase.pending_seconds == 0.0
+    for _ in range(phase.window_ticks):  # straddling again
+        for wait in (-0.0005, 0.0005):
+            phase.arrived("a", wait)
+        phase.correction(quiet=False)
+    assert phase.correction(quiet=True) == pytest.approx(0.0035)  # the first quiet tick
+    assert phase.correction(quiet=True) == 0.0 and phase.pending_seconds == 0.0
