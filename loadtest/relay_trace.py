@@ -164,9 +164,8 @@ def install() -> Events:
         loop_late = (room._loop.time() - room._next_tick) if room._loop else 0.0
         events["tick"].append([now(), room.name, loop_late])
 
-    def phase(move: float, _: TickPhase) -> None:
-        if move:
-            events["phase"].append([now(), move])
+    def phase(_: object, __: TickPhase, move: float) -> None:
+        events["phase"].append([now(), move])
 
     trimmed_before: dict[int, int] = {}
 
@@ -197,7 +196,7 @@ def install() -> Events:
     gc.callbacks.append(collection)
     _wrap(RTCDtlsTransport, "_send_rtp", rtp)
     _wrap(Room, "send", tick)
-    _wrap(TickPhase, "correction", phase)
+    _wrap(TickPhase, "moved", phase)
     _wrap(RoomMixer, "tick", mixer_tick)
     _wrap(RoomMixer, "push", push)
     _wrap(MixedAudioTrack, "put", put)

@@ -147,8 +147,7 @@ class Participant:
             dropped = self.room.mixer.push(self.id, frame, speaking)
             for _ in range(dropped):
                 self._count_dropped("mixer_overflow")
-        if mixed:
-            self.room.frame_arrived(self.id)
+        self.room.frame_arrived(self.id, mixed)
 
     async def close(self) -> None:
         """Stop the media and the peer connection (idempotent)."""

@@ -20,6 +20,12 @@ if TYPE_CHECKING:
 
 TICK_SECONDS = 0.020
 MAX_CATCH_UP_SECONDS = 0.100  # later than this, skip ticks instead of bursting
+MIN_MOVE_SECONDS = 0.0005  # a smaller change of the clock's phase is not worth a move
+
+
+def _wake_up(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class Room:
@@ -45,6 +51,7 @@ class Room:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._next_tick = 0.0  # on the loop's clock
         self._quiet_ticks = 0  # ticks in a row whose mixes were all silent
+        self._wake: asyncio.Future[None] | None = None  # the clock's wait for its next tick
 
     def add(self, participant: Participant) -> None:
         """Admit a participant (starts the clock if needed)."""
@@ -57,6 +64,7 @@ class Room:
     def remove(self, participant_id: str) -> Participant | None:
         """Take a participant out of the room (their peer connection is not closed here)."""
         self.mixer.remove(participant_id)
+        self.phase.forget(participant_id)
         participant = self.participants.pop(participant_id, None)
         if not self.participants and self.empty_since is None:
             self.empty_since = time.monotonic()
@@ -70,33 +78,48 @@ class Room:
                 await self._clock
             self._clock = None
 
-    def frame_arrived(self, speaker_id: str, now: float | None = None) -> None:
-        """A frame of ``speaker_id`` that will be mixed reached the mixer now (``now``: on the
-        loop's clock, by default read from it): the clock's phase follows when the talkers'
-        frames come in (:class:`TickPhase`)."""
-        if now is None and self._loop is not None:
+    def frame_arrived(self, speaker_id: str, speaking: bool, now: float | None = None) -> None:
+        """Frames of ``speaker_id`` reached the mixer now (``now``: on the loop's clock, by
+        default read from it; ``speaking``: they will be mixed). The first that will be mixed
+        in a quiet room starts a talk spurt: the clock moves to tick the alignment margin after
+        this speaker's frames come in (:class:`TickPhase`)."""
+        if not self.phase.enabled:
+            return
+        if now is None:
+            if self._loop is None:
+                return
             now = self._loop.time()
-        if now is not None and self.phase.enabled:
-            self.phase.arrived(speaker_id, self._next_tick - now)
+        self.phase.arrived(speaker_id, now)
+        if not (speaking and self._may_move()):
+            return
+        move = self.phase.next_tick(speaker_id, now) - self._next_tick
+        if abs(move) < MIN_MOVE_SECONDS:
+            return
+        for participant in self.participants.values():
+            participant.output.clock_moved(move)
+        self._next_tick += move
+        self.phase.moved(move)
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)  # the clock waits for the tick as it now is
 
     async def _run_clock(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
         self._next_tick = loop.time()
         while True:
             delay = self.schedule_next_tick(loop.time())
-            if delay > 0:
-                await asyncio.sleep(delay)
+            while delay > 0:
+                self._wake = loop.create_future()
+                timer = loop.call_later(delay, _wake_up, self._wake)
+                await self._wake
+                timer.cancel()
+                delay = self._next_tick - loop.time()
             self.tick()
 
     def schedule_next_tick(self, now: float) -> float:
-        """Set when the next tick is due, ``now`` being the loop's time (the phase moves here
-        when it may); returns the seconds to wait for it. Ticks more than
-        ``MAX_CATCH_UP_SECONDS`` overdue are skipped, and the listeners' timestamps skip them."""
-        move = self.phase.correction(quiet=self._may_move())
-        if move:
-            for participant in self.participants.values():
-                participant.output.clock_moved(move)
-        self._next_tick += TICK_SECONDS + move
+        """Set when the next tick is due, ``now`` being the loop's time; returns the seconds to
+        wait for it. Ticks more than ``MAX_CATCH_UP_SECONDS`` overdue are skipped, and the
+        listeners' timestamps skip them too."""
+        self._next_tick += TICK_SECONDS
         delay = self._next_tick - now
         if delay < -MAX_CATCH_UP_SECONDS:
             skipped = int(-delay / TICK_SECONDS)
@@ -106,6 +129,16 @@ class Room:
             for participant in self.participants.values():
                 participant.output.ticks_skipped(skipped)
         return delay
+
+    def _may_move(self) -> bool:
+        """Whether the clock's phase may move now: nobody was heard at the last tick, and every
+        listener's stream that pauses in silence (DTX) pauses, so that its timestamps take the
+        move up."""
+        return self._quiet_ticks > 0 and all(
+            participant.output.paused or not participant.output.dtx.enabled
+            for participant in self.participants.values()
+            if participant.listens and participant.connected_at is not None
+        )
 
     def tick(self) -> int:
         """Mix this tick's frames and queue each listener's packet; returns the encodes."""
@@ -117,15 +150,6 @@ class Room:
             )
         self._quiet_ticks = 0 if any(self.mixer.heard.values()) else self._quiet_ticks + 1
         return self.send(outputs)
-
-    def _may_move(self) -> bool:
-        """Whether the clock's phase may move now: nobody is heard, and every listener's
-        stream that pauses in silence (DTX) pauses, so that its timestamps take the move up."""
-        return self._quiet_ticks > 0 and all(
-            participant.output.paused or not participant.output.dtx.enabled
-            for participant in self.participants.values()
-            if participant.listens and participant.connected_at is not None
-        )
 
     def send(self, outputs: dict[str, np.ndarray]) -> int:
         """Encode this tick's mixes, each distinct one once, and queue them for the listeners

@@ -151,9 +151,10 @@ class Settings(BaseSettings):
         4.0,
         ge=0,
         le=10,
-        description="each room's 20 ms mixing clock moves to tick this long after its talkers' "
-        "frames come in, so that they wait little and none misses its tick (0: the clock "
-        "keeps the phase it started with)",
+        description="when a talk spurt starts in a quiet room, its 20 ms mixing clock moves to "
+        "tick this long after the talker's frames come in, so that they wait little and none "
+        "misses its tick; it keeps that phase while anyone is heard (0: the clock keeps the "
+        "phase it started with)",
     )
     jitter_buffer_packets: int = Field(
         0,

@@ -1,110 +1,84 @@
-"""Where a room's 20 ms mixing clock ticks: a few milliseconds after its talkers' frames come in.
+"""Where a room's 20 ms mixing clock ticks: ``margin`` after the frames of whoever starts to talk.
 
-A room's clock starts at an arbitrary moment and each speaker's enhanced frames reach the mixer
-at their own moment of every 20 ms, so a frame waits for its tick anywhere from nothing to a
-whole period (10 ms on average), and a speaker whose frames come in right at the tick (a
-millisecond or two of scheduling jitter either side) sometimes misses it: silent for that tick,
-then a frame standing in the mixer (+20 ms) until the mixer trims it a second later, a lost
-frame. :class:`TickPhase` watches how long the talkers' frames wait for their tick and says
-how far to move the clock: earlier while every frame of a window waits more than twice
-``margin`` (halfway to the margin, by at most ``max_earlier`` per window: gently, never past a
-frame), at once later, to the margin, when a frame comes within half the margin of its tick or
-misses it, as long as that pushes no other speaker's frames past a whole period. Each
-speaker's waits are read around their own circular mean, so a frame that just missed its tick
-counts as late, not as early for the next.
+Each speaker's enhanced frames reach the mixer at their own moment of every 20 ms, so with a
+clock of arbitrary phase a frame waits for its tick anywhere from nothing to a whole period,
+the same all call long, and a speaker whose frames come in right at the tick sometimes misses
+it (then a frame stands in the mixer, +20 ms, for the rest of the talk spurt).
 
-A move shifts when every listener's packets go out against their RTP timestamps, and a
-receiver's jitter buffer grows to cover each such step, so the room asks for moves only while
-nobody is heard (``quiet``), when its listeners' streams pause (DTX) and their timestamps can
-take the move up (``service/tracks.py``): a move found while someone talks waits for the next
-pause, the latest window's verdict standing for the phase it was measured at.
+Moving the clock, though, moves when every listener's packets go out against their RTP
+timestamps, and a receiver's jitter buffer grows to cover each such step. So the clock keeps
+its phase while anyone is heard, and sets it when a talk spurt starts in a quiet room: then
+every listener's stream pauses (DTX) and its timestamps take the move up
+(``service/tracks.py``). :class:`TickPhase` keeps the phase of each speaker's recent frames
+(all of them, speech or not) and says when the next tick should come for a speaker who starts
+to talk: ``margin`` after the latest of those phases, read around their circular mean so that
+frames straddling a period's edge stay together.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Hashable
 
-MIN_FRAMES = 10  # a speaker's frames in a window before their timing counts
+HISTORY_FRAMES = 25  # half a second of a speaker's frames
+MIN_FRAMES = 5  # fewer than this: the talk spurt's first frame alone tells the phase
 
 
 class TickPhase:
-    """Corrections for one clock of ``period_seconds`` (all times in seconds)."""
+    """The phases of each speaker's frames, for one clock of ``period_seconds`` (all times in
+    seconds, on the clock's own time line)."""
 
     def __init__(
         self,
         margin_seconds: float,
         period_seconds: float = 0.020,
-        window_ticks: int = 25,
-        max_earlier_seconds: float = 0.005,
+        history_frames: int = HISTORY_FRAMES,
     ) -> None:
         self.margin = margin_seconds
         self.period = period_seconds
-        self.window_ticks = window_ticks
-        self.max_earlier = max_earlier_seconds
+        self.history_frames = history_frames
         self.moved_seconds = 0.0  # in all: negative is earlier
-        self.pending_seconds = 0.0  # the latest window's move, not yet made (nobody was quiet)
-        self._waits: dict[Hashable, list[float]] = {}
-        self._ticks = 0
+        self.moves = 0
+        self._phases: dict[Hashable, deque[float]] = {}
 
     @property
     def enabled(self) -> bool:
         """False: the clock keeps the phase it started with (margin 0)."""
         return self.margin > 0
 
-    def arrived(self, speaker: Hashable, wait_seconds: float) -> None:
-        """A frame of ``speaker`` that will be mixed came in ``wait_seconds`` before the next
-        tick was due (negative: after it was due, before it ran)."""
+    def arrived(self, speaker: Hashable, now: float) -> None:
+        """A frame of ``speaker`` reached the mixer at ``now``."""
         if self.enabled:
-            self._waits.setdefault(speaker, []).append(wait_seconds)
+            phases = self._phases.get(speaker)
+            if phases is None:
+                phases = self._phases[speaker] = deque(maxlen=self.history_frames)
+            phases.append(now % self.period)
 
-    def correction(self, quiet: bool = True) -> float:
-        """Once per tick: seconds to move the next tick by (negative: earlier), only when
-        ``quiet`` (else the move waits for a quiet tick). A window of enough frames gives the
-        move; one that moves starts the next window afresh."""
-        if not self.enabled:
-            return 0.0
-        self._ticks += 1
-        if self._ticks >= self.window_ticks:
-            self._ticks = 0
-            if self._waits:
-                self.pending_seconds = self._verdict()
-                self._waits.clear()
-        if not (quiet and self.pending_seconds):
-            return 0.0
-        move, self.pending_seconds = self.pending_seconds, 0.0
-        self._waits.clear()  # they were measured against the old phase
-        self._ticks = 0
-        self.moved_seconds += move
-        return move
+    def forget(self, speaker: Hashable) -> None:
+        """``speaker`` left."""
+        self._phases.pop(speaker, None)
 
-    def _verdict(self) -> float:
-        """The move that this window's waits ask for (0: none, or too few frames)."""
-        waits = sorted(
-            wait
-            for speaker_waits in self._waits.values()
-            if len(speaker_waits) >= MIN_FRAMES
-            for wait in self._unwrapped(speaker_waits)
-        )
-        if not waits:
-            return self.pending_seconds  # too few frames to tell: what was found stands
-        low, high = waits[0], waits[-1]
-        if low > 2 * self.margin:  # halfway to the margin, at most max_earlier per window
-            return -min((low - self.margin) / 2, self.max_earlier)
-        if low < self.margin / 2 and high + (self.margin - low) < self.period:
-            return self.margin - low
-        return 0.0
+    def next_tick(self, speaker: Hashable, now: float) -> float:
+        """When the next tick should come (at or after ``now``) for ``speaker``, whose talk
+        spurt starts with the frame that arrived at ``now``: ``margin`` after the latest phase
+        of its recent frames."""
+        phases = list(self._phases.get(speaker, ()))
+        latest = max(self._unwrapped(phases)) if len(phases) >= MIN_FRAMES else now
+        return now + (latest + self.margin - now) % self.period
 
-    def _unwrapped(self, waits: list[float]) -> list[float]:
-        """``waits`` read around their circular mean, so that they stay together: frames that
-        straddle the tick read as small waits either side of 0 (the late ones negative), not as
-        some near 0 and some near a whole period."""
+    def moved(self, seconds: float) -> None:
+        """The clock moved by ``seconds`` (counted)."""
+        self.moved_seconds += seconds
+        self.moves += 1
+
+    def _unwrapped(self, phases: list[float]) -> list[float]:
+        """``phases`` read around their circular mean, so that they stay together: frames that
+        straddle the period's edge read as phases either side of it, not as some near 0 and
+        some near a whole period."""
         turn = 2 * math.pi / self.period
-        x = sum(math.cos(turn * wait) for wait in waits)
-        y = sum(math.sin(turn * wait) for wait in waits)
+        x = sum(math.cos(turn * phase) for phase in phases)
+        y = sum(math.sin(turn * phase) for phase in phases)
         centre = (math.atan2(y, x) / turn) % self.period
         half = self.period / 2
-        unwrapped = [centre + (wait - centre + half) % self.period - half for wait in waits]
-        if max(unwrapped) > self.period:  # the cluster reaches past a period: it straddles 0
-            return [wait - self.period for wait in unwrapped]
-        return unwrapped
+        return [centre + (phase - centre + half) % self.period - half for phase in phases]

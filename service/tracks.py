@@ -36,6 +36,7 @@ class MixedAudioTrack(MediaStreamTrack):
         self._gap_frames = 0
         self._shift_samples = 0  # the clock's moves while paused
         self._dropped_samples = 0  # of queued packets dropped, not yet skipped
+        self._silent = False  # the last frame was the silence of a mix of nobody
         self.dtx = DtxGate(dtx)
         self.dropped_frames = 0
 
@@ -47,6 +48,7 @@ class MixedAudioTrack(MediaStreamTrack):
     def put(self, payload: bytes, silent: bool = False) -> int:
         """Queue one 20 ms Opus packet (``silent``: the silence of a mix of nobody, which DTX
         may leave unsent); returns the number of stale ones dropped to make room."""
+        self._silent = silent
         packet = self.dtx.packet(payload, silent)
         if packet is None:
             self._gap_frames += 1
@@ -65,8 +67,11 @@ class MixedAudioTrack(MediaStreamTrack):
 
     def clock_moved(self, seconds: float) -> bool:
         """The room's clock ticks ``seconds`` later from now on (negative: earlier); taken up
-        by the timestamps if the stream pauses (returns whether it did)."""
-        if not self.paused:
+        by the timestamps (returns whether it was) if the stream pauses, or, for a later tick,
+        if it sends silence (without DTX): a receiver takes that as a short gap in the silence.
+        An earlier tick there is left as it is: packets that come early only fill the
+        receiver's buffer for a while."""
+        if not (self.paused or (seconds > 0 and self._silent)):
             return False
         self._shift_samples += round(seconds * SAMPLE_RATE)
         return True

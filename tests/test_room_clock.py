@@ -45,31 +45,35 @@ def _voice(index: int) -> np.ndarray:
 
 
 async def _call(
-    room: Room, ticks: int, talking: Callable[[int], bool], stall_at: int | None = None
+    room: Room,
+    ticks: int,
+    talking: Callable[[int], bool],
+    arrival: Callable[[int], float] = lambda frame: 0.020 * frame + 0.007,
+    stall_at: int | None = None,
 ) -> list[tuple[float, int, bool]]:
-    """``ticks`` ticks on a fake clock; the talker's frames come 0.5 ms either side of each
-    tick (some just miss it), speech while ``talking(frame)``. Returns, per packet the listener
-    was sent, (the tick's due time, its RTP timestamp, whether the talker was heard)."""
+    """``ticks`` ticks on a fake clock; the talker's frame ``n`` comes at ``arrival(n)``,
+    speech while ``talking(n)``. Returns, per packet the listener was sent, (the tick's due
+    time, its RTP timestamp, whether the talker was heard)."""
     now, frame, sent = 0.0, 0, []
     track = room.participants["listener"].output
+    room.schedule_next_tick(now)
     for tick in range(ticks):
-        if tick == stall_at:
-            now += 0.150  # the loop stalled: the clock skips the ticks it missed
-        delay = room.schedule_next_tick(now)
-        due = now + delay
-        while 0.020 * frame + (0.0005 if frame % 2 else -0.0005) <= due:  # frames so far
-            arrival = 0.020 * frame + (0.0005 if frame % 2 else -0.0005)
+        while arrival(frame) <= room._next_tick:  # frames before the tick (it may move)
+            now = max(now, arrival(frame))
             speaking = talking(frame)
             room.mixer.push("talker", _voice(frame), speaking)
-            if speaking:
-                room.frame_arrived("talker", now=arrival)
+            room.frame_arrived("talker", speaking, now=now)
             frame += 1
-        now = max(now, due)
+        now = max(now, room._next_tick)
+        due = room._next_tick
         room.tick()
         heard = bool(room.mixer.heard["listener"])
         while track._queue.qsize():
             packet = await track.recv()
-            sent.append((room._next_tick, _pts(packet), heard))
+            sent.append((due, _pts(packet), heard))
+        if tick == stall_at:
+            now += 0.150  # the loop stalled: the clock skips the ticks it missed
+        room.schedule_next_tick(now)
     return sent
 
 
@@ -79,37 +83,73 @@ def _offsets(sent: list[tuple[float, int, bool]]) -> np.ndarray:
     return offsets - offsets[0]
 
 
-def test_the_phase_moves_in_a_pause_and_the_timestamps_take_it_up() -> None:
+def _jittery(frame: int) -> float:
+    """Frames 7 ms into each period, 0.5 ms either side."""
+    return 0.020 * frame + 0.007 + (0.0005 if frame % 2 else -0.0005)
+
+
+def _moves(room: Room) -> list[tuple[float, bool]]:
+    """Each move of the room's clock, and whether the listener heard the talker then."""
+    moves: list[tuple[float, bool]] = []
+    original = room.phase.moved
+
+    def moved(seconds: float) -> None:
+        moves.append((seconds, bool(room.mixer.heard.get("listener"))))
+        original(seconds)
+
+    room.phase.moved = moved  # type: ignore[method-assign]
+    return moves
+
+
+def test_a_talk_spurt_in_a_quiet_room_sets_the_phase_and_the_timestamps_take_it_up() -> None:
     room = _room()
-    moves = []
-    original = room.phase.correction
-
-    def correction(quiet: bool = True) -> float:
-        move = original(quiet)
-        if move:
-            moves.append((move, bool(room.mixer.heard.get("listener"))))
-        return move
-
-    room.phase.correction = correction  # type: ignore[method-assign]
+    moves = _moves(room)
     # talk for 1.2 s, pause for 0.8 s (the voice's hangover is the caller's, not the room's)
-    sent = asyncio.run(_call(room, 400, lambda frame: frame % 100 < 60))
-    assert moves, "frames straddling the tick must move the clock"
+    sent = asyncio.run(_call(room, 400, lambda frame: frame % 100 < 60, _jittery))
+    assert moves, "the first talk spurt must move the clock"
     assert all(not heard for _, heard in moves), "never while someone is heard"
-    assert room.phase.moved_seconds == pytest.approx(sum(move for move, _ in moves))
+    # the latest frames come 7.5 ms into the period: the clock ticks 4 ms after them
+    assert room._next_tick % 0.020 == pytest.approx(0.0115)
+    assert len(moves) == 1  # later talk spurts find it set
     # the timestamps follow the ticks: every packet's offset is the first's (± a sample)
     assert np.abs(_offsets(sent)).max() <= 1 / RATE
-    speech = [pts for _, pts, heard in sent if heard]
-    assert len(speech) > 100
+    assert sum(heard for _, _, heard in sent) == 4 * 60
 
 
-def test_without_dtx_a_pause_moves_the_clock_all_the_same() -> None:
+def test_the_phase_follows_whoever_starts_a_talk_spurt() -> None:
+    room = _room()
+    first = 0.003
+    # frames 3 ms into the period for 2 s, then (another device, say) 15 ms
+    sent = asyncio.run(
+        _call(
+            room,
+            300,
+            lambda frame: frame % 100 < 40,
+            lambda frame: 0.020 * frame + (first if frame < 100 else 0.015),
+        )
+    )
+    assert room._next_tick % 0.020 == pytest.approx(0.019)
+    assert room.phase.moves == 2
+    assert np.abs(_offsets(sent)).max() <= 1 / RATE
+
+
+def test_without_dtx_a_later_tick_is_taken_up_and_an_earlier_one_left() -> None:
     room = _room(dtx=False)
-    sent = asyncio.run(_call(room, 300, lambda frame: frame % 100 < 60))
-    assert room.phase.moved_seconds != 0
-    steps = np.abs(np.diff(_offsets(sent)))
-    # the stream never pauses, so a move is a step of its offset, but only in silence
-    for index in np.flatnonzero(steps > 1 / RATE):
-        assert not sent[index][2] and not sent[index + 1][2]
+    moves = _moves(room)
+    sent = asyncio.run(
+        _call(
+            room,
+            300,
+            lambda frame: 30 <= frame % 100 < 70,  # after half a second at the new phase
+            lambda frame: 0.020 * frame + (0.003 if frame < 100 else 0.005),
+        )
+    )
+    assert [round(move, 4) for move, _ in moves] == [-0.013, 0.002]
+    steps = np.diff(_offsets(sent))
+    # the stream never pauses: the earlier tick shows as one step, as the talk spurt starts
+    (index,) = np.flatnonzero(np.abs(steps) > 1 / RATE)
+    assert steps[index] == pytest.approx(-0.013, abs=1 / RATE)
+    assert not sent[index][2] and sent[index + 1][2]
 
 
 def test_skipped_ticks_are_skipped_by_the_timestamps_too() -> None:
