@@ -2,7 +2,10 @@
 
 An aiortc peer speaks voiced bursts (200 ms every second) into a room; headless Chromium
 listens from the served page with ``?measure=1``, whose audio worklet logs the wall-clock time
-of each burst onset it hears. Delay = onset heard − burst handed to the speaker's encoder.
+of each burst onset it hears. Delay = onset heard − burst handed to the speaker's encoder. The
+page hears of an onset on its main thread, whose other work delays that by a few to tens of
+milliseconds; each run also reports the delay to when the onset reaches the audio output, by
+the audio clock (``AudioContext.getOutputTimestamp``), which the main thread does not delay.
 Three relays are measured in the same run: this relay with its defaults (enhancement, low-delay
 receive buffer, mono voice Opus, DTX between bursts: the speaker is silent for 300 ms after
 its 500 ms voice hangover), the same without DTX, and a plain aiortc pass-through relay (the
@@ -69,7 +72,7 @@ CONFIGURATIONS = {
         "PNR_OPUS_DTX": "false",
     },
 }
-ONSET = re.compile(r"pnr-onset ([0-9.]+)")
+ONSET = re.compile(r"pnr-onset ([0-9.]+)(?: ([0-9.]+))?")
 STATS = re.compile(r"pnr-stats (\{.*?\})")
 UNSENT = re.compile(r"^pnr_mix_frames_unsent_total ([0-9.e+]+)$", re.M)
 
@@ -85,6 +88,7 @@ class Measurement:
     stats: dict[str, float] = field(default_factory=dict)
     unsent_frames: float = 0.0
     relay_send: dict[str, object] | None = None  # with a trace: how steadily the relay sent
+    output_delays: list[float] = field(default_factory=list)  # to the audio output, per burst
 
     def row(self) -> dict[str, object]:
         """The figures of the table and the JSON."""
@@ -108,6 +112,17 @@ class Measurement:
             "browser_jitter_ms": 1000 * stats["jitter"] if "jitter" in stats else None,
             "relay_send": self.relay_send,
             "delays_ms": [round(1000 * delay, 1) for delay in self.delays],
+            "output_median_ms": (
+                1000 * float(np.median(self.output_delays)) if self.output_delays else None
+            ),
+            "output_spread_ms": (
+                1000
+                * float(
+                    np.percentile(self.output_delays, 90) - np.percentile(self.output_delays, 10)
+                )
+                if self.output_delays
+                else None
+            ),
             "concealed_percent": (
                 100 * stats.get("concealedSamples", 0) / received if received else None
             ),
@@ -140,11 +155,11 @@ def measure(extra_env: dict[str, str], seconds: float, trace: bool = False) -> M
         runner=("-m", "loadtest.relay_trace", str(trace_path)) if trace else ("-m", "service.cli"),
     )
     url = served.url
-    onsets: list[float] = []
+    onsets: list[tuple[float, float | None]] = []  # heard by the page, at the audio output
     stats: list[dict[str, float]] = []
     browser = None
     relay_send = None
-    resumed: list[float] = []  # traced: when the relay sent each talk spurt's first packet
+    resumed: list[tuple[float, float]] = []  # traced: each talk spurt's first packet, mixer wait
     try:
         browser = subprocess.Popen(
             chromium_command(
@@ -185,28 +200,36 @@ def measure(extra_env: dict[str, str], seconds: float, trace: bool = False) -> M
         shutil.rmtree(profile, ignore_errors=True)
     bursts = [to_epoch + send_times[i] for i in range(0, len(send_times), BURST_EVERY_FRAMES)]
     first = bursts[0] + SETTLE_SECONDS if bursts else 0.0
-    delays, relay_shares = [], []
-    for onset_ms in onsets:
+    delays, relay_shares, output_delays, mixer_waits = [], [], [], []
+    for onset_ms, output_ms in onsets:
         onset = onset_ms / 1000.0
         earlier = [b for b in bursts if b <= onset]
         if earlier and earlier[-1] >= first and onset - earlier[-1] < 0.8:
             delays.append(onset - earlier[-1])
-            sent = [t + to_epoch for t in resumed if earlier[-1] <= t + to_epoch <= onset]
+            if output_ms is not None:
+                output_delays.append(output_ms / 1000.0 - earlier[-1])
+            sent = [(t + to_epoch, w) for t, w in resumed if earlier[-1] <= t + to_epoch <= onset]
             if sent:  # the relay's share: burst sent to the relay's first packet of it
-                relay_shares.append(sent[0] - earlier[-1])
+                relay_shares.append(sent[0][0] - earlier[-1])
+                mixer_waits.append(sent[0][1])
     last = to_epoch + send_times[-1] - 0.8 if send_times else 0.0  # later ones may be unheard
     counted = sum(1 for b in bursts if first <= b <= last)
     if relay_send is not None:
         relay_send["onset_relay_share_ms"] = [round(1000 * share, 1) for share in relay_shares]
-    return Measurement(delays, counted, stats[-1] if stats else {}, unsent, relay_send)
+        relay_send["onset_mixer_wait_ms"] = [round(1000 * wait, 1) for wait in mixer_waits]
+    return Measurement(
+        delays, counted, stats[-1] if stats else {}, unsent, relay_send, output_delays
+    )
 
 
-def _collect(browser: subprocess.Popen, onsets: list[float], stats: list[dict]) -> None:
+def _collect(
+    browser: subprocess.Popen, onsets: list[tuple[float, float | None]], stats: list[dict]
+) -> None:
     assert browser.stderr is not None
     for line in browser.stderr:
         match = ONSET.search(line)
         if match:
-            onsets.append(float(match.group(1)))
+            onsets.append((float(match[1]), float(match[2]) if match[2] else None))
         reported = STATS.search(line)
         if reported:
             with contextlib.suppress(ValueError):
@@ -323,7 +346,9 @@ def compare(
                 f"{_ms(row['median_ms'])}, p10–p90 spread {_ms(row['spread_ms'])}, p95 "
                 f"{_ms(row['p95_ms'])}, browser jitter buffer {_ms(row['jitter_buffer_ms'])} "
                 f"(target {_ms(row['jitter_buffer_target_ms'])}), browser jitter "
-                f"{_ms(row['browser_jitter_ms'])}, heard {row['bursts_heard']}/{row['bursts']}",
+                f"{_ms(row['browser_jitter_ms'])}, heard {row['bursts_heard']}/{row['bursts']}; "
+                f"to the audio output: median {_ms(row['output_median_ms'])}, spread "
+                f"{_ms(row['output_spread_ms'])}",
                 flush=True,
             )
             print(f"  per burst (ms): {row['delays_ms']}", flush=True)

@@ -203,13 +203,19 @@ def install() -> Events:
     return events
 
 
-def resumptions(events: Events, ssrc: int) -> list[float]:
-    """Send times of the packets of ``ssrc`` that end a DTX pause (the first of a talk spurt)."""
+def resumptions(events: Events, ssrc: int) -> list[tuple[float, float]]:
+    """The packets of ``ssrc`` that end a DTX pause (the first of a talk spurt): when each was
+    sent, and how long before that the last frame to be mixed reached the mixer."""
     sent = [event for event in events["rtp"] if event[1] == ssrc]
     if not sent:
         return []
     ticks = unwrapped([event[3] for event in sent])
-    return [sent[i][0] for i in (np.flatnonzero(np.diff(ticks) > FRAME) + 1).tolist()]
+    pushed = np.array([event[0] for event in events.get("push", []) if event[2]])
+    found = []
+    for i in (np.flatnonzero(np.diff(ticks) > FRAME) + 1).tolist():
+        before = pushed[pushed <= sent[i][0]]
+        found.append((sent[i][0], sent[i][0] - before[-1] if before.size else float("nan")))
+    return found
 
 
 def stream_figures(
@@ -262,7 +268,8 @@ def describe(figures: dict[str, Any]) -> str:
         f"{late.get(99, 0):.1f}/{late.get(100, 0):.1f} ms; phase moves "
         f"{figures['phase_moves_ms']}; trimmed {figures['trimmed_frames']}; collections over 1 ms "
         f"by generation {figures['gc_ms']}; burst sent to its first packet sent "
-        f"{figures.get('onset_relay_share_ms')} ms; offset steps by "
+        f"{figures.get('onset_relay_share_ms')} ms, of which from mixer to wire "
+        f"{figures.get('onset_mixer_wait_ms')} ms; offset steps by "
         f"cause {figures['steps_ms']}"
     )
 

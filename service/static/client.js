@@ -46,7 +46,8 @@ function meter(stream, element) {
 }
 
 // Delay measurement (`?measure=1`, used by loadtest/browser_delay.py): logs the wall-clock time
-// of every sound onset in the room's audio, as "pnr-onset <ms since the epoch>", and every
+// of every sound onset in the room's audio, as "pnr-onset <ms since the epoch, when the page
+// hears of it> <ms since the epoch, when it reaches the audio output>", and every
 // second the receiver's statistics, as "pnr-stats <JSON>".
 const ONSET_WORKLET = `
 class Onsets extends AudioWorkletProcessor {
@@ -61,7 +62,9 @@ class Onsets extends AudioWorkletProcessor {
     if (this.quiet >= 40) this.armed = true;  // about 0.1 s of silence
     if (this.armed && rms > 0.01) {
       this.armed = false;
-      this.port.postMessage(currentTime);
+      let first = 0;
+      while (first < x.length && Math.abs(x[first]) <= 0.01) first++;
+      this.port.postMessage(currentTime + first / sampleRate);
     }
     return true;
   }
@@ -73,7 +76,12 @@ async function measureOnsets(stream) {
   const url = URL.createObjectURL(new Blob([ONSET_WORKLET], { type: "text/javascript" }));
   await ctx.audioWorklet.addModule(url);
   const node = new AudioWorkletNode(ctx, "pnr-onsets");
-  node.port.onmessage = () => console.log(`pnr-onset ${performance.timeOrigin + performance.now()}`);
+  node.port.onmessage = (event) => {
+    // also by the audio clock: when the onset's sample reaches the output (no main-thread delay)
+    const { contextTime, performanceTime } = ctx.getOutputTimestamp();
+    const audio = performanceTime + (event.data - contextTime) * 1000;
+    console.log(`pnr-onset ${performance.timeOrigin + performance.now()} ${performance.timeOrigin + audio}`);
+  };
   ctx.createMediaStreamSource(stream).connect(node);
   const fields = [
     "packetsReceived", "packetsLost", "totalSamplesReceived", "concealedSamples",
