@@ -66,3 +66,15 @@ def open_fds(pid: int) -> int:
 def thread_count(pid: int) -> int:
     """Threads of ``pid`` and its descendants."""
     return _status_total(pid, "Threads")
+
+
+def cores_busy_seconds(cores: set[int]) -> float:
+    """CPU seconds the kernel counts as busy (everything but idle and iowait) on ``cores``,
+    whoever ran, since boot (``/proc/stat``)."""
+    total = 0
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *ticks = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cores:
+            values = [int(tick) for tick in ticks]
+            total += sum(values[:8]) - values[3] - values[4]  # less idle and iowait
+    return total / os.sysconf("SC_CLK_TCK")

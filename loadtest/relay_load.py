@@ -37,7 +37,7 @@ import httpx
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from loadtest.process_stats import cpu_seconds, rss_bytes
+from loadtest.process_stats import cores_busy_seconds, cpu_seconds, rss_bytes
 from loadtest.profile import (
     components,
     print_components,
@@ -350,11 +350,13 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             window_start = time.monotonic()
             before = _scrape(url)
             cpu_before = cpu_seconds(server.pid) if server else None
+            cores_before = cores_busy_seconds(args.server_cpus) if args.server_cpus else None
             clients_before = _clients_cpu_seconds(cpu_before, profiler)
             time.sleep(planned)
             window = time.monotonic() - window_start
             after = _scrape(url)
             cpu_after = cpu_seconds(server.pid) if server else None
+            cores_after = cores_busy_seconds(args.server_cpus) if args.server_cpus else None
             clients_after = _clients_cpu_seconds(cpu_after, profiler)
             rss = rss_bytes(server.pid) if server else None
             scheduling = scheduling_of(server.pid) if server else None
@@ -374,6 +376,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     if cpu_before is not None and cpu_after is not None and window > 0:
         # SCHED_FIFO near 95 % of its core would be capped by RT throttling, not by the relay
         report["server_cpu_percent_of_one_core"] = 100.0 * (cpu_after - cpu_before) / window
+        if cores_before is not None and cores_after is not None:
+            # what else ran on the server's cores (other jobs on a shared machine, interrupts)
+            others = (cores_after - cores_before) - (cpu_after - cpu_before)
+            report["server_cores_others_percent"] = 100.0 * max(others, 0.0) / window
     threads: dict[str, float] = {}  # where the server's time goes, % of one core, by thread
     for key, increase in _delta(before, after, "pnr_thread_cpu_seconds_total").items():
         group = dict(key[1]).get("thread", "?")

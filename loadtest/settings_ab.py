@@ -29,6 +29,7 @@ FIGURES = {  # figure: column heading
     "lag_p99_ms": "lag p99 (ms)",
     "dropped": "frames dropped",
     "mouth_to_ear_ms": "mouth-to-ear p50 (ms)",
+    "others": "others on the server's cores (%)",
     "unsent_share": "listener frames unsent (DTX)",
 }
 
@@ -49,6 +50,7 @@ def run_once(settings: list[str], load_args: list[str], report_path: Path) -> di
         "lag_p99_ms": 1000.0 * float(lag) if lag is not None else math.nan,
         "dropped": float(report.get("frames_dropped") or 0.0),
         "mouth_to_ear_ms": 1000.0 * float(to_ear) if to_ear is not None else math.nan,
+        "others": float(report.get("server_cores_others_percent") or math.nan),
         "unsent_share": float(report.get("mix_frames_unsent_share") or 0.0),
     }
 
