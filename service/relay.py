@@ -70,7 +70,7 @@ def _remote_candidates(pc: RTCPeerConnection) -> int:
 
 
 class Relay:
-    """Rooms, participants and the shared model runtime and worker threads."""
+    """Rooms, participants, the shared model runtime and the enhancement shards."""
 
     def __init__(
         self,

@@ -100,12 +100,13 @@ class Settings(BaseSettings):
         "down; one when PORT is 0), each then pinned to its own core unless a quota grants them",
     )
     worker_threads: int = Field(
-        1,
+        0,
         ge=0,
         le=64,
-        description="enhancement threads, each batching its own speakers; 0: enhance on the "
-        "event loop thread, which then takes turns with the loop's other work instead of "
-        "preempting it (a node on one core); one thread batches best (more cores: processes)",
+        description="0: enhance on the event loop thread, which then takes turns with the "
+        "loop's other work instead of being preempted by it (a node on one core, as `serve` "
+        "starts them); N: N enhancement threads beside the loop, each batching its own "
+        "speakers (a node given several cores)",
     )
     realtime_priority: int = Field(
         0,

@@ -1,7 +1,8 @@
 """One speaker's enhancement: the streaming enhancer and its runtime settings.
 
-:meth:`SpeakerPipeline.process` runs in a worker thread (the numba kernels release the GIL and
-onnxruntime does too); one speaker's frames are processed strictly one after another.
+:meth:`SpeakerPipeline.process` runs on an enhancement shard (the event loop or a worker thread:
+the numba kernels release the GIL and onnxruntime does too); one speaker's frames are
+processed strictly one after another.
 """
 
 from __future__ import annotations

@@ -41,7 +41,6 @@ class RunningRelay:
             "host": "127.0.0.1",
             "port": port,
             "ice_host_addresses": ["127.0.0.1"],
-            "worker_threads": 2,
             # every test client is 127.0.0.1: tests of the rate limit turn it back on
             "signaling_rate_per_second": 0,
         }

@@ -259,7 +259,7 @@ def _peer_connections() -> int:
 
 def test_join_leave_churn_leaves_nothing_behind() -> None:
     cycles = 100
-    with running_relay() as relay:
+    with running_relay(worker_threads=2) as relay:  # the default enhances on the loop
         asyncio.run(_churn(relay.url, 8))  # lets the lazily started thread pools fill up
         tasks_before, _ = _settled(relay, 10**6)
         threads_before = {t.ident for t in threading.enumerate()}
