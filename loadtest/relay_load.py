@@ -377,7 +377,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         # SCHED_FIFO near 95 % of its core would be capped by RT throttling, not by the relay
         report["server_cpu_percent_of_one_core"] = 100.0 * (cpu_after - cpu_before) / window
         if cores_before is not None and cores_after is not None:
-            # what else ran on the server's cores (other jobs on a shared machine, interrupts)
+            # what else ran on the server's cores (other jobs on a shared machine, interrupts;
+            # SCHED_IDLE work too, which only fills time the server leaves idle)
             others = (cores_after - cores_before) - (cpu_after - cpu_before)
             report["server_cores_others_percent"] = 100.0 * max(others, 0.0) / window
     threads: dict[str, float] = {}  # where the server's time goes, % of one core, by thread
