@@ -31,6 +31,8 @@ def test_load_test_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
             "8",
             "--client-processes",
             "1",
+            "--workers",  # a shard thread, so that its CPU is counted apart (default: the loop)
+            "1",
             "--generated",
             "--json",
             str(out),
