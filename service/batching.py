@@ -355,6 +355,14 @@ class EnhancerPool:
             if isinstance(shard, _ThreadShard):
                 shard.join(5.0)
 
+    async def aclose(self) -> None:
+        """:meth:`close` from the event loop: shard threads are joined off the loop, the shard
+        on the loop enhances what is queued at once."""
+        if self.threads:
+            await asyncio.to_thread(self.close)
+        else:
+            self.close()
+
 
 def _deliver(deliveries: list[Delivery]) -> None:
     """On an event loop: one batch's results to their streams."""

@@ -166,10 +166,7 @@ class Relay:
         for room in list(self.rooms.values()):
             for participant_id in list(room.participants):
                 await self.leave(room.name, participant_id, "shutdown")
-        if self.pool.threads:
-            await asyncio.to_thread(self.pool.close)  # joins the shard threads
-        else:
-            self.pool.close()  # the shard on this loop enhances what is queued, at once
+        await self.pool.aclose()
 
     # ---- joining and leaving ---------------------------------------------------------------
     @property

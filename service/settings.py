@@ -120,7 +120,8 @@ class Settings(BaseSettings):
         10.0,
         ge=0,
         le=10,
-        description="the longest an enhancement thread holds a frame to batch it: it waits only "
+        description="the longest an enhancement shard (the event loop or a thread) holds a "
+        "frame to batch it: it waits only "
         "when at least two other speakers' frames are due within this time, and only until the "
         "last of them is, then enhances all that are ready in one model call per hop (0: never "
         "wait, a frame goes at once with whatever else is queued)",
