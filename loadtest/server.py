@@ -86,6 +86,7 @@ def serve_on_loopback(
     ``nodes`` ready nodes (it starts that many unless ``env`` or ``args`` say otherwise).
     ``cpus``: the relay and every thread and process it starts run only on these cores;
     ``realtime_priority``: and under SCHED_FIFO at that priority (see :func:`pin`);
+    ``PYTHONPATH`` in ``env`` names another source tree to run (its working directory too);
     ``runner``: the interpreter's arguments before ``serve`` (another module that ends in
     ``percepnet-relay``'s command line, e.g. :mod:`loadtest.relay_trace`)."""
     port = free_port_run(nodes)
@@ -110,6 +111,9 @@ def serve_on_loopback(
         stderr=subprocess.STDOUT if capture_output else None,
         text=True,
         preexec_fn=((lambda: pin(cpus, realtime_priority)) if cpus or realtime_priority else None),
+        # ``python -m`` puts the working directory ahead of PYTHONPATH on sys.path: a relay
+        # started from another source tree must also run in it, or it imports this one
+        cwd=(env or {}).get("PYTHONPATH") or None,
     )
     served = ServedRelay(process, url, 0.0)
     while time.monotonic() - started < timeout:

@@ -180,3 +180,17 @@ def test_realtime_priority_puts_every_thread_of_the_relay_under_sched_fifo() -> 
             assert os.sched_getparam(tid).sched_priority == 5, tid
     finally:
         served.stop()
+
+
+def test_a_relay_from_another_source_tree_runs_that_tree(tmp_path: Path) -> None:
+    """``browser_delay --a-source DIR`` passes ``PYTHONPATH=DIR``: the relay must import DIR's
+    code, not the tree that ``python -m`` would put first from the working directory."""
+    other = tmp_path / "other-tree"
+    (other / "service").mkdir(parents=True)
+    (other / "service" / "__init__.py").write_text("")
+    (other / "service" / "cli.py").write_text(
+        "import sys\nprint('other tree', __file__)\nsys.exit(3)\n"
+    )
+    with pytest.raises(RuntimeError, match="exited with 3") as raised:
+        serve_on_loopback({"PYTHONPATH": str(other)}, capture_output=True, timeout=30)
+    assert f"other tree {other / 'service' / 'cli.py'}" in str(raised.value)
