@@ -1,10 +1,15 @@
 """Opus encoding of a room's mixes: once per distinct mix, not once per listener.
 
 Listeners who hear the same set of speakers (in a meeting usually everyone but the one who
-talks) get the same mix, so one encoder per set serves them all; its stream lives as long as
-some listener hears that set. A mix of nobody is digital silence: every listener of it gets
-one silence packet encoded at start-up, with no encode at all, and then mostly nothing
-(``service/dtx.py``).
+talks) get the same mix, so one encoder per set serves them all. A mix of nobody is digital
+silence: every listener of it gets one silence packet encoded at start-up, with no encode at
+all, and then mostly nothing (``service/dtx.py``).
+
+An encoder outlives the pauses of its set: it is let go only after ``IDLE_TICKS`` ticks that
+nobody heard that set (or, past ``MAX_ENCODERS``, the longest idle first), so a talker who
+resumes continues the stream the listeners' decoders last played. A fresh encoder at each talk
+spurt put Chromium's playout of the spurt's onset 10–15 ms later and less steadily
+(``python -m loadtest.browser_delay``; docs/performance.md).
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from service.audio_frames import FRAME_SAMPLES
 from service.opus import OpusPacketEncoder, OpusSettings
 
 SILENCE_WARM_UP_FRAMES = 3  # a fresh encoder's first packets still carry its start-up
+IDLE_TICKS = 500  # 10 s of 20 ms ticks: an encoder nobody heard for this long is let go
+MAX_ENCODERS = 64  # per room; past it, the longest idle encoder is let go first
 
 
 def silence_packet(settings: OpusSettings) -> bytes:
@@ -33,21 +40,41 @@ class MixEncoders:
         self.settings = settings
         self.silence = silence_packet(settings)
         self._encoders: dict[frozenset[str], OpusPacketEncoder] = {}
+        self._idle_ticks: dict[frozenset[str], int] = {}  # ticks since each set was heard
+
+    @property
+    def live(self) -> int:
+        """Encoders kept (those in use and those waiting for their set to be heard again)."""
+        return len(self._encoders)
 
     def encode(self, mixes: dict[frozenset[str], np.ndarray]) -> dict[frozenset[str], bytes]:
-        """This tick's packet of each mix, keyed by who is heard in it; encoders of sets nobody
-        hears any more are let go. ``len(mixes)`` less the silent one are encoded."""
+        """This tick's packet of each mix, keyed by who is heard in it; ``len(mixes)`` less the
+        silent one are encoded. Encoders of sets nobody heard for ``IDLE_TICKS`` are let go."""
         payloads: dict[frozenset[str], bytes] = {}
-        encoders: dict[frozenset[str], OpusPacketEncoder] = {}
+        for speakers in self._idle_ticks:
+            self._idle_ticks[speakers] += 1
         for speakers, mix in mixes.items():
             if not speakers:
                 payloads[speakers] = self.silence
                 continue
-            encoder = self._encoders.get(speakers) or OpusPacketEncoder(self.settings)
-            encoders[speakers] = encoder
+            encoder = self._encoders.get(speakers)
+            if encoder is None:
+                encoder = self._encoders[speakers] = OpusPacketEncoder(self.settings)
+            self._idle_ticks[speakers] = 0
             payloads[speakers] = encoder.encode(mix)
-        self._encoders = encoders
+        self._let_go()
         return payloads
+
+    def _let_go(self) -> None:
+        """Drop the encoders idle for ``IDLE_TICKS``, then, past the cap, the longest idle
+        (never one in use this tick)."""
+        idle = sorted(self._idle_ticks.items(), key=lambda item: item[1], reverse=True)
+        excess = len(self._encoders) - MAX_ENCODERS
+        for speakers, ticks in idle:
+            if ticks == 0 or (ticks < IDLE_TICKS and excess <= 0):
+                break
+            del self._encoders[speakers], self._idle_ticks[speakers]
+            excess -= 1
 
     @staticmethod
     def encodes(mixes: dict[frozenset[str], np.ndarray]) -> int:

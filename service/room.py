@@ -92,7 +92,7 @@ class Room:
         self.phase.arrived(speaker_id, now)
         if not (speaking and self._may_move()):
             return
-        move = self.phase.next_tick(speaker_id, now) - self._next_tick
+        move = self.phase.next_tick(speaker_id, now, self._next_tick) - self._next_tick
         if abs(move) < MIN_MOVE_SECONDS:
             return
         for participant in self.participants.values():

@@ -12,7 +12,11 @@ every listener's stream pauses (DTX) and its timestamps take the move up
 (``service/tracks.py``). :class:`TickPhase` keeps the phase of each speaker's recent frames
 (all of them, speech or not) and says when the next tick should come for a speaker who starts
 to talk: ``margin`` after the latest of those phases, read around their circular mean so that
-frames straddling a period's edge stay together.
+frames straddling a period's edge stay together. A clock whose tick already comes between half
+the margin and ``KEEP_EXTRA_WAIT_SECONDS`` more than the margin after them stays where it is:
+each move, though the timestamps take it up, shifts the talk spurt in Chromium's playout (with
+two talkers whose frames came 5 ms apart, a move at every spurt made its onsets 10–20 ms later
+and unsteady, ``python -m loadtest.browser_delay``; docs/performance.md).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from collections.abc import Hashable
 
 HISTORY_FRAMES = 25  # half a second of a speaker's frames
 MIN_FRAMES = 5  # fewer than this: the talk spurt's first frame alone tells the phase
+KEEP_EXTRA_WAIT_SECONDS = 0.008  # a tick this much later than the margin is kept, not moved
 
 
 class TickPhase:
@@ -59,12 +64,17 @@ class TickPhase:
         """``speaker`` left."""
         self._phases.pop(speaker, None)
 
-    def next_tick(self, speaker: Hashable, now: float) -> float:
+    def next_tick(self, speaker: Hashable, now: float, current: float | None = None) -> float:
         """When the next tick should come (at or after ``now``) for ``speaker``, whose talk
         spurt starts with the frame that arrived at ``now``: ``margin`` after the latest phase
-        of its recent frames."""
+        of its recent frames, or ``current`` (the tick now due) if that comes between half the
+        margin and the margin plus ``KEEP_EXTRA_WAIT_SECONDS`` after it."""
         phases = list(self._phases.get(speaker, ()))
         latest = max(self._unwrapped(phases)) if len(phases) >= MIN_FRAMES else now
+        if current is not None:
+            wait = (current - latest) % self.period
+            if self.margin / 2 <= wait <= self.margin + KEEP_EXTRA_WAIT_SECONDS:
+                return current
         return now + (latest + self.margin - now) % self.period
 
     def moved(self, seconds: float) -> None:

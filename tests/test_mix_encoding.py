@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from service.metrics import RelayMetrics
-from service.mix_encoding import MixEncoders
+from service.mix_encoding import IDLE_TICKS, MAX_ENCODERS, MixEncoders
 from service.opus import OpusPacketEncoder, OpusSettings
 from service.room import Room
 from service.tracks import MixedAudioTrack
@@ -80,6 +80,37 @@ def test_a_room_of_four_with_one_talker_encodes_once_and_everyone_hears_the_othe
                 assert sent[tick] == (silence if listener == "a" else packet), (listener, tick)
 
     asyncio.run(run())
+
+
+def test_a_talker_who_resumes_continues_the_stream_the_listeners_last_played() -> None:
+    """Across a pause shorter than ``IDLE_TICKS`` the set's encoder is kept: the packets after
+    the pause are the ones one encoder fed the talk spurts back to back gives (a fresh encoder
+    at each spurt cost Chromium's playout 10-15 ms at the onset); after a longer pause, and
+    past ``MAX_ENCODERS``, encoders are let go, the one in use last."""
+    encoders = MixEncoders(OpusSettings())
+    continuous = OpusPacketEncoder(OpusSettings())
+    talker, nobody = frozenset({"a"}), frozenset[str]()
+    spurts = [[_frame(tick, 0) for tick in range(start, start + 5)] for start in (0, 40)]
+    for spurt_index, spurt in enumerate(spurts):
+        for frame in spurt:
+            sent = encoders.encode({talker: frame})[talker]
+            assert sent == continuous.encode(frame), spurt_index
+        for _ in range(30):  # 600 ms of pause: nobody heard
+            assert encoders.encode({nobody: np.zeros(FRAME, np.float32)}) == {
+                nobody: encoders.silence
+            }
+        assert encoders.live == 1
+    for _ in range(IDLE_TICKS):
+        encoders.encode({nobody: np.zeros(FRAME, np.float32)})
+    assert encoders.live == 0  # a long silence lets it go
+    # more sets than the cap: the idle ones go first, longest idle first; none in use goes
+    sets = [frozenset({f"s{i}"}) for i in range(MAX_ENCODERS + 8)]
+    for group in sets:
+        encoders.encode({group: _frame(0, 1)})
+    in_use = {group: _frame(1, 1) for group in sets[-MAX_ENCODERS - 2 :]}
+    encoders.encode(in_use)
+    assert encoders.live == MAX_ENCODERS + 2  # every set of this tick kept, the idle ones gone
+    assert set(encoders._encoders) == set(in_use)
 
 
 def test_the_silence_packet_decodes_to_silence() -> None:

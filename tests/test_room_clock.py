@@ -119,16 +119,17 @@ def test_a_talk_spurt_in_a_quiet_room_sets_the_phase_and_the_timestamps_take_it_
 def test_the_phase_follows_whoever_starts_a_talk_spurt() -> None:
     room = _room()
     first = 0.003
-    # frames 3 ms into the period for 2 s, then (another device, say) 15 ms
+    # frames 3 ms into the period for 2 s, then (another device, say) 14 ms: the tick 4 ms
+    # after the first would keep them 13 ms, more than the margin and the kept extra wait
     sent = asyncio.run(
         _call(
             room,
             300,
             lambda frame: frame % 100 < 40,
-            lambda frame: 0.020 * frame + (first if frame < 100 else 0.015),
+            lambda frame: 0.020 * frame + (first if frame < 100 else 0.014),
         )
     )
-    assert room._next_tick % 0.020 == pytest.approx(0.019)
+    assert room._next_tick % 0.020 == pytest.approx(0.018)
     assert room.phase.moves == 2
     assert np.abs(_offsets(sent)).max() <= 1 / RATE
 
@@ -141,10 +142,11 @@ def test_without_dtx_a_later_tick_is_taken_up_and_an_earlier_one_left() -> None:
             room,
             300,
             lambda frame: 30 <= frame % 100 < 70,  # after half a second at the new phase
-            lambda frame: 0.020 * frame + (0.003 if frame < 100 else 0.005),
+            lambda frame: 0.020 * frame + (0.003 if frame < 100 else 0.006),
         )
     )
-    assert [round(move, 4) for move, _ in moves] == [-0.013, 0.002]
+    # 6 ms frames would wait 1 ms for the tick at 7 ms, under half the margin: it moves later
+    assert [round(move, 4) for move, _ in moves] == [-0.013, 0.003]
     steps = np.diff(_offsets(sent))
     # the stream never pauses: the earlier tick shows as one step, as the talk spurt starts
     (index,) = np.flatnonzero(np.abs(steps) > 1 / RATE)

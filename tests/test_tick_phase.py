@@ -45,6 +45,18 @@ def test_each_speaker_has_its_own_phase_and_a_newcomer_its_first_frame() -> None
     assert phase.next_tick("a", 6.0) == pytest.approx(6.004)  # nothing known: from now
 
 
+def test_a_tick_that_already_suits_the_talker_stays_where_it_is() -> None:
+    phase = TickPhase(0.004, PERIOD)
+    arrive(phase, "a", [0.003], frames=30)
+    current = 2.007  # the clock ticks 4 ms after a's frames
+    now = arrive(phase, "b", [0.017], frames=30)  # b's would wait 10 ms: within 4 + 8 ms
+    assert phase.next_tick("b", now, current) == current
+    now = arrive(phase, "c", [0.010], frames=30)  # c's would wait 17 ms: the tick moves
+    assert (phase.next_tick("c", now, current) - 1.0) % PERIOD == pytest.approx(0.014)
+    now = arrive(phase, "d", [0.0065], frames=30)  # d's would wait 0.5 ms: it might miss it
+    assert (phase.next_tick("d", now, current) - 1.0) % PERIOD == pytest.approx(0.0105)
+
+
 def test_a_margin_of_zero_keeps_the_phase() -> None:
     phase = TickPhase(0.0, PERIOD)
     assert not phase.enabled
