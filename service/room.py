@@ -107,6 +107,8 @@ class Room:
         self._next_tick = loop.time()
         while True:
             delay = self.schedule_next_tick(loop.time())
+            if delay <= 0:  # catching up after a stall: the senders take the last tick's
+                await asyncio.sleep(0)  # packets first, so the listeners' queues do not overflow
             while delay > 0:
                 self._wake = loop.create_future()
                 timer = loop.call_later(delay, _wake_up, self._wake)

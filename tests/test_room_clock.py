@@ -5,6 +5,7 @@ pauses and dropped packets included), so a receiver's jitter buffer sees a stead
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from types import SimpleNamespace
 
@@ -194,3 +195,36 @@ def test_a_tick_is_due_every_period_while_nothing_moves() -> None:
         room.schedule_next_tick(0.0)
         dues.append(room._next_tick)
     assert np.diff(dues) == pytest.approx([TICK_SECONDS] * 4)
+
+
+def test_after_a_stall_the_senders_take_each_tick_before_the_next() -> None:
+    """Overdue ticks (a stall under ``MAX_CATCH_UP_SECONDS``) run one per turn of the loop, so a
+    listener's sender takes each packet before the next tick queues another: nothing
+    overflows a one-packet queue. Back to back, three overdue ticks dropped two."""
+
+    async def run() -> tuple[float, int]:
+        room = _room(dtx=False)
+        track = MixedAudioTrack(max_frames=1, dtx=False)
+        room.participants["listener"].output = track
+        received = 0
+
+        async def send() -> None:
+            nonlocal received
+            while True:
+                await track.recv()
+                received += 1
+
+        sender = asyncio.create_task(send())
+        clock = asyncio.create_task(room._run_clock())
+        await asyncio.sleep(0.03)
+        time.sleep(0.06)  # the loop stalls: three ticks fall due meanwhile
+        await asyncio.sleep(0.03)
+        for task in (clock, sender):
+            task.cancel()
+        await asyncio.gather(clock, sender, return_exceptions=True)
+        dropped = room.metrics.frames_dropped.labels("output_overflow")._value.get()
+        return dropped, received
+
+    dropped, received = asyncio.run(run())
+    assert dropped == 0
+    assert received >= 5  # every tick's packet, the overdue ones included
