@@ -109,6 +109,7 @@ class Room:
             delay = self.schedule_next_tick(loop.time())
             if delay <= 0:  # catching up after a stall: the senders take the last tick's
                 await asyncio.sleep(0)  # packets first, so the listeners' queues do not overflow
+                delay = self._next_tick - loop.time()  # (the clock may have moved meanwhile)
             while delay > 0:
                 self._wake = loop.create_future()
                 timer = loop.call_later(delay, _wake_up, self._wake)
