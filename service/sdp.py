@@ -152,6 +152,8 @@ def _check_line(offer: _Offer, number: int, line: str) -> None:
             raise _refuse("sdp_too_large", f"the offer has over {MAX_SECTIONS} media sections")
     elif kind not in (_SESSION_TYPES if section is None else _MEDIA_TYPES):
         raise _refuse("malformed_sdp", f"{where}: no '{kind}=' line belongs there")
+    elif kind == "v" and number > 1:
+        raise _refuse("malformed_sdp", f"{where}: a second 'v=' line")
     elif kind == "o":
         if offer.origin:
             raise _refuse("malformed_sdp", f"{where}: a second 'o=' line")

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import SessionDescription
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sdp_offers import AIORTC, LIBDATACHANNEL, OFFERS
 
@@ -58,6 +58,7 @@ EXTRA_VIDEO = (
         ("", "malformed_sdp", "no SDP"),
         ("hello world", "malformed_sdp", "v=0"),
         ("v=0\r\ns=-\r\n", "malformed_sdp", "o="),
+        (sub("^s=-$", "v=\r\ns=-"), "malformed_sdp", "a second 'v=' line"),
         ("v=0\no=- 1 2 IN IP4 0.0.0.0\nm=audio nonsense\n", "malformed_sdp", "media lines"),
         # the issue's cases 3–9, and the missing fingerprint (issue 26, parts 1 and 4)
         (sub("UDP/TLS/RTP/SAVPF", "udp/tls/rtp/savpf"), "malformed_sdp", "media lines"),
@@ -156,9 +157,11 @@ def test_a_video_section_aiortc_can_negotiate_passes() -> None:
     max_examples=400,
     deadline=None,
     database=None,
+    derandomize=True,  # the same 400 offers every run: CI does not depend on a lucky draw
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(st.sampled_from(sorted(OFFERS)).flatmap(lambda name: mutated_offers(OFFERS[name])))
+@example(AIORTC.replace("\r\ns=", "\r\nv=\r\ns=", 1))  # a random draw found it: aiortc raised
 def test_whatever_passes_the_checks_aiortc_parses(sdp: str) -> None:
     try:
         check_offer_sdp(sdp)
