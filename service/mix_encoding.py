@@ -39,8 +39,9 @@ class MixEncoders:
     def __init__(self, settings: OpusSettings) -> None:
         self.settings = settings
         self.silence = silence_packet(settings)
-        self._encoders: dict[frozenset[str], OpusPacketEncoder] = {}
-        self._idle_ticks: dict[frozenset[str], int] = {}  # ticks since each set was heard
+        self._ticks = 0
+        # each set's encoder and the tick it was last heard, the longest unheard first
+        self._encoders: dict[frozenset[str], tuple[OpusPacketEncoder, int]] = {}
 
     @property
     def live(self) -> int:
@@ -50,31 +51,28 @@ class MixEncoders:
     def encode(self, mixes: dict[frozenset[str], np.ndarray]) -> dict[frozenset[str], bytes]:
         """This tick's packet of each mix, keyed by who is heard in it; ``len(mixes)`` less the
         silent one are encoded. Encoders of sets nobody heard for ``IDLE_TICKS`` are let go."""
+        self._ticks += 1
         payloads: dict[frozenset[str], bytes] = {}
-        for speakers in self._idle_ticks:
-            self._idle_ticks[speakers] += 1
         for speakers, mix in mixes.items():
             if not speakers:
                 payloads[speakers] = self.silence
                 continue
-            encoder = self._encoders.get(speakers)
-            if encoder is None:
-                encoder = self._encoders[speakers] = OpusPacketEncoder(self.settings)
-            self._idle_ticks[speakers] = 0
+            kept = self._encoders.pop(speakers, None)  # heard now: to the end of the order
+            encoder = kept[0] if kept is not None else OpusPacketEncoder(self.settings)
+            self._encoders[speakers] = (encoder, self._ticks)
             payloads[speakers] = encoder.encode(mix)
         self._let_go()
         return payloads
 
     def _let_go(self) -> None:
-        """Drop the encoders idle for ``IDLE_TICKS``, then, past the cap, the longest idle
-        (never one in use this tick)."""
-        idle = sorted(self._idle_ticks.items(), key=lambda item: item[1], reverse=True)
-        excess = len(self._encoders) - MAX_ENCODERS
-        for speakers, ticks in idle:
-            if ticks == 0 or (ticks < IDLE_TICKS and excess <= 0):
-                break
-            del self._encoders[speakers], self._idle_ticks[speakers]
-            excess -= 1
+        """Drop the encoders unheard for ``IDLE_TICKS``, then, past the cap, the longest
+        unheard (never one in use this tick)."""
+        while self._encoders:
+            speakers, (_, heard_at) = next(iter(self._encoders.items()))
+            idle = self._ticks - heard_at
+            if idle == 0 or (idle < IDLE_TICKS and len(self._encoders) <= MAX_ENCODERS):
+                return
+            del self._encoders[speakers]
 
     @staticmethod
     def encodes(mixes: dict[frozenset[str], np.ndarray]) -> int:
