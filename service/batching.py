@@ -289,6 +289,9 @@ class _LoopShard:
         while self._first is not None:
             self._run()
 
+    def join(self, timeout_seconds: float) -> None:
+        """Nothing to wait for: :meth:`close` has delivered everything."""
+
 
 class EnhancerPool:
     """The shards that batch the frames of the speakers pinned to them: ``threads`` threads of
@@ -352,8 +355,7 @@ class EnhancerPool:
         for shard in self._shards:
             shard.close()
         for shard in self._shards:
-            if isinstance(shard, _ThreadShard):
-                shard.join(5.0)
+            shard.join(5.0)
 
     async def aclose(self) -> None:
         """:meth:`close` from the event loop: shard threads are joined off the loop, the shard
