@@ -43,8 +43,7 @@ class TickPhase:
         self.margin = margin_seconds
         self.period = period_seconds
         self.history_frames = history_frames
-        self.moved_seconds = 0.0  # in all: negative is earlier
-        self.moves = 0
+        self.moves = 0  # how often the clock moved
         self._phases: dict[Hashable, deque[float]] = {}
 
     @property
@@ -78,8 +77,7 @@ class TickPhase:
         return now + (latest + self.margin - now) % self.period
 
     def moved(self, seconds: float) -> None:
-        """The clock moved by ``seconds`` (counted)."""
-        self.moved_seconds += seconds
+        """The clock moved by ``seconds`` (negative: earlier); counted, and a hook for traces."""
         self.moves += 1
 
     def _unwrapped(self, phases: list[float]) -> list[float]:
