@@ -4,10 +4,10 @@ encodes exactly as many times as there are distinct mixes; voice activity decide
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from fake_rooms import room_of
 
 from service.metrics import RelayMetrics
 from service.mix_encoding import IDLE_TICKS, MAX_ENCODERS, MixEncoders
@@ -25,17 +25,8 @@ def _frame(tick: int, speaker: int) -> np.ndarray:
 
 
 def _room(names: list[str], dtx: bool = False) -> tuple[Room, RelayMetrics]:
-    metrics = RelayMetrics()
-    room = Room("r", metrics, mix_buffer_frames=3, opus=OpusSettings())
-    for name in names:
-        room.mixer.add(name)
-        room.participants[name] = SimpleNamespace(  # type: ignore[assignment]
-            listens=True,
-            connected_at=0.0,
-            closed=False,
-            output=MixedAudioTrack(max_frames=100, dtx=dtx),
-        )
-    return room, metrics
+    room = room_of(names, dtx, mix_buffer_frames=3)
+    return room, room.metrics
 
 
 def _queued(track: MixedAudioTrack) -> list[bytes]:

@@ -7,14 +7,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from types import SimpleNamespace
 
 import av
 import numpy as np
 import pytest
+from fake_rooms import room_of
 
-from service.metrics import RelayMetrics
-from service.opus import OpusSettings
 from service.room import TICK_SECONDS, Room
 from service.tracks import MixedAudioTrack
 
@@ -23,16 +21,7 @@ RATE = 48000
 
 
 def _room(dtx: bool = True) -> Room:
-    room = Room("r", RelayMetrics(), opus=OpusSettings(), align_margin_seconds=0.004)
-    for name in ("talker", "listener"):
-        room.mixer.add(name)
-        room.participants[name] = SimpleNamespace(  # type: ignore[assignment]
-            listens=True,
-            connected_at=0.0,
-            closed=False,
-            output=MixedAudioTrack(max_frames=100, dtx=dtx),
-        )
-    return room
+    return room_of(("talker", "listener"), dtx, align_margin_seconds=0.004)
 
 
 def _pts(packet: av.Packet) -> int:
