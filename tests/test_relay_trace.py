@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
+from aiortc.rtcdtlstransport import RTCDtlsTransport
 
 from loadtest.relay_trace import (
     offsets_seconds,
@@ -89,3 +92,12 @@ def test_the_figures_follow_one_ssrc_after_the_start_up() -> None:
     assert figures["relative_delay_ms"][100] == pytest.approx(8.0)
     assert figures["phase_moves_ms"] == [4.0] and figures["trimmed_frames"] == 0
     assert figures["steps_ms"] == {"other": [8.0, -8.0]}
+
+
+def test_the_aiortc_name_the_trace_wraps_is_still_there() -> None:
+    """``install`` notes each RTP packet sent by wrapping aiortc's private
+    ``RTCDtlsTransport._send_rtp`` (a coroutine of the packet's bytes): a rename in aiortc would
+    leave the trace without packets, so the name and its signature are pinned here."""
+    original = RTCDtlsTransport._send_rtp
+    assert inspect.iscoroutinefunction(original)
+    assert list(inspect.signature(original).parameters) == ["self", "data"]
