@@ -61,6 +61,7 @@ from model.runtime import sha256_of
 from model.splits import AudioFile, split_named
 from model.teacher import TeacherSpec
 from model.training_record import data_record, find_record, hardware_record
+from model.widen import widen_grus
 
 GAMMA = 0.5  # power compression of gains in the loss
 QUARTIC_WEIGHT = 10.0  # weight of the 4th-power term: punishes large errors harder
@@ -373,9 +374,11 @@ def training_stage(
     )
 
 
-def initial_weights(path: Path, config: NetworkConfig) -> dict[str, torch.Tensor]:
+def initial_weights(path: Path, config: NetworkConfig, seed: int = 0) -> dict[str, torch.Tensor]:
     """The weights ``--init-from`` names: a training checkpoint, or a fp32 streaming ONNX graph
-    such as the shipped ``percepnet-fp32.onnx``; its network must be ``config``'s."""
+    such as the shipped ``percepnet-fp32.onnx``; its network must be ``config``'s, or the same
+    with narrower GRUs, which are then widened without changing the outputs
+    (:func:`model.widen.widen_grus`; the new units' random weights drawn from ``seed``)."""
     if path.suffix == ".onnx":
         try:
             network = load_onnx_network(path)
@@ -386,9 +389,14 @@ def initial_weights(path: Path, config: NetworkConfig) -> dict[str, torch.Tensor
         initial = torch.load(path, weights_only=False)
         found, weights = NetworkConfig.from_dict(initial["config"]), initial["model"]
     # the clip is a training bound, not part of the weights (a graph cannot say it): this run's
-    if dataclasses.replace(found, weight_clip=config.weight_clip) != config:
-        raise SystemExit(f"--init-from network {found.as_dict()} is not {config.as_dict()}")
-    return weights
+    if dataclasses.replace(found, weight_clip=config.weight_clip) == config:
+        return weights
+    try:  # a wider network, grown from these weights so that it starts computing what they do
+        return widen_grus(weights, found, config, torch.Generator().manual_seed(seed))
+    except ValueError as exc:
+        raise SystemExit(
+            f"--init-from network {found.as_dict()} is not {config.as_dict()} ({exc})"
+        ) from None
 
 
 # Options that do not change what is trained: left out of a resumed run's provenance.
@@ -561,7 +569,7 @@ def train(args: argparse.Namespace) -> Path:
     init_source: dict[str, Any] | None = None  # the weights a fine-tune started from
     start_pesq: float | None = None  # their dev PESQ-WB
     if args.init_from and not checkpoint_path.exists():
-        model.load_state_dict(initial_weights(Path(args.init_from), config))
+        model.load_state_dict(initial_weights(Path(args.init_from), config, args.seed))
         init_source = {
             "path": args.init_from,
             "sha256": sha256_of(Path(args.init_from)),

@@ -273,9 +273,11 @@ def test_init_from_takes_a_graph_or_a_checkpoint_of_the_same_network(
     from_checkpoint = initial_weights(checkpoint, small_model.config)
     for name, value in small_model.state_dict().items():
         assert torch.equal(from_graph[name], value) and torch.equal(from_checkpoint[name], value)
-    wider = dataclasses.replace(small_model.config, gru_size=small_model.config.gru_size + 8)
+    narrower = dataclasses.replace(small_model.config, gru_size=small_model.config.gru_size - 8)
+    other_conv = dataclasses.replace(small_model.config, conv2_channels=8)
     for source in (exported / "percepnet-fp32.onnx", checkpoint):
-        with pytest.raises(SystemExit, match="is not"):
-            initial_weights(source, wider)
+        for config in (narrower, other_conv):
+            with pytest.raises(SystemExit, match="is not"):
+                initial_weights(source, config)
     with pytest.raises(SystemExit, match="not a fp32 graph"):
         initial_weights(exported / "percepnet-int8.onnx", small_model.config)
