@@ -228,10 +228,18 @@ def _init_note(record: dict[str, Any]) -> str:
         if parent
         else "which have no training record: their data, loss and licences are unknown here"
     )
+    grown_from = (parent or {}).get("network", {}).get("gru_size")
+    grown = (
+        f"; its {grown_from}-unit GRUs grown to {record['network']['gru_size']} first "
+        "(`model/widen.py`: the new units read in but are not read, so the grown network "
+        "started out computing what those weights did)"
+        if grown_from and grown_from != record["network"]["gru_size"]
+        else ""
+    )
     return (
         f"\n  Fine-tuned from `{_portable(init_from['path'])}` "
-        f"(SHA-256 `{init_from['sha256'][:16]}…`), {known}; the minutes and epochs here are "
-        "the fine-tune's."
+        f"(SHA-256 `{init_from['sha256'][:16]}…`), {known}{grown}; the minutes and epochs "
+        "here are the fine-tune's."
     )
 
 

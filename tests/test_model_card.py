@@ -15,6 +15,7 @@ import pytest
 from model.model_card import (
     DEV_HEADING,
     _gap_table,
+    _init_note,
     _license_section,
     _loss_note,
     _predictor_sentence,
@@ -254,3 +255,12 @@ def test_the_training_path_reaches_no_quality_predictor() -> None:
     for module in ("train", "teacher", "onthefly", "feature_cache", "network", "clean_speech"):
         source = (ROOT / "model" / f"{module}.py").read_text()
         assert "DnsmosScorer" not in source and "speechmos" not in source, module
+
+
+def test_the_card_says_when_a_fine_tune_grew_the_network_it_started_from() -> None:
+    parent = _record([], []) | {"network": {"gru_size": 256}}
+    grown = _record([], [], parent) | {"network": {"gru_size": 320}}
+    assert "its 256-unit GRUs grown to 320 first" in _init_note(grown)
+    same = _record([], [], parent) | {"network": {"gru_size": 256}}
+    assert "grown" not in _init_note(same) and "Fine-tuned from" in _init_note(same)
+    assert _init_note(_record([], [])) == ""
