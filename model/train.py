@@ -379,15 +379,15 @@ def initial_weights(path: Path, config: NetworkConfig, seed: int = 0) -> dict[st
     such as the shipped ``percepnet-fp32.onnx``; its network must be ``config``'s, or the same
     with narrower GRUs, which are then widened without changing the outputs
     (:func:`model.widen.widen_grus`; the new units' random weights drawn from ``seed``)."""
-    if path.suffix == ".onnx":
-        try:
+    try:
+        if path.suffix == ".onnx":
             network = load_onnx_network(path)
-        except ValueError as exc:
-            raise SystemExit(f"--init-from: {exc}") from None
-        found, weights = network.config, network.state_dict()
-    else:
-        initial = torch.load(path, weights_only=False)
-        found, weights = NetworkConfig.from_dict(initial["config"]), initial["model"]
+            found, weights = network.config, network.state_dict()
+        else:
+            initial = torch.load(path, weights_only=False)
+            found, weights = NetworkConfig.from_dict(initial["config"]), initial["model"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise SystemExit(f"error: --init-from: {exc}") from None
     # the clip is a training bound, not part of the weights (a graph cannot say it): this run's
     if dataclasses.replace(found, weight_clip=config.weight_clip) == config:
         return weights
@@ -395,7 +395,7 @@ def initial_weights(path: Path, config: NetworkConfig, seed: int = 0) -> dict[st
         return widen_grus(weights, found, config, torch.Generator().manual_seed(seed))
     except ValueError as exc:
         raise SystemExit(
-            f"--init-from network {found.as_dict()} is not {config.as_dict()} ({exc})"
+            f"error: --init-from network {found.as_dict()} is not {config.as_dict()} ({exc})"
         ) from None
 
 

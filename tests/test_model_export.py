@@ -281,3 +281,6 @@ def test_init_from_takes_a_graph_or_a_checkpoint_of_the_same_network(
                 initial_weights(source, config)
     with pytest.raises(SystemExit, match="not a fp32 graph"):
         initial_weights(exported / "percepnet-int8.onnx", small_model.config)
+    for missing in (tmp_path / "missing.onnx", tmp_path / "missing.pt"):
+        with pytest.raises(SystemExit, match="^error: --init-from: "):
+            initial_weights(missing, small_model.config)
