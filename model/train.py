@@ -374,20 +374,30 @@ def training_stage(
     )
 
 
+def _saved_weights(path: Path) -> tuple[NetworkConfig, dict[str, torch.Tensor]]:
+    """The network and weights of a training checkpoint or a fp32 streaming ONNX graph;
+    SystemExit with an ``error:`` line when the file cannot be read as either."""
+    try:
+        if path.suffix == ".onnx":
+            network = load_onnx_network(path)
+            return network.config, network.state_dict()
+        initial = torch.load(path, weights_only=False)
+        return NetworkConfig.from_dict(initial["config"]), initial["model"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise SystemExit(f"error: --init-from: {exc}") from None
+
+
+def network_config_of(path: Path) -> NetworkConfig:
+    """The network of the weights ``--init-from`` names (a checkpoint or a fp32 graph)."""
+    return _saved_weights(path)[0]
+
+
 def initial_weights(path: Path, config: NetworkConfig, seed: int = 0) -> dict[str, torch.Tensor]:
     """The weights ``--init-from`` names: a training checkpoint, or a fp32 streaming ONNX graph
     such as the shipped ``percepnet-fp32.onnx``; its network must be ``config``'s, or the same
     with narrower GRUs, which are then widened without changing the outputs
     (:func:`model.widen.widen_grus`; the new units' random weights drawn from ``seed``)."""
-    try:
-        if path.suffix == ".onnx":
-            network = load_onnx_network(path)
-            found, weights = network.config, network.state_dict()
-        else:
-            initial = torch.load(path, weights_only=False)
-            found, weights = NetworkConfig.from_dict(initial["config"]), initial["model"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise SystemExit(f"error: --init-from: {exc}") from None
+    found, weights = _saved_weights(path)
     # the clip is a training bound, not part of the weights (a graph cannot say it): this run's
     if dataclasses.replace(found, weight_clip=config.weight_clip) == config:
         return weights

@@ -49,7 +49,7 @@ from model.research.differentiable_synthesis import (
 from model.research.dnsmos_loss import WINDOW_SAMPLES_16K, DnsmosP835, dnsmos_window
 from model.research.stoi_loss import Stoi
 from model.runtime import WEIGHTS_DIR, sha256_of
-from model.train import initial_weights, percepnet_loss
+from model.train import initial_weights, network_config_of, percepnet_loss
 
 DNSMOS_RATE = 16_000
 SNR_RANGE_DB = (-5.0, 20.0)
@@ -119,23 +119,26 @@ def finetune(args: argparse.Namespace) -> Path:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint_path = out / "checkpoint.pt"
-    config = NetworkConfig()
+    init_path = Path(args.init_from)
+    state = torch.load(checkpoint_path, weights_only=False) if checkpoint_path.exists() else None
+    if state is not None:
+        config = NetworkConfig.from_dict(state["config"])
+    elif not init_path.is_file():
+        raise SystemExit(f"--init-from: no such file: {init_path}")
+    else:  # the network the weights have, whatever its size
+        config = network_config_of(init_path)
     model = PercepNet(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     rng = np.random.default_rng(args.seed)
     step, elapsed, history = 0, 0.0, []
-    init_path = Path(args.init_from)
     init_from = {"path": str(args.init_from), "sha256": ""}
-    if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, weights_only=False)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         rng.bit_generator.state = state["rng"]
         step, elapsed, history = state["step"], state["elapsed"], state["history"]
         init_from = state["init_from"]  # the file may since have been overwritten (--export)
         print(f"resumed at step {step} ({elapsed / 60:.1f} min)", flush=True)
-    elif not init_path.is_file():
-        raise SystemExit(f"--init-from: no such file: {init_path}")
     else:
         model.load_state_dict(initial_weights(init_path, config))
         init_from["sha256"] = sha256_of(init_path)
