@@ -374,7 +374,7 @@ def training_stage(
     )
 
 
-def _saved_weights(path: Path) -> tuple[NetworkConfig, dict[str, torch.Tensor]]:
+def saved_weights(path: Path) -> tuple[NetworkConfig, dict[str, torch.Tensor]]:
     """The network and weights of a training checkpoint or a fp32 streaming ONNX graph;
     SystemExit with an ``error:`` line when the file cannot be read as either."""
     try:
@@ -387,17 +387,12 @@ def _saved_weights(path: Path) -> tuple[NetworkConfig, dict[str, torch.Tensor]]:
         raise SystemExit(f"error: --init-from: {exc}") from None
 
 
-def network_config_of(path: Path) -> NetworkConfig:
-    """The network of the weights ``--init-from`` names (a checkpoint or a fp32 graph)."""
-    return _saved_weights(path)[0]
-
-
 def initial_weights(path: Path, config: NetworkConfig, seed: int = 0) -> dict[str, torch.Tensor]:
     """The weights ``--init-from`` names: a training checkpoint, or a fp32 streaming ONNX graph
     such as the shipped ``percepnet-fp32.onnx``; its network must be ``config``'s, or the same
     with narrower GRUs, which are then widened without changing the outputs
     (:func:`model.widen.widen_grus`; the new units' random weights drawn from ``seed``)."""
-    found, weights = _saved_weights(path)
+    found, weights = saved_weights(path)
     # the clip is a training bound, not part of the weights (a graph cannot say it): this run's
     if dataclasses.replace(found, weight_clip=config.weight_clip) == config:
         return weights

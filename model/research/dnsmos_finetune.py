@@ -49,7 +49,7 @@ from model.research.differentiable_synthesis import (
 from model.research.dnsmos_loss import WINDOW_SAMPLES_16K, DnsmosP835, dnsmos_window
 from model.research.stoi_loss import Stoi
 from model.runtime import WEIGHTS_DIR, sha256_of
-from model.train import initial_weights, network_config_of, percepnet_loss
+from model.train import percepnet_loss, saved_weights
 
 DNSMOS_RATE = 16_000
 SNR_RANGE_DB = (-5.0, 20.0)
@@ -124,9 +124,9 @@ def finetune(args: argparse.Namespace) -> Path:
     if state is not None:
         config = NetworkConfig.from_dict(state["config"])
     elif not init_path.is_file():
-        raise SystemExit(f"--init-from: no such file: {init_path}")
+        raise SystemExit(f"error: --init-from: no such file: {init_path}")
     else:  # the network the weights have, whatever its size
-        config = network_config_of(init_path)
+        config, initial = saved_weights(init_path)
     model = PercepNet(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     rng = np.random.default_rng(args.seed)
@@ -140,7 +140,7 @@ def finetune(args: argparse.Namespace) -> Path:
         init_from = state["init_from"]  # the file may since have been overwritten (--export)
         print(f"resumed at step {step} ({elapsed / 60:.1f} min)", flush=True)
     else:
-        model.load_state_dict(initial_weights(init_path, config))
+        model.load_state_dict(initial)
         init_from["sha256"] = sha256_of(init_path)
     synthesis = TorchSynthesis()
     dnsmos = DnsmosP835()
