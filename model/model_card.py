@@ -363,8 +363,29 @@ def _epoch_note(epoch: dict[str, Any], dev_files: int) -> str:
     nan = float("nan")
     return (
         f"epoch {epoch.get('epoch', 0):.0f}, train loss {epoch.get('train_loss', nan):.4f}, "
-        f"dev loss {epoch.get('dev_loss', nan):.4f}, dev PESQ-WB {epoch.get('dev_pesq', nan):.2f} "
+        f"dev loss {epoch.get('dev_loss', nan):.4f}, dev PESQ-WB {epoch.get('dev_pesq', nan):.3f} "
         f"({dev_files} fixed dev mixtures)"
+    )
+
+
+def _shipped_epoch_label(record: dict[str, Any]) -> str:
+    """How the exported epoch was chosen: the run's last, its best by the training-time dev
+    PESQ-WB, the best of its trained epochs (a fine-tune's starting weights scored higher), or
+    another (chosen by hand); records from before ``run_best`` was kept say "best"."""
+    shipped = record.get("shipped_epoch", {})
+    if not shipped.get("best"):
+        return "Final epoch"
+    best = record.get("run_best")
+    if best is None or float(best["epoch"]) == float(shipped.get("epoch", -1)):
+        return "Shipped epoch (best dev PESQ-WB)"
+    if best.get("stage") == "start":
+        return (
+            "Shipped epoch (best dev PESQ-WB of the trained epochs; the weights fine-tuned from "
+            f"scored {best['dev_pesq']:.3f} before training)"
+        )
+    return (
+        "Shipped epoch (chosen by hand; the best dev PESQ-WB was epoch "
+        f"{float(best['epoch']):.0f}'s, {best['dev_pesq']:.3f})"
     )
 
 
@@ -440,9 +461,9 @@ def _training_section(record: dict[str, Any]) -> str:
         _noise_augmentation_note(recipe) + _noise_events_note(recipe)
     }
 - Loss: {_loss_note(record)}
-- {"Shipped epoch (best dev PESQ-WB)" if last.get("best") else "Final epoch"}: {
-        _epoch_note(last, run_args.get("dev_files", 8))
-    }{weighted_note}. Curve: `training_curve.png`.
+- {_shipped_epoch_label(record)}: {_epoch_note(last, run_args.get("dev_files", 8))}{
+        weighted_note
+    }. Curve: `training_curve.png`.
 """
 
 

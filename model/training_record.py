@@ -121,6 +121,20 @@ def stage_summary(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(stages.values())
 
 
+def best_epoch(history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The epoch of a run's history (its starting weights included) with the highest dev
+    PESQ-WB, as its number, stage and score; None for a history without scores."""
+    scored = [epoch for epoch in history if "dev_pesq" in epoch]
+    if not scored:
+        return None
+    best = max(scored, key=lambda epoch: float(epoch["dev_pesq"]))
+    return {
+        "epoch": best.get("epoch", 0),
+        "stage": best.get("stage", "crops"),
+        "dev_pesq": float(best["dev_pesq"]),
+    }
+
+
 def record_from_checkpoints(
     run_state: dict[str, Any],
     shipped_state: dict[str, Any],
@@ -148,6 +162,7 @@ def record_from_checkpoints(
             **(history[-1] if history else {}),
             "best": shipped_state is not run_state,
         },
+        "run_best": best_epoch(run_state.get("history", [])),
         "data": {
             **(run_state.get("data") or {"files": None, "licenses": None}),
             "recipe": run_state.get("recipe", {}),

@@ -19,8 +19,10 @@ from model.model_card import (
     _license_section,
     _loss_note,
     _predictor_sentence,
+    _shipped_epoch_label,
     _verdict,
 )
+from model.training_record import best_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -264,3 +266,29 @@ def test_the_card_says_when_a_fine_tune_grew_the_network_it_started_from() -> No
     same = _record([], [], parent) | {"network": {"gru_size": 256}}
     assert "grown" not in _init_note(same) and "Fine-tuned from" in _init_note(same)
     assert _init_note(_record([], [])) == ""
+
+
+def test_the_card_says_how_the_shipped_epoch_was_chosen() -> None:
+    history = [
+        {"epoch": 0, "stage": "start", "dev_pesq": 2.007},
+        {"epoch": 1, "stage": "crops", "dev_pesq": 1.975},
+        {"epoch": 2, "stage": "crops", "dev_pesq": 2.006},
+        {"epoch": 3, "stage": "crops", "dev_pesq": 1.950},
+    ]
+    start_best = best_epoch(history)
+    assert start_best == {"epoch": 0, "stage": "start", "dev_pesq": 2.007}
+    assert best_epoch([{"epoch": 1}]) is None
+
+    def record(shipped: int, best: dict | None, exported_last: bool = False) -> dict:
+        return {"shipped_epoch": {"epoch": shipped, "best": not exported_last}, "run_best": best}
+
+    label = _shipped_epoch_label(record(2, start_best))
+    assert "best dev PESQ-WB of the trained epochs" in label and "2.007 before training" in label
+    trained_best = best_epoch(history[1:])
+    assert _shipped_epoch_label(record(2, trained_best)) == "Shipped epoch (best dev PESQ-WB)"
+    assert "chosen by hand; the best dev PESQ-WB was epoch 2's" in _shipped_epoch_label(
+        record(1, trained_best)
+    )
+    assert _shipped_epoch_label(record(3, trained_best, exported_last=True)) == "Final epoch"
+    # records from before run_best was kept
+    assert _shipped_epoch_label(record(2, None)) == "Shipped epoch (best dev PESQ-WB)"
