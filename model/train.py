@@ -60,7 +60,7 @@ from model.onthefly import OpusCoding, StreamSpec, train_stream
 from model.runtime import sha256_of
 from model.splits import AudioFile, split_named
 from model.teacher import TeacherSpec
-from model.training_record import data_record, find_record, hardware_record
+from model.training_record import best_epoch, data_record, find_record, hardware_record
 from model.widen import widen_grus
 
 GAMMA = 0.5  # power compression of gains in the loss
@@ -376,7 +376,9 @@ def training_stage(
 
 def saved_weights(path: Path) -> tuple[NetworkConfig, dict[str, torch.Tensor]]:
     """The network and weights of a training checkpoint or a fp32 streaming ONNX graph;
-    SystemExit with an ``error:`` line when the file cannot be read as either."""
+    SystemExit with an ``error:`` line when the file is missing or cannot be read as either."""
+    if not path.is_file():
+        raise SystemExit(f"error: --init-from: no such file: {path}")
     try:
         if path.suffix == ".onnx":
             network = load_onnx_network(path)
@@ -591,7 +593,7 @@ def train(args: argparse.Namespace) -> Path:
         optimizer.load_state_dict(state["optimizer"])
         history, epoch, elapsed = state["history"], state["epoch"], state["elapsed"]
         stream_batches = state.get("stream_batches", 0)
-        best_pesq = max((h["dev_pesq"] for h in history), default=-math.inf)
+        best_pesq = (best_epoch(history) or {"dev_pesq": -math.inf})["dev_pesq"]
         rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
         print(f"resumed at epoch {epoch} after {elapsed / 60:.1f} min", flush=True)

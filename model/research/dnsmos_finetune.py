@@ -123,9 +123,7 @@ def finetune(args: argparse.Namespace) -> Path:
     state = torch.load(checkpoint_path, weights_only=False) if checkpoint_path.exists() else None
     if state is not None:
         config = NetworkConfig.from_dict(state["config"])
-    elif not init_path.is_file():
-        raise SystemExit(f"error: --init-from: no such file: {init_path}")
-    else:  # the network the weights have, whatever its size
+    else:  # the network the weights have, whatever its size (saved_weights refuses a missing file)
         config, initial = saved_weights(init_path)
     model = PercepNet(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
