@@ -81,6 +81,15 @@ class MixtureRecipe:
     speed_range: tuple[float, float] = (0.92, 1.08)
     noise_augmentation: NoiseAugmentation | None = None
     noise_events: NoiseEvents | None = None
+    # of examples: the segment opens inside an utterance, past its leading pause, so speech is
+    # there from the first frame (files and streams can start mid-speech; without this every
+    # example opens on 0.25-0.5 s of noise alone and the network learns to mute its first frames)
+    mid_speech_start_share: float | None = None
+
+    def __post_init__(self) -> None:
+        share = self.mid_speech_start_share
+        if share is not None and not 0.0 < share <= 1.0:
+            raise ValueError(f"the mid-speech start share must be in (0, 1], got {share:g}")
 
     def as_dict(self) -> dict[str, object]:
         """Plain dict (for hashing and for the model card). An optional knob left unset is left
@@ -112,25 +121,43 @@ def speech_max_hz(sample_rate: float) -> float:
     return min(sample_rate / 2.0, 24_000.0) * 0.95
 
 
+def speech_onset(utterance: np.ndarray, floor_db: float = 25.0) -> int:
+    """First sample of the first 10 ms frame within ``floor_db`` of the utterance's loudest."""
+    frame = SAMPLE_RATE // 100
+    count = utterance.shape[0] // frame
+    if count == 0:
+        return 0
+    energy = np.mean(utterance[: count * frame].reshape(count, frame) ** 2, axis=1)
+    loud = np.flatnonzero(energy >= energy.max() * 10 ** (-floor_db / 10))
+    return int(loud[0]) * frame
+
+
 def _speech_segment(
     rng: np.random.Generator,
     speech: list[AudioFile],
     length: int,
     fullband_share: float,
+    mid_start_share: float = 0.0,
 ) -> tuple[np.ndarray, float]:
     """Concatenate random utterances (with short pauses) into ``length`` samples; also the
-    highest frequency they all carry speech in."""
+    highest frequency they all carry speech in. A ``mid_start_share`` of segments open inside
+    their first utterance, between its onset and its middle, instead of before it."""
     fullband = [f for f in speech if f.sample_rate >= 44_100]
     narrow = [f for f in speech if f.sample_rate < 44_100]
     pool = fullband if (rng.random() < fullband_share and fullband) or not narrow else narrow
     out = np.zeros(length)
     position = int(rng.integers(0, SAMPLE_RATE // 4))
+    mid_start = mid_start_share > 0.0 and rng.random() < mid_start_share
     max_hz = 24_000.0
     while position < length:
         file = pool[int(rng.integers(len(pool)))]
         utterance = load_audio_48k(file.path).astype(np.float64)
         rms = np.sqrt(np.mean(utterance**2)) + 1e-9
         level = 10 ** (rng.uniform(-6, 6) / 20)
+        if mid_start:  # open inside this utterance: drop its pause and up to half of it
+            onset = speech_onset(utterance)
+            cut = int(rng.integers(onset, max(onset + 1, (onset + utterance.shape[0]) // 2)))
+            utterance, position, mid_start = utterance[cut:], 0, False
         take = min(utterance.shape[0], length - position)
         out[position : position + take] = (utterance / rms * level)[:take]
         max_hz = min(max_hz, speech_max_hz(file.sample_rate))
@@ -338,7 +365,11 @@ def make_mixture(
     length = int(recipe.segment_seconds * SAMPLE_RATE)
     speed = rng.uniform(*recipe.speed_range)
     raw, speech_max_hz = _speech_segment(
-        rng, speech, int(length * speed) + 1, recipe.fullband_speech_share
+        rng,
+        speech,
+        int(length * speed) + 1,
+        recipe.fullband_speech_share,
+        recipe.mid_speech_start_share or 0.0,
     )
     sources = raw[None, :]  # one row: the speech
     if abs(speed - 1.0) > 1e-3:

@@ -216,6 +216,17 @@ def _noise_events_note(recipe: dict[str, Any]) -> str:
     )
 
 
+def _mid_speech_start_note(recipe: dict[str, Any]) -> str:
+    """A sentence on the examples that open mid-utterance (``--mid-speech-starts``), or nothing."""
+    share = recipe.get("mid_speech_start_share")
+    if not share:
+        return ""
+    return (
+        f"\n  {share:.0%} of examples open inside an utterance (past its leading pause, up to its "
+        "middle), so speech is there from the first frame (`--mid-speech-starts`)."
+    )
+
+
 def _init_note(record: dict[str, Any]) -> str:
     """A sentence on the weights a fine-tune started from, or nothing."""
     init_from = record.get("init_from")
@@ -458,7 +469,9 @@ def _training_section(record: dict[str, Any]) -> str:
   `model/mixtures.py` (feature-cache key `{data.get("cache_key")}`): SNR −5…30 dB with noise-free
   examples, synthetic noises with random spectral shapes, random level, EQ, low-pass and speed,
   measured and simulated rooms with early reflections (50 ms) kept in the target.{
-        _noise_augmentation_note(recipe) + _noise_events_note(recipe)
+        _noise_augmentation_note(recipe)
+        + _noise_events_note(recipe)
+        + _mid_speech_start_note(recipe)
     }
 - Loss: {_loss_note(record)}
 - {_shipped_epoch_label(record)}: {_epoch_note(last, run_args.get("dev_files", 8))}{

@@ -512,6 +512,7 @@ def train(args: argparse.Namespace) -> Path:
     recipe = MixtureRecipe(
         noise_augmentation=NoiseAugmentation() if args.augment_noise else None,
         noise_events=NoiseEvents() if args.noise_events else None,
+        mid_speech_start_share=args.mid_speech_starts,
     )
     train_files = split_named(Path(args.data_dir), "train")
     train_spec = CacheSpec(
@@ -792,6 +793,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "training talkers to 40%% of noisy examples; builds its own cache",
     )
     parser.add_argument(
+        "--mid-speech-starts",
+        type=float,
+        default=None,
+        metavar="SHARE",
+        help="open this share of the training examples inside an utterance, so that speech "
+        "is there from the first frame (a recipe change; builds its own cache and pool)",
+    )
+    parser.add_argument(
         "--on-the-fly",
         action="store_true",
         help="train on fresh whole mixtures every step (no feature cache): "
@@ -864,7 +873,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="DIR",
         help="export the trained network to DIR (fp32 + int8 ONNX, SHA-256)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    share = args.mid_speech_starts
+    if share is not None and not 0.0 < share <= 1.0:
+        raise SystemExit(f"error: --mid-speech-starts must be in (0, 1], got {share:g}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,6 +20,7 @@ from model.mixtures import (
     burst_noise,
     harmonic_noise,
     make_mixture,
+    speech_onset,
     synthetic_noise,
 )
 from model.mixtures import _noise_segment as noise_segment
@@ -86,7 +87,11 @@ def _level_at(signal: np.ndarray, hz: float) -> float:
 
 @pytest.mark.parametrize(
     ("knob", "value"),
-    [("noise_augmentation", NoiseAugmentation()), ("noise_events", NoiseEvents())],
+    [
+        ("noise_augmentation", NoiseAugmentation()),
+        ("noise_events", NoiseEvents()),
+        ("mid_speech_start_share", 0.5),
+    ],
 )
 def test_a_recipe_without_an_optional_knob_keys_the_cache_as_before_the_knob_existed(
     knob: str, value: Any
@@ -94,7 +99,7 @@ def test_a_recipe_without_an_optional_knob_keys_the_cache_as_before_the_knob_exi
     plain = MixtureRecipe().as_dict()
     assert knob not in plain
     with_knob = MixtureRecipe(**{knob: value}).as_dict()
-    assert with_knob[knob] == dataclasses.asdict(value)
+    assert with_knob[knob] == (value if isinstance(value, float) else dataclasses.asdict(value))
     assert {k: v for k, v in with_knob.items() if k != knob} == plain
 
 
@@ -220,3 +225,55 @@ def test_the_model_card_names_the_noise_events_only_when_they_were_used() -> Non
     note = _noise_events_note(MixtureRecipe(noise_events=NoiseEvents()).as_dict())
     assert "40% of noisy examples" in note and "3–7 training talkers" in note
     assert "`--noise-events`" in note
+
+
+def _paused_hum(tmp_path: Path) -> AudioFile:
+    """A 1.5-s utterance stand-in: 0.4 s of silence, then a 150 Hz hum (as recordings keep a
+    pause before the speech)."""
+    t = np.arange(int(1.1 * SAMPLE_RATE)) / SAMPLE_RATE
+    hum = np.concatenate([np.zeros(int(0.4 * SAMPLE_RATE)), 0.2 * np.sin(2 * np.pi * 150 * t)])
+    return _audio_file(tmp_path / "paused.flac", hum, "clean")
+
+
+def test_the_speech_onset_is_the_first_frame_near_the_loudest() -> None:
+    hum = 0.2 * np.sin(2 * np.pi * 150 * np.arange(SAMPLE_RATE) / SAMPLE_RATE)
+    quiet = 1e-4 * np.random.default_rng(0).standard_normal(int(0.3 * SAMPLE_RATE))
+    assert speech_onset(np.concatenate([quiet, hum])) == int(0.3 * SAMPLE_RATE)
+    assert speech_onset(hum) == 0
+    assert speech_onset(np.zeros(100)) == 0  # shorter than a frame
+
+
+def test_mid_speech_starts_put_speech_in_the_first_frames_only_when_asked(tmp_path: Path) -> None:
+    speech = [_paused_hum(tmp_path)]
+    noises = [_tone(tmp_path, 700.0)]
+
+    def opening_levels_db(share: float | None) -> np.ndarray:
+        """Level of each example's first 50 ms of target speech, against its loudest 10 ms."""
+        recipe = dataclasses.replace(ONE_REAL_NOISE, mid_speech_start_share=share)
+        rng = np.random.default_rng(7)
+        levels = []
+        for _ in range(12):
+            target = make_mixture(rng, speech, noises, [], recipe).target
+            frames = _frame_levels_db(target)
+            levels.append(frames[:5].max() - frames.max())
+        return np.array(levels)
+
+    assert np.all(opening_levels_db(None) < -60)  # every example opens on the pause
+    assert np.all(opening_levels_db(1.0) > -3)  # every example opens on the hum
+    half = opening_levels_db(0.5)
+    assert 0 < np.sum(half > -3) < half.shape[0]
+
+
+@pytest.mark.parametrize("share", [0.0, -0.1, 1.5])
+def test_a_mid_speech_start_share_outside_0_to_1_is_refused(share: float) -> None:
+    with pytest.raises(ValueError, match=r"mid-speech start share must be in \(0, 1\]"):
+        MixtureRecipe(mid_speech_start_share=share)
+
+
+def test_the_model_card_names_mid_speech_starts_only_when_they_were_used() -> None:
+    pytest.importorskip("torch")
+    from model.model_card import _mid_speech_start_note
+
+    assert _mid_speech_start_note(MixtureRecipe().as_dict()) == ""
+    note = _mid_speech_start_note(MixtureRecipe(mid_speech_start_share=0.5).as_dict())
+    assert "50% of examples open inside an utterance" in note and "`--mid-speech-starts`" in note

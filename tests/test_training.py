@@ -331,3 +331,14 @@ def test_the_shipped_training_record_names_no_absolute_folder() -> None:
         return [value] if isinstance(value, str) else []
 
     assert not [s for s in strings(record) if s.startswith("/")]
+
+
+@pytest.mark.parametrize("share", ["0", "1.5", "-0.2"])
+def test_a_mid_speech_start_share_outside_0_to_1_is_refused_before_anything_runs(
+    tmp_path: Path, share: str
+) -> None:
+    with pytest.raises(SystemExit, match=r"^error: --mid-speech-starts must be in \(0, 1\]"):
+        parse_args(["--out", str(tmp_path / "run"), "--mid-speech-starts", share])
+    assert not (tmp_path / "run").exists()
+    args = parse_args(["--out", str(tmp_path), "--mid-speech-starts", "0.5"])
+    assert args.mid_speech_starts == 0.5
