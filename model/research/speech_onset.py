@@ -1,0 +1,148 @@
+"""How much of the speech in a dev mixture's first few hundred milliseconds an enhancer keeps.
+
+A diagnostic of the start of a stream, when the network's state is still empty. For each dev
+mixture whose reference opens with speech (the level of its first ``--window-ms`` within 20 dB
+of its loudest 100 ms), the table gives each system's output level over that window against
+the reference's, in dB: 0 keeps the opening, −15 mutes it. Mixtures whose speech starts later
+are counted, not listed. The model runs as ``percepnet-relay eval`` runs it (the streaming
+enhancer over the whole file); RNNoise is the baseline.
+
+    python -m model.research.speech_onset [--model PATH.onnx] [--window-ms 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model.devset import DEV_SNRS_DB, DevMixture, build_dev_mixtures, require_data_dir
+
+SAMPLE_RATE = 48_000
+SPEECH_WITHIN_DB = 20.0  # an opening this close to the loudest 100 ms holds speech
+FLOOR = 1e-12  # mean power floor (−120 dB) so silent windows stay finite
+
+Enhance = Callable[[np.ndarray], np.ndarray]
+
+
+def level_db(signal: np.ndarray) -> float:
+    """Mean power in dB."""
+    return float(10.0 * np.log10(np.mean(np.square(signal)) + FLOOR))
+
+
+def opens_with_speech(clean: np.ndarray, window: int) -> bool:
+    """Whether the reference's first ``window`` samples are within ``SPEECH_WITHIN_DB`` of its
+    loudest 100 ms."""
+    block = SAMPLE_RATE // 10
+    loudest = max(
+        (level_db(clean[i : i + block]) for i in range(0, clean.shape[0] - block + 1, block)),
+        default=level_db(clean),
+    )
+    return level_db(clean[:window]) > loudest - SPEECH_WITHIN_DB
+
+
+def opening_level_db(clean: np.ndarray, enhanced: np.ndarray, window: int) -> float:
+    """The output's level over the first ``window`` samples against the reference's, in dB."""
+    return level_db(enhanced[:window]) - level_db(clean[:window])
+
+
+@dataclass(frozen=True)
+class OnsetReport:
+    """Opening levels (dB, by system) of the mixtures that open with speech."""
+
+    window_ms: float
+    total: int  # mixtures looked at
+    rows: list[tuple[str, dict[str, float]]]  # (mixture, level by system)
+
+    def means(self) -> dict[str, float]:
+        """Mean opening level of each system over the listed mixtures."""
+        if not self.rows:
+            return {}
+        names = self.rows[0][1].keys()
+        return {name: float(np.mean([levels[name] for _, levels in self.rows])) for name in names}
+
+
+def onset_report(
+    mixtures: Sequence[DevMixture], systems: Mapping[str, Enhance], window_ms: float = 300.0
+) -> OnsetReport:
+    """Run every system on the mixtures that open with speech and measure their openings."""
+    window = int(round(window_ms * SAMPLE_RATE / 1000))
+    rows = []
+    for mixture in mixtures:
+        if not opens_with_speech(mixture.clean, window):
+            continue
+        levels = {
+            name: opening_level_db(mixture.clean, enhance(mixture.noisy), window)
+            for name, enhance in systems.items()
+        }
+        rows.append((mixture.name, levels))
+    return OnsetReport(window_ms=window_ms, total=len(mixtures), rows=rows)
+
+
+def to_markdown(report: OnsetReport) -> str:
+    """The report as a Markdown table, the mean last."""
+    names = list(report.means())
+    lines = [
+        f"{len(report.rows)} of {report.total} mixtures open with speech; output level over "
+        f"their first {report.window_ms:g} ms against the reference's (dB):",
+        "",
+        "| mixture | " + " | ".join(names) + " |",
+        "|---" * (len(names) + 1) + "|",
+    ]
+    for name, levels in report.rows:
+        lines.append(f"| {name} | " + " | ".join(f"{levels[n]:+.1f}" for n in names) + " |")
+    means = report.means()
+    lines.append("| **mean** | " + " | ".join(f"**{means[n]:+.1f}**" for n in names) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def model_enhance(model: Path) -> Enhance:
+    """The streaming enhancer driven by an exported model, as the evaluation runs it."""
+    from model.evaluate import model_system
+
+    system = model_system(model)
+    return lambda noisy: np.asarray(system(noisy), dtype=np.float64)
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    from model.runtime import DEFAULT_MODEL
+
+    parser = argparse.ArgumentParser(
+        prog="python -m model.research.speech_onset", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX model")
+    parser.add_argument("--window-ms", type=float, default=300.0, help="opening (default 300)")
+    parser.add_argument("--per-snr", type=int, default=None, help="default: every pinned one")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-dir", type=Path, help="default: $PNR_DATA_DIR or ../shared/data")
+    args = parser.parse_args(argv)
+    if not 10.0 <= args.window_ms <= 2000.0:
+        parser.error("--window-ms must lie in 10-2000")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print the opening levels of the model and RNNoise on the dev mixtures."""
+    args = _parse_args(argv)
+    try:
+        data_dir = require_data_dir(args.data_dir)
+        enhance = model_enhance(args.model)
+        mixtures = build_dev_mixtures(
+            data_dir, per_snr=args.per_snr, snrs_db=DEV_SNRS_DB, seed=args.seed
+        )
+    except (OSError, ValueError) as exc:  # no data, a missing or altered model, too many asked
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from model.rnnoise_baseline import rnnoise_enhance
+
+    systems = {"model": enhance, "rnnoise": rnnoise_enhance}
+    print(to_markdown(onset_report(mixtures, systems, args.window_ms)), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
