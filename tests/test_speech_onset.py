@@ -10,6 +10,7 @@ from signals import add_white_noise, harmonic_tone
 
 from model.devset import DevMixture
 from model.research.speech_onset import (
+    later_onsets,
     main,
     onset_report,
     opening_level_db,
@@ -63,7 +64,29 @@ def test_the_report_lists_openings_by_system_and_their_means() -> None:
     assert means["mutes"] == pytest.approx(means["keeps"] - 20.0, abs=0.01)
     table = to_markdown(report)
     assert table.startswith("1 of 2 mixtures open with speech") and "| early |" in table
-    assert "**mean**" in table and "late" not in table
+    assert "**mean**" in table and "| late |" not in table
+
+
+def test_later_onsets_follow_a_pause_and_are_measured_in_every_mixture() -> None:
+    clean = harmonic_tone(180.0, 2.0)
+    clean[:9_600] = 0.0  # 200 ms, then speech inside the opening window: not a later onset
+    clean[30_000:45_000] = 0.0  # 312 ms of pause, then speech again at 45_000
+    clean[60_000:66_000] = 1e-4 * clean[60_000:66_000]  # 125 ms: too short a pause
+    assert later_onsets(clean, WINDOW) == [44_640]  # the 10 ms frame where the speech returns
+    assert later_onsets(clean[:50_000], WINDOW) == []  # no whole window after it
+
+    def quieter_after_pauses(noisy: np.ndarray) -> np.ndarray:
+        return noisy * 0.5
+
+    report = onset_report(
+        [mixture("late", 0.6)], {"keeps": lambda noisy: noisy, "halves": quieter_after_pauses}
+    )
+    assert report.rows == [] and report.means() == {}
+    assert len(report.later["keeps"]) == 1
+    assert report.later["halves"][0] == pytest.approx(report.later["keeps"][0] - 6.02, abs=0.01)
+    table = to_markdown(report)
+    assert "0 of 1 mixtures open with speech" in table and "**mean**" not in table
+    assert "| later onsets, after a pause (1) |" in table
 
 
 def test_without_data_or_with_a_missing_model_it_says_why(

@@ -4,8 +4,10 @@ A diagnostic of the start of a stream, when the network's state is still empty. 
 mixture whose reference opens with speech (the level of its first ``--window-ms`` within 20 dB
 of its loudest 100 ms), the table gives each system's output level over that window against
 the reference's, in dB: 0 keeps the opening, −15 mutes it. Mixtures whose speech starts later
-are counted, not listed. The model runs as ``percepnet-relay eval`` runs it (the streaming
-enhancer over the whole file); RNNoise is the baseline.
+are counted, not listed. For comparison, a last line gives the same measure at the speech
+onsets past every file's opening window: a 10 ms frame within 20 dB of the loudest, after at
+least 200 ms of frames 30 dB or more below it. The model runs as ``percepnet-relay eval`` runs
+it (the streaming enhancer over the whole file); RNNoise is the baseline.
 
     python -m model.research.speech_onset [--model PATH.onnx] [--window-ms 300]
 """
@@ -24,6 +26,9 @@ from model.devset import DEV_SNRS_DB, DevMixture, build_dev_mixtures, require_da
 
 SAMPLE_RATE = 48_000
 SPEECH_WITHIN_DB = 20.0  # an opening this close to the loudest 100 ms holds speech
+FRAME = SAMPLE_RATE // 100  # 10 ms
+PAUSE_FRAMES = 20  # a later onset follows at least 200 ms of pause
+PAUSE_BELOW_DB = 30.0  # a pause frame is this far below the loudest frame
 FLOOR = 1e-12  # mean power floor (−120 dB) so silent windows stay finite
 
 Enhance = Callable[[np.ndarray], np.ndarray]
@@ -45,6 +50,27 @@ def opens_with_speech(clean: np.ndarray, window: int) -> bool:
     return level_db(clean[:window]) > loudest - SPEECH_WITHIN_DB
 
 
+def later_onsets(clean: np.ndarray, window: int) -> list[int]:
+    """Sample positions of the speech onsets past the opening ``window``: a 10 ms frame within
+    ``SPEECH_WITHIN_DB`` of the loudest, after ``PAUSE_FRAMES`` frames ``PAUSE_BELOW_DB`` or
+    more below it, with a whole ``window`` of signal after it (one onset per window)."""
+    count = clean.shape[0] // FRAME
+    if count == 0:
+        return []
+    levels = np.array([level_db(clean[i * FRAME : (i + 1) * FRAME]) for i in range(count)])
+    loudest = levels.max()
+    quiet = levels < loudest - PAUSE_BELOW_DB
+    onsets: list[int] = []
+    frame = max(PAUSE_FRAMES, -(-window // FRAME))
+    while frame * FRAME + window <= clean.shape[0]:
+        if levels[frame] > loudest - SPEECH_WITHIN_DB and quiet[frame - PAUSE_FRAMES : frame].all():
+            onsets.append(frame * FRAME)
+            frame += -(-window // FRAME)
+        else:
+            frame += 1
+    return onsets
+
+
 def opening_level_db(clean: np.ndarray, enhanced: np.ndarray, window: int) -> float:
     """The output's level over the first ``window`` samples against the reference's, in dB."""
     return level_db(enhanced[:window]) - level_db(clean[:window])
@@ -57,6 +83,7 @@ class OnsetReport:
     window_ms: float
     total: int  # mixtures looked at
     rows: list[tuple[str, dict[str, float]]]  # (mixture, level by system)
+    later: dict[str, list[float]]  # by system: the level after each later onset, all mixtures
 
     def means(self) -> dict[str, float]:
         """Mean opening level of each system over the listed mixtures."""
@@ -69,23 +96,27 @@ class OnsetReport:
 def onset_report(
     mixtures: Sequence[DevMixture], systems: Mapping[str, Enhance], window_ms: float = 300.0
 ) -> OnsetReport:
-    """Run every system on the mixtures that open with speech and measure their openings."""
+    """Run every system on the mixtures; measure the openings of those that open with speech,
+    and every mixture's later onsets."""
     window = int(round(window_ms * SAMPLE_RATE / 1000))
     rows = []
+    later: dict[str, list[float]] = {name: [] for name in systems}
     for mixture in mixtures:
-        if not opens_with_speech(mixture.clean, window):
-            continue
-        levels = {
-            name: opening_level_db(mixture.clean, enhance(mixture.noisy), window)
-            for name, enhance in systems.items()
-        }
-        rows.append((mixture.name, levels))
-    return OnsetReport(window_ms=window_ms, total=len(mixtures), rows=rows)
+        clean = mixture.clean
+        outputs = {name: enhance(mixture.noisy) for name, enhance in systems.items()}
+        for start in later_onsets(clean, window):
+            span = slice(start, start + window)
+            for name, output in outputs.items():
+                later[name].append(opening_level_db(clean[span], output[span], window))
+        if opens_with_speech(clean, window):
+            levels = {name: opening_level_db(clean, out, window) for name, out in outputs.items()}
+            rows.append((mixture.name, levels))
+    return OnsetReport(window_ms=window_ms, total=len(mixtures), rows=rows, later=later)
 
 
 def to_markdown(report: OnsetReport) -> str:
     """The report as a Markdown table, the mean last."""
-    names = list(report.means())
+    names = list(report.later)
     lines = [
         f"{len(report.rows)} of {report.total} mixtures open with speech; output level over "
         f"their first {report.window_ms:g} ms against the reference's (dB):",
@@ -96,7 +127,12 @@ def to_markdown(report: OnsetReport) -> str:
     for name, levels in report.rows:
         lines.append(f"| {name} | " + " | ".join(f"{levels[n]:+.1f}" for n in names) + " |")
     means = report.means()
-    lines.append("| **mean** | " + " | ".join(f"**{means[n]:+.1f}**" for n in names) + " |")
+    if means:
+        lines.append("| **mean** | " + " | ".join(f"**{means[n]:+.1f}**" for n in names) + " |")
+    onsets = len(next(iter(report.later.values()), []))
+    if onsets:
+        cells = " | ".join(f"{np.mean(levels):+.1f}" for levels in report.later.values())
+        lines.append(f"| later onsets, after a pause ({onsets}) | {cells} |")
     return "\n".join(lines) + "\n"
 
 
