@@ -93,6 +93,9 @@ def test_without_data_or_with_a_missing_model_it_says_why(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("PNR_DATA_DIR", str(tmp_path / "nowhere"))
+    for window in ("5", "nan"):
+        assert main(["--window-ms", window]) == 2
+        assert capsys.readouterr().err.startswith("error: --window-ms must lie in 10-2000")
     assert main([]) == 2
     assert capsys.readouterr().err.startswith("error: no manifest.csv under ")
     (tmp_path / "manifest.csv").write_text("path,kind\n")

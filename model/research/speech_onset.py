@@ -78,7 +78,8 @@ def opening_level_db(clean: np.ndarray, enhanced: np.ndarray, window: int) -> fl
 
 @dataclass(frozen=True)
 class OnsetReport:
-    """Opening levels (dB, by system) of the mixtures that open with speech."""
+    """Opening levels (dB, by system) of the mixtures that open with speech, and the levels
+    after every later onset of every mixture."""
 
     window_ms: float
     total: int  # mixtures looked at
@@ -115,7 +116,8 @@ def onset_report(
 
 
 def to_markdown(report: OnsetReport) -> str:
-    """The report as a Markdown table, the mean last."""
+    """The report as a Markdown table: a row a mixture that opens with speech, their mean, then
+    the mean over the later onsets."""
     names = list(report.later)
     lines = [
         f"{len(report.rows)} of {report.total} mixtures open with speech; output level over "
@@ -155,15 +157,15 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--per-snr", type=int, default=None, help="default: every pinned one")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", type=Path, help="default: $PNR_DATA_DIR or ../shared/data")
-    args = parser.parse_args(argv)
-    if not 10.0 <= args.window_ms <= 2000.0:
-        parser.error("--window-ms must lie in 10-2000")
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the opening levels of the model and RNNoise on the dev mixtures."""
     args = _parse_args(argv)
+    if not 10.0 <= args.window_ms <= 2000.0:
+        print(f"error: --window-ms must lie in 10-2000, got {args.window_ms:g}", file=sys.stderr)
+        return 2
     try:
         data_dir = require_data_dir(args.data_dir)
         enhance = model_enhance(args.model)
