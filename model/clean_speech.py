@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from model.deepfilternet_baseline import DEEPFILTERNET_DELAY_SAMPLES
 from model.devset import default_data_dir, speech_source
-from model.mixtures import SAMPLE_RATE, load_audio_48k
+from model.mixtures import SAMPLE_RATE, frame_powers, load_audio_48k
 from model.splits import AudioFile, DevList, Split, load_dev_list
 from model.teacher import deepfilternet_enhance, teacher_name
 
@@ -46,7 +46,6 @@ CLEAN_FOLDER = "clean-speech"
 # Clean a recording whose noise floor is less than 45 dB below its speech: about 90 % of the
 # studio recordings lie below that, and most of speechocean762's above it.
 DEFAULT_FLOOR_DB = -45.0
-FLOOR_FRAME_SAMPLES = 480  # 10 ms at 48 kHz
 FLOOR_PERCENTILE = 10  # the pauses: at least 0.5 s of every file
 SPEECH_PERCENTILE = 95
 SILENT_DB = -200.0  # a floor of digital silence; nothing removed
@@ -112,11 +111,7 @@ def removed_db(recording: np.ndarray, cleaned: np.ndarray) -> float:
 def floor_db(recording: np.ndarray) -> float:
     """The recording's noise floor against its speech: the 10th against the 95th percentile of
     its 10 ms frame energies, in dB (``SILENT_DB`` for digital silence in the pauses)."""
-    frames = max(1, len(recording) // FLOOR_FRAME_SAMPLES)
-    energy = np.mean(
-        np.resize(recording, frames * FLOOR_FRAME_SAMPLES).reshape(frames, -1) ** 2, axis=1
-    )
-    floor, speech = np.percentile(energy, [FLOOR_PERCENTILE, SPEECH_PERCENTILE])
+    floor, speech = np.percentile(frame_powers(recording), [FLOOR_PERCENTILE, SPEECH_PERCENTILE])
     if floor <= 0.0 or speech <= 0.0:
         return SILENT_DB
     return max(SILENT_DB, float(10.0 * np.log10(floor / speech)))

@@ -121,15 +121,21 @@ def speech_max_hz(sample_rate: float) -> float:
     return min(sample_rate / 2.0, 24_000.0) * 0.95
 
 
+FRAME_SAMPLES = SAMPLE_RATE // 100  # 10 ms
+
+
+def frame_powers(signal: np.ndarray) -> np.ndarray:
+    """Mean power of each whole 10 ms frame (a signal shorter than a frame is repeated to
+    fill one)."""
+    frames = max(1, signal.shape[0] // FRAME_SAMPLES)
+    return np.mean(np.resize(signal, frames * FRAME_SAMPLES).reshape(frames, -1) ** 2, axis=1)
+
+
 def speech_onset(utterance: np.ndarray, floor_db: float = 25.0) -> int:
     """First sample of the first 10 ms frame within ``floor_db`` of the utterance's loudest."""
-    frame = SAMPLE_RATE // 100
-    count = utterance.shape[0] // frame
-    if count == 0:
-        return 0
-    energy = np.mean(utterance[: count * frame].reshape(count, frame) ** 2, axis=1)
+    energy = frame_powers(utterance)
     loud = np.flatnonzero(energy >= energy.max() * 10 ** (-floor_db / 10))
-    return int(loud[0]) * frame
+    return int(loud[0]) * FRAME_SAMPLES
 
 
 def _speech_segment(

@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from model.devset import DEV_SNRS_DB, DevMixture, build_dev_mixtures, require_data_dir
+from model.mixtures import FRAME_SAMPLES as FRAME
+from model.mixtures import frame_powers
 
 SAMPLE_RATE = 48_000
 SPEECH_WITHIN_DB = 20.0  # an opening this close to the loudest 100 ms holds speech
-FRAME = SAMPLE_RATE // 100  # 10 ms
 PAUSE_FRAMES = 20  # a later onset follows at least 200 ms of pause
 PAUSE_BELOW_DB = 30.0  # a pause frame is this far below the loudest frame
 FLOOR = 1e-12  # mean power floor (−120 dB) so silent windows stay finite
@@ -55,10 +56,7 @@ def later_onsets(clean: np.ndarray, window: int) -> list[int]:
     """Sample positions of the speech onsets past the opening ``window``: a 10 ms frame within
     ``SPEECH_WITHIN_DB`` of the loudest, after ``PAUSE_FRAMES`` frames ``PAUSE_BELOW_DB`` or
     more below it, with a whole ``window`` of signal after it (one onset per window)."""
-    count = clean.shape[0] // FRAME
-    if count == 0:
-        return []
-    levels = np.array([level_db(clean[i * FRAME : (i + 1) * FRAME]) for i in range(count)])
+    levels = 10.0 * np.log10(frame_powers(clean) + FLOOR)
     loudest = levels.max()
     quiet = levels < loudest - PAUSE_BELOW_DB
     onsets: list[int] = []
