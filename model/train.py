@@ -184,20 +184,26 @@ def dev_pesq(model: PercepNet, dev: DevAudio) -> float:
     scores = []
     with torch.no_grad():
         for noisy, clean, features in zip(dev.noisy, dev.clean, dev.features, strict=True):
-            gains, strengths = model(torch.from_numpy(features)[None])
-            source = ReplayGains(gains[0].numpy(), strengths[0].numpy())
+            gains, strengths = model(torch.from_numpy(features)[None].to(model_device(model)))
+            source = ReplayGains(gains[0].cpu().numpy(), strengths[0].cpu().numpy())
             enhanced = enhance_signal(noisy, source).astype(np.float64)
             scores.append(pesq_wb(clean, enhanced))
     model.train()
     return float(np.mean(scores))
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device the model's weights are on."""
+    return next(model.parameters()).device
+
+
 def predict(
     model: PercepNet, features: torch.Tensor, bf16: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The model's gains and strengths in fp32; with ``bf16`` its forward pass runs under
-    bfloat16 autocast (matrix products in bf16 on AMX / AVX-512 BF16 CPUs, weights in fp32)."""
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    bfloat16 autocast (matrix products in bf16 on AMX / AVX-512 BF16 CPUs or a GPU, weights in
+    fp32)."""
+    with torch.autocast(model_device(model).type, dtype=torch.bfloat16, enabled=bf16):
         gains, strengths = model(features)
     return gains.float(), strengths.float()
 
@@ -230,18 +236,19 @@ def evaluate_loss(model: PercepNet, data: Shard, batch_size: int = 64) -> float:
     """Mean loss over a cached split, whole sequences."""
     model.eval()
     losses = []
+    device = model_device(model)
     with torch.no_grad():
         for start in range(0, data.features.shape[0], batch_size):
             part = slice(start, start + batch_size)
-            g, r = model(torch.from_numpy(data.features[part]))
+            g, r = model(torch.from_numpy(data.features[part]).to(device))
             losses.append(
                 float(
                     percepnet_loss(
                         g,
                         r,
-                        torch.from_numpy(data.gains[part]),
-                        torch.from_numpy(data.strengths[part]),
-                        torch.from_numpy(data.band_mask[part]),
+                        torch.from_numpy(data.gains[part]).to(device),
+                        torch.from_numpy(data.strengths[part]).to(device),
+                        torch.from_numpy(data.band_mask[part]).to(device),
                     )
                 )
             )
@@ -264,11 +271,13 @@ def plot_curve(history: list[dict[str, float]], path: Path) -> None:
     epochs = [h["epoch"] for h in history]
     fig, loss_axis = plt.subplots(figsize=(7, 4))
     loss_axis.plot(epochs, [h.get("train_loss", math.nan) for h in history], label="train loss")
-    loss_axis.plot(epochs, [h["dev_loss"] for h in history], label="dev loss")
+    loss_axis.plot(epochs, [h.get("dev_loss", math.nan) for h in history], label="dev loss")
     loss_axis.set_xlabel("epoch")
     loss_axis.set_ylabel("loss")
     pesq_axis = loss_axis.twinx()
-    pesq_axis.plot(epochs, [h["dev_pesq"] for h in history], "g--", label="dev PESQ-WB")
+    pesq_axis.plot(
+        epochs, [h.get("dev_pesq", math.nan) for h in history], "g--", label="dev PESQ-WB"
+    )
     pesq_axis.set_ylabel("PESQ-WB")
     fig.legend(loc="upper right")
     fig.tight_layout()
@@ -293,6 +302,20 @@ class TrainingStage:
     frames: int
     ends_at_s: float  # elapsed training seconds at which this stage ends
     pause_weight: float  # the loss's extra weight on residual noise in speech-free frames
+
+
+def training_device(name: str) -> torch.device:
+    """The torch device ``--device`` names; SystemExit with an ``error:`` line when it is not
+    one or is not there."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SystemExit(f"error: --device: not a torch device: {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda: this machine has no CUDA GPU that torch can use")
+    if device.type not in ("cpu", "cuda"):
+        raise SystemExit(f"error: --device must be cpu or cuda, got {name!r}")
+    return device
 
 
 def cosine(peak: float, progress: float) -> float:
@@ -383,7 +406,7 @@ def saved_weights(path: Path) -> tuple[NetworkConfig, dict[str, torch.Tensor]]:
         if path.suffix == ".onnx":
             network = load_onnx_network(path)
             return network.config, network.state_dict()
-        initial = torch.load(path, weights_only=False)
+        initial = torch.load(path, weights_only=False, map_location="cpu")
         return NetworkConfig.from_dict(initial["config"]), initial["model"]
     except (OSError, ValueError, KeyError) as exc:
         raise SystemExit(f"error: --init-from: {exc}") from None
@@ -408,7 +431,17 @@ def initial_weights(path: Path, config: NetworkConfig, seed: int = 0) -> dict[st
 
 # Options that do not change what is trained: left out of a resumed run's provenance.
 NON_TRAINING_OPTIONS = frozenset(
-    {"out", "data_dir", "cache_dir", "export", "threads", "dev_files", "data_workers"}
+    {
+        "out",
+        "data_dir",
+        "cache_dir",
+        "export",
+        "threads",
+        "dev_files",
+        "data_workers",
+        "device",
+        "keep_epochs",
+    }
 )
 
 
@@ -508,6 +541,7 @@ def train(args: argparse.Namespace) -> Path:
     )
     set_seeds(args.seed)
     torch.set_num_threads(args.threads)
+    device = training_device(args.device)
 
     recipe = MixtureRecipe(
         noise_augmentation=NoiseAugmentation() if args.augment_noise else None,
@@ -517,15 +551,6 @@ def train(args: argparse.Namespace) -> Path:
     train_files = split_named(Path(args.data_dir), "train")
     train_spec = CacheSpec(
         train_files, "train", args.train_shards, SEQUENCES_PER_SHARD, args.seed, recipe
-    )
-    # The dev loss is always taken on plain-recipe mixtures, so runs with and without
-    # --augment-noise or --noise-events report comparable dev losses.
-    dev_spec = CacheSpec(
-        split_named(Path(args.data_dir), "dev"),
-        "dev",
-        *DEV_CACHE_SHAPE,
-        args.seed + 1,
-        MixtureRecipe(),
     )
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     stream_spec = StreamSpec(
@@ -544,9 +569,23 @@ def train(args: argparse.Namespace) -> Path:
         train_data = load_all(
             build_cache(train_spec, cache_dir, workers=args.threads), train_spec.num_shards
         )
-    dev_data = load_all(build_cache(dev_spec, cache_dir, workers=args.threads), dev_spec.num_shards)
+    # --dev-files 0: no dev evaluation, for a machine without the dev split's audio
+    dev_data, dev_audio = None, None
+    if args.dev_files > 0:
+        # The dev loss is always taken on plain-recipe mixtures, so runs with and without
+        # --augment-noise or --noise-events report comparable dev losses.
+        dev_spec = CacheSpec(
+            split_named(Path(args.data_dir), "dev"),
+            "dev",
+            *DEV_CACHE_SHAPE,
+            args.seed + 1,
+            MixtureRecipe(),
+        )
+        dev_data = load_all(
+            build_cache(dev_spec, cache_dir, workers=args.threads), dev_spec.num_shards
+        )
+        dev_audio = make_dev_audio(Path(args.data_dir), args.dev_files, args.seed + 2)
     speech_used = {"utterances": len(speech), "speakers": len({f.speaker_id for f in speech})}
-    dev_audio = make_dev_audio(Path(args.data_dir), args.dev_files, args.seed + 2)
     print(
         "train "
         + (
@@ -554,12 +593,16 @@ def train(args: argparse.Namespace) -> Path:
             if train_data is None
             else f"{train_data.features.shape[0]} sequences"
         )
-        + f", dev {dev_data.features.shape[0]}",
+        + (f", dev {dev_data.features.shape[0]}" if dev_data is not None else ", no dev"),
         flush=True,
     )
-    sequence_frames = (train_data if train_data is not None else dev_data).features.shape[1]
+    sequence_frames = (
+        train_data.features.shape[1]
+        if train_data is not None
+        else round(recipe.segment_seconds * SAMPLE_RATE_HZ / HOP_SAMPLES)
+    )
 
-    model = PercepNet(config)
+    model = PercepNet(config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     history: list[dict[str, Any]] = []
     # the record names no machine's folders: the data as <data>, folders inside the working
@@ -583,13 +626,12 @@ def train(args: argparse.Namespace) -> Path:
             "sha256": sha256_of(Path(args.init_from)),
             "record": find_record(Path(args.init_from)),  # before an export overwrites it
         }
-        start_pesq = dev_pesq(model, dev_audio)
-        print(
-            f"initialised from {args.init_from} (fine-tuning); its dev PESQ-WB {start_pesq:.3f}",
-            flush=True,
-        )
+        print(f"initialised from {args.init_from} (fine-tuning)", flush=True)
+        if dev_audio is not None:
+            start_pesq = dev_pesq(model, dev_audio)
+            print(f"its dev PESQ-WB {start_pesq:.3f}", flush=True)
     if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, weights_only=False)
+        state = torch.load(checkpoint_path, weights_only=False, map_location="cpu")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         history, epoch, elapsed = state["history"], state["epoch"], state["elapsed"]
@@ -635,7 +677,7 @@ def train(args: argparse.Namespace) -> Path:
         if tag:
             print(f"checkpoint saved ({tag})", flush=True)
 
-    if start_pesq is not None and not history:
+    if start_pesq is not None and dev_data is not None and not history:
         # epoch 0, the weights fine-tuned from: best.pt is never worse than the start
         history.append(start_record(start_pesq, evaluate_loss(model, dev_data)))
         save("epoch 0, the weights fine-tuned from")
@@ -663,8 +705,9 @@ def train(args: argparse.Namespace) -> Path:
             assert train_data is not None
             steps = batches_per_epoch(train_data, stage.batch)
             epoch_batches = timed(batches(train_data, stage.batch, stage.frames, rng), waits)
-        for step, (features, gains, strengths, mask) in enumerate(epoch_batches):
+        for step, batch in enumerate(epoch_batches):
             step_start = time.monotonic()
+            features, gains, strengths, mask = (t.to(device, non_blocking=True) for t in batch)
             predicted_gains, predicted_strengths = predict(model, features, bf16=args.bf16)
             loss = percepnet_loss(
                 predicted_gains,
@@ -697,19 +740,22 @@ def train(args: argparse.Namespace) -> Path:
             if elapsed >= stage.ends_at_s:
                 break
         epoch += 1
-        pesq = dev_pesq(model, dev_audio)
         record: dict[str, Any] = {
             "epoch": float(epoch),
             "stage": stage.name,
             "train_loss": float(np.mean(losses)),
-            "dev_loss": evaluate_loss(model, dev_data),
-            "dev_pesq": pesq,
-            "minutes": elapsed / 60,
         }
+        pesq = -math.inf
+        if dev_data is not None and dev_audio is not None:
+            pesq = dev_pesq(model, dev_audio)
+            record |= {"dev_loss": evaluate_loss(model, dev_data), "dev_pesq": pesq}
+        record["minutes"] = elapsed / 60
         history.append(record)
         print(json.dumps(record), flush=True)
         save(f"epoch {epoch}")
         last_save = time.monotonic()
+        if args.keep_epochs:
+            shutil.copyfile(checkpoint_path, out / f"epoch_{epoch:03d}.pt")
         if pesq > best_pesq:
             best_pesq = pesq
             shutil.copyfile(checkpoint_path, out / BEST_CHECKPOINT)
@@ -772,8 +818,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--frames", type=int, default=100, help="crop length in 10 ms frames")
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--dev-files", type=int, default=8)
+    parser.add_argument(
+        "--dev-files",
+        type=int,
+        default=8,
+        help="dev mixtures scored by PESQ-WB after each epoch (0: no dev evaluation at all, "
+        "for a machine without the dev split's audio; the last epoch is then the result)",
+    )
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="where the training steps run: cpu, or cuda on a machine with an NVIDIA GPU "
+        "(data workers and dev evaluation stay on the CPU cores)",
+    )
+    parser.add_argument(
+        "--keep-epochs",
+        action="store_true",
+        help="keep every epoch's checkpoint as epoch_NNN.pt beside checkpoint.pt",
+    )
     parser.add_argument(
         "--bf16",
         action="store_true",
@@ -874,6 +937,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="export the trained network to DIR (fp32 + int8 ONNX, SHA-256)",
     )
     args = parser.parse_args(argv)
+    if args.dev_files < 0:
+        raise SystemExit(f"error: --dev-files must be 0 or more, got {args.dev_files}")
     share = args.mid_speech_starts
     if share is not None and not 0.0 < share <= 1.0:
         raise SystemExit(f"error: --mid-speech-starts must be in (0, 1], got {share:g}")
