@@ -72,6 +72,8 @@ FULL_SEQUENCE_LR_FACTOR = 0.25  # second stage's peak learning rate, relative to
 PAUSE_STAGE_LR_FACTOR = 0.15  # third stage's peak learning rate, relative to --lr
 SEQUENCES_PER_SHARD = 125  # 3-s training mixtures in each feature-cache shard
 DEV_CACHE_SHAPE = (2, 100)  # shards and 3-s mixtures per shard of the dev loss's cache
+ONSET_WINDOW = 30  # frames (300 ms) before a speech frame that decide whether it opens speech
+ONSET_PAUSE_SHARE = 0.5  # share of those frames that must be pause
 BEST_CHECKPOINT = "best.pt"  # the epoch with the best dev PESQ-WB, beside checkpoint.pt
 
 
@@ -87,6 +89,19 @@ def portable_path(path: str | Path | None) -> str | None:
         return f"<elsewhere>/{resolved.name}"
 
 
+def onset_frames(pause: torch.Tensor) -> torch.Tensor:
+    """Which frames of ``pause`` [B, T, 1] (True: no speech) open speech: a speech frame at
+    least ``ONSET_PAUSE_SHARE`` of whose ``ONSET_WINDOW`` frames before lie in a pause, frames
+    before the sequence's start counting as pause (a stream opens on an empty state)."""
+    before = torch.ones_like(pause[:, :ONSET_WINDOW], dtype=torch.float32)
+    paused = torch.cat([before, pause.to(torch.float32)], dim=1).cumsum(dim=1)
+    # pause frames among the ONSET_WINDOW frames before each frame
+    window = paused[:, ONSET_WINDOW - 1 : -1] - torch.cat(
+        [torch.zeros_like(paused[:, :1]), paused[:, : -ONSET_WINDOW - 1]], dim=1
+    )
+    return ~pause & (window >= ONSET_PAUSE_SHARE * ONSET_WINDOW)
+
+
 def percepnet_loss(
     gains: torch.Tensor,
     strengths: torch.Tensor,
@@ -94,20 +109,29 @@ def percepnet_loss(
     target_strengths: torch.Tensor,
     band_mask: torch.Tensor,
     pause_weight: float = 0.0,
+    onset_weight: float = 0.0,
 ) -> torch.Tensor:
     """Power-compressed gain error (γ = 0.5) plus a 4th-power term, and the same on 1 − r.
 
     ``band_mask`` [B, 34] removes bands above the speech source's bandwidth. ``pause_weight``
     makes residual noise (a gain above its target) cost ``1 + pause_weight`` times more in frames
     without speech (every unmasked target below ``NOISE_BAND_TARGET``): the third stage's weight.
+    ``onset_weight`` makes lost speech (a gain below its target) cost ``1 + onset_weight`` times
+    more in the frames that open speech after a pause (``onset_frames``).
     """
     mask = band_mask[:, None, :]
     d_gain = gains.clamp_min(1e-6) ** GAMMA - target_gains.clamp_min(1e-6) ** GAMMA
+    pause = ((target_gains < NOISE_BAND_TARGET) | (mask == 0)).all(dim=2, keepdim=True)
+    weight = torch.ones_like(d_gain)
     if pause_weight > 0:
         overshoot = d_gain > 0  # residual noise, as opposed to speech distortion
-        pause = ((target_gains < NOISE_BAND_TARGET) | (mask == 0)).all(dim=2, keepdim=True)
-        # the squared error costs 1 + pause_weight times more where both hold
-        d_gain = d_gain * (1 + pause_weight * (overshoot & pause).to(d_gain.dtype)) ** 0.5
+        weight = weight + pause_weight * (overshoot & pause).to(d_gain.dtype)
+    if onset_weight > 0:
+        undershoot = d_gain < 0  # speech distortion
+        weight = weight + onset_weight * (undershoot & onset_frames(pause)).to(d_gain.dtype)
+    if pause_weight > 0 or onset_weight > 0:
+        # the squared error costs the weight times more where it applies
+        d_gain = d_gain * weight**0.5
     d_strength = (1 - strengths).clamp_min(1e-6) ** GAMMA - (1 - target_strengths).clamp_min(
         1e-6
     ) ** GAMMA
@@ -125,6 +149,12 @@ def loss_record(args: argparse.Namespace) -> dict[str, Any]:
         f"the same on 1 − comb strength, weighted {STRENGTH_WEIGHT:g}",
         "bands above each example's speech bandwidth masked out",
     ]
+    if getattr(args, "onset_weight", 0.0):
+        terms.append(
+            f"a gain below its target in frames that open speech after a pause (at least "
+            f"{ONSET_PAUSE_SHARE:.0%} of the {ONSET_WINDOW} frames before in pause) costs "
+            f"{1 + args.onset_weight:g}×"
+        )
     if args.pause_stage_minutes:
         terms.append(
             f"pause stage: a gain above its target in frames without speech costs "
@@ -716,6 +746,7 @@ def train(args: argparse.Namespace) -> Path:
                 strengths,
                 mask,
                 pause_weight=stage.pause_weight,
+                onset_weight=args.onset_weight,
             )
             optimizer.zero_grad()
             loss.backward()
@@ -814,6 +845,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--pause-stage-weight", type=float, default=20.0, help="the third stage's --pause-weight"
+    )
+    parser.add_argument(
+        "--onset-weight",
+        type=float,
+        default=0.0,
+        help="a gain below its target costs 1 + this times more in the frames that open "
+        "speech after a pause or at a sequence's start (0: off)",
     )
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--frames", type=int, default=100, help="crop length in 10 ms frames")
@@ -937,6 +975,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="export the trained network to DIR (fp32 + int8 ONNX, SHA-256)",
     )
     args = parser.parse_args(argv)
+    if args.onset_weight < 0:
+        raise SystemExit(f"error: --onset-weight must be 0 or more, got {args.onset_weight:g}")
     if args.dev_files < 0:
         raise SystemExit(f"error: --dev-files must be 0 or more, got {args.dev_files}")
     share = args.mid_speech_starts

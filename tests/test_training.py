@@ -1,5 +1,5 @@
-"""Training: the loss (zero at the target, masked bands ignored, the pause weight applied
-exactly where its docstring says and nowhere else) and the three-stage schedule."""
+"""Training: the loss (zero at the target, masked bands ignored, the pause and onset weights
+applied exactly where their docstrings say and nowhere else) and the three-stage schedule."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from model.train import (  # noqa: E402
     batches,
     batches_per_epoch,
     changed_options,
+    onset_frames,
     parse_args,
     percepnet_loss,
     portable_path,
@@ -96,6 +97,47 @@ def test_pause_weight_only_counts_frames_without_speech() -> None:
     speech[0, 0, 20] = 0.8  # frame 0 holds speech: its noise bands are not a pause
     gains = one_band_error(speech, 0.2)
     assert costs_as_unweighted(gains, speech, pause_weight=4.0)
+
+
+def test_onset_frames_open_speech_after_a_pause_and_at_the_start() -> None:
+    pause = torch.zeros(1, 130, 1, dtype=torch.bool)
+    pause[0, :40] = True  # 400 ms of pause, then speech
+    pause[0, 80:100] = True  # a 200-ms pause
+    pause[0, 115:125] = True  # a 100-ms gap between words
+    onsets = onset_frames(pause)[0, :, 0].nonzero().flatten().tolist()
+    # speech frames with at least 15 of the 30 frames before them in pause: 160 ms after the
+    # long pause, 150 ms after the 200-ms one, and the gap's first frame only (5 + 10 of 30)
+    assert onsets == [*range(40, 56), *range(100, 115), 125]
+    opening = torch.zeros(1, 40, 1, dtype=torch.bool)  # speech from the first frame
+    assert onset_frames(opening)[0, :, 0].nonzero().flatten().tolist() == list(range(16))
+
+
+def test_onset_weight_only_counts_lost_speech_where_speech_opens() -> None:
+    frames = 40
+    target = torch.full((1, frames, NUM_BANDS), 0.02)
+    target[0, 20:, :] = 0.8  # speech from frame 20, after 200 ms of pause
+    strengths, mask = torch.zeros_like(target), torch.ones(1, NUM_BANDS)
+
+    def cost(gains: torch.Tensor, **weights: float) -> float:
+        return float(percepnet_loss(gains, strengths, target, strengths, mask, **weights))
+
+    def error_at(frame: int, predicted: float) -> torch.Tensor:
+        gains = target.clone()
+        gains[0, frame, 5] = predicted
+        return gains
+
+    d2 = (0.3**GAMMA - 0.8**GAMMA) ** 2
+    term = (5 * d2 + QUARTIC_WEIGHT * (5 * d2) ** 2) / (frames * NUM_BANDS)
+    assert cost(error_at(21, 0.3), onset_weight=4.0) == pytest.approx(term, rel=1e-5)
+    # speech kept past the onset, noise let through at it, and lost speech long after it
+    for gains in (error_at(21, 0.95), error_at(5, 0.3), error_at(39, 0.3)):
+        assert cost(gains, onset_weight=4.0) == pytest.approx(cost(gains))
+    assert cost(error_at(39, 0.3)) == pytest.approx(cost(error_at(21, 0.3)))
+
+
+def test_a_negative_onset_weight_is_refused() -> None:
+    with pytest.raises(SystemExit, match="^error: --onset-weight must be 0 or more"):
+        parse_args(["--onset-weight", "-1"])
 
 
 def test_training_starts_on_crops_and_ends_on_whole_sequences() -> None:
