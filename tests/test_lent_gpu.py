@@ -240,3 +240,8 @@ def test_a_run_without_dev_audio_keeps_its_epochs_and_writes_them_out_small(
     for name, tensor in full["model"].items():
         assert torch.equal(stripped[name], tensor), name
     assert (weights / "history.json").exists()
+    # weights too large to come back in float32 come back in float16, and still load
+    (halved,) = lent_gpu.strip_checkpoints(run, tmp_path / "half", last=1, max_bytes=1_000)
+    assert all(t.dtype == torch.float16 for t in torch.load(halved)["model"].values())
+    for name, tensor in load_checkpoint(halved).state_dict().items():
+        assert torch.allclose(tensor, full["model"][name], atol=1e-3), name

@@ -50,6 +50,7 @@ OPUS_SET_COMPLEXITY = 4010
 OPUS_SET_VBR_CONSTRAINT = 4020
 MAX_PACKET_BYTES = 4000
 RECODE_ABOVE = 1.25  # an Opus file above this times the asked bitrate is coded again
+MAX_RETURNED_BYTES = 15e6  # a lent machine returns files of at most 16 MB
 # libsndfile maps its compression level linearly onto the Opus bitrate; measured on noise at
 # 48 kHz, 1 - (1.1 * kbps - 8) / 256 gives about the asked bitrate from 16 to 64 kb/s
 LEVEL_OFFSET_KBPS, LEVEL_SPAN_KBPS, LEVEL_BITRATE_FACTOR = 8.0, 256.0, 1.1
@@ -240,9 +241,12 @@ def pack(
     return {key: round(value, 2) for key, value in summary.items()}
 
 
-def strip_checkpoints(run: Path, out: Path, last: int) -> list[Path]:
+def strip_checkpoints(
+    run: Path, out: Path, last: int, max_bytes: float = MAX_RETURNED_BYTES
+) -> list[Path]:
     """The last ``last`` ``epoch_NNN.pt`` of ``run``, written to ``out`` without their
-    optimiser state (weights on the CPU); returns their paths."""
+    optimiser state (weights on the CPU, in float16 where float32 would exceed ``max_bytes``);
+    returns their paths."""
     import torch
 
     out.mkdir(parents=True, exist_ok=True)
@@ -250,6 +254,11 @@ def strip_checkpoints(run: Path, out: Path, last: int) -> list[Path]:
     for path in sorted(run.glob("epoch_*.pt"))[-last:] if last > 0 else []:
         state = torch.load(path, weights_only=False, map_location="cpu")
         state.pop("optimizer", None)
+        weights = state["model"]
+        if sum(t.numel() * t.element_size() for t in weights.values()) > max_bytes:
+            state["model"] = {
+                k: t.half() if t.is_floating_point() else t for k, t in weights.items()
+            }
         target = out / path.name
         torch.save(state, target)
         written.append(target)

@@ -3,7 +3,8 @@
 # "Training on a lent GPU"): install the carried wheels, prove the whole path on a tiny run
 # (CUDA steps, the teacher, epochs kept, weights written), then fine-tune the shipped weights.
 # MINUTES, EPOCH_STEPS, WORKERS and LAST override the run's budget, epoch, data processes and
-# the epochs brought back under $OUT.
+# the epochs brought back under $OUT; GRU=512 grows the shipped weights wider first (model/widen.py:
+# not shippable within the CPU budget, but it measures what capacity is worth).
 set -o pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .gpu/whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 NUMBA_NUM_THREADS=1 RAYON_NUM_THREADS=1
@@ -18,7 +19,7 @@ $LENT --weights-out /tmp/smoke-weights --last 1 -- --out /tmp/smoke $COMMON \
 ls -la /tmp/smoke-weights || exit 1
 date
 $LENT --weights-out "$OUT" --last ${LAST:-5} -- --out /tmp/run $COMMON \
-  --init-from model/weights/percepnet-fp32.onnx --gru-size 384 --batch 16 --lr 1e-4 \
+  --init-from model/weights/percepnet-fp32.onnx --gru-size ${GRU:-384} --batch 16 --lr 1e-4 \
   --budget-minutes ${MINUTES:-6.3} --epoch-steps ${EPOCH_STEPS:-150} --data-workers ${WORKERS:-14} \
   --teacher-blend 0.5 --teacher-pool-batches 100000 --mid-speech-starts 0.2 --seed 11 \
   2>&1 | tee "$OUT/train.log"
