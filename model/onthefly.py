@@ -56,6 +56,15 @@ class OpusCoding:
             raise ValueError(f"Opus bitrates must lie in 6-510 kb/s, got {self.bitrates_kbps}")
 
 
+def opus_frames(signal: np.ndarray) -> np.ndarray:
+    """``signal`` as float32, zero-padded to whole 20 ms frames that also cover the encoder's
+    lookahead, so that decoding returns all of it once the lookahead is trimmed."""
+    frames = -(-(signal.shape[0] + OPUS_LOOKAHEAD_SAMPLES) // OPUS_FRAME_SAMPLES)
+    padded = np.zeros(frames * OPUS_FRAME_SAMPLES, np.float32)
+    padded[: signal.shape[0]] = signal
+    return padded
+
+
 def opus_round_trip(signal: np.ndarray, bitrate_kbps: int) -> np.ndarray:
     """``signal`` (48 kHz mono) encoded by libopus (VoIP mode, 20 ms frames) at
     ``bitrate_kbps`` and decoded again, aligned with the input and of the same length."""
@@ -68,9 +77,7 @@ def opus_round_trip(signal: np.ndarray, bitrate_kbps: int) -> np.ndarray:
     decoder = av.CodecContext.create("libopus", "r")
     decoder.sample_rate = SAMPLE_RATE
     decoder.layout = "mono"
-    frames = -(-(signal.shape[0] + OPUS_LOOKAHEAD_SAMPLES) // OPUS_FRAME_SAMPLES)
-    padded = np.zeros(frames * OPUS_FRAME_SAMPLES, np.float32)
-    padded[: signal.shape[0]] = signal
+    padded = opus_frames(signal)
     decoded = []
     for start in range(0, padded.shape[0] + 1, OPUS_FRAME_SAMPLES):
         frame = None

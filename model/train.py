@@ -149,7 +149,7 @@ def loss_record(args: argparse.Namespace) -> dict[str, Any]:
         f"the same on 1 − comb strength, weighted {STRENGTH_WEIGHT:g}",
         "bands above each example's speech bandwidth masked out",
     ]
-    if getattr(args, "onset_weight", 0.0):
+    if args.onset_weight:
         terms.append(
             f"a gain below its target in frames that open speech after a pause (at least "
             f"{ONSET_PAUSE_SHARE:.0%} of the {ONSET_WINDOW} frames before in pause) costs "
@@ -868,7 +868,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--device",
         default="cpu",
         help="where the training steps run: cpu, or cuda on a machine with an NVIDIA GPU "
-        "(data workers and dev evaluation stay on the CPU cores)",
+        "(the data workers, and the enhancer of the dev evaluation, stay on the CPU)",
     )
     parser.add_argument(
         "--keep-epochs",

@@ -113,28 +113,27 @@ class LibOpus:
     def round_trip(self, signal: np.ndarray, bitrate_kbps: int) -> np.ndarray:
         """``model.onthefly.opus_round_trip`` through this library: ``signal`` (48 kHz mono)
         coded as PyAV's libopus encoder codes it there (VoIP, 20 ms frames, complexity 10,
-        unconstrained VBR)
-        and decoded, aligned with it and of its length."""
-        from model.onthefly import OPUS_FRAME_SAMPLES, OPUS_LOOKAHEAD_SAMPLES
+        unconstrained VBR) and decoded, aligned with it and of its length."""
+        from model.onthefly import OPUS_FRAME_SAMPLES, OPUS_LOOKAHEAD_SAMPLES, opus_frames
 
         lib, error = self.lib, ctypes.c_int()
         encoder = lib.opus_encoder_create(
             SAMPLE_RATE, 1, OPUS_APPLICATION_VOIP, ctypes.byref(error)
         )
+        if not encoder:
+            raise RuntimeError(f"libopus could not make an encoder (error {error.value})")
         decoder = lib.opus_decoder_create(SAMPLE_RATE, 1, ctypes.byref(error))
-        if not encoder or not decoder or error.value != 0:
-            raise RuntimeError(f"libopus could not make a coder (error {error.value})")
         try:
+            if not decoder:
+                raise RuntimeError(f"libopus could not make a decoder (error {error.value})")
             lib.opus_encoder_ctl(encoder, OPUS_SET_BITRATE, bitrate_kbps * 1000)
             lib.opus_encoder_ctl(encoder, OPUS_SET_COMPLEXITY, 10)
             lib.opus_encoder_ctl(encoder, OPUS_SET_VBR_CONSTRAINT, 0)  # FFmpeg's "vbr on"
-            frames = -(-(signal.shape[0] + OPUS_LOOKAHEAD_SAMPLES) // OPUS_FRAME_SAMPLES)
-            padded = np.zeros(frames * OPUS_FRAME_SAMPLES, np.float32)
-            padded[: signal.shape[0]] = signal
+            padded = opus_frames(signal)
             packet = ctypes.create_string_buffer(MAX_PACKET_BYTES)
             decoded = np.zeros_like(padded)
             for start in range(0, padded.shape[0], OPUS_FRAME_SAMPLES):
-                frame = np.ascontiguousarray(padded[start : start + OPUS_FRAME_SAMPLES])
+                frame = padded[start : start + OPUS_FRAME_SAMPLES]
                 size = lib.opus_encode_float(
                     encoder, frame.ctypes.data, OPUS_FRAME_SAMPLES, packet, MAX_PACKET_BYTES
                 )
@@ -146,10 +145,10 @@ class LibOpus:
                     raise RuntimeError(f"libopus failed on a frame ({size}, {got})")
         finally:
             lib.opus_encoder_destroy(encoder)
-            lib.opus_decoder_destroy(decoder)
-        return decoded[OPUS_LOOKAHEAD_SAMPLES : OPUS_LOOKAHEAD_SAMPLES + signal.shape[0]].astype(
-            np.float64
-        )
+            if decoder:
+                lib.opus_decoder_destroy(decoder)
+        trimmed = decoded[OPUS_LOOKAHEAD_SAMPLES : OPUS_LOOKAHEAD_SAMPLES + signal.shape[0]]
+        return trimmed.astype(np.float64)
 
 
 def use_libopus_without_pyav(path: str | None) -> bool:
