@@ -222,19 +222,23 @@ SYSTEM_FACTORIES: dict[str, SystemFactory] = {
 }
 
 
-def model_system(model_path: Path, name: str = MODEL_SYSTEM_NAME) -> System:
-    """A trained PercepNet model (ONNX, run by model/runtime.py) driving the enhancer."""
+def model_system(
+    model_path: Path, name: str = MODEL_SYSTEM_NAME, prime_seconds: float = 0.0
+) -> System:
+    """A trained PercepNet model (ONNX, run by model/runtime.py) driving the enhancer; with
+    ``prime_seconds``, its state primed on the file's opening as ``denoise`` primes it."""
     from dsp.offline import enhance_signal
-    from model.runtime import ModelGainSource, ModelRuntime
+    from model.runtime import ModelRuntime, primed_gain_source
 
     runtime = ModelRuntime(model_path)
 
     def process(noisy: np.ndarray) -> np.ndarray:
-        return enhance_signal(np.asarray(noisy, dtype=np.float64), ModelGainSource(runtime)).astype(
-            np.float64
-        )
+        signal = np.asarray(noisy, dtype=np.float64)
+        source = primed_gain_source(runtime, signal, prime_seconds)
+        return enhance_signal(signal, source).astype(np.float64)
 
-    return System(name, process, description=f"PercepNet, {model_path.name}")
+    primed = f", state primed on the first {prime_seconds:g} s" if prime_seconds else ""
+    return System(name, process, description=f"PercepNet, {model_path.name}{primed}")
 
 
 def _shipped(file_name: str, name: str) -> SystemFactory:
@@ -277,6 +281,17 @@ def deepfilternet3_system() -> System:
 
 SYSTEM_FACTORIES["deepfilternet3"] = deepfilternet3_system
 SYSTEM_FACTORIES["percepnet_int8"] = _shipped("percepnet-int8.onnx", "percepnet_int8")
+
+
+def _shipped_primed() -> System:
+    """The shipped int8 model as ``denoise --prime-seconds 1`` runs it on files: its state
+    primed on the file's opening (``model.runtime.primed_gain_source``)."""
+    from model.runtime import DEFAULT_MODEL, PRIMING_SECONDS
+
+    return model_system(DEFAULT_MODEL, "percepnet_int8_primed", PRIMING_SECONDS)
+
+
+SYSTEM_FACTORIES["percepnet_int8_primed"] = _shipped_primed
 SYSTEM_FACTORIES["percepnet_fp32"] = _shipped("percepnet-fp32.onnx", "percepnet_fp32")
 SYSTEM_FACTORIES["oracle_cleaned"] = cleaned_oracle_system
 

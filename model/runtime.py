@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from dsp.constants import NUM_BANDS, NUM_FEATURES
+from dsp.constants import NUM_BANDS, NUM_FEATURES, SAMPLE_RATE_HZ
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_MODEL = WEIGHTS_DIR / "percepnet-int8.onnx"
+PRIMING_SECONDS = 1.0  # how much of a file's opening `denoise --prime-seconds` is measured with
 
 
 class ModelFileError(ValueError):
@@ -126,6 +127,24 @@ class ModelGainSource:
         self._features[0] = features
         gains, strengths = step_sources([self], self._features)
         return gains[0], strengths[0]
+
+
+def primed_gain_source(
+    runtime: ModelRuntime, signal: np.ndarray, seconds: float
+) -> ModelGainSource:
+    """A stream's gain source whose recurrent state has already heard the first ``seconds`` of
+    ``signal`` (48 kHz mono), for a file, where the whole signal is at hand: speech at its very
+    start then meets a network that knows the file's voice and noise, not an empty state. The
+    convolutions' short input history is cleared again, so the real pass starts where the
+    signal does. The relay cannot do this (it would read ahead); 0 seconds: a fresh source."""
+    from dsp.offline import enhance_signal
+
+    source = ModelGainSource(runtime)
+    if seconds > 0:
+        enhance_signal(signal[: round(seconds * SAMPLE_RATE_HZ)], source)  # output unused
+        source._conv1[...] = 0
+        source._conv2[...] = 0
+    return source
 
 
 def step_sources(

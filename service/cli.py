@@ -122,6 +122,15 @@ def _add_denoise(commands: argparse._SubParsersAction[_Parser]) -> None:
         help="attenuate no band by more than DB (mixes the noisy signal back)",
     )
     parser.add_argument("--no-postfilter", action="store_true", help="skip the postfilter")
+    parser.add_argument(
+        "--prime-seconds",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="let the network hear each file's first S seconds (1 is a good value) before "
+        "enhancing it from the start: speech at the very start is kept, and so is more of "
+        "the background (default 0: an empty state, as a live stream through the relay has)",
+    )
     parser.add_argument("--model", default=None, help="ONNX model (default: the shipped int8)")
     parser.set_defaults(handler=_run_denoise)
 
@@ -136,6 +145,9 @@ def _run_denoise(args: argparse.Namespace) -> int:
         np.isfinite(args.atten_lim_db) and args.atten_lim_db >= 0
     ):
         raise CommandError(f"--atten-lim-db must be a number of dB >= 0, got {args.atten_lim_db}")
+    prime_seconds = args.prime_seconds
+    if not (np.isfinite(prime_seconds) and prime_seconds >= 0):
+        raise CommandError(f"--prime-seconds must be a number of seconds >= 0, got {prime_seconds}")
     jobs = plan_jobs(args.inputs, args.output)
     clips = [read_audio(job.source) for job in jobs]  # fail on a bad file before any work
     for job, clip in zip(jobs, clips, strict=True):
@@ -155,7 +167,7 @@ def _run_denoise(args: argparse.Namespace) -> int:
         list(zip(jobs, clips, strict=True)), disable=not show_progress, unit="file", desc="denoise"
     ):
         start = time.perf_counter()
-        enhanced = denoise_clip(clip, runtime, postfilter, args.atten_lim_db)
+        enhanced = denoise_clip(clip, runtime, postfilter, args.atten_lim_db, prime_seconds)
         processing_s += time.perf_counter() - start
         clipped += write_audio(job.target, enhanced, clip.sample_rate_hz, like=clip)
         if not show_progress:

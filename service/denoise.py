@@ -10,7 +10,7 @@ import numpy as np
 import soundfile as sf
 
 from dsp.offline import enhance_signal
-from model.runtime import ModelGainSource, ModelRuntime
+from model.runtime import ModelRuntime, primed_gain_source
 from service.audio_files import (
     AudioClip,
     AudioFileError,
@@ -102,14 +102,17 @@ def denoise_clip(
     runtime: ModelRuntime,
     postfilter: bool = True,
     attenuation_limit_db: float | None = None,
+    prime_seconds: float = 0.0,
 ) -> np.ndarray:
-    """Enhance every channel of ``clip``; float64 [frames, channels] at its own rate."""
+    """Enhance every channel of ``clip``; float64 [frames, channels] at its own rate. With
+    ``prime_seconds``, the network's state first hears each channel's opening
+    (``model.runtime.primed_gain_source``); 0 starts from an empty state, as the relay does."""
     samples_48k = to_48k(clip)
     enhanced = np.empty_like(samples_48k)
     for channel in range(clip.channels):
         enhanced[:, channel] = enhance_signal(
             samples_48k[:, channel],
-            ModelGainSource(runtime),
+            primed_gain_source(runtime, samples_48k[:, channel], prime_seconds),
             postfilter=postfilter,
             attenuation_limit_db=attenuation_limit_db,
         )

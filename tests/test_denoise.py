@@ -149,6 +149,13 @@ def test_denoise_errors_are_one_line(
         "-3",
     )
     assert_one_line_error(code, err, "atten-lim-db")
+    for bad in ("-1", "nan"):
+        code, _, err = run_cli(
+            capsys,
+            *("denoise", str(source), "-o", str(tmp_path / "o.wav"), "--model", str(model_path)),
+            *("--prime-seconds", bad),
+        )
+        assert_one_line_error(code, err, "--prime-seconds")
     (tmp_path / "empty").mkdir()
     code, _, err = run_cli(
         capsys,
@@ -278,3 +285,48 @@ def test_a_folder_denoised_into_itself_twice_skips_its_own_output(
         assert code == 0, f"run {run + 1}: {err}"
     written = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     assert written == ["a.wav", "b.wav", "enhanced/a.wav", "enhanced/b.wav"]
+
+
+def test_the_state_is_primed_on_the_files_opening_and_the_pass_starts_afresh(
+    model_path: Path,
+) -> None:
+    from dsp.offline import enhance_signal
+    from model.runtime import ModelGainSource, ModelRuntime, primed_gain_source
+
+    runtime = ModelRuntime(model_path)
+    noisy, _ = harmonic_pair(48_000, 1)
+    signal = np.asarray(noisy, dtype=np.float64).reshape(-1)
+    fresh = primed_gain_source(runtime, signal, 0.0)
+    assert not fresh._gru.any() and not fresh._conv1.any() and not fresh._conv2.any()
+    primed = primed_gain_source(runtime, signal, 0.5)
+    heard = ModelGainSource(runtime)
+    enhance_signal(signal[:24_000], heard)  # what the source heard: the first half second
+    np.testing.assert_array_equal(primed._gru, heard._gru)
+    assert primed._gru.any()
+    assert not primed._conv1.any() and not primed._conv2.any()  # the real pass starts afresh
+    # priming changes the output, and 0 s is the stream's behaviour, sample for sample
+    streamed = enhance_signal(signal, ModelGainSource(runtime))
+    assert np.array_equal(enhance_signal(signal, primed_gain_source(runtime, signal, 0)), streamed)
+    assert not np.array_equal(enhance_signal(signal, primed), streamed)
+
+
+def test_prime_seconds_is_off_unless_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], model_path: Path
+) -> None:
+    source = tmp_path / "in.wav"
+    _write(source, 48_000, 1)
+    outputs = {}
+    for name, extra in (
+        ("default", ()),
+        ("zero", ("--prime-seconds", "0")),
+        ("one", ("--prime-seconds", "1")),
+    ):
+        target = tmp_path / f"{name}.wav"
+        code, _, _ = run_cli(
+            capsys, "denoise", str(source), "-o", str(target), "--model", str(model_path), *extra
+        )
+        assert code == 0
+        outputs[name], _ = sf.read(target)
+    assert np.array_equal(outputs["default"], outputs["zero"])
+    assert not np.array_equal(outputs["default"], outputs["one"])
+    assert outputs["one"].shape == outputs["default"].shape
