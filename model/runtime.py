@@ -18,7 +18,7 @@ from dsp.constants import NUM_BANDS, NUM_FEATURES, SAMPLE_RATE_HZ
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_MODEL = WEIGHTS_DIR / "percepnet-int8.onnx"
-PRIMING_SECONDS = 1.0  # how much of a file's opening `denoise --prime-seconds` is measured with
+PRIMING_SECONDS = 1.0  # the priming the eval system percepnet_int8_primed measures
 
 
 class ModelFileError(ValueError):
@@ -118,9 +118,13 @@ class ModelGainSource:
 
     def reset(self) -> None:
         """Start a new stream."""
+        self.forget_input_history()
+        self._gru[...] = 0
+
+    def forget_input_history(self) -> None:
+        """Clear the convolutions' history of recent frames, keeping the recurrent state."""
         self._conv1[...] = 0
         self._conv2[...] = 0
-        self._gru[...] = 0
 
     def gains_for(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Gains and strengths for the frame two hops before ``features``."""
@@ -142,8 +146,7 @@ def primed_gain_source(
     source = ModelGainSource(runtime)
     if seconds > 0:
         enhance_signal(signal[: round(seconds * SAMPLE_RATE_HZ)], source)  # output unused
-        source._conv1[...] = 0
-        source._conv2[...] = 0
+        source.forget_input_history()
     return source
 
 
