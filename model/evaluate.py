@@ -241,10 +241,10 @@ def model_system(
     return System(name, process, description=f"PercepNet, {model_path.name}{primed}")
 
 
-def _shipped(file_name: str, name: str) -> SystemFactory:
+def _shipped(file_name: str, name: str, prime_seconds: float = 0.0) -> SystemFactory:
     from model.runtime import WEIGHTS_DIR
 
-    return lambda: model_system(WEIGHTS_DIR / file_name, name)
+    return lambda: model_system(WEIGHTS_DIR / file_name, name, prime_seconds)
 
 
 def cleaned_oracle_system() -> System:
@@ -281,17 +281,10 @@ def deepfilternet3_system() -> System:
 
 SYSTEM_FACTORIES["deepfilternet3"] = deepfilternet3_system
 SYSTEM_FACTORIES["percepnet_int8"] = _shipped("percepnet-int8.onnx", "percepnet_int8")
-
-
-def _shipped_primed() -> System:
-    """The shipped int8 model as ``denoise --prime-seconds 1`` runs it on files: its state
-    primed on the file's opening (``model.runtime.primed_gain_source``)."""
-    from model.runtime import DEFAULT_MODEL, PRIMING_SECONDS
-
-    return model_system(DEFAULT_MODEL, "percepnet_int8_primed", PRIMING_SECONDS)
-
-
-SYSTEM_FACTORIES["percepnet_int8_primed"] = _shipped_primed
+# the shipped int8 model as `denoise --prime-seconds 1` runs it on files
+SYSTEM_FACTORIES["percepnet_int8_primed"] = _shipped(
+    "percepnet-int8.onnx", "percepnet_int8_primed", prime_seconds=1.0
+)
 SYSTEM_FACTORIES["percepnet_fp32"] = _shipped("percepnet-fp32.onnx", "percepnet_fp32")
 SYSTEM_FACTORIES["oracle_cleaned"] = cleaned_oracle_system
 

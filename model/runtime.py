@@ -18,7 +18,6 @@ from dsp.constants import NUM_BANDS, NUM_FEATURES, SAMPLE_RATE_HZ
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_MODEL = WEIGHTS_DIR / "percepnet-int8.onnx"
-PRIMING_SECONDS = 1.0  # the priming the eval system percepnet_int8_primed measures
 
 
 class ModelFileError(ValueError):

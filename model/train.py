@@ -121,15 +121,13 @@ def percepnet_loss(
     """
     mask = band_mask[:, None, :]
     d_gain = gains.clamp_min(1e-6) ** GAMMA - target_gains.clamp_min(1e-6) ** GAMMA
-    pause = ((target_gains < NOISE_BAND_TARGET) | (mask == 0)).all(dim=2, keepdim=True)
-    weight = torch.ones_like(d_gain)
-    if pause_weight > 0:
-        overshoot = d_gain > 0  # residual noise, as opposed to speech distortion
-        weight = weight + pause_weight * (overshoot & pause).to(d_gain.dtype)
-    if onset_weight > 0:
-        undershoot = d_gain < 0  # speech distortion
-        weight = weight + onset_weight * (undershoot & onset_frames(pause)).to(d_gain.dtype)
     if pause_weight > 0 or onset_weight > 0:
+        pause = ((target_gains < NOISE_BAND_TARGET) | (mask == 0)).all(dim=2, keepdim=True)
+        overshoot = d_gain > 0  # residual noise, as opposed to speech distortion
+        weight = 1 + pause_weight * (overshoot & pause).to(d_gain.dtype)
+        if onset_weight > 0:
+            lost = d_gain < 0  # speech distortion
+            weight = weight + onset_weight * (lost & onset_frames(pause)).to(d_gain.dtype)
         # the squared error costs the weight times more where it applies
         d_gain = d_gain * weight**0.5
     d_strength = (1 - strengths).clamp_min(1e-6) ** GAMMA - (1 - target_strengths).clamp_min(

@@ -42,8 +42,9 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from model.mixtures import SAMPLE_RATE
+
 OPUS_RATES = (8_000, 12_000, 16_000, 24_000, 48_000)  # the input rates Ogg Opus takes
-SAMPLE_RATE = 48_000
 OPUS_APPLICATION_VOIP = 2048  # libopus' constants (opus_defines.h)
 OPUS_SET_BITRATE = 4002
 OPUS_SET_COMPLEXITY = 4010
@@ -297,12 +298,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     training.add_argument("--libopus", default=None, help="libopus, where PyAV is missing")
     args = parser.parse_args(argv)
     if args.command == "pack":
-        from model.devset import default_data_dir
-        from model.splits import has_manifest
+        from model.devset import require_data_dir
 
-        data_dir = args.data_dir or default_data_dir()
-        if not has_manifest(data_dir):
-            raise SystemExit(f"error: no data manifest in {data_dir}")
+        try:
+            data_dir = require_data_dir(args.data_dir)
+        except FileNotFoundError as exc:
+            raise SystemExit(f"error: no data manifest to pack ({exc})") from None
         if args.out.exists() and any(args.out.iterdir()):
             raise SystemExit(f"error: {args.out} is not empty")
         try:

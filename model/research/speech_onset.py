@@ -25,9 +25,8 @@ import numpy as np
 
 from model.devset import DEV_SNRS_DB, DevMixture, build_dev_mixtures, require_data_dir
 from model.mixtures import FRAME_SAMPLES as FRAME
-from model.mixtures import frame_powers
+from model.mixtures import SAMPLE_RATE, frame_powers
 
-SAMPLE_RATE = 48_000
 SPEECH_WITHIN_DB = 20.0  # an opening this close to the loudest 100 ms holds speech
 PAUSE_FRAMES = 20  # a later onset follows at least 200 ms of pause
 PAUSE_BELOW_DB = 30.0  # a pause frame is this far below the loudest frame
