@@ -30,6 +30,7 @@ from model.teacher import (
     TeacherSpec,
     blend_targets,
     load_pool_batch,
+    pool_batch_files,
     pool_folder,
     save_pool_batch,
     teacher_targets,
@@ -156,10 +157,49 @@ def _pool_folder(plain: StreamSpec, files: Split, cache_dir: str) -> Path:
     return pool_folder(Path(cache_dir), plain.as_dict(), files)
 
 
+@cache
+def _cycle(seed: int, teacher: TeacherSpec) -> tuple[int | Path, ...]:
+    """One cycle of a pool stream with extra pools: the stream's own positions and the extra
+    pools' batch files, shuffled by ``seed`` (just the own positions, in order, without)."""
+    own: list[int | Path] = list(range(teacher.pool_batches))
+    if not teacher.extra_pools:
+        return tuple(own)
+    extra = [path for folder in teacher.extra_pools for path in pool_batch_files(folder)]
+    order = np.random.default_rng([seed, len(own), len(extra)]).permutation(len(own) + len(extra))
+    both = own + extra
+    return tuple(both[i] for i in order)
+
+
 def _pool_batch(spec: StreamSpec, teacher: TeacherSpec, files: Split, index: int) -> Batch:
-    """Batch ``index mod pool`` of the teacher's pool (made and cached on first use), its
-    targets blended."""
-    position = index % teacher.pool_batches
+    """Batch ``index mod cycle`` of the teacher's pool (made and cached on first use) or of an
+    extra pool, its targets blended."""
+    cycle = _cycle(spec.seed, teacher)
+    entry = cycle[index % len(cycle)]
+    if isinstance(entry, Path):
+        extra = load_pool_batch(entry)
+        if extra is None:
+            raise FileNotFoundError(f"the extra pool batch {entry} is gone")
+        arrays = extra
+    else:
+        arrays = _own_pool_batch(spec, teacher, files, entry)
+    gains = blend_targets(
+        arrays["gains"].astype(np.float32),
+        arrays["teacher_gains"].astype(np.float32),
+        teacher.blend,
+    )
+    strengths = blend_targets(
+        arrays["strengths"].astype(np.float32),
+        arrays["teacher_strengths"].astype(np.float32),
+        teacher.blend,
+        complement=True,
+    )
+    return _tensors(arrays["features"], gains, strengths, arrays["mask"])
+
+
+def _own_pool_batch(
+    spec: StreamSpec, teacher: TeacherSpec, files: Split, position: int
+) -> dict[str, np.ndarray]:
+    """Batch ``position`` of the stream's own pool (made with the teacher, cached on first use)."""
     plain = dataclasses.replace(spec, teacher=None)
     path = _pool_folder(plain, files, teacher.cache_dir) / f"batch_{position:06d}.npz"
     arrays = load_pool_batch(path)
@@ -174,18 +214,7 @@ def _pool_batch(spec: StreamSpec, teacher: TeacherSpec, files: Split, index: int
             "mask": np.stack([e.band_mask for e in examples]).astype(np.float32),
         }
         save_pool_batch(path, arrays)
-    gains = blend_targets(
-        arrays["gains"].astype(np.float32),
-        arrays["teacher_gains"].astype(np.float32),
-        teacher.blend,
-    )
-    strengths = blend_targets(
-        arrays["strengths"].astype(np.float32),
-        arrays["teacher_strengths"].astype(np.float32),
-        teacher.blend,
-        complement=True,
-    )
-    return _tensors(arrays["features"], gains, strengths, arrays["mask"])
+    return arrays
 
 
 def make_batch(spec: StreamSpec, files: Split, index: int) -> Batch:

@@ -44,6 +44,7 @@ class TeacherSpec:
     blend: float
     pool_batches: int
     cache_dir: str
+    extra_pools: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.blend <= 1.0:
@@ -53,7 +54,25 @@ class TeacherSpec:
 
     def as_dict(self) -> dict[str, object]:
         """Plain dict for checkpoints and the model card (the cache folder left out)."""
-        return {"teacher": teacher_name(), "blend": self.blend, "pool_batches": self.pool_batches}
+        spec: dict[str, object] = {
+            "teacher": teacher_name(),
+            "blend": self.blend,
+            "pool_batches": self.pool_batches,
+        }
+        if self.extra_pools:
+            spec["extra_pools"] = {
+                Path(folder).name: len(pool_batch_files(folder)) for folder in self.extra_pools
+            }
+        return spec
+
+
+@cache
+def pool_batch_files(folder: str) -> tuple[Path, ...]:
+    """The batches cached in a pool folder, in order; ValueError if it holds none."""
+    files = tuple(sorted(Path(folder).glob("batch_*[0-9].npz")))
+    if not files:
+        raise ValueError(f"no teacher-pool batches in {folder}")
+    return files
 
 
 def teacher_name() -> str:

@@ -526,11 +526,16 @@ def teacher_spec(args: argparse.Namespace, cache_dir: Path) -> TeacherSpec | Non
     """The stream's teacher (``--teacher-blend`` above 0), its pool cached under ``cache_dir``;
     SystemExit with an ``error:`` line for options that cannot work together."""
     if args.teacher_blend == 0:
+        if args.teacher_extra_pools:
+            raise SystemExit("error: --teacher-extra-pools needs --teacher-blend")
         return None
     if not args.on_the_fly:
         raise SystemExit("error: --teacher-blend needs --on-the-fly (the teacher fills a pool)")
     try:
-        return TeacherSpec(args.teacher_blend, args.teacher_pool_batches, str(cache_dir))
+        extra = tuple(str(Path(folder).resolve()) for folder in args.teacher_extra_pools)
+        spec = TeacherSpec(args.teacher_blend, args.teacher_pool_batches, str(cache_dir), extra)
+        spec.as_dict()  # an extra folder without batches fails here, not in a data worker
+        return spec
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
 
@@ -936,6 +941,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=200,
         help="with --teacher-blend: the stream cycles over this many batches, each made "
         "once and cached beside the feature cache",
+    )
+    parser.add_argument(
+        "--teacher-extra-pools",
+        nargs="+",
+        default=[],
+        metavar="FOLDER",
+        help="with --teacher-blend: also cycle over the batches cached in these earlier pool "
+        "folders (made by the same features and teacher), shuffled in with the stream's own",
     )
     parser.add_argument(
         "--dfn3-clean-speech",

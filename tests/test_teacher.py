@@ -98,17 +98,59 @@ def test_a_teacher_stream_cycles_over_a_pool_made_once(
     np.testing.assert_allclose(blended[1].numpy(), expected, atol=2e-3)
 
 
+def test_extra_pools_are_shuffled_into_the_stream_once_a_cycle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = _files(tmp_path, 0)
+    calls: list[int] = []
+
+    def half(noisy: np.ndarray) -> np.ndarray:
+        calls.append(noisy.shape[0])
+        return 0.5 * noisy
+
+    monkeypatch.setattr(teacher, "deepfilternet_enhance", half)
+    plain = StreamSpec(str(tmp_path), seed=3, batch=2, recipe=ONE_SECOND, opus=None)
+    own = TeacherSpec(blend=1.0, pool_batches=2, cache_dir=str(tmp_path / "own"))
+    # an earlier run's pool: another seed's three batches, cached in a folder of their own
+    earlier = dataclasses.replace(
+        plain, seed=4, teacher=dataclasses.replace(own, pool_batches=3, cache_dir=str(tmp_path))
+    )
+    earlier_batches = [make_batch(earlier, files, i) for i in range(3)]
+    (folder,) = tmp_path.glob("teacher-*")
+    calls.clear()
+
+    mixed = dataclasses.replace(own, extra_pools=(str(folder),))
+    stream = dataclasses.replace(plain, teacher=mixed)
+    cycle = [make_batch(stream, files, i) for i in range(5)]
+    assert len(calls) == 2 * 2  # the teacher made the own pool's two batches only
+    own_batches = [make_batch(dataclasses.replace(plain, teacher=own), files, i) for i in range(2)]
+    expected = [b[0] for b in own_batches + earlier_batches]
+    seen = [next(i for i, f in enumerate(expected) if torch.equal(b[0], f)) for b in cycle]
+    assert sorted(seen) == [0, 1, 2, 3, 4]  # each batch once a cycle
+    assert seen != [0, 1, 2, 3, 4]  # shuffled in, not appended
+    for index in range(5):  # the next cycle repeats the order
+        assert torch.equal(make_batch(stream, files, 5 + index)[0], cycle[index][0])
+    assert mixed.as_dict()["extra_pools"] == {folder.name: 3}
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
         (["--teacher-blend", "0.5"], "needs --on-the-fly"),
+        (["--teacher-extra-pools", "x"], "needs --teacher-blend"),
         (["--on-the-fly", "--teacher-blend", "2"], "blend must be in"),
         (["--on-the-fly", "--teacher-blend", "0.5", "--teacher-pool-batches", "0"], "pool"),
+        (
+            ["--on-the-fly", "--teacher-blend", "0.5", "--teacher-extra-pools", "{empty}"],
+            "no teacher-pool batches in",
+        ),
     ],
 )
 def test_training_refuses_teacher_options_that_cannot_work(
     tmp_path: Path, options: list[str], message: str
 ) -> None:
+    (tmp_path / "empty").mkdir()
+    options = [option.format(empty=tmp_path / "empty") for option in options]
     args = train.parse_args(["--out", str(tmp_path / "run"), *options])
     with pytest.raises(SystemExit, match=f"^error: .*{message}"):
         train.train(args)
