@@ -355,10 +355,17 @@ def _stream_note(checkpoint: dict[str, Any]) -> str:
         else ""
     )
     teacher = stream.get("teacher")
-    if teacher:  # ``model.teacher``: batch k of the stream is batch k mod pool of a fixed pool
-        distinct = min(checkpoint["stream_batches"], teacher["pool_batches"]) * stream["batch"]
+    if teacher:  # ``model.teacher``: batch k of the stream is batch k mod cycle of fixed pools
+        extra = teacher.get("extra_pools", {})
+        cycle = teacher["pool_batches"] + sum(extra.values())
+        distinct = min(checkpoint["stream_batches"], cycle) * stream["batch"]
+        earlier = (
+            f" and {len(extra)} earlier runs' pools ({sum(extra.values()):,} batches)"
+            if extra
+            else ""
+        )
         drawn = (
-            f"cycling over a pool of {teacher['pool_batches']} batches made once "
+            f"cycling over a pool of {teacher['pool_batches']} batches made once{earlier} "
             f"({distinct:,} distinct mixtures, each with {teacher['teacher']}'s targets)"
         )
     else:

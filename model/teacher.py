@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from dsp.constants import DSP_VERSION
+from dsp.constants import DSP_VERSION, NUM_FEATURES
 from dsp.offline import compute_oracle_targets
 from model.feature_cache import code_digest, files_digest
 from model.splits import Split
@@ -68,10 +68,18 @@ class TeacherSpec:
 
 @cache
 def pool_batch_files(folder: str) -> tuple[Path, ...]:
-    """The batches cached in a pool folder, in order; ValueError if it holds none."""
+    """The batches cached in a pool folder, in order; ValueError if it holds none, or if its
+    first batch lacks a teacher array or has other features than today's analysis."""
     files = tuple(sorted(Path(folder).glob("batch_*[0-9].npz")))
     if not files:
         raise ValueError(f"no teacher-pool batches in {folder}")
+    with np.load(files[0]) as first:
+        missing = [name for name in TEACHER_ARRAYS if name not in first.files]
+        if missing:
+            raise ValueError(f"{files[0]} lacks {', '.join(missing)}: not a teacher-pool batch")
+        width = first["features"].shape[-1]
+    if width != NUM_FEATURES:
+        raise ValueError(f"{files[0]} has {width} features a frame, not {NUM_FEATURES}")
     return files
 
 

@@ -144,13 +144,20 @@ def test_extra_pools_are_shuffled_into_the_stream_once_a_cycle(
             ["--on-the-fly", "--teacher-blend", "0.5", "--teacher-extra-pools", "{empty}"],
             "no teacher-pool batches in",
         ),
+        (
+            ["--on-the-fly", "--teacher-blend", "0.5", "--teacher-extra-pools", "{other}"],
+            "not a teacher-pool batch",
+        ),
     ],
 )
 def test_training_refuses_teacher_options_that_cannot_work(
     tmp_path: Path, options: list[str], message: str
 ) -> None:
     (tmp_path / "empty").mkdir()
-    options = [option.format(empty=tmp_path / "empty") for option in options]
+    (tmp_path / "other").mkdir()  # a folder of batches that no teacher made
+    np.savez(tmp_path / "other" / "batch_000000.npz", features=np.zeros((1, 3, 70)))
+    folders = {"empty": tmp_path / "empty", "other": tmp_path / "other"}
+    options = [option.format(**folders) for option in options]
     args = train.parse_args(["--out", str(tmp_path / "run"), *options])
     with pytest.raises(SystemExit, match=f"^error: .*{message}"):
         train.train(args)
