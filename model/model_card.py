@@ -356,13 +356,12 @@ def _stream_note(checkpoint: dict[str, Any]) -> str:
     )
     teacher = stream.get("teacher")
     if teacher:  # ``model.teacher``: batch k of the stream is batch k mod cycle of fixed pools
-        extra = teacher.get("extra_pools", {})
-        cycle = teacher["pool_batches"] + sum(extra.values())
+        extra = teacher.get("extra_pools", {}).values()
+        extra_batches = sum(pool["batches"] for pool in extra)
+        cycle = teacher["pool_batches"] + extra_batches
         distinct = min(checkpoint["stream_batches"], cycle) * stream["batch"]
         earlier = (
-            f" and {len(extra)} earlier runs' pools ({sum(extra.values()):,} batches)"
-            if extra
-            else ""
+            f" and {len(extra)} earlier runs' pools ({extra_batches:,} batches)" if extra else ""
         )
         drawn = (
             f"cycling over a pool of {teacher['pool_batches']} batches made once{earlier} "

@@ -29,6 +29,7 @@ from model.splits import Split, split_named
 from model.teacher import (
     TeacherSpec,
     blend_targets,
+    describe_pool,
     load_pool_batch,
     pool_batch_files,
     pool_folder,
@@ -153,8 +154,10 @@ def _taught(example: Example) -> tuple[np.ndarray, np.ndarray]:
 
 @cache
 def _pool_folder(plain: StreamSpec, files: Split, cache_dir: str) -> Path:
-    """The pool's folder (once per process: the key reads every file of the split)."""
-    return pool_folder(Path(cache_dir), plain.as_dict(), files)
+    """The pool's folder, described (once per process: the key reads every file of the split)."""
+    folder = pool_folder(Path(cache_dir), plain.as_dict(), files)
+    describe_pool(folder, plain.as_dict())
+    return folder
 
 
 @cache

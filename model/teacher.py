@@ -30,6 +30,7 @@ from model.splits import Split
 
 POOL_FORMAT_VERSION = 1
 TEACHER_GAMMA = 0.5  # blend in the loss's power-compressed domain (``model.train.GAMMA``)
+POOL_DESCRIPTION = "pool.json"
 TEACHER_ARRAYS = ("features", "gains", "strengths", "teacher_gains", "teacher_strengths", "mask")
 
 Enhance = Callable[[np.ndarray], np.ndarray]
@@ -61,7 +62,11 @@ class TeacherSpec:
         }
         if self.extra_pools:
             spec["extra_pools"] = {
-                Path(folder).name: len(pool_batch_files(folder)) for folder in self.extra_pools
+                Path(folder).name: {
+                    "batches": len(pool_batch_files(folder)),
+                    "stream": pool_stream(Path(folder)),
+                }
+                for folder in self.extra_pools
             }
         return spec
 
@@ -145,6 +150,26 @@ def pool_folder(cache_dir: Path, stream: dict[str, object], files: Split) -> Pat
     }
     key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
     return cache_dir / f"teacher-{key}"
+
+
+def describe_pool(folder: Path, stream: dict[str, object]) -> None:
+    """Write ``pool.json`` into a pool's folder, once: the stream (less its teacher) and the
+    teacher whose batches it holds, so a later run that takes it as an extra pool can say
+    what it trained on."""
+    path = folder / POOL_DESCRIPTION
+    if path.exists():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    partial.write_text(json.dumps({"teacher": teacher_name(), "stream": stream}, indent=1))
+    partial.replace(path)
+
+
+def pool_stream(folder: Path) -> object:
+    """The stream a pool folder's ``pool.json`` describes (None for a pool made before pools
+    described themselves)."""
+    path = folder / POOL_DESCRIPTION
+    return json.loads(path.read_text())["stream"] if path.exists() else None
 
 
 def load_pool_batch(path: Path) -> dict[str, np.ndarray] | None:

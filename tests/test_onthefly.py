@@ -244,7 +244,10 @@ def test_the_model_card_says_what_an_on_the_fly_run_heard() -> None:
     assert "none seen twice" not in note
     assert "cycling over a pool of 200 batches made once (3,200 distinct mixtures" in note
     with_earlier = taught.as_dict()
-    with_earlier["teacher"]["extra_pools"] = {"teacher-a": 300, "teacher-b": 100}  # type: ignore[index]
+    with_earlier["teacher"]["extra_pools"] = {  # type: ignore[index]
+        "teacher-a": {"batches": 300, "stream": None},
+        "teacher-b": {"batches": 100, "stream": None},
+    }
     note = _stream_note({"stream": with_earlier, "stream_batches": 750})
     assert (
         "a pool of 200 batches made once and 2 earlier runs' pools (400 batches) "

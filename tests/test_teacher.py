@@ -5,6 +5,7 @@ pool that is made once and cached, and the training options refuse what cannot w
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -130,7 +131,12 @@ def test_extra_pools_are_shuffled_into_the_stream_once_a_cycle(
     assert seen != [0, 1, 2, 3, 4]  # shuffled in, not appended
     for index in range(5):  # the next cycle repeats the order
         assert torch.equal(make_batch(stream, files, 5 + index)[0], cycle[index][0])
-    assert mixed.as_dict()["extra_pools"] == {folder.name: 3}
+    # the earlier pool described itself: the record says what it holds
+    described = {
+        "batches": 3,
+        "stream": json.loads(json.dumps(dataclasses.replace(earlier, teacher=None).as_dict())),
+    }
+    assert mixed.as_dict()["extra_pools"] == {folder.name: described}
 
 
 @pytest.mark.parametrize(
