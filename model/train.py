@@ -644,6 +644,7 @@ def train(args: argparse.Namespace) -> Path:
         "data_dir": "<data>",
         "out": portable_path(args.out),
         "cache_dir": portable_path(args.cache_dir),
+        "teacher_extra_pools": [portable_path(folder) for folder in args.teacher_extra_pools],
     }
     resumes: list[dict[str, object]] = []  # where a resumed run changed its options
     epoch, elapsed = 0, 0.0
