@@ -179,10 +179,10 @@ def _pool_batch(spec: StreamSpec, teacher: TeacherSpec, files: Split, index: int
     cycle = _cycle(spec.seed, teacher)
     entry = cycle[index % len(cycle)]
     if isinstance(entry, Path):
-        extra = load_pool_batch(entry)
-        if extra is None:
+        loaded = load_pool_batch(entry)
+        if loaded is None:
             raise FileNotFoundError(f"the extra pool batch {entry} is gone")
-        arrays = extra
+        arrays = loaded
     else:
         arrays = _own_pool_batch(spec, teacher, files, entry)
     gains = blend_targets(
