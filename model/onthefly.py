@@ -20,7 +20,7 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from model.clean_speech import CleanSpeechSpec, cleaned_split
 from model.feature_cache import Example, make_example
@@ -273,6 +273,39 @@ def stream_files(spec: StreamSpec) -> Split:
     files, summary = cleaned_split(files, spec.clean_speech)
     print(f"cleaned speech: {json.dumps(summary)}", flush=True)
     return files
+
+
+class _PoolFiller(Dataset[int]):
+    """Makes (and caches) batch ``i`` of a stream's own teacher pool; yields ``i``."""
+
+    def __init__(self, spec: StreamSpec, teacher: TeacherSpec, files: Split) -> None:
+        super().__init__()
+        self.spec, self.teacher, self.files = spec, teacher, files
+
+    def __len__(self) -> int:
+        return self.teacher.pool_batches
+
+    def __getitem__(self, index: int) -> int:
+        torch.set_num_threads(1)
+        _own_pool_batch(self.spec, self.teacher, self.files, index)
+        return index
+
+
+def fill_pool(spec: StreamSpec, files: Split, workers: int) -> Path:
+    """Make every batch of the stream's own teacher pool not cached yet, mixed from ``files``
+    with ``workers`` processes (none: in this process), printing progress; returns the pool's
+    folder."""
+    if spec.teacher is None:
+        raise ValueError("the stream has no teacher, so no pool")
+    preload(files)
+    loader = DataLoader(
+        _PoolFiller(spec, spec.teacher, files), batch_size=None, num_workers=workers
+    )
+    total = spec.teacher.pool_batches
+    for done, _ in enumerate(loader, start=1):
+        if done % max(1, total // 20) == 0 or done == total:
+            print(f"teacher pool: {done}/{total} batches", flush=True)
+    return _pool_folder(dataclasses.replace(spec, teacher=None), files, spec.teacher.cache_dir)
 
 
 def train_stream(spec: StreamSpec, start: int, workers: int) -> Iterator[Batch]:

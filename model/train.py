@@ -56,9 +56,9 @@ from model.feature_cache import (
 )
 from model.mixtures import MixtureRecipe, NoiseAugmentation, NoiseEvents, make_mixture
 from model.network import NetworkConfig, PercepNet, count_parameters
-from model.onthefly import OpusCoding, StreamSpec, train_stream
+from model.onthefly import OpusCoding, StreamSpec, fill_pool, stream_files, train_stream
 from model.runtime import sha256_of
-from model.splits import AudioFile, split_named
+from model.splits import AudioFile, Split, split_named
 from model.teacher import TeacherSpec
 from model.training_record import best_epoch, data_record, find_record, hardware_record
 from model.widen import widen_grus
@@ -561,6 +561,40 @@ def clean_speech_spec(
     return CleanSpeechSpec(args.clean_speech_floor_db, str(cache_dir), args.dfn3_clean_corpora)
 
 
+def training_recipe(args: argparse.Namespace) -> MixtureRecipe:
+    """How the run's mixtures are drawn (``--augment-noise``, ``--noise-events``,
+    ``--mid-speech-starts``)."""
+    return MixtureRecipe(
+        noise_augmentation=NoiseAugmentation() if args.augment_noise else None,
+        noise_events=NoiseEvents() if args.noise_events else None,
+        mid_speech_start_share=args.mid_speech_starts,
+    )
+
+
+def training_stream(args: argparse.Namespace, cache_dir: Path, train_files: Split) -> StreamSpec:
+    """The on-the-fly stream the options describe (its teacher and cleaned speech included)."""
+    return StreamSpec(
+        str(args.data_dir),
+        args.seed,
+        args.batch,
+        training_recipe(args),
+        OpusCoding(share=args.opus_share) if args.opus_share > 0 else None,
+        teacher_spec(args, cache_dir),
+        clean_speech_spec(args, cache_dir, train_files.speech),
+    )
+
+
+def fill_teacher_pool(args: argparse.Namespace) -> Path:
+    """``--fill-teacher-pool``: make every batch of the stream's teacher pool that is not
+    cached yet, with ``--data-workers`` processes, and train nothing; returns the pool's
+    folder."""
+    if args.teacher_blend == 0 or not args.on_the_fly:
+        raise SystemExit("error: --fill-teacher-pool needs --on-the-fly and --teacher-blend")
+    cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    stream = training_stream(args, cache_dir, split_named(Path(args.data_dir), "train"))
+    return fill_pool(stream, stream_files(stream), args.data_workers)
+
+
 def train(args: argparse.Namespace) -> Path:
     """Train (or resume) and return the path of the checkpoint with the best dev PESQ-WB
     (the last one when no epoch has ended)."""
@@ -576,25 +610,13 @@ def train(args: argparse.Namespace) -> Path:
     torch.set_num_threads(args.threads)
     device = training_device(args.device)
 
-    recipe = MixtureRecipe(
-        noise_augmentation=NoiseAugmentation() if args.augment_noise else None,
-        noise_events=NoiseEvents() if args.noise_events else None,
-        mid_speech_start_share=args.mid_speech_starts,
-    )
+    recipe = training_recipe(args)
     train_files = split_named(Path(args.data_dir), "train")
     train_spec = CacheSpec(
         train_files, "train", args.train_shards, SEQUENCES_PER_SHARD, args.seed, recipe
     )
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
-    stream_spec = StreamSpec(
-        str(args.data_dir),
-        args.seed,
-        args.batch,
-        recipe,
-        OpusCoding(share=args.opus_share) if args.opus_share > 0 else None,
-        teacher_spec(args, cache_dir),
-        clean_speech_spec(args, cache_dir, train_files.speech),
-    )
+    stream_spec = training_stream(args, cache_dir, train_files)
     print(f"feature cache: {cache_dir}", flush=True)
     speech = train_files.speech
     train_data = None
@@ -944,6 +966,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "once and cached beside the feature cache",
     )
     parser.add_argument(
+        "--fill-teacher-pool",
+        action="store_true",
+        help="make the --teacher-pool-batches batches of this stream's teacher pool that are "
+        "not cached yet (with --data-workers processes) and train nothing",
+    )
+    parser.add_argument(
         "--teacher-extra-pools",
         nargs="+",
         default=[],
@@ -1000,6 +1028,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m model.train``."""
     args = parse_args(argv)
+    if args.fill_teacher_pool:
+        print(f"teacher pool: {fill_teacher_pool(args)}")
+        return
     checkpoint = train(args)
     if args.export:
         from model.export import export_all, load_checkpoint

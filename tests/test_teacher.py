@@ -19,7 +19,7 @@ from test_onthefly import _files  # noqa: E402
 from dsp.offline import compute_oracle_targets  # noqa: E402
 from model import teacher, train  # noqa: E402
 from model.mixtures import MixtureRecipe  # noqa: E402
-from model.onthefly import StreamSpec, make_batch  # noqa: E402
+from model.onthefly import StreamSpec, fill_pool, make_batch  # noqa: E402
 from model.teacher import TeacherSpec, blend_targets, teacher_targets  # noqa: E402
 
 ONE_SECOND = MixtureRecipe(segment_seconds=1.0)
@@ -137,6 +137,36 @@ def test_extra_pools_are_shuffled_into_the_stream_once_a_cycle(
         "stream": json.loads(json.dumps(dataclasses.replace(earlier, teacher=None).as_dict())),
     }
     assert mixed.as_dict()["extra_pools"] == {folder.name: described}
+
+
+def test_a_pool_can_be_filled_ahead_of_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = _files(tmp_path, 0)
+    calls: list[int] = []
+
+    def half(noisy: np.ndarray) -> np.ndarray:
+        calls.append(noisy.shape[0])
+        return 0.5 * noisy
+
+    monkeypatch.setattr(teacher, "deepfilternet_enhance", half)
+    taught = TeacherSpec(blend=1.0, pool_batches=3, cache_dir=str(tmp_path / "c"))
+    stream = StreamSpec(str(tmp_path), seed=3, batch=2, recipe=ONE_SECOND, opus=None)
+    folder = fill_pool(dataclasses.replace(stream, teacher=taught), files, workers=0)
+    assert len(calls) == 3 * 2 and "3/3 batches" in capsys.readouterr().out
+    assert sorted(p.name for p in folder.glob("batch_*")) == [
+        f"batch_{i:06d}.npz" for i in range(3)
+    ]
+    assert teacher.pool_stream(folder) == json.loads(json.dumps(stream.as_dict()))
+    # training then reads the pool without the teacher, and a second fill makes nothing
+    make_batch(dataclasses.replace(stream, teacher=taught), files, 2)
+    fill_pool(dataclasses.replace(stream, teacher=taught), files, workers=0)
+    assert len(calls) == 3 * 2
+
+
+def test_filling_a_pool_needs_a_teacher_stream(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="^error: --fill-teacher-pool needs --on-the-fly"):
+        train.main(["--out", str(tmp_path / "run"), "--on-the-fly", "--fill-teacher-pool"])
 
 
 @pytest.mark.parametrize(
