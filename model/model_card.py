@@ -171,6 +171,8 @@ def _flag(key: str, value: object) -> str:
     flag = "--" + key.replace("_", "-")
     if key == "init_from" and isinstance(value, str):
         value = _portable(value)
+    if isinstance(value, list):  # nargs="+": the values one after another
+        value = " ".join(str(item) for item in value)
     return flag if value is True else f"{flag} {value}"
 
 
@@ -361,7 +363,11 @@ def _stream_note(checkpoint: dict[str, Any]) -> str:
         cycle = teacher["pool_batches"] + extra_batches
         distinct = min(checkpoint["stream_batches"], cycle) * stream["batch"]
         earlier = (
-            f" and {len(extra)} earlier runs' pools ({extra_batches:,} batches)" if extra else ""
+            f" and {len(extra)} earlier runs' pools ({extra_batches:,} batches: "
+            + "; ".join(_extra_pool_note(pool, stream) for pool in extra)
+            + ")"
+            if extra
+            else ""
         )
         drawn = (
             f"cycling over a pool of {teacher['pool_batches']} batches made once{earlier} "
@@ -373,6 +379,24 @@ def _stream_note(checkpoint: dict[str, Any]) -> str:
         f"{mixtures:,} mixtures of {stream['recipe']['segment_seconds']:g} s ({hours:.1f} h "
         f"of audio), {drawn}{coded}"
     )
+
+
+def _extra_pool_note(pool: dict[str, Any], stream: dict[str, Any]) -> str:
+    """An extra teacher pool's size and stream: its seed and where its recipe or coding
+    differ from the run's own stream (unknown for a pool that does not describe itself)."""
+    made = pool.get("stream")
+    if not made:
+        return f"{pool['batches']:,} batches of an undescribed stream"
+    own, theirs = stream["recipe"], made["recipe"]
+    differences = [
+        f"{key} {'off' if theirs.get(key) is None else theirs[key]}"
+        for key in sorted(own.keys() | theirs.keys())
+        if own.get(key) != theirs.get(key)
+    ]
+    if made.get("opus") != stream.get("opus"):
+        differences.append(f"opus {made.get('opus')}")
+    differs = f", unlike this stream's: {', '.join(differences)}" if differences else ""
+    return f"seed {made['seed']}, {pool['batches']:,} batches{differs}"
 
 
 def _epoch_note(epoch: dict[str, Any], dev_files: int) -> str:

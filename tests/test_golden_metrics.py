@@ -17,12 +17,12 @@ from model.runtime import DEFAULT_MODEL
 from service.cli import main
 
 SNR_DB = 5.0
-# The shipped model (the DeepFilterNet3-distilled fine-tune widened to 384-unit GRUs) measured
-# +0.538 PESQ-WB and +5.72 dB SI-SDR on this mixture (the run is deterministic); the pins leave
-# room for other CPUs' and onnxruntime builds' rounding only. Re-measure and re-pin when the
-# shipped model changes.
-PINNED_PESQ_GAIN = 0.50
-PINNED_SI_SDR_GAIN_DB = 5.2
+# The shipped model (the 384-unit weights fine-tuned over every cached DeepFilterNet3 batch)
+# measured +0.477 PESQ-WB and +5.87 dB SI-SDR on this mixture (the run is deterministic; the
+# 384-unit weights before it +0.538 and +5.72 dB); the pins leave room for other CPUs' and
+# onnxruntime builds' rounding only. Re-measure and re-pin when the shipped model changes.
+PINNED_PESQ_GAIN = 0.44
+PINNED_SI_SDR_GAIN_DB = 5.4
 
 
 @pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="no shipped model under model/weights")

@@ -18,6 +18,7 @@ from model.model_card import (
     _init_note,
     _license_section,
     _loss_note,
+    _option_flags,
     _predictor_sentence,
     _shipped_epoch_label,
     _verdict,
@@ -292,3 +293,9 @@ def test_the_card_says_how_the_shipped_epoch_was_chosen() -> None:
     assert _shipped_epoch_label(record(3, trained_best, exported_last=True)) == "Final epoch"
     # records from before run_best was kept
     assert _shipped_epoch_label(record(2, None)) == "Shipped epoch (best dev PESQ-WB)"
+
+
+def test_the_training_command_writes_an_option_of_several_values_as_the_shell_takes_it() -> None:
+    flags = _option_flags({"teacher_extra_pools": ["<elsewhere>/a", "<elsewhere>/b"], "seed": 3})
+    assert flags == "--teacher-extra-pools <elsewhere>/a <elsewhere>/b --seed 3"
+    assert _option_flags({"teacher_extra_pools": []}) == ""  # the default: no flag

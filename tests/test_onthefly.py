@@ -244,14 +244,18 @@ def test_the_model_card_says_what_an_on_the_fly_run_heard() -> None:
     assert "none seen twice" not in note
     assert "cycling over a pool of 200 batches made once (3,200 distinct mixtures" in note
     with_earlier = taught.as_dict()
+    earlier_stream = dataclasses.replace(
+        spec, seed=7, recipe=MixtureRecipe(mid_speech_start_share=0.5)
+    ).as_dict()
     with_earlier["teacher"]["extra_pools"] = {  # type: ignore[index]
-        "teacher-a": {"batches": 300, "stream": None},
+        "teacher-a": {"batches": 300, "stream": earlier_stream},
         "teacher-b": {"batches": 100, "stream": None},
     }
     note = _stream_note({"stream": with_earlier, "stream_batches": 750})
     assert (
-        "a pool of 200 batches made once and 2 earlier runs' pools (400 batches) "
-        "(9,600 distinct mixtures" in note
+        "a pool of 200 batches made once and 2 earlier runs' pools (400 batches: seed 7, 300 "
+        "batches, unlike this stream's: mid_speech_start_share 0.5; 100 batches of an "
+        "undescribed stream) (9,600 distinct mixtures" in note
     )
 
 
