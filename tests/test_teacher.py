@@ -25,6 +25,19 @@ from model.teacher import TeacherSpec, blend_targets, teacher_targets  # noqa: E
 ONE_SECOND = MixtureRecipe(segment_seconds=1.0)
 
 
+@pytest.fixture
+def halving_teacher(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A stand-in for DeepFilterNet3 that halves its input; the list gets each call's length."""
+    calls: list[int] = []
+
+    def half(noisy: np.ndarray) -> np.ndarray:
+        calls.append(noisy.shape[0])
+        return 0.5 * noisy
+
+    monkeypatch.setattr(teacher, "deepfilternet_enhance", half)
+    return calls
+
+
 def test_the_blend_mixes_compressed_targets() -> None:
     oracle = np.array([0.0, 0.25, 1.0, 0.64])
     taught = np.array([1.0, 0.25, 0.0, 0.04])
@@ -61,16 +74,9 @@ def test_deepfilternet3_gains_take_the_noise_out_where_the_speech_is_not() -> No
 
 
 def test_a_teacher_stream_cycles_over_a_pool_made_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, halving_teacher: list[int]
 ) -> None:
-    files = _files(tmp_path, 0)
-    calls: list[int] = []
-
-    def half(noisy: np.ndarray) -> np.ndarray:  # a stand-in teacher: halves its input
-        calls.append(noisy.shape[0])
-        return 0.5 * noisy
-
-    monkeypatch.setattr(teacher, "deepfilternet_enhance", half)
+    files, calls = _files(tmp_path, 0), halving_teacher
     plain = StreamSpec(str(tmp_path), seed=3, batch=2, recipe=ONE_SECOND, opus=None)
     taught = TeacherSpec(blend=1.0, pool_batches=2, cache_dir=str(tmp_path / "c"))
     pooled = dataclasses.replace(plain, teacher=taught)
@@ -100,16 +106,9 @@ def test_a_teacher_stream_cycles_over_a_pool_made_once(
 
 
 def test_extra_pools_are_shuffled_into_the_stream_once_a_cycle(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, halving_teacher: list[int]
 ) -> None:
-    files = _files(tmp_path, 0)
-    calls: list[int] = []
-
-    def half(noisy: np.ndarray) -> np.ndarray:
-        calls.append(noisy.shape[0])
-        return 0.5 * noisy
-
-    monkeypatch.setattr(teacher, "deepfilternet_enhance", half)
+    files, calls = _files(tmp_path, 0), halving_teacher
     plain = StreamSpec(str(tmp_path), seed=3, batch=2, recipe=ONE_SECOND, opus=None)
     own = TeacherSpec(blend=1.0, pool_batches=2, cache_dir=str(tmp_path / "own"))
     # an earlier run's pool: another seed's three batches, cached in a folder of their own
@@ -140,16 +139,9 @@ def test_extra_pools_are_shuffled_into_the_stream_once_a_cycle(
 
 
 def test_a_pool_can_be_filled_ahead_of_training(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, halving_teacher: list[int], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    files = _files(tmp_path, 0)
-    calls: list[int] = []
-
-    def half(noisy: np.ndarray) -> np.ndarray:
-        calls.append(noisy.shape[0])
-        return 0.5 * noisy
-
-    monkeypatch.setattr(teacher, "deepfilternet_enhance", half)
+    files, calls = _files(tmp_path, 0), halving_teacher
     taught = TeacherSpec(blend=1.0, pool_batches=3, cache_dir=str(tmp_path / "c"))
     stream = StreamSpec(str(tmp_path), seed=3, batch=2, recipe=ONE_SECOND, opus=None)
     folder = fill_pool(dataclasses.replace(stream, teacher=taught), files, workers=0)
