@@ -199,12 +199,18 @@ def _pool_batch(spec: StreamSpec, teacher: TeacherSpec, files: Split, index: int
     return _tensors(arrays["features"], gains, strengths, arrays["mask"])
 
 
+def _own_pool_path(spec: StreamSpec, teacher: TeacherSpec, files: Split, position: int) -> Path:
+    """Where batch ``position`` of the stream's own pool is cached."""
+    plain = dataclasses.replace(spec, teacher=None)
+    return _pool_folder(plain, files, teacher.cache_dir) / f"batch_{position:06d}.npz"
+
+
 def _own_pool_batch(
     spec: StreamSpec, teacher: TeacherSpec, files: Split, position: int
 ) -> dict[str, np.ndarray]:
     """Batch ``position`` of the stream's own pool (made with the teacher, cached on first use)."""
     plain = dataclasses.replace(spec, teacher=None)
-    path = _pool_folder(plain, files, teacher.cache_dir) / f"batch_{position:06d}.npz"
+    path = _own_pool_path(spec, teacher, files, position)
     arrays = load_pool_batch(path)
     if arrays is None:
         examples = _examples(plain, files, position, teacher=True)
@@ -287,7 +293,8 @@ class _PoolFiller(Dataset[int]):
 
     def __getitem__(self, index: int) -> int:
         torch.set_num_threads(1)
-        _own_pool_batch(self.spec, self.teacher, self.files, index)
+        if not _own_pool_path(self.spec, self.teacher, self.files, index).exists():
+            _own_pool_batch(self.spec, self.teacher, self.files, index)
         return index
 
 
@@ -305,7 +312,7 @@ def fill_pool(spec: StreamSpec, files: Split, workers: int) -> Path:
     for done, _ in enumerate(loader, start=1):
         if done % max(1, total // 20) == 0 or done == total:
             print(f"teacher pool: {done}/{total} batches", flush=True)
-    return _pool_folder(dataclasses.replace(spec, teacher=None), files, spec.teacher.cache_dir)
+    return _own_pool_path(spec, spec.teacher, files, 0).parent
 
 
 def train_stream(spec: StreamSpec, start: int, workers: int) -> Iterator[Batch]:

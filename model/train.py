@@ -59,7 +59,7 @@ from model.network import NetworkConfig, PercepNet, count_parameters
 from model.onthefly import OpusCoding, StreamSpec, fill_pool, stream_files, train_stream
 from model.runtime import sha256_of
 from model.splits import AudioFile, Split, split_named
-from model.teacher import TeacherSpec
+from model.teacher import TeacherSpec, pool_batch_files
 from model.training_record import best_epoch, data_record, find_record, hardware_record
 from model.widen import widen_grus
 
@@ -533,9 +533,9 @@ def teacher_spec(args: argparse.Namespace, cache_dir: Path) -> TeacherSpec | Non
         raise SystemExit("error: --teacher-blend needs --on-the-fly (the teacher fills a pool)")
     try:
         extra = tuple(str(Path(folder).resolve()) for folder in args.teacher_extra_pools)
-        spec = TeacherSpec(args.teacher_blend, args.teacher_pool_batches, str(cache_dir), extra)
-        spec.as_dict()  # an extra folder without batches fails here, not in a data worker
-        return spec
+        for folder in extra:  # a folder that is no pool fails here, not in a data worker
+            pool_batch_files(folder)
+        return TeacherSpec(args.teacher_blend, args.teacher_pool_batches, str(cache_dir), extra)
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
 
@@ -571,8 +571,14 @@ def training_recipe(args: argparse.Namespace) -> MixtureRecipe:
     )
 
 
-def training_stream(args: argparse.Namespace, cache_dir: Path, train_files: Split) -> StreamSpec:
+def run_cache_dir(args: argparse.Namespace) -> Path:
+    """The folder of the run's caches (features, teacher pools, cleaned speech)."""
+    return Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+
+
+def training_stream(args: argparse.Namespace, train_files: Split) -> StreamSpec:
     """The on-the-fly stream the options describe (its teacher and cleaned speech included)."""
+    cache_dir = run_cache_dir(args)
     return StreamSpec(
         str(args.data_dir),
         args.seed,
@@ -590,8 +596,7 @@ def fill_teacher_pool(args: argparse.Namespace) -> Path:
     folder."""
     if args.teacher_blend == 0 or not args.on_the_fly:
         raise SystemExit("error: --fill-teacher-pool needs --on-the-fly and --teacher-blend")
-    cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
-    stream = training_stream(args, cache_dir, split_named(Path(args.data_dir), "train"))
+    stream = training_stream(args, split_named(Path(args.data_dir), "train"))
     return fill_pool(stream, stream_files(stream), args.data_workers)
 
 
@@ -610,13 +615,13 @@ def train(args: argparse.Namespace) -> Path:
     torch.set_num_threads(args.threads)
     device = training_device(args.device)
 
-    recipe = training_recipe(args)
     train_files = split_named(Path(args.data_dir), "train")
+    stream_spec = training_stream(args, train_files)
+    recipe = stream_spec.recipe
     train_spec = CacheSpec(
         train_files, "train", args.train_shards, SEQUENCES_PER_SHARD, args.seed, recipe
     )
-    cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
-    stream_spec = training_stream(args, cache_dir, train_files)
+    cache_dir = run_cache_dir(args)
     print(f"feature cache: {cache_dir}", flush=True)
     speech = train_files.speech
     train_data = None
