@@ -116,10 +116,13 @@ def test_the_start_ratio_rises_over_what_the_model_keeps_of_steady_noise() -> No
     assert any(_run(voice, STEADY))  # its -9 dB frames pass START_DB
     _run(voice, STEADY * 10)  # 2 s: the residual median climbs 0.2 dB a frame
     assert voice.residual_db == pytest.approx(-15.0, abs=1.0)
-    assert not any(_run(voice, STEADY * 20))  # 4 s of it, none speech
-    onset = (-15.0 + START_MARGIN_DB + 1.0, 0.2)  # a word 11 dB over it, the gains unsure
-    assert _run(voice, [onset, *STEADY[:2]]) == [True] * (1 + BRIEF_HOLD_FRAMES)
-    assert voice.evidence(-20.0, 0.1, START_DB + 1.0) == (False, False)  # under the margin
+    # now only its frames more than START_MARGIN_DB over the median start (its -9 dB frame, not
+    # the -10 and -11 dB ones): soft word onsets lie no higher, so a wider margin clips them
+    starting = [voice.evidence(-20.0, gain, kept)[0] for kept, gain in STEADY]
+    assert starting == [kept > -15.0 + START_MARGIN_DB for kept, _ in STEADY]
+    onset = (-15.0 + START_MARGIN_DB + 1.0, 0.2)  # a word 6 dB over it, the gains unsure
+    assert voice.evidence(-20.0, onset[1], onset[0]) == (True, True)
+    assert voice.evidence(-20.0, 0.1, START_DB + 1.0)[0] is False  # under the margin
     # the noise goes quiet: the residual falls back as fast, and the fixed ratios return
     _run(voice, [NOISE] * 40)
     assert voice.residual_db == RESIDUAL_FLOOR_DB
@@ -133,11 +136,13 @@ def test_speech_does_not_raise_the_residual_but_noise_within_held_speech_does() 
     # only the frames before it was confirmed moved the residual
     assert voice.residual_db == pytest.approx(RESIDUAL_FLOOR_DB + CONFIRM_FRAMES * RESIDUAL_STEP_DB)
     # steady noise that the fixed ratios confirmed as speech (kept frames above CONFIRM_DB):
-    # its mean gain, under NOISE_GAIN, still counts it, so the stretch cannot hold forever
+    # its mean gain, under NOISE_GAIN, still counts it, so the residual follows it all the same
+    # (its frames 3 dB and more over that still hold the flag: STAY_MARGIN_DB is 2 dB)
     loud_steady = [(kept + 8.0, gain) for kept, gain in STEADY]  # -7 dB median, up to +1 dB
     assert loud_steady[0][1] < NOISE_GAIN
-    held = _run(_settled(), loud_steady * 30)
-    assert all(held[:10]) and not any(held[-100:])
+    voice = _settled()
+    assert all(_run(voice, loud_steady * 30)[:10])
+    assert voice.residual_db == pytest.approx(-7.0, abs=1.0)
 
 
 def test_inaudible_frames_never_start_speech_and_threshold_0_mixes_everything() -> None:
@@ -178,11 +183,12 @@ def test_the_pipeline_scores_a_voiced_burst_over_noise_and_the_rule_follows_it()
     # frames; these 34 spread from −21 to −5 dB). With fixed ratios (start −12 dB, stay
     # −14 dB) the rule counted 0, 6, 16 and 26 of these 34 frames as speech; measured against
     # the median it tracks of what the model keeps of the speaker's noise (up 0.2 dB a frame
-    # from −22 dB, −17 to −15 dB over these frames), the rule counts 3 with the shipped
-    # weights: one brief start (a −5.3 dB frame, 0.3 dB over the start), held 40 ms. The
-    # bound, a fifth, leaves room for one more.
+    # from −22 dB, −17 to −15 dB over these frames) it starts 5 dB and stays 2 dB over that,
+    # and still counts 26 with the shipped weights: the residual is still climbing here, and
+    # wider margins, which counted 3, clipped soft word onsets in such noise
+    # (docs/performance.md). The bound leaves room for one more.
     assert np.median(kept[settled : first - 3]) < START_DB
     assert all(speaking[first:last])
     noise_only = speaking[settled : first - 3]
-    assert sum(noise_only) <= 0.2 * len(noise_only)
+    assert sum(noise_only) <= 27
     assert not any(speaking[last + HOLD_FRAMES + 3 :])
