@@ -110,21 +110,19 @@ def decisions(frames: Sequence[ProcessResult], detector: Detector) -> np.ndarray
 
 
 def starts(frames: Sequence[ProcessResult], detector: Detector) -> np.ndarray:
-    """Whether each frame would start speech on its own (no hangover; for ``kept_snr``
-    against the speaker's residual so far, as the relay judges it)."""
+    """Whether each frame would start speech on its own (no hangover, no history)."""
     voice = detector.voice()
-    started = []
-    for index, f in enumerate(frames):
-        started.append(
+    return np.array(
+        [
             voice.evidence(
                 level_db(f.samples),
                 f.speech_probability,
                 f.kept_to_noise_db,
                 warming_up=index < WARM_UP_FRAMES,
             )[0]
-        )
-        voice.update(f.samples, f.speech_probability, f.kept_to_noise_db)
-    return np.array(started)
+            for index, f in enumerate(frames)
+        ]
+    )
 
 
 def rates(

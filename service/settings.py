@@ -184,8 +184,7 @@ class Settings(BaseSettings):
     voice_activity_rule: Literal["kept_snr", "gain"] = Field(
         "kept_snr",
         description="how a frame counts as speech (service/voice_activity.py): kept_snr, the "
-        "energy the model's gains keep against the noise they remove (and above what they "
-        "keep of the speaker's steady noise), with a 600 ms hangover "
+        "energy the model's gains keep against the noise they remove, with a 600 ms hangover "
         "once confirmed (40 ms otherwise); gain, the mean gain above "
         "voice_activity_threshold, with a 500 ms hangover. Frames of a speaker not speaking "
         "are left out of the mix, so listeners of the same talkers share one encode",

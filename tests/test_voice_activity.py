@@ -18,12 +18,8 @@ from service.voice_activity import (
     CONFIRM_DB,
     CONFIRM_FRAMES,
     HOLD_FRAMES,
-    NOISE_GAIN,
-    RESIDUAL_FLOOR_DB,
-    RESIDUAL_STEP_DB,
     START_DB,
     START_GAIN,
-    START_MARGIN_DB,
     STAY_DB,
     STAY_GAIN,
     WARM_UP_FRAMES,
@@ -105,46 +101,6 @@ def test_weaker_frames_keep_speech_going_but_do_not_start_it() -> None:
     assert held == [True] * (1 + BRIEF_HOLD_FRAMES) + [False]
 
 
-# Steady noise the model keeps at a median of -15 dB kept-to-noise, its frames spread as on
-# -40 dBFS pink noise (-21 to -9 dB): the fixed ratios start speech on its louder frames.
-STEADY = [(-15.0 + d, 0.05) for d in (0.0, 6.0, -4.0, 3.0, -6.0, 5.0, -2.0, 1.0, -3.0, 4.0)]
-
-
-def test_the_start_ratio_rises_over_what_the_model_keeps_of_steady_noise() -> None:
-    voice = _settled()
-    assert voice.residual_db == RESIDUAL_FLOOR_DB  # noise it removes: the fixed ratios
-    assert any(_run(voice, STEADY))  # its -9 dB frames pass START_DB
-    _run(voice, STEADY * 10)  # 2 s: the residual median climbs 0.2 dB a frame
-    assert voice.residual_db == pytest.approx(-15.0, abs=1.0)
-    # now only its frames more than START_MARGIN_DB over the median start (its -9 dB frame, not
-    # the -10 and -11 dB ones): soft word onsets lie no higher, so a wider margin clips them
-    starting = [voice.evidence(-20.0, gain, kept)[0] for kept, gain in STEADY]
-    assert starting == [kept > -15.0 + START_MARGIN_DB for kept, _ in STEADY]
-    onset = (-15.0 + START_MARGIN_DB + 1.0, 0.2)  # a word 6 dB over it, the gains unsure
-    assert voice.evidence(-20.0, onset[1], onset[0]) == (True, True)
-    assert voice.evidence(-20.0, 0.1, START_DB + 1.0)[0] is False  # under the margin
-    # the noise goes quiet: the residual falls back as fast, and the fixed ratios return
-    _run(voice, [NOISE] * 40)
-    assert voice.residual_db == RESIDUAL_FLOOR_DB
-    assert voice.evidence(-20.0, 0.1, START_DB + 1.0) == (True, True)
-
-
-def test_speech_does_not_raise_the_residual_but_noise_within_held_speech_does() -> None:
-    voice = _settled()
-    word = (CONFIRM_DB + 10, 0.6)
-    assert all(_run(voice, [word] * 250))  # 5 s of speech, never a pause
-    # only the frames before it was confirmed moved the residual
-    assert voice.residual_db == pytest.approx(RESIDUAL_FLOOR_DB + CONFIRM_FRAMES * RESIDUAL_STEP_DB)
-    # steady noise that the fixed ratios confirmed as speech (kept frames above CONFIRM_DB):
-    # its mean gain, under NOISE_GAIN, still counts it, so the residual follows it all the same
-    # (its frames 3 dB and more over that still hold the flag: STAY_MARGIN_DB is 2 dB)
-    loud_steady = [(kept + 8.0, gain) for kept, gain in STEADY]  # -7 dB median, up to +1 dB
-    assert loud_steady[0][1] < NOISE_GAIN
-    voice = _settled()
-    assert all(_run(voice, loud_steady * 30)[:10])
-    assert voice.residual_db == pytest.approx(-7.0, abs=1.0)
-
-
 def test_inaudible_frames_never_start_speech_and_threshold_0_mixes_everything() -> None:
     voice = VoiceActivity(0.1)
     assert not voice.update(INAUDIBLE, 0.97, 30.0)  # kept digital hiss, a muted microphone
@@ -177,18 +133,15 @@ def test_the_pipeline_scores_a_voiced_burst_over_noise_and_the_rule_follows_it()
     assert np.median(kept[first:last]) > CONFIRM_DB + 10
     settled = 40  # the noise mean takes a few hundred ms to settle after the start
     # The noise alone, which the model removes: its typical frame stays below the ratio that
-    # starts speech. How much of this stationary −40 dBFS pink noise each model keeps varies
-    # with the weights: median −20 dB for the 256-unit model, −18 dB for the 320-unit one,
-    # −15.7 dB for the first 384-unit one, −15.2 dB for the shipped 384-unit one (over 110
-    # frames; these 34 spread from −21 to −5 dB). With fixed ratios (start −12 dB, stay
-    # −14 dB) the rule counted 0, 6, 16 and 26 of these 34 frames as speech; measured against
-    # the median it tracks of what the model keeps of the speaker's noise (up 0.2 dB a frame
-    # from −22 dB, −17 to −15 dB over these frames) it starts 5 dB and stays 2 dB over that,
-    # and still counts 26 with the shipped weights: the residual is still climbing here, and
-    # wider margins, which counted 3, clipped soft word onsets in such noise
-    # (docs/performance.md). The bound leaves room for one more.
+    # starts speech. How much of this stationary −40 dBFS pink noise each model keeps, and so
+    # how many of the 34 frames the rule counts as speech, varies with the weights: median
+    # −20 dB and none for the 256-unit model, −18 dB and 6 for the 320-unit one, −15.7 dB and
+    # 16 for the first 384-unit one, −15.2 dB and 26 for the shipped 384-unit one. On the
+    # relay's real noises the one-talker encode rate fell with each (docs/performance.md; 0.72
+    # to 0.65 encodes per listener frame for the last step), so the bound is four fifths of
+    # the frames: a rule with fixed ratios starts too easily on quiet stationary noise.
     assert np.median(kept[settled : first - 3]) < START_DB
     assert all(speaking[first:last])
     noise_only = speaking[settled : first - 3]
-    assert sum(noise_only) <= 27
+    assert sum(noise_only) <= 0.8 * len(noise_only)
     assert not any(speaking[last + HOLD_FRAMES + 3 :])
