@@ -254,7 +254,6 @@ class MixtureStream(IterableDataset[Batch]):
     def __iter__(self) -> Iterator[Batch]:
         worker = get_worker_info()
         offset, stride = (0, 1) if worker is None else (worker.id, worker.num_workers)
-        torch.set_num_threads(1)
         index = self.start + offset
         while True:
             yield make_batch(self.spec, self.files, index)
@@ -292,10 +291,14 @@ class _PoolFiller(Dataset[int]):
         return self.teacher.pool_batches
 
     def __getitem__(self, index: int) -> int:
-        torch.set_num_threads(1)
         if not _own_pool_path(self.spec, self.teacher, self.files, index).exists():
             _own_pool_batch(self.spec, self.teacher, self.files, index)
         return index
+
+
+def _one_thread(worker_id: int) -> None:
+    """A data worker's torch uses one thread: the workers share the cores with the step."""
+    torch.set_num_threads(1)
 
 
 def fill_pool(spec: StreamSpec, files: Split, workers: int) -> Path:
@@ -306,7 +309,10 @@ def fill_pool(spec: StreamSpec, files: Split, workers: int) -> Path:
         raise ValueError("the stream has no teacher, so no pool")
     preload(files)
     loader = DataLoader(
-        _PoolFiller(spec, spec.teacher, files), batch_size=None, num_workers=workers
+        _PoolFiller(spec, spec.teacher, files),
+        batch_size=None,
+        num_workers=workers,
+        worker_init_fn=_one_thread,
     )
     total = spec.teacher.pool_batches
     for done, _ in enumerate(loader, start=1):
@@ -325,5 +331,6 @@ def train_stream(spec: StreamSpec, start: int, workers: int) -> Iterator[Batch]:
         batch_size=None,
         num_workers=workers,
         prefetch_factor=2 if workers else None,
+        worker_init_fn=_one_thread,
     )
     return iter(loader)
