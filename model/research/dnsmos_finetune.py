@@ -47,6 +47,7 @@ from model.research.differentiable_synthesis import (
     synthesis_inputs,
 )
 from model.research.dnsmos_loss import WINDOW_SAMPLES_16K, DnsmosP835, dnsmos_window
+from model.research.spectral_loss import multi_resolution_loss
 from model.research.stoi_loss import Stoi
 from model.runtime import WEIGHTS_DIR, sha256_of
 from model.train import percepnet_loss, saved_weights
@@ -79,14 +80,45 @@ class BatchTensors:
         frames = self.features.shape[1]
         self.target_gains = torch.ones(len(mixtures), frames, NUM_BANDS)
         self.target_strengths = torch.zeros(len(mixtures), frames, NUM_BANDS)
+        self.frames = []  # each clip's own frames, before the padding
         for i, mixture in enumerate(mixtures):
             targets = compute_oracle_targets(mixture.noisy, mixture.clean)
             count = targets.gains.shape[0]
+            self.frames.append(count)
             self.target_gains[i, :count] = torch.from_numpy(targets.gains)
             self.target_strengths[i, :count] = torch.from_numpy(targets.strengths)
         self.band_mask = torch.from_numpy(np.stack([speech_band_mask(m) for m in mixtures]))
         self.lengths = [m.noisy.shape[0] for m in mixtures]
         self.clean = [torch.from_numpy(m.clean) for m in mixtures]
+
+    def anchor_loss(self, gains: torch.Tensor, strengths: torch.Tensor) -> torch.Tensor:
+        """The PercepNet loss against the oracle targets over each clip's own frames, not the
+        zero padding after a shorter clip (whose targets are 1 and inputs silence)."""
+        losses = [
+            percepnet_loss(
+                gains[i : i + 1, :frames],
+                strengths[i : i + 1, :frames],
+                self.target_gains[i : i + 1, :frames],
+                self.target_strengths[i : i + 1, :frames],
+                self.band_mask[i : i + 1],
+            )
+            for i, frames in enumerate(self.frames)
+        ]
+        return torch.stack(losses).mean()
+
+    def clean_batch(self, num_samples: int) -> torch.Tensor:
+        """The clean references zero-padded to [B, ``num_samples``]."""
+        out = torch.zeros(len(self.clean), num_samples)
+        for i, reference in enumerate(self.clean):
+            count = min(num_samples, reference.shape[0])
+            out[i, :count] = reference[:count]
+        return out
+
+    def cut_to_lengths(self, enhanced: torch.Tensor) -> torch.Tensor:
+        """``enhanced`` [B, n] with every clip zeroed past its own length."""
+        positions = torch.arange(enhanced.shape[1])
+        lengths = torch.tensor(self.lengths)[:, None]
+        return enhanced * (positions[None, :] < lengths).to(enhanced.dtype)
 
 
 def scoring_windows(
@@ -141,7 +173,7 @@ def finetune(args: argparse.Namespace) -> Path:
         model.load_state_dict(initial)
         init_from["sha256"] = sha256_of(init_path)
     synthesis = TorchSynthesis()
-    dnsmos = DnsmosP835()
+    dnsmos = DnsmosP835() if args.dnsmos_weight > 0 else None
     stoi = Stoi()
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
 
@@ -174,13 +206,30 @@ def finetune(args: argparse.Namespace) -> Path:
             group["lr"] = lr
         batch = BatchTensors(draw_batch(data_dir, rng, args.batch))
         gains, strengths = model(batch.features)
-        anchor = percepnet_loss(
-            gains, strengths, batch.target_gains, batch.target_strengths, batch.band_mask
-        )
+        anchor = batch.anchor_loss(gains, strengths)
         enhanced = synthesis(gains, strengths, **batch.synthesis)
-        sig, bak, ovrl = dnsmos(scoring_windows(enhanced, batch.lengths, rng))
-        intelligibility = batch_stoi(stoi, batch.clean, enhanced)
-        loss = args.target_weight * anchor - ovrl.mean() - args.stoi_weight * intelligibility
+        zero = enhanced.new_zeros(1)
+        sig, bak, ovrl = (
+            dnsmos(scoring_windows(enhanced, batch.lengths, rng))
+            if dnsmos is not None
+            else (zero, zero, zero)
+        )
+        intelligibility = (
+            batch_stoi(stoi, batch.clean, enhanced) if args.stoi_weight > 0 else zero[0]
+        )
+        spectral = (
+            multi_resolution_loss(
+                batch.cut_to_lengths(enhanced), batch.clean_batch(enhanced.shape[1])
+            )
+            if args.spectral_weight > 0
+            else zero[0]
+        )
+        loss = (
+            args.target_weight * anchor
+            - args.dnsmos_weight * ovrl.mean()
+            - args.stoi_weight * intelligibility
+            + args.spectral_weight * spectral
+        )
         optimizer.zero_grad()
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -198,6 +247,7 @@ def finetune(args: argparse.Namespace) -> Path:
                 "bak": float(bak.mean()),
                 "ovrl": float(ovrl.mean()),
                 "stoi": float(intelligibility),
+                "spectral": float(spectral),
             }
         )
         if step % PROGRESS_EVERY_STEPS == 0:
@@ -232,6 +282,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--stoi-weight", type=float, default=0.0, help="weight of the STOI term (subtracted)"
+    )
+    parser.add_argument(
+        "--dnsmos-weight", type=float, default=1.0, help="weight of DNSMOS OVRL (subtracted)"
+    )
+    parser.add_argument(
+        "--spectral-weight",
+        type=float,
+        default=0.0,
+        help="weight of the multi-resolution compressed-spectrum loss against the clean audio",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
