@@ -4,6 +4,8 @@ the fine-tune runs, checkpoints and resumes."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -16,6 +18,7 @@ from shared_data import find_shared_data  # noqa: E402
 from dsp.constants import NUM_BANDS  # noqa: E402
 from dsp.enhancer import ReplayGains  # noqa: E402
 from dsp.offline import enhance_signal  # noqa: E402
+from model.devset import DevMixture  # noqa: E402
 from model.research.differentiable_synthesis import (  # noqa: E402
     TorchSynthesis,
     resample_ideal,
@@ -37,6 +40,22 @@ def voiced_noisy(seconds: float, seed: int = 0) -> np.ndarray:
     t = np.arange(int(seconds * RATE)) / RATE
     voiced = 0.1 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t))
     return voiced + 0.02 * rng.standard_normal(t.size)
+
+
+def synthetic_mixture(seconds: float, seed: int) -> DevMixture:
+    """A voiced tone in white noise as a 48 kHz dev mixture (full-band source)."""
+    noisy = voiced_noisy(seconds, seed)
+    t = np.arange(noisy.size) / RATE
+    clean = 0.1 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t))
+    return DevMixture(
+        name=f"synthetic-{seed}",
+        clean=clean,
+        noisy=noisy,
+        snr_db=5.0,
+        speech_path=Path("speech.wav"),
+        noise_path=Path("noise.wav"),
+        source_rate=RATE,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -152,8 +171,6 @@ def test_finetune_checkpoints_and_resumes(tmp_path) -> None:
     data_dir = find_shared_data()
     if data_dir is None:
         pytest.skip("needs ../shared/data")
-    from pathlib import Path
-
     from model.research.dnsmos_finetune import finetune, parse_args
 
     weights = Path(__file__).resolve().parents[1] / "model" / "weights" / "percepnet-fp32.onnx"
@@ -238,3 +255,74 @@ def test_finetune_options_are_checked(tmp_path) -> None:
                 ["--init-from", str(tmp_path / "missing.onnx"), "--out", str(tmp_path / "run")]
             )
         )
+
+
+def test_the_spectral_loss_is_zero_on_the_reference_and_grows_with_noise() -> None:
+    from model.research.spectral_loss import multi_resolution_loss
+
+    t = torch.arange(RATE // 2) / RATE
+    clean = (0.1 * torch.sin(2 * torch.pi * 200 * t))[None]
+    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+    assert float(multi_resolution_loss(clean, clean)) == pytest.approx(0.0, abs=1e-9)
+    small = float(multi_resolution_loss(clean + 0.001 * noise, clean))
+    large = float(multi_resolution_loss(clean + 0.01 * noise, clean))
+    assert 0.0 < small < large
+
+
+def test_the_anchor_covers_each_clip_and_not_the_padding_after_it() -> None:
+    from model.research.dnsmos_finetune import BatchTensors
+
+    mixtures = [synthetic_mixture(seconds, seed) for seed, seconds in enumerate((0.3, 0.6))]
+    batch = BatchTensors(mixtures)
+    frames = batch.features.shape[1]
+    gains = torch.rand(2, frames, NUM_BANDS, generator=torch.Generator().manual_seed(0))
+    strengths = torch.rand(2, frames, NUM_BANDS, generator=torch.Generator().manual_seed(1))
+    alone = [
+        BatchTensors([m]).anchor_loss(
+            gains[i : i + 1, : batch.frames[i]], strengths[i : i + 1, : batch.frames[i]]
+        )
+        for i, m in enumerate(mixtures)
+    ]
+    assert batch.frames[0] < frames  # the shorter clip is padded
+    assert float(batch.anchor_loss(gains, strengths)) == pytest.approx(
+        float(torch.stack(alone).mean()), rel=1e-6
+    )
+    gains[0, batch.frames[0] :] = 0.0  # whatever the gains are over the padding
+    assert float(batch.anchor_loss(gains, strengths)) == pytest.approx(
+        float(torch.stack(alone).mean()), rel=1e-6
+    )
+
+
+def test_a_spectral_finetune_runs_without_dnsmos(tmp_path, monkeypatch) -> None:
+    data_dir = find_shared_data()
+    if data_dir is None:
+        pytest.skip("needs ../shared/data")
+    from model.research import dnsmos_finetune
+
+    def refuse() -> None:
+        raise AssertionError("DNSMOS loaded with --dnsmos-weight 0")
+
+    monkeypatch.setattr(dnsmos_finetune, "DnsmosP835", refuse)
+    weights = Path(__file__).resolve().parents[1] / "model" / "weights" / "percepnet-fp32.onnx"
+    args = dnsmos_finetune.parse_args(
+        [
+            "--init-from",
+            str(weights),
+            "--out",
+            str(tmp_path),
+            "--minutes",
+            "0.001",
+            "--batch",
+            "1",
+            "--data-dir",
+            str(data_dir),
+            "--threads",
+            "1",
+            "--dnsmos-weight",
+            "0",
+            "--spectral-weight",
+            "4",
+        ]
+    )
+    state = torch.load(dnsmos_finetune.finetune(args), weights_only=False)
+    assert state["step"] == 1

@@ -242,12 +242,12 @@ def finetune(args: argparse.Namespace) -> Path:
         elapsed += time.monotonic() - started
         window.append(
             {
-                "anchor": float(anchor),
-                "sig": float(sig.mean()),
-                "bak": float(bak.mean()),
-                "ovrl": float(ovrl.mean()),
-                "stoi": float(intelligibility),
-                "spectral": float(spectral),
+                "anchor": anchor.item(),
+                "sig": sig.mean().item(),
+                "bak": bak.mean().item(),
+                "ovrl": ovrl.mean().item(),
+                "stoi": intelligibility.item(),
+                "spectral": spectral.item(),
             }
         )
         if step % PROGRESS_EVERY_STEPS == 0:
