@@ -92,6 +92,10 @@ def noise_stretch(noise: np.ndarray, num_samples: int, start: int) -> np.ndarray
     return np.tile(noise, repeats)[start : start + num_samples].copy()
 
 
+class SilentSignalError(ValueError):
+    """A mixture's speech or noise stretch is all zeros, so no SNR can be set."""
+
+
 def mix_at_snr(
     clean: np.ndarray, noise: np.ndarray, snr_db: float, level_dbfs: float
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -100,7 +104,7 @@ def mix_at_snr(
     clean_energy = float(np.sum(clean**2))
     noise_energy = float(np.sum(noise**2))
     if clean_energy <= 0.0 or noise_energy <= 0.0:
-        raise ValueError("speech and noise must both carry energy")
+        raise SilentSignalError("speech and noise must both carry energy")
     noise_gain = np.sqrt(clean_energy / noise_energy / 10.0 ** (snr_db / 10.0))
     noisy = clean + noise_gain * noise
     gain = 10.0 ** (level_dbfs / 20.0) / np.sqrt(np.mean(noisy**2))

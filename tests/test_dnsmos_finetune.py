@@ -326,3 +326,29 @@ def test_a_spectral_finetune_runs_without_dnsmos(tmp_path, monkeypatch) -> None:
     )
     state = torch.load(dnsmos_finetune.finetune(args), weights_only=False)
     assert state["step"] == 1
+
+
+def test_a_draw_on_silent_noise_is_drawn_again(monkeypatch, tmp_path) -> None:
+    from model.devset import SilentSignalError, mix_at_snr
+    from model.research import dnsmos_finetune
+
+    with pytest.raises(SilentSignalError):
+        mix_at_snr(np.ones(100), np.zeros(100), 0.0, -26.0)
+    seeds: list[int] = []
+
+    def build(
+        data_dir: Path, per_snr: int, snrs_db: list[float], seed: int, split: str
+    ) -> list[str]:
+        seeds.append(seed)
+        if len(seeds) == 1 or always_silent:
+            raise SilentSignalError("speech and noise must both carry energy")
+        return ["a mixture"] * len(snrs_db)
+
+    always_silent = False
+
+    monkeypatch.setattr(dnsmos_finetune, "build_dev_mixtures", build)
+    batch = dnsmos_finetune.draw_batch(tmp_path, np.random.default_rng(0), 2)
+    assert batch == ["a mixture"] * 2 and len(seeds) == 2 and seeds[0] != seeds[1]
+    always_silent = True
+    with pytest.raises(RuntimeError, match="draws in a row"):
+        dnsmos_finetune.draw_batch(tmp_path, np.random.default_rng(0), 2)

@@ -35,7 +35,7 @@ import torch
 
 from dsp.constants import NUM_BANDS, SAMPLE_RATE_HZ
 from dsp.offline import compute_oracle_targets
-from model.devset import DevMixture, build_dev_mixtures, default_data_dir
+from model.devset import DevMixture, SilentSignalError, build_dev_mixtures, default_data_dir
 from model.export import export_all
 from model.feature_cache import band_mask
 from model.mixtures import speech_max_hz
@@ -56,13 +56,20 @@ DNSMOS_RATE = 16_000
 SNR_RANGE_DB = (-5.0, 20.0)
 CHECKPOINT_EVERY_SECONDS = 300.0
 PROGRESS_EVERY_STEPS = 10
+REDRAWS = 10
 
 
 def draw_batch(data_dir: Path, rng: np.random.Generator, size: int) -> list[DevMixture]:
-    """``size`` training-split mixtures at SNRs drawn from ``SNR_RANGE_DB``."""
-    snrs = [round(float(s), 1) for s in rng.uniform(*SNR_RANGE_DB, size=size)]
-    seed = int(rng.integers(0, 2**31))
-    return build_dev_mixtures(data_dir, per_snr=1, snrs_db=snrs, seed=seed, split="train")
+    """``size`` training-split mixtures at SNRs drawn from ``SNR_RANGE_DB``; a draw that lands
+    on a silent stretch of noise (no SNR can be set) is drawn again."""
+    for _ in range(REDRAWS):
+        snrs = [round(float(s), 1) for s in rng.uniform(*SNR_RANGE_DB, size=size)]
+        seed = int(rng.integers(0, 2**31))
+        try:
+            return build_dev_mixtures(data_dir, per_snr=1, snrs_db=snrs, seed=seed, split="train")
+        except SilentSignalError:
+            continue
+    raise RuntimeError(f"{REDRAWS} draws in a row met silent speech or noise")
 
 
 def speech_band_mask(mixture: DevMixture) -> np.ndarray:
