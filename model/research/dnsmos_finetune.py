@@ -50,6 +50,7 @@ from model.research.dnsmos_loss import WINDOW_SAMPLES_16K, DnsmosP835, dnsmos_wi
 from model.research.spectral_loss import multi_resolution_loss
 from model.research.stoi_loss import Stoi
 from model.runtime import WEIGHTS_DIR, sha256_of
+from model.teacher import blend_targets, deepfilternet_enhance
 from model.train import percepnet_loss, saved_weights
 
 DNSMOS_RATE = 16_000
@@ -80,7 +81,12 @@ def speech_band_mask(mixture: DevMixture) -> np.ndarray:
 class BatchTensors:
     """Network inputs, synthesis inputs and oracle targets of one batch of mixtures."""
 
-    def __init__(self, mixtures: list[DevMixture]) -> None:
+    def __init__(
+        self, mixtures: list[DevMixture], teacher_blend: float = 0.0, teacher_audio: bool = False
+    ) -> None:
+        """``teacher_blend`` blends DeepFilterNet3's band gains and strengths into the oracle
+        targets as ``model.train`` does; ``teacher_audio`` makes DeepFilterNet3's output the
+        reference of the spectral loss in place of the clean speech."""
         inputs = [synthesis_inputs(m.noisy) for m in mixtures]
         self.synthesis = stack_inputs(inputs)
         self.features = self.synthesis.pop("features")
@@ -88,15 +94,27 @@ class BatchTensors:
         self.target_gains = torch.ones(len(mixtures), frames, NUM_BANDS)
         self.target_strengths = torch.zeros(len(mixtures), frames, NUM_BANDS)
         self.frames = []  # each clip's own frames, before the padding
+        references = [m.clean for m in mixtures]
         for i, mixture in enumerate(mixtures):
             targets = compute_oracle_targets(mixture.noisy, mixture.clean)
-            count = targets.gains.shape[0]
+            gains, strengths = targets.gains, targets.strengths
+            if teacher_blend > 0 or teacher_audio:
+                taught = deepfilternet_enhance(mixture.noisy)
+                teacher = compute_oracle_targets(mixture.noisy, taught)
+                gains = blend_targets(gains, teacher.gains, teacher_blend)
+                strengths = blend_targets(
+                    strengths, teacher.strengths, teacher_blend, complement=True
+                )
+                if teacher_audio:
+                    references[i] = taught
+            count = gains.shape[0]
             self.frames.append(count)
-            self.target_gains[i, :count] = torch.from_numpy(targets.gains)
-            self.target_strengths[i, :count] = torch.from_numpy(targets.strengths)
+            self.target_gains[i, :count] = torch.from_numpy(gains)
+            self.target_strengths[i, :count] = torch.from_numpy(strengths)
         self.band_mask = torch.from_numpy(np.stack([speech_band_mask(m) for m in mixtures]))
         self.lengths = [m.noisy.shape[0] for m in mixtures]
         self.clean = [torch.from_numpy(m.clean) for m in mixtures]
+        self.references = [torch.from_numpy(np.asarray(r, dtype=np.float64)) for r in references]
 
     def anchor_loss(self, gains: torch.Tensor, strengths: torch.Tensor) -> torch.Tensor:
         """The PercepNet loss against the oracle targets over each clip's own frames, not the
@@ -113,10 +131,10 @@ class BatchTensors:
         ]
         return torch.stack(losses).mean()
 
-    def clean_batch(self, num_samples: int) -> torch.Tensor:
-        """The clean references zero-padded to [B, ``num_samples``]."""
-        out = torch.zeros(len(self.clean), num_samples)
-        for i, reference in enumerate(self.clean):
+    def reference_batch(self, num_samples: int) -> torch.Tensor:
+        """The spectral loss's references zero-padded to [B, ``num_samples``]."""
+        out = torch.zeros(len(self.references), num_samples)
+        for i, reference in enumerate(self.references):
             count = min(num_samples, reference.shape[0])
             out[i, :count] = reference[:count]
         return out
@@ -211,7 +229,11 @@ def finetune(args: argparse.Namespace) -> Path:
         lr = args.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, elapsed / budget_s)))
         for group in optimizer.param_groups:
             group["lr"] = lr
-        batch = BatchTensors(draw_batch(data_dir, rng, args.batch))
+        batch = BatchTensors(
+            draw_batch(data_dir, rng, args.batch),
+            args.teacher_blend,
+            args.spectral_reference == "teacher",
+        )
         gains, strengths = model(batch.features)
         anchor = batch.anchor_loss(gains, strengths)
         enhanced = synthesis(gains, strengths, **batch.synthesis)
@@ -226,7 +248,7 @@ def finetune(args: argparse.Namespace) -> Path:
         )
         spectral = (
             multi_resolution_loss(
-                batch.cut_to_lengths(enhanced), batch.clean_batch(enhanced.shape[1])
+                batch.cut_to_lengths(enhanced), batch.reference_batch(enhanced.shape[1])
             )
             if args.spectral_weight > 0
             else zero[0]
@@ -299,6 +321,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.0,
         help="weight of the multi-resolution compressed-spectrum loss against the clean audio",
     )
+    parser.add_argument(
+        "--spectral-reference",
+        choices=("clean", "teacher"),
+        default="clean",
+        help="what the spectral loss compares with: the clean speech, or DeepFilterNet3's output",
+    )
+    parser.add_argument(
+        "--teacher-blend",
+        type=float,
+        default=0.0,
+        help="DeepFilterNet3's share of the PercepNet loss's targets (as model.train's)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data-dir", default=None)
@@ -306,6 +340,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not (args.minutes > 0 and args.batch >= 1 and args.lr > 0):
         parser.error("--minutes and --lr must be positive and --batch at least 1")
+    if not 0.0 <= args.teacher_blend <= 1.0:
+        parser.error("--teacher-blend must lie in [0, 1]")
     if args.export and Path(args.export).resolve() == WEIGHTS_DIR.resolve():
         parser.error(
             "--export: weights fine-tuned against DNSMOS are never shipped; export elsewhere"
