@@ -352,3 +352,30 @@ def test_a_draw_on_silent_noise_is_drawn_again(monkeypatch, tmp_path) -> None:
     always_silent = True
     with pytest.raises(RuntimeError, match="draws in a row"):
         dnsmos_finetune.draw_batch(tmp_path, np.random.default_rng(0), 2)
+
+
+def test_the_teacher_blends_into_the_targets_and_can_be_the_spectral_reference(
+    monkeypatch,
+) -> None:
+    from model.research import dnsmos_finetune
+
+    mixture = synthetic_mixture(0.4, 3)
+    # a teacher that hands back its input: its band gains are all 1
+    monkeypatch.setattr(dnsmos_finetune, "deepfilternet_enhance", lambda noisy: noisy.copy())
+    oracle = dnsmos_finetune.BatchTensors([mixture])
+    blended = dnsmos_finetune.BatchTensors([mixture], teacher_blend=0.5)
+    taught = dnsmos_finetune.BatchTensors([mixture], teacher_audio=True)
+    frames = oracle.frames[0]
+    below = oracle.target_gains[0, :frames] < 0.99
+    assert below.any()
+    assert (blended.target_gains[0, :frames][below] > oracle.target_gains[0, :frames][below]).all()
+    torch.testing.assert_close(taught.target_gains, oracle.target_gains)
+    torch.testing.assert_close(oracle.references[0], torch.from_numpy(mixture.clean))
+    torch.testing.assert_close(taught.references[0], torch.from_numpy(mixture.noisy))
+
+
+def test_a_teacher_blend_outside_zero_to_one_is_refused(tmp_path) -> None:
+    from model.research.dnsmos_finetune import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--init-from", "x.onnx", "--out", str(tmp_path), "--teacher-blend", "1.5"])
