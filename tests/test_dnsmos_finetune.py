@@ -374,8 +374,10 @@ def test_the_teacher_blends_into_the_targets_and_can_be_the_spectral_reference(
     torch.testing.assert_close(taught.references[0], torch.from_numpy(mixture.noisy))
 
 
-def test_a_teacher_blend_outside_zero_to_one_is_refused(tmp_path) -> None:
+def test_a_teacher_blend_outside_zero_to_one_and_negative_weights_are_refused(tmp_path) -> None:
     from model.research.dnsmos_finetune import parse_args
 
     with pytest.raises(SystemExit):
         parse_args(["--init-from", "x.onnx", "--out", str(tmp_path), "--teacher-blend", "1.5"])
+    with pytest.raises(SystemExit):
+        parse_args(["--init-from", "x.onnx", "--out", str(tmp_path), "--spectral-weight", "-1"])

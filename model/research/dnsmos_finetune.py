@@ -7,15 +7,19 @@ Each step draws mixtures of whole training-split utterances with training-split 
 the dev split's), runs the network over them, synthesises the enhanced audio with
 :class:`model.research.differentiable_synthesis.TorchSynthesis`, and minimises
 
-    target_weight · (PercepNet loss against the oracle targets)
-        − mean DNSMOS OVRL − stoi_weight · mean STOI
+    target_weight · (PercepNet loss against the oracle targets, or their blend with
+                     DeepFilterNet3's band gains at --teacher-blend)
+        − dnsmos_weight · mean DNSMOS OVRL − stoi_weight · mean STOI
+        + spectral_weight · (compressed-spectrum loss against the clean speech, or
+                             DeepFilterNet3's output with --spectral-reference teacher)
 
 through the differentiable DNSMOS P.835 network of :mod:`model.research.dnsmos_loss` and the torch
 STOI of :mod:`model.research.stoi_loss`. The PercepNet loss keeps the gains near the oracle's and
 STOI keeps the speech intelligible; DNSMOS says which way to err where the network cannot be sure.
-PESQ and SI-SDR are not optimised. Checkpoints (the ``model.train`` format, so ``model.export
---checkpoint`` takes them) are written every few minutes and the run resumes from the last one.
-Progress lines give the batch means of each term.
+PESQ and SI-SDR are not optimised. With ``--dnsmos-weight 0`` DNSMOS is never loaded and the
+loss holds targets only (``model.research.spectral_loss``). Checkpoints (the ``model.train``
+format, so ``model.export --checkpoint`` takes them) are written every few minutes and the run
+resumes from the last one. Progress lines give the batch means of each term.
 
 A research tool only: acceptance metrics are never training objectives of shipped weights, so
 ``--export`` refuses the shipped weights' folder and nothing on the shipped path imports this.
@@ -117,7 +121,7 @@ class BatchTensors:
         self.references = [torch.from_numpy(np.asarray(r, dtype=np.float64)) for r in references]
 
     def anchor_loss(self, gains: torch.Tensor, strengths: torch.Tensor) -> torch.Tensor:
-        """The PercepNet loss against the oracle targets over each clip's own frames, not the
+        """The PercepNet loss against the batch's targets over each clip's own frames, not the
         zero padding after a shorter clip (whose targets are 1 and inputs silence)."""
         losses = [
             percepnet_loss(
@@ -319,7 +323,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--spectral-weight",
         type=float,
         default=0.0,
-        help="weight of the multi-resolution compressed-spectrum loss against the clean audio",
+        help="weight of the multi-resolution compressed-spectrum loss (see --spectral-reference)",
     )
     parser.add_argument(
         "--spectral-reference",
@@ -340,6 +344,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not (args.minutes > 0 and args.batch >= 1 and args.lr > 0):
         parser.error("--minutes and --lr must be positive and --batch at least 1")
+    if min(args.target_weight, args.dnsmos_weight, args.stoi_weight, args.spectral_weight) < 0:
+        parser.error("the loss weights must not be negative")
     if not 0.0 <= args.teacher_blend <= 1.0:
         parser.error("--teacher-blend must lie in [0, 1]")
     if args.export and Path(args.export).resolve() == WEIGHTS_DIR.resolve():
