@@ -58,6 +58,14 @@ def synthetic_mixture(seconds: float, seed: int) -> DevMixture:
     )
 
 
+def one_step_argv(out: Path, data_dir: Path) -> list[str]:
+    """A fine-tune of the shipped fp32 weights for one step of one mixture, on one thread."""
+    weights = Path(__file__).resolve().parents[1] / "model" / "weights" / "percepnet-fp32.onnx"
+    options = {"--init-from": weights, "--out": out, "--minutes": 0.001, "--batch": 1}
+    options |= {"--data-dir": data_dir, "--threads": 1}
+    return [str(item) for pair in options.items() for item in pair]
+
+
 @pytest.fixture(scope="module")
 def dnsmos() -> DnsmosP835:
     return DnsmosP835()
@@ -173,21 +181,7 @@ def test_finetune_checkpoints_and_resumes(tmp_path) -> None:
         pytest.skip("needs ../shared/data")
     from model.research.dnsmos_finetune import finetune, parse_args
 
-    weights = Path(__file__).resolve().parents[1] / "model" / "weights" / "percepnet-fp32.onnx"
-    argv = [
-        "--init-from",
-        str(weights),
-        "--out",
-        str(tmp_path),
-        "--minutes",
-        "0.001",
-        "--batch",
-        "1",
-        "--data-dir",
-        str(data_dir),
-        "--threads",
-        "1",
-    ]
+    argv = one_step_argv(tmp_path, data_dir)
     path = finetune(parse_args(argv))
     first = torch.load(path, weights_only=False)
     assert first["step"] == 1 and first["config"]["gru_size"] > 0
@@ -303,26 +297,8 @@ def test_a_spectral_finetune_runs_without_dnsmos(tmp_path, monkeypatch) -> None:
         raise AssertionError("DNSMOS loaded with --dnsmos-weight 0")
 
     monkeypatch.setattr(dnsmos_finetune, "DnsmosP835", refuse)
-    weights = Path(__file__).resolve().parents[1] / "model" / "weights" / "percepnet-fp32.onnx"
     args = dnsmos_finetune.parse_args(
-        [
-            "--init-from",
-            str(weights),
-            "--out",
-            str(tmp_path),
-            "--minutes",
-            "0.001",
-            "--batch",
-            "1",
-            "--data-dir",
-            str(data_dir),
-            "--threads",
-            "1",
-            "--dnsmos-weight",
-            "0",
-            "--spectral-weight",
-            "4",
-        ]
+        one_step_argv(tmp_path, data_dir) + ["--dnsmos-weight", "0", "--spectral-weight", "4"]
     )
     state = torch.load(dnsmos_finetune.finetune(args), weights_only=False)
     assert state["step"] == 1
