@@ -103,14 +103,16 @@ class BatchTensors:
             targets = compute_oracle_targets(mixture.noisy, mixture.clean)
             gains, strengths = targets.gains, targets.strengths
             if teacher_blend > 0 or teacher_audio:
-                taught = deepfilternet_enhance(mixture.noisy)
-                teacher = compute_oracle_targets(mixture.noisy, taught)
-                gains = blend_targets(gains, teacher.gains, teacher_blend)
-                strengths = blend_targets(
-                    strengths, teacher.strengths, teacher_blend, complement=True
-                )
+                taught = deepfilternet_enhance(mixture.noisy)  # one teacher run serves both
                 if teacher_audio:
                     references[i] = taught
+                if teacher_blend > 0:
+                    # model.teacher.teacher_targets, on the output already made
+                    teacher = compute_oracle_targets(mixture.noisy, taught)
+                    gains = blend_targets(gains, teacher.gains, teacher_blend)
+                    strengths = blend_targets(
+                        strengths, teacher.strengths, teacher_blend, complement=True
+                    )
             count = gains.shape[0]
             self.frames.append(count)
             self.target_gains[i, :count] = torch.from_numpy(gains)
@@ -241,21 +243,19 @@ def finetune(args: argparse.Namespace) -> Path:
         gains, strengths = model(batch.features)
         anchor = batch.anchor_loss(gains, strengths)
         enhanced = synthesis(gains, strengths, **batch.synthesis)
-        zero = enhanced.new_zeros(1)
+        zero = enhanced.new_zeros(())  # a term left out
         sig, bak, ovrl = (
             dnsmos(scoring_windows(enhanced, batch.lengths, rng))
             if dnsmos is not None
             else (zero, zero, zero)
         )
-        intelligibility = (
-            batch_stoi(stoi, batch.clean, enhanced) if args.stoi_weight > 0 else zero[0]
-        )
+        intelligibility = batch_stoi(stoi, batch.clean, enhanced) if args.stoi_weight > 0 else zero
         spectral = (
             multi_resolution_loss(
                 batch.cut_to_lengths(enhanced), batch.reference_batch(enhanced.shape[1])
             )
             if args.spectral_weight > 0
-            else zero[0]
+            else zero
         )
         loss = (
             args.target_weight * anchor
