@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from pystoi.utils import thirdoct
 
-from model.research.differentiable_synthesis import resample_ideal
+from model.differentiable_synthesis import resample_ideal
 
 # the module itself (the package re-exports its function under the same name)
 pystoi_stoi = importlib.import_module("pystoi.stoi")

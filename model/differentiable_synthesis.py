@@ -1,5 +1,5 @@
 """The enhancer's synthesis written in torch, so that a loss on the output audio reaches the
-network's gains and strengths (``model.research.dnsmos_finetune``).
+network's gains and strengths (``model.audio_finetune``).
 
 The analysis stays in ``dsp/``: :func:`synthesis_inputs` runs the streaming analysis over a
 whole signal and keeps, for every frame, what ``dsp.synthesis.synthesize_hop`` reads (the noisy

@@ -1,0 +1,394 @@
+"""Fine-tune the network on the audio it makes: a loss on the enhancer's output, with the
+PercepNet loss on band targets kept as an anchor.
+
+    python -m model.audio_finetune --init-from model/weights/percepnet-fp32.onnx --out runs/audio
+    python -m model.export --checkpoint runs/audio/checkpoint.pt --out model/weights
+
+Each step draws mixtures of whole training-split utterances with training-split noises (never
+the dev split's), runs the network over them, synthesises the enhanced audio with
+:class:`model.differentiable_synthesis.TorchSynthesis` (the enhancer's synthesis in torch), and
+minimises
+
+    target_weight · (PercepNet loss against the oracle band targets, blended with
+                     DeepFilterNet3's at --teacher-blend)
+        + spectral_weight · (multi-resolution compressed-spectrum loss against DeepFilterNet3's
+                             output, or the clean speech with --spectral-reference clean)
+
+The band targets say what each band's gain should be; the spectral loss judges what the gains,
+comb filter and postfilter make of the audio together. Both are targets: no quality-predictor
+network (DNSMOS or similar) is in this loss, and nothing here imports one. The checkpoint is
+``model.train``'s format with the run's training record (data, loss, hardware), so
+``model.export --checkpoint`` takes it; one is written every few minutes and the same command
+resumes from it. Progress lines give the batch means of each term.
+
+``model.research.dnsmos_finetune`` runs this loop with research terms added (``OutputTerms``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dsp.constants import NUM_BANDS
+from dsp.offline import compute_oracle_targets
+from model.devset import DevMixture, SilentSignalError, build_dev_mixtures, default_data_dir
+from model.differentiable_synthesis import TorchSynthesis, stack_inputs, synthesis_inputs
+from model.feature_cache import band_mask
+from model.mixtures import speech_max_hz
+from model.network import NetworkConfig, PercepNet
+from model.runtime import sha256_of
+from model.spectral_loss import COMPRESSION, FFT_SIZES, multi_resolution_loss
+from model.splits import Split, split_named
+from model.teacher import blend_targets, deepfilternet_enhance
+from model.train import loss_record as band_loss_record
+from model.train import percepnet_loss, saved_weights
+from model.training_record import data_record, find_record, hardware_record
+
+TRAINER = "model.audio_finetune"
+SNR_RANGE_DB = (-5.0, 20.0)
+CHECKPOINT_EVERY_SECONDS = 300.0
+PROGRESS_EVERY_STEPS = 10
+REDRAWS = 10
+# Options that do not change what is trained: left out of a resumed run's provenance.
+NON_TRAINING_OPTIONS = frozenset({"out", "data_dir", "threads", "export"})
+# What a checkpoint carries of the run itself (beside the weights, optimiser and options).
+RUN_KEYS = ("step", "elapsed", "history", "resumes", "init_from", "data")
+
+# A research term added to the loss: (enhanced audio [B, n], the batch, the run's random
+# generator) → (its weighted share of the loss, its values to log by name).
+OutputTerms = Callable[
+    [torch.Tensor, "BatchTensors", np.random.Generator], tuple[torch.Tensor, dict[str, float]]
+]
+
+
+def draw_batch(data_dir: Path, rng: np.random.Generator, size: int) -> list[DevMixture]:
+    """``size`` training-split mixtures at SNRs drawn from ``SNR_RANGE_DB``; a draw that lands
+    on a silent stretch of noise (no SNR can be set) is drawn again."""
+    for _ in range(REDRAWS):
+        snrs = [round(float(s), 1) for s in rng.uniform(*SNR_RANGE_DB, size=size)]
+        seed = int(rng.integers(0, 2**31))
+        try:
+            return build_dev_mixtures(data_dir, per_snr=1, snrs_db=snrs, seed=seed, split="train")
+        except SilentSignalError:
+            continue
+    raise RuntimeError(f"{REDRAWS} draws in a row met silent speech or noise")
+
+
+def speech_band_mask(mixture: DevMixture) -> np.ndarray:
+    """The bands the speech source can fill (as the training cache masks them)."""
+    return band_mask(speech_max_hz(mixture.source_rate))
+
+
+class BatchTensors:
+    """Network inputs, synthesis inputs, band targets and audio references of one batch."""
+
+    def __init__(
+        self, mixtures: list[DevMixture], teacher_blend: float = 0.0, teacher_audio: bool = False
+    ) -> None:
+        """``teacher_blend`` blends DeepFilterNet3's band gains and strengths into the oracle
+        targets as ``model.train`` does; ``teacher_audio`` makes DeepFilterNet3's output the
+        reference of the spectral loss in place of the clean speech."""
+        inputs = [synthesis_inputs(m.noisy) for m in mixtures]
+        self.synthesis = stack_inputs(inputs)
+        self.features = self.synthesis.pop("features")
+        frames = self.features.shape[1]
+        self.target_gains = torch.ones(len(mixtures), frames, NUM_BANDS)
+        self.target_strengths = torch.zeros(len(mixtures), frames, NUM_BANDS)
+        self.frames = []  # each clip's own frames, before the padding
+        references = [m.clean for m in mixtures]
+        for i, mixture in enumerate(mixtures):
+            targets = compute_oracle_targets(mixture.noisy, mixture.clean)
+            gains, strengths = targets.gains, targets.strengths
+            if teacher_blend > 0 or teacher_audio:
+                taught = deepfilternet_enhance(mixture.noisy)  # one teacher run serves both
+                if teacher_audio:
+                    references[i] = taught
+                if teacher_blend > 0:
+                    # model.teacher.teacher_targets, on the output already made
+                    teacher = compute_oracle_targets(mixture.noisy, taught)
+                    gains = blend_targets(gains, teacher.gains, teacher_blend)
+                    strengths = blend_targets(
+                        strengths, teacher.strengths, teacher_blend, complement=True
+                    )
+            count = gains.shape[0]
+            self.frames.append(count)
+            self.target_gains[i, :count] = torch.from_numpy(gains)
+            self.target_strengths[i, :count] = torch.from_numpy(strengths)
+        self.band_mask = torch.from_numpy(np.stack([speech_band_mask(m) for m in mixtures]))
+        self.lengths = [m.noisy.shape[0] for m in mixtures]
+        self.clean = [torch.from_numpy(m.clean) for m in mixtures]
+        self.references = [torch.from_numpy(np.asarray(r, dtype=np.float64)) for r in references]
+
+    def anchor_loss(self, gains: torch.Tensor, strengths: torch.Tensor) -> torch.Tensor:
+        """The PercepNet loss against the batch's targets over each clip's own frames, not the
+        zero padding after a shorter clip (whose targets are 1 and inputs silence)."""
+        losses = [
+            percepnet_loss(
+                gains[i : i + 1, :frames],
+                strengths[i : i + 1, :frames],
+                self.target_gains[i : i + 1, :frames],
+                self.target_strengths[i : i + 1, :frames],
+                self.band_mask[i : i + 1],
+            )
+            for i, frames in enumerate(self.frames)
+        ]
+        return torch.stack(losses).mean()
+
+    def reference_batch(self, num_samples: int) -> torch.Tensor:
+        """The spectral loss's references zero-padded to [B, ``num_samples``]."""
+        out = torch.zeros(len(self.references), num_samples)
+        for i, reference in enumerate(self.references):
+            count = min(num_samples, reference.shape[0])
+            out[i, :count] = reference[:count]
+        return out
+
+    def cut_to_lengths(self, enhanced: torch.Tensor) -> torch.Tensor:
+        """``enhanced`` [B, n] with every clip zeroed past its own length."""
+        positions = torch.arange(enhanced.shape[1])
+        lengths = torch.tensor(self.lengths)[:, None]
+        return enhanced * (positions[None, :] < lengths).to(enhanced.dtype)
+
+
+def loss_record(args: argparse.Namespace, extra_terms: Sequence[str] = ()) -> dict[str, Any]:
+    """What this run's loss compares, for the training record and the model card."""
+    band = band_loss_record(
+        argparse.Namespace(teacher_blend=args.teacher_blend, onset_weight=0, pause_stage_minutes=0)
+    )
+    reference = (
+        "DeepFilterNet3's output on the same mixture"
+        if args.spectral_reference == "teacher"
+        else "the clean speech"
+    )
+    terms = [
+        f"{args.target_weight:g} × the band loss on gains and strengths ("
+        + "; ".join(band["terms"])
+        + ")"
+    ]
+    if args.spectral_weight:
+        sizes = "/".join(str(size) for size in FFT_SIZES)
+        terms.append(
+            f"{args.spectral_weight:g} × a multi-resolution (STFT {sizes}) loss on magnitudes "
+            f"compressed to the power {COMPRESSION:g}, and on the complex spectra with those "
+            f"magnitudes, between the enhanced audio (the enhancer's synthesis, in torch) and "
+            f"{reference}"
+        )
+    return {
+        "targets": f"{band['targets']}, and (audio) {reference}",
+        "terms": terms + list(extra_terms),
+        "quality_predictors": [],  # never a DNSMOS-like network (issue 25)
+    }
+
+
+def changed_options(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Training options a resumed run changes, as {option: {"before": …, "after": …}}."""
+    return {
+        key: {"before": before.get(key), "after": value}
+        for key, value in after.items()
+        if key not in NON_TRAINING_OPTIONS and before.get(key) != value
+    }
+
+
+def finetune(
+    args: argparse.Namespace,
+    extra_terms: OutputTerms | None = None,
+    loss: dict[str, Any] | None = None,
+    trainer: str = TRAINER,
+) -> Path:
+    """Run (or resume) the fine-tune; returns the checkpoint path. ``extra_terms`` adds a
+    research term to the loss, which ``loss`` (its record) and ``trainer`` then describe."""
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = out / "checkpoint.pt"
+    init_path = Path(args.init_from)
+    state = torch.load(checkpoint_path, weights_only=False) if checkpoint_path.exists() else None
+    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+    options = vars(args)
+    if state is not None:
+        config = NetworkConfig.from_dict(state["config"])
+    else:  # the network the weights have, whatever its size (saved_weights refuses a missing file)
+        config, initial = saved_weights(init_path)
+    model = PercepNet(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    rng = np.random.default_rng(args.seed)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["rng"]
+        run = {key: state[key] for key in RUN_KEYS}
+        changed = changed_options(state["args"], options)
+        if changed:
+            run["resumes"].append(
+                {"minutes": run["elapsed"] / 60, "step": run["step"], "changed": changed}
+            )
+        print(f"resumed at step {run['step']} ({run['elapsed'] / 60:.1f} min)", flush=True)
+    else:
+        model.load_state_dict(initial)
+        train = split_named(data_dir, "train")
+        run = {
+            "step": 0,
+            "elapsed": 0.0,
+            "history": [],
+            "resumes": [],
+            # the file may later be overwritten (a fine-tune exported over its start)
+            "init_from": {
+                "path": str(init_path),
+                "sha256": sha256_of(init_path),
+                "record": find_record(init_path),
+            },
+            "data": data_record(Split(train.speech, train.noise, ())),  # no rooms are used
+        }
+    run["loss"] = loss if loss is not None else loss_record(args)
+    synthesis = TorchSynthesis()
+
+    def save() -> None:
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "config": config.as_dict(),
+                "rng": rng.bit_generator.state,
+                "args": options,
+                "trainer": trainer,
+                "hardware": hardware_record(args.threads),
+                **run,
+            },
+            checkpoint_path.with_suffix(".tmp"),
+        )
+        checkpoint_path.with_suffix(".tmp").replace(checkpoint_path)
+
+    budget_s = args.minutes * 60.0
+    last_save = time.monotonic()
+    window: list[dict[str, float]] = []
+    skipped = 0
+    model.train()
+    while run["elapsed"] < budget_s:
+        started = time.monotonic()
+        lr = args.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, run["elapsed"] / budget_s)))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = BatchTensors(
+            draw_batch(data_dir, rng, args.batch),
+            args.teacher_blend,
+            args.spectral_reference == "teacher",
+        )
+        gains, strengths = model(batch.features)
+        anchor = batch.anchor_loss(gains, strengths)
+        enhanced = synthesis(gains, strengths, **batch.synthesis)
+        spectral = (
+            multi_resolution_loss(
+                batch.cut_to_lengths(enhanced), batch.reference_batch(enhanced.shape[1])
+            )
+            if args.spectral_weight > 0
+            else enhanced.new_zeros(())
+        )
+        total = args.target_weight * anchor + args.spectral_weight * spectral
+        logged = {"anchor": anchor.item(), "spectral": spectral.item()}
+        if extra_terms is not None:
+            extra, extra_logged = extra_terms(enhanced, batch, rng)
+            total = total + extra
+            logged |= extra_logged
+        optimizer.zero_grad()
+        total.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if torch.isfinite(grad_norm):
+            optimizer.step()
+            model.clip_weights()
+        else:  # a rare non-finite gradient (a silent spectrogram bin in a research term)
+            skipped += 1
+        run["step"] += 1
+        run["elapsed"] += time.monotonic() - started
+        window.append(logged)
+        if run["step"] % PROGRESS_EVERY_STEPS == 0:
+            means = {key: float(np.mean([w[key] for w in window])) for key in window[0]}
+            minutes = run["elapsed"] / 60
+            progress = {"step": run["step"], "minutes": minutes, "lr": lr, "skipped": skipped}
+            run["history"].append(progress | means)
+            print(json.dumps(run["history"][-1]), flush=True)
+            window = []
+        if time.monotonic() - last_save > CHECKPOINT_EVERY_SECONDS:
+            save()
+            # a snapshot every few minutes, so a point along the way can be scored and kept
+            shutil.copyfile(checkpoint_path, out / f"checkpoint-{run['step']:05d}.pt")
+            last_save = time.monotonic()
+    save()
+    return checkpoint_path
+
+
+def option_parser(description: str) -> argparse.ArgumentParser:
+    """The fine-tune's options; their defaults are the shipped weights' recipe."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--init-from", required=True, help="fp32 ONNX graph or checkpoint")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--minutes", type=float, default=40.0, help="wall-clock budget")
+    parser.add_argument("--batch", type=int, default=6)
+    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument(
+        "--target-weight", type=float, default=1.0, help="weight of the band (PercepNet) loss"
+    )
+    parser.add_argument(
+        "--spectral-weight",
+        type=float,
+        default=4.0,
+        help="weight of the multi-resolution compressed-spectrum loss (see --spectral-reference)",
+    )
+    parser.add_argument(
+        "--spectral-reference",
+        choices=("clean", "teacher"),
+        default="teacher",
+        help="what the spectral loss compares with: DeepFilterNet3's output, or the clean speech",
+    )
+    parser.add_argument(
+        "--teacher-blend",
+        type=float,
+        default=0.5,
+        help="DeepFilterNet3's share of the band loss's targets (as model.train's)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--data-dir", default=None)
+    return parser
+
+
+def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse options that cannot train (``parser.error``: one line, exit status 2)."""
+    if not (args.minutes > 0 and args.batch >= 1 and args.lr > 0 and args.threads >= 1):
+        parser.error("--minutes and --lr must be positive, --batch and --threads at least 1")
+    weights = [value for key, value in vars(args).items() if key.endswith("_weight")]
+    if min(weights) < 0:
+        parser.error("the loss weights must not be negative")
+    if not 0.0 <= args.teacher_blend <= 1.0:
+        parser.error("--teacher-blend must lie in [0, 1]")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = option_parser(__doc__.split("\n")[0])
+    args = parser.parse_args(argv)
+    check_options(parser, args)
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``python -m model.audio_finetune``."""
+    args = parse_args(argv)
+    try:
+        print(finetune(args), flush=True)
+    except (ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()
