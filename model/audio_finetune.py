@@ -51,7 +51,7 @@ from model.spectral_loss import COMPRESSION, FFT_SIZES, multi_resolution_loss
 from model.splits import Split, split_named
 from model.teacher import blend_targets, deepfilternet_enhance
 from model.train import loss_record as band_loss_record
-from model.train import percepnet_loss, saved_weights
+from model.train import percepnet_loss, portable_path, saved_weights
 from model.training_record import data_record, find_record, hardware_record
 
 TRAINER = "model.audio_finetune"
@@ -214,7 +214,13 @@ def finetune(
     init_path = Path(args.init_from)
     state = torch.load(checkpoint_path, weights_only=False) if checkpoint_path.exists() else None
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
-    options = vars(args)
+    # the record names no machine's folders (as model.train's): the data as <data>, others
+    # relative to the working directory or as <elsewhere>/NAME
+    options = vars(args) | {
+        "data_dir": "<data>",
+        "out": portable_path(args.out),
+        "init_from": portable_path(args.init_from),
+    }
     if state is not None:
         config = NetworkConfig.from_dict(state["config"])
     else:  # the network the weights have, whatever its size (saved_weights refuses a missing file)
@@ -243,7 +249,7 @@ def finetune(
             "resumes": [],
             # the file may later be overwritten (a fine-tune exported over its start)
             "init_from": {
-                "path": str(init_path),
+                "path": options["init_from"],
                 "sha256": sha256_of(init_path),
                 "record": find_record(init_path),
             },

@@ -16,6 +16,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from model.audio_finetune import NON_TRAINING_OPTIONS as AUDIO_FINETUNE_NON_TRAINING
+from model.audio_finetune import SNR_RANGE_DB as AUDIO_SNR_RANGE_DB
 from model.devset import default_data_dir
 from model.export import INT8_NAME, weight_counts
 from model.network import NetworkConfig, PercepNet, count_parameters
@@ -251,7 +253,8 @@ def _init_note(record: dict[str, Any]) -> str:
     )
     return (
         f"\n  Fine-tuned from `{_portable(init_from['path'])}` "
-        f"(SHA-256 `{init_from['sha256'][:16]}…`), {known}{grown}; the minutes and epochs "
+        f"(SHA-256 `{init_from['sha256'][:16]}…`), {known}{grown}; the minutes and "
+        f"{'epochs' if record.get('trainer', 'model.train') == 'model.train' else 'steps'} "
         "here are the fine-tune's."
     )
 
@@ -430,8 +433,79 @@ def _shipped_epoch_label(record: dict[str, Any]) -> str:
     )
 
 
+def _audio_finetune_command(record: dict[str, Any]) -> str:
+    """The command that started an audio fine-tune: its options before any resume changed
+    them, every training option written out (so the command stays whole if the defaults move)."""
+    options = dict(record["options"])
+    for resume in reversed(record.get("resumes", [])):
+        options.update({key: change["before"] for key, change in resume["changed"].items()})
+    flags = " ".join(
+        _flag(key, value)
+        for key, value in options.items()
+        if key not in AUDIO_FINETUNE_NON_TRAINING and value is not None and value is not False
+    )
+    return f"python -m {record['trainer']} --out runs/default {flags}"
+
+
+def _audio_finetune_section(record: dict[str, Any]) -> str:
+    """The "Training" section of weights fine-tuned on their own output audio
+    (``model.audio_finetune``), followed by that of the run they started from."""
+    options = record["options"]
+    resumes = record.get("resumes", [])
+    resumed = (
+        "\n  Resumed as the same command with these options changed: "
+        + "; ".join(
+            f"at {r['minutes']:.0f} min (step {r['step']}) with "
+            + " ".join(_flag(key, change["after"]) for key, change in r["changed"].items())
+            for r in resumes
+        )
+        + "."
+        if resumes
+        else ""
+    )
+    files = record["data"].get("files")
+    drawn_from = (
+        f"{len(files['speech'])} training utterances from {record['data']['speakers']} "
+        f"speakers and {len(files['noise'])} noise recordings"
+        if files
+        else "training files the run did not record"
+    )
+    low, high = (f"{value:g}".replace("-", "−") for value in AUDIO_SNR_RANGE_DB)
+    steps = record.get("steps") or 0
+    last = record.get("shipped_epoch", {})
+    last_note = (
+        f"step {last['step']}: band loss {last.get('anchor', float('nan')):.4f}, spectral loss "
+        f"{last.get('spectral', float('nan')):.4f} (means over the last progress window)"
+        if "step" in last
+        else "no progress line recorded"
+    )
+    parent = (record.get("init_from") or {}).get("record")
+    before = (
+        "\n### The run the fine-tune started from\n" + _training_section(parent) if parent else ""
+    )
+    export = "python -m model.export --checkpoint runs/default/checkpoint.pt --out model/weights"
+    return f"""- Commands: `{_audio_finetune_command(record)}`, then `{export}`{resumed}{
+        _init_note(record)
+    }
+  (seed {options.get("seed")}, AdamW). Each step: {options.get("batch")} whole utterances, each
+  mixed with a noise at an SNR drawn from {low}…{high} dB, run through the network and the
+  enhancer's own synthesis written in torch (`model/differentiable_synthesis.py`, held to the
+  enhancer by a test), so the loss reaches the gains through the audio they make; lr
+  {options.get("lr")} with cosine decay over the budget.
+- Hardware: {_hardware_note(record)};
+  {record["minutes"]:.0f} minutes of training, {steps} steps ({steps * options.get("batch", 0):,}
+  mixtures, each drawn fresh).
+- Data: drawn from {drawn_from} of the training split (`model/devset.py`, `split="train"`;
+  no rooms).
+- Loss: {_loss_note(record)}
+- Final step exported: {last_note}.
+{before}"""
+
+
 def _training_section(record: dict[str, Any]) -> str:
     """The card's "Training" section (without its heading) from the weights' record."""
+    if record.get("trainer", "model.train") != "model.train":
+        return _audio_finetune_section(record)
     run_args = record["options"]
     last = record.get("shipped_epoch", {})
     full_minutes = run_args.get("full_sequence_minutes", 0.0)

@@ -1,6 +1,7 @@
 """The training record kept beside exported weights (``training_record.json``): what the
 weights were trained on (every file, its licence), with what loss, by which command, for how
-long and on what hardware. ``model.train`` and ``model.export`` write it; ``model.model_card``
+long and on what hardware. ``model.export`` writes it from the checkpoint of ``model.train`` or
+``model.audio_finetune`` (``model.train`` also on its own export); ``model.model_card``
 reads nothing else about the training, so the card describes the weights' own run and never the
 data folder as it is today.
 
@@ -23,6 +24,7 @@ from model.splits import AudioFile, Split, split_named
 
 RECORD_NAME = "training_record.json"
 RECORD_FORMAT = 1
+TRAINER = "model.train"  # the trainer of a checkpoint that names none
 
 
 def corpus_of(file: AudioFile) -> str:
@@ -146,9 +148,11 @@ def record_from_checkpoints(
     weights the run started from, when it was a fine-tune and they had one. A checkpoint from
     before runs recorded their data, loss or hardware has none of them; the record says so."""
     history = shipped_state.get("history", [])
+    trainer = run_state.get("trainer", TRAINER)
     return {
         "format": RECORD_FORMAT,
         "reconstructed": None,
+        "trainer": trainer,
         "weights": weights_identity(weights_dir),
         "network": run_state["config"],
         "options": run_state.get("args", {}),
@@ -157,7 +161,9 @@ def record_from_checkpoints(
         "hardware": run_state.get("hardware"),
         "minutes": run_state.get("elapsed", 0.0) / 60,
         "epochs": run_state.get("epoch"),
-        "stages": stage_summary(run_state.get("history", [])),
+        "steps": run_state.get("step"),
+        # model.train's history is by epoch and stage; another trainer's by progress line
+        "stages": stage_summary(run_state.get("history", [])) if trainer == TRAINER else [],
         "shipped_epoch": {
             **(history[-1] if history else {}),
             "best": shipped_state is not run_state,
@@ -186,9 +192,10 @@ def record_from_run(checkpoint: Path, weights_dir: Path, data_dir: Path) -> dict
     """The record of weights exported to ``weights_dir`` from ``checkpoint``; the run's totals
     come from ``checkpoint.pt`` beside it. The record of the weights a fine-tune started from is
     the one its checkpoint kept, else the one still beside that file (by hash). A checkpoint
-    from before runs recorded their files gets the training split of ``data_dir`` as it is now;
-    the loss is described from the run's options by this code, and where that differs from the
-    description the checkpoint kept, the record says so."""
+    from before runs recorded their files gets the training split of ``data_dir`` as it is now.
+    A ``model.train`` run's loss is described from its options by this code, and where that
+    differs from the description the checkpoint kept, the record says so; another trainer's
+    (``model.audio_finetune``) is the one its checkpoint kept."""
     import torch
 
     def load(path: Path) -> dict[str, Any]:
@@ -202,7 +209,7 @@ def record_from_run(checkpoint: Path, weights_dir: Path, data_dir: Path) -> dict
             **data_record(split_named(data_dir, "train")),
             "recorded_at": "export (the checkpoint predates recording its files)",
         }
-    if run.get("args"):
+    if run.get("args") and run.get("trainer", TRAINER) == TRAINER:
         # The loss's description is a function of the run's options; the code exporting knows
         # every option the code that trained did, and maybe newer ones it failed to describe.
         from model.train import loss_record, parse_args

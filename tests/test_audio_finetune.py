@@ -1,0 +1,243 @@
+"""The output-domain fine-tune (``model.audio_finetune``): the torch synthesis is the enhancer's
+(same output for the same gains), the anchor and spectral loss compare what they should, and the
+fine-tune runs, records its training, checkpoints and resumes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnx")
+
+from finetune_inputs import RATE, one_step_argv, synthetic_mixture, voiced_noisy  # noqa: E402
+from shared_data import find_shared_data  # noqa: E402
+
+from dsp.constants import NUM_BANDS  # noqa: E402
+from dsp.enhancer import ReplayGains  # noqa: E402
+from dsp.offline import enhance_signal  # noqa: E402
+from model.differentiable_synthesis import (  # noqa: E402
+    TorchSynthesis,
+    resample_ideal,
+    stack_inputs,
+    synthesis_inputs,
+)
+
+
+@pytest.mark.parametrize("postfilter", [True, False])
+def test_torch_synthesis_matches_the_enhancer(postfilter: bool) -> None:
+    noisy = voiced_noisy(1.0)
+    inputs = synthesis_inputs(noisy)
+    frames = inputs.features.shape[0]
+    rng = np.random.default_rng(1)
+    gains = rng.uniform(0, 1, (frames, NUM_BANDS)).astype(np.float32)
+    strengths = rng.uniform(0, 1, (frames, NUM_BANDS)).astype(np.float32)
+    expected = enhance_signal(noisy, ReplayGains(gains, strengths), postfilter=postfilter)
+    batch = stack_inputs([inputs])
+    batch.pop("features")
+    out = TorchSynthesis()(
+        torch.from_numpy(gains)[None],
+        torch.from_numpy(strengths)[None],
+        **batch,
+        postfilter=postfilter,
+    )
+    got = out[0, : noisy.size].numpy()
+    assert np.max(np.abs(got - expected)) < 1e-5 * np.max(np.abs(expected))
+
+
+def test_synthesis_features_are_the_oracle_features() -> None:
+    from dsp.offline import compute_oracle_targets
+
+    noisy = voiced_noisy(0.5)
+    inputs = synthesis_inputs(noisy)
+    np.testing.assert_array_equal(inputs.features, compute_oracle_targets(noisy, noisy).features)
+
+
+def test_stacked_batches_pad_with_unit_energies() -> None:
+    short, long = synthesis_inputs(voiced_noisy(0.3)), synthesis_inputs(voiced_noisy(0.6))
+    batch = stack_inputs([short, long])
+    frames = short.features.shape[0]
+    assert batch["features"].shape[:2] == (2, long.features.shape[0])
+    assert torch.all(batch["energy_noisy"][0, frames:] == 1.0)
+    assert torch.all(batch["noisy_spectrum"][0, frames:] == 0)
+
+
+def test_resampling_keeps_a_tone() -> None:
+    t48 = torch.arange(RATE, dtype=torch.float64) / RATE
+    t16 = torch.arange(16_000, dtype=torch.float64) / 16_000
+    got = resample_ideal(torch.sin(2 * torch.pi * 1000 * t48)[None], RATE, 16_000)[0]
+    assert torch.max(torch.abs(got - torch.sin(2 * torch.pi * 1000 * t16))) < 1e-9
+
+
+def test_finetune_checkpoints_and_resumes(tmp_path) -> None:
+    data_dir = find_shared_data()
+    if data_dir is None:
+        pytest.skip("needs ../shared/data")
+    from model.audio_finetune import finetune, parse_args
+
+    argv = one_step_argv(tmp_path, data_dir)
+    path = finetune(parse_args(argv))
+    first = torch.load(path, weights_only=False)
+    assert first["step"] == 1 and first["config"]["gru_size"] > 0
+    # resumed with a budget just past the time spent: one more step, not a fresh start
+    argv[5] = str(first["elapsed"] / 60.0 + 0.001)
+    resumed = torch.load(finetune(parse_args(argv)), weights_only=False)
+    assert resumed["step"] == 2
+    assert len(resumed["history"]) == 0 or resumed["history"][0]["step"] >= 1
+    from model.export import load_checkpoint
+
+    assert load_checkpoint(path).config.gru_size == first["config"]["gru_size"]
+
+
+def test_finetune_options_are_checked(tmp_path) -> None:
+    from model.audio_finetune import finetune, parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--init-from", "x.onnx", "--out", str(tmp_path), "--batch", "0"])
+    with pytest.raises(SystemExit, match="no such file"):
+        finetune(
+            parse_args(
+                ["--init-from", str(tmp_path / "missing.onnx"), "--out", str(tmp_path / "run")]
+            )
+        )
+
+
+def test_the_spectral_loss_is_zero_on_the_reference_and_grows_with_noise() -> None:
+    from model.spectral_loss import multi_resolution_loss
+
+    t = torch.arange(RATE // 2) / RATE
+    clean = (0.1 * torch.sin(2 * torch.pi * 200 * t))[None]
+    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+    assert float(multi_resolution_loss(clean, clean)) == pytest.approx(0.0, abs=1e-9)
+    small = float(multi_resolution_loss(clean + 0.001 * noise, clean))
+    large = float(multi_resolution_loss(clean + 0.01 * noise, clean))
+    assert 0.0 < small < large
+
+
+def test_the_anchor_covers_each_clip_and_not_the_padding_after_it() -> None:
+    from model.audio_finetune import BatchTensors
+
+    mixtures = [synthetic_mixture(seconds, seed) for seed, seconds in enumerate((0.3, 0.6))]
+    batch = BatchTensors(mixtures)
+    frames = batch.features.shape[1]
+    gains = torch.rand(2, frames, NUM_BANDS, generator=torch.Generator().manual_seed(0))
+    strengths = torch.rand(2, frames, NUM_BANDS, generator=torch.Generator().manual_seed(1))
+    alone = [
+        BatchTensors([m]).anchor_loss(
+            gains[i : i + 1, : batch.frames[i]], strengths[i : i + 1, : batch.frames[i]]
+        )
+        for i, m in enumerate(mixtures)
+    ]
+    assert batch.frames[0] < frames  # the shorter clip is padded
+    assert float(batch.anchor_loss(gains, strengths)) == pytest.approx(
+        float(torch.stack(alone).mean()), rel=1e-6
+    )
+    gains[0, batch.frames[0] :] = 0.0  # whatever the gains are over the padding
+    assert float(batch.anchor_loss(gains, strengths)) == pytest.approx(
+        float(torch.stack(alone).mean()), rel=1e-6
+    )
+
+
+def test_a_draw_on_silent_noise_is_drawn_again(monkeypatch, tmp_path) -> None:
+    from model import audio_finetune
+    from model.devset import SilentSignalError, mix_at_snr
+
+    with pytest.raises(SilentSignalError):
+        mix_at_snr(np.ones(100), np.zeros(100), 0.0, -26.0)
+    seeds: list[int] = []
+
+    def build(
+        data_dir: Path, per_snr: int, snrs_db: list[float], seed: int, split: str
+    ) -> list[str]:
+        seeds.append(seed)
+        if len(seeds) == 1 or always_silent:
+            raise SilentSignalError("speech and noise must both carry energy")
+        return ["a mixture"] * len(snrs_db)
+
+    always_silent = False
+
+    monkeypatch.setattr(audio_finetune, "build_dev_mixtures", build)
+    batch = audio_finetune.draw_batch(tmp_path, np.random.default_rng(0), 2)
+    assert batch == ["a mixture"] * 2 and len(seeds) == 2 and seeds[0] != seeds[1]
+    always_silent = True
+    with pytest.raises(RuntimeError, match="draws in a row"):
+        audio_finetune.draw_batch(tmp_path, np.random.default_rng(0), 2)
+
+
+def test_the_teacher_blends_into_the_targets_and_can_be_the_spectral_reference(
+    monkeypatch,
+) -> None:
+    from model import audio_finetune
+
+    mixture = synthetic_mixture(0.4, 3)
+    # a teacher that hands back its input: its band gains are all 1
+    monkeypatch.setattr(audio_finetune, "deepfilternet_enhance", lambda noisy: noisy.copy())
+    oracle = audio_finetune.BatchTensors([mixture])
+    blended = audio_finetune.BatchTensors([mixture], teacher_blend=0.5)
+    taught = audio_finetune.BatchTensors([mixture], teacher_audio=True)
+    frames = oracle.frames[0]
+    below = oracle.target_gains[0, :frames] < 0.99
+    assert below.any()
+    assert (blended.target_gains[0, :frames][below] > oracle.target_gains[0, :frames][below]).all()
+    torch.testing.assert_close(taught.target_gains, oracle.target_gains)
+    torch.testing.assert_close(oracle.references[0], torch.from_numpy(mixture.clean))
+    torch.testing.assert_close(taught.references[0], torch.from_numpy(mixture.noisy))
+
+
+def test_a_teacher_blend_outside_zero_to_one_and_negative_weights_are_refused(tmp_path) -> None:
+    from model.audio_finetune import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--init-from", "x.onnx", "--out", str(tmp_path), "--teacher-blend", "1.5"])
+    with pytest.raises(SystemExit):
+        parse_args(["--init-from", "x.onnx", "--out", str(tmp_path), "--spectral-weight", "-1"])
+
+
+def test_the_run_records_its_training_and_the_export_and_card_keep_it(tmp_path) -> None:
+    data_dir = find_shared_data()
+    if data_dir is None:
+        pytest.skip("needs ../shared/data")
+    from model import audio_finetune
+    from model.export import main as export_main
+    from model.model_card import _training_section
+    from model.runtime import sha256_of
+    from model.splits import split_named
+    from model.training_record import find_record, read_record
+
+    argv = one_step_argv(tmp_path / "run", data_dir)
+    first = torch.load(audio_finetune.finetune(audio_finetune.parse_args(argv)), weights_only=False)
+    assert first["trainer"] == "model.audio_finetune"
+    assert first["loss"]["quality_predictors"] == []
+    assert "DeepFilterNet3's output" in first["loss"]["terms"][-1]  # the default reference
+    files, dev = first["data"]["files"], split_named(data_dir, "dev")
+    assert files["speech"] and files["noise"] and files["rooms"] == []
+    assert not set(files["speech"]) & {f.relative_path for f in dev.speech}
+    assert not set(files["noise"]) & {f.relative_path for f in dev.noise}
+    shipped = Path(argv[1])
+    assert first["init_from"]["sha256"] == sha256_of(shipped)
+    assert first["init_from"]["record"] == find_record(shipped) is not None
+    assert first["hardware"]["threads"] == 1 and first["args"]["data_dir"] == "<data>"
+    # resumed one step further at a lower lr: the change is on record, the threads' is not
+    argv[5] = str(first["elapsed"] / 60.0 + 0.001)
+    argv[-1] = "2"
+    path = audio_finetune.finetune(audio_finetune.parse_args(argv + ["--lr", "1e-5"]))
+    resumed = torch.load(path, weights_only=False)
+    assert resumed["step"] == 2 and len(resumed["resumes"]) == 1
+    assert set(resumed["resumes"][0]["changed"]) == {"minutes", "lr"}
+    assert resumed["resumes"][0]["changed"]["lr"] == {"before": 5e-5, "after": 1e-5}
+
+    weights = tmp_path / "weights"
+    export_main(["--checkpoint", str(path), "--out", str(weights)])
+    record = read_record(weights)
+    assert record["trainer"] == "model.audio_finetune" and record["steps"] == 2
+    assert record["loss"] == first["loss"]  # kept as trained, not re-derived as model.train's
+    assert record["stages"] == [] and record["init_from"]["record"] is not None
+    section = _training_section(record)
+    assert "`python -m model.audio_finetune --out runs/default --init-from " in section
+    assert "--lr 5e-05" in section and "(step 1) with --minutes" in section
+    assert "--lr 1e-05" in section.split("Resumed")[1]
+    assert "No quality-predictor network" in section
+    assert "### The run the fine-tune started from" in section
+    assert "`python -m model.train " in section.split("started from")[1]
