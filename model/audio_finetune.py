@@ -50,8 +50,8 @@ from model.runtime import sha256_of
 from model.spectral_loss import COMPRESSION, FFT_SIZES, multi_resolution_loss
 from model.splits import Split, split_named
 from model.teacher import blend_targets, deepfilternet_enhance
+from model.train import changed_options, percepnet_loss, portable_path, saved_weights
 from model.train import loss_record as band_loss_record
-from model.train import percepnet_loss, portable_path, saved_weights
 from model.training_record import data_record, find_record, hardware_record
 
 TRAINER = "model.audio_finetune"
@@ -59,8 +59,6 @@ SNR_RANGE_DB = (-5.0, 20.0)
 CHECKPOINT_EVERY_SECONDS = 300.0
 PROGRESS_EVERY_STEPS = 10
 REDRAWS = 10
-# Options that do not change what is trained: left out of a resumed run's provenance.
-NON_TRAINING_OPTIONS = frozenset({"out", "data_dir", "threads", "export"})
 # What a checkpoint carries of the run itself (beside the weights, optimiser and options).
 RUN_KEYS = ("step", "elapsed", "history", "resumes", "init_from", "data")
 
@@ -189,15 +187,6 @@ def loss_record(args: argparse.Namespace, extra_terms: Sequence[str] = ()) -> di
     }
 
 
-def changed_options(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Training options a resumed run changes, as {option: {"before": …, "after": …}}."""
-    return {
-        key: {"before": before.get(key), "after": value}
-        for key, value in after.items()
-        if key not in NON_TRAINING_OPTIONS and before.get(key) != value
-    }
-
-
 def finetune(
     args: argparse.Namespace,
     extra_terms: OutputTerms | None = None,
@@ -233,7 +222,7 @@ def finetune(
         optimizer.load_state_dict(state["optimizer"])
         rng.bit_generator.state = state["rng"]
         run = {key: state[key] for key in RUN_KEYS}
-        changed = changed_options(state["args"], options)
+        changed = changed_options(state["args"], options, defaults={})
         if changed:
             run["resumes"].append(
                 {"minutes": run["elapsed"] / 60, "step": run["step"], "changed": changed}

@@ -16,7 +16,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from model.audio_finetune import NON_TRAINING_OPTIONS as AUDIO_FINETUNE_NON_TRAINING
 from model.audio_finetune import SNR_RANGE_DB as AUDIO_SNR_RANGE_DB
 from model.devset import default_data_dir
 from model.export import INT8_NAME, weight_counts
@@ -442,7 +441,7 @@ def _audio_finetune_command(record: dict[str, Any]) -> str:
     flags = " ".join(
         _flag(key, value)
         for key, value in options.items()
-        if key not in AUDIO_FINETUNE_NON_TRAINING and value is not None and value is not False
+        if key not in NON_TRAINING_OPTIONS and value is not None and value is not False
     )
     return f"python -m {record['trainer']} --out runs/default {flags}"
 
