@@ -335,7 +335,7 @@ def option_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--spectral-weight",
         type=float,
-        default=4.0,
+        default=16.0,
         help="weight of the multi-resolution compressed-spectrum loss (see --spectral-reference)",
     )
     parser.add_argument(
