@@ -17,12 +17,13 @@ from model.runtime import DEFAULT_MODEL
 from service.cli import main
 
 SNR_DB = 5.0
-# The shipped model (the 384-unit weights fine-tuned over every cached DeepFilterNet3 batch)
-# measured +0.477 PESQ-WB and +5.87 dB SI-SDR on this mixture (the run is deterministic; the
-# 384-unit weights before it +0.538 and +5.72 dB); the pins leave room for other CPUs' and
-# onnxruntime builds' rounding only. Re-measure and re-pin when the shipped model changes.
+# The shipped model (the 384-unit weights fine-tuned on their own output audio against
+# DeepFilterNet3's, model.audio_finetune) measured +0.479 PESQ-WB and +5.19 dB SI-SDR on this
+# mixture (the run is deterministic; the weights before it +0.477 and +5.87 dB); the pins leave
+# room for other CPUs' and onnxruntime builds' rounding only. Re-measure and re-pin when the
+# shipped model changes.
 PINNED_PESQ_GAIN = 0.44
-PINNED_SI_SDR_GAIN_DB = 5.4
+PINNED_SI_SDR_GAIN_DB = 4.8
 
 
 @pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="no shipped model under model/weights")
