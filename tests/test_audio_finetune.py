@@ -239,5 +239,8 @@ def test_the_run_records_its_training_and_the_export_and_card_keep_it(tmp_path) 
     assert "--lr 5e-05" in section and "(step 1) with --minutes" in section
     assert "--lr 1e-05" in section.split("Resumed")[1]
     assert "No quality-predictor network" in section
-    assert "### The run the fine-tune started from" in section
-    assert "`python -m model.train " in section.split("started from")[1]
+    # the run it started from follows, as that run's own trainer describes it
+    parent = section.split("### The run the fine-tune started from\n", 1)[1]
+    parent_trainer = record["init_from"]["record"].get("trainer", "model.train")
+    assert parent.startswith(f"- Command{'s' * (parent_trainer != 'model.train')}: `python -m ")
+    assert parent.split("`")[1].startswith(f"python -m {parent_trainer} ")
