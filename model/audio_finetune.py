@@ -52,6 +52,7 @@ from model.splits import Split, split_named
 from model.teacher import blend_targets, deepfilternet_enhance
 from model.train import changed_options, percepnet_loss, portable_path, saved_weights
 from model.train import loss_record as band_loss_record
+from model.train import parse_args as train_options
 from model.training_record import data_record, find_record, hardware_record
 
 TRAINER = "model.audio_finetune"
@@ -159,8 +160,9 @@ class BatchTensors:
 
 def loss_record(args: argparse.Namespace, extra_terms: Sequence[str] = ()) -> dict[str, Any]:
     """What this run's loss compares, for the training record and the model card."""
+    # model.train's description of its loss, for a run of its defaults with this blend
     band = band_loss_record(
-        argparse.Namespace(teacher_blend=args.teacher_blend, onset_weight=0, pause_stage_minutes=0)
+        argparse.Namespace(**vars(train_options([])) | {"teacher_blend": args.teacher_blend})
     )
     reference = (
         "DeepFilterNet3's output on the same mixture"
