@@ -30,7 +30,7 @@ from model.train import (
     parse_args,
     schedule_minutes,
 )
-from model.training_record import lineage, read_record
+from model.training_record import lineage, read_record, trains_by_epochs
 
 NON_COMMERCIAL_MARK = "NC"  # in a Creative Commons licence's name: BY-NC, BY-NC-SA, BY-NC-ND
 
@@ -253,7 +253,7 @@ def _init_note(record: dict[str, Any]) -> str:
     return (
         f"\n  Fine-tuned from `{_portable(init_from['path'])}` "
         f"(SHA-256 `{init_from['sha256'][:16]}…`), {known}{grown}; the minutes and "
-        f"{'epochs' if record.get('trainer', 'model.train') == 'model.train' else 'steps'} "
+        f"{'epochs' if trains_by_epochs(record) else 'steps'} "
         "here are the fine-tune's."
     )
 
@@ -312,18 +312,39 @@ def _hardware_note(record: dict[str, Any]) -> str:
     )
 
 
-def _training_commands(run_args: dict[str, object], resumes: list[dict]) -> tuple[str, str]:
-    """(the command that started the run, the options each resume changed), from a checkpoint's
-    final options and its record of resumes; the last command exports the weights."""
-    first = dict(run_args)
+def _options_at_start(options: dict[str, Any], resumes: list[dict]) -> dict[str, Any]:
+    """A run's options as its first command gave them: its final options with each resume's
+    changes undone."""
+    first = dict(options)
     for resume in reversed(resumes):
         first.update({key: change["before"] for key, change in resume["changed"].items()})
-    command = f"python -m model.train --out runs/default {_option_flags(first)}".rstrip()
-    steps = [
-        f"at {resume['minutes']:.0f} min (epoch {resume['epoch']}) with "
+    return first
+
+
+def _resume_changes(resumes: list[dict]) -> list[str]:
+    """Each resume as "at N min (epoch E, or step S) with" the options it changed."""
+    return [
+        f"at {resume['minutes']:.0f} min ("
+        + (f"epoch {resume['epoch']}" if "epoch" in resume else f"step {resume['step']}")
+        + ") with "
         + " ".join(_flag(key, change["after"]) for key, change in resume["changed"].items())
         for resume in resumes
     ]
+
+
+def _resumed_note(changes: str) -> str:
+    """The sentence on a run's resumes, or nothing."""
+    if not changes:
+        return ""
+    return f"\n  Resumed as the same command with these options changed: {changes}."
+
+
+def _training_commands(run_args: dict[str, object], resumes: list[dict]) -> tuple[str, str]:
+    """(the command that started the run, the options each resume changed), from a checkpoint's
+    final options and its record of resumes; the last command exports the weights."""
+    first = _options_at_start(run_args, resumes)
+    command = f"python -m model.train --out runs/default {_option_flags(first)}".rstrip()
+    steps = _resume_changes(resumes)
     export = " --export model/weights"
     if steps:
         steps[-1] += export
@@ -435,9 +456,7 @@ def _shipped_epoch_label(record: dict[str, Any]) -> str:
 def _audio_finetune_command(record: dict[str, Any]) -> str:
     """The command that started an audio fine-tune: its options before any resume changed
     them, every training option written out (so the command stays whole if the defaults move)."""
-    options = dict(record["options"])
-    for resume in reversed(record.get("resumes", [])):
-        options.update({key: change["before"] for key, change in resume["changed"].items()})
+    options = _options_at_start(record["options"], record.get("resumes", []))
     flags = " ".join(
         _flag(key, value)
         for key, value in options.items()
@@ -450,18 +469,7 @@ def _audio_finetune_section(record: dict[str, Any]) -> str:
     """The "Training" section of weights fine-tuned on their own output audio
     (``model.audio_finetune``), followed by that of the run they started from."""
     options = record["options"]
-    resumes = record.get("resumes", [])
-    resumed = (
-        "\n  Resumed as the same command with these options changed: "
-        + "; ".join(
-            f"at {r['minutes']:.0f} min (step {r['step']}) with "
-            + " ".join(_flag(key, change["after"]) for key, change in r["changed"].items())
-            for r in resumes
-        )
-        + "."
-        if resumes
-        else ""
-    )
+    resumed = _resumed_note("; ".join(_resume_changes(record.get("resumes", []))))
     files = record["data"].get("files")
     drawn_from = (
         f"{len(files['speech'])} training utterances from {record['data']['speakers']} "
@@ -503,16 +511,14 @@ def _audio_finetune_section(record: dict[str, Any]) -> str:
 
 def _training_section(record: dict[str, Any]) -> str:
     """The card's "Training" section (without its heading) from the weights' record."""
-    if record.get("trainer", "model.train") != "model.train":
+    if not trains_by_epochs(record):
         return _audio_finetune_section(record)
     run_args = record["options"]
     last = record.get("shipped_epoch", {})
     full_minutes = run_args.get("full_sequence_minutes", 0.0)
     pause_minutes = run_args.get("pause_stage_minutes", 0.0)
     train_command, resumed = _training_commands(run_args, record.get("resumes", []))
-    resumed_note = (
-        f"\n  Resumed as the same command with these options changed: {resumed}." if resumed else ""
-    )
+    resumed_note = _resumed_note(resumed)
     weighted_note = " (train loss: the pause-weighted objective)" * (last.get("stage") == "pause")
     stopped = (
         "; stopped before the budget: the run resumes from its checkpoint"

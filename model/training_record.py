@@ -24,7 +24,14 @@ from model.splits import AudioFile, Split, split_named
 
 RECORD_NAME = "training_record.json"
 RECORD_FORMAT = 1
-TRAINER = "model.train"  # the trainer of a checkpoint that names none
+EPOCH_TRAINER = "model.train"  # trains by epochs and stages; a checkpoint naming no trainer
+
+
+def trains_by_epochs(state: dict[str, Any]) -> bool:
+    """Whether a checkpoint or record comes from ``model.train`` (epochs, stages, a loss it
+    can describe from its options) rather than a trainer that counts steps
+    (``model.audio_finetune``); one that names no trainer predates the others."""
+    return state.get("trainer", EPOCH_TRAINER) == EPOCH_TRAINER
 
 
 def corpus_of(file: AudioFile) -> str:
@@ -148,11 +155,10 @@ def record_from_checkpoints(
     weights the run started from, when it was a fine-tune and they had one. A checkpoint from
     before runs recorded their data, loss or hardware has none of them; the record says so."""
     history = shipped_state.get("history", [])
-    trainer = run_state.get("trainer", TRAINER)
     return {
         "format": RECORD_FORMAT,
         "reconstructed": None,
-        "trainer": trainer,
+        "trainer": run_state.get("trainer", EPOCH_TRAINER),
         "weights": weights_identity(weights_dir),
         "network": run_state["config"],
         "options": run_state.get("args", {}),
@@ -163,7 +169,9 @@ def record_from_checkpoints(
         "epochs": run_state.get("epoch"),
         "steps": run_state.get("step"),
         # model.train's history is by epoch and stage; another trainer's by progress line
-        "stages": stage_summary(run_state.get("history", [])) if trainer == TRAINER else [],
+        "stages": stage_summary(run_state.get("history", []))
+        if trains_by_epochs(run_state)
+        else [],
         "shipped_epoch": {
             **(history[-1] if history else {}),
             "best": shipped_state is not run_state,
@@ -209,7 +217,7 @@ def record_from_run(checkpoint: Path, weights_dir: Path, data_dir: Path) -> dict
             **data_record(split_named(data_dir, "train")),
             "recorded_at": "export (the checkpoint predates recording its files)",
         }
-    if run.get("args") and run.get("trainer", TRAINER) == TRAINER:
+    if run.get("args") and trains_by_epochs(run):
         # The loss's description is a function of the run's options; the code exporting knows
         # every option the code that trained did, and maybe newer ones it failed to describe.
         from model.train import loss_record, parse_args
