@@ -49,7 +49,7 @@ from model.network import NetworkConfig, PercepNet
 from model.runtime import sha256_of
 from model.spectral_loss import COMPRESSION, FFT_SIZES, multi_resolution_loss
 from model.splits import Split, split_named
-from model.teacher import blend_targets, deepfilternet_enhance
+from model.teacher import Enhance, blend_targets, deepfilternet_enhance, teacher_targets
 from model.train import changed_options, percepnet_loss, portable_path, saved_weights
 from model.train import loss_record as band_loss_record
 from model.train import parse_args as train_options
@@ -83,6 +83,12 @@ def draw_batch(data_dir: Path, rng: np.random.Generator, size: int) -> list[DevM
     raise RuntimeError(f"{REDRAWS} draws in a row met silent speech or noise")
 
 
+def already_made(output: np.ndarray) -> Enhance:
+    """An enhancer that hands back ``output``, a teacher's output already made, whatever it is
+    given (so one teacher run serves both the targets and the spectral reference)."""
+    return lambda _noisy: output
+
+
 def speech_band_mask(mixture: DevMixture) -> np.ndarray:
     """The bands the speech source can fill (as the training cache masks them)."""
     return band_mask(speech_max_hz(mixture.source_rate))
@@ -112,12 +118,13 @@ class BatchTensors:
                 taught = deepfilternet_enhance(mixture.noisy)  # one teacher run serves both
                 if teacher_audio:
                     references[i] = taught
-                if teacher_blend > 0:
-                    # model.teacher.teacher_targets, on the output already made
-                    teacher = compute_oracle_targets(mixture.noisy, taught)
-                    gains = blend_targets(gains, teacher.gains, teacher_blend)
+                if teacher_blend > 0:  # the targets that make the output already made
+                    teacher_gains, teacher_strengths = teacher_targets(
+                        mixture.noisy, already_made(taught)
+                    )
+                    gains = blend_targets(gains, teacher_gains, teacher_blend)
                     strengths = blend_targets(
-                        strengths, teacher.strengths, teacher_blend, complement=True
+                        strengths, teacher_strengths, teacher_blend, complement=True
                     )
             count = gains.shape[0]
             self.frames.append(count)
