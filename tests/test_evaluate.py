@@ -239,6 +239,25 @@ def test_evaluate_end_to_end(dev_mixtures, tmp_path: Path) -> None:
     assert len(list(tmp_path.glob("spectrogram_*.png"))) == 3
 
 
+def test_systems_are_timed_with_one_blas_thread(dev_mixtures) -> None:
+    """BLAS workers the scoring wakes must not spin through a timed call (they count in the
+    process's CPU time): every call runs, and every score is made, with BLAS at one thread."""
+    from threadpoolctl import threadpool_info
+
+    def blas_threads() -> list[int]:
+        return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+    seen: list[list[int]] = []
+
+    def recording(noisy: np.ndarray) -> np.ndarray:
+        seen.append(blas_threads())
+        return noisy
+
+    evaluate({"noisy": recording}, dev_mixtures[:2], dnsmos=False)
+    assert len(seen) == 3  # the warm-up and two mixtures
+    assert all(threads and set(threads) == {1} for threads in seen)
+
+
 @pytest.mark.slow
 def test_dnsmos_runs_offline_and_hears_the_noise(dev_mixtures) -> None:
     pytest.importorskip("speechmos")
