@@ -221,7 +221,7 @@ def run_dsp_benchmark(
     through the audio. Returns the config, platform, one summary per processor (``dsp``,
     ``rnnoise``, ``rnnoise_wrapper``; the RNNoise ones are None with ``rnnoise_error`` set when
     pyrnnoise cannot be loaded), the DSP/RNNoise ratios of median and p99, and with a model
-    its rows, the enhancer's ratio and ``targets`` (``cpu_targets``).
+    its SHA-256, its rows, the enhancer's ratio and ``targets`` (``cpu_targets``).
     """
     if seconds <= 0 or iterations <= 0 or warmup < 0:
         raise ValueError("seconds and iterations must be positive, warmup non-negative")
@@ -250,6 +250,9 @@ def run_dsp_benchmark(
     except (ImportError, OSError, RuntimeError) as exc:
         result["rnnoise_error"] = f"{type(exc).__name__}: {exc}"
     if model_path is not None and model_path.exists():
+        from model.runtime import sha256_of
+
+        result["model_sha256"] = sha256_of(model_path)  # which weights the rows below timed
         result.update(_bench_model(hops, model_path, iterations, warmup))
     if result["rnnoise"] is not None:
         result["ratio_median"] = result["dsp"]["median_us"] / result["rnnoise"]["median_us"]
@@ -263,11 +266,13 @@ def run_dsp_benchmark(
 
 
 def cpu_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Issue 25's CPU targets against this run's medians (those the run measured)."""
+    """Issue 25's CPU targets against this run's medians (those the run measured), each with
+    the ``row`` of the result it reads."""
     targets = []
     if "enhancer_ratio_median" in result:
         targets.append(
             {
+                "row": "enhancer",
                 "target": f"(DSP + int8 model) / RNNoise ≤ {ENHANCER_SHARE_OF_RNNOISE:g}",
                 "measured": result["enhancer_ratio_median"],
                 "met": result["enhancer_ratio_median"] <= ENHANCER_SHARE_OF_RNNOISE,
@@ -277,6 +282,7 @@ def cpu_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         step_us = result["model_int8"]["median_us"]
         targets.append(
             {
+                "row": "model_int8",
                 "target": f"int8 step at batch 1 ≤ {INT8_STEP_BUDGET_US:g} µs",
                 "measured": step_us,
                 "met": step_us <= INT8_STEP_BUDGET_US,

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from model.runtime import DEFAULT_MODEL, sha256_of
 from service.audio_files import AudioClip, AudioFileError, from_48k, read_audio, to_48k
 from service.cli import main
 
@@ -350,7 +351,7 @@ import sys
 from importlib.abc import MetaPathFinder
 
 EXTRA = {"pesq", "pystoi", "pyrnnoise", "webrtc_noise_gain", "speechmos", "librosa",
-         "matplotlib", "requests", "torch", "scipy", "onnx"}
+         "matplotlib", "requests", "torch", "scipy", "onnx", "threadpoolctl"}
 
 class Missing(MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
@@ -419,6 +420,7 @@ def test_bench_dsp_prints_a_table_and_writes_json(
     ]
     assert "target (DSP + int8 model) / RNNoise ≤ 0.5: " in out
     assert "target int8 step at batch 1 ≤ 150 µs: " in out
+    assert result["model_sha256"] == sha256_of(DEFAULT_MODEL)  # which weights were timed
 
 
 def test_bench_dsp_checks_the_cpu_targets_against_the_same_runs_medians() -> None:

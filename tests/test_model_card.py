@@ -62,6 +62,65 @@ def test_the_verdict_has_the_issues_checks(tmp_path: Path) -> None:
     assert "| CPU µs / 10 ms (DSP + int8 model) ≤ 0.5 × RNNoise's | 150 | 200 | yes |" in lines
 
 
+def _bench(int8: Path, enhancer_us: float, rnnoise_us: float, step_us: float) -> dict:
+    """A ``loadtest.bench_dsp`` result with these medians, its targets checked as it checks them."""
+    from loadtest.bench_dsp import cpu_targets
+    from model.runtime import sha256_of
+
+    bench = {
+        "model_sha256": sha256_of(int8),
+        "enhancer": {"median_us": enhancer_us},
+        "rnnoise": {"median_us": rnnoise_us},
+        "model_int8": {"median_us": step_us},
+        "enhancer_ratio_median": enhancer_us / rnnoise_us,
+    }
+    return bench | {"targets": cpu_targets(bench)}
+
+
+def test_the_cpu_checks_come_from_the_benchmark_when_given(tmp_path: Path) -> None:
+    _write_results(tmp_path)
+    int8 = tmp_path / "model.onnx"
+    int8.write_bytes(b"weights")
+    lines = _verdict(tmp_path, _bench(int8, 90.0, 200.0, 160.0)).splitlines()
+    assert (
+        "| (DSP + int8 model) / RNNoise ≤ 0.5 (`loadtest.bench_dsp`, medians) | 0.450 (90.0 µs) "
+        "| RNNoise 200.0 µs | yes |"
+    ) in lines
+    assert (
+        "| int8 step at batch 1 ≤ 150 µs (`loadtest.bench_dsp`, medians) | 160.0 µs |  | **no** |"
+        in lines
+    )
+    assert not any(line.startswith("| CPU µs / 10 ms") for line in lines)  # not the eval's
+    assert lines[-1].endswith(
+        "150 µs against RNNoise's 400 (0.38 ×); per hop, as the issue measures it, 0.450 ×."
+    )
+
+
+def test_the_card_refuses_a_benchmark_it_cannot_use(tmp_path: Path) -> None:
+    from model.export import INT8_NAME
+    from model.model_card import main, read_bench
+
+    int8 = tmp_path / INT8_NAME
+    int8.write_bytes(b"weights")
+    path = tmp_path / "bench.json"
+    with pytest.raises(ValueError, match="cannot read the benchmark"):
+        read_bench(path, int8)
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="cannot read the benchmark"):
+        read_bench(path, int8)
+    path.write_text(json.dumps({"enhancer": {"median_us": 1.0}}))  # run without pyrnnoise
+    with pytest.raises(ValueError, match="holds no whole-enhancer, RNNoise and int8-step"):
+        read_bench(path, int8)
+    bench = _bench(int8, 90.0, 200.0, 120.0)
+    path.write_text(json.dumps(bench))
+    assert read_bench(path, int8) == bench
+    int8.write_bytes(b"other weights")
+    with pytest.raises(ValueError, match="timed other weights"):
+        read_bench(path, int8)
+    with pytest.raises(SystemExit, match="^error: .*timed other weights"):
+        main(["--eval", str(tmp_path), "--out", str(tmp_path), "--bench", str(path)])
+
+
 def test_the_gap_to_deepfilternet3_per_snr_and_overall(tmp_path: Path) -> None:
     _write_results(tmp_path)
     lines = _gap_table(tmp_path, "deepfilternet3").splitlines()
