@@ -13,6 +13,7 @@ minimises
                      DeepFilterNet3's at --teacher-blend)
         + spectral_weight · (multi-resolution compressed-spectrum loss against DeepFilterNet3's
                              output, or the clean speech with --spectral-reference clean)
+        + mel_weight · (log-mel loss against the same reference; 0 by default)
 
 The band targets say what each band's gain should be; the spectral loss judges what the gains,
 comb filter and postfilter make of the audio together. Both are targets: no quality-predictor
@@ -47,7 +48,15 @@ from model.feature_cache import band_mask
 from model.mixtures import speech_max_hz
 from model.network import NetworkConfig, PercepNet
 from model.runtime import sha256_of
-from model.spectral_loss import COMPRESSION, FFT_SIZES, multi_resolution_loss
+from model.spectral_loss import (
+    COMPRESSION,
+    FFT_SIZES,
+    MEL_BANDS,
+    MEL_FLOOR_DB,
+    MEL_MAX_HZ,
+    log_mel_loss,
+    multi_resolution_loss,
+)
 from model.splits import Split, split_named
 from model.teacher import Enhance, blend_targets, deepfilternet_enhance, teacher_targets
 from model.train import changed_options, percepnet_loss, portable_path, saved_weights
@@ -189,6 +198,13 @@ def loss_record(args: argparse.Namespace, extra_terms: Sequence[str] = ()) -> di
             f"magnitudes, between the enhanced audio (the enhancer's synthesis, in torch) and "
             f"{reference}"
         )
+    if args.mel_weight:
+        terms.append(
+            f"{args.mel_weight:g} × the mean absolute difference of log mel power spectrograms "
+            f"({MEL_BANDS} bands below {MEL_MAX_HZ / 1000:g} kHz, each clip's floor "
+            f"{-MEL_FLOOR_DB:g} dB under its reference's mean) between the enhanced audio and "
+            f"{reference}"
+        )
     return {
         "targets": f"{band['targets']}, and (audio) {reference}",
         "terms": terms + list(extra_terms),
@@ -290,15 +306,15 @@ def finetune(
         gains, strengths = model(batch.features)
         anchor = batch.anchor_loss(gains, strengths)
         enhanced = synthesis(gains, strengths, **batch.synthesis)
-        spectral = (
-            multi_resolution_loss(
-                batch.cut_to_lengths(enhanced), batch.reference_batch(enhanced.shape[1])
-            )
-            if args.spectral_weight > 0
-            else enhanced.new_zeros(())
-        )
+        output = batch.cut_to_lengths(enhanced)
+        reference = batch.reference_batch(enhanced.shape[1])
+        unused = enhanced.new_zeros(())
+        spectral = multi_resolution_loss(output, reference) if args.spectral_weight else unused
+        mel = log_mel_loss(output, reference) if args.mel_weight else unused
         total = args.target_weight * anchor + args.spectral_weight * spectral
-        logged = {"anchor": anchor.item(), "spectral": spectral.item()}
+        if args.mel_weight > 0:
+            total = total + args.mel_weight * mel
+        logged = {"anchor": anchor.item(), "spectral": spectral.item(), "mel": mel.item()}
         if extra_terms is not None:
             extra, extra_logged = extra_terms(enhanced, batch, rng)
             total = total + extra
@@ -346,6 +362,12 @@ def option_parser(description: str) -> argparse.ArgumentParser:
         type=float,
         default=16.0,
         help="weight of the multi-resolution compressed-spectrum loss (see --spectral-reference)",
+    )
+    parser.add_argument(
+        "--mel-weight",
+        type=float,
+        default=0.0,
+        help="weight of the log-mel loss (below 8 kHz) against the same reference",
     )
     parser.add_argument(
         "--spectral-reference",

@@ -1,19 +1,30 @@
-"""A multi-resolution compressed-spectrum loss between enhanced and clean audio (torch).
+"""Spectral losses between enhanced audio and a reference (torch).
 
-At each STFT size, the mean squared difference of the magnitudes raised to ``compression``
-plus the same on the complex spectra with those compressed magnitudes (phase kept), as
-DeepFilterNet's spectral loss defines it. It is no acceptance metric and no quality-predictor
-network: PESQ-WB, STOI, SI-SDR and DNSMOS stay outside it.
+``multi_resolution_loss``: at each STFT size, the mean squared difference of the magnitudes
+raised to ``compression`` plus the same on the complex spectra with those compressed magnitudes
+(phase kept), as DeepFilterNet's spectral loss defines it. ``log_mel_loss``: the mean absolute
+difference of log mel power spectrograms below 8 kHz, each clip's floor set relative to its
+reference's mean, so residual noise well under the speech counts as much as the speech does.
+Neither is an acceptance metric or a quality-predictor network: PESQ-WB, STOI, SI-SDR and
+DNSMOS stay outside them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 
+import numpy as np
 import torch
+
+from dsp.constants import SAMPLE_RATE_HZ
 
 FFT_SIZES = (512, 1024, 2048)  # 10.7, 21.3 and 42.7 ms at 48 kHz
 COMPRESSION = 0.3
+MEL_FFT_SIZE = 1024  # 21.3 ms at 48 kHz, a quarter of it between frames
+MEL_BANDS = 64
+MEL_MAX_HZ = 8_000.0
+MEL_FLOOR_DB = -30.0  # each clip's floor, re its reference's mean mel power
 
 
 def compressed_spectrum(signal: torch.Tensor, fft_size: int, compression: float) -> torch.Tensor:
@@ -42,3 +53,34 @@ def multi_resolution_loss(
         complex_error = (estimate - reference).abs().pow(2).mean()
         total = total + magnitude + complex_error
     return total / len(fft_sizes)
+
+
+@cache
+def mel_filterbank() -> torch.Tensor:
+    """[MEL_BANDS, bins] Slaney mel filters over 0–``MEL_MAX_HZ`` for ``MEL_FFT_SIZE``."""
+    import librosa
+
+    weights = librosa.filters.mel(
+        sr=SAMPLE_RATE_HZ, n_fft=MEL_FFT_SIZE, n_mels=MEL_BANDS, fmin=0.0, fmax=MEL_MAX_HZ
+    )
+    return torch.from_numpy(weights.astype(np.float32))
+
+
+def mel_power(signal: torch.Tensor) -> torch.Tensor:
+    """[B, n] → mel power spectrogram [B, MEL_BANDS, frames]."""
+    window = torch.hann_window(MEL_FFT_SIZE, dtype=signal.dtype)
+    spectrum = torch.stft(
+        signal, MEL_FFT_SIZE, hop_length=MEL_FFT_SIZE // 4, window=window, return_complex=True
+    )
+    return mel_filterbank().to(signal.dtype) @ spectrum.abs().pow(2)
+
+
+def log_mel_loss(
+    enhanced: torch.Tensor, reference: torch.Tensor, floor_db: float = MEL_FLOOR_DB
+) -> torch.Tensor:
+    """Mean |log10(M_e + f) − log10(M_r + f)| over mel bands and frames, f per clip
+    ``floor_db`` under its reference's mean mel power; both signals [B, n], aligned, zero where
+    a clip has ended."""
+    estimate, target = mel_power(enhanced), mel_power(reference.to(enhanced.dtype))
+    floor = target.mean(dim=(1, 2), keepdim=True) * 10.0 ** (floor_db / 10.0) + 1e-12
+    return (torch.log10(estimate + floor) - torch.log10(target + floor)).abs().mean()

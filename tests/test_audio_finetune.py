@@ -116,6 +116,43 @@ def test_the_spectral_loss_is_zero_on_the_reference_and_grows_with_noise() -> No
     assert 0.0 < small < large
 
 
+def test_the_log_mel_loss_is_zero_on_the_reference_and_counts_noise_down_to_its_floor() -> None:
+    from model.spectral_loss import log_mel_loss
+
+    t = torch.arange(RATE // 2) / RATE
+    clean = (0.1 * torch.sin(2 * torch.pi * 200 * t))[None]
+    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+    assert float(log_mel_loss(clean, clean)) == pytest.approx(0.0, abs=1e-9)
+    losses = [float(log_mel_loss(clean + level * noise, clean)) for level in (1e-4, 1e-3, 1e-2)]
+    assert 0.0 < losses[0] < losses[1] < losses[2]
+    # far under the floor (30 dB under the reference's mean) noise costs almost nothing
+    assert losses[0] < 0.01 < losses[2]
+
+
+def test_the_log_mel_term_reaches_the_weights_and_the_record(tmp_path) -> None:
+    data_dir = find_shared_data()
+    if data_dir is None:
+        pytest.skip("needs ../shared/data")
+    from model.audio_finetune import finetune, parse_args
+
+    runs = {
+        weight: torch.load(
+            finetune(
+                parse_args(one_step_argv(tmp_path / weight, data_dir) + ["--mel-weight", weight])
+            ),
+            weights_only=False,
+        )
+        for weight in ("0", "4")
+    }
+    assert "log mel" in runs["4"]["loss"]["terms"][-1]
+    assert runs["4"]["loss"]["terms"][:-1] == runs["0"]["loss"]["terms"]
+    moved = [
+        not torch.equal(runs["0"]["model"][name], runs["4"]["model"][name])
+        for name in runs["0"]["model"]
+    ]
+    assert any(moved)  # the same step of the same draw, with the term: other weights
+
+
 def test_the_anchor_covers_each_clip_and_not_the_padding_after_it() -> None:
     from model.audio_finetune import BatchTensors
 
@@ -211,6 +248,7 @@ def test_the_run_records_its_training_and_the_export_and_card_keep_it(tmp_path) 
     assert first["trainer"] == "model.audio_finetune"
     assert first["loss"]["quality_predictors"] == []
     assert "DeepFilterNet3's output" in first["loss"]["terms"][-1]  # the default reference
+    assert not any("log mel" in term for term in first["loss"]["terms"])  # weight 0: not in it
     files, dev = first["data"]["files"], split_named(data_dir, "dev")
     assert files["speech"] and files["noise"] and files["rooms"] == []
     assert not set(files["speech"]) & {f.relative_path for f in dev.speech}
