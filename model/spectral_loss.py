@@ -4,7 +4,8 @@
 raised to ``compression`` plus the same on the complex spectra with those compressed magnitudes
 (phase kept), as DeepFilterNet's spectral loss defines it. ``log_mel_loss``: the mean absolute
 difference of log mel power spectrograms below 8 kHz, each clip's floor set relative to its
-reference's mean, so residual noise well under the speech counts as much as the speech does.
+reference's mean, so residual noise well under the speech weighs by its level in dB, not by its
+small share of the energy.
 Neither is an acceptance metric or a quality-predictor network: PESQ-WB, STOI, SI-SDR and
 DNSMOS stay outside them.
 """
