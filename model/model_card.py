@@ -60,10 +60,15 @@ def _license_section(record: dict[str, Any]) -> str:
     )
     tables = []
     for depth, run in enumerate(runs):
+        rows = run["data"]["licenses"]
+        if depth > 0 and rows == runs[depth - 1]["data"]["licenses"]:
+            tables.append(
+                "\nBefore that, the weights fine-tuned from were trained on the same data.\n"
+            )
+            continue
         title = "\nBefore that, the weights fine-tuned from were trained on:\n\n" * (depth > 0)
         table = ["| kind | corpus | license | minutes |", "|---|---|---|---|"] + [
-            f"| {r['kind']} | {r['corpus']} | {r['license']} | {r['minutes']:.1f} |"
-            for r in run["data"]["licenses"]
+            f"| {r['kind']} | {r['corpus']} | {r['license']} | {r['minutes']:.1f} |" for r in rows
         ]
         tables.append(title + "\n".join(table) + "\n")
     return f"{terms}\n\n" + "".join(tables)

@@ -172,6 +172,17 @@ def test_the_card_states_the_licences_and_loss_of_the_weights_whole_lineage() ->
     assert "No quality-predictor network" in _loss_note(clean)
 
 
+def test_a_run_on_the_same_data_as_the_one_before_it_gets_no_second_table() -> None:
+    data = [_licence("sonicpi", "CC0 1.0", 3.0)]
+    grandparent = _record([_licence("esc50", "CC BY-NC 3.0", 1.0)], [])
+    child = _record(list(data), [], _record(list(data), [], grandparent))
+    licences = _license_section(child)
+    assert licences.count("| noise | sonicpi | CC0 1.0 | 3.0 |") == 1
+    own, same, before = licences.split("Before that, the weights fine-tuned from were trained on")
+    assert same.startswith(" the same data.")
+    assert "| noise | esc50 | CC BY-NC 3.0 | 1.0 |" in before  # different data: its own table
+
+
 def test_the_card_says_what_a_record_does_not_know() -> None:
     orphan = _record([_licence("sonicpi", "CC0 1.0", 3.0)], [], parent=None)
     assert "licences of their data are unknown" in _license_section(orphan)
