@@ -35,6 +35,14 @@ from model.training_record import lineage, read_record, trains_by_epochs
 NON_COMMERCIAL_MARK = "NC"  # in a Creative Commons licence's name: BY-NC, BY-NC-SA, BY-NC-ND
 
 
+def _same_data_note(runs: int) -> str:
+    """The line that stands for ``runs`` earlier runs on the data of the table above it."""
+    if runs == 0:
+        return ""
+    plural = "s" if runs > 1 else ""
+    return f"\nBefore that, {runs} more run{plural} of the weights' lineage, on the same data.\n"
+
+
 def _license_section(record: dict[str, Any]) -> str:
     """The licences of the data the weights were trained on, run by run through their lineage
     (a fine-tune's own data, then that of the weights it started from), and what they allow."""
@@ -59,18 +67,20 @@ def _license_section(record: dict[str, Any]) -> str:
         else "No file is under a non-commercial licence."
     )
     tables = []
+    repeats = 0  # runs in a row on the same data as the last table's
     for depth, run in enumerate(runs):
         rows = run["data"]["licenses"]
         if depth > 0 and rows == runs[depth - 1]["data"]["licenses"]:
-            tables.append(
-                "\nBefore that, the weights fine-tuned from were trained on the same data.\n"
-            )
+            repeats += 1
             continue
+        tables.append(_same_data_note(repeats))
+        repeats = 0
         title = "\nBefore that, the weights fine-tuned from were trained on:\n\n" * (depth > 0)
         table = ["| kind | corpus | license | minutes |", "|---|---|---|---|"] + [
             f"| {r['kind']} | {r['corpus']} | {r['license']} | {r['minutes']:.1f} |" for r in rows
         ]
         tables.append(title + "\n".join(table) + "\n")
+    tables.append(_same_data_note(repeats))
     return f"{terms}\n\n" + "".join(tables)
 
 

@@ -178,8 +178,9 @@ def test_a_run_on_the_same_data_as_the_one_before_it_gets_no_second_table() -> N
     child = _record(list(data), [], _record(list(data), [], grandparent))
     licences = _license_section(child)
     assert licences.count("| noise | sonicpi | CC0 1.0 | 3.0 |") == 1
-    own, same, before = licences.split("Before that, the weights fine-tuned from were trained on")
-    assert same.startswith(" the same data.")
+    assert "Before that, 1 more run of the weights' lineage, on the same data." in licences
+    own, before = licences.split("Before that, the weights fine-tuned from were trained on:")
+    assert "the same data" in own  # said before the next table
     assert "| noise | esc50 | CC BY-NC 3.0 | 1.0 |" in before  # different data: its own table
 
 
