@@ -3,7 +3,7 @@
 ``process_hop`` runs three steps that can also be driven one by one (a scheduler batching the
 network over many streams calls ``analyze``, then the model, then ``synthesize``):
 
-1. ``analyze(hop)``: features of the newest frame τ (70 float32 values).
+1. ``analyze(hop)``: features of the newest frame τ (NUM_FEATURES float32 values).
 2. a :class:`GainSource` maps those features to gains and strengths for frame τ − 2: the
    network (which looks 20 ms ahead), replayed oracle targets, or unity.
 3. ``synthesize(gains, strengths)``: applies them to frame τ − 2 and returns the output hop.
@@ -41,7 +41,7 @@ class GainSource(Protocol):
         """Forget all history (a new stream starts)."""
 
     def gains_for(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Return (gains[34], strengths[34]) in [0, 1] for the frame two hops back."""
+        """Return (gains[NUM_BANDS], strengths[NUM_BANDS]) in [0, 1] for the frame two hops back."""
         ...
 
 

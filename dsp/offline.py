@@ -58,9 +58,9 @@ class OracleTargets:
     up to frame i + 2 to predict gains[i] and strengths[i].
     """
 
-    features: np.ndarray  # float32[frames, 70]
-    gains: np.ndarray  # float32[frames, 34]
-    strengths: np.ndarray  # float32[frames, 34]
+    features: np.ndarray  # float32[frames, NUM_FEATURES]
+    gains: np.ndarray  # float32[frames, NUM_BANDS]
+    strengths: np.ndarray  # float32[frames, NUM_BANDS]
 
 
 def compute_oracle_targets(noisy: np.ndarray, clean: np.ndarray) -> OracleTargets:

@@ -30,9 +30,9 @@ class SynthesisInputs:
 
     noisy_spectrum: np.ndarray  # complex64 [frames, 481]
     comb_spectrum: np.ndarray  # complex64 [frames, 481]
-    energy_noisy: np.ndarray  # float32 [frames, 34]
-    energy_comb: np.ndarray  # float32 [frames, 34]
-    features: np.ndarray  # float32 [frames, 70], the network's inputs
+    energy_noisy: np.ndarray  # float32 [frames, NUM_BANDS]
+    energy_comb: np.ndarray  # float32 [frames, NUM_BANDS]
+    features: np.ndarray  # float32 [frames, NUM_FEATURES], the network's inputs
 
 
 def synthesis_inputs(noisy: np.ndarray) -> SynthesisInputs:
@@ -62,10 +62,10 @@ def synthesis_inputs(noisy: np.ndarray) -> SynthesisInputs:
 
 
 class TorchSynthesis(torch.nn.Module):
-    """Band gains and strengths [B, frames, 34] and :class:`SynthesisInputs` (stacked to
+    """Band gains and strengths [B, frames, NUM_BANDS] and :class:`SynthesisInputs` (stacked to
     [B, frames, …] tensors) → the enhanced signals [B, samples], delay-compensated."""
 
-    spread: torch.Tensor  # [34, bins] triangular band weights (a buffer)
+    spread: torch.Tensor  # [NUM_BANDS, bins] triangular band weights (a buffer)
     window: torch.Tensor  # the synthesis window (a buffer)
 
     def __init__(self) -> None:

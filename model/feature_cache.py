@@ -113,8 +113,9 @@ def shard_path(cache_dir: Path, spec: CacheSpec, index: int) -> Path:
 
 
 class Example(NamedTuple):
-    """Analysed mixture: features [T, 70], target gains and strengths [T, 34], band mask [34],
-    and a teacher's gains and strengths [T, 34] when one was asked for."""
+    """Analysed mixture: features [T, NUM_FEATURES], target gains and strengths [T, NUM_BANDS],
+    band mask [NUM_BANDS], and a teacher's gains and strengths [T, NUM_BANDS] when one was asked
+    for."""
 
     features: np.ndarray
     gains: np.ndarray
@@ -213,10 +214,10 @@ def build_cache(spec: CacheSpec, cache_dir: Path | None = None, workers: int = 2
 class Shard:
     """One loaded shard: [examples, frames, ...] arrays."""
 
-    features: np.ndarray  # float32 [n, T, 70]
-    gains: np.ndarray  # float32 [n, T, 34]
-    strengths: np.ndarray  # float32 [n, T, 34]
-    band_mask: np.ndarray  # float32 [n, 34]
+    features: np.ndarray  # float32 [n, T, NUM_FEATURES]
+    gains: np.ndarray  # float32 [n, T, NUM_BANDS]
+    strengths: np.ndarray  # float32 [n, T, NUM_BANDS]
+    band_mask: np.ndarray  # float32 [n, NUM_BANDS]
 
 
 def shard_files(folder: Path) -> list[Path]:

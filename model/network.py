@@ -55,7 +55,8 @@ class NetworkConfig:
 
 
 class PercepNet(nn.Module):
-    """Sequence model: features [B, T, 70] → gains, strengths [B, T, 34] (frame-aligned)."""
+    """Sequence model: features [B, T, NUM_FEATURES] → gains, strengths [B, T, NUM_BANDS]
+    (frame-aligned)."""
 
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__()
@@ -77,7 +78,7 @@ class PercepNet(nn.Module):
         """Exactly what :class:`PercepNetStep` computes over a stream that starts from zero
         state and is flushed with two hops of zero features: output t is frame t's."""
         c1_past = CONV1_WIDTH - 1
-        x = features.transpose(1, 2)  # [B, 70, T]
+        x = features.transpose(1, 2)  # [B, NUM_FEATURES, T]
         # Step τ = 0 .. T+1 sees features τ−4 .. τ (zeros outside the stream).
         x = torch.tanh(self.conv1(nn.functional.pad(x, (c1_past, LOOKAHEAD_FRAMES))))
         # ... and conv1 outputs τ−2 .. τ, whose history starts as zeros.
@@ -119,9 +120,10 @@ class Affine(nn.Module):
 class PercepNetStep(nn.Module):
     """One hop with explicit state; same weights as a trained :class:`PercepNet`.
 
-    Inputs: features [B, 70], conv1 history [B, 4·70] (the four previous feature frames),
-    conv2 history [B, 2·C1] (the two previous conv1 outputs), GRU states [B, L·H].
-    Outputs: gains and strengths [B, 34] for the frame two hops before ``features``, and the
+    Inputs: features [B, NUM_FEATURES], conv1 history [B, 4·NUM_FEATURES] (the four previous
+    feature frames), conv2 history [B, 2·C1] (the two previous conv1 outputs), GRU states
+    [B, L·H].
+    Outputs: gains and strengths [B, NUM_BANDS] for the frame two hops before ``features``, and the
     three new states. Zero states are the start of a stream.
     """
 
@@ -130,7 +132,7 @@ class PercepNetStep(nn.Module):
         config = trained.config
         self.config = config
         # Conv as one matmul over the flattened window, oldest frame first.
-        w1 = trained.conv1.weight.detach()  # [C1, 70, 5]
+        w1 = trained.conv1.weight.detach()  # [C1, NUM_FEATURES, 5]
         self.conv1 = Affine(
             w1.permute(0, 2, 1).reshape(config.conv1_channels, -1), trained.conv1.bias
         )

@@ -227,10 +227,10 @@ def _own_pool_batch(
 
 
 def make_batch(spec: StreamSpec, files: Split, index: int) -> Batch:
-    """Batch ``index`` of the stream: features [B, T, 70], target gains and strengths
-    [B, T, 34] and the band mask [B, 34] of ``spec.batch`` fresh mixtures from ``files``; with a
-    teacher, batch ``index mod pool`` of its pool (the same mixtures as the plain stream's batch
-    of that index), the targets blended with the teacher's."""
+    """Batch ``index`` of the stream: features [B, T, NUM_FEATURES], target gains and strengths
+    [B, T, NUM_BANDS] and the band mask [B, NUM_BANDS] of ``spec.batch`` fresh mixtures from
+    ``files``; with a teacher, batch ``index mod pool`` of its pool (the same mixtures as the
+    plain stream's batch of that index), the targets blended with the teacher's."""
     if spec.teacher is not None:
         return _pool_batch(spec, spec.teacher, files, index)
     examples = _examples(spec, files, index, teacher=False)

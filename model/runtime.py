@@ -71,9 +71,14 @@ class ModelRuntime:
             raise ModelFileError(f"{self.path}: not a loadable ONNX model ({error})") from error
         inputs = {i.name: i.shape for i in self.session.get_inputs()}
         expected = {"features", "conv1_history", "conv2_history", "gru_state"}
-        if set(inputs) != expected or inputs["features"][1] != NUM_FEATURES:
+        if set(inputs) != expected:
             raise ModelFileError(
                 f"{self.path}: inputs {sorted(inputs)} are not a PercepNet streaming graph"
+            )
+        if inputs["features"][1] != NUM_FEATURES:
+            raise ModelFileError(
+                f"{self.path}: reads {inputs['features'][1]} features per hop, this enhancer's"
+                f" bands give {NUM_FEATURES} (a model made for another band layout)"
             )
         self.conv1_width = int(inputs["conv1_history"][1])
         self.conv2_width = int(inputs["conv2_history"][1])
@@ -154,9 +159,9 @@ def step_sources(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One hop for several streams of the same runtime in one call over the batch axis.
 
-    ``features`` is [B, 70], row i for ``sources[i]``; each source's state advances exactly as
-    ``gains_for`` would advance it, bit for bit (the int8 graph quantises each row on its own,
-    ``model.quantise``). Returns gains and strengths, [B, 34] each.
+    ``features`` is [B, NUM_FEATURES], row i for ``sources[i]``; each source's state advances
+    exactly as ``gains_for`` would advance it, bit for bit (the int8 graph quantises each row on
+    its own, ``model.quantise``). Returns gains and strengths, [B, NUM_BANDS] each.
     """
     if not sources:
         empty = np.zeros((0, NUM_BANDS), dtype=np.float32)

@@ -112,9 +112,9 @@ def deepfilternet_enhance(noisy: np.ndarray) -> np.ndarray:
 def teacher_targets(
     noisy: np.ndarray, enhance: Enhance | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Band gains and comb strengths [frames, 34] that would turn ``noisy`` into the teacher's
-    output (``enhance``, DeepFilterNet3 by default), computed by the same ``dsp/`` analysis as
-    the oracle targets."""
+    """Band gains and comb strengths [frames, NUM_BANDS] that would turn ``noisy`` into the
+    teacher's output (``enhance``, DeepFilterNet3 by default), computed by the same ``dsp/``
+    analysis as the oracle targets."""
     teacher = enhance or deepfilternet_enhance
     targets = compute_oracle_targets(noisy, teacher(noisy))
     return targets.gains, targets.strengths

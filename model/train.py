@@ -113,7 +113,7 @@ def percepnet_loss(
 ) -> torch.Tensor:
     """Power-compressed gain error (γ = 0.5) plus a 4th-power term, and the same on 1 − r.
 
-    ``band_mask`` [B, 34] removes bands above the speech source's bandwidth. ``pause_weight``
+    ``band_mask`` [B, NUM_BANDS] removes bands above the speech source's bandwidth. ``pause_weight``
     makes residual noise (a gain above its target) cost ``1 + pause_weight`` times more in frames
     without speech (every unmasked target below ``NOISE_BAND_TARGET``): the third stage's weight.
     ``onset_weight`` makes lost speech (a gain below its target) cost ``1 + onset_weight`` times

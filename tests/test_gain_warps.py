@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 from signals import add_white_noise, harmonic_tone
 
+from dsp.constants import NUM_BANDS, NUM_FEATURES
 from dsp.enhancer import ReplayGains
 from dsp.offline import enhance_signal
 from model.research.gain_warps import WarpedGainSource, main, parse_warp, warped_system
 from model.runtime import DEFAULT_MODEL, ModelGainSource, ModelRuntime
 
-GAINS = np.linspace(0.0, 1.0, 34, dtype=np.float32)
+GAINS = np.linspace(0.0, 1.0, NUM_BANDS, dtype=np.float32)
 
 
 def warped(spec: str) -> np.ndarray:
@@ -43,13 +44,13 @@ def test_a_contrast_raises_gains_above_its_pivot_and_caps_them_at_one() -> None:
 
 
 def test_the_strength_scale_is_capped_and_the_gains_pass_unchanged() -> None:
-    strengths = np.full((3, 34), 0.8, dtype=np.float32)
+    strengths = np.full((3, NUM_BANDS), 0.8, dtype=np.float32)
     gains = np.tile(GAINS, (3, 1))
     source = WarpedGainSource(ReplayGains(gains, strengths), parse_warp("strength:1.5"))
     for _ in range(3):  # the replay answers frame τ − 2: its first row comes third
-        out_gains, out_strengths = source.gains_for(np.zeros(70, dtype=np.float32))
+        out_gains, out_strengths = source.gains_for(np.zeros(NUM_FEATURES, dtype=np.float32))
     np.testing.assert_array_equal(out_gains, GAINS)
-    np.testing.assert_array_equal(out_strengths, np.ones(34, dtype=np.float32))
+    np.testing.assert_array_equal(out_strengths, np.ones(NUM_BANDS, dtype=np.float32))
 
 
 def test_no_postfilter_changes_the_output_and_keeps_the_gains() -> None:

@@ -14,6 +14,7 @@ pytest.importorskip("onnx")
 
 from signals import add_white_noise, harmonic_tone  # noqa: E402
 
+from dsp.constants import NUM_FEATURES  # noqa: E402
 from dsp.offline import compute_oracle_targets  # noqa: E402
 from model.export import (  # noqa: E402
     export_all,
@@ -75,13 +76,13 @@ def _stream(runtime: ModelRuntime, features: np.ndarray) -> tuple[np.ndarray, np
 
 def test_step_module_matches_sequence_model(small_model: PercepNet) -> None:
     step = PercepNetStep(small_model).eval()
-    features = torch.randn(2, 30, 70)
+    features = torch.randn(2, 30, NUM_FEATURES)
     with torch.no_grad():
         gains, strengths = small_model(features)
         state = [torch.zeros(shape) for shape in step.state_shapes(2)]
         outs = []
         for t in range(32):
-            frame = features[:, t] if t < 30 else torch.zeros(2, 70)
+            frame = features[:, t] if t < 30 else torch.zeros(2, NUM_FEATURES)
             g, r, *state = step(frame, *state)
             outs.append((g, r))
     streamed = torch.stack([g for g, _ in outs[2:]], dim=1)
@@ -112,7 +113,7 @@ def test_int8_graph_quantises_the_weights_to_one_byte_each(exported: Path) -> No
 def test_batched_steps_equal_separate_streams_bit_for_bit(exported: Path) -> None:
     runtime = ModelRuntime(exported / "percepnet-int8.onnx")
     rng = np.random.default_rng(0)
-    features = rng.standard_normal((3, 10, 70)).astype(np.float32)
+    features = rng.standard_normal((3, 10, NUM_FEATURES)).astype(np.float32)
     features[1] *= 30.0  # a loud batch-mate must not coarsen the others' quantisation
     state = list(runtime.zero_state(3))
     batched = []
@@ -216,6 +217,31 @@ def test_runtime_rejects_missing_altered_and_foreign_files(
     garbage.write_bytes(b"not a model")
     with pytest.raises(ModelFileError, match="not a loadable"):
         ModelRuntime(garbage)
+
+
+def test_the_runtime_names_a_model_that_reads_other_features(tmp_path: Path) -> None:
+    import onnx
+
+    helper = onnx.helper
+    widths = {"features": NUM_FEATURES + 80, "conv1_history": 8, "conv2_history": 8, "gru_state": 4}
+    graph = helper.make_graph(
+        [helper.make_node("Identity", [name], [f"{name}_out"]) for name in widths],
+        "other_bands",
+        [
+            helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, ["batch", width])
+            for name, width in widths.items()
+        ],
+        [
+            helper.make_tensor_value_info(f"{name}_out", onnx.TensorProto.FLOAT, None)
+            for name in widths
+        ],
+    )
+    path = tmp_path / "other_bands.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    with pytest.raises(
+        ModelFileError, match=f"reads {NUM_FEATURES + 80} features per hop, .* give"
+    ):
+        ModelRuntime(path)
 
 
 def test_export_refuses_a_graph_that_differs_from_pytorch(

@@ -28,7 +28,8 @@ from model.feature_cache import band_mask
 TARGET_EDGES = (0.0, 0.03, 0.1, 0.3, 0.5, 0.8, 1.0 + 1e-6)
 RATIO_FLOOR = 1e-3  # gains and targets are floored here (−60 dB) before their ratio is taken
 
-GainsOf = Callable[[np.ndarray], np.ndarray]  # features [frames, 70] -> gains [frames, 34]
+# features [frames, NUM_FEATURES] -> gains [frames, NUM_BANDS]
+GainsOf = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
