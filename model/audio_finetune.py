@@ -311,9 +311,9 @@ def finetune(
         unused = enhanced.new_zeros(())
         spectral = multi_resolution_loss(output, reference) if args.spectral_weight else unused
         mel = log_mel_loss(output, reference) if args.mel_weight else unused
-        total = args.target_weight * anchor + args.spectral_weight * spectral
-        if args.mel_weight > 0:
-            total = total + args.mel_weight * mel
+        total = (
+            args.target_weight * anchor + args.spectral_weight * spectral + args.mel_weight * mel
+        )
         logged = {"anchor": anchor.item(), "spectral": spectral.item(), "mel": mel.item()}
         if extra_terms is not None:
             extra, extra_logged = extra_terms(enhanced, batch, rng)

@@ -28,14 +28,19 @@ MEL_MAX_HZ = 8_000.0
 MEL_FLOOR_DB = -30.0  # each clip's floor, re its reference's mean mel power
 
 
-def compressed_spectrum(signal: torch.Tensor, fft_size: int, compression: float) -> torch.Tensor:
-    """[B, n] → complex [B, bins, frames] with magnitudes raised to ``compression``."""
+def spectrum(signal: torch.Tensor, fft_size: int) -> torch.Tensor:
+    """[B, n] → complex STFT [B, bins, frames]: Hann window, a quarter of it between frames."""
     window = torch.hann_window(fft_size, device=signal.device, dtype=signal.dtype)
-    spectrum = torch.stft(
+    return torch.stft(
         signal, fft_size, hop_length=fft_size // 4, window=window, return_complex=True
     )
-    magnitude = spectrum.abs().clamp_min(1e-8)
-    return spectrum * (magnitude ** (compression - 1.0))
+
+
+def compressed_spectrum(signal: torch.Tensor, fft_size: int, compression: float) -> torch.Tensor:
+    """[B, n] → complex [B, bins, frames] with magnitudes raised to ``compression``."""
+    stft = spectrum(signal, fft_size)
+    magnitude = stft.abs().clamp_min(1e-8)
+    return stft * (magnitude ** (compression - 1.0))
 
 
 def multi_resolution_loss(
@@ -69,11 +74,7 @@ def mel_filterbank() -> torch.Tensor:
 
 def mel_power(signal: torch.Tensor) -> torch.Tensor:
     """[B, n] → mel power spectrogram [B, MEL_BANDS, frames]."""
-    window = torch.hann_window(MEL_FFT_SIZE, dtype=signal.dtype)
-    spectrum = torch.stft(
-        signal, MEL_FFT_SIZE, hop_length=MEL_FFT_SIZE // 4, window=window, return_complex=True
-    )
-    return mel_filterbank().to(signal.dtype) @ spectrum.abs().pow(2)
+    return mel_filterbank().to(signal.dtype) @ spectrum(signal, MEL_FFT_SIZE).abs().pow(2)
 
 
 def log_mel_loss(
