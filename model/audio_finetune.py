@@ -40,7 +40,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from dsp.constants import NUM_BANDS
+from dsp.bands import BIN_HZ, band_centre_bins
+from dsp.constants import NUM_BANDS, SAMPLE_RATE_HZ
 from dsp.offline import compute_oracle_targets
 from model.devset import DevMixture, SilentSignalError, build_dev_mixtures, default_data_dir
 from model.differentiable_synthesis import TorchSynthesis, stack_inputs, synthesis_inputs
@@ -69,6 +70,7 @@ SNR_RANGE_DB = (-5.0, 20.0)
 CHECKPOINT_EVERY_SECONDS = 300.0
 PROGRESS_EVERY_STEPS = 10
 REDRAWS = 10
+CROSSOVER_WIDTH_HZ = 200.0  # --teacher-below-hz: the raised cosine joining the two references
 # What a checkpoint carries of the run itself (beside the weights, optimiser and options).
 RUN_KEYS = ("step", "elapsed", "history", "resumes", "init_from", "data")
 
@@ -98,6 +100,26 @@ def already_made(output: np.ndarray) -> Enhance:
     return lambda _noisy: output
 
 
+def teacher_band_share(below_hz: float) -> np.ndarray:
+    """[NUM_BANDS]: 1 for the bands whose centre lies below ``below_hz``, 0 above (1 everywhere
+    when ``below_hz`` is 0, the teacher's whole spectrum)."""
+    if below_hz <= 0:
+        return np.ones(NUM_BANDS)
+    return (band_centre_bins() * BIN_HZ < below_hz).astype(np.float64)
+
+
+def crossover(low: np.ndarray, high: np.ndarray, cutoff_hz: float) -> np.ndarray:
+    """``low`` below ``cutoff_hz`` and ``high`` above it, joined in the spectrum of the whole
+    clip by a raised cosine ``CROSSOVER_WIDTH_HZ`` wide (zero phase, so the two stay aligned;
+    the two halves sum to either signal when both are the same)."""
+    count = max(low.shape[0], high.shape[0])
+    freqs = np.fft.rfftfreq(count, 1.0 / SAMPLE_RATE_HZ)
+    ramp = np.clip((freqs - cutoff_hz) / CROSSOVER_WIDTH_HZ + 0.5, 0.0, 1.0)
+    low_share = 0.5 * (1.0 + np.cos(np.pi * ramp))
+    joined = low_share * np.fft.rfft(low, count) + (1.0 - low_share) * np.fft.rfft(high, count)
+    return np.fft.irfft(joined, count)
+
+
 def speech_band_mask(mixture: DevMixture) -> np.ndarray:
     """The bands the speech source can fill (as the training cache masks them)."""
     return band_mask(speech_max_hz(mixture.source_rate))
@@ -107,11 +129,18 @@ class BatchTensors:
     """Network inputs, synthesis inputs, band targets and audio references of one batch."""
 
     def __init__(
-        self, mixtures: list[DevMixture], teacher_blend: float = 0.0, teacher_audio: bool = False
+        self,
+        mixtures: list[DevMixture],
+        teacher_blend: float = 0.0,
+        teacher_audio: bool = False,
+        teacher_below_hz: float = 0.0,
     ) -> None:
         """``teacher_blend`` blends DeepFilterNet3's band gains and strengths into the oracle
         targets as ``model.train`` does; ``teacher_audio`` makes DeepFilterNet3's output the
-        reference of the spectral loss in place of the clean speech."""
+        reference of the spectral loss in place of the clean speech. A ``teacher_below_hz``
+        above 0 keeps DeepFilterNet3 to the bands and frequencies below it: the targets above
+        are the oracle's alone and the reference there is the clean speech."""
+        blend = teacher_blend * teacher_band_share(teacher_below_hz)
         inputs = [synthesis_inputs(m.noisy) for m in mixtures]
         self.synthesis = stack_inputs(inputs)
         self.features = self.synthesis.pop("features")
@@ -126,15 +155,17 @@ class BatchTensors:
             if teacher_blend > 0 or teacher_audio:
                 taught = deepfilternet_enhance(mixture.noisy)  # one teacher run serves both
                 if teacher_audio:
-                    references[i] = taught
+                    references[i] = (
+                        crossover(taught, mixture.clean, teacher_below_hz)
+                        if teacher_below_hz > 0
+                        else taught
+                    )
                 if teacher_blend > 0:  # the targets that make the output already made
                     teacher_gains, teacher_strengths = teacher_targets(
                         mixture.noisy, already_made(taught)
                     )
-                    gains = blend_targets(gains, teacher_gains, teacher_blend)
-                    strengths = blend_targets(
-                        strengths, teacher_strengths, teacher_blend, complement=True
-                    )
+                    gains = blend_targets(gains, teacher_gains, blend)
+                    strengths = blend_targets(strengths, teacher_strengths, blend, complement=True)
             count = gains.shape[0]
             self.frames.append(count)
             self.target_gains[i, :count] = torch.from_numpy(gains)
@@ -180,10 +211,14 @@ def loss_record(args: argparse.Namespace, extra_terms: Sequence[str] = ()) -> di
     band = band_loss_record(
         argparse.Namespace(**vars(train_options([])) | {"teacher_blend": args.teacher_blend})
     )
+    below = args.teacher_below_hz
     reference = (
-        "DeepFilterNet3's output on the same mixture"
-        if args.spectral_reference == "teacher"
-        else "the clean speech"
+        "the clean speech"
+        if args.spectral_reference == "clean"
+        else "DeepFilterNet3's output on the same mixture"
+        if not below
+        else f"DeepFilterNet3's output on the same mixture below {below:g} Hz, the clean speech "
+        "above"
     )
     terms = [
         f"{args.target_weight:g} × the band loss on gains and strengths ("
@@ -205,8 +240,11 @@ def loss_record(args: argparse.Namespace, extra_terms: Sequence[str] = ()) -> di
             f"{-MEL_FLOOR_DB:g} dB under its reference's mean) between the enhanced audio and "
             f"{reference}"
         )
+    targets = band["targets"]
+    if below and args.teacher_blend:
+        targets += f" (DeepFilterNet3's share in the bands centred below {below:g} Hz only)"
     return {
-        "targets": f"{band['targets']}, and (audio) {reference}",
+        "targets": f"{targets}, and (audio) {reference}",
         "terms": terms + list(extra_terms),
         "quality_predictors": [],  # never a DNSMOS-like network (issue 25)
     }
@@ -302,6 +340,7 @@ def finetune(
             draw_batch(data_dir, rng, args.batch),
             args.teacher_blend,
             args.spectral_reference == "teacher",
+            args.teacher_below_hz,
         )
         gains, strengths = model(batch.features)
         anchor = batch.anchor_loss(gains, strengths)
@@ -381,6 +420,13 @@ def option_parser(description: str) -> argparse.ArgumentParser:
         default=0.5,
         help="DeepFilterNet3's share of the band loss's targets (as model.train's)",
     )
+    parser.add_argument(
+        "--teacher-below-hz",
+        type=float,
+        default=0.0,
+        help="keep DeepFilterNet3 (band targets and reference) below this frequency, the clean "
+        "speech's above it (0: the whole spectrum)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data-dir", default=None)
@@ -396,6 +442,8 @@ def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser.error("the loss weights must not be negative")
     if not 0.0 <= args.teacher_blend <= 1.0:
         parser.error("--teacher-blend must lie in [0, 1]")
+    if not 0.0 <= args.teacher_below_hz <= SAMPLE_RATE_HZ / 2:
+        parser.error("--teacher-below-hz must lie in [0, 24000]")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -121,12 +121,16 @@ def teacher_targets(
 
 
 def blend_targets(
-    oracle: np.ndarray, teacher: np.ndarray, weight: float, complement: bool = False
+    oracle: np.ndarray,
+    teacher: np.ndarray,
+    weight: float | np.ndarray,
+    complement: bool = False,
 ) -> np.ndarray:
     """``(1 − weight)·oracle^γ + weight·teacher^γ``, back to the linear domain (γ = 0.5, the
     loss's compression, so the squared term's optimum is the same weighted mix of the two
-    targets'). ``complement`` blends ``1 − x`` instead, as the loss compresses strengths."""
-    if weight == 0.0:
+    targets'). ``weight`` is one share or one per band; ``complement`` blends ``1 − x``
+    instead, as the loss compresses strengths."""
+    if np.all(np.asarray(weight) == 0.0):
         return oracle
     if complement:
         return 1.0 - blend_targets(1.0 - oracle, 1.0 - teacher, weight)

@@ -223,6 +223,43 @@ def test_the_teacher_blends_into_the_targets_and_can_be_the_spectral_reference(
     torch.testing.assert_close(taught.references[0], torch.from_numpy(mixture.noisy))
 
 
+def test_the_teacher_can_be_kept_below_a_frequency(monkeypatch) -> None:
+    from dsp.bands import BIN_HZ, band_centre_bins
+    from model import audio_finetune
+
+    mixture = synthetic_mixture(0.4, 3)
+    monkeypatch.setattr(audio_finetune, "deepfilternet_enhance", lambda noisy: noisy.copy())
+    oracle = audio_finetune.BatchTensors([mixture])
+    whole = audio_finetune.BatchTensors([mixture], 0.5, True)
+    low = audio_finetune.BatchTensors([mixture], 0.5, True, teacher_below_hz=1000.0)
+    frames = oracle.frames[0]
+    under = torch.from_numpy(band_centre_bins() * BIN_HZ < 1000.0)
+    assert 0 < int(under.sum()) < NUM_BANDS
+    # the teacher's targets below the crossover, the oracle's alone above it
+    torch.testing.assert_close(
+        low.target_gains[0, :frames, under], whole.target_gains[0, :frames, under]
+    )
+    torch.testing.assert_close(
+        low.target_gains[0, :frames, ~under], oracle.target_gains[0, :frames, ~under]
+    )
+    assert not torch.equal(
+        whole.target_gains[0, :frames, ~under], oracle.target_gains[0, :frames, ~under]
+    )
+    # the reference: the teacher's output (here the noisy input) below, the clean speech above
+    spectrum = np.fft.rfft(low.references[0].numpy())
+    freqs = np.fft.rfftfreq(mixture.noisy.shape[0], 1.0 / RATE)
+    noisy, clean = np.fft.rfft(mixture.noisy), np.fft.rfft(mixture.clean)
+    np.testing.assert_allclose(spectrum[freqs < 850], noisy[freqs < 850], atol=1e-6)
+    np.testing.assert_allclose(spectrum[freqs > 1150], clean[freqs > 1150], atol=1e-6)
+
+
+def test_the_crossover_of_a_signal_with_itself_is_that_signal() -> None:
+    from model.audio_finetune import crossover
+
+    signal = np.random.default_rng(0).standard_normal(RATE // 4)
+    np.testing.assert_allclose(crossover(signal, signal, 1000.0), signal, atol=1e-12)
+
+
 def test_a_teacher_blend_outside_zero_to_one_and_negative_weights_are_refused(tmp_path) -> None:
     from model.audio_finetune import parse_args
 
@@ -230,6 +267,8 @@ def test_a_teacher_blend_outside_zero_to_one_and_negative_weights_are_refused(tm
         parse_args(["--init-from", "x.onnx", "--out", str(tmp_path), "--teacher-blend", "1.5"])
     with pytest.raises(SystemExit):
         parse_args(["--init-from", "x.onnx", "--out", str(tmp_path), "--spectral-weight", "-1"])
+    with pytest.raises(SystemExit):
+        parse_args(["--init-from", "x.onnx", "--out", str(tmp_path), "--teacher-below-hz", "-5"])
 
 
 def test_the_run_records_its_training_and_the_export_and_card_keep_it(tmp_path) -> None:
