@@ -53,6 +53,19 @@ def test_the_strength_scale_is_capped_and_the_gains_pass_unchanged() -> None:
     np.testing.assert_array_equal(out_strengths, np.ones(NUM_BANDS, dtype=np.float32))
 
 
+def test_a_decay_lets_gains_fall_no_faster_than_its_factor_and_starts_afresh() -> None:
+    rows = np.array([1.0, 0.1, 0.9, 0.0, 0.5], dtype=np.float32)
+    gains = np.tile(rows[:, None], (1, NUM_BANDS))
+    strengths = np.zeros_like(gains)
+    source = WarpedGainSource(ReplayGains(gains, strengths), parse_warp("decay:0.6"))
+    source.gains_for(np.zeros(NUM_FEATURES, dtype=np.float32))  # the replay answers frame τ − 2
+    source.gains_for(np.zeros(NUM_FEATURES, dtype=np.float32))
+    out = [source.gains_for(np.zeros(NUM_FEATURES, dtype=np.float32))[0][0] for _ in rows]
+    np.testing.assert_allclose(out, [1.0, 0.6, 0.9, 0.54, 0.5], rtol=1e-6)
+    source.reset()
+    assert source.last_gains is None
+
+
 def test_no_postfilter_changes_the_output_and_keeps_the_gains() -> None:
     warp = parse_warp("no-postfilter")
     assert warp.gain_curve is None and not warp.postfilter
@@ -74,6 +87,7 @@ def test_no_postfilter_changes_the_output_and_keeps_the_gains() -> None:
         ("expand:0.3", "takes 2 number"),
         ("pow:x", "must be numbers"),
         ("strength:-1", "must be positive"),
+        ("decay:1.2", "between 0 and 1"),
     ],
 )
 def test_bad_warps_are_refused_with_one_error_line(

@@ -9,7 +9,9 @@ with a card run on the same mixtures.
 
 Warps: ``pow:P`` (every gain to the power P), ``expand:K:P`` (gains below the knee K mapped to
 K·(g/K)^P), ``contrast:S:D`` (gains in dB stretched by S about D dB, capped at 1),
-``strength:S`` (comb strengths scaled by S, capped at 1) and ``no-postfilter``.
+``strength:S`` (comb strengths scaled by S, capped at 1), ``decay:A`` (no band's gain falls
+faster than the factor A a hop: g_t = max(g_t, A·g_{t-1}), RNNoise's release) and
+``no-postfilter``.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from model.evaluate import MODEL_SYSTEM_NAME, System, evaluate, write_results
 from model.runtime import DEFAULT_MODEL, ModelGainSource, ModelRuntime
 
 GAIN_FLOOR = 1e-6
-ARITY = {"pow": 1, "expand": 2, "contrast": 2, "strength": 1, "no-postfilter": 0}
+ARITY = {"pow": 1, "expand": 2, "contrast": 2, "strength": 1, "decay": 1, "no-postfilter": 0}
 
 Curve = Callable[[np.ndarray], np.ndarray]
 
@@ -43,6 +45,7 @@ class Warp:
     gain_curve: Curve | None = None
     strength_scale: float = 1.0
     postfilter: bool = True
+    release: float = 0.0  # the most a gain may fall in one hop, as a factor (0: any)
 
 
 def power_curve(power: float) -> Curve:
@@ -78,6 +81,8 @@ def parse_warp(spec: str) -> Warp:
         raise ValueError(f"warp {spec!r}: its arguments must be numbers") from None
     if kind in ("pow", "expand", "strength") and not all(a > 0 for a in args):
         raise ValueError(f"warp {spec!r}: its arguments must be positive")
+    if kind == "decay" and not 0 < args[0] < 1:
+        raise ValueError(f"warp {spec!r}: the factor must lie between 0 and 1")
     if kind == "pow":
         return Warp(spec, gain_curve=power_curve(args[0]))
     if kind == "expand":
@@ -86,6 +91,8 @@ def parse_warp(spec: str) -> Warp:
         return Warp(spec, gain_curve=contrast_curve(args[0], args[1]))
     if kind == "strength":
         return Warp(spec, strength_scale=args[0])
+    if kind == "decay":
+        return Warp(spec, release=args[0])
     return Warp(spec, postfilter=False)
 
 
@@ -95,10 +102,12 @@ class WarpedGainSource:
     def __init__(self, inner: GainSource, warp: Warp) -> None:
         self.inner = inner
         self.warp = warp
+        self.last_gains: np.ndarray | None = None
 
     def reset(self) -> None:
         """Start a new stream."""
         self.inner.reset()
+        self.last_gains = None
 
     def gains_for(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The inner source's gains and strengths, warped."""
@@ -107,6 +116,10 @@ class WarpedGainSource:
             gains = self.warp.gain_curve(gains.astype(np.float64)).astype(np.float32)
         if self.warp.strength_scale != 1.0:
             strengths = np.minimum(1.0, strengths * self.warp.strength_scale).astype(np.float32)
+        if self.warp.release > 0:
+            if self.last_gains is not None:
+                gains = np.maximum(gains, self.warp.release * self.last_gains).astype(np.float32)
+            self.last_gains = gains
         return gains, strengths
 
 
