@@ -81,11 +81,16 @@ OutputTerms = Callable[
 ]
 
 
-def draw_batch(data_dir: Path, rng: np.random.Generator, size: int) -> list[DevMixture]:
-    """``size`` training-split mixtures at SNRs drawn from ``SNR_RANGE_DB``; a draw that lands
-    on a silent stretch of noise (no SNR can be set) is drawn again."""
+def draw_batch(
+    data_dir: Path,
+    rng: np.random.Generator,
+    size: int,
+    snr_range_db: tuple[float, float] = SNR_RANGE_DB,
+) -> list[DevMixture]:
+    """``size`` training-split mixtures at SNRs drawn uniformly from ``snr_range_db``; a draw
+    that lands on a silent stretch of noise (no SNR can be set) is drawn again."""
     for _ in range(REDRAWS):
-        snrs = [round(float(s), 1) for s in rng.uniform(*SNR_RANGE_DB, size=size)]
+        snrs = [round(float(s), 1) for s in rng.uniform(*snr_range_db, size=size)]
         seed = int(rng.integers(0, 2**31))
         try:
             return build_dev_mixtures(data_dir, per_snr=1, snrs_db=snrs, seed=seed, split="train")
@@ -337,7 +342,7 @@ def finetune(
         for group in optimizer.param_groups:
             group["lr"] = lr
         batch = BatchTensors(
-            draw_batch(data_dir, rng, args.batch),
+            draw_batch(data_dir, rng, args.batch, tuple(args.snr_db)),
             args.teacher_blend,
             args.spectral_reference == "teacher",
             args.teacher_below_hz,
@@ -427,6 +432,14 @@ def option_parser(description: str) -> argparse.ArgumentParser:
         help="keep DeepFilterNet3 (band targets and reference) below this frequency, the clean "
         "speech's above it (0: the whole spectrum)",
     )
+    parser.add_argument(
+        "--snr-db",
+        type=float,
+        nargs=2,
+        default=list(SNR_RANGE_DB),
+        metavar=("LOW", "HIGH"),
+        help="the range the mixtures' SNRs are drawn from, uniformly",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data-dir", default=None)
@@ -442,6 +455,8 @@ def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser.error("the loss weights must not be negative")
     if not 0.0 <= args.teacher_blend <= 1.0:
         parser.error("--teacher-blend must lie in [0, 1]")
+    if not args.snr_db[0] <= args.snr_db[1]:
+        parser.error("--snr-db: LOW must not be above HIGH")
     if not 0.0 <= args.teacher_below_hz <= SAMPLE_RATE_HZ / 2:
         parser.error("--teacher-below-hz must lie in [0, 24000]")
 

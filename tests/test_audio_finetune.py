@@ -203,6 +203,26 @@ def test_a_draw_on_silent_noise_is_drawn_again(monkeypatch, tmp_path) -> None:
         audio_finetune.draw_batch(tmp_path, np.random.default_rng(0), 2)
 
 
+def test_the_mixtures_snrs_are_drawn_from_the_range_asked_for(monkeypatch, tmp_path) -> None:
+    from model import audio_finetune
+
+    drawn: list[float] = []
+
+    def build(
+        data_dir: Path, per_snr: int, snrs_db: list[float], seed: int, split: str
+    ) -> list[str]:
+        drawn.extend(snrs_db)
+        return ["a mixture"] * len(snrs_db)
+
+    monkeypatch.setattr(audio_finetune, "build_dev_mixtures", build)
+    rng = np.random.default_rng(0)
+    audio_finetune.draw_batch(tmp_path, rng, 200, (-5.0, 0.0))
+    assert min(drawn) >= -5.0 and max(drawn) <= 0.0 and max(drawn) - min(drawn) > 4.0
+    drawn.clear()
+    audio_finetune.draw_batch(tmp_path, rng, 200)  # the default: SNR_RANGE_DB
+    assert max(drawn) > 15.0 and min(drawn) >= audio_finetune.SNR_RANGE_DB[0]
+
+
 def test_the_teacher_blends_into_the_targets_and_can_be_the_spectral_reference(
     monkeypatch,
 ) -> None:
@@ -269,6 +289,8 @@ def test_a_teacher_blend_outside_zero_to_one_and_negative_weights_are_refused(tm
         parse_args(["--init-from", "x.onnx", "--out", str(tmp_path), "--spectral-weight", "-1"])
     with pytest.raises(SystemExit):
         parse_args(["--init-from", "x.onnx", "--out", str(tmp_path), "--teacher-below-hz", "-5"])
+    with pytest.raises(SystemExit):
+        parse_args(["--init-from", "x.onnx", "--out", str(tmp_path), "--snr-db", "10", "-5"])
 
 
 def test_the_run_records_its_training_and_the_export_and_card_keep_it(tmp_path) -> None:
