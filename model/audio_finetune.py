@@ -70,6 +70,7 @@ SNR_RANGE_DB = (-5.0, 20.0)
 CHECKPOINT_EVERY_SECONDS = 300.0
 PROGRESS_EVERY_STEPS = 10
 REDRAWS = 10
+REFERENCES = ("clean", "teacher", "cleaned")  # what --spectral-reference may name
 CROSSOVER_WIDTH_HZ = 200.0  # --teacher-below-hz: the raised cosine joining the two references
 # What a checkpoint carries of the run itself (beside the weights, optimiser and options).
 RUN_KEYS = ("step", "elapsed", "history", "resumes", "init_from", "data")
@@ -137,14 +138,18 @@ class BatchTensors:
         self,
         mixtures: list[DevMixture],
         teacher_blend: float = 0.0,
-        teacher_audio: bool = False,
+        reference: str = "clean",
         teacher_below_hz: float = 0.0,
     ) -> None:
         """``teacher_blend`` blends DeepFilterNet3's band gains and strengths into the oracle
-        targets as ``model.train`` does; ``teacher_audio`` makes DeepFilterNet3's output the
-        reference of the spectral loss in place of the clean speech. A ``teacher_below_hz``
-        above 0 keeps DeepFilterNet3 to the bands and frequencies below it: the targets above
-        are the oracle's alone and the reference there is the clean speech."""
+        targets as ``model.train`` does. ``reference`` is what the spectral loss compares with
+        (``REFERENCES``): the clean speech, DeepFilterNet3's output on the mixture
+        (``teacher``), or on the clean speech alone (``cleaned``: the speech without the
+        recording's own background). A ``teacher_below_hz`` above 0 keeps DeepFilterNet3 to the
+        bands and frequencies below it: the targets above are the oracle's alone and the
+        reference there is the clean speech."""
+        if reference not in REFERENCES:
+            raise ValueError(f"unknown reference {reference!r}; known: {', '.join(REFERENCES)}")
         blend = teacher_blend * teacher_band_share(teacher_below_hz)
         inputs = [synthesis_inputs(m.noisy) for m in mixtures]
         self.synthesis = stack_inputs(inputs)
@@ -157,20 +162,23 @@ class BatchTensors:
         for i, mixture in enumerate(mixtures):
             targets = compute_oracle_targets(mixture.noisy, mixture.clean)
             gains, strengths = targets.gains, targets.strengths
-            if teacher_blend > 0 or teacher_audio:
+            taught = None
+            if teacher_blend > 0 or reference == "teacher":
                 taught = deepfilternet_enhance(mixture.noisy)  # one teacher run serves both
-                if teacher_audio:
-                    references[i] = (
-                        crossover(taught, mixture.clean, teacher_below_hz)
-                        if teacher_below_hz > 0
-                        else taught
-                    )
-                if teacher_blend > 0:  # the targets that make the output already made
-                    teacher_gains, teacher_strengths = teacher_targets(
-                        mixture.noisy, already_made(taught)
-                    )
-                    gains = blend_targets(gains, teacher_gains, blend)
-                    strengths = blend_targets(strengths, teacher_strengths, blend, complement=True)
+            if reference != "clean":
+                made = taught if reference == "teacher" else deepfilternet_enhance(mixture.clean)
+                assert made is not None
+                references[i] = (
+                    crossover(made, mixture.clean, teacher_below_hz)
+                    if teacher_below_hz > 0
+                    else made
+                )
+            if taught is not None and teacher_blend > 0:  # targets that make the output taught
+                teacher_gains, teacher_strengths = teacher_targets(
+                    mixture.noisy, already_made(taught)
+                )
+                gains = blend_targets(gains, teacher_gains, blend)
+                strengths = blend_targets(strengths, teacher_strengths, blend, complement=True)
             count = gains.shape[0]
             self.frames.append(count)
             self.target_gains[i, :count] = torch.from_numpy(gains)
@@ -217,14 +225,13 @@ def loss_record(args: argparse.Namespace, extra_terms: Sequence[str] = ()) -> di
         argparse.Namespace(**vars(train_options([])) | {"teacher_blend": args.teacher_blend})
     )
     below = args.teacher_below_hz
-    reference = (
-        "the clean speech"
-        if args.spectral_reference == "clean"
-        else "DeepFilterNet3's output on the same mixture"
-        if not below
-        else f"DeepFilterNet3's output on the same mixture below {below:g} Hz, the clean speech "
-        "above"
-    )
+    reference = {
+        "clean": "the clean speech",
+        "teacher": "DeepFilterNet3's output on the same mixture",
+        "cleaned": "DeepFilterNet3's output on the clean speech alone",
+    }[args.spectral_reference]
+    if below and args.spectral_reference != "clean":
+        reference += f" below {below:g} Hz, the clean speech above"
     terms = [
         f"{args.target_weight:g} × the band loss on gains and strengths ("
         + "; ".join(band["terms"])
@@ -344,7 +351,7 @@ def finetune(
         batch = BatchTensors(
             draw_batch(data_dir, rng, args.batch, tuple(args.snr_db)),
             args.teacher_blend,
-            args.spectral_reference == "teacher",
+            args.spectral_reference,
             args.teacher_below_hz,
         )
         gains, strengths = model(batch.features)
@@ -415,9 +422,10 @@ def option_parser(description: str) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--spectral-reference",
-        choices=("clean", "teacher"),
+        choices=REFERENCES,
         default="teacher",
-        help="what the spectral loss compares with: DeepFilterNet3's output, or the clean speech",
+        help="what the spectral loss compares with: the clean speech, DeepFilterNet3's output on "
+        "the mixture (teacher) or on the clean speech alone (cleaned)",
     )
     parser.add_argument(
         "--teacher-blend",

@@ -233,7 +233,7 @@ def test_the_teacher_blends_into_the_targets_and_can_be_the_spectral_reference(
     monkeypatch.setattr(audio_finetune, "deepfilternet_enhance", lambda noisy: noisy.copy())
     oracle = audio_finetune.BatchTensors([mixture])
     blended = audio_finetune.BatchTensors([mixture], teacher_blend=0.5)
-    taught = audio_finetune.BatchTensors([mixture], teacher_audio=True)
+    taught = audio_finetune.BatchTensors([mixture], reference="teacher")
     frames = oracle.frames[0]
     below = oracle.target_gains[0, :frames] < 0.99
     assert below.any()
@@ -243,6 +243,27 @@ def test_the_teacher_blends_into_the_targets_and_can_be_the_spectral_reference(
     torch.testing.assert_close(taught.references[0], torch.from_numpy(mixture.noisy))
 
 
+def test_the_cleaned_reference_is_the_teacher_run_on_the_clean_speech(monkeypatch) -> None:
+    from model import audio_finetune
+
+    mixture = synthetic_mixture(0.4, 3)
+    seen: list[np.ndarray] = []
+
+    def halve(signal: np.ndarray) -> np.ndarray:  # a teacher whose output tells what it heard
+        seen.append(signal)
+        return 0.5 * signal
+
+    monkeypatch.setattr(audio_finetune, "deepfilternet_enhance", halve)
+    cleaned = audio_finetune.BatchTensors([mixture], 0.5, "cleaned")
+    assert len(seen) == 2  # the mixture for the band targets, the clean speech for the reference
+    np.testing.assert_allclose(cleaned.references[0].numpy(), 0.5 * mixture.clean)
+    taught = audio_finetune.BatchTensors([mixture], 0.5, "teacher")
+    torch.testing.assert_close(taught.target_gains, cleaned.target_gains)
+    np.testing.assert_allclose(taught.references[0].numpy(), 0.5 * mixture.noisy)
+    with pytest.raises(ValueError, match="unknown reference"):
+        audio_finetune.BatchTensors([mixture], 0.5, "noisy")
+
+
 def test_the_teacher_can_be_kept_below_a_frequency(monkeypatch) -> None:
     from dsp.bands import BIN_HZ, band_centre_bins
     from model import audio_finetune
@@ -250,8 +271,8 @@ def test_the_teacher_can_be_kept_below_a_frequency(monkeypatch) -> None:
     mixture = synthetic_mixture(0.4, 3)
     monkeypatch.setattr(audio_finetune, "deepfilternet_enhance", lambda noisy: noisy.copy())
     oracle = audio_finetune.BatchTensors([mixture])
-    whole = audio_finetune.BatchTensors([mixture], 0.5, True)
-    low = audio_finetune.BatchTensors([mixture], 0.5, True, teacher_below_hz=1000.0)
+    whole = audio_finetune.BatchTensors([mixture], 0.5, "teacher")
+    low = audio_finetune.BatchTensors([mixture], 0.5, "teacher", teacher_below_hz=1000.0)
     frames = oracle.frames[0]
     under = torch.from_numpy(band_centre_bins() * BIN_HZ < 1000.0)
     assert 0 < int(under.sum()) < NUM_BANDS
