@@ -162,23 +162,20 @@ class BatchTensors:
         for i, mixture in enumerate(mixtures):
             targets = compute_oracle_targets(mixture.noisy, mixture.clean)
             gains, strengths = targets.gains, targets.strengths
-            taught = None
             if teacher_blend > 0 or reference == "teacher":
                 taught = deepfilternet_enhance(mixture.noisy)  # one teacher run serves both
-            if reference != "clean":
-                made = taught if reference == "teacher" else deepfilternet_enhance(mixture.clean)
-                assert made is not None
-                references[i] = (
-                    crossover(made, mixture.clean, teacher_below_hz)
-                    if teacher_below_hz > 0
-                    else made
-                )
-            if taught is not None and teacher_blend > 0:  # targets that make the output taught
-                teacher_gains, teacher_strengths = teacher_targets(
-                    mixture.noisy, already_made(taught)
-                )
-                gains = blend_targets(gains, teacher_gains, blend)
-                strengths = blend_targets(strengths, teacher_strengths, blend, complement=True)
+                if reference == "teacher":
+                    references[i] = taught
+                if teacher_blend > 0:  # the targets that make the output already made
+                    teacher_gains, teacher_strengths = teacher_targets(
+                        mixture.noisy, already_made(taught)
+                    )
+                    gains = blend_targets(gains, teacher_gains, blend)
+                    strengths = blend_targets(strengths, teacher_strengths, blend, complement=True)
+            if reference == "cleaned":
+                references[i] = deepfilternet_enhance(mixture.clean)
+            if teacher_below_hz > 0 and reference != "clean":
+                references[i] = crossover(references[i], mixture.clean, teacher_below_hz)
             count = gains.shape[0]
             self.frames.append(count)
             self.target_gains[i, :count] = torch.from_numpy(gains)
