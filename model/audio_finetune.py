@@ -40,7 +40,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from dsp.bands import BIN_HZ, band_centre_bins
 from dsp.constants import NUM_BANDS, SAMPLE_RATE_HZ
 from dsp.offline import compute_oracle_targets
 from model.devset import DevMixture, SilentSignalError, build_dev_mixtures, default_data_dir
@@ -70,7 +69,12 @@ SNR_RANGE_DB = (-5.0, 20.0)
 CHECKPOINT_EVERY_SECONDS = 300.0
 PROGRESS_EVERY_STEPS = 10
 REDRAWS = 10
-REFERENCES = ("clean", "teacher", "cleaned")  # what --spectral-reference may name
+# what --spectral-reference may name, and how the training record describes it
+REFERENCES = {
+    "clean": "the clean speech",
+    "teacher": "DeepFilterNet3's output on the same mixture",
+    "cleaned": "DeepFilterNet3's output on the clean speech alone",
+}
 CROSSOVER_WIDTH_HZ = 200.0  # --teacher-below-hz: the raised cosine joining the two references
 # What a checkpoint carries of the run itself (beside the weights, optimiser and options).
 RUN_KEYS = ("step", "elapsed", "history", "resumes", "init_from", "data")
@@ -104,14 +108,6 @@ def already_made(output: np.ndarray) -> Enhance:
     """An enhancer that hands back ``output``, a teacher's output already made, whatever it is
     given (so one teacher run serves both the targets and the spectral reference)."""
     return lambda _noisy: output
-
-
-def teacher_band_share(below_hz: float) -> np.ndarray:
-    """[NUM_BANDS]: 1 for the bands whose centre lies below ``below_hz``, 0 above (1 everywhere
-    when ``below_hz`` is 0, the teacher's whole spectrum)."""
-    if below_hz <= 0:
-        return np.ones(NUM_BANDS)
-    return (band_centre_bins() * BIN_HZ < below_hz).astype(np.float64)
 
 
 def crossover(low: np.ndarray, high: np.ndarray, cutoff_hz: float) -> np.ndarray:
@@ -150,7 +146,9 @@ class BatchTensors:
         reference there is the clean speech."""
         if reference not in REFERENCES:
             raise ValueError(f"unknown reference {reference!r}; known: {', '.join(REFERENCES)}")
-        blend = teacher_blend * teacher_band_share(teacher_below_hz)
+        # DeepFilterNet3's share: in every band, or in those centred at or below the crossover
+        share = band_mask(teacher_below_hz) if teacher_below_hz > 0 else 1.0
+        blend = teacher_blend * share
         inputs = [synthesis_inputs(m.noisy) for m in mixtures]
         self.synthesis = stack_inputs(inputs)
         self.features = self.synthesis.pop("features")
@@ -222,11 +220,7 @@ def loss_record(args: argparse.Namespace, extra_terms: Sequence[str] = ()) -> di
         argparse.Namespace(**vars(train_options([])) | {"teacher_blend": args.teacher_blend})
     )
     below = args.teacher_below_hz
-    reference = {
-        "clean": "the clean speech",
-        "teacher": "DeepFilterNet3's output on the same mixture",
-        "cleaned": "DeepFilterNet3's output on the clean speech alone",
-    }[args.spectral_reference]
+    reference = REFERENCES[args.spectral_reference]
     if below and args.spectral_reference != "clean":
         reference += f" below {below:g} Hz, the clean speech above"
     terms = [
@@ -251,7 +245,7 @@ def loss_record(args: argparse.Namespace, extra_terms: Sequence[str] = ()) -> di
         )
     targets = band["targets"]
     if below and args.teacher_blend:
-        targets += f" (DeepFilterNet3's share in the bands centred below {below:g} Hz only)"
+        targets += f" (DeepFilterNet3's share in the bands centred at or below {below:g} Hz only)"
     return {
         "targets": f"{targets}, and (audio) {reference}",
         "terms": terms + list(extra_terms),
@@ -419,7 +413,7 @@ def option_parser(description: str) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--spectral-reference",
-        choices=REFERENCES,
+        choices=tuple(REFERENCES),
         default="teacher",
         help="what the spectral loss compares with: the clean speech, DeepFilterNet3's output on "
         "the mixture (teacher) or on the clean speech alone (cleaned)",
