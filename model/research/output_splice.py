@@ -1,0 +1,166 @@
+"""Two enhancers' outputs spliced in time or in frequency, scored on the dev mixtures.
+
+Where in the signal does one system's lead on a metric live? Each splice takes one system's
+output in one part of the signal and the other's elsewhere, both first scaled to the clean
+speech's energy (so that no level step marks the seams), and goes through ``model.evaluate``
+like any system. A research probe; nothing on the shipped path reads it.
+
+    python -m model.research.output_splice --out runs/splice
+
+Splices: ``speech:A/B`` (A in the 10 ms frames where the clean speech is within
+``ACTIVE_WITHIN_DB`` of its loudest, widened by ``ACTIVE_HANG_FRAMES`` each side, B elsewhere)
+and ``below:HZ:A/B`` (A below HZ, B above, joined by ``model.audio_finetune.crossover``), with
+A and B each ``model`` (the shipped int8, or ``--model``) or ``rnnoise``; ``model`` and
+``rnnoise`` alone are the two outputs, scaled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from model.audio_finetune import crossover
+from model.devset import build_dev_mixtures, require_data_dir
+from model.evaluate import System, evaluate, model_system, write_results
+from model.mixtures import FRAME_SAMPLES, frame_powers
+from model.rnnoise_baseline import rnnoise_enhance
+from model.runtime import DEFAULT_MODEL
+
+ACTIVE_WITHIN_DB = 30.0
+ACTIVE_HANG_FRAMES = 4
+SOURCES = ("model", "rnnoise")
+DEFAULT_SPLICES = (
+    "model",
+    "rnnoise",
+    "speech:model/rnnoise",
+    "speech:rnnoise/model",
+    "below:500:model/rnnoise",
+    "below:1000:model/rnnoise",
+    "below:3000:model/rnnoise",
+    "below:1000:rnnoise/model",
+)
+
+Enhance = Callable[[np.ndarray], np.ndarray]
+
+
+def scaled_to(reference: np.ndarray, signal: np.ndarray) -> np.ndarray:
+    """``signal`` scaled to the energy of ``reference`` (a silent signal stays silent)."""
+    energy = float(np.sum(np.square(signal)))
+    if energy <= 0.0:
+        return np.array(signal, dtype=np.float64)
+    return signal * np.sqrt(float(np.sum(np.square(reference))) / energy)
+
+
+def speech_activity(clean: np.ndarray) -> np.ndarray:
+    """Per sample, 1 where the clean speech is active and 0 in its pauses, ramped linearly
+    between the centres of 10 ms frames (:data:`ACTIVE_WITHIN_DB`, :data:`ACTIVE_HANG_FRAMES`)."""
+    powers = frame_powers(clean)
+    active = powers >= powers.max() * 10 ** (-ACTIVE_WITHIN_DB / 10)
+    widened = active.copy()
+    for shift in range(1, ACTIVE_HANG_FRAMES + 1):
+        widened[shift:] |= active[:-shift]
+        widened[:-shift] |= active[shift:]
+    centres = np.arange(powers.shape[0]) * FRAME_SAMPLES + FRAME_SAMPLES / 2
+    return np.interp(np.arange(clean.shape[0]), centres, widened.astype(np.float64))
+
+
+def parse_splice(spec: str) -> tuple[str, float | None, str, str]:
+    """(kind, crossover Hz or None, A, B) of a splice; ValueError names what is wrong."""
+    if spec in SOURCES:
+        return "alone", None, spec, spec
+    kind, *fields = spec.split(":")
+    if kind not in ("speech", "below") or len(fields) != (1 if kind == "speech" else 2):
+        known = "model, rnnoise, speech:A/B, below:HZ:A/B"
+        raise ValueError(f"unknown splice {spec!r}; known: {known}")
+    pair = fields[-1].split("/")
+    if len(pair) != 2 or any(name not in SOURCES for name in pair):
+        raise ValueError(f"splice {spec!r}: A/B must name two of {', '.join(SOURCES)}")
+    cutoff = None
+    if kind == "below":
+        try:
+            cutoff = float(fields[0])
+        except ValueError:
+            raise ValueError(f"splice {spec!r}: the crossover must be a number of Hz") from None
+        if not cutoff > 0:
+            raise ValueError(f"splice {spec!r}: the crossover must be above 0 Hz")
+    return kind, cutoff, pair[0], pair[1]
+
+
+class OutputCache:
+    """Each source's output on a mixture, computed once however many splices read it."""
+
+    def __init__(self, sources: dict[str, Enhance]) -> None:
+        self.sources = sources
+        self._outputs: dict[tuple[str, str], np.ndarray] = {}
+
+    def output(self, name: str, noisy: np.ndarray) -> np.ndarray:
+        """``name``'s output on ``noisy``, as long as it."""
+        digest = hashlib.sha256(np.asarray(noisy, dtype=np.float64).tobytes()).hexdigest()
+        key = (name, digest)
+        if key not in self._outputs:
+            self._outputs[key] = np.asarray(self.sources[name](noisy), dtype=np.float64)
+        return self._outputs[key]
+
+
+def splice_system(spec: str, cache: OutputCache) -> System:
+    """The splice ``spec`` as a system (it reads the clean speech: scaling and activity)."""
+    kind, cutoff, first, second = parse_splice(spec)
+
+    def process(noisy: np.ndarray, clean: np.ndarray) -> np.ndarray:
+        a = scaled_to(clean, cache.output(first, noisy))
+        if kind == "alone":
+            return a
+        b = scaled_to(clean, cache.output(second, noisy))
+        if kind == "speech":
+            activity = speech_activity(clean)
+            return activity * a + (1.0 - activity) * b
+        assert cutoff is not None
+        return crossover(a, b, cutoff)[: noisy.shape[0]]
+
+    return System(spec, process, needs_clean=True, description=f"splice {spec}")
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m model.research.output_splice", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--out", type=Path, required=True, help="folder for results.json")
+    parser.add_argument("--splices", nargs="+", default=list(DEFAULT_SPLICES))
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--seed", type=int, default=0, help="0: the pinned dev mixtures")
+    parser.add_argument("--data-dir", type=Path, help="default: $PNR_DATA_DIR or ../shared/data")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Score the splices on the dev mixtures; write ``results.json`` and the Markdown table."""
+    args = _parse_args(argv)
+    try:
+        for spec in args.splices:
+            parse_splice(spec)
+        model = model_system(args.model)
+        mixtures = build_dev_mixtures(require_data_dir(args.data_dir), seed=args.seed)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    cache = OutputCache({"model": model, "rnnoise": rnnoise_enhance})
+    systems = {spec: splice_system(spec, cache) for spec in args.splices}
+    results = evaluate(systems, mixtures)
+    results.config = {
+        "seed": args.seed,
+        "model": str(args.model),
+        "mixtures": [m.name for m in mixtures],
+    }
+    json_path, _ = write_results(results, args.out)
+    print(results.to_markdown(), end="")
+    print(f"\nwrote {json_path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
