@@ -27,8 +27,9 @@ import numpy as np
 from dsp.enhancer import GainSource
 from dsp.offline import enhance_signal
 from model.devset import build_dev_mixtures, require_data_dir
-from model.evaluate import MODEL_SYSTEM_NAME, System, evaluate, write_results
-from model.runtime import DEFAULT_MODEL, ModelGainSource, ModelRuntime
+from model.evaluate import MODEL_SYSTEM_NAME, System
+from model.research.dev_probe import add_dev_options, score_and_write
+from model.runtime import ModelGainSource, ModelRuntime
 
 GAIN_FLOOR = 1e-6
 ARITY = {"pow": 1, "expand": 2, "contrast": 2, "strength": 1, "decay": 1, "no-postfilter": 0}
@@ -142,10 +143,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m model.research.gain_warps", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--warp", required=True, help="pow:P, expand:K:P, contrast:S:D, …")
-    parser.add_argument("--out", type=Path, required=True, help="folder for results.json")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
-    parser.add_argument("--seed", type=int, default=0, help="0: the pinned dev mixtures")
-    parser.add_argument("--data-dir", type=Path, help="default: $PNR_DATA_DIR or ../shared/data")
+    add_dev_options(parser)
     return parser.parse_args(argv)
 
 
@@ -159,11 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    results = evaluate({MODEL_SYSTEM_NAME: system}, mixtures)
-    results.config = {"seed": args.seed, "warp": warp.spec, "mixtures": [m.name for m in mixtures]}
-    json_path, _ = write_results(results, args.out)
-    print(results.to_markdown(), end="")
-    print(f"\nwrote {json_path}", file=sys.stderr)
+    config = {"seed": args.seed, "warp": warp.spec}
+    score_and_write({MODEL_SYSTEM_NAME: system}, mixtures, args.out, config)
     return 0
 
 

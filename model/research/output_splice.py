@@ -20,16 +20,15 @@ import argparse
 import hashlib
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 
 from model.audio_finetune import crossover
 from model.devset import build_dev_mixtures, require_data_dir
-from model.evaluate import System, evaluate, model_system, write_results
+from model.evaluate import System, model_system
 from model.mixtures import FRAME_SAMPLES, frame_powers
+from model.research.dev_probe import add_dev_options, score_and_write
 from model.rnnoise_baseline import rnnoise_enhance
-from model.runtime import DEFAULT_MODEL
 
 ACTIVE_WITHIN_DB = 30.0
 ACTIVE_HANG_FRAMES = 4
@@ -129,11 +128,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m model.research.output_splice", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--out", type=Path, required=True, help="folder for results.json")
     parser.add_argument("--splices", nargs="+", default=list(DEFAULT_SPLICES))
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
-    parser.add_argument("--seed", type=int, default=0, help="0: the pinned dev mixtures")
-    parser.add_argument("--data-dir", type=Path, help="default: $PNR_DATA_DIR or ../shared/data")
+    add_dev_options(parser)
     return parser.parse_args(argv)
 
 
@@ -150,15 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     cache = OutputCache({"model": model, "rnnoise": rnnoise_enhance})
     systems = {spec: splice_system(spec, cache) for spec in args.splices}
-    results = evaluate(systems, mixtures)
-    results.config = {
-        "seed": args.seed,
-        "model": str(args.model),
-        "mixtures": [m.name for m in mixtures],
-    }
-    json_path, _ = write_results(results, args.out)
-    print(results.to_markdown(), end="")
-    print(f"\nwrote {json_path}", file=sys.stderr)
+    score_and_write(systems, mixtures, args.out, {"seed": args.seed, "model": str(args.model)})
     return 0
 
 
