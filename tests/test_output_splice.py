@@ -50,15 +50,15 @@ def test_speech_activity_covers_the_burst_and_its_hang_and_not_the_pauses() -> N
 
 
 @pytest.mark.parametrize(
-    ("spec", "parsed"),
+    ("spec", "first", "second"),
     [
-        ("model", ("alone", None, "model", "model")),
-        ("speech:rnnoise/model", ("speech", None, "rnnoise", "model")),
-        ("below:1000:model/rnnoise", ("below", 1000.0, "model", "rnnoise")),
+        ("model", "model", "model"),
+        ("speech:rnnoise/model", "rnnoise", "model"),
+        ("below:1000:model/rnnoise", "model", "rnnoise"),
     ],
 )
-def test_splices_parse(spec: str, parsed: tuple[str, float | None, str, str]) -> None:
-    assert parse_splice(spec) == parsed
+def test_splices_parse_to_their_two_outputs(spec: str, first: str, second: str) -> None:
+    assert parse_splice(spec)[:2] == (first, second)
 
 
 def fake_cache(calls: list[str]) -> OutputCache:
@@ -120,3 +120,9 @@ def test_a_missing_model_is_refused_with_one_error_line(tmp_path, capsys) -> Non
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")
+
+
+def test_an_output_alone_is_only_scaled() -> None:
+    clean = tone(300.0, amplitude=0.5)
+    alone = splice_system("rnnoise", fake_cache([]))(tone(300.0), clean)
+    np.testing.assert_allclose(alone, 5.0 * tone(5000.0))

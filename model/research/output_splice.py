@@ -11,7 +11,8 @@ Splices: ``speech:A/B`` (A in the 10 ms frames where the clean speech is within
 ``ACTIVE_WITHIN_DB`` of its loudest, widened by ``ACTIVE_HANG_FRAMES`` each side, B elsewhere)
 and ``below:HZ:A/B`` (A below HZ, B above, joined by ``model.audio_finetune.crossover``), with
 A and B each ``model`` (the shipped int8, or ``--model``) or ``rnnoise``; ``model`` and
-``rnnoise`` alone are the two outputs, scaled.
+``rnnoise`` alone are the two outputs, scaled. Each output is made once and shared by every
+splice that reads it, so the table's CPU column times the splicing, not the enhancers.
 """
 
 from __future__ import annotations
@@ -68,10 +69,29 @@ def speech_activity(clean: np.ndarray) -> np.ndarray:
     return np.interp(np.arange(clean.shape[0]), centres, widened.astype(np.float64))
 
 
-def parse_splice(spec: str) -> tuple[str, float | None, str, str]:
-    """(kind, crossover Hz or None, A, B) of a splice; ValueError names what is wrong."""
+Join = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # (A, B, clean) -> spliced
+
+
+def take_first(first: np.ndarray, second: np.ndarray, clean: np.ndarray) -> np.ndarray:
+    """A alone."""
+    return first
+
+
+def join_by_speech(first: np.ndarray, second: np.ndarray, clean: np.ndarray) -> np.ndarray:
+    """A where the clean speech is active, B in its pauses."""
+    activity = speech_activity(clean)
+    return activity * first + (1.0 - activity) * second
+
+
+def join_below(cutoff_hz: float) -> Join:
+    """A below ``cutoff_hz``, B above."""
+    return lambda first, second, clean: crossover(first, second, cutoff_hz)[: clean.shape[0]]
+
+
+def parse_splice(spec: str) -> tuple[str, str, Join]:
+    """(A, B, how they are joined) of a splice; ValueError names what is wrong."""
     if spec in SOURCES:
-        return "alone", None, spec, spec
+        return spec, spec, take_first
     kind, *fields = spec.split(":")
     if kind not in ("speech", "below") or len(fields) != (1 if kind == "speech" else 2):
         known = "model, rnnoise, speech:A/B, below:HZ:A/B"
@@ -79,15 +99,15 @@ def parse_splice(spec: str) -> tuple[str, float | None, str, str]:
     pair = fields[-1].split("/")
     if len(pair) != 2 or any(name not in SOURCES for name in pair):
         raise ValueError(f"splice {spec!r}: A/B must name two of {', '.join(SOURCES)}")
-    cutoff = None
-    if kind == "below":
-        try:
-            cutoff = float(fields[0])
-        except ValueError:
-            raise ValueError(f"splice {spec!r}: the crossover must be a number of Hz") from None
-        if not cutoff > 0:
-            raise ValueError(f"splice {spec!r}: the crossover must be above 0 Hz")
-    return kind, cutoff, pair[0], pair[1]
+    if kind == "speech":
+        return pair[0], pair[1], join_by_speech
+    try:
+        cutoff_hz = float(fields[0])
+    except ValueError:
+        raise ValueError(f"splice {spec!r}: the crossover must be a number of Hz") from None
+    if not cutoff_hz > 0:
+        raise ValueError(f"splice {spec!r}: the crossover must be above 0 Hz")
+    return pair[0], pair[1], join_below(cutoff_hz)
 
 
 class OutputCache:
@@ -108,18 +128,12 @@ class OutputCache:
 
 def splice_system(spec: str, cache: OutputCache) -> System:
     """The splice ``spec`` as a system (it reads the clean speech: scaling and activity)."""
-    kind, cutoff, first, second = parse_splice(spec)
+    first, second, join = parse_splice(spec)
 
     def process(noisy: np.ndarray, clean: np.ndarray) -> np.ndarray:
         a = scaled_to(clean, cache.output(first, noisy))
-        if kind == "alone":
-            return a
         b = scaled_to(clean, cache.output(second, noisy))
-        if kind == "speech":
-            activity = speech_activity(clean)
-            return activity * a + (1.0 - activity) * b
-        assert cutoff is not None
-        return crossover(a, b, cutoff)[: noisy.shape[0]]
+        return join(a, b, clean)
 
     return System(spec, process, needs_clean=True, description=f"splice {spec}")
 
