@@ -23,6 +23,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from scipy.ndimage import binary_dilation
 
 from model.audio_finetune import crossover
 from model.devset import build_dev_mixtures, require_data_dir
@@ -61,10 +62,7 @@ def speech_activity(clean: np.ndarray) -> np.ndarray:
     between the centres of 10 ms frames (:data:`ACTIVE_WITHIN_DB`, :data:`ACTIVE_HANG_FRAMES`)."""
     powers = frame_powers(clean)
     active = powers >= powers.max() * 10 ** (-ACTIVE_WITHIN_DB / 10)
-    widened = active.copy()
-    for shift in range(1, ACTIVE_HANG_FRAMES + 1):
-        widened[shift:] |= active[:-shift]
-        widened[:-shift] |= active[shift:]
+    widened = binary_dilation(active, iterations=ACTIVE_HANG_FRAMES)
     centres = np.arange(powers.shape[0]) * FRAME_SAMPLES + FRAME_SAMPLES / 2
     return np.interp(np.arange(clean.shape[0]), centres, widened.astype(np.float64))
 
