@@ -42,6 +42,7 @@ import torch
 
 from dsp.constants import NUM_BANDS, SAMPLE_RATE_HZ
 from dsp.offline import compute_oracle_targets
+from model.augment_mixture import MixtureAugmentation, augment_mixture
 from model.devset import DevMixture, SilentSignalError, build_dev_mixtures, default_data_dir
 from model.differentiable_synthesis import TorchSynthesis, stack_inputs, synthesis_inputs
 from model.feature_cache import band_mask
@@ -311,6 +312,10 @@ def finetune(
             "data": data_record(Split(train.speech, train.noise, ())),  # no rooms are used
         }
     run["loss"] = loss if loss is not None else loss_record(args)
+    augmentation = MixtureAugmentation() if args.augment else None
+    if augmentation is not None:
+        run["augmentation"] = augmentation.as_dict()
+    babble_speech = split_named(data_dir, "train").speech
     synthesis = TorchSynthesis()
 
     def save() -> None:
@@ -339,8 +344,11 @@ def finetune(
         lr = args.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, run["elapsed"] / budget_s)))
         for group in optimizer.param_groups:
             group["lr"] = lr
+        mixtures = draw_batch(data_dir, rng, args.batch, tuple(args.snr_db))
+        if augmentation is not None:
+            mixtures = [augment_mixture(m, rng, babble_speech, augmentation) for m in mixtures]
         batch = BatchTensors(
-            draw_batch(data_dir, rng, args.batch, tuple(args.snr_db)),
+            mixtures,
             args.teacher_blend,
             args.spectral_reference,
             args.teacher_below_hz,
@@ -438,6 +446,12 @@ def option_parser(description: str) -> argparse.ArgumentParser:
         default=list(SNR_RANGE_DB),
         metavar=("LOW", "HIGH"),
         help="the range the mixtures' SNRs are drawn from, uniformly",
+    )
+    parser.add_argument(
+        "--augment",
+        action="store_true",
+        help="remake each mixture (model.augment_mixture): the speech's speed and colour, the "
+        "noise's speed, colour and direction, a synthetic noise event",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)

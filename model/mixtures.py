@@ -192,10 +192,24 @@ def _noise_segment(
     segment = audio[start : start + needed]
     if augmentation is None:
         return segment
+    return reshape_noise(rng, segment, speed, length, augmentation)
+
+
+def reshape_noise(
+    rng: np.random.Generator,
+    segment: np.ndarray,
+    speed: float,
+    length: int,
+    augmentation: NoiseAugmentation,
+) -> np.ndarray:
+    """``segment`` played ``speed`` times faster (pitch and tempo; it must hold at least
+    ``length · speed`` samples), then cut to ``length``, EQ'd and reversed as often as
+    ``augmentation`` says."""
     if speed != 1.0:
-        segment = soxr.resample(segment, SAMPLE_RATE, SAMPLE_RATE / speed)[:length]
+        segment = soxr.resample(segment, SAMPLE_RATE, SAMPLE_RATE / speed)
+    segment = segment[:length]
     if rng.random() < augmentation.eq_share:
-        segment = _random_eq(rng, segment)
+        segment = random_eq(rng, segment)
     if rng.random() < augmentation.reverse_share:
         segment = segment[::-1].copy()
     return segment
@@ -283,7 +297,7 @@ def harmonic_noise(rng: np.random.Generator, length: int, events: NoiseEvents) -
             tone[:fade] *= ramp
             tone[-fade:] *= ramp[::-1]
         out[start : start + span] += tone * 10 ** (rng.uniform(-10, 0) / 20)
-    out = _random_eq(rng, out)
+    out = random_eq(rng, out)
     return out + 0.03 * np.std(out) * rng.standard_normal(length)
 
 
@@ -300,7 +314,7 @@ def babble_noise(
     return out
 
 
-def _noise_event(
+def noise_event(
     rng: np.random.Generator, speech: list[AudioFile], length: int, events: NoiseEvents
 ) -> np.ndarray:
     kind = events.kinds[int(rng.integers(len(events.kinds)))]
@@ -339,7 +353,7 @@ def _room_response(
     return rir / (np.max(np.abs(rir)) + 1e-9)
 
 
-def _random_eq(rng: np.random.Generator, signal: np.ndarray) -> np.ndarray:
+def random_eq(rng: np.random.Generator, signal: np.ndarray) -> np.ndarray:
     """A random tilt and a random peaking band, as microphones and rooms colour speech (the
     same filter along the last axis of every row)."""
     tilt = rng.uniform(-0.6, 0.6)
@@ -382,12 +396,13 @@ def make_mixture(
         sources = np.stack(
             [soxr.resample(row, SAMPLE_RATE, SAMPLE_RATE / speed) for row in sources]
         )
-        speech_max_hz = min(speech_max_hz / speed, 23_000.0)
+        # played ``speed`` times faster: every frequency, the highest too, times ``speed``
+        speech_max_hz = min(speech_max_hz * speed, 23_000.0)
     sources = sources[:, :length]
     if sources.shape[1] < length:
         sources = np.pad(sources, ((0, 0), (0, length - sources.shape[1])))
     if rng.random() < recipe.eq_share:
-        sources = _random_eq(rng, sources)
+        sources = random_eq(rng, sources)
     raw = sources[0]
 
     if rng.random() < recipe.room_share:
@@ -412,7 +427,7 @@ def make_mixture(
                 parts.append(_noise_segment(rng, noise, length, augmentation))
         events = recipe.noise_events
         if events is not None and rng.random() < events.share:
-            parts.append(_noise_event(rng, speech, length, events))
+            parts.append(noise_event(rng, speech, length, events))
         if rng.random() < recipe.synthetic_noise_share or not parts:
             parts.append(synthetic_noise(rng, length))
         for part in parts:

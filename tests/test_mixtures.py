@@ -20,6 +20,7 @@ from model.mixtures import (
     burst_noise,
     harmonic_noise,
     make_mixture,
+    speech_max_hz,
     speech_onset,
     synthetic_noise,
 )
@@ -277,3 +278,22 @@ def test_the_model_card_names_mid_speech_starts_only_when_they_were_used() -> No
     assert _mid_speech_start_note(MixtureRecipe().as_dict()) == ""
     note = _mid_speech_start_note(MixtureRecipe(mid_speech_start_share=0.5).as_dict())
     assert "50% of examples open inside an utterance" in note and "`--mid-speech-starts`" in note
+
+
+@pytest.mark.parametrize("speed", [0.9, 1.08])
+def test_played_faster_the_speech_s_bandwidth_rises_with_its_pitch(
+    tmp_path: Path, speed: float
+) -> None:
+    """A 16 kHz recording played ``speed`` times faster carries speech up to ``speed`` times
+    its old highest frequency, as its tone moves: the loss's band mask follows the speech."""
+    t = np.arange(2 * SAMPLE_RATE) / SAMPLE_RATE
+    narrow = dataclasses.replace(
+        _audio_file(tmp_path / "narrow.flac", 0.2 * np.sin(2 * np.pi * 1_000 * t), "clean"),
+        sample_rate=16_000,
+    )
+    recipe = dataclasses.replace(
+        ONE_REAL_NOISE, speed_range=(speed, speed), fullband_speech_share=0.0
+    )
+    mixture = make_mixture(np.random.default_rng(0), [narrow], [_tone(tmp_path, 5_000)], [], recipe)
+    assert mixture.speech_max_hz == pytest.approx(speech_max_hz(16_000) * speed)
+    assert _peak_hz(mixture.target) == pytest.approx(1_000 * speed, abs=3.0)

@@ -1,0 +1,171 @@
+"""``model.augment_mixture``: a training mixture remade with another voice and another noise,
+at its own SNR and level; and ``model.audio_finetune --augment`` training on such mixtures."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from model.augment_mixture import MixtureAugmentation, augment_mixture
+from model.devset import DevMixture, measured_snr_db
+from model.mixtures import SAMPLE_RATE, NoiseAugmentation, NoiseEvents
+from model.splits import AudioFile
+
+# the noise left as it is and no event added, so that only the speech changes
+PLAIN_NOISE = NoiseAugmentation(
+    speed_share=0.0, eq_share=0.0, reverse_share=0.0, second_noise_share=0.0
+)
+NO_EVENTS = NoiseEvents(share=0.0)
+
+
+def _tone(hz: float, seconds: float, amplitude: float = 0.1) -> np.ndarray:
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    return amplitude * np.sin(2 * np.pi * hz * t)
+
+
+def _mixture(source_rate: int = 16_000, snr_db: float = 5.0) -> DevMixture:
+    """1 kHz 'speech' in white noise at ``snr_db``."""
+    clean = _tone(1_000.0, 1.0)
+    noise = np.random.default_rng(0).standard_normal(clean.shape[0])
+    noise *= np.sqrt(np.sum(clean**2) / np.sum(noise**2) / 10 ** (snr_db / 10))
+    return DevMixture(
+        name="tone",
+        clean=clean,
+        noisy=clean + noise,
+        snr_db=snr_db,
+        speech_path=Path("speech.wav"),
+        noise_path=Path("noise.wav"),
+        source_rate=source_rate,
+    )
+
+
+def _peak_hz(signal: np.ndarray) -> float:
+    magnitudes = np.abs(np.fft.rfft(signal * np.hanning(signal.shape[0])))
+    return float(np.fft.rfftfreq(signal.shape[0], 1 / SAMPLE_RATE)[np.argmax(magnitudes)])
+
+
+def _rms_dbfs(signal: np.ndarray) -> float:
+    return float(10 * np.log10(np.mean(signal**2)))
+
+
+def _assert_proportional(signal: np.ndarray, expected: np.ndarray) -> None:
+    """``signal`` is ``expected`` times a positive gain (the remix sets the level)."""
+    gain = np.dot(signal, expected) / np.dot(expected, expected)
+    assert gain > 0
+    np.testing.assert_allclose(signal, gain * expected, atol=1e-9)
+
+
+@pytest.mark.parametrize("speed", [0.9, 1.1])
+def test_the_speech_moves_in_pitch_and_bandwidth_together(speed: float) -> None:
+    mixture = _mixture()
+    only_speed = MixtureAugmentation(
+        speech_speed_range=(speed, speed), speech_eq_share=0.0, noise=PLAIN_NOISE, events=NO_EVENTS
+    )
+    remade = augment_mixture(mixture, np.random.default_rng(1), [], only_speed)
+    assert _peak_hz(remade.clean) == pytest.approx(1_000.0 * speed, abs=3.0)
+    assert remade.clean.shape[0] == pytest.approx(mixture.clean.shape[0] / speed, abs=2)
+    assert remade.source_rate == round(16_000 * speed)
+    assert remade.name == mixture.name and remade.snr_db == mixture.snr_db
+
+
+def test_a_full_band_source_stays_at_most_full_band() -> None:
+    fast = MixtureAugmentation(speech_speed_range=(1.1, 1.1), events=NO_EVENTS)
+    remade = augment_mixture(_mixture(source_rate=SAMPLE_RATE), np.random.default_rng(2), [], fast)
+    assert remade.source_rate == SAMPLE_RATE
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_remade_mixture_keeps_its_snr_and_level_and_adds_only_noise(seed: int) -> None:
+    mixture = _mixture(snr_db=-3.0)
+    remade = augment_mixture(
+        mixture,
+        np.random.default_rng(seed),
+        [],
+        MixtureAugmentation(events=NoiseEvents(kinds=("bursts", "harmonic"))),
+    )
+    assert measured_snr_db(remade) == pytest.approx(-3.0, abs=1e-6)
+    assert _rms_dbfs(remade.noisy) == pytest.approx(_rms_dbfs(mixture.noisy), abs=1e-6)
+    assert remade.noisy.shape == remade.clean.shape
+
+
+def test_a_plain_noise_is_the_mixture_s_own_noise_looped() -> None:
+    mixture = _mixture()
+    slow = MixtureAugmentation(
+        speech_speed_range=(0.8, 0.8), speech_eq_share=0.0, noise=PLAIN_NOISE, events=NO_EVENTS
+    )
+    remade = augment_mixture(mixture, np.random.default_rng(3), [], slow)
+    noise_out = remade.noisy - remade.clean
+    looped = np.tile(mixture.noisy - mixture.clean, 2)[: noise_out.shape[0]]
+    _assert_proportional(noise_out, looped)
+
+
+def test_events_and_noise_augmentation_change_the_noise() -> None:
+    mixture = _mixture()
+    plain = MixtureAugmentation(
+        speech_speed_range=(1.0, 1.0), speech_eq_share=0.0, noise=PLAIN_NOISE, events=NO_EVENTS
+    )
+    reversed_noise = dataclasses.replace(
+        plain, noise=dataclasses.replace(PLAIN_NOISE, reverse_share=1.0)
+    )
+    with_bursts = dataclasses.replace(plain, events=NoiseEvents(share=1.0, kinds=("bursts",)))
+    noise_of = {
+        name: (lambda m: m.noisy - m.clean)(
+            augment_mixture(mixture, np.random.default_rng(4), [], augmentation)
+        )
+        for name, augmentation in [
+            ("plain", plain),
+            ("reversed", reversed_noise),
+            ("bursts", with_bursts),
+        ]
+    }
+    plain_noise = noise_of["plain"]
+    _assert_proportional(plain_noise, mixture.noisy - mixture.clean)
+    _assert_proportional(noise_of["reversed"], plain_noise[::-1])
+    # the bursts are in the noise: what the plain noise, scaled, cannot explain of it
+    bursts = noise_of["bursts"]
+    gain = np.dot(bursts, plain_noise) / np.dot(plain_noise, plain_noise)
+    assert np.sum((bursts - gain * plain_noise) ** 2) > 0.1 * np.sum(bursts**2)
+
+
+def test_babble_is_made_of_the_speech_given(tmp_path: Path) -> None:
+    path = tmp_path / "talker.flac"
+    sf.write(path, _tone(300.0, 2.0).astype(np.float32), SAMPLE_RATE)
+    talker = AudioFile(path, path.name, "clean", "t", SAMPLE_RATE, 2.0, "test", "")
+    babble = MixtureAugmentation(
+        speech_speed_range=(1.0, 1.0),
+        speech_eq_share=0.0,
+        noise=PLAIN_NOISE,
+        events=NoiseEvents(share=1.0, kinds=("babble",)),
+    )
+    remade = augment_mixture(_mixture(), np.random.default_rng(5), [talker], babble)
+    noise = remade.noisy - remade.clean
+    magnitudes = np.abs(np.fft.rfft(noise))
+    freqs = np.fft.rfftfreq(noise.shape[0], 1 / SAMPLE_RATE)
+    near = (freqs > 250) & (freqs < 350)
+    assert magnitudes[near].max() > 5 * np.median(magnitudes)
+
+
+def test_the_fine_tune_trains_on_remade_mixtures_only_when_asked(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from finetune_inputs import one_step_argv
+    from shared_data import find_shared_data
+
+    from model.audio_finetune import finetune, parse_args
+
+    data_dir = find_shared_data()
+    if data_dir is None:
+        pytest.skip("needs ../shared/data")
+    runs = {
+        name: torch.load(
+            finetune(parse_args(one_step_argv(tmp_path / name, data_dir) + extra)),
+            weights_only=False,
+        )
+        for name, extra in [("augmented", ["--augment"]), ("plain", [])]
+    }
+    assert runs["augmented"]["augmentation"] == MixtureAugmentation().as_dict()
+    assert "augmentation" not in runs["plain"]
