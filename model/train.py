@@ -565,6 +565,7 @@ def training_recipe(args: argparse.Namespace) -> MixtureRecipe:
     """How the run's mixtures are drawn (``--augment-noise``, ``--noise-events``,
     ``--mid-speech-starts``)."""
     return MixtureRecipe(
+        speed_range=tuple(args.speech_speed),
         noise_augmentation=NoiseAugmentation() if args.augment_noise else None,
         noise_events=NoiseEvents() if args.noise_events else None,
         mid_speech_start_share=args.mid_speech_starts,
@@ -919,6 +920,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "blends of two); a recipe change, so it builds its own cache",
     )
     parser.add_argument(
+        "--speech-speed",
+        type=float,
+        nargs=2,
+        default=list(MixtureRecipe().speed_range),
+        metavar=("LOW", "HIGH"),
+        help="play each example's speech this much faster, drawn uniformly (pitch, formants "
+        "and tempo together: other talkers); a recipe change outside the default",
+    )
+    parser.add_argument(
         "--noise-events",
         action="store_true",
         help="add synthetic bursts, harmonic sounds and babble of "
@@ -1027,6 +1037,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     share = args.mid_speech_starts
     if share is not None and not 0.0 < share <= 1.0:
         raise SystemExit(f"error: --mid-speech-starts must be in (0, 1], got {share:g}")
+    low, high = args.speech_speed
+    if not 0.5 <= low <= high <= 2.0:
+        raise SystemExit(
+            f"error: --speech-speed must be LOW ≤ HIGH within [0.5, 2], got {low:g} {high:g}"
+        )
     return args
 
 

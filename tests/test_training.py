@@ -384,3 +384,18 @@ def test_a_mid_speech_start_share_outside_0_to_1_is_refused_before_anything_runs
     assert not (tmp_path / "run").exists()
     args = parse_args(["--out", str(tmp_path), "--mid-speech-starts", "0.5"])
     assert args.mid_speech_starts == 0.5
+
+
+@pytest.mark.parametrize("speeds", [["1.1", "0.9"], ["0", "1"], ["0.9", "3"]])
+def test_a_speech_speed_range_that_cannot_be_played_is_refused(speeds: list[str]) -> None:
+    with pytest.raises(SystemExit, match=r"^error: --speech-speed must be LOW ≤ HIGH"):
+        parse_args(["--speech-speed", *speeds])
+
+
+def test_the_speech_speed_range_is_the_recipe_s_and_its_default_keys_the_cache_as_before() -> None:
+    from model.mixtures import MixtureRecipe
+    from model.train import training_recipe
+
+    assert training_recipe(parse_args([])).as_dict() == MixtureRecipe().as_dict()
+    wider = training_recipe(parse_args(["--speech-speed", "0.8", "1.25"]))
+    assert wider.speed_range == (0.8, 1.25)
