@@ -58,7 +58,7 @@ from model.spectral_loss import (
     log_mel_loss,
     multi_resolution_loss,
 )
-from model.splits import Split, split_named
+from model.splits import AudioFile, Split, split_named
 from model.teacher import Enhance, blend_targets, deepfilternet_enhance, teacher_targets
 from model.train import changed_options, percepnet_loss, portable_path, saved_weights
 from model.train import loss_record as band_loss_record
@@ -313,9 +313,10 @@ def finetune(
         }
     run["loss"] = loss if loss is not None else loss_record(args)
     augmentation = MixtureAugmentation() if args.augment else None
-    if augmentation is not None:
-        run["augmentation"] = augmentation.as_dict()
-    babble_speech = split_named(data_dir, "train").speech
+    babble_speech: tuple[AudioFile, ...] = ()  # what the remade mixtures' babble is made of
+    if augmentation is not None:  # in the data's record, which the export and card keep
+        run["data"]["augmentation"] = augmentation.as_dict()
+        babble_speech = split_named(data_dir, "train").speech
     synthesis = TorchSynthesis()
 
     def save() -> None:

@@ -538,6 +538,15 @@ def _audio_finetune_section(record: dict[str, Any]) -> str:
         if files
         else "training files the run did not record"
     )
+    remade = record["data"].get("augmentation")
+    if remade:
+        slow, fast = remade["speech_speed_range"]
+        drawn_from += (
+            f"; each mixture remade by `model/augment_mixture.py` (the speech played "
+            f"{slow:g}–{fast:g}× as fast and EQ'd in {remade['speech_eq_share']:.0%} of them, the "
+            "noise resampled, EQ'd and reversed, a synthetic noise event added to "
+            f"{remade['events']['share']:.0%}) and mixed again at its SNR and level"
+        )
     low, high = (f"{value:g}".replace("-", "−") for value in AUDIO_SNR_RANGE_DB)
     steps = record.get("steps") or 0
     last = record.get("shipped_epoch", {})

@@ -167,5 +167,28 @@ def test_the_fine_tune_trains_on_remade_mixtures_only_when_asked(tmp_path: Path)
         )
         for name, extra in [("augmented", ["--augment"]), ("plain", [])]
     }
-    assert runs["augmented"]["augmentation"] == MixtureAugmentation().as_dict()
-    assert "augmentation" not in runs["plain"]
+    assert runs["augmented"]["data"]["augmentation"] == MixtureAugmentation().as_dict()
+    assert "augmentation" not in runs["plain"]["data"]
+    # exported, the record keeps it and the card says how the mixtures were remade
+    from model.export import main as export_main
+    from model.model_card import _training_section
+    from model.training_record import read_record
+
+    cards = {}
+    for name in runs:
+        export_main(
+            [
+                "--checkpoint",
+                str(tmp_path / name / "checkpoint.pt"),
+                "--out",
+                str(tmp_path / f"w-{name}"),
+            ]
+        )
+        record = read_record(tmp_path / f"w-{name}")
+        cards[name] = _training_section(record).split("### The run the fine-tune started from")[0]
+    assert "--augment" in cards["augmented"] and "--augment" not in cards["plain"]
+    assert (
+        "remade by `model/augment_mixture.py` (the speech played 0.87–1.15× as fast"
+        in (cards["augmented"])
+    )
+    assert "augment_mixture" not in cards["plain"]
