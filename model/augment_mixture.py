@@ -43,7 +43,8 @@ class MixtureAugmentation:
         return {
             "speech_speed_range": list(self.speech_speed_range),
             "speech_eq_share": self.speech_eq_share,
-            "noise": vars(self.noise),
+            # the mixture's own noise is remade: no second recording is blended in
+            "noise": {k: v for k, v in vars(self.noise).items() if k != "second_noise_share"},
             "events": vars(self.events),
         }
 

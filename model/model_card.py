@@ -19,6 +19,7 @@ from typing import Any
 from model.audio_finetune import SNR_RANGE_DB as AUDIO_SNR_RANGE_DB
 from model.devset import default_data_dir
 from model.export import INT8_NAME, weight_counts
+from model.mixtures import MixtureRecipe
 from model.network import NetworkConfig, PercepNet, count_parameters
 from model.runtime import sha256_of
 from model.splits import split_files
@@ -288,6 +289,19 @@ def _mid_speech_start_note(recipe: dict[str, Any]) -> str:
     return (
         f"\n  {share:.0%} of examples open inside an utterance (past its leading pause, up to its "
         "middle), so speech is there from the first frame (`--mid-speech-starts`)."
+    )
+
+
+def _speech_speed_note(recipe: dict[str, Any]) -> str:
+    """A sentence on a speech speed range other than the recipe's default (``--speech-speed``),
+    or nothing."""
+    speeds = recipe.get("speed_range")
+    if speeds is None or tuple(speeds) == MixtureRecipe().speed_range:
+        return ""
+    slow, fast = speeds
+    return (
+        f"\n  Each example's speech played {slow:g}–{fast:g}× as fast (pitch, formants and tempo: "
+        "other talkers; `--speech-speed`)."
     )
 
 
@@ -651,6 +665,7 @@ def _training_section(record: dict[str, Any]) -> str:
         _noise_augmentation_note(recipe)
         + _noise_events_note(recipe)
         + _mid_speech_start_note(recipe)
+        + _speech_speed_note(recipe)
     }
 - Loss: {_loss_note(record)}
 - {_shipped_epoch_label(record)}: {_epoch_note(last, run_args.get("dev_files", 8))}{

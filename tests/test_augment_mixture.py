@@ -169,6 +169,7 @@ def test_the_fine_tune_trains_on_remade_mixtures_only_when_asked(tmp_path: Path)
     }
     assert runs["augmented"]["data"]["augmentation"] == MixtureAugmentation().as_dict()
     assert "augmentation" not in runs["plain"]["data"]
+    assert "second_noise_share" not in runs["augmented"]["data"]["augmentation"]["noise"]
     # exported, the record keeps it and the card says how the mixtures were remade
     from model.export import main as export_main
     from model.model_card import _training_section

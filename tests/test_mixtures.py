@@ -297,3 +297,12 @@ def test_played_faster_the_speech_s_bandwidth_rises_with_its_pitch(
     mixture = make_mixture(np.random.default_rng(0), [narrow], [_tone(tmp_path, 5_000)], [], recipe)
     assert mixture.speech_max_hz == pytest.approx(speech_max_hz(16_000) * speed)
     assert _peak_hz(mixture.target) == pytest.approx(1_000 * speed, abs=3.0)
+
+
+def test_the_model_card_names_a_speech_speed_only_when_it_is_not_the_recipe_s() -> None:
+    from model.model_card import _speech_speed_note
+
+    assert _speech_speed_note(MixtureRecipe().as_dict()) == ""
+    assert _speech_speed_note({}) == ""  # a record from before the range was an option
+    note = _speech_speed_note(MixtureRecipe(speed_range=(0.8, 1.25)).as_dict())
+    assert "speech played 0.8–1.25× as fast" in note and "`--speech-speed`" in note
