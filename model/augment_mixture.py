@@ -15,14 +15,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-import soxr
 
-from model.devset import DevMixture, mix_at_snr
+from model.devset import DevMixture, mix_at_snr, noise_stretch
 from model.mixtures import (
     SAMPLE_RATE,
     NoiseAugmentation,
     NoiseEvents,
+    log_uniform,
     noise_event,
+    played_faster,
     random_eq,
     reshape_noise,
 )
@@ -49,17 +50,6 @@ class MixtureAugmentation:
         }
 
 
-def _log_uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
-    return float(np.exp(rng.uniform(np.log(bounds[0]), np.log(bounds[1]))))
-
-
-def _played_at(signal: np.ndarray, speed: float) -> np.ndarray:
-    """``signal`` played ``speed`` times faster: every frequency times ``speed``."""
-    if speed == 1.0:
-        return signal
-    return soxr.resample(signal, SAMPLE_RATE, SAMPLE_RATE / speed)
-
-
 def _level_dbfs(signal: np.ndarray) -> float:
     return float(10.0 * np.log10(np.mean(signal**2) + 1e-20))
 
@@ -72,17 +62,17 @@ def augment_mixture(
 ) -> DevMixture:
     """``mixture`` remade (see the module's docstring); ``speech`` is what babble is made of.
     The speech's bandwidth moves with its speed, so ``source_rate`` does too."""
-    speed = _log_uniform(rng, augmentation.speech_speed_range)
-    clean = _played_at(mixture.clean, speed)
+    speed = log_uniform(rng, augmentation.speech_speed_range)
+    clean = played_faster(mixture.clean, speed)
     if rng.random() < augmentation.speech_eq_share:
         clean = random_eq(rng, clean)
     length = clean.shape[0]
     noise_in = mixture.noisy - mixture.clean
     noise_speed = 1.0
     if rng.random() < augmentation.noise.speed_share:
-        noise_speed = _log_uniform(rng, augmentation.noise.speed_range)
+        noise_speed = log_uniform(rng, augmentation.noise.speed_range)
     needed = int(np.ceil(length * noise_speed)) + 1
-    looped = np.tile(noise_in, -(-needed // noise_in.shape[0]))[:needed]
+    looped = noise_stretch(noise_in, needed, 0)
     noise = reshape_noise(rng, looped, noise_speed, length, augmentation.noise)
     if rng.random() < augmentation.events.share:
         event = noise_event(rng, list(speech), length, augmentation.events)

@@ -181,8 +181,7 @@ def _noise_segment(
     audio = load_audio_48k(file.path).astype(np.float64)
     speed = 1.0
     if augmentation is not None and rng.random() < augmentation.speed_share:
-        low, high = augmentation.speed_range
-        speed = float(np.exp(rng.uniform(np.log(low), np.log(high))))
+        speed = log_uniform(rng, augmentation.speed_range)
     # A stretch to resample is drawn one sample longer than it needs, so it still fills
     # ``length`` afterwards (checked over the whole speed range).
     needed = length if speed == 1.0 else int(np.ceil(length * speed)) + 1
@@ -195,6 +194,14 @@ def _noise_segment(
     return reshape_noise(rng, segment, speed, length, augmentation)
 
 
+def played_faster(signal: np.ndarray, speed: float) -> np.ndarray:
+    """``signal`` played ``speed`` times faster (resampled): every frequency, the highest a
+    recording carries too, times ``speed``, and the length divided by it."""
+    if speed == 1.0:
+        return signal
+    return soxr.resample(signal, SAMPLE_RATE, SAMPLE_RATE / speed)
+
+
 def reshape_noise(
     rng: np.random.Generator,
     segment: np.ndarray,
@@ -205,9 +212,7 @@ def reshape_noise(
     """``segment`` played ``speed`` times faster (pitch and tempo; it must hold at least
     ``length · speed`` samples), then cut to ``length``, EQ'd and reversed as often as
     ``augmentation`` says."""
-    if speed != 1.0:
-        segment = soxr.resample(segment, SAMPLE_RATE, SAMPLE_RATE / speed)
-    segment = segment[:length]
+    segment = played_faster(segment, speed)[:length]
     if rng.random() < augmentation.eq_share:
         segment = random_eq(rng, segment)
     if rng.random() < augmentation.reverse_share:
@@ -239,14 +244,14 @@ def synthetic_noise(rng: np.random.Generator, length: int) -> np.ndarray:
     return noise
 
 
-def _log_uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
+def log_uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
     return float(np.exp(rng.uniform(np.log(bounds[0]), np.log(bounds[1]))))
 
 
 def burst_noise(rng: np.random.Generator, length: int, events: NoiseEvents) -> np.ndarray:
     """Decaying bursts of shaped noise, some with a pitched resonance, at random or at regular
     (beat-like) onsets: knocks, clicks, footsteps, drums."""
-    rate = _log_uniform(rng, events.bursts_per_second)
+    rate = log_uniform(rng, events.bursts_per_second)
     if rng.random() < 0.5:  # regular onsets with a little jitter, as in loops and clocks
         period = SAMPLE_RATE / rate
         onsets = np.arange(rng.uniform(0, period), length, period)
@@ -258,14 +263,14 @@ def burst_noise(rng: np.random.Generator, length: int, events: NoiseEvents) -> n
     for onset in onsets.astype(np.int64):
         if not 0 <= onset < length:
             continue
-        decay_s = _log_uniform(rng, events.burst_decay_s)
+        decay_s = log_uniform(rng, events.burst_decay_s)
         span = min(int(5 * decay_s * SAMPLE_RATE) + 1, length - int(onset))
         t = np.arange(span) / SAMPLE_RATE
         envelope = np.exp(-t / decay_s) * np.minimum(1.0, t / 0.0005 + 1e-3)
         start = int(rng.integers(0, length - span + 1))
         burst = colour[start : start + span] * envelope
         if rng.random() < 0.4:  # a resonance: drums, tabla, wood blocks
-            frequency = _log_uniform(rng, (80.0, 5_000.0))
+            frequency = log_uniform(rng, (80.0, 5_000.0))
             ring = np.sin(2 * np.pi * frequency * t + rng.uniform(0, 2 * np.pi)) * envelope
             burst += ring * np.std(burst) / (np.std(ring) + 1e-12) * rng.uniform(0.5, 3.0)
         out[onset : onset + span] += burst * 10 ** (rng.uniform(-20, 0) / 20)
@@ -282,7 +287,7 @@ def harmonic_noise(rng: np.random.Generator, length: int, events: NoiseEvents) -
         span = min(span, length)
         start = int(rng.integers(0, length - span + 1))
         t = np.arange(span) / SAMPLE_RATE
-        f0 = _log_uniform(rng, events.harmonic_f0_hz) * 2 ** (
+        f0 = log_uniform(rng, events.harmonic_f0_hz) * 2 ** (
             rng.uniform(-1, 1) * t / max(t[-1], 1e-3) * rng.uniform(0, 1)
         )
         f0 = f0 * (1 + rng.uniform(0, 0.03) * np.sin(2 * np.pi * rng.uniform(3, 8) * t))
@@ -393,9 +398,7 @@ def make_mixture(
     )
     sources = raw[None, :]  # one row: the speech
     if abs(speed - 1.0) > 1e-3:
-        sources = np.stack(
-            [soxr.resample(row, SAMPLE_RATE, SAMPLE_RATE / speed) for row in sources]
-        )
+        sources = np.stack([played_faster(row, speed) for row in sources])
         # played ``speed`` times faster: every frequency, the highest too, times ``speed``
         speech_max_hz = min(speech_max_hz * speed, 23_000.0)
     sources = sources[:, :length]
