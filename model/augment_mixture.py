@@ -26,6 +26,7 @@ from model.mixtures import (
     played_faster,
     random_eq,
     reshape_noise,
+    samples_to_play,
 )
 from model.splits import AudioFile
 
@@ -71,8 +72,7 @@ def augment_mixture(
     noise_speed = 1.0
     if rng.random() < augmentation.noise.speed_share:
         noise_speed = log_uniform(rng, augmentation.noise.speed_range)
-    needed = int(np.ceil(length * noise_speed)) + 1
-    looped = noise_stretch(noise_in, needed, 0)
+    looped = noise_stretch(noise_in, samples_to_play(length, noise_speed), 0)
     noise = reshape_noise(rng, looped, noise_speed, length, augmentation.noise)
     if rng.random() < augmentation.events.share:
         event = noise_event(rng, list(speech), length, augmentation.events)

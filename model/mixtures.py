@@ -182,9 +182,7 @@ def _noise_segment(
     speed = 1.0
     if augmentation is not None and rng.random() < augmentation.speed_share:
         speed = log_uniform(rng, augmentation.speed_range)
-    # A stretch to resample is drawn one sample longer than it needs, so it still fills
-    # ``length`` afterwards (checked over the whole speed range).
-    needed = length if speed == 1.0 else int(np.ceil(length * speed)) + 1
+    needed = samples_to_play(length, speed)
     if audio.shape[0] < needed:
         audio = np.tile(audio, int(np.ceil(needed / audio.shape[0])) + 1)
     start = int(rng.integers(0, audio.shape[0] - needed + 1))
@@ -192,6 +190,13 @@ def _noise_segment(
     if augmentation is None:
         return segment
     return reshape_noise(rng, segment, speed, length, augmentation)
+
+
+def samples_to_play(length: int, speed: float) -> int:
+    """How many samples ``played_faster(·, speed)`` needs to give ``length``: one more than
+    ``length · speed`` where it resamples, so it still fills ``length`` (checked over the whole
+    speed range)."""
+    return length if speed == 1.0 else int(np.ceil(length * speed)) + 1
 
 
 def played_faster(signal: np.ndarray, speed: float) -> np.ndarray:

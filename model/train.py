@@ -562,8 +562,8 @@ def clean_speech_spec(
 
 
 def training_recipe(args: argparse.Namespace) -> MixtureRecipe:
-    """How the run's mixtures are drawn (``--augment-noise``, ``--noise-events``,
-    ``--mid-speech-starts``)."""
+    """How the run's mixtures are drawn (``--speech-speed``, ``--augment-noise``,
+    ``--noise-events``, ``--mid-speech-starts``)."""
     return MixtureRecipe(
         speed_range=tuple(args.speech_speed),
         noise_augmentation=NoiseAugmentation() if args.augment_noise else None,
