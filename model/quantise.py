@@ -6,13 +6,21 @@ a loud batch-mate coarsens everyone's activations. Here each MatMul ``x·W`` bec
 
 - weights: int8, one symmetric scale per output column (``max |W[:, j]| / 127``);
 - activations known to lie in [−1, 1] and to use both signs (tanh outputs, GRU states): the
-  fixed scale 1/127, nothing measured at run time;
+  fixed scale 1/63, codes ``64 + round(x · 63)``, nothing measured at run time;
 - other activations: their own row's range (``ReduceMin``, ``ReduceMax``, widened to hold 0)
-  in 255 steps, codes ``round(x / step) − origin`` with the integer ``origin = round(low /
+  in 127 steps, codes ``round(x / step) − origin`` with the integer ``origin = round(low /
   step)`` (tanh outputs are often one-sided, where this halves the step of a fixed scale), and
   ``x·W = step·(codes·W + origin·Σ_k W[k, :])``;
 - uint8 codes times int8 weights accumulated in int32 (exact, in any order), then scaled to
   float element by element (``MatMulIntegerToFloat``).
+
+Activation codes stay within 0 … 127 (7 bits) so that the sums are exact on every CPU.
+onnxruntime's uint8 × int8 kernel for x86 CPUs with AVX2 but without VNNI (AMD Zen 2 and 3,
+Intel before Ice Lake) multiplies with ``vpmaddubsw``, which adds each pair of products in 16
+bits and saturates: with 8-bit codes 2 · 255 · 127 overflows (the model scored 0.1 PESQ-WB
+lower on such a CPU), with 7-bit codes 2 · 127 · 127 = 32,258 fits. Its uint8 × uint8 kernel
+would be exact too but was 30 % slower there, and 7 bits cost nothing measurable on the dev
+split (docs/performance.md).
 
 No step mixes rows, so batching changes nothing. (onnxruntime 1.32's ``MatMulIntegerToFloat``
 scales its bias by a per-row ``a_scale`` too, which is why a row's scale, offset and bias are
@@ -28,9 +36,11 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-INT8_LEVELS = 127  # symmetric codes −127 … 127
-CODE_OFFSET = 128  # fixed-scale activation codes are uint8, 128 + round(x · 127)
-ROW_LEVELS = 255  # per-row codes 0 … 255 span the row's [lo, hi]
+INT8_LEVELS = 127  # symmetric weight codes −127 … 127
+MAX_ACTIVATION_CODE = 127  # 2 · 127 · INT8_LEVELS fits a 16-bit pair sum (module docstring)
+ACTIVATION_LEVELS = 63  # fixed-scale activation codes 64 + round(x · 63): 1 … 127
+CODE_OFFSET = MAX_ACTIVATION_CODE - ACTIVATION_LEVELS
+ROW_LEVELS = MAX_ACTIVATION_CODE  # per-row codes 0 … 127 span the row's [lo, hi]
 TINY_SCALE = 1e-30  # a constant row (a fresh stream's zero state) keeps a finite step
 MICROSOFT_DOMAIN = "com.microsoft"
 
@@ -55,7 +65,7 @@ class _GraphWriter:
         self.new_initializers: list[onnx.TensorProto] = []
         self.codes: dict[str, tuple[str, str | None]] = {}  # activation → (codes, row scale)
         self.constant("q_unit_scale", np.array(1.0, np.float32))
-        self.constant("q_fixed_scale", np.array(1.0 / INT8_LEVELS, np.float32))
+        self.constant("q_fixed_scale", np.array(1.0 / ACTIVATION_LEVELS, np.float32))
         self.constant("q_row_levels", np.array(float(ROW_LEVELS), np.float32))
         self.constant("q_row_step", np.array(1.0 / ROW_LEVELS, np.float32))
         self.constant("q_tiny", np.array(TINY_SCALE, np.float32))
@@ -83,7 +93,7 @@ class _GraphWriter:
             self.node("QuantizeLinear", [x, "q_fixed_scale", "q_offset"], [f"{stem}_codes"])
             self.codes[x] = (f"{stem}_codes", None)
             return self.codes[x]
-        # the row's range, widened to hold 0 (so a zero is coded exactly), in 255 steps
+        # the row's range, widened to hold 0 (so a zero is coded exactly), in ROW_LEVELS steps
         self.node("ReduceMin", [x], [f"{stem}_min"], axes=[1], keepdims=1)
         self.node("ReduceMax", [x], [f"{stem}_max"], axes=[1], keepdims=1)
         self.node("Min", [f"{stem}_min", "q_zero"], [f"{stem}_low"])
@@ -118,7 +128,7 @@ def quantise_rowwise(
     """Write the int8 graph of ``fp32_path`` (every MatMul by a constant 2-D weight quantised).
 
     ``fixed_scale_weights`` names the weights whose MatMul input always lies in [−1, 1]
-    (spread over both signs); those inputs get the fixed scale 1/127, every other input its
+    (spread over both signs); those inputs get the fixed scale 1/63, every other input its
     own row's range.
     """
     model = onnx.load(str(fp32_path))

@@ -14,7 +14,15 @@ import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from model.quantise import quantise_rowwise, quantise_weight  # noqa: E402
+from model.quantise import (  # noqa: E402
+    ACTIVATION_LEVELS,
+    CODE_OFFSET,
+    INT8_LEVELS,
+    MAX_ACTIVATION_CODE,
+    ROW_LEVELS,
+    quantise_rowwise,
+    quantise_weight,
+)
 from model.runtime import session_options  # noqa: E402
 
 K, H, N = 24, 16, 8
@@ -62,13 +70,13 @@ def reference(x: np.ndarray, weights: dict[str, np.ndarray]) -> np.ndarray:
     codes1, scale1 = quantise_weight(weights["w1"])
     low = np.minimum(x.min(axis=1, keepdims=True), 0)
     high = np.maximum(x.max(axis=1, keepdims=True), 0)
-    step = np.maximum(high - low, 1e-30) / 255
+    step = np.maximum(high - low, 1e-30) / ROW_LEVELS
     origin = np.rint(low / step)
-    codes = np.clip(np.rint(x / step) - origin, 0, 255)
+    codes = np.clip(np.rint(x / step) - origin, 0, ROW_LEVELS)
     hidden = np.tanh(step * ((codes + origin) @ codes1) * scale1 + weights["b1"])
     codes2, scale2 = quantise_weight(weights["w2"])
-    fixed = np.clip(np.rint(hidden * 127), -127, 127)
-    return (fixed @ codes2) * scale2 / 127 + weights["b2"]
+    fixed = np.clip(np.rint(hidden * ACTIVATION_LEVELS), -ACTIVATION_LEVELS, ACTIVATION_LEVELS)
+    return (fixed @ codes2) * scale2 / ACTIVATION_LEVELS + weights["b2"]
 
 
 def test_each_row_is_quantised_on_its_own_range_and_tanh_outputs_at_the_fixed_scale(
@@ -113,3 +121,39 @@ def test_a_fixed_scale_weight_the_graph_does_not_multiply_by_is_refused(
     onnx.save(helper.make_model(graph), tmp_path / "f.onnx")
     with pytest.raises(ValueError, match="no MatMul by w2"):
         quantise_rowwise(tmp_path / "f.onnx", tmp_path / "q.onnx", ["w2"])
+
+
+def test_no_pair_of_products_outgrows_16_bits() -> None:
+    """onnxruntime's uint8 × int8 kernel on AVX2 CPUs without VNNI adds each pair of products
+    in 16 bits with saturation (module docstring): every activation code, fixed-scale or
+    per-row, and every weight code must keep such a pair within 32,767."""
+    assert 2 * MAX_ACTIVATION_CODE * INT8_LEVELS <= 32_767
+    assert ROW_LEVELS <= MAX_ACTIVATION_CODE
+    assert (
+        0 <= CODE_OFFSET - ACTIVATION_LEVELS
+        and CODE_OFFSET + ACTIVATION_LEVELS <= MAX_ACTIVATION_CODE
+    )
+
+
+def test_the_largest_codes_are_summed_exactly(
+    weights: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    """Rows at the top code against weights at ±127, the products' largest pair sums: the
+    quantised graph gives the exact result on this CPU, whatever its kernel."""
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "extremes",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", K])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", H])],
+        [numpy_helper.from_array(np.sign(weights["w1"]).astype(np.float32), "w")],
+    )
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "f.onnx"
+    )
+    quantise_rowwise(tmp_path / "f.onnx", tmp_path / "q.onnx", fixed_scale_weights=[])
+    session = ort.InferenceSession(str(tmp_path / "q.onnx"), session_options())
+    x = np.ones((3, K), np.float32)  # every code at the top of its row's range [0, 1]
+    x[1] *= -1.0  # every code 0, the origin at the bottom
+    x[2, ::2] = 0.0  # the bottom and top codes interleaved
+    (y,) = session.run(None, {"x": x})
+    np.testing.assert_allclose(y, x @ np.sign(weights["w1"]), rtol=1e-6, atol=1e-5)
