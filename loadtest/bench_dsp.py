@@ -189,18 +189,29 @@ def _bench_rnnoise(
     return direct, wrapper
 
 
+# x86 instruction sets that decide the int8 matmuls' speed: onnxruntime multiplies uint8 by int8
+# with VNNI or AMX where present, else with AVX2's 16-bit pair sums (model/quantise.py)
+INT8_INSTRUCTION_FLAGS = ("avx2", "avx512_vnni", "avx_vnni", "amx_int8")
+
+
 def _platform() -> dict[str, Any]:
     import numba
 
     cpu = platform.processor()
+    flags: set[str] = set()
     try:
         with open("/proc/cpuinfo") as f:
-            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
+            lines = f.readlines()
+        names = [ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")]
         cpu = names[0] if names else cpu
+        flags = next(
+            (set(ln.split(":", 1)[1].split()) for ln in lines if ln.startswith("flags")), set()
+        )
     except OSError:
         pass
     return {
         "cpu": cpu,
+        "int8_instructions": [flag for flag in INT8_INSTRUCTION_FLAGS if flag in flags],
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "numpy": np.__version__,
@@ -294,11 +305,13 @@ def cpu_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
 def format_table(result: dict[str, Any]) -> str:
     """The benchmark result as a plain-text table."""
     config = result["config"]
+    int8_instructions = ", ".join(result["platform"].get("int8_instructions", [])) or "none"
     lines = [
         f"Per-hop cost, {config['hop_samples']} samples = 10 ms at {config['sample_rate_hz']} Hz;"
         f" {config['iterations']} timed calls each after {config['warmup']} warm-up calls,"
         f" over {config['seconds']:.2f} s of synthetic voice + noise",
         f"CPU: {result['platform']['cpu']} ({result['platform']['cpu_count']} logical),"
+        f" int8 instructions: {int8_instructions},"
         f" numba {result['platform']['numba']}",
         "",
         f"{'processor':<17} {'median µs':>10} {'p99 µs':>9} {'mean µs':>9} {'max µs':>9}"

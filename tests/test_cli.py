@@ -421,6 +421,10 @@ def test_bench_dsp_prints_a_table_and_writes_json(
     assert "target (DSP + int8 model) / RNNoise ≤ 0.5: " in out
     assert "target int8 step at batch 1 ≤ 150 µs: " in out
     assert result["model_sha256"] == sha256_of(DEFAULT_MODEL)  # which weights were timed
+    # and on what: the instruction sets that decide the int8 matmuls' speed, listed as found
+    flags = result["platform"]["int8_instructions"]
+    assert set(flags) <= {"avx2", "avx512_vnni", "avx_vnni", "amx_int8"}
+    assert f"int8 instructions: {', '.join(flags) or 'none'}," in out
 
 
 def test_bench_dsp_checks_the_cpu_targets_against_the_same_runs_medians() -> None:
