@@ -155,8 +155,20 @@ def _verdict(eval_dir: Path, bench: dict[str, Any] | None = None) -> str:
         f"\n\nIn this evaluation (the file path: each call's Python overhead and resampling, "
         f"RNNoise through pyrnnoise's wrapper) the model's CPU per 10 ms was {ours:.0f} µs "
         f"against RNNoise's {theirs:.0f} ({ours / theirs:.2f} ×); per hop, as the issue measures "
-        f"it, {next(t['measured'] for t in bench['targets'] if t['row'] == 'enhancer'):.3f} ×."
+        f"it, {next(t['measured'] for t in bench['targets'] if t['row'] == 'enhancer'):.3f} ×"
+        f"{_bench_machine(bench)}."
     )
+
+
+def _bench_machine(bench: dict[str, Any]) -> str:
+    """Where the benchmark ran, as far as its result says: the int8 step's speed depends on
+    the CPU's int8 instruction sets (VNNI, AMX) more than on anything in this project."""
+    platform = bench.get("platform") or {}
+    if "cpu" not in platform:
+        return ""
+    flags = platform.get("int8_instructions")
+    named = f"; int8 instructions: {', '.join(flags) or 'none'}" if flags is not None else ""
+    return f" (timed on {platform['cpu']}, {platform.get('cpu_count')} logical CPUs{named})"
 
 
 def read_bench(path: Path, int8: Path) -> dict[str, Any]:
@@ -714,8 +726,10 @@ A PercepNet-style network (Valin et al., Interspeech 2020) that reads 70 feature
 of 48 kHz audio and predicts 34 band gains and 34 comb-filter strengths for the frame 20 ms
 earlier, inside the `dsp/` enhancer. Shipped as a single-step streaming ONNX graph with explicit
 state, quantised to int8 with each stream of a batch quantised on its own (so batching never
-changes a stream's output): `{INT8_NAME}` (SHA-256 `{sha256_of(int8)}`), and its fp32
-original for reference. Its training record: `training_record.json`.
+changes a stream's output) and activation codes kept to 7 bits (so the integer sums are exact
+on every x86 CPU, AVX2 without VNNI included; `model/quantise.py`): `{INT8_NAME}` (SHA-256
+`{sha256_of(int8)}`), and its fp32 original for reference. Its training record:
+`training_record.json`.
 
 | | |
 |---|---|

@@ -96,6 +96,21 @@ def test_the_cpu_checks_come_from_the_benchmark_when_given(tmp_path: Path) -> No
     )
 
 
+def test_the_cpu_checks_name_the_machine_the_benchmark_ran_on(tmp_path: Path) -> None:
+    _write_results(tmp_path)
+    int8 = tmp_path / "model.onnx"
+    int8.write_bytes(b"weights")
+    bench = _bench(int8, 90.0, 200.0, 160.0)
+    bench["platform"] = {"cpu": "AMD EPYC", "cpu_count": 2, "int8_instructions": ["avx2"]}
+    assert _verdict(tmp_path, bench).endswith(
+        "0.450 × (timed on AMD EPYC, 2 logical CPUs; int8 instructions: avx2)."
+    )
+    bench["platform"]["int8_instructions"] = []
+    assert _verdict(tmp_path, bench).endswith("; int8 instructions: none).")
+    del bench["platform"]["int8_instructions"]  # a result from before the field
+    assert _verdict(tmp_path, bench).endswith("0.450 × (timed on AMD EPYC, 2 logical CPUs).")
+
+
 def test_the_card_refuses_a_benchmark_it_cannot_use(tmp_path: Path) -> None:
     from model.export import INT8_NAME
     from model.model_card import main, read_bench
