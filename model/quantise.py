@@ -19,7 +19,7 @@ onnxruntime's uint8 × int8 kernel for x86 CPUs with AVX2 but without VNNI (AMD 
 Intel before Ice Lake) multiplies with ``vpmaddubsw``, which adds each pair of products in 16
 bits and saturates: with 8-bit codes 2 · 255 · 127 overflows (the model scored 0.1 PESQ-WB
 lower on such a CPU), with 7-bit codes 2 · 127 · 127 = 32,258 fits. Its uint8 × uint8 kernel
-would be exact too but was 30 % slower there, and 7 bits cost nothing measurable on the dev
+would be exact too but was 10–18 % slower there, and 7 bits cost nothing measurable on the dev
 split (docs/performance.md).
 
 No step mixes rows, so batching changes nothing. (onnxruntime 1.32's ``MatMulIntegerToFloat``
