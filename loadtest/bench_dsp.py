@@ -192,6 +192,21 @@ def _bench_rnnoise(
 # x86 instruction sets that decide the int8 matmuls' speed: onnxruntime multiplies uint8 by int8
 # with VNNI or AMX where present, else with AVX2's 16-bit pair sums (model/quantise.py)
 INT8_INSTRUCTION_FLAGS = ("avx2", "avx512_vnni", "avx_vnni", "amx_int8")
+CPU_CACHE_FOLDER = Path("/sys/devices/system/cpu/cpu0/cache")
+
+
+def l2_cache_kib(folder: Path = CPU_CACHE_FOLDER) -> int | None:
+    """The size of the first CPU's level-2 cache (KiB), where Linux says: at batch 1 the step is
+    bound by reading the weights, and it slows when they outgrow this cache (docs/performance.md);
+    None where it is not said."""
+    for index in sorted(folder.glob("index*")):
+        try:
+            if (index / "level").read_text().strip() == "2":
+                size = (index / "size").read_text().strip()
+                return int(size[:-1]) if size.endswith("K") else int(size) // 1024
+        except (OSError, ValueError):
+            return None
+    return None
 
 
 def _platform() -> dict[str, Any]:
@@ -212,6 +227,7 @@ def _platform() -> dict[str, Any]:
     return {
         "cpu": cpu,
         "int8_instructions": [flag for flag in INT8_INSTRUCTION_FLAGS if flag in flags],
+        "l2_cache_kib": l2_cache_kib(),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "numpy": np.__version__,
@@ -306,12 +322,14 @@ def format_table(result: dict[str, Any]) -> str:
     """The benchmark result as a plain-text table."""
     config = result["config"]
     int8_instructions = ", ".join(result["platform"].get("int8_instructions", [])) or "none"
+    l2 = result["platform"].get("l2_cache_kib")
+    l2_cache = f", L2 cache {l2:,} KiB" if l2 else ""
     lines = [
         f"Per-hop cost, {config['hop_samples']} samples = 10 ms at {config['sample_rate_hz']} Hz;"
         f" {config['iterations']} timed calls each after {config['warmup']} warm-up calls,"
         f" over {config['seconds']:.2f} s of synthetic voice + noise",
         f"CPU: {result['platform']['cpu']} ({result['platform']['cpu_count']} logical),"
-        f" int8 instructions: {int8_instructions},"
+        f" int8 instructions: {int8_instructions}{l2_cache},"
         f" numba {result['platform']['numba']}",
         "",
         f"{'processor':<17} {'median µs':>10} {'p99 µs':>9} {'mean µs':>9} {'max µs':>9}"

@@ -162,13 +162,16 @@ def _verdict(eval_dir: Path, bench: dict[str, Any] | None = None) -> str:
 
 def _bench_machine(bench: dict[str, Any]) -> str:
     """Where the benchmark ran, as far as its result says: the int8 step's speed depends on
-    the CPU's int8 instruction sets (VNNI, AMX) more than on anything in this project."""
+    the CPU's int8 instruction sets (VNNI, AMX) and on whether the weights fit its L2 cache
+    more than on anything in this project."""
     platform = bench.get("platform") or {}
     if "cpu" not in platform:
         return ""
     flags = platform.get("int8_instructions")
     named = f"; int8 instructions: {', '.join(flags) or 'none'}" if flags is not None else ""
-    return f" (timed on {platform['cpu']}, {platform.get('cpu_count')} logical CPUs{named})"
+    l2 = platform.get("l2_cache_kib")
+    cache = f"; L2 cache {l2:,} KiB" if l2 else ""
+    return f" (timed on {platform['cpu']}, {platform.get('cpu_count')} logical CPUs{named}{cache})"
 
 
 def read_bench(path: Path, int8: Path) -> dict[str, Any]:

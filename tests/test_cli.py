@@ -429,6 +429,17 @@ def test_bench_dsp_prints_a_table_and_writes_json(
     assert f"int8 instructions: {', '.join(flags) or 'none'}," in out
 
 
+def test_bench_dsp_reads_the_l2_cache_size_where_linux_gives_it(tmp_path: Path) -> None:
+    from loadtest.bench_dsp import l2_cache_kib
+
+    for index, (level, size) in enumerate((("1", "48K"), ("2", "2048K"), ("3", "491520K"))):
+        (tmp_path / f"index{index}").mkdir()
+        (tmp_path / f"index{index}" / "level").write_text(f"{level}\n")
+        (tmp_path / f"index{index}" / "size").write_text(f"{size}\n")
+    assert l2_cache_kib(tmp_path) == 2048
+    assert l2_cache_kib(tmp_path / "absent") is None
+
+
 def test_bench_dsp_checks_the_cpu_targets_against_the_same_runs_medians() -> None:
     from loadtest.bench_dsp import cpu_targets, format_table
 

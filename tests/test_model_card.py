@@ -107,7 +107,9 @@ def test_the_cpu_checks_name_the_machine_the_benchmark_ran_on(tmp_path: Path) ->
     )
     bench["platform"]["int8_instructions"] = []
     assert _verdict(tmp_path, bench).endswith("; int8 instructions: none).")
-    del bench["platform"]["int8_instructions"]  # a result from before the field
+    bench["platform"]["l2_cache_kib"] = 2048
+    assert _verdict(tmp_path, bench).endswith("; int8 instructions: none; L2 cache 2,048 KiB).")
+    del bench["platform"]["int8_instructions"], bench["platform"]["l2_cache_kib"]  # older results
     assert _verdict(tmp_path, bench).endswith("0.450 × (timed on AMD EPYC, 2 logical CPUs).")
 
 
