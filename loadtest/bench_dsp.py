@@ -203,7 +203,8 @@ def l2_cache_kib(folder: Path = CPU_CACHE_FOLDER) -> int | None:
         try:
             if (index / "level").read_text().strip() == "2":
                 size = (index / "size").read_text().strip()
-                return int(size[:-1]) if size.endswith("K") else int(size) // 1024
+                scale = {"K": 1, "M": 1024}.get(size[-1:])
+                return int(size[:-1]) * scale if scale else int(size) // 1024
         except (OSError, ValueError):
             return None
     return None

@@ -437,6 +437,8 @@ def test_bench_dsp_reads_the_l2_cache_size_where_linux_gives_it(tmp_path: Path) 
         (tmp_path / f"index{index}" / "level").write_text(f"{level}\n")
         (tmp_path / f"index{index}" / "size").write_text(f"{size}\n")
     assert l2_cache_kib(tmp_path) == 2048
+    (tmp_path / "index1" / "size").write_text("1M\n")
+    assert l2_cache_kib(tmp_path) == 1024
     assert l2_cache_kib(tmp_path / "absent") is None
 
 

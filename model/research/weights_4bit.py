@@ -9,14 +9,14 @@ first layer and the heads):
   own range, multiplied by the weight codes in integers and scaled back to float.
 
 At batch 1 the network's step is bound by reading its weights: the shipped 8-bit graph's 2.7
-MB outgrow a 2 MiB L2 cache, this graph's 1.9 MB do not, and on such a Xeon its step took 0.6 ×
-the 8-bit graph's. But onnxruntime's kernel for several rows does not share the weights' reads
-the way its 8-bit kernel does: from 4 streams a call on, the 4-bit graph costs more per stream
-(at 16 and 32 streams 2.4–2.8 × the 8-bit graph's), and the relay batches every speaker of a
-tick, so the shipped graph stays 8-bit (docs/performance.md). Each row is quantised on its own
-(batch-independent, bit for bit, with blocks of 32; not with 64 or more); a pair of integer
-products is at most 2 · 15 · 127 = 3,810 (weight codes stored 0…15), so kernels that add pairs
-in 16 bits cannot saturate.
+MB outgrow a 2 MiB L2 cache, this graph's 1.9 MB do not, and on such a Xeon its step took
+0.6–0.7 × the 8-bit graph's. But onnxruntime's kernel for several rows does not share the
+weights' reads the way its 8-bit kernel does: from 4 streams a call on, the 4-bit graph costs
+more per stream (at 16 and 32 streams 2.4–2.8 × the 8-bit graph's), and the relay batches
+every speaker of a tick, so the shipped graph stays 8-bit (docs/performance.md). Each row is
+quantised on its own (batch-independent, bit for bit, with blocks of 32; not with 64 or more);
+a pair of integer products is at most 2 · 15 · 127 = 3,810 (weight codes stored 0…15), so
+kernels that add pairs in 16 bits cannot saturate.
 
     python -m model.research.weights_4bit --out runs/w4   # then --model runs/w4/percepnet-int8.onnx
 """
