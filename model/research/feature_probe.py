@@ -176,11 +176,16 @@ def ridge_predict(model: tuple[np.ndarray, ...], inputs: np.ndarray) -> np.ndarr
 
 class RefitGainSource:
     """The model's gains corrected by a linear map of its own gains and recurrent state (the
-    ``state`` regression): √g + [g, state]·W, clipped to [0, 1], squared. A ``GainSource``."""
+    ``state`` regression): √g + [g, state]·W, clipped to [0, 1], squared; with ``above``, only
+    in the bands where the model's own gain is at least that (where it hears speech). A
+    ``GainSource``."""
 
-    def __init__(self, runtime: ModelRuntime, refit: tuple[np.ndarray, ...]) -> None:
+    def __init__(
+        self, runtime: ModelRuntime, refit: tuple[np.ndarray, ...], above: float = 0.0
+    ) -> None:
         self.runtime = runtime
         self.refit = refit
+        self.above = above
         self.reset()
 
     def reset(self) -> None:
@@ -192,22 +197,27 @@ class RefitGainSource:
         row = np.asarray(features, dtype=np.float32)[None]
         gains, strengths, *self.state = self.runtime.step_batch(row, *self.state)
         inputs = np.concatenate([gains[0], self.state[2][0]])[None].astype(np.float64)
-        root = np.sqrt(np.clip(gains[0], 0, 1)) + ridge_predict(self.refit, inputs)[0]
+        correction = ridge_predict(self.refit, inputs)[0] * (gains[0] >= self.above)
+        root = np.sqrt(np.clip(gains[0], 0, 1)) + correction
         return (np.clip(root, 0, 1) ** 2).astype(np.float32), strengths[0]
 
 
 def refit_system(
-    runtime: ModelRuntime, refit: tuple[np.ndarray, ...], ridge: float, target: str
+    runtime: ModelRuntime,
+    refit: tuple[np.ndarray, ...],
+    ridge: float,
+    target: str,
+    above: float = 0.0,
 ) -> System:
     """The refit model driving the enhancer, as the system ``percepnet``."""
 
     def process(noisy: np.ndarray) -> np.ndarray:
-        source = RefitGainSource(runtime, refit)
+        source = RefitGainSource(runtime, refit, above)
         return enhance_signal(np.asarray(noisy, dtype=np.float64), source).astype(np.float64)
 
     description = (
         f"PercepNet, {runtime.path.name}, gains refit on its state toward the {target} targets"
-        f" (ridge {ridge:g})"
+        f" (ridge {ridge:g}{f', bands with gain ≥ {above:g} only' if above else ''})"
     )
     return System(MODEL_SYSTEM_NAME, process, description=description)
 
@@ -245,6 +255,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="OUT",
         help="also score the model with the `state` refit on the pinned 60 (results in OUT); "
         "its ridge is chosen on the last fifth of the fitting mixtures, never on the pinned 60",
+    )
+    parser.add_argument(
+        "--refit-above",
+        type=float,
+        default=0.0,
+        metavar="G",
+        help="apply the scored refit only in bands where the model's own gain is at least G",
     )
     return parser.parse_args(argv)
 
@@ -313,9 +330,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "probe": "feature_probe --score-refit",
             "target": args.target,
             "ridge": ridge,
+            "refit_above": args.refit_above,
             "model": str(args.model),
         }
-        systems = {MODEL_SYSTEM_NAME: refit_system(runtime, refit, ridge, args.target)}
+        systems = {
+            MODEL_SYSTEM_NAME: refit_system(runtime, refit, ridge, args.target, args.refit_above)
+        }
         score_and_write(systems, test_mixtures, args.score_refit, config)
     return 0
 
