@@ -13,6 +13,11 @@ pytest.importorskip("onnx")
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from two_layer_graph import (  # noqa: E402
+    assert_rows_independent_of_batch,
+    save_two_layer_graph,
+    two_layer_weights,
+)
 
 from model.quantise import (  # noqa: E402
     ACTIVATION_LEVELS,
@@ -30,37 +35,15 @@ K, H, N = 24, 16, 8
 
 @pytest.fixture(scope="module")
 def weights() -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
-    return {
-        "w1": rng.uniform(-0.5, 0.5, (K, H)).astype(np.float32),
-        "b1": rng.uniform(-0.2, 0.2, H).astype(np.float32),
-        "w2": rng.uniform(-0.5, 0.5, (H, N)).astype(np.float32),
-        "b2": rng.uniform(-0.2, 0.2, N).astype(np.float32),
-    }
+    return two_layer_weights(K, H, N)
 
 
 @pytest.fixture(scope="module")
 def int8_session(
     weights: dict[str, np.ndarray], tmp_path_factory: pytest.TempPathFactory
 ) -> ort.InferenceSession:
-    nodes = [
-        helper.make_node("MatMul", ["x", "w1"], ["m1"]),
-        helper.make_node("Add", ["m1", "b1"], ["a1"]),
-        helper.make_node("Tanh", ["a1"], ["h"]),
-        helper.make_node("MatMul", ["h", "w2"], ["m2"]),
-        helper.make_node("Add", ["m2", "b2"], ["y"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "two_layers",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", K])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", N])],
-        [numpy_helper.from_array(value, name) for name, value in weights.items()],
-    )
     folder = tmp_path_factory.mktemp("quantise")
-    onnx.save(
-        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), folder / "f.onnx"
-    )
+    save_two_layer_graph(weights, folder / "f.onnx")
     quantise_rowwise(folder / "f.onnx", folder / "q.onnx", fixed_scale_weights=["w2"])
     return ort.InferenceSession(str(folder / "q.onnx"), session_options())
 
@@ -96,16 +79,7 @@ def test_each_row_is_quantised_on_its_own_range_and_tanh_outputs_at_the_fixed_sc
 def test_a_rows_output_is_bitwise_the_same_in_any_batch(
     int8_session: ort.InferenceSession,
 ) -> None:
-    rng = np.random.default_rng(2)
-    probe = rng.uniform(-1, 1, (1, K)).astype(np.float32)
-    (alone,) = int8_session.run(None, {"x": probe})
-    for batch in (2, 7, 32):
-        for loudness in (0.0, 1.0, 50.0):
-            x = (rng.uniform(-1, 1, (batch, K)) * loudness).astype(np.float32)
-            row = int(rng.integers(batch))
-            x[row] = probe[0]
-            (y,) = int8_session.run(None, {"x": x})
-            np.testing.assert_array_equal(y[row], alone[0])
+    assert_rows_independent_of_batch(int8_session, K)
 
 
 def test_a_fixed_scale_weight_the_graph_does_not_multiply_by_is_refused(

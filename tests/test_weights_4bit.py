@@ -15,6 +15,12 @@ pytest.importorskip("onnx_ir")  # the quantiser's own dependency (the train extr
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from two_layer_graph import (  # noqa: E402
+    assert_rows_independent_of_batch,
+    save_graph,
+    save_two_layer_graph,
+    two_layer_weights,
+)
 
 from model.research.weights_4bit import (  # noqa: E402
     ACCURACY_LEVEL,
@@ -30,37 +36,15 @@ from model.runtime import session_options  # noqa: E402
 K, H, N = 70, 48, 8  # K not a multiple of the block: the last block is padded
 
 
-def save_graph(nodes: list[onnx.NodeProto], weights: dict[str, np.ndarray], path: Path) -> Path:
-    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", K])]
-    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
-    initializers = [numpy_helper.from_array(value, name) for name, value in weights.items()]
-    graph = helper.make_graph(nodes, "g", inputs, outputs, initializers)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def weights() -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
-    return {
-        "w1": rng.uniform(-0.5, 0.5, (K, H)).astype(np.float32),
-        "b1": rng.uniform(-0.2, 0.2, H).astype(np.float32),
-        "w2": rng.uniform(-0.5, 0.5, (H, N)).astype(np.float32),
-        "b2": rng.uniform(-0.2, 0.2, N).astype(np.float32),
-    }
+    return two_layer_weights(K, H, N)
 
 
 @pytest.fixture(scope="module")
 def quantised(weights: dict[str, np.ndarray], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    nodes = [
-        helper.make_node("MatMul", ["x", "w1"], ["m1"]),
-        helper.make_node("Add", ["m1", "b1"], ["a1"]),
-        helper.make_node("Tanh", ["a1"], ["h"]),
-        helper.make_node("MatMul", ["h", "w2"], ["m2"]),
-        helper.make_node("Add", ["m2", "b2"], ["y"]),
-    ]
     folder = tmp_path_factory.mktemp("quantise")
-    fp32 = save_graph(nodes, weights, folder / "f.onnx")
+    fp32 = save_two_layer_graph(weights, folder / "f.onnx")
     quantise_weights(fp32, folder / "q.onnx")
     return folder / "q.onnx"
 
@@ -117,16 +101,7 @@ def test_the_graph_multiplies_by_its_4_bit_weights_with_each_row_in_int8(
 
 def test_a_rows_output_is_bitwise_the_same_in_any_batch(quantised: Path) -> None:
     session = ort.InferenceSession(str(quantised), session_options())
-    rng = np.random.default_rng(2)
-    probe = rng.uniform(-1, 1, (1, K)).astype(np.float32)
-    (alone,) = session.run(None, {"x": probe})
-    for batch in (2, 7, 32):
-        for loudness in (0.0, 1.0, 50.0):
-            x = (rng.uniform(-1, 1, (batch, K)) * loudness).astype(np.float32)
-            row = int(rng.integers(batch))
-            x[row] = probe[0]
-            (y,) = session.run(None, {"x": x})
-            np.testing.assert_array_equal(y[row], alone[0])
+    assert_rows_independent_of_batch(session, K)
 
 
 def test_the_largest_codes_are_summed_exactly(tmp_path: Path) -> None:
@@ -147,7 +122,9 @@ def test_the_largest_codes_are_summed_exactly(tmp_path: Path) -> None:
     x[1] = -x[1]
     x[2] = rng.integers(-127, 128, K)
     x[2, [0, BLOCK_SIZE, 2 * BLOCK_SIZE]] = 127  # the scale of every block 1
-    path = save_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], {"w": w}, tmp_path / "f")
+    path = save_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], {"w": w}, K, H, tmp_path / "f"
+    )
     quantise_weights(path, tmp_path / "q.onnx")
     session = ort.InferenceSession(str(tmp_path / "q.onnx"), session_options())
     (y,) = session.run(None, {"x": x / 127.0})
@@ -171,14 +148,7 @@ def test_a_matmul_whose_weights_are_not_constant_is_refused(tmp_path: Path) -> N
 def test_the_weights_named_to_keep_stay_fp32(
     weights: dict[str, np.ndarray], tmp_path: Path
 ) -> None:
-    nodes = [
-        helper.make_node("MatMul", ["x", "w1"], ["m1"], name="first"),
-        helper.make_node("Add", ["m1", "b1"], ["a1"]),
-        helper.make_node("Tanh", ["a1"], ["h"]),
-        helper.make_node("MatMul", ["h", "w2"], ["m2"], name="second"),
-        helper.make_node("Add", ["m2", "b2"], ["y"]),
-    ]
-    fp32 = save_graph(nodes, weights, tmp_path / "f.onnx")
+    fp32 = save_two_layer_graph(weights, tmp_path / "f.onnx")
     quantise_weights(fp32, tmp_path / "q.onnx", keep_fp32=["w2"])
     graph = onnx.load(str(tmp_path / "q.onnx")).graph
     assert [(n.op_type, n.input[1]) for n in graph.node if n.op_type == "MatMul"] == [
