@@ -4,7 +4,9 @@ The shipped network reads 70 features per hop (34 band energies, 34 pitch cohere
 period and correlation) and its gains stand about one PESQ-WB point under the oracle's. Is
 that the estimator not using what it reads (capacity, data), or the features not carrying what
 the gains need? For every frame of two sets of mixtures this probe takes the model's error
-against the oracle targets, r = √g_oracle − √g_model per band, and fits ridge regressions from
+against a target, r = √g_target − √g_model per band (the oracle's gains, or with ``--target
+blend`` the training targets' mix of the oracle's and DeepFilterNet3's), and fits ridge
+regressions from
 
 - ``state``: the network's recurrent state after the frame's look-ahead (every GRU layer) and
   its own gains: what a refit of its output layer could do with what it already computed;
@@ -15,10 +17,12 @@ against the oracle targets, r = √g_oracle − √g_model per band, and fits ri
 - ``state+spectrum``: that and the log power of every bin below 8 kHz for the same three frames
   (483 values): all the frame-resolution spectrum the features summarise;
 
-on mixtures of one side of the split and scores them on the other: the share of the error's
-mean square each explains on held-out mixtures, by frequency region. Bands above a speech
-source's bandwidth are left out. A research probe (linear, so a lower bound on what a network
-could draw from the same inputs), not a quality score.
+on mixtures drawn from one side of the split (``--fit-split``, training by default) and scores
+them on the pinned 60 dev mixtures: the share of the error's mean square each explains there,
+by frequency region. Bands above a speech source's bandwidth are left out. ``--score-refit OUT``
+also enhances the pinned 60 with the ``state`` readout added to the gains (``--refit-above G``:
+only in bands where the model's gain is at least G) and scores it. A research probe (linear, so
+a lower bound on what a network could draw from the same inputs), not a quality score.
 
     python -m model.research.feature_probe --fit-split train --fit-seed 3 --per-snr 16
 """
