@@ -97,6 +97,23 @@ def test_the_model_pass_lines_up_with_the_streaming_gains() -> None:
     assert np.all(lifted_gains[high] == 1.0)
 
 
+@pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="no shipped model under model/weights")
+def test_a_frame_set_counts_each_mixtures_frames() -> None:
+    from model.devset import DevMixture
+    from model.research.feature_probe import frame_set
+
+    mixtures = []
+    for seconds in (0.2, 0.35):
+        clean = harmonic_tone(180.0, seconds)
+        noisy = clean + 0.01 * np.random.default_rng(1).standard_normal(clean.shape)
+        mixtures.append(DevMixture("m", clean, noisy, 5.0, Path("s.wav"), Path("n.wav"), 48_000))
+    frames = frame_set(mixtures, ModelRuntime(DEFAULT_MODEL), "oracle")
+    expected = [compute_oracle_targets(m.noisy, m.clean).gains.shape[0] for m in mixtures]
+    assert list(frames.frames_per_mixture) == expected
+    assert frames.error.shape[0] == sum(expected)
+    assert all(block.shape[0] == sum(expected) for block in frames.blocks.values())
+
+
 def test_the_command_refuses_missing_data(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -65,6 +65,7 @@ class FrameSet:
     blocks: dict[str, np.ndarray]  # name -> float64[frames, dims]
     error: np.ndarray  # float64[frames, NUM_BANDS]
     kept: np.ndarray  # bool[frames, NUM_BANDS]: the band lies within the source's bandwidth
+    frames_per_mixture: tuple[int, ...]  # the mixtures' frames, in order
 
 
 def frame_powers(noisy: np.ndarray, frames: int) -> np.ndarray:
@@ -148,7 +149,12 @@ def frame_set(mixtures: Sequence[DevMixture], runtime: ModelRuntime, target: str
     blocks = {"state": base}
     for name, extra in stacked.items():
         blocks[f"state+{name}"] = np.concatenate([base, extra], 1)
-    return FrameSet(blocks=blocks, error=np.concatenate(errors), kept=np.concatenate(kept))
+    return FrameSet(
+        blocks=blocks,
+        error=np.concatenate(errors),
+        kept=np.concatenate(kept),
+        frames_per_mixture=tuple(e.shape[0] for e in errors),
+    )
 
 
 def ridge_fit(
@@ -270,12 +276,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def chosen_refit(
-    fit: FrameSet, frames_per_mixture: Sequence[int]
-) -> tuple[float, tuple[np.ndarray, ...]]:
+def chosen_refit(fit: FrameSet) -> tuple[float, tuple[np.ndarray, ...]]:
     """The ``state`` regression with the ridge that does best on the fitting set's last fifth
     of mixtures when fit on the rest, refit on all of them."""
-    split = int(np.sum(frames_per_mixture[: len(frames_per_mixture) * 4 // 5]))
+    counts = fit.frames_per_mixture
+    split = int(np.sum(counts[: len(counts) * 4 // 5]))
     inputs = fit.blocks["state"]
     scores = []
     for ridge in RIDGES:
@@ -328,8 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
     if args.score_refit is not None:
-        frames = [compute_frames(m) for m in fit_mixtures]
-        ridge, refit = chosen_refit(fit, frames)
+        ridge, refit = chosen_refit(fit)
         config = {
             "probe": "feature_probe --score-refit",
             "target": args.target,
@@ -342,11 +346,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         score_and_write(systems, test_mixtures, args.score_refit, config)
     return 0
-
-
-def compute_frames(mixture: DevMixture) -> int:
-    """Frames :func:`frame_set` gives a mixture (as ``compute_oracle_targets`` counts them)."""
-    return -(-mixture.noisy.shape[0] // HOP_SAMPLES) + 1
 
 
 if __name__ == "__main__":
