@@ -6,7 +6,10 @@ record its SHA-256.
 
 The graph's inputs are one hop's features and the explicit state (conv histories, every GRU's
 hidden state); its outputs are gains, strengths and the next state; the batch axis is dynamic
-so several streams share one call. The int8 graph quantises each stream of a batch on its own
+so several streams share one call. Beside the int8 graph goes its two-hop twin
+(``percepnet-int8-2hop.onnx``, :class:`model.network.PercepNetTwoHopStep`): a relay packet's
+two hops in one call, each weight read once per packet, written only once its outputs equal two
+calls of the one-hop graph bit for bit. The int8 graph quantises each stream of a batch on its own
 (``model.quantise``): a stream's output does not depend on its batch-mates, bit for bit. The
 exporter checks onnxruntime against PyTorch before it writes anything, and the int8 file
 against the fp32 one (closeness, and batch independence).
@@ -26,14 +29,21 @@ import torch
 from google.protobuf.message import DecodeError
 
 from dsp.constants import NUM_FEATURES
-from model.network import NetworkConfig, PercepNet, PercepNetStep, count_parameters
+from model.network import (
+    NetworkConfig,
+    PercepNet,
+    PercepNetStep,
+    PercepNetTwoHopStep,
+    count_parameters,
+)
 from model.quantise import quantise_rowwise
-from model.runtime import ModelRuntime, sha256_of
+from model.runtime import ModelRuntime, load_session, sha256_of, two_hop_twin
 
 INPUT_NAMES = ["features", "conv1_history", "conv2_history", "gru_state"]
 OUTPUT_NAMES = ["gains", "strengths", "next_conv1_history", "next_conv2_history", "next_gru_state"]
 FP32_NAME = "percepnet-fp32.onnx"
 INT8_NAME = "percepnet-int8.onnx"
+TWO_HOP_INT8_NAME = "percepnet-int8-2hop.onnx"  # INT8_NAME's twin, where the runtime looks
 PARITY_TOLERANCE = 1e-4
 INT8_TOLERANCE = 0.05  # max |int8 − fp32| over gains, strengths and states, random inputs
 QUANTISED_OPS = ("MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat")
@@ -193,6 +203,71 @@ def check_batch_independence(runtime: ModelRuntime, step: PercepNetStep) -> None
                 )
 
 
+def export_two_hop_int8(model: PercepNet, int8_path: Path) -> Path:
+    """Write the two-hop int8 graph beside ``int8_path`` (the one-hop graph of the same
+    weights), once onnxruntime's fp32 two-hop graph matches PyTorch and the int8 one equals two
+    calls of ``int8_path`` bit for bit (:func:`check_two_hops_equal_one_hop_twice`)."""
+    step = PercepNetTwoHopStep(model).eval()
+    target = two_hop_twin(int8_path)
+    fp32 = target.with_suffix(".fp32.partial.onnx")
+    partial = target.with_suffix(".partial.onnx")
+    one_hop = random_inputs(step, 2)
+    example = [np.stack([one_hop[0], random_inputs(step, 2, seed=1)[0]]), *one_hop[1:]]
+    axes: dict[str, dict[int, str]] = {name: {0: "batch"} for name in INPUT_NAMES + OUTPUT_NAMES}
+    for name in ("features", "gains", "strengths"):
+        axes[name] = {1: "batch"}  # [hop, batch, ...]
+    try:
+        torch.onnx.export(
+            step,
+            tuple(torch.from_numpy(a) for a in example),
+            str(fp32),
+            input_names=INPUT_NAMES,
+            output_names=OUTPUT_NAMES,
+            dynamic_axes=axes,
+            opset_version=17,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+        expected = _torch_outputs(step, example)
+        got = load_session(fp32).run(OUTPUT_NAMES, dict(zip(INPUT_NAMES, example, strict=True)))
+        worst = max(float(np.max(np.abs(a - b))) for a, b in zip(expected, got, strict=True))
+        if worst > PARITY_TOLERANCE:
+            raise RuntimeError(f"two-hop ONNX export differs from PyTorch by {worst:.2e}")
+        quantise_rowwise(fp32, partial, step.fixed_scale_weights(), row_axis=-1)
+        check_two_hops_equal_one_hop_twice(ModelRuntime(int8_path), partial, step)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    finally:
+        fp32.unlink(missing_ok=True)
+    partial.replace(target)
+    return target
+
+
+def check_two_hops_equal_one_hop_twice(
+    one_hop: ModelRuntime, two_hop_file: Path, step: PercepNetStep
+) -> None:
+    """RuntimeError unless the two-hop graph's gains, strengths and state equal two calls of
+    the one-hop graph, bit for bit, for batches of 1, 3 and 32 (quiet and loud streams)."""
+    session = load_session(two_hop_file)
+    for batch in (1, 3, 32):
+        for loudness in (0.0, 1.0, 20.0):
+            first = random_inputs(step, batch, seed=batch)
+            second = random_inputs(step, batch, seed=batch + 100)[0] * loudness
+            hop_a = one_hop.step_batch(*first)
+            hop_b = one_hop.step_batch(second, *hop_a[2:])
+            pair = [np.stack([first[0], second]), *first[1:]]
+            both = session.run(OUTPUT_NAMES, dict(zip(INPUT_NAMES, pair, strict=True)))
+            same = [np.array_equal(both[k][0], hop_a[k]) for k in (0, 1)]
+            same += [np.array_equal(both[k][1], hop_b[k]) for k in (0, 1)]
+            same += [np.array_equal(a, b) for a, b in zip(both[2:], hop_b[2:], strict=True)]
+            if not all(same):
+                raise RuntimeError(
+                    f"{two_hop_file}: two hops in one call differ from two one-hop calls "
+                    f"(batch {batch})"
+                )
+
+
 def weight_counts(path: Path) -> tuple[int, int]:
     """(weights consumed by integer matmul ops, all weights) in an ONNX file."""
     graph = onnx.load(str(path)).graph
@@ -228,12 +303,15 @@ def export_all(model: PercepNet, out_dir: Path) -> dict[str, object]:
     write_sha256(fp32)  # before quantising: the int8 check loads it, digest checked
     int8 = quantise_int8(fp32, out_dir / INT8_NAME, PercepNetStep(model).eval())
     write_sha256(int8)
+    two_hop = export_two_hop_int8(model, int8)
+    write_sha256(two_hop)
     integer, total = weight_counts(int8)
     return {
         "parameters": count_parameters(model),
         "config": model.config.as_dict(),
         "fp32_bytes": fp32.stat().st_size,
         "int8_bytes": int8.stat().st_size,
+        "int8_two_hop_bytes": two_hop.stat().st_size,
         "int8_weight_share": integer / max(total, 1),
     }
 

@@ -204,3 +204,56 @@ class PercepNetStep(nn.Module):
         next_conv1 = window1[:, NUM_FEATURES:]
         next_conv2 = window2[:, self.config.conv1_channels :]
         return gains, strengths, next_conv1, next_conv2, new_gru_state
+
+
+class PercepNetTwoHopStep(PercepNetStep):
+    """Two consecutive hops in one call (a relay packet is 20 ms): the same weights, state
+    and per-hop arithmetic as two :class:`PercepNetStep` calls, bit for bit in the int8 graph.
+
+    ``features`` is [2, B, NUM_FEATURES] (hop, stream, feature); gains and strengths come back
+    [2, B, NUM_BANDS], the state as after the second hop. The convolutions, the GRUs' input
+    maps and the heads multiply both hops' rows in one matrix product, so each weight is read
+    from memory once per packet instead of once per hop; only the recurrent maps run per hop,
+    the second time on a matrix the first has just brought into cache.
+    """
+
+    def forward(  # type: ignore[override]
+        self,
+        features: torch.Tensor,
+        conv1_history: torch.Tensor,
+        conv2_history: torch.Tensor,
+        gru_state: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Advance every stream of the batch by two hops."""
+        size = self.config.gru_size
+        f, c1 = NUM_FEATURES, self.config.conv1_channels
+        frames = torch.cat([conv1_history, features[0], features[1]], dim=1)  # t−4 .. t+1
+        windows1 = torch.stack([frames[:, : CONV1_WIDTH * f], frames[:, f:]])
+        conv1_out = torch.tanh(self.conv1(windows1))
+        conv1_frames = torch.cat([conv2_history, conv1_out[0], conv1_out[1]], dim=1)
+        windows2 = torch.stack([conv1_frames[:, : CONV2_WIDTH * c1], conv1_frames[:, c1:]])
+        x = torch.tanh(self.conv2(windows2))
+        new_states = []
+        layer_states = torch.split(gru_state, size, dim=1)
+        for h, w_ih, w_hh in zip(layer_states, self.input_maps, self.hidden_maps, strict=True):
+            both_inputs = w_ih(x)  # [2, B, 3·size]: both hops' rows in one product
+            outputs = []
+            for hop in range(2):
+                i_r, i_z, i_n = torch.split(both_inputs[hop], size, dim=1)
+                h_r, h_z, h_n = torch.split(w_hh(h), size, dim=1)
+                r = torch.sigmoid(i_r + h_r)
+                z = torch.sigmoid(i_z + h_z)
+                n = torch.tanh(i_n + r * h_n)
+                h = n + z * (h - n)
+                outputs.append(h)
+            new_states.append(h)
+            x = torch.stack(outputs)
+        gains = torch.sigmoid(self.gain_head(x))
+        strengths = torch.sigmoid(self.strength_head(x))
+        return (
+            gains,
+            strengths,
+            frames[:, 2 * f :],
+            conv1_frames[:, 2 * c1 :],
+            torch.cat(new_states, dim=1),
+        )

@@ -55,7 +55,8 @@ def quantise_weight(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class _GraphWriter:
     """Collects the new nodes and initializers of the quantised graph."""
 
-    def __init__(self, graph: onnx.GraphProto) -> None:
+    def __init__(self, graph: onnx.GraphProto, row_axis: int) -> None:
+        self.row_axis = row_axis
         self.initializers = {init.name: init for init in graph.initializer}
         self.consumers: dict[str, list[onnx.NodeProto]] = {}
         for node in graph.node:
@@ -94,8 +95,9 @@ class _GraphWriter:
             self.codes[x] = (f"{stem}_codes", None)
             return self.codes[x]
         # the row's range, widened to hold 0 (so a zero is coded exactly), in ROW_LEVELS steps
-        self.node("ReduceMin", [x], [f"{stem}_min"], axes=[1], keepdims=1)
-        self.node("ReduceMax", [x], [f"{stem}_max"], axes=[1], keepdims=1)
+        axes = [self.row_axis]
+        self.node("ReduceMin", [x], [f"{stem}_min"], axes=axes, keepdims=1)
+        self.node("ReduceMax", [x], [f"{stem}_max"], axes=axes, keepdims=1)
         self.node("Min", [f"{stem}_min", "q_zero"], [f"{stem}_low"])
         self.node("Max", [f"{stem}_max", "q_zero"], [f"{stem}_high"])
         self.node("Sub", [f"{stem}_high", f"{stem}_low"], [f"{stem}_span0"])
@@ -123,17 +125,19 @@ class _GraphWriter:
 
 
 def quantise_rowwise(
-    fp32_path: Path, int8_path: Path, fixed_scale_weights: Collection[str]
+    fp32_path: Path, int8_path: Path, fixed_scale_weights: Collection[str], row_axis: int = 1
 ) -> Path:
     """Write the int8 graph of ``fp32_path`` (every MatMul by a constant 2-D weight quantised).
 
     ``fixed_scale_weights`` names the weights whose MatMul input always lies in [−1, 1]
     (spread over both signs); those inputs get the fixed scale 1/63, every other input its
-    own row's range.
+    own row's range, taken along ``row_axis`` (the feature axis: 1 for [batch, features],
+    −1 for the two-hop graph's [hop, batch, features]). A weight read by several MatMuls (the
+    two-hop graph's recurrent maps) is quantised once.
     """
     model = onnx.load(str(fp32_path))
     graph = model.graph
-    writer = _GraphWriter(graph)
+    writer = _GraphWriter(graph, row_axis)
     skipped: set[int] = set()  # bias adds folded into their matmul
     replaced: set[str] = set()
     for node in graph.node:
@@ -144,10 +148,12 @@ def quantise_rowwise(
             writer.nodes.append(node)
             continue
         name, out = node.input[1], node.output[0]
-        replaced.add(name)
         codes, scale = quantise_weight(numpy_helper.to_array(weight))
-        writer.constant(f"{name}_quantized", codes)
-        writer.constant(f"{name}_scale", scale)
+        first_use = name not in replaced  # a weight several MatMuls read is stored once
+        replaced.add(name)
+        if first_use:
+            writer.constant(f"{name}_quantized", codes)
+            writer.constant(f"{name}_scale", scale)
         x_codes, row = writer.activation_codes(node.input[0], name in fixed_scale_weights)
         add = writer.bias_add(node)
         matmul = [x_codes, f"{name}_quantized"]
@@ -159,8 +165,9 @@ def quantise_rowwise(
                 out = add.output[0]
             writer.node("MatMulIntegerToFloat", inputs, [out], domain=MICROSOFT_DOMAIN)
             continue
-        column_sums = codes.astype(np.int64).sum(axis=0) * scale.astype(np.float64)
-        writer.constant(f"{name}_column_sums", column_sums.astype(np.float32))
+        if first_use:
+            column_sums = codes.astype(np.int64).sum(axis=0) * scale.astype(np.float64)
+            writer.constant(f"{name}_column_sums", column_sums.astype(np.float32))
         inputs = [*matmul, "q_unit_scale", f"{name}_scale"]
         writer.node("MatMulIntegerToFloat", inputs, [f"{out}_codes"], domain=MICROSOFT_DOMAIN)
         writer.node("Mul", [f"{row}_origin", f"{name}_column_sums"], [f"{out}_origin"])

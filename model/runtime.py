@@ -17,6 +17,7 @@ import onnxruntime as ort
 from dsp.constants import NUM_BANDS, NUM_FEATURES, SAMPLE_RATE_HZ
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+INPUT_NAMES = ("features", "conv1_history", "conv2_history", "gru_state")
 DEFAULT_MODEL = WEIGHTS_DIR / "percepnet-int8.onnx"
 
 
@@ -55,23 +56,38 @@ def session_options() -> ort.SessionOptions:
     return options
 
 
+def load_session(path: Path) -> ort.InferenceSession:
+    """An onnxruntime session of ``path`` after its recorded digest is checked."""
+    if not path.is_file():
+        raise ModelFileError(f"{path}: model file not found")
+    verify_sha256(path)
+    try:
+        return ort.InferenceSession(
+            str(path), session_options(), providers=["CPUExecutionProvider"]
+        )
+    except Exception as error:  # onnxruntime raises its own exception types
+        raise ModelFileError(f"{path}: not a loadable ONNX model ({error})") from error
+
+
+def two_hop_twin(path: Path) -> Path:
+    """Where the two-hop graph of a one-hop graph lives: ``NAME-2hop.onnx`` beside it."""
+    return path.with_name(path.stem + "-2hop.onnx")
+
+
 class ModelRuntime:
-    """A loaded streaming model; thread-safe to call from several threads (onnxruntime is)."""
+    """A loaded streaming model; thread-safe to call from several threads (onnxruntime is).
+
+    Beside the one-hop graph it loads the graph's two-hop twin when one lies beside it
+    (``percepnet-int8-2hop.onnx``: a 20 ms packet's two hops in one call, each weight read
+    once; the exporter writes it only if it equals two one-hop calls bit for bit), and
+    :meth:`step_two_hops` falls back to two one-hop calls without one.
+    """
 
     def __init__(self, path: Path | str = DEFAULT_MODEL) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
-            raise ModelFileError(f"{self.path}: model file not found")
-        verify_sha256(self.path)
-        try:
-            self.session = ort.InferenceSession(
-                str(self.path), session_options(), providers=["CPUExecutionProvider"]
-            )
-        except Exception as error:  # onnxruntime raises its own exception types
-            raise ModelFileError(f"{self.path}: not a loadable ONNX model ({error})") from error
+        self.session = load_session(self.path)
         inputs = {i.name: i.shape for i in self.session.get_inputs()}
-        expected = {"features", "conv1_history", "conv2_history", "gru_state"}
-        if set(inputs) != expected:
+        if set(inputs) != set(INPUT_NAMES):
             raise ModelFileError(
                 f"{self.path}: inputs {sorted(inputs)} are not a PercepNet streaming graph"
             )
@@ -84,6 +100,23 @@ class ModelRuntime:
         self.conv2_width = int(inputs["conv2_history"][1])
         self.gru_width = int(inputs["gru_state"][1])  # every layer's state, side by side
         self._output_names = [o.name for o in self.session.get_outputs()]
+        twin = two_hop_twin(self.path)
+        self.two_hop_session = self._load_two_hop(twin) if twin.is_file() else None
+
+    def _load_two_hop(self, path: Path) -> ort.InferenceSession:
+        session = load_session(path)
+        shapes = {i.name: i.shape for i in session.get_inputs()}
+        expected = {
+            "features": [2, "batch", NUM_FEATURES],
+            "conv1_history": ["batch", self.conv1_width],
+            "conv2_history": ["batch", self.conv2_width],
+            "gru_state": ["batch", self.gru_width],
+        }
+        if shapes != expected:
+            raise ModelFileError(
+                f"{path}: not the two-hop graph of {self.path.name} (inputs {shapes})"
+            )
+        return session
 
     def zero_state(self, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """State of ``batch`` fresh streams."""
@@ -111,6 +144,29 @@ class ModelRuntime:
             },
         )
 
+    def step_two_hops(
+        self,
+        features: np.ndarray,
+        conv1_history: np.ndarray,
+        conv2_history: np.ndarray,
+        gru_state: np.ndarray,
+    ) -> list[np.ndarray]:
+        """Two hops for every stream of the batch, ``features`` [2, B, NUM_FEATURES]:
+        [gains [2, B, NUM_BANDS], strengths [2, B, NUM_BANDS], *state after the second]."""
+        if self.two_hop_session is None:
+            first = self.step_batch(features[0], conv1_history, conv2_history, gru_state)
+            second = self.step_batch(features[1], *first[2:])
+            return [np.stack([first[0], second[0]]), np.stack([first[1], second[1]]), *second[2:]]
+        return self.two_hop_session.run(
+            self._output_names,
+            {
+                "features": features,
+                "conv1_history": conv1_history,
+                "conv2_history": conv2_history,
+                "gru_state": gru_state,
+            },
+        )
+
 
 class ModelGainSource:
     """One stream's recurrent state over a shared :class:`ModelRuntime` (a ``GainSource``)."""
@@ -118,6 +174,7 @@ class ModelGainSource:
     def __init__(self, runtime: ModelRuntime) -> None:
         self.runtime = runtime
         self._features = np.zeros((1, NUM_FEATURES), dtype=np.float32)
+        self._pair_features = np.zeros((2, 1, NUM_FEATURES), dtype=np.float32)
         self._conv1, self._conv2, self._gru = runtime.zero_state(1)
 
     def reset(self) -> None:
@@ -135,6 +192,15 @@ class ModelGainSource:
         self._features[0] = features
         gains, strengths = step_sources([self], self._features)
         return gains[0], strengths[0]
+
+    def gains_for_pair(
+        self, features_a: np.ndarray, features_b: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`gains_for` of two consecutive hops in one call: [2, NUM_BANDS] each."""
+        self._pair_features[0, 0] = features_a
+        self._pair_features[1, 0] = features_b
+        gains, strengths = step_sources_two_hops([self], self._pair_features)
+        return gains[:, 0], strengths[:, 0]
 
 
 def primed_gain_source(
@@ -154,6 +220,24 @@ def primed_gain_source(
     return source
 
 
+def _stacked_state(sources: list[ModelGainSource]) -> list[np.ndarray]:
+    if len(sources) == 1:  # a source's own state is already a batch of one
+        return [sources[0]._conv1, sources[0]._conv2, sources[0]._gru]
+    return [
+        np.concatenate([s._conv1 for s in sources]),
+        np.concatenate([s._conv2 for s in sources]),
+        np.concatenate([s._gru for s in sources]),
+    ]
+
+
+def _keep_rows(
+    sources: list[ModelGainSource], conv1: np.ndarray, conv2: np.ndarray, gru: np.ndarray
+) -> None:
+    for index, source in enumerate(sources):  # each keeps its row of the new state: no copy
+        row = slice(index, index + 1)
+        source._conv1, source._conv2, source._gru = conv1[row], conv2[row], gru[row]
+
+
 def step_sources(
     sources: list[ModelGainSource], features: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -166,18 +250,27 @@ def step_sources(
     if not sources:
         empty = np.zeros((0, NUM_BANDS), dtype=np.float32)
         return empty, empty.copy()
-    if len(sources) == 1:  # a source's own state is already a batch of one
-        state = [sources[0]._conv1, sources[0]._conv2, sources[0]._gru]
-    else:
-        state = [
-            np.concatenate([s._conv1 for s in sources]),
-            np.concatenate([s._conv2 for s in sources]),
-            np.concatenate([s._gru for s in sources]),
-        ]
     gains, strengths, conv1, conv2, gru = sources[0].runtime.step_batch(
-        np.ascontiguousarray(features, dtype=np.float32), *state
+        np.ascontiguousarray(features, dtype=np.float32), *_stacked_state(sources)
     )
-    for index, source in enumerate(sources):  # each keeps its row of the new state: no copy
-        row = slice(index, index + 1)
-        source._conv1, source._conv2, source._gru = conv1[row], conv2[row], gru[row]
+    _keep_rows(sources, conv1, conv2, gru)
+    return gains, strengths
+
+
+def step_sources_two_hops(
+    sources: list[ModelGainSource], features: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two consecutive hops for several streams in one call (:meth:`ModelRuntime.step_two_hops`).
+
+    ``features`` is [2, B, NUM_FEATURES] (hop, stream); each source's state advances exactly as
+    two ``gains_for`` calls would advance it, bit for bit. Returns gains and strengths,
+    [2, B, NUM_BANDS] each.
+    """
+    if not sources:
+        empty = np.zeros((2, 0, NUM_BANDS), dtype=np.float32)
+        return empty, empty.copy()
+    gains, strengths, conv1, conv2, gru = sources[0].runtime.step_two_hops(
+        np.ascontiguousarray(features, dtype=np.float32), *_stacked_state(sources)
+    )
+    _keep_rows(sources, conv1, conv2, gru)
     return gains, strengths

@@ -153,7 +153,7 @@ def test_int8_export_checks_batch_independence_and_closeness_to_fp32(
         assert float(np.max(np.abs(a - b))) < 0.05
 
 
-def test_re_export_from_the_fp32_graph_reproduces_both_files_and_keeps_its_record(
+def test_re_export_from_the_fp32_graph_reproduces_every_file_and_keeps_its_record(
     exported: Path, tmp_path: Path
 ) -> None:
     import shutil
@@ -166,7 +166,7 @@ def test_re_export_from_the_fp32_graph_reproduces_both_files_and_keeps_its_recor
     shutil.copy(exported / "percepnet-fp32.onnx", source)
     write_record({"format": 1, "weights": weights_identity(source)}, source)
     main(["--onnx", str(source / "percepnet-fp32.onnx"), "--out", str(tmp_path / "out")])
-    for name in ("percepnet-fp32.onnx", "percepnet-int8.onnx"):
+    for name in ("percepnet-fp32.onnx", "percepnet-int8.onnx", "percepnet-int8-2hop.onnx"):
         assert (tmp_path / "out" / name).read_bytes() == (exported / name).read_bytes(), name
         assert (tmp_path / "out" / f"{name}.sha256").read_text() == (
             exported / f"{name}.sha256"
