@@ -1,11 +1,12 @@
 """Benchmark (not a test): enhancer cost per stream with cross-stream batching, against batch 1
 and against RNNoise measured in the same run.
 
-For each batch size B, B streams each enhance a 20 ms frame (two hops: DSP per stream, one
-int8 model call per hop over the batch axis, ``service.batching.enhance_batch``); the table
-gives the model step alone (per call and per stream), the whole enhancer's median cost per
-stream per 10 ms hop (wall time, and this thread's CPU time, which other work on the core does
-not inflate), and their ratios to RNNoise's per-frame cost.
+For each batch size B, B streams each enhance a 20 ms frame (two hops: DSP per stream, the
+int8 model over the batch axis, ``service.batching.enhance_batch``), with one model call per
+hop and, where the model has its two-hop graph, one call for both hops (the relay's default),
+side by side; the table gives the model step alone (per call, and per stream per hop), the
+whole enhancer's median cost per stream per 10 ms hop (wall time, and this thread's CPU time,
+which other work on the core does not inflate), and their ratios to RNNoise's per-frame cost.
 
     python -m loadtest.bench_batch [--sizes 1,2,4,8,16,32,64] [--frames 200] [--json PATH]
 """
@@ -52,19 +53,23 @@ def bench_batch(runtime: ModelRuntime, size: int, frames: int) -> dict[str, floa
 
 
 def bench_model_step(runtime: ModelRuntime, size: int, calls: int) -> dict[str, float]:
-    """Median µs of one model call over ``size`` streams (states in their running range)."""
+    """Median µs of one model call over ``size`` streams (states in their running range), and
+    per stream per hop: one hop a call, or two with the runtime's two-hop graph."""
     rng = np.random.default_rng(size)
-    features = rng.uniform(-2.5, 2.5, (size, NUM_FEATURES)).astype(np.float32)
+    hops = 2 if runtime.two_hop_session is not None else 1
+    shape = (2, size, NUM_FEATURES) if hops == 2 else (size, NUM_FEATURES)
+    features = rng.uniform(-2.5, 2.5, shape).astype(np.float32)
     state = [rng.uniform(-0.9, 0.9, s.shape).astype(np.float32) for s in runtime.zero_state(size)]
+    step = runtime.step_two_hops if hops == 2 else runtime.step_batch
     for _ in range(50):  # warm-up
-        runtime.step_batch(features, *state)
+        step(features, *state)
     times = []
     for _ in range(calls):
         start = time.perf_counter_ns()
-        runtime.step_batch(features, *state)
+        step(features, *state)
         times.append((time.perf_counter_ns() - start) / 1000)
     call = float(np.median(times))
-    return {"model_call_us": call, "model_per_stream_us": call / size}
+    return {"model_call_us": call, "model_per_stream_us": call / size / hops}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -75,32 +80,38 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    runtime = ModelRuntime(args.model)
+    runtimes = {"one hop a call": ModelRuntime(args.model, two_hops=False)}
+    two_hop = ModelRuntime(args.model)
+    if two_hop.two_hop_session is not None:
+        runtimes["two hops a call"] = two_hop
     hops = synthetic_audio(3.0).astype(np.float32)
     hops = hops[: hops.shape[0] // HOP_SAMPLES * HOP_SAMPLES].reshape(-1, HOP_SAMPLES)
     rnnoise, _ = _bench_rnnoise(hops, iterations=3000, warmup=300)
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
-        row = {
-            "batch": size,
-            **bench_model_step(runtime, size, 10 * args.frames),
-            **bench_batch(runtime, size, args.frames),
-        }
-        row["ratio_to_rnnoise"] = row["median_us"] / rnnoise["median_us"]
-        row["cpu_ratio_to_rnnoise"] = row["cpu_median_us"] / rnnoise["median_us"]
-        rows.append(row)
+        for calls, runtime in runtimes.items():  # side by side, size after size
+            row = {
+                "batch": size,
+                "calls": calls,
+                **bench_model_step(runtime, size, 10 * args.frames),
+                **bench_batch(runtime, size, args.frames),
+            }
+            row["ratio_to_rnnoise"] = row["median_us"] / rnnoise["median_us"]
+            row["cpu_ratio_to_rnnoise"] = row["cpu_median_us"] / rnnoise["median_us"]
+            rows.append(row)
     print(f"RNNoise (pyrnnoise, same run): median {rnnoise['median_us']:.1f} µs per 10 ms frame")
     print(
-        "| streams batched | model step µs per call | model µs per stream | "
+        "| streams batched | model calls | model step µs per call | model µs per stream per hop | "
         "whole enhancer µs per stream per hop: wall median | p99 | ratio to RNNoise | "
         "CPU median | CPU ratio to RNNoise |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(
-            f"| {row['batch']} | {row['model_call_us']:.1f} | {row['model_per_stream_us']:.1f} | "
-            f"{row['median_us']:.1f} | {row['p99_us']:.1f} | {row['ratio_to_rnnoise']:.3f} | "
-            f"{row['cpu_median_us']:.1f} | {row['cpu_ratio_to_rnnoise']:.3f} |"
+            f"| {row['batch']} | {row['calls']} | {row['model_call_us']:.1f} "
+            f"| {row['model_per_stream_us']:.1f} | {row['median_us']:.1f} | {row['p99_us']:.1f} "
+            f"| {row['ratio_to_rnnoise']:.3f} | {row['cpu_median_us']:.1f} "
+            f"| {row['cpu_ratio_to_rnnoise']:.3f} |"
         )
     if args.json:
         args.json.write_text(json.dumps({"rnnoise": rnnoise, "rows": rows}, indent=2))

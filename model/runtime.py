@@ -80,10 +80,11 @@ class ModelRuntime:
     Beside the one-hop graph it loads the graph's two-hop twin when one lies beside it
     (``percepnet-int8-2hop.onnx``: a 20 ms packet's two hops in one call, each weight read
     once; the exporter writes it only if it equals two one-hop calls bit for bit), and
-    :meth:`step_two_hops` falls back to two one-hop calls without one.
+    :meth:`step_two_hops` falls back to two one-hop calls without one (or with
+    ``two_hops=False``: the same audio, one call per hop).
     """
 
-    def __init__(self, path: Path | str = DEFAULT_MODEL) -> None:
+    def __init__(self, path: Path | str = DEFAULT_MODEL, two_hops: bool = True) -> None:
         self.path = Path(path)
         self.session = load_session(self.path)
         inputs = {i.name: i.shape for i in self.session.get_inputs()}
@@ -101,7 +102,8 @@ class ModelRuntime:
         self.gru_width = int(inputs["gru_state"][1])  # every layer's state, side by side
         self._output_names = [o.name for o in self.session.get_outputs()]
         twin = two_hop_twin(self.path)
-        self.two_hop_session = self._load_two_hop(twin) if twin.is_file() else None
+        use_twin = two_hops and twin.is_file()
+        self.two_hop_session = self._load_two_hop(twin) if use_twin else None
 
     def _load_two_hop(self, path: Path) -> ort.InferenceSession:
         session = load_session(path)

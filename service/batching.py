@@ -1,4 +1,5 @@
-"""Cross-stream batching: speakers' frames are enhanced together, one model call per hop.
+"""Cross-stream batching: speakers' frames are enhanced together, one model call per two hops
+(a 20 ms packet's; :meth:`service.speaker.SpeakerPipeline.analyze_two_hops`).
 
 A speaker is pinned to one shard (its audio stays in order: a speaker is in a shard's queue at
 most once). What a shard enhances is a :class:`Stream`: when it has audio ready it is queued;
@@ -39,7 +40,7 @@ from typing import Protocol
 import numpy as np
 
 from dsp.constants import NUM_FEATURES
-from model.runtime import step_sources
+from model.runtime import step_sources, step_sources_two_hops
 from service.batch_wait import BatchWait
 from service.speaker import ProcessResult, SpeakerPipeline
 
@@ -103,15 +104,23 @@ def enhance_batch(
         except ValueError as error:
             hops.append(-1)
             outcomes.append(error)
-    features = np.empty((len(pipelines), NUM_FEATURES), dtype=np.float32)  # one per batch
-    for index in range(max(hops, default=0)):
-        active = [p for p, count in zip(pipelines, hops, strict=True) if count > index]
-        rows = features[: len(active)]
-        for row, pipeline in enumerate(active):
-            rows[row] = pipeline.analyze_hop(index)
-        gains, strengths = step_sources([p.gain_source for p in active], rows)
-        for row, pipeline in enumerate(active):
-            pipeline.synthesize_hop(index, gains[row], strengths[row])
+    for index in range(0, max(hops, default=0), 2):
+        pairs = [p for p, count in zip(pipelines, hops, strict=True) if count > index + 1]
+        if pairs:  # two hops of each in one model call
+            features = np.empty((2, len(pairs), NUM_FEATURES), dtype=np.float32)
+            for row, pipeline in enumerate(pairs):
+                pipeline.analyze_two_hops(index, features[:, row])
+            gains, strengths = step_sources_two_hops([p.gain_source for p in pairs], features)
+            for row, pipeline in enumerate(pairs):
+                pipeline.synthesize_two_hops(index, gains[:, row], strengths[:, row])
+        last = [p for p, count in zip(pipelines, hops, strict=True) if count == index + 1]
+        if last:  # an odd hop count ends with one hop
+            rows = np.empty((len(last), NUM_FEATURES), dtype=np.float32)
+            for row, pipeline in enumerate(last):
+                rows[row] = pipeline.analyze_hop(index)
+            gains, strengths = step_sources([p.gain_source for p in last], rows)
+            for row, pipeline in enumerate(last):
+                pipeline.synthesize_hop(index, gains[row], strengths[row])
     per_hop = (time.perf_counter() - start) / max(sum(h for h in hops if h > 0), 1)
     results: list[ProcessResult | Exception] = []
     for pipeline, outcome in zip(pipelines, outcomes, strict=True):

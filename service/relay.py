@@ -133,7 +133,9 @@ class Relay:
 
     def _warm_up(self) -> None:
         if self.runtime is None:
-            self.runtime = ModelRuntime(self.settings.model_path)
+            self.runtime = ModelRuntime(
+                self.settings.model_path, two_hops=self.settings.two_hop_model
+            )
         warm_up(self.runtime)
 
     @property

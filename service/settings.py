@@ -91,6 +91,12 @@ class Settings(BaseSettings):
         None, description="when set, room control (GET/PUT /rooms…) needs this bearer token"
     )
     model_path: Path = DEFAULT_MODEL
+    two_hop_model: bool = Field(
+        True,
+        description="run a 20 ms packet's two hops in one call of the model's two-hop graph "
+        "(NAME-2hop.onnx beside the model, shipped with it) when there is one; false: one call "
+        "per hop, the same audio for more CPU",
+    )
     processes: int = Field(
         0,
         ge=0,

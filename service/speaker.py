@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from dsp.constants import HOP_SAMPLES
+from dsp.constants import HOP_SAMPLES, NUM_FEATURES
 from dsp.enhancer import Enhancer
 from dsp.speech_presence import FLOOR_DB, kept_to_noise_db, new_tracker
 from model.runtime import ModelGainSource, ModelRuntime
@@ -51,9 +51,12 @@ class ProcessResult:
 class SpeakerPipeline:
     """Turns one speaker's decoded frames into enhanced frames of the same length.
 
-    A frame goes through :meth:`begin` (settings, whole hops cut out), then for each hop
-    :meth:`analyze_hop`, the model (alone or batched with other speakers), and
-    :meth:`synthesize_hop`, then :meth:`finish`. :meth:`process` does all of it for one frame.
+    A frame goes through :meth:`begin` (settings, whole hops cut out), then for each pair of
+    hops (a 20 ms packet's two) :meth:`analyze_two_hops`, one model call for both (alone or
+    batched with other speakers) and :meth:`synthesize_two_hops`, for a hop left over
+    :meth:`analyze_hop`, the model and :meth:`synthesize_hop`, then :meth:`finish`. Either
+    order gives the same audio, sample for sample. :meth:`process` does all of it for one
+    frame.
     """
 
     def __init__(self, runtime: ModelRuntime, settings: EnhancementSettings) -> None:
@@ -71,6 +74,7 @@ class SpeakerPipeline:
         self._noise_tracker = new_tracker()  # the removed energy's running mean
         self._band_energy = self.enhancer.synthesis_band_energy
         self._kept_db = FLOOR_DB  # the current frame's loudest kept-to-noise ratio
+        self._two_hop_features = np.zeros((2, NUM_FEATURES), dtype=np.float32)
 
     def _apply_settings(self) -> EnhancementSettings:
         settings = self.settings  # one read: a concurrent update applies from the next frame
@@ -110,8 +114,26 @@ class SpeakerPipeline:
         """Apply the model's output for hop ``index``."""
         part = slice(index * HOP_SAMPLES, (index + 1) * HOP_SAMPLES)
         self.enhancer.synthesize(gains, strengths, self._produced[part])
+        self._account(gains, self._band_energy)
+
+    def analyze_two_hops(self, index: int, features: np.ndarray) -> None:
+        """Features of hops ``index`` and ``index + 1`` into ``features[0]`` and ``[1]``, the
+        first hop's synthesis frame held so that both can be synthesised after one model call
+        (:meth:`synthesize_two_hops`)."""
+        features[0] = self.enhancer.analyze(self._hops[index])
+        self.enhancer.hold()
+        features[1] = self.enhancer.analyze(self._hops[index + 1])
+
+    def synthesize_two_hops(self, index: int, gains: np.ndarray, strengths: np.ndarray) -> None:
+        """Apply the model's output for hops ``index`` and ``index + 1`` (rows 0 and 1)."""
+        first = slice(index * HOP_SAMPLES, (index + 1) * HOP_SAMPLES)
+        self.enhancer.synthesize_held(gains[0], strengths[0], self._produced[first])
+        self._account(gains[0], self.enhancer.held_band_energy)
+        self.synthesize_hop(index + 1, gains[1], strengths[1])
+
+    def _account(self, gains: np.ndarray, band_energy: np.ndarray) -> None:
         self._gain_sum += float(gains.mean())
-        kept_db = kept_to_noise_db(gains, self._band_energy, self._noise_tracker)
+        kept_db = kept_to_noise_db(gains, band_energy, self._noise_tracker)
         self._kept_db = max(self._kept_db, kept_db)
 
     def finish(self) -> ProcessResult:
@@ -134,9 +156,14 @@ class SpeakerPipeline:
         )
 
     def process(self, samples: np.ndarray) -> ProcessResult:
-        """Enhance one frame on its own (batch of one)."""
-        for index in range(self.begin(samples)):
-            features = self.analyze_hop(index)
+        """Enhance one frame on its own (batch of one), two hops a model call."""
+        hops = self.begin(samples)
+        for index in range(0, hops - 1, 2):
+            self.analyze_two_hops(index, self._two_hop_features)
+            gains, strengths = self.gain_source.gains_for_pair(*self._two_hop_features)
+            self.synthesize_two_hops(index, gains, strengths)
+        if hops % 2:
+            features = self.analyze_hop(hops - 1)
             gains, strengths = self.gain_source.gains_for(features)
-            self.synthesize_hop(index, gains, strengths)
+            self.synthesize_hop(hops - 1, gains, strengths)
         return self.finish()

@@ -20,7 +20,8 @@ from service.speaker import EnhancementSettings, SpeakerPipeline
 def warm_up(runtime: ModelRuntime) -> None:
     """Run a few hops through the whole chain (compiles or loads every kernel)."""
     pipeline = SpeakerPipeline(runtime, EnhancementSettings())
-    noise = np.random.default_rng(0).standard_normal(4 * HOP_SAMPLES).astype(np.float32)
+    # five hops: two pairs (the two-hop graph) and one hop alone (the one-hop graph)
+    noise = np.random.default_rng(0).standard_normal(5 * HOP_SAMPLES).astype(np.float32)
     pipeline.process(0.01 * noise)
 
 

@@ -62,6 +62,29 @@ def test_a_speakers_audio_is_the_same_sample_for_sample_whoever_shares_its_batch
             np.testing.assert_array_equal(mine.samples, reference[frame], f"{size=} {frame=}")
 
 
+def test_two_hops_a_call_give_the_audio_of_one_hop_a_call(runtime: ModelRuntime) -> None:
+    # The shards enhance a packet's two hops with one call of the two-hop graph; the same
+    # speaker enhanced one hop at a time (the one-hop graph, the enhancer alternating analysis
+    # and synthesis) must come out the same, sample for sample, in frames of 1 to 4 hops.
+    from dsp.enhancer import Enhancer
+    from model.runtime import ModelGainSource
+
+    assert runtime.two_hop_session is not None
+    signal = speech_noise(4, 12)
+    one_hop = Enhancer(ModelGainSource(runtime))
+    expected = np.concatenate([one_hop.process_hop(hop).copy() for hop in signal.reshape(-1, 480)])
+    probe = SpeakerPipeline(runtime, EnhancementSettings())
+    mate = SpeakerPipeline(runtime, EnhancementSettings())
+    got, start = [], 0
+    for hops in [2, 3, 1, 4, 2, 2, 1, 3, 2, 4]:
+        part = signal[start : start + hops * 480]
+        results = enhance_batch([mate, probe], [part[::-1].copy(), part])
+        assert not isinstance(results[1], Exception)
+        got.append(results[1].samples)
+        start += hops * 480
+    np.testing.assert_array_equal(np.concatenate(got), expected[:start])
+
+
 def test_a_batch_mixes_pass_through_and_other_frame_sizes(runtime: ModelRuntime) -> None:
     on = SpeakerPipeline(runtime, EnhancementSettings())
     off = SpeakerPipeline(runtime, EnhancementSettings(enhance=False))
