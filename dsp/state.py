@@ -83,6 +83,11 @@ _FIELDS: list[tuple[str, object]] = [
     ("synth_energy_x", np.zeros(NUM_BANDS)),
     ("synth_energy_p", np.zeros(NUM_BANDS)),
     ("synth_cross_xp", np.zeros(NUM_BANDS)),
+    # a synthesis frame held across the next analyze_hop (hops analysed in pairs)
+    ("held_spectrum", np.zeros(NUM_BINS, dtype=np.complex128)),
+    ("held_comb_spectrum", np.zeros(NUM_BINS, dtype=np.complex128)),
+    ("held_energy_x", np.zeros(NUM_BANDS)),
+    ("held_energy_p", np.zeros(NUM_BANDS)),
     ("ints", np.zeros(8, dtype=np.int64)),
     ("floats", np.zeros(8)),
 ]
@@ -155,6 +160,10 @@ class EnhancerState(structref.StructRefProxy):
     synth_energy_x: np.ndarray
     synth_energy_p: np.ndarray
     synth_cross_xp: np.ndarray
+    held_spectrum: np.ndarray
+    held_comb_spectrum: np.ndarray
+    held_energy_x: np.ndarray
+    held_energy_p: np.ndarray
     ints: np.ndarray
     floats: np.ndarray
 
@@ -209,6 +218,10 @@ _STREAMING_FIELDS = [
     "synth_energy_x",
     "synth_energy_p",
     "synth_cross_xp",
+    "held_spectrum",
+    "held_comb_spectrum",
+    "held_energy_x",
+    "held_energy_p",
     "ints",
     "floats",
 ]

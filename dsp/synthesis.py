@@ -1,5 +1,10 @@
 """Per-hop synthesis: mix the noisy and comb-filtered spectra by strength, apply band gains
-(optionally postfiltered), inverse FFT, window and overlap-add one 10 ms hop of output."""
+(optionally postfiltered), inverse FFT, window and overlap-add one 10 ms hop of output.
+
+:func:`synthesize_hop` synthesises the frame the last ``analyze_hop`` prepared. To analyse two
+hops before synthesising either, :func:`hold_synthesis_frame` keeps the first one's frame and
+:func:`synthesize_held_hop` synthesises it later; both go through :func:`synthesize_frame`.
+"""
 
 import numpy as np
 from numba import njit
@@ -23,15 +28,20 @@ def sanitise_unit(value: float, fallback: float) -> float:
 
 
 @njit(cache=True, nogil=True)
-def synthesize_hop(
+def synthesize_frame(
     state: EnhancerState,
+    noisy: np.ndarray,
+    comb: np.ndarray,
+    energy_x: np.ndarray,
+    energy_p: np.ndarray,
     gains: np.ndarray,
     strengths: np.ndarray,
     postfilter: bool,
     min_gain: float,
     out: np.ndarray,
 ) -> None:
-    """Write the output hop for the synthesis frame prepared by the last ``analyze_hop``.
+    """Write the output hop of a synthesis frame given by its noisy spectrum, comb spectrum and
+    band energies (noisy, comb-filtered); overlap-adds into ``state.overlap``.
 
     Non-finite gains pass the band through (gain 1, strength 0) rather than muting it.
     ``min_gain`` limits the attenuation: no band goes below it (0 = no limit). The comb
@@ -39,11 +49,6 @@ def synthesize_hop(
     turn the residual noise of bands they attenuate into a buzz at a noise "pitch" (DNSMOS OVRL
     +0.07 with the shipped model, oracle gains unchanged to 0.01).
     """
-    frame_index = state.ints[I_FRAME] - 1  # analyze_hop already advanced the counter
-    noisy = state.spectra[(frame_index - 2) % SPECTRUM_RING]
-    comb = state.synth_comb_spectrum
-    energy_x = state.synth_energy_x
-    energy_p = state.synth_energy_p
     band_a = state.band_scratch_a
     band_b = state.band_scratch_b
     band_c = state.band_scratch_c
@@ -85,3 +90,71 @@ def synthesize_hop(
         y = overlap[i] + window[i] * frame[i]
         out[i] = max(-OUTPUT_LIMIT, min(OUTPUT_LIMIT, y))
         overlap[i] = window[HOP_SAMPLES + i] * frame[HOP_SAMPLES + i]
+
+
+@njit(cache=True, nogil=True)
+def synthesize_hop(
+    state: EnhancerState,
+    gains: np.ndarray,
+    strengths: np.ndarray,
+    postfilter: bool,
+    min_gain: float,
+    out: np.ndarray,
+) -> None:
+    """Write the output hop for the synthesis frame prepared by the last ``analyze_hop``
+    (see :func:`synthesize_frame`)."""
+    frame_index = state.ints[I_FRAME] - 1  # analyze_hop already advanced the counter
+    synthesize_frame(
+        state,
+        state.spectra[(frame_index - 2) % SPECTRUM_RING],
+        state.synth_comb_spectrum,
+        state.synth_energy_x,
+        state.synth_energy_p,
+        gains,
+        strengths,
+        postfilter,
+        min_gain,
+        out,
+    )
+
+
+@njit(cache=True, nogil=True)
+def hold_synthesis_frame(state: EnhancerState) -> None:
+    """Copy the synthesis frame prepared by the last ``analyze_hop`` into ``state.held_*``.
+
+    The next ``analyze_hop`` overwrites its ring slot and ``state.synth_*``; the held copy lets
+    a pair of hops be analysed before either is synthesised.
+    """
+    frame_index = state.ints[I_FRAME] - 1
+    state.held_spectrum[:] = state.spectra[(frame_index - 2) % SPECTRUM_RING]
+    state.held_comb_spectrum[:] = state.synth_comb_spectrum
+    state.held_energy_x[:] = state.synth_energy_x
+    state.held_energy_p[:] = state.synth_energy_p
+
+
+@njit(cache=True, nogil=True)
+def synthesize_held_hop(
+    state: EnhancerState,
+    gains: np.ndarray,
+    strengths: np.ndarray,
+    postfilter: bool,
+    min_gain: float,
+    out: np.ndarray,
+) -> None:
+    """Write the output hop for the frame held by :func:`hold_synthesis_frame`.
+
+    The overlap-add state is shared with :func:`synthesize_hop`: call this one first, for the
+    earlier frame.
+    """
+    synthesize_frame(
+        state,
+        state.held_spectrum,
+        state.held_comb_spectrum,
+        state.held_energy_x,
+        state.held_energy_p,
+        gains,
+        strengths,
+        postfilter,
+        min_gain,
+        out,
+    )
