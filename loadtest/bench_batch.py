@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from dsp.constants import HOP_SAMPLES, NUM_FEATURES
-from loadtest.bench_dsp import _bench_rnnoise, synthetic_audio
+from loadtest.bench_dsp import rnnoise_summary, synthetic_audio
 from model.runtime import DEFAULT_MODEL, ModelRuntime
 from service.batching import enhance_batch
 from service.speaker import EnhancementSettings, SpeakerPipeline
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         runtimes["two hops a call"] = two_hop
     hops = synthetic_audio(3.0).astype(np.float32)
     hops = hops[: hops.shape[0] // HOP_SAMPLES * HOP_SAMPLES].reshape(-1, HOP_SAMPLES)
-    rnnoise, _ = _bench_rnnoise(hops, iterations=3000, warmup=300)
+    rnnoise = rnnoise_summary(hops, iterations=3000, warmup=300)
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
         for calls, runtime in runtimes.items():  # side by side, size after size

@@ -23,6 +23,7 @@ Run: ``python -m loadtest.bench_dsp [--seconds S] [--iterations N] [--json PATH]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import gc
 import json
@@ -30,6 +31,7 @@ import os
 import platform
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,7 @@ DEFAULT_ITERATIONS = 3000
 DEFAULT_WARMUP = 300
 ENHANCER_SHARE_OF_RNNOISE = 0.5  # issue 25: DSP + int8 model per hop ≤ this × RNNoise's
 INT8_STEP_BUDGET_US = 150.0  # issue 25: one int8 model step at batch 1
+ROUNDS = 10  # every processor timed in turns, a tenth of its calls a round
 
 DSP_CALL = "dsp.enhancer.Enhancer.process_hop (unity gains: features + synthesis)"
 RNNOISE_CALL = "librnnoise rnnoise_process_frame via ctypes, preallocated buffers"
@@ -108,79 +111,107 @@ def summarize(times_ns: np.ndarray, call: str, first_call_s: float) -> dict[str,
     }
 
 
-def _bench_enhancer(hops: np.ndarray, iterations: int, warmup: int) -> dict[str, Any]:
+@dataclass
+class Timed:
+    """One processor to time: ``fn(*args)`` cycling through ``args``, each call ``hops`` hops
+    (its time is billed to them in equal parts)."""
+
+    call: str
+    fn: Callable[..., object]
+    args: Sequence[tuple[Any, ...]]
+    hops: int = 1
+    first_call_s: float = 0.0
+
+
+def time_interleaved(
+    timed: dict[str, Timed], iterations: int, warmup: int, rounds: int = ROUNDS
+) -> dict[str, dict[str, Any]]:
+    """Per-hop summaries of every processor, timed in turns: ``rounds`` rounds in which each
+    times its share of ``iterations`` hops, so that all of them sample the same stretch of a
+    shared machine's speed, and their ratios do not depend on which ran while a neighbour
+    was busy."""
+    for item in timed.values():
+        time_calls(item.fn, item.args, max(warmup // item.hops, 1))
+    parts: dict[str, list[np.ndarray]] = {key: [] for key in timed}
+    for round_index in range(rounds):
+        for key, item in timed.items():
+            calls = max(iterations // item.hops, 1)
+            share = calls // rounds + (round_index < calls % rounds)
+            if share:
+                parts[key].append(time_calls(item.fn, item.args, share) / item.hops)
+    return {
+        key: summarize(np.concatenate(parts[key]), item.call, item.first_call_s)
+        for key, item in timed.items()
+    }
+
+
+def _time_first_call(fn: Callable[..., object], *args: Any) -> float:
+    start = time.perf_counter()
+    fn(*args)  # numba kernels load (or compile) here
+    return time.perf_counter() - start
+
+
+def _dsp_timed(hops: np.ndarray) -> dict[str, Timed]:
     from dsp.enhancer import Enhancer
 
     enhancer = Enhancer()
     out = np.zeros(HOP_SAMPLES, dtype=np.float32)
-    start = time.perf_counter()
-    enhancer.process_hop(hops[0], out)  # numba kernels load (or compile) here
-    first_call_s = time.perf_counter() - start
+    first_call_s = _time_first_call(enhancer.process_hop, hops[0], out)
     args = [(hop, out) for hop in hops]
-    time_calls(enhancer.process_hop, args, warmup)
-    return summarize(time_calls(enhancer.process_hop, args, iterations), DSP_CALL, first_call_s)
+    return {"dsp": Timed(DSP_CALL, enhancer.process_hop, args, first_call_s=first_call_s)}
 
 
-def _bench_model(
-    hops: np.ndarray, model_path: Path, iterations: int, warmup: int
-) -> dict[str, dict[str, Any]]:
+def _model_timed(hops: np.ndarray, model_path: Path) -> dict[str, Timed]:
     """Batch-1 step of the int8 model (and of its fp32 original when beside it), and the
-    whole enhancer driven by the int8 model."""
+    whole enhancer driven by the int8 model; with its two-hop graph, both again two hops a
+    call (the relay's path: a 20 ms packet's two hops analysed, one model call, both
+    synthesised)."""
     from dsp.enhancer import Enhancer
     from model.runtime import ModelGainSource, ModelRuntime, two_hop_twin
 
-    rows: dict[str, dict[str, Any]] = {}
+    timed: dict[str, Timed] = {}
     features = [Enhancer().analyze(hop).copy() for hop in hops[:50]]
     fp32_path = model_path.with_name(model_path.name.replace("int8", "fp32"))
     for label, path in (("model_int8", model_path), ("model_fp32", fp32_path)):
         if label == "model_fp32" and (fp32_path == model_path or not fp32_path.exists()):
             continue
-        source = ModelGainSource(ModelRuntime(path))
-        args = [(f,) for f in features]
-        time_calls(source.gains_for, args, warmup)
-        rows[label] = summarize(
-            time_calls(source.gains_for, args, iterations),
+        source = ModelGainSource(ModelRuntime(path, two_hops=False))
+        timed[label] = Timed(
             f"model.runtime.ModelGainSource.gains_for ({path.name}, batch 1)",
-            0.0,
+            source.gains_for,
+            [(f,) for f in features],
         )
-    enhancer = Enhancer(ModelGainSource(ModelRuntime(model_path)))
     out = np.zeros(HOP_SAMPLES, dtype=np.float32)
-    args_hop = [(hop, out) for hop in hops]
-    time_calls(enhancer.process_hop, args_hop, warmup)
-    rows["enhancer"] = summarize(
-        time_calls(enhancer.process_hop, args_hop, iterations),
+    enhancer = Enhancer(ModelGainSource(ModelRuntime(model_path, two_hops=False)))
+    timed["enhancer"] = Timed(
         "Enhancer.process_hop with the int8 model (DSP + network)",
-        0.0,
+        enhancer.process_hop,
+        [(hop, out) for hop in hops],
     )
     runtime = ModelRuntime(model_path)
     if runtime.two_hop_session is None:
-        return rows
-    # The relay's path: a 20 ms packet's two hops, one model call (the two-hop graph);
-    # each call timed, half of it billed to each hop.
-    pair_calls = max(iterations // 2, 1)
-    source = ModelGainSource(runtime)
-    pairs = [(a, b) for a, b in zip(features[::2], features[1::2], strict=True)]
-    time_calls(source.gains_for_pair, pairs, warmup // 2)
-    rows["model_int8_two_hop"] = summarize(
-        time_calls(source.gains_for_pair, pairs, pair_calls) / 2,
+        return timed
+    pair_source = ModelGainSource(runtime)
+    timed["model_int8_two_hop"] = Timed(
         f"ModelGainSource.gains_for_pair ({two_hop_twin(model_path).name}, batch 1), ½ call",
-        0.0,
+        pair_source.gains_for_pair,
+        list(zip(features[::2], features[1::2], strict=True)),
+        hops=2,
     )
-    enhancer = Enhancer(ModelGainSource(runtime))
+    pair_enhancer = Enhancer(ModelGainSource(runtime))
     out_pair = np.zeros(2 * HOP_SAMPLES, dtype=np.float32)
-    args_pair = [(a, b, out_pair) for a, b in zip(hops[::2], hops[1::2], strict=True)]
-    time_calls(enhancer.process_pair, args_pair, warmup // 2)
-    rows["enhancer_two_hop"] = summarize(
-        time_calls(enhancer.process_pair, args_pair, pair_calls) / 2,
+    timed["enhancer_two_hop"] = Timed(
         "Enhancer.process_pair with the int8 model (DSP + network), ½ call",
-        0.0,
+        pair_enhancer.process_pair,
+        [(a, b, out_pair) for a, b in zip(hops[::2], hops[1::2], strict=True)],
+        hops=2,
     )
-    return rows
+    return timed
 
 
-def _bench_rnnoise(
-    hops: np.ndarray, iterations: int, warmup: int
-) -> tuple[dict[str, Any], dict[str, Any]]:
+def _rnnoise_timed(hops: np.ndarray, resources: contextlib.ExitStack) -> dict[str, Timed]:
+    """RNNoise called directly and through its Python wrapper; its states are freed when
+    ``resources`` closes."""
     from pyrnnoise import rnnoise
 
     if rnnoise.FRAME_SIZE != HOP_SAMPLES:
@@ -190,29 +221,32 @@ def _bench_rnnoise(
     out = np.zeros(HOP_SAMPLES, dtype=np.float32)
     out_ptr = out.ctypes.data_as(float_ptr)
     state = rnnoise.create()
+    resources.callback(rnnoise.destroy, state)
     wrapper_state = rnnoise.create()
-    try:
-        start = time.perf_counter()
-        rnnoise.lib.rnnoise_process_frame(state, out_ptr, scaled[0].ctypes.data_as(float_ptr))
-        first_call_s = time.perf_counter() - start
-        args = [(state, out_ptr, frame.ctypes.data_as(float_ptr)) for frame in scaled]
-        time_calls(rnnoise.lib.rnnoise_process_frame, args, warmup)
-        direct = summarize(
-            time_calls(rnnoise.lib.rnnoise_process_frame, args, iterations),
+    resources.callback(rnnoise.destroy, wrapper_state)
+    process = rnnoise.lib.rnnoise_process_frame
+    first_call_s = _time_first_call(process, state, out_ptr, scaled[0].ctypes.data_as(float_ptr))
+    return {
+        "rnnoise": Timed(
             RNNOISE_CALL,
-            first_call_s,
-        )
-        pcm16 = [(wrapper_state, frame.astype(np.int16)) for frame in np.round(scaled)]
-        time_calls(rnnoise.process_mono_frame, pcm16, warmup)
-        wrapper = summarize(
-            time_calls(rnnoise.process_mono_frame, pcm16, iterations),
+            process,
+            [(state, out_ptr, frame.ctypes.data_as(float_ptr)) for frame in scaled],
+            first_call_s=first_call_s,
+        ),
+        "rnnoise_wrapper": Timed(
             RNNOISE_WRAPPER_CALL,
-            0.0,
-        )
-    finally:
-        rnnoise.destroy(state)
-        rnnoise.destroy(wrapper_state)
-    return direct, wrapper
+            rnnoise.process_mono_frame,
+            [(wrapper_state, frame.astype(np.int16)) for frame in np.round(scaled)],
+        ),
+    }
+
+
+def rnnoise_summary(hops: np.ndarray, iterations: int, warmup: int) -> dict[str, Any]:
+    """RNNoise's per-frame cost alone (``rnnoise_process_frame`` over ctypes), for other
+    benchmarks' ratios."""
+    with contextlib.ExitStack() as resources:
+        timed = _rnnoise_timed(hops, resources)
+        return time_interleaved({"rnnoise": timed["rnnoise"]}, iterations, warmup)["rnnoise"]
 
 
 # x86 instruction sets that decide the int8 matmuls' speed: onnxruntime multiplies uint8 by int8
@@ -271,11 +305,12 @@ def run_dsp_benchmark(
 ) -> dict[str, Any]:
     """Time the DSP path and RNNoise per 10 ms hop over ``seconds`` of synthetic audio.
 
-    Each processor gets ``warmup`` untimed calls, then ``iterations`` timed ones, cycling
-    through the audio. Returns the config, platform, one summary per processor (``dsp``,
-    ``rnnoise``, ``rnnoise_wrapper``; the RNNoise ones are None with ``rnnoise_error`` set when
-    pyrnnoise cannot be loaded), the DSP/RNNoise ratios of median and p99, and with a model
-    its SHA-256, its rows, the enhancer's ratio and ``targets`` (``cpu_targets``).
+    Each processor gets ``warmup`` untimed hops, then ``iterations`` timed ones, cycling
+    through the audio, all of them in turns (:func:`time_interleaved`). Returns the config,
+    the platform, one summary per processor (``dsp``, ``rnnoise``, ``rnnoise_wrapper``; the
+    RNNoise ones are None with ``rnnoise_error`` set when pyrnnoise cannot be loaded), the
+    DSP/RNNoise ratios of median and p99, and with a model its SHA-256, its rows, the
+    enhancer's ratios and ``targets`` (``cpu_targets``).
     """
     if seconds <= 0 or iterations <= 0 or warmup < 0:
         raise ValueError("seconds and iterations must be positive, warmup non-negative")
@@ -292,22 +327,24 @@ def run_dsp_benchmark(
             "seed": seed,
         },
         "platform": _platform(),
-        "dsp": _bench_enhancer(hops, iterations, warmup),
         "rnnoise": None,
         "rnnoise_wrapper": None,
         "rnnoise_error": None,
         "ratio_median": None,
         "ratio_p99": None,
     }
-    try:
-        result["rnnoise"], result["rnnoise_wrapper"] = _bench_rnnoise(hops, iterations, warmup)
-    except (ImportError, OSError, RuntimeError) as exc:
-        result["rnnoise_error"] = f"{type(exc).__name__}: {exc}"
-    if model_path is not None and model_path.exists():
-        from model.runtime import sha256_of
+    with contextlib.ExitStack() as resources:
+        timed = _dsp_timed(hops)
+        try:
+            timed |= _rnnoise_timed(hops, resources)
+        except (ImportError, OSError, RuntimeError) as exc:
+            result["rnnoise_error"] = f"{type(exc).__name__}: {exc}"
+        if model_path is not None and model_path.exists():
+            from model.runtime import sha256_of
 
-        result["model_sha256"] = sha256_of(model_path)  # which weights the rows below timed
-        result.update(_bench_model(hops, model_path, iterations, warmup))
+            result["model_sha256"] = sha256_of(model_path)  # which weights the rows timed
+            timed |= _model_timed(hops, model_path)
+        result.update(time_interleaved(timed, iterations, warmup))
     if result["rnnoise"] is not None:
         result["ratio_median"] = result["dsp"]["median_us"] / result["rnnoise"]["median_us"]
         result["ratio_p99"] = result["dsp"]["p99_us"] / result["rnnoise"]["p99_us"]
@@ -361,8 +398,9 @@ def format_table(result: dict[str, Any]) -> str:
     l2_cache = f", L2 cache {l2:,} KiB" if l2 else ""
     lines = [
         f"Per-hop cost, {config['hop_samples']} samples = 10 ms at {config['sample_rate_hz']} Hz;"
-        f" {config['iterations']} timed calls each after {config['warmup']} warm-up calls,"
-        f" over {config['seconds']:.2f} s of synthetic voice + noise",
+        f" {config['iterations']} timed hops each after {config['warmup']} warm-up hops, in"
+        f" {ROUNDS} rounds taken in turns, over {config['seconds']:.2f} s of synthetic voice +"
+        " noise",
         f"CPU: {result['platform']['cpu']} ({result['platform']['cpu_count']} logical),"
         f" int8 instructions: {int8_instructions}{l2_cache},"
         f" numba {result['platform']['numba']}",
