@@ -4,9 +4,10 @@ and against RNNoise measured in the same run.
 For each batch size B, B streams each enhance a 20 ms frame (two hops: DSP per stream, the
 int8 model over the batch axis, ``service.batching.enhance_batch``), with one model call per
 hop and, where the model has its two-hop graph, one call for both hops (the relay's default),
-side by side; the table gives the model step alone (per call, and per stream per hop), the
-whole enhancer's median cost per stream per 10 ms hop (wall time, and this thread's CPU time,
-which other work on the core does not inflate), and their ratios to RNNoise's per-frame cost.
+side by side, taking turns frame by frame; the table gives the model step alone (per call,
+and per stream per hop), the whole enhancer's median cost per stream per 10 ms hop (wall time,
+and this thread's CPU time, which other work on the core does not inflate), and their ratios
+to RNNoise's per-frame cost.
 
     python -m loadtest.bench_batch [--sizes 1,2,4,8,16,32,64] [--frames 200] [--json PATH]
 """
@@ -29,47 +30,70 @@ from service.speaker import EnhancementSettings, SpeakerPipeline
 FRAME = 2 * HOP_SAMPLES
 
 
-def bench_batch(runtime: ModelRuntime, size: int, frames: int) -> dict[str, float]:
-    """Median and p99 wall µs, and median CPU µs of this thread (what the batch cost, whoever
-    else ran on the core meanwhile), per stream per hop for ``size`` streams batched."""
-    pipelines = [SpeakerPipeline(runtime, EnhancementSettings()) for _ in range(size)]
+def bench_batch(
+    runtimes: dict[str, ModelRuntime], size: int, frames: int
+) -> dict[str, dict[str, float]]:
+    """Per runtime: median and p99 wall µs, and median CPU µs of this thread (what the batch
+    cost, whoever else ran on the core meanwhile), per stream per hop for ``size`` streams
+    batched; the runtimes take turns frame by frame, so they sample the same stretch of a
+    shared machine's speed."""
     audio = [
         synthetic_audio(frames * FRAME / 48000, seed=s).astype(np.float32) for s in range(size)
     ]
-    for frame in range(10):  # warm-up
-        enhance_batch(pipelines, [a[frame * FRAME : (frame + 1) * FRAME] for a in audio])
-    times, cpu_times = [], []
-    for frame in range(frames):
-        inputs = [a[frame * FRAME : (frame + 1) * FRAME] for a in audio]
-        start, cpu_start = time.perf_counter_ns(), time.thread_time_ns()
-        enhance_batch(pipelines, inputs)  # numba and onnxruntime (1 thread) run in this thread
-        cpu_times.append((time.thread_time_ns() - cpu_start) / 1000 / (2 * size))
-        times.append((time.perf_counter_ns() - start) / 1000 / (2 * size))
+    pipelines = {
+        key: [SpeakerPipeline(runtime, EnhancementSettings()) for _ in range(size)]
+        for key, runtime in runtimes.items()
+    }
+    times: dict[str, list[float]] = {key: [] for key in runtimes}
+    cpu_times: dict[str, list[float]] = {key: [] for key in runtimes}
+    for frame in range(-10, frames):  # ten frames of warm-up
+        inputs = [a[(frame % frames) * FRAME : (frame % frames + 1) * FRAME] for a in audio]
+        for key in runtimes:
+            start, cpu_start = time.perf_counter_ns(), time.thread_time_ns()
+            enhance_batch(pipelines[key], inputs)  # numba and onnxruntime run in this thread
+            if frame >= 0:
+                cpu_times[key].append((time.thread_time_ns() - cpu_start) / 1000 / (2 * size))
+                times[key].append((time.perf_counter_ns() - start) / 1000 / (2 * size))
     return {
-        "median_us": float(np.median(times)),
-        "p99_us": float(np.percentile(times, 99)),
-        "cpu_median_us": float(np.median(cpu_times)),
+        key: {
+            "median_us": float(np.median(times[key])),
+            "p99_us": float(np.percentile(times[key], 99)),
+            "cpu_median_us": float(np.median(cpu_times[key])),
+        }
+        for key in runtimes
     }
 
 
-def bench_model_step(runtime: ModelRuntime, size: int, calls: int) -> dict[str, float]:
-    """Median µs of one model call over ``size`` streams (states in their running range), and
-    per stream per hop: one hop a call, or two with the runtime's two-hop graph."""
+def bench_model_step(
+    runtimes: dict[str, ModelRuntime], size: int, calls: int
+) -> dict[str, dict[str, float]]:
+    """Per runtime: median µs of one model call over ``size`` streams (states in their running
+    range), and per stream per hop: one hop a call, or two with the runtime's two-hop graph;
+    the runtimes take turns call by call."""
     rng = np.random.default_rng(size)
-    hops = 2 if runtime.two_hop_session is not None else 1
-    shape = (2, size, NUM_FEATURES) if hops == 2 else (size, NUM_FEATURES)
-    features = rng.uniform(-2.5, 2.5, shape).astype(np.float32)
-    state = [rng.uniform(-0.9, 0.9, s.shape).astype(np.float32) for s in runtime.zero_state(size)]
-    step = runtime.step_two_hops if hops == 2 else runtime.step_batch
-    for _ in range(50):  # warm-up
-        step(features, *state)
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter_ns()
-        step(features, *state)
-        times.append((time.perf_counter_ns() - start) / 1000)
-    call = float(np.median(times))
-    return {"model_call_us": call, "model_per_stream_us": call / size / hops}
+    features = rng.uniform(-2.5, 2.5, (2, size, NUM_FEATURES)).astype(np.float32)
+    some = next(iter(runtimes.values()))
+    state = [rng.uniform(-0.9, 0.9, s.shape).astype(np.float32) for s in some.zero_state(size)]
+    steps = {
+        key: (
+            (lambda r=runtime: r.step_two_hops(features, *state), 2)
+            if runtime.two_hop_session is not None
+            else (lambda r=runtime: r.step_batch(features[0], *state), 1)
+        )
+        for key, runtime in runtimes.items()
+    }
+    times: dict[str, list[float]] = {key: [] for key in runtimes}
+    for call in range(-50, calls):  # fifty calls of warm-up
+        for key, (step, _) in steps.items():
+            start = time.perf_counter_ns()
+            step()
+            if call >= 0:
+                times[key].append((time.perf_counter_ns() - start) / 1000)
+    rows = {}
+    for key, (_, hops) in steps.items():
+        median = float(np.median(times[key]))
+        rows[key] = {"model_call_us": median, "model_per_stream_us": median / size / hops}
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -89,13 +113,10 @@ def main(argv: list[str] | None = None) -> None:
     rnnoise = rnnoise_summary(hops, iterations=3000, warmup=300)
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
-        for calls, runtime in runtimes.items():  # side by side, size after size
-            row = {
-                "batch": size,
-                "calls": calls,
-                **bench_model_step(runtime, size, 10 * args.frames),
-                **bench_batch(runtime, size, args.frames),
-            }
+        steps = bench_model_step(runtimes, size, 10 * args.frames)
+        batches = bench_batch(runtimes, size, args.frames)
+        for calls in runtimes:  # side by side, size after size
+            row = {"batch": size, "calls": calls, **steps[calls], **batches[calls]}
             row["ratio_to_rnnoise"] = row["median_us"] / rnnoise["median_us"]
             row["cpu_ratio_to_rnnoise"] = row["cpu_median_us"] / rnnoise["median_us"]
             rows.append(row)
