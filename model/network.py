@@ -217,7 +217,7 @@ class PercepNetTwoHopStep(PercepNetStep):
     the second time on a matrix the first has just brought into cache.
     """
 
-    def forward(  # type: ignore[override]
+    def forward(
         self,
         features: torch.Tensor,
         conv1_history: torch.Tensor,

@@ -426,3 +426,18 @@ def test_the_training_command_writes_an_option_of_several_values_as_the_shell_ta
     flags = _option_flags({"teacher_extra_pools": ["<elsewhere>/a", "<elsewhere>/b"], "seed": 3})
     assert flags == "--teacher-extra-pools <elsewhere>/a <elsewhere>/b --seed 3"
     assert _option_flags({"teacher_extra_pools": []}) == ""  # the default: no flag
+
+
+def test_the_card_names_the_two_hop_graph_beside_the_int8_one(tmp_path: Path) -> None:
+    from model.export import INT8_NAME, TWO_HOP_INT8_NAME
+    from model.model_card import _two_hop_sentence
+    from model.runtime import sha256_of
+
+    int8 = tmp_path / INT8_NAME
+    int8.write_bytes(b"weights")
+    assert _two_hop_sentence(int8) == ""  # none beside it: nothing said
+    (tmp_path / TWO_HOP_INT8_NAME).write_bytes(b"two hops")
+    digest = sha256_of(tmp_path / TWO_HOP_INT8_NAME)
+    assert f"`{TWO_HOP_INT8_NAME}` (SHA-256 `{digest}`)" in _two_hop_sentence(int8)
+    shipped = (SHIPPED / "MODEL_CARD.md").read_text()
+    assert " ".join(_two_hop_sentence(SHIPPED / INT8_NAME).split()) in " ".join(shipped.split())
