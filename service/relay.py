@@ -126,7 +126,8 @@ class Relay:
         self.ready_seconds = time.monotonic() - self.started_at
         loop = asyncio.get_running_loop()  # /metrics is served on this loop
         self.metrics.asyncio_tasks.set_function(lambda: len(asyncio.all_tasks(loop)))
-        self.metrics.info.info({"model": self.settings.model_path.name})
+        calls = "two hops" if self.runtime and self.runtime.two_hop_session else "one hop"
+        self.metrics.info.info({"model": self.settings.model_path.name, "model_calls": calls})
         self._background.append(asyncio.create_task(self._watchdog(), name="relay-watchdog"))
         self._background.append(asyncio.create_task(self._poll_stats(), name="relay-stats"))
         log.info("relay ready in %.2f s", self.ready_seconds)

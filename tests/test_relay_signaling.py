@@ -69,6 +69,8 @@ def test_health_metrics_and_docs(relay: RunningRelay) -> None:
         "pnr_ready 1.0",
     ):
         assert name in text
+    # the shipped model's two-hop graph serves a packet's two hops in one call
+    assert 'pnr_build_info{model="percepnet-int8.onnx",model_calls="two hops"} 1.0' in text
     assert httpx.get(relay.url + "/openapi.json").json()["paths"]["/offer"]
     assert httpx.get(relay.url + "/docs").status_code == 200
     page = httpx.get(relay.url + "/")
