@@ -37,9 +37,8 @@ from model.network import (
     count_parameters,
 )
 from model.quantise import quantise_rowwise
-from model.runtime import ModelRuntime, load_session, sha256_of, two_hop_twin
+from model.runtime import INPUT_NAMES, ModelRuntime, load_session, sha256_of, two_hop_twin
 
-INPUT_NAMES = ["features", "conv1_history", "conv2_history", "gru_state"]
 OUTPUT_NAMES = ["gains", "strengths", "next_conv1_history", "next_conv2_history", "next_gru_state"]
 FP32_NAME = "percepnet-fp32.onnx"
 INT8_NAME = "percepnet-int8.onnx"

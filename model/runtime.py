@@ -1,9 +1,10 @@
 """Runtime inference with onnxruntime: the only module that imports it.
 
-One :class:`ModelRuntime` holds one session (pinned to one intra-op thread, sequential, no
-spinning: the server runs many of these side by side and must never busy-wait) and serves any
-number of streams; :class:`ModelGainSource` is one stream's preallocated state, plugged into
-the enhancer. ``step_batch`` runs several streams in one call over the batch axis.
+One :class:`ModelRuntime` holds a model's sessions (pinned to one intra-op thread, sequential,
+no spinning: the server runs many of these side by side and must never busy-wait) and serves
+any number of streams; :class:`ModelGainSource` is one stream's preallocated state, plugged
+into the enhancer. ``step_batch`` runs one hop of several streams in one call over the batch
+axis, ``step_two_hops`` two (a 20 ms packet's) with the model's two-hop graph.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import onnxruntime as ort
 from dsp.constants import NUM_BANDS, NUM_FEATURES, SAMPLE_RATE_HZ
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-INPUT_NAMES = ("features", "conv1_history", "conv2_history", "gru_state")
+INPUT_NAMES = ["features", "conv1_history", "conv2_history", "gru_state"]  # of every graph
 DEFAULT_MODEL = WEIGHTS_DIR / "percepnet-int8.onnx"
 
 
@@ -136,15 +137,8 @@ class ModelRuntime:
         gru_state: np.ndarray,
     ) -> list[np.ndarray]:
         """One hop for every stream of the batch: [gains, strengths, *next state]."""
-        return self.session.run(
-            self._output_names,
-            {
-                "features": features,
-                "conv1_history": conv1_history,
-                "conv2_history": conv2_history,
-                "gru_state": gru_state,
-            },
-        )
+        feeds = (features, conv1_history, conv2_history, gru_state)
+        return self.session.run(self._output_names, dict(zip(INPUT_NAMES, feeds, strict=True)))
 
     def step_two_hops(
         self,
@@ -159,14 +153,9 @@ class ModelRuntime:
             first = self.step_batch(features[0], conv1_history, conv2_history, gru_state)
             second = self.step_batch(features[1], *first[2:])
             return [np.stack([first[0], second[0]]), np.stack([first[1], second[1]]), *second[2:]]
+        feeds = (features, conv1_history, conv2_history, gru_state)
         return self.two_hop_session.run(
-            self._output_names,
-            {
-                "features": features,
-                "conv1_history": conv1_history,
-                "conv2_history": conv2_history,
-                "gru_state": gru_state,
-            },
+            self._output_names, dict(zip(INPUT_NAMES, feeds, strict=True))
         )
 
 
