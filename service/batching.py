@@ -8,7 +8,7 @@ the shard takes all of it at once (a participant's stream decodes its Opus packe
 waits for the frames of other speakers due within ``clock_seconds``
 (:class:`service.batch_wait.BatchWait`: only when at least two are, and only until the last of
 them is due), then takes every frame queued by then (the speakers whose audio is ready) and
-runs the DSP per speaker and the network once per hop over the batch axis. Speakers' frames
+runs the DSP per speaker and the network once per packet over the batch axis. Speakers' frames
 arrive at unrelated moments, so without the clock a batch is whatever happened to queue up (1–2
 at light load); with it, a frame waits less than one tick, and a lone speaker not at all.
 ``clock_seconds`` 0: no clock, only what is already queued.
