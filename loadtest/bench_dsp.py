@@ -72,9 +72,13 @@ def synthetic_audio(seconds: float, seed: int = 0) -> np.ndarray:
 
 
 def time_calls(
-    fn: Callable[..., object], args_per_call: Sequence[tuple[Any, ...]], iterations: int
+    fn: Callable[..., object],
+    args_per_call: Sequence[tuple[Any, ...]],
+    iterations: int,
+    start: int = 0,
 ) -> np.ndarray:
-    """Wall time in ns of ``fn(*args)`` per call, cycling through ``args_per_call``.
+    """Wall time in ns of ``fn(*args)`` per call, cycling through ``args_per_call`` from
+    index ``start``.
 
     The garbage collector is off while timing so that a collection is not billed to a call.
     """
@@ -85,10 +89,10 @@ def time_calls(
     gc.disable()
     try:
         for i in range(iterations):
-            args = args_per_call[i % num_args]
-            start = time.perf_counter_ns()
+            args = args_per_call[(start + i) % num_args]
+            began = time.perf_counter_ns()
             fn(*args)
-            times_ns[i] = time.perf_counter_ns() - start
+            times_ns[i] = time.perf_counter_ns() - began
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -130,15 +134,17 @@ def time_interleaved(
     times its share of ``iterations`` hops, so that all of them sample the same stretch of a
     shared machine's speed, and their ratios do not depend on which ran while a neighbour
     was busy."""
-    for item in timed.values():
-        time_calls(item.fn, item.args, max(warmup // item.hops, 1))
+    done = {key: max(warmup // item.hops, 1) for key, item in timed.items()}  # calls so far
+    for key, item in timed.items():
+        time_calls(item.fn, item.args, done[key])
     parts: dict[str, list[np.ndarray]] = {key: [] for key in timed}
     for round_index in range(rounds):
         for key, item in timed.items():
             calls = max(iterations // item.hops, 1)
             share = calls // rounds + (round_index < calls % rounds)
-            if share:
-                parts[key].append(time_calls(item.fn, item.args, share) / item.hops)
+            if share:  # each round goes on through the audio where the last one stopped
+                parts[key].append(time_calls(item.fn, item.args, share, done[key]) / item.hops)
+                done[key] += share
     return {
         key: summarize(np.concatenate(parts[key]), item.call, item.first_call_s)
         for key, item in timed.items()

@@ -500,16 +500,18 @@ def test_bench_dsp_console_script_default_iterations() -> None:
 def test_bench_dsp_times_its_processors_in_turns_and_bills_a_call_to_its_hops() -> None:
     from loadtest.bench_dsp import Timed, time_interleaved
 
-    calls: list[str] = []
+    calls: list[tuple[str, int]] = []
+    audio = [(i,) for i in range(7)]
     timed = {
-        "one": Timed("one hop a call", lambda: calls.append("one"), [()]),
-        "two": Timed("two hops a call", lambda: calls.append("two"), [()], hops=2),
+        "one": Timed("one hop a call", lambda i: calls.append(("one", i)), audio),
+        "two": Timed("two hops a call", lambda i: calls.append(("two", i)), [(0,)], hops=2),
     }
     rows = time_interleaved(timed, iterations=40, warmup=4, rounds=4)
-    assert calls[:6] == ["one"] * 4 + ["two"] * 2  # warm-up, in hops
-    timed_calls = calls[6:]
-    assert timed_calls.count("one") == 40 and timed_calls.count("two") == 20
+    assert [name for name, _ in calls[:6]] == ["one"] * 4 + ["two"] * 2  # warm-up, in hops
+    timed_calls = [name for name, _ in calls[6:]]
     # in turns: a quarter of each per round, never all of one before the other
     assert timed_calls == (["one"] * 10 + ["two"] * 5) * 4
+    # each round goes on through the audio where the one before stopped, warm-up included
+    assert [i for name, i in calls if name == "one"] == [i % 7 for i in range(44)]
     assert rows["one"]["iterations"] == 40 and rows["two"]["iterations"] == 20
     assert rows["two"]["call"] == "two hops a call"
