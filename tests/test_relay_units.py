@@ -405,3 +405,21 @@ def test_start_up_objects_are_out_of_the_collectors_reach() -> None:
 
     asyncio.run(start_and_close())
     assert all(o is not made_before_start for o in gc.get_objects())
+
+
+@pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="no shipped model")
+@pytest.mark.parametrize(("two_hops", "calls"), [(True, "two hops"), (False, "one hop")])
+def test_the_two_hop_setting_decides_how_a_packet_reaches_the_model(
+    two_hops: bool, calls: str
+) -> None:
+    async def start_and_close() -> Relay:
+        relay = Relay(Settings(two_hop_model=two_hops))
+        await relay.start()
+        await relay.close()
+        return relay
+
+    relay = asyncio.run(start_and_close())
+    assert relay.runtime is not None
+    assert (relay.runtime.two_hop_session is not None) is two_hops
+    labels = {"model": DEFAULT_MODEL.name, "model_calls": calls}
+    assert relay.metrics.registry.get_sample_value("pnr_build_info", labels) == 1.0
