@@ -130,23 +130,30 @@ def random_inputs(step: PercepNetStep, batch: int, seed: int = 0) -> list[np.nda
     return [features, *states]
 
 
+def _export_graph(
+    step: torch.nn.Module, example: list[torch.Tensor], path: Path, axes: dict[str, dict[int, str]]
+) -> None:
+    """torch's ONNX export of a streaming step module (TorchScript exporter, opset 17)."""
+    torch.onnx.export(
+        step,
+        tuple(example),
+        str(path),
+        input_names=INPUT_NAMES,
+        output_names=OUTPUT_NAMES,
+        dynamic_axes=axes,
+        opset_version=17,
+        do_constant_folding=True,
+        dynamo=False,
+    )
+
+
 def export_fp32(model: PercepNet, path: Path) -> Path:
     """Write the fp32 streaming graph after checking it against PyTorch (max diff < 1e-4)."""
     step = PercepNetStep(model).eval()
     example = [torch.from_numpy(a) for a in random_inputs(step, 2)]
     batch_axis = {name: {0: "batch"} for name in INPUT_NAMES + OUTPUT_NAMES}
     partial = path.with_suffix(".partial.onnx")
-    torch.onnx.export(
-        step,
-        tuple(example),
-        str(partial),
-        input_names=INPUT_NAMES,
-        output_names=OUTPUT_NAMES,
-        dynamic_axes=batch_axis,
-        opset_version=17,
-        do_constant_folding=True,
-        dynamo=False,
-    )
+    _export_graph(step, example, partial, batch_axis)
     runtime = ModelRuntime(partial)
     for batch in (1, 3):
         inputs = random_inputs(step, batch, seed=batch)
@@ -216,17 +223,7 @@ def export_two_hop_int8(model: PercepNet, int8_path: Path) -> Path:
     for name in ("features", "gains", "strengths"):
         axes[name] = {1: "batch"}  # [hop, batch, ...]
     try:
-        torch.onnx.export(
-            step,
-            tuple(torch.from_numpy(a) for a in example),
-            str(fp32),
-            input_names=INPUT_NAMES,
-            output_names=OUTPUT_NAMES,
-            dynamic_axes=axes,
-            opset_version=17,
-            do_constant_folding=True,
-            dynamo=False,
-        )
+        _export_graph(step, [torch.from_numpy(a) for a in example], fp32, axes)
         expected = _torch_outputs(step, example)
         got = load_session(fp32).run(OUTPUT_NAMES, dict(zip(INPUT_NAMES, example, strict=True)))
         worst = max(float(np.max(np.abs(a - b))) for a, b in zip(expected, got, strict=True))

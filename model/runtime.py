@@ -137,8 +137,7 @@ class ModelRuntime:
         gru_state: np.ndarray,
     ) -> list[np.ndarray]:
         """One hop for every stream of the batch: [gains, strengths, *next state]."""
-        feeds = (features, conv1_history, conv2_history, gru_state)
-        return self.session.run(self._output_names, dict(zip(INPUT_NAMES, feeds, strict=True)))
+        return self._run(self.session, features, conv1_history, conv2_history, gru_state)
 
     def step_two_hops(
         self,
@@ -153,10 +152,10 @@ class ModelRuntime:
             first = self.step_batch(features[0], conv1_history, conv2_history, gru_state)
             second = self.step_batch(features[1], *first[2:])
             return [np.stack([first[0], second[0]]), np.stack([first[1], second[1]]), *second[2:]]
-        feeds = (features, conv1_history, conv2_history, gru_state)
-        return self.two_hop_session.run(
-            self._output_names, dict(zip(INPUT_NAMES, feeds, strict=True))
-        )
+        return self._run(self.two_hop_session, features, conv1_history, conv2_history, gru_state)
+
+    def _run(self, session: ort.InferenceSession, *feeds: np.ndarray) -> list[np.ndarray]:
+        return session.run(self._output_names, dict(zip(INPUT_NAMES, feeds, strict=True)))
 
 
 class ModelGainSource:

@@ -13,17 +13,17 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 from signals import add_white_noise, harmonic_tone  # noqa: E402
+from small_network import SMALL, exported_folder, small_network  # noqa: E402
 
 from dsp.constants import NUM_FEATURES  # noqa: E402
 from dsp.offline import compute_oracle_targets  # noqa: E402
 from model.export import (  # noqa: E402
-    export_all,
     export_fp32,
     load_onnx_network,
     random_inputs,
     weight_counts,
 )
-from model.network import NetworkConfig, PercepNet, PercepNetStep  # noqa: E402
+from model.network import PercepNet, PercepNetStep  # noqa: E402
 from model.runtime import (  # noqa: E402
     DEFAULT_MODEL,
     ModelFileError,
@@ -31,20 +31,15 @@ from model.runtime import (  # noqa: E402
     ModelRuntime,
 )
 
-SMALL = NetworkConfig(conv1_channels=32, conv2_channels=48, gru_size=40, gru_layers=2)
-
 
 @pytest.fixture(scope="module")
 def small_model() -> PercepNet:
-    torch.manual_seed(0)
-    return PercepNet(SMALL).eval()
+    return small_network(0)
 
 
 @pytest.fixture(scope="module")
 def exported(small_model: PercepNet, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("weights")
-    export_all(small_model, out)
-    return out
+    return exported_folder(small_model, tmp_path_factory.mktemp("weights"))
 
 
 @pytest.fixture(scope="module")

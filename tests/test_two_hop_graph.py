@@ -8,17 +8,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
+
+from small_network import exported_folder, small_network  # noqa: E402
 
 from dsp.constants import NUM_BANDS, NUM_FEATURES  # noqa: E402
 from model.export import (  # noqa: E402
     TWO_HOP_INT8_NAME,
     check_two_hops_equal_one_hop_twice,
-    export_all,
 )
-from model.network import NetworkConfig, PercepNet, PercepNetStep  # noqa: E402
+from model.network import PercepNet, PercepNetStep  # noqa: E402
 from model.runtime import (  # noqa: E402
     DEFAULT_MODEL,
     ModelFileError,
@@ -29,20 +30,15 @@ from model.runtime import (  # noqa: E402
     two_hop_twin,
 )
 
-SMALL = NetworkConfig(conv1_channels=32, conv2_channels=48, gru_size=40, gru_layers=2)
-
 
 @pytest.fixture(scope="module")
 def small_model() -> PercepNet:
-    torch.manual_seed(3)
-    return PercepNet(SMALL).eval()
+    return small_network(3)
 
 
 @pytest.fixture(scope="module")
 def exported(small_model: PercepNet, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("weights")
-    export_all(small_model, out)
-    return out
+    return exported_folder(small_model, tmp_path_factory.mktemp("weights"))
 
 
 def _features(streams: int, hops: int, seed: int) -> np.ndarray:
@@ -124,9 +120,7 @@ def test_the_runtime_refuses_an_altered_or_foreign_twin(exported: Path, tmp_path
 def test_the_check_catches_a_twin_of_other_weights(
     exported: Path, small_model: PercepNet, tmp_path: Path
 ) -> None:
-    torch.manual_seed(4)
-    other = PercepNet(SMALL).eval()
-    export_all(other, tmp_path)
+    exported_folder(small_network(4), tmp_path)
     step = PercepNetStep(small_model).eval()
     runtime = ModelRuntime(exported / "percepnet-int8.onnx")
     check_two_hops_equal_one_hop_twice(runtime, exported / TWO_HOP_INT8_NAME, step)
