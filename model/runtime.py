@@ -119,7 +119,26 @@ class ModelRuntime:
             raise ModelFileError(
                 f"{path}: not the two-hop graph of {self.path.name} (inputs {shapes})"
             )
+        if not self._agrees_with(session):
+            raise ModelFileError(
+                f"{path}: its outputs differ from two calls of {self.path.name} (the twin of "
+                "other weights, left beside a replaced model?): export them again together, or "
+                "remove it"
+            )
         return session
+
+    def _agrees_with(self, two_hop: ort.InferenceSession) -> bool:
+        """Whether ``two_hop`` gives, for a few streams in their running range, what two calls
+        of the one-hop graph give, bit for bit (the exporter's check, here against a twin that
+        is not of these weights)."""
+        rng = np.random.default_rng(0)
+        features = rng.uniform(-2.5, 2.5, (2, 3, NUM_FEATURES)).astype(np.float32)
+        state = [rng.uniform(-0.9, 0.9, a.shape).astype(np.float32) for a in self.zero_state(3)]
+        first = self.step_batch(features[0], *state)
+        second = self.step_batch(features[1], *first[2:])
+        both = self._run(two_hop, features, *state)
+        expected = [np.stack([first[0], second[0]]), np.stack([first[1], second[1]]), *second[2:]]
+        return all(np.array_equal(a, b) for a, b in zip(both, expected, strict=True))
 
     def zero_state(self, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """State of ``batch`` fresh streams."""

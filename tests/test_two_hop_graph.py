@@ -117,6 +117,22 @@ def test_the_runtime_refuses_an_altered_or_foreign_twin(exported: Path, tmp_path
         ModelRuntime(tmp_path / "percepnet-int8.onnx")
 
 
+def test_the_runtime_refuses_a_twin_of_other_weights(exported: Path, tmp_path: Path) -> None:
+    # a replaced model whose old twin was left beside it: refused, not run with other weights
+    other = exported_folder(small_network(5), tmp_path / "other")
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for name in ("percepnet-int8.onnx", "percepnet-int8.onnx.sha256"):
+        shutil.copy(other / name, mixed / name)
+    for name in (TWO_HOP_INT8_NAME, f"{TWO_HOP_INT8_NAME}.sha256"):
+        shutil.copy(exported / name, mixed / name)
+    with pytest.raises(ModelFileError, match="differ from two calls of percepnet-int8.onnx"):
+        ModelRuntime(mixed / "percepnet-int8.onnx")
+    assert ModelRuntime(mixed / "percepnet-int8.onnx", two_hops=False).two_hop_session is None
+    exported_folder(small_network(5), mixed)  # exporting again over it replaces the twin
+    assert ModelRuntime(mixed / "percepnet-int8.onnx").two_hop_session is not None
+
+
 def test_the_check_catches_a_twin_of_other_weights(
     exported: Path, small_model: PercepNet, tmp_path: Path
 ) -> None:

@@ -132,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     write_sha256(path)
-    quantised, fp32 = ModelRuntime(path), ModelRuntime(args.fp32)
+    quantised, fp32 = ModelRuntime(path, two_hops=False), ModelRuntime(args.fp32)
     try:
         check_batch_independence(quantised, step)
     except RuntimeError as exc:  # the graph is written; say why it would not do for the relay
