@@ -217,8 +217,8 @@ def export_two_hop_int8(model: PercepNet, int8_path: Path) -> Path:
     target = two_hop_twin(int8_path)
     fp32 = target.with_suffix(".fp32.partial.onnx")
     partial = target.with_suffix(".partial.onnx")
-    one_hop = random_inputs(step, 2)
-    example = [np.stack([one_hop[0], random_inputs(step, 2, seed=1)[0]]), *one_hop[1:]]
+    hop_a = random_inputs(step, 2)
+    example = [np.stack([hop_a[0], random_inputs(step, 2, seed=1)[0]]), *hop_a[1:]]
     axes: dict[str, dict[int, str]] = {name: {0: "batch"} for name in INPUT_NAMES + OUTPUT_NAMES}
     for name in ("features", "gains", "strengths"):
         axes[name] = {1: "batch"}  # [hop, batch, ...]
