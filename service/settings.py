@@ -129,7 +129,7 @@ class Settings(BaseSettings):
         description="the longest an enhancement shard (the event loop or a thread) holds a "
         "frame to batch it: it waits only "
         "when at least two other speakers' frames are due within this time, and only until the "
-        "last of them is, then enhances all that are ready in one model call per hop (0: never "
+        "last of them is, then enhances all that are ready in one model call per packet (0: never "
         "wait, a frame goes at once with whatever else is queued)",
     )
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
