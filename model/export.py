@@ -245,20 +245,15 @@ def check_two_hops_equal_one_hop_twice(
     one_hop: ModelRuntime, two_hop_file: Path, step: PercepNetStep
 ) -> None:
     """RuntimeError unless the two-hop graph's gains, strengths and state equal two calls of
-    the one-hop graph, bit for bit, for batches of 1, 3 and 32 (quiet and loud streams)."""
+    the one-hop graph, bit for bit (:meth:`ModelRuntime.two_hop_graph_agrees`), for batches of
+    1, 3 and 32 (quiet and loud streams)."""
     session = load_session(two_hop_file)
     for batch in (1, 3, 32):
         for loudness in (0.0, 1.0, 20.0):
             first = random_inputs(step, batch, seed=batch)
             second = random_inputs(step, batch, seed=batch + 100)[0] * loudness
-            hop_a = one_hop.step_batch(*first)
-            hop_b = one_hop.step_batch(second, *hop_a[2:])
-            pair = [np.stack([first[0], second]), *first[1:]]
-            both = session.run(OUTPUT_NAMES, dict(zip(INPUT_NAMES, pair, strict=True)))
-            same = [np.array_equal(both[k][0], hop_a[k]) for k in (0, 1)]
-            same += [np.array_equal(both[k][1], hop_b[k]) for k in (0, 1)]
-            same += [np.array_equal(a, b) for a, b in zip(both[2:], hop_b[2:], strict=True)]
-            if not all(same):
+            features = np.stack([first[0], second])
+            if not one_hop.two_hop_graph_agrees(session, features, *first[1:]):
                 raise RuntimeError(
                     f"{two_hop_file}: two hops in one call differ from two one-hop calls "
                     f"(batch {batch})"

@@ -119,7 +119,10 @@ class ModelRuntime:
             raise ModelFileError(
                 f"{path}: not the two-hop graph of {self.path.name} (inputs {shapes})"
             )
-        if not self._agrees_with(session):
+        rng = np.random.default_rng(0)  # a few streams in their running range
+        features = rng.uniform(-2.5, 2.5, (2, 3, NUM_FEATURES)).astype(np.float32)
+        state = [rng.uniform(-0.9, 0.9, a.shape).astype(np.float32) for a in self.zero_state(3)]
+        if not self.two_hop_graph_agrees(session, features, *state):
             raise ModelFileError(
                 f"{path}: its outputs differ from two calls of {self.path.name} (the twin of "
                 "other weights, left beside a replaced model?): export them again together, or "
@@ -127,17 +130,14 @@ class ModelRuntime:
             )
         return session
 
-    def _agrees_with(self, two_hop: ort.InferenceSession) -> bool:
-        """Whether ``two_hop`` gives, for a few streams in their running range, what two calls
-        of the one-hop graph give, bit for bit (the exporter's check, here against a twin that
-        is not of these weights)."""
-        rng = np.random.default_rng(0)
-        features = rng.uniform(-2.5, 2.5, (2, 3, NUM_FEATURES)).astype(np.float32)
-        state = [rng.uniform(-0.9, 0.9, a.shape).astype(np.float32) for a in self.zero_state(3)]
-        first = self.step_batch(features[0], *state)
-        second = self.step_batch(features[1], *first[2:])
+    def two_hop_graph_agrees(
+        self, two_hop: ort.InferenceSession, features: np.ndarray, *state: np.ndarray
+    ) -> bool:
+        """Whether the two-hop graph ``two_hop`` gives, for these inputs (``features`` [2, B,
+        NUM_FEATURES]), what two calls of this runtime's one-hop graph give, bit for bit: the
+        check the exporter makes before writing a twin, and the runtime before running one."""
         both = self._run(two_hop, features, *state)
-        expected = [np.stack([first[0], second[0]]), np.stack([first[1], second[1]]), *second[2:]]
+        expected = self._one_hop_twice(features, *state)
         return all(np.array_equal(a, b) for a, b in zip(both, expected, strict=True))
 
     def zero_state(self, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -167,11 +167,15 @@ class ModelRuntime:
     ) -> list[np.ndarray]:
         """Two hops for every stream of the batch, ``features`` [2, B, NUM_FEATURES]:
         [gains [2, B, NUM_BANDS], strengths [2, B, NUM_BANDS], *state after the second]."""
+        state = (conv1_history, conv2_history, gru_state)
         if self.two_hop_session is None:
-            first = self.step_batch(features[0], conv1_history, conv2_history, gru_state)
-            second = self.step_batch(features[1], *first[2:])
-            return [np.stack([first[0], second[0]]), np.stack([first[1], second[1]]), *second[2:]]
-        return self._run(self.two_hop_session, features, conv1_history, conv2_history, gru_state)
+            return self._one_hop_twice(features, *state)
+        return self._run(self.two_hop_session, features, *state)
+
+    def _one_hop_twice(self, features: np.ndarray, *state: np.ndarray) -> list[np.ndarray]:
+        first = self.step_batch(features[0], *state)
+        second = self.step_batch(features[1], *first[2:])
+        return [np.stack([first[0], second[0]]), np.stack([first[1], second[1]]), *second[2:]]
 
     def _run(self, session: ort.InferenceSession, *feeds: np.ndarray) -> list[np.ndarray]:
         return session.run(self._output_names, dict(zip(INPUT_NAMES, feeds, strict=True)))
