@@ -168,6 +168,12 @@ def loss_record(args: argparse.Namespace) -> dict[str, Any]:
             f"{targets} and {args.teacher_blend:g} × those that turn the mixture into "
             "DeepFilterNet3's output (distillation, model.teacher)"
         )
+    if args.distil_from:
+        targets = (
+            "the band gains and comb strengths that a trained network of this project "
+            f"({Path(args.distil_from).name}; its digest and its own training under "
+            "distil_from in the training record) gives the same mixture (distillation)"
+        )
     return {
         "targets": targets,
         "terms": terms,
@@ -601,6 +607,28 @@ def fill_teacher_pool(args: argparse.Namespace) -> Path:
     return fill_pool(stream, stream_files(stream), args.data_workers)
 
 
+def distillation_teacher(
+    path: str | None, device: torch.device
+) -> tuple[PercepNet | None, dict[str, Any] | None]:
+    """``--distil-from``: the trained network whose outputs are the targets (frozen, in eval
+    mode), and what the checkpoint records of it (its file, digest and training record)."""
+    if not path:
+        return None, None
+    try:
+        teacher = load_onnx_network(Path(path)).to(device)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"error: --distil-from: {exc}") from None
+    teacher.requires_grad_(False)
+    source = {
+        "path": portable_path(path),
+        "sha256": sha256_of(Path(path)),
+        "record": find_record(Path(path)),
+    }
+    parameters = sum(p.numel() for p in teacher.parameters())
+    print(f"distilling from {path} ({parameters:,} parameters)", flush=True)
+    return teacher, source
+
+
 def train(args: argparse.Namespace) -> Path:
     """Train (or resume) and return the path of the checkpoint with the best dev PESQ-WB
     (the last one when no epoch has ended)."""
@@ -664,6 +692,7 @@ def train(args: argparse.Namespace) -> Path:
     )
 
     model = PercepNet(config).to(device)
+    teacher, distil_source = distillation_teacher(args.distil_from, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     history: list[dict[str, Any]] = []
     # the record names no machine's folders: the data as <data>, folders inside the working
@@ -673,6 +702,8 @@ def train(args: argparse.Namespace) -> Path:
         "out": portable_path(args.out),
         "cache_dir": portable_path(args.cache_dir),
         "teacher_extra_pools": [portable_path(folder) for folder in args.teacher_extra_pools],
+        "init_from": portable_path(args.init_from),
+        "distil_from": portable_path(args.distil_from),
     }
     resumes: list[dict[str, object]] = []  # where a resumed run changed its options
     epoch, elapsed = 0, 0.0
@@ -684,7 +715,7 @@ def train(args: argparse.Namespace) -> Path:
     if args.init_from and not checkpoint_path.exists():
         model.load_state_dict(initial_weights(Path(args.init_from), config, args.seed))
         init_source = {
-            "path": args.init_from,
+            "path": portable_path(args.init_from),
             "sha256": sha256_of(Path(args.init_from)),
             "record": find_record(Path(args.init_from)),  # before an export overwrites it
         }
@@ -726,6 +757,7 @@ def train(args: argparse.Namespace) -> Path:
                 "args": run_args,
                 "resumes": resumes,
                 "init_from": init_source,
+                "distil_from": distil_source,
                 "speech_used": speech_used,
                 "stream_batches": stream_batches,
                 "stream": stream_spec.as_dict() if args.on_the_fly else None,
@@ -770,6 +802,9 @@ def train(args: argparse.Namespace) -> Path:
         for step, batch in enumerate(epoch_batches):
             step_start = time.monotonic()
             features, gains, strengths, mask = (t.to(device, non_blocking=True) for t in batch)
+            if teacher is not None:
+                with torch.no_grad():
+                    gains, strengths = predict(teacher, features, bf16=args.bf16)
             predicted_gains, predicted_strengths = predict(model, features, bf16=args.bf16)
             loss = percepnet_loss(
                 predicted_gains,
@@ -974,6 +1009,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(distillation, blended with the oracle's; 0: oracle only)",
     )
     parser.add_argument(
+        "--distil-from",
+        default=None,
+        metavar="FP32_ONNX",
+        help="on the fly: a trained network's fp32 streaming graph (e.g. the shipped "
+        "percepnet-fp32.onnx) whose gains and strengths on each batch are the targets, in place "
+        "of the oracle's (distillation into this run's network, e.g. a smaller one)",
+    )
+    parser.add_argument(
         "--teacher-pool-batches",
         type=int,
         default=200,
@@ -1034,6 +1077,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise SystemExit(f"error: --onset-weight must be 0 or more, got {args.onset_weight:g}")
     if args.dev_files < 0:
         raise SystemExit(f"error: --dev-files must be 0 or more, got {args.dev_files}")
+    if args.distil_from and args.teacher_blend:
+        raise SystemExit(
+            "error: --distil-from replaces the targets: --teacher-blend would be made and unused"
+        )
     share = args.mid_speech_starts
     if share is not None and not 0.0 < share <= 1.0:
         raise SystemExit(f"error: --mid-speech-starts must be in (0, 1], got {share:g}")

@@ -164,6 +164,7 @@ def record_from_checkpoints(
         "options": run_state.get("args", {}),
         "resumes": run_state.get("resumes", []),
         "init_from": _init_record(run_state.get("init_from"), parent),
+        "distil_from": run_state.get("distil_from"),
         "hardware": run_state.get("hardware"),
         "minutes": run_state.get("elapsed", 0.0) / 60,
         "epochs": run_state.get("epoch"),

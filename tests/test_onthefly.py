@@ -23,6 +23,7 @@ from model.onthefly import (  # noqa: E402
     make_batch,
     opus_round_trip,
 )
+from model.runtime import sha256_of  # noqa: E402
 from model.splits import AudioFile, Split  # noqa: E402
 from model.training_record import lineage, read_record  # noqa: E402
 
@@ -268,3 +269,49 @@ def test_the_training_record_states_a_teacher_blend_in_the_targets() -> None:
     assert "0.3 × those that turn the mixture into DeepFilterNet3's output" in taught["targets"]
     paused = train.loss_record(train.parse_args(["--pause-stage-minutes", "10"]))
     assert paused["terms"][-1].endswith("costs 21×")  # the default stage weight, 20
+
+
+def test_distillation_trains_on_the_teacher_network_s_outputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    split = (_files(tmp_path, 0), _files(tmp_path, 1))
+    monkeypatch.setattr(splits, "split_files", lambda data_dir: split)
+    monkeypatch.setattr(train, "DEV_CACHE_SHAPE", (1, 2))
+    (tmp_path / splits.MANIFEST_FILE).write_text("")
+    args = [
+        *("--data-dir", str(tmp_path), "--cache-dir", str(tmp_path / "cache"), "--on-the-fly"),
+        *("--batch", "2", "--epoch-steps", "2", "--dev-files", "1", "--epochs", "1"),
+        *("--gru-size", "16", "--gru-layers", "1", "--threads", "1", "--data-workers", "0"),
+    ]
+    teacher_dir = tmp_path / "teacher"
+    train.main([*args, "--out", str(tmp_path / "run"), "--export", str(teacher_dir)])
+    teacher = teacher_dir / "percepnet-fp32.onnx"
+    # a student that starts as the teacher, barely moving: its loss against the teacher's
+    # outputs is nil, against the oracle's targets it is not
+    still = [*args, "--init-from", str(teacher), "--lr", "1e-12"]
+    train.main([*still, "--out", str(tmp_path / "oracle")])
+    oracle = torch.load(tmp_path / "oracle" / "checkpoint.pt", weights_only=False)
+    assert oracle["history"][-1]["train_loss"] > 1e-4
+    student_dir = tmp_path / "student"
+    taught = [*still, "--out", str(tmp_path / "taught"), "--distil-from", str(teacher)]
+    train.main([*taught, "--export", str(student_dir)])
+    state = torch.load(tmp_path / "taught" / "checkpoint.pt", weights_only=False)
+    assert state["history"][-1]["train_loss"] < 1e-9
+    teacher_record = read_record(teacher_dir)
+    assert state["distil_from"]["sha256"] == sha256_of(teacher)
+    assert state["distil_from"]["record"] == teacher_record
+    # the exported student's record names its teacher, its targets and no machine's folders
+    record = read_record(student_dir)
+    assert record["distil_from"]["record"] == teacher_record
+    assert record["loss"]["targets"].startswith("the band gains and comb strengths that a trained")
+    assert record["loss"]["quality_predictors"] == []
+    assert not str(record["options"]["distil_from"]).startswith("/")
+    assert not str(record["init_from"]["path"]).startswith("/")
+
+
+def test_distillation_refuses_a_teacher_blend_and_a_missing_network(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="--distil-from replaces the targets"):
+        train.parse_args(["--on-the-fly", "--teacher-blend", "0.5", "--distil-from", "x.onnx"])
+    with pytest.raises(SystemExit, match="error: --distil-from: .*not an ONNX file"):
+        (tmp_path / "x.onnx").write_bytes(b"not a graph")
+        train.distillation_teacher(str(tmp_path / "x.onnx"), torch.device("cpu"))
