@@ -31,7 +31,13 @@ from model.train import (
     parse_args,
     schedule_minutes,
 )
-from model.training_record import lineage, read_record, trains_by_epochs
+from model.training_record import (
+    ancestry,
+    distil_teachers,
+    lineage,
+    read_record,
+    trains_by_epochs,
+)
 
 NON_COMMERCIAL_MARK = "NC"  # in a Creative Commons licence's name: BY-NC, BY-NC-SA, BY-NC-ND
 
@@ -48,7 +54,8 @@ def _license_section(record: dict[str, Any]) -> str:
     """The licences of the data the weights were trained on, run by run through their lineage
     (a fine-tune's own data, then that of the weights it started from), and what they allow."""
     runs = lineage(record)
-    if any(run.get("data", {}).get("licenses") is None for run in runs):
+    taught = ancestry(record)[len(runs) :]  # the distilled networks' runs
+    if any((run.get("data") or {}).get("licenses") is None for run in runs + taught):
         return (
             "A run in these weights' training recorded no list of its files, so the licences "
             "of their data are unknown: treat them as non-commercial.\n"
@@ -56,7 +63,7 @@ def _license_section(record: dict[str, Any]) -> str:
     restricted = sorted(
         {
             f"{row['corpus']}: {row['license']}"
-            for run in runs
+            for run in runs + taught
             for row in run["data"]["licenses"]
             if NON_COMMERCIAL_MARK in row["license"]
         }
@@ -82,6 +89,13 @@ def _license_section(record: dict[str, Any]) -> str:
         ]
         tables.append(title + "\n".join(table) + "\n")
     tables.append(_same_data_note(repeats))
+    if taught:
+        corpora = sorted({row["corpus"] for run in taught for row in run["data"]["licenses"]})
+        tables.append(
+            f"\nThe network distilled into these weights was trained in {len(taught)} runs on "
+            f"{', '.join(corpora)} (its tables: its own model card, or its runs under "
+            "`distil_from` in `training_record.json`).\n"
+        )
     return f"{terms}\n\n" + "".join(tables)
 
 
@@ -355,12 +369,31 @@ def _init_note(record: dict[str, Any]) -> str:
     )
 
 
+def _distil_note(record: dict[str, Any]) -> str:
+    """A sentence on the network distilled into these weights (``--distil-from``), or nothing."""
+    source = record.get("distil_from")
+    if not source:
+        return ""
+    teacher = source.get("record") or {}
+    size = teacher.get("network", {}).get("gru_size")
+    known = (
+        f"a {size}-unit network of this project, whose own training is part of these weights' "
+        "(its data's licences below, its runs under `distil_from` in `training_record.json`)"
+        if teacher
+        else "a network without a training record: its data, loss and licences are unknown here"
+    )
+    return (
+        f"\n  Distilled from `{_portable(source['path'])}` (SHA-256 `{source['sha256'][:16]}…`), "
+        f"{known}: its gains and strengths on each batch were the targets."
+    )
+
+
 def _quality_predictors(record: dict[str, Any]) -> tuple[list[str], bool]:
     """The quality-predictor networks in the loss of any run of the weights' lineage, and
     whether every run of it recorded its loss (otherwise the list may be short)."""
     found: list[str] = []
     complete = True
-    for run in lineage(record):
+    for run in ancestry(record):  # a distilled network's training counts too
         loss = run.get("loss")
         if not loss:
             complete = False
@@ -670,7 +703,9 @@ def _training_section(record: dict[str, Any]) -> str:
             "in pauses)."
         )
     schedule = "\n  ".join(stages)
-    return f"""{reconstructed}- Command: `{train_command}`{resumed_note}{_init_note(record)}
+    return f"""{reconstructed}- Command: `{train_command}`{resumed_note}{_init_note(record)}{
+        _distil_note(record)
+    }
   (seed {run_args.get("seed")}, AdamW). {schedule}
 - Hardware: {_hardware_note(record)};
   {record["minutes"]:.0f} minutes of training, {record["epochs"]} epochs
@@ -826,7 +861,7 @@ def _predictor_sentence(record: dict[str, Any]) -> str:
     if complete:
         ancestors = ", nor in that of the weights they were fine-tuned from" * (
             len(lineage(record)) > 1
-        )
+        ) + ", nor in that of the network distilled into them" * bool(distil_teachers(record))
         return (
             "By the training record, no quality-predictor network (DNSMOS or similar) was in "
             f"these weights' loss{ancestors}."

@@ -260,6 +260,28 @@ def read_record(weights_dir: Path) -> dict[str, Any]:
     return dict(record)
 
 
+def distil_teachers(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The records of the networks distilled into the weights' lineage (``distil_from``), each
+    once, in lineage order; a teacher without a record is ``{}`` (unknown)."""
+    teachers: list[dict[str, Any]] = []
+    for run in lineage(record):
+        source = run.get("distil_from")
+        if source:
+            teacher = source.get("record") or {}
+            if teacher not in teachers or not teacher:
+                teachers.append(teacher)
+    return teachers
+
+
+def ancestry(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every run whose training is part of the weights': their lineage, then, for each network
+    distilled into it, that network's ancestry; an unknown run is ``{}``."""
+    runs = list(lineage(record))
+    for teacher in distil_teachers(record):
+        runs += ancestry(teacher) if teacher else [{}]
+    return runs
+
+
 def lineage(record: dict[str, Any]) -> list[dict[str, Any]]:
     """The record and those of the weights it was fine-tuned from, newest first; a run started
     from weights without a record ends the list with ``{}`` (unknown)."""

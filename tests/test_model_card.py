@@ -441,3 +441,38 @@ def test_the_card_names_the_two_hop_graph_beside_the_int8_one(tmp_path: Path) ->
     assert f"`{TWO_HOP_INT8_NAME}` (SHA-256 `{digest}`)" in _two_hop_sentence(int8)
     shipped = (SHIPPED / "MODEL_CARD.md").read_text()
     assert " ".join(_two_hop_sentence(SHIPPED / INT8_NAME).split()) in " ".join(shipped.split())
+
+
+def _distilled(record: dict, teacher: dict | None) -> dict:
+    """``record`` with a network distilled into it (``--distil-from``)."""
+    return record | {
+        "distil_from": {"path": "model/weights/percepnet-fp32.onnx", "sha256": "cd" * 32}
+        | {"record": teacher}
+    }
+
+
+def test_the_card_counts_a_distilled_network_s_training_as_the_weights_own() -> None:
+    from model.model_card import _distil_note
+
+    teacher = _record([_licence("urbansound8k", "CC BY-NC 3.0", 70.0)], ["DNSMOS P.808"])
+    student = _distilled(_record([_licence("sonicpi", "CC0 1.0", 3.0)], []), teacher)
+    # the teacher's predictor and non-commercial data reach the student's card
+    assert "DNSMOS P.808 was in these weights' loss" in _predictor_sentence(student)
+    licences = _license_section(student)
+    assert licences.startswith("Non-commercial data (urbansound8k: CC BY-NC 3.0)")
+    assert "distilled into these weights was trained in 1 runs on urbansound8k" in licences
+    clean_teacher = _record([_licence("sonicpi", "CC0 1.0", 3.0)], []) | {
+        "network": {"gru_size": 384}
+    }
+    clean = _distilled(_record([_licence("sonicpi", "CC0 1.0", 3.0)], []), clean_teacher)
+    sentence = _predictor_sentence(clean)
+    assert "no quality-predictor network" in sentence and "network distilled into them" in sentence
+    note = _distil_note(clean)
+    assert "Distilled from `model/weights/percepnet-fp32.onnx` (SHA-256 `cdcdcdcd" in note
+    assert "a 384-unit network of this project" in note
+    # a teacher without a record leaves the loss and licences unknown
+    orphan = _distilled(_record([_licence("sonicpi", "CC0 1.0", 3.0)], []), None)
+    assert "does not say what every run" in _predictor_sentence(orphan)
+    assert "licences of their data are unknown" in _license_section(orphan)
+    assert "without a training record" in _distil_note(orphan)
+    assert _distil_note(_record([], [])) == ""
