@@ -389,8 +389,9 @@ def _distil_note(record: dict[str, Any]) -> str:
 
 
 def _quality_predictors(record: dict[str, Any]) -> tuple[list[str], bool]:
-    """The quality-predictor networks in the loss of any run of the weights' lineage, and
-    whether every run of it recorded its loss (otherwise the list may be short)."""
+    """The quality-predictor networks in the loss of any run of the weights' ancestry (their
+    lineage and any network distilled into it), and whether every run of it recorded its loss
+    (otherwise the list may be short)."""
     found: list[str] = []
     complete = True
     for run in ancestry(record):  # a distilled network's training counts too

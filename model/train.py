@@ -1012,7 +1012,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--distil-from",
         default=None,
         metavar="FP32_ONNX",
-        help="on the fly: a trained network's fp32 streaming graph (e.g. the shipped "
+        help="a trained network's fp32 streaming graph (e.g. the shipped "
         "percepnet-fp32.onnx) whose gains and strengths on each batch are the targets, in place "
         "of the oracle's (distillation into this run's network, e.g. a smaller one)",
     )

@@ -123,13 +123,20 @@ def test_workers_hand_out_the_stream_in_order(tmp_path: Path) -> None:
         assert torch.equal(features, make_batch(spec, files, index)[0])
 
 
-def test_training_on_the_fly_keeps_the_best_checkpoint_and_resumes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _tiny_training_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Split:
+    """Two synthetic splits under ``tmp_path`` as the training and dev data, a tiny dev cache;
+    the training split."""
     split = (_files(tmp_path, 0), _files(tmp_path, 1))
     monkeypatch.setattr(splits, "split_files", lambda data_dir: split)
     monkeypatch.setattr(train, "DEV_CACHE_SHAPE", (1, 2))
     (tmp_path / splits.MANIFEST_FILE).write_text("")
+    return split[0]
+
+
+def test_training_on_the_fly_keeps_the_best_checkpoint_and_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    training = _tiny_training_data(tmp_path, monkeypatch)
     args = [
         "--out",
         str(tmp_path / "run"),
@@ -164,8 +171,8 @@ def test_training_on_the_fly_keeps_the_best_checkpoint_and_resumes(
     assert len(resumed["history"]) == 2
     # the exported weights carry the record of what they were trained on, and with what loss
     record = read_record(weights)
-    assert record["data"]["files"]["speech"] == sorted(f.relative_path for f in split[0].speech)
-    assert record["data"]["files"]["noise"] == sorted(f.relative_path for f in split[0].noise)
+    assert record["data"]["files"]["speech"] == sorted(f.relative_path for f in training.speech)
+    assert record["data"]["files"]["noise"] == sorted(f.relative_path for f in training.noise)
     assert record["data"]["licenses"][0]["license"] == "test"
     assert record["loss"]["quality_predictors"] == []
     assert (record["epochs"], record["hardware"]["threads"], record["init_from"]) == (2, 1, None)
@@ -195,10 +202,7 @@ def test_training_on_the_fly_keeps_the_best_checkpoint_and_resumes(
 def test_a_fine_tune_scores_its_start_so_best_is_never_worse(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    split = (_files(tmp_path, 0), _files(tmp_path, 1))
-    monkeypatch.setattr(splits, "split_files", lambda data_dir: split)
-    monkeypatch.setattr(train, "DEV_CACHE_SHAPE", (1, 2))
-    (tmp_path / splits.MANIFEST_FILE).write_text("")
+    _tiny_training_data(tmp_path, monkeypatch)
     args = [
         *("--data-dir", str(tmp_path), "--cache-dir", str(tmp_path / "cache"), "--on-the-fly"),
         *("--batch", "2", "--epoch-steps", "2", "--dev-files", "1", "--lr", "0.05"),
@@ -274,10 +278,7 @@ def test_the_training_record_states_a_teacher_blend_in_the_targets() -> None:
 def test_distillation_trains_on_the_teacher_network_s_outputs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    split = (_files(tmp_path, 0), _files(tmp_path, 1))
-    monkeypatch.setattr(splits, "split_files", lambda data_dir: split)
-    monkeypatch.setattr(train, "DEV_CACHE_SHAPE", (1, 2))
-    (tmp_path / splits.MANIFEST_FILE).write_text("")
+    _tiny_training_data(tmp_path, monkeypatch)
     args = [
         *("--data-dir", str(tmp_path), "--cache-dir", str(tmp_path / "cache"), "--on-the-fly"),
         *("--batch", "2", "--epoch-steps", "2", "--dev-files", "1", "--epochs", "1"),
