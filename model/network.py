@@ -117,6 +117,19 @@ class Affine(nn.Module):
         return torch.matmul(x, self.weight_t) + self.bias
 
 
+def gru_update(
+    inputs: torch.Tensor, hidden_map: nn.Module, h: torch.Tensor, size: int
+) -> torch.Tensor:
+    """One GRU step (PyTorch's gate order r, z, n) from the input map's output ``inputs``
+    [B, 3·size] and the state ``h`` [B, size]: the new state."""
+    i_r, i_z, i_n = torch.split(inputs, size, dim=1)
+    h_r, h_z, h_n = torch.split(hidden_map(h), size, dim=1)
+    r = torch.sigmoid(i_r + h_r)
+    z = torch.sigmoid(i_z + h_z)
+    n = torch.tanh(i_n + r * h_n)
+    return n + z * (h - n)  # (1 − z)·n + z·h with one multiply
+
+
 class PercepNetStep(nn.Module):
     """One hop with explicit state; same weights as a trained :class:`PercepNet`.
 
@@ -190,12 +203,7 @@ class PercepNetStep(nn.Module):
         new_states = []
         layer_states = torch.split(gru_state, size, dim=1)
         for h, w_ih, w_hh in zip(layer_states, self.input_maps, self.hidden_maps, strict=True):
-            i_r, i_z, i_n = torch.split(w_ih(x), size, dim=1)
-            h_r, h_z, h_n = torch.split(w_hh(h), size, dim=1)
-            r = torch.sigmoid(i_r + h_r)
-            z = torch.sigmoid(i_z + h_z)
-            n = torch.tanh(i_n + r * h_n)
-            h = n + z * (h - n)  # (1 − z)·n + z·h with one multiply
+            h = gru_update(w_ih(x), w_hh, h, size)
             new_states.append(h)
             x = h
         new_gru_state = torch.cat(new_states, dim=1)
@@ -239,12 +247,7 @@ class PercepNetTwoHopStep(PercepNetStep):
             both_inputs = w_ih(x)  # [2, B, 3·size]: both hops' rows in one product
             outputs = []
             for hop in range(2):
-                i_r, i_z, i_n = torch.split(both_inputs[hop], size, dim=1)
-                h_r, h_z, h_n = torch.split(w_hh(h), size, dim=1)
-                r = torch.sigmoid(i_r + h_r)
-                z = torch.sigmoid(i_z + h_z)
-                n = torch.tanh(i_n + r * h_n)
-                h = n + z * (h - n)
+                h = gru_update(both_inputs[hop], w_hh, h, size)
                 outputs.append(h)
             new_states.append(h)
             x = torch.stack(outputs)
