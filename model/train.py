@@ -59,7 +59,7 @@ from model.network import NetworkConfig, PercepNet, count_parameters
 from model.onthefly import OpusCoding, StreamSpec, fill_pool, stream_files, train_stream
 from model.runtime import sha256_of
 from model.splits import AudioFile, Split, split_named
-from model.teacher import TeacherSpec, pool_batch_files
+from model.teacher import TeacherSpec, blend_targets, pool_batch_files
 from model.training_record import best_epoch, data_record, find_record, hardware_record
 from model.widen import widen_grus
 
@@ -174,6 +174,11 @@ def loss_record(args: argparse.Namespace) -> dict[str, Any]:
             f"({Path(args.distil_from).name}; its digest and its own training under "
             "distil_from in the training record) gives the same mixture (distillation)"
         )
+        if args.distil_oracle_share:
+            targets += (
+                f", blended in the loss's power-compressed domain with {args.distil_oracle_share:g}"
+                " × the oracle band gains and comb strengths of the mixture"
+            )
     return {
         "targets": targets,
         "terms": terms,
@@ -629,6 +634,31 @@ def distillation_teacher(
     return teacher, source
 
 
+def distillation_targets(
+    taught: tuple[torch.Tensor, torch.Tensor],
+    oracle: tuple[torch.Tensor, torch.Tensor],
+    oracle_share: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's gains and strengths, or with ``--distil-oracle-share`` above 0 their blend
+    with the oracle's (``model.teacher.blend_targets``: the loss's compressed domain, strengths
+    as ``1 − s``)."""
+    if oracle_share == 0.0:
+        return taught
+    weight = 1.0 - oracle_share
+    gains, strengths = (
+        torch.from_numpy(
+            blend_targets(
+                mine.detach().cpu().float().numpy(),
+                theirs.detach().cpu().float().numpy(),
+                weight,
+                complement=complement,
+            )
+        ).to(mine.device)
+        for mine, theirs, complement in zip(oracle, taught, (False, True), strict=True)
+    )
+    return gains, strengths
+
+
 def train(args: argparse.Namespace) -> Path:
     """Train (or resume) and return the path of the checkpoint with the best dev PESQ-WB
     (the last one when no epoch has ended)."""
@@ -804,7 +834,10 @@ def train(args: argparse.Namespace) -> Path:
             features, gains, strengths, mask = (t.to(device, non_blocking=True) for t in batch)
             if teacher is not None:
                 with torch.no_grad():
-                    gains, strengths = predict(teacher, features, bf16=args.bf16)
+                    taught = predict(teacher, features, bf16=args.bf16)
+                gains, strengths = distillation_targets(
+                    taught, (gains, strengths), args.distil_oracle_share
+                )
             predicted_gains, predicted_strengths = predict(model, features, bf16=args.bf16)
             loss = percepnet_loss(
                 predicted_gains,
@@ -1017,6 +1050,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "of the oracle's (distillation into this run's network, e.g. a smaller one)",
     )
     parser.add_argument(
+        "--distil-oracle-share",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="with --distil-from: blend this share of the oracle's targets into the teacher's "
+        "(in the loss's compressed domain; 0: the teacher's alone)",
+    )
+    parser.add_argument(
         "--teacher-pool-batches",
         type=int,
         default=200,
@@ -1081,6 +1122,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise SystemExit(
             "error: --distil-from replaces the targets: --teacher-blend would be made and unused"
         )
+    if not 0.0 <= args.distil_oracle_share < 1.0:
+        raise SystemExit(
+            f"error: --distil-oracle-share must be in [0, 1), got {args.distil_oracle_share:g}"
+        )
+    if args.distil_oracle_share and not args.distil_from:
+        raise SystemExit("error: --distil-oracle-share needs --distil-from")
     share = args.mid_speech_starts
     if share is not None and not 0.0 < share <= 1.0:
         raise SystemExit(f"error: --mid-speech-starts must be in (0, 1], got {share:g}")

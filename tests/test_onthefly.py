@@ -298,6 +298,13 @@ def test_distillation_trains_on_the_teacher_network_s_outputs(
     train.main([*taught, "--export", str(student_dir)])
     state = torch.load(tmp_path / "taught" / "checkpoint.pt", weights_only=False)
     assert state["history"][-1]["train_loss"] < 1e-9
+    # half the oracle's targets blended in: a loss between the two
+    train.main(
+        [*still, "--out", str(tmp_path / "half"), *("--distil-from", str(teacher))]
+        + ["--distil-oracle-share", "0.5"]
+    )
+    half = torch.load(tmp_path / "half" / "checkpoint.pt", weights_only=False)
+    assert 1e-9 < half["history"][-1]["train_loss"] < oracle["history"][-1]["train_loss"]
     teacher_record = read_record(teacher_dir)
     assert state["distil_from"]["sha256"] == sha256_of(teacher)
     assert state["distil_from"]["record"] == teacher_record
@@ -316,3 +323,28 @@ def test_distillation_refuses_a_teacher_blend_and_a_missing_network(tmp_path: Pa
     with pytest.raises(SystemExit, match="error: --distil-from: .*not an ONNX file"):
         (tmp_path / "x.onnx").write_bytes(b"not a graph")
         train.distillation_teacher(str(tmp_path / "x.onnx"), torch.device("cpu"))
+
+
+def test_distillation_s_oracle_share_blends_the_targets_in_the_compressed_domain() -> None:
+    generator = torch.Generator().manual_seed(3)
+    taught = tuple(torch.rand(2, 5, NUM_BANDS, generator=generator) for _ in range(2))
+    oracle = tuple(torch.rand(2, 5, NUM_BANDS, generator=generator) for _ in range(2))
+    assert train.distillation_targets(taught, oracle, 0.0) is taught
+    gains, strengths = train.distillation_targets(taught, oracle, 0.25)
+    expected_gains = (0.25 * oracle[0].sqrt() + 0.75 * taught[0].sqrt()) ** 2
+    expected_strengths = 1 - (0.25 * (1 - oracle[1]).sqrt() + 0.75 * (1 - taught[1]).sqrt()) ** 2
+    torch.testing.assert_close(gains, expected_gains)
+    torch.testing.assert_close(strengths, expected_strengths)
+    record = train.loss_record(
+        train.parse_args(["--distil-from", "x.onnx", "--distil-oracle-share", "0.25"])
+    )
+    assert record["targets"].endswith(
+        "with 0.25 × the oracle band gains and comb strengths of the mixture"
+    )
+
+
+def test_distillation_s_oracle_share_is_checked() -> None:
+    with pytest.raises(SystemExit, match="--distil-oracle-share needs --distil-from"):
+        train.parse_args(["--distil-oracle-share", "0.3"])
+    with pytest.raises(SystemExit, match=r"--distil-oracle-share must be in \[0, 1\), got 1"):
+        train.parse_args(["--distil-from", "x.onnx", "--distil-oracle-share", "1"])
