@@ -388,6 +388,34 @@ def _distil_note(record: dict[str, Any]) -> str:
     )
 
 
+def _ancestry_note(record: dict[str, Any]) -> str:
+    """A line on the whole training the weights carry (their lineage and every network distilled
+    into them, each run once), or nothing for weights trained in one run."""
+    runs = ancestry(record)
+    distinct = {json.dumps(run, sort_keys=True): run for run in runs if run}
+    unknown = sum(1 for run in runs if not run)
+    if len(distinct) + unknown <= 1:
+        return ""
+    minutes = sum(run.get("minutes") or 0.0 for run in distinct.values())
+    machines = sorted(
+        {
+            f"{hardware['cpu_cores']}-core {hardware['cpu']} CPUs, "
+            f"{hardware.get('accelerator') or 'no accelerator'}"
+            for run in distinct.values()
+            if (hardware := run.get("hardware"))
+        }
+    )
+    unrecorded = len(distinct) - sum(1 for run in distinct.values() if run.get("hardware"))
+    return (
+        f"\nIn all, these weights carry {len(distinct)} training runs (this one, those of the "
+        f"weights it started from and of any network distilled into it, each counted once): "
+        f"{minutes:.0f} minutes of training on {'; '.join(machines) or 'unrecorded hardware'}"
+        + (f" ({unrecorded} runs' hardware unrecorded)" if unrecorded and machines else "")
+        + (f", and {unknown} earlier runs without a record" if unknown else "")
+        + ".\n"
+    )
+
+
 def _quality_predictors(record: dict[str, Any]) -> tuple[list[str], bool]:
     """The quality-predictor networks in the loss of any run of the weights' ancestry (their
     lineage and any network distilled into it), and whether every run of it recorded its loss
@@ -799,7 +827,7 @@ training record: `training_record.json`.
 | weight clip | ±{config.weight_clip} during training |
 
 ## Training
-{_training_section(record)}
+{_training_section(record)}{_ancestry_note(record)}
 ## Licenses of the training data
 {_license_section(record)}
 """

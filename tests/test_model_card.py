@@ -275,14 +275,15 @@ SHIPPED = ROOT / "model" / "weights"
 
 
 def test_the_shipped_card_says_what_the_shipped_weights_record_says() -> None:
-    from model.model_card import _license_section, _training_section
+    from model.model_card import _ancestry_note, _license_section, _training_section
     from model.training_record import read_record
 
     record = read_record(SHIPPED)  # describes the shipped weights
     card = (SHIPPED / "MODEL_CARD.md").read_text()
     training = card.split("## Training\n", 1)[1].split(DEV_HEADING, 1)[0]
     assert training == (
-        f"{_training_section(record)}\n## Licenses of the training data\n"
+        f"{_training_section(record)}{_ancestry_note(record)}\n"
+        "## Licenses of the training data\n"
         f"{_license_section(record)}\n"
     )
     assert _predictor_sentence(record) in card
@@ -476,3 +477,22 @@ def test_the_card_counts_a_distilled_network_s_training_as_the_weights_own() -> 
     assert "licences of their data are unknown" in _license_section(orphan)
     assert "without a training record" in _distil_note(orphan)
     assert _distil_note(_record([], [])) == ""
+
+
+def test_the_card_totals_the_training_of_every_run_the_weights_carry_once() -> None:
+    from model.model_card import _ancestry_note
+
+    def run(minutes: float, parent=...) -> dict:
+        hardware = {"cpu": "x86_64", "cpu_cores": 2, "threads": 1, "accelerator": None}
+        return _record([], [], parent) | {"minutes": minutes, "hardware": hardware}
+
+    shared = run(40.0)  # the start of both the student and its teacher's lineage
+    teacher = run(100.0, parent=run(60.0, parent=shared))
+    student = _distilled(run(120.0, parent=shared), teacher)
+    note = _ancestry_note(student)
+    assert "carry 4 training runs" in note  # the shared start counted once
+    assert "320 minutes of training on 2-core x86_64 CPUs, no accelerator." in note
+    orphan = _distilled(run(120.0, parent=shared), None)
+    assert "2 training runs" in _ancestry_note(orphan)
+    assert "and 1 earlier runs without a record" in _ancestry_note(orphan)
+    assert _ancestry_note(run(120.0)) == ""  # one run: its own lines say it all
