@@ -392,7 +392,7 @@ def _ancestry_note(record: dict[str, Any]) -> str:
     """A line on the whole training the weights carry (their lineage and every network distilled
     into them, each run once), or nothing for weights trained in one run."""
     runs = ancestry(record)
-    distinct = {json.dumps(run, sort_keys=True): run for run in runs if run}
+    distinct = {json.dumps(run, sort_keys=True): run for run in runs if run}  # shared runs once
     unknown = sum(1 for run in runs if not run)
     if len(distinct) + unknown <= 1:
         return ""

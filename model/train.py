@@ -648,8 +648,8 @@ def distillation_targets(
     gains, strengths = (
         torch.from_numpy(
             blend_targets(
-                mine.detach().cpu().float().numpy(),
-                theirs.detach().cpu().float().numpy(),
+                mine.cpu().float().numpy(),  # no gradient: the stream's and the frozen teacher's
+                theirs.cpu().float().numpy(),
                 weight,
                 complement=complement,
             )

@@ -275,7 +275,9 @@ def distil_teachers(record: dict[str, Any]) -> list[dict[str, Any]]:
 
 def ancestry(record: dict[str, Any]) -> list[dict[str, Any]]:
     """Every run whose training is part of the weights': their lineage, then, for each network
-    distilled into it, that network's ancestry; an unknown run is ``{}``."""
+    distilled into it, that network's ancestry; an unknown run is ``{}``. A run two branches
+    share (a student started from its teacher's ancestor) appears in each: count distinct runs
+    by equality."""
     runs = list(lineage(record))
     for teacher in distil_teachers(record):
         runs += ancestry(teacher) if teacher else [{}]
