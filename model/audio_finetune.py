@@ -13,7 +13,9 @@ minimises
                      DeepFilterNet3's at --teacher-blend)
         + spectral_weight · (multi-resolution compressed-spectrum loss against DeepFilterNet3's
                              output, or the clean speech with --spectral-reference clean)
-        + mel_weight · (log-mel loss against the same reference; 0 by default)
+        + mel_weight · (log-mel loss against the same reference, or the clean speech with
+                        --mel-reference clean, over every frame or with --mel-active-db only
+                        where that reference is active; 0 by default)
 
 The band targets say what each band's gain should be; the spectral loss judges what the gains,
 comb filter and postfilter make of the audio together. Both are targets: no quality-predictor
@@ -128,6 +130,15 @@ def speech_band_mask(mixture: DevMixture) -> np.ndarray:
     return band_mask(speech_max_hz(mixture.source_rate))
 
 
+def padded(signals: Sequence[torch.Tensor], num_samples: int) -> torch.Tensor:
+    """``signals`` cut or zero-padded to [len(signals), ``num_samples``]."""
+    out = torch.zeros(len(signals), num_samples)
+    for i, signal in enumerate(signals):
+        count = min(num_samples, signal.shape[0])
+        out[i, :count] = signal[:count]
+    return out
+
+
 class BatchTensors:
     """Network inputs, synthesis inputs, band targets and audio references of one batch."""
 
@@ -201,11 +212,11 @@ class BatchTensors:
 
     def reference_batch(self, num_samples: int) -> torch.Tensor:
         """The spectral loss's references zero-padded to [B, ``num_samples``]."""
-        out = torch.zeros(len(self.references), num_samples)
-        for i, reference in enumerate(self.references):
-            count = min(num_samples, reference.shape[0])
-            out[i, :count] = reference[:count]
-        return out
+        return padded(self.references, num_samples)
+
+    def clean_batch(self, num_samples: int) -> torch.Tensor:
+        """The clean speech zero-padded to [B, ``num_samples``]."""
+        return padded(self.clean, num_samples)
 
     def cut_to_lengths(self, enhanced: torch.Tensor) -> torch.Tensor:
         """``enhanced`` [B, n] with every clip zeroed past its own length."""
@@ -238,11 +249,17 @@ def loss_record(args: argparse.Namespace, extra_terms: Sequence[str] = ()) -> di
             f"{reference}"
         )
     if args.mel_weight:
+        mel_reference = reference if args.mel_reference == "spectral" else "the clean speech"
+        frames = (
+            f", in the frames where it is within {args.mel_active_db:g} dB of its loudest"
+            if args.mel_active_db
+            else ""
+        )
         terms.append(
             f"{args.mel_weight:g} × the mean absolute difference of log mel power spectrograms "
             f"({MEL_BANDS} bands below {MEL_MAX_HZ / 1000:g} kHz, each clip's floor "
             f"{-MEL_FLOOR_DB:g} dB under its reference's mean) between the enhanced audio and "
-            f"{reference}"
+            f"{mel_reference}{frames}"
         )
     targets = band["targets"]
     if below and args.teacher_blend:
@@ -361,7 +378,13 @@ def finetune(
         reference = batch.reference_batch(enhanced.shape[1])
         unused = enhanced.new_zeros(())
         spectral = multi_resolution_loss(output, reference) if args.spectral_weight else unused
-        mel = log_mel_loss(output, reference) if args.mel_weight else unused
+        if args.mel_weight:
+            mel_reference = (
+                reference if args.mel_reference == "spectral" else batch.clean_batch(len(output[0]))
+            )
+            mel = log_mel_loss(output, mel_reference, active_db=args.mel_active_db or None)
+        else:
+            mel = unused
         total = (
             args.target_weight * anchor + args.spectral_weight * spectral + args.mel_weight * mel
         )
@@ -418,7 +441,21 @@ def option_parser(description: str) -> argparse.ArgumentParser:
         "--mel-weight",
         type=float,
         default=0.0,
-        help="weight of the log-mel loss (below 8 kHz) against the same reference",
+        help="weight of the log-mel loss (below 8 kHz), against --mel-reference",
+    )
+    parser.add_argument(
+        "--mel-reference",
+        choices=("spectral", "clean"),
+        default="spectral",
+        help="what the log-mel loss compares with: the spectral loss's reference, or the clean "
+        "speech",
+    )
+    parser.add_argument(
+        "--mel-active-db",
+        type=float,
+        default=0.0,
+        help="count the log-mel loss only in frames whose reference is within this many dB of "
+        "its loudest frame (0: every frame)",
     )
     parser.add_argument(
         "--spectral-reference",
@@ -469,6 +506,8 @@ def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser.error("the loss weights must not be negative")
     if not 0.0 <= args.teacher_blend <= 1.0:
         parser.error("--teacher-blend must lie in [0, 1]")
+    if args.mel_active_db < 0:
+        parser.error("--mel-active-db must not be negative (0: every frame)")
     if not args.snr_db[0] <= args.snr_db[1]:
         parser.error("--snr-db: LOW must not be above HIGH")
     if not 0.0 <= args.teacher_below_hz <= SAMPLE_RATE_HZ / 2:

@@ -78,11 +78,21 @@ def mel_power(signal: torch.Tensor) -> torch.Tensor:
 
 
 def log_mel_loss(
-    enhanced: torch.Tensor, reference: torch.Tensor, floor_db: float = MEL_FLOOR_DB
+    enhanced: torch.Tensor,
+    reference: torch.Tensor,
+    floor_db: float = MEL_FLOOR_DB,
+    active_db: float | None = None,
 ) -> torch.Tensor:
     """Mean |log10(M_e + f) − log10(M_r + f)| over mel bands and frames, f per clip
     ``floor_db`` under its reference's mean mel power; both signals [B, n], aligned, zero where
-    a clip has ended."""
+    a clip has ended. With ``active_db`` the mean runs only over the frames whose reference
+    power is within that many dB of the clip's loudest frame (where the reference is active)."""
     estimate, target = mel_power(enhanced), mel_power(reference.to(enhanced.dtype))
     floor = target.mean(dim=(1, 2), keepdim=True) * 10.0 ** (floor_db / 10.0) + 1e-12
-    return (torch.log10(estimate + floor) - torch.log10(target + floor)).abs().mean()
+    error = (torch.log10(estimate + floor) - torch.log10(target + floor)).abs()
+    if active_db is None:
+        return error.mean()
+    frame_power = target.sum(dim=1)  # [B, frames]
+    loudest = frame_power.amax(dim=1, keepdim=True)
+    active = (frame_power > loudest * 10.0 ** (-active_db / 10.0)).to(error.dtype)
+    return (error.mean(dim=1) * active).sum() / active.sum().clamp_min(1.0)

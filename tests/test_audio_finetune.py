@@ -129,6 +129,25 @@ def test_the_log_mel_loss_is_zero_on_the_reference_and_counts_noise_down_to_its_
     assert losses[0] < 0.01 < losses[2]
 
 
+def test_the_log_mel_loss_over_active_frames_ignores_the_references_pauses() -> None:
+    from model.spectral_loss import log_mel_loss
+
+    t = torch.arange(RATE) / RATE
+    clean = (0.1 * torch.sin(2 * torch.pi * 200 * t))[None]
+    clean[:, RATE // 2 :] = 0.0  # the second half is a pause
+    noise = 0.01 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+    in_pause, in_speech = noise.clone(), noise.clone()
+    in_pause[:, : RATE // 2 + 2048] = 0.0  # a frame's width clear of the speech
+    in_speech[:, RATE // 2 - 2048 :] = 0.0
+    assert float(log_mel_loss(clean + in_pause, clean)) > 0.1  # every frame counts it
+    assert float(log_mel_loss(clean + in_pause, clean, active_db=30.0)) == pytest.approx(
+        0.0, abs=1e-6
+    )
+    over_speech = float(log_mel_loss(clean + in_speech, clean, active_db=30.0))
+    assert over_speech > float(log_mel_loss(clean + in_speech, clean))  # a mean over fewer frames
+    assert over_speech > 0.1
+
+
 def test_the_log_mel_term_reaches_the_weights_and_the_record(tmp_path) -> None:
     data_dir = find_shared_data()
     if data_dir is None:
@@ -151,6 +170,34 @@ def test_the_log_mel_term_reaches_the_weights_and_the_record(tmp_path) -> None:
         for name in runs["0"]["model"]
     ]
     assert any(moved)  # the same step of the same draw, with the term: other weights
+
+
+def test_the_log_mel_term_against_the_clean_speech_in_its_active_frames(tmp_path) -> None:
+    data_dir = find_shared_data()
+    if data_dir is None:
+        pytest.skip("needs ../shared/data")
+    from model.audio_finetune import finetune, parse_args
+
+    mel = ["--mel-weight", "4"]
+    runs = {
+        name: torch.load(
+            finetune(parse_args(one_step_argv(tmp_path / name, data_dir) + mel + extra)),
+            weights_only=False,
+        )
+        for name, extra in (
+            ("teacher", []),
+            ("clean", ["--mel-reference", "clean", "--mel-active-db", "30"]),
+        )
+    }
+    term = runs["clean"]["loss"]["terms"][-1]
+    assert "log mel" in term and term.endswith(
+        "the clean speech, in the frames where it is within 30 dB of its loudest"
+    )
+    moved = [
+        not torch.equal(runs["teacher"]["model"][name], runs["clean"]["model"][name])
+        for name in runs["clean"]["model"]
+    ]
+    assert any(moved)  # the same step of the same draw against another reference
 
 
 def test_the_anchor_covers_each_clip_and_not_the_padding_after_it() -> None:
@@ -312,6 +359,8 @@ def test_a_teacher_blend_outside_zero_to_one_and_negative_weights_are_refused(tm
         parse_args(["--init-from", "x.onnx", "--out", str(tmp_path), "--teacher-below-hz", "-5"])
     with pytest.raises(SystemExit):
         parse_args(["--init-from", "x.onnx", "--out", str(tmp_path), "--snr-db", "10", "-5"])
+    with pytest.raises(SystemExit):
+        parse_args(["--init-from", "x.onnx", "--out", str(tmp_path), "--mel-active-db", "-1"])
 
 
 def test_the_run_records_its_training_and_the_export_and_card_keep_it(tmp_path) -> None:
