@@ -78,6 +78,7 @@ REFERENCES = {
     "teacher": "DeepFilterNet3's output on the same mixture",
     "cleaned": "DeepFilterNet3's output on the clean speech alone",
 }
+MEL_REFERENCES = ("spectral", "clean", "cleaned")  # --mel-reference: the spectral loss's, or …
 CROSSOVER_WIDTH_HZ = 200.0  # --teacher-below-hz: the raised cosine joining the two references
 # What a checkpoint carries of the run itself (beside the weights, optimiser and options).
 RUN_KEYS = ("step", "elapsed", "history", "resumes", "init_from", "data")
@@ -148,6 +149,7 @@ class BatchTensors:
         teacher_blend: float = 0.0,
         reference: str = "clean",
         teacher_below_hz: float = 0.0,
+        mel_reference: str = "spectral",
     ) -> None:
         """``teacher_blend`` blends DeepFilterNet3's band gains and strengths into the oracle
         targets as ``model.train`` does. ``reference`` is what the spectral loss compares with
@@ -155,7 +157,9 @@ class BatchTensors:
         (``teacher``), or on the clean speech alone (``cleaned``: the speech without the
         recording's own background). A ``teacher_below_hz`` above 0 keeps DeepFilterNet3 to the
         bands and frequencies below it: the targets above are the oracle's alone and the
-        reference there is the clean speech."""
+        reference there is the clean speech. ``mel_reference`` (``MEL_REFERENCES``) is what
+        the log-mel loss compares with: the spectral loss's reference, the clean speech, or
+        DeepFilterNet3's output on it (``cleaned``)."""
         if reference not in REFERENCES:
             raise ValueError(f"unknown reference {reference!r}; known: {', '.join(REFERENCES)}")
         # DeepFilterNet3's share: in every band, or in those centred at or below the crossover
@@ -169,6 +173,7 @@ class BatchTensors:
         self.target_strengths = torch.zeros(len(mixtures), frames, NUM_BANDS)
         self.frames = []  # each clip's own frames, before the padding
         references = [m.clean for m in mixtures]
+        cleaned: list[np.ndarray] = []
         for i, mixture in enumerate(mixtures):
             targets = compute_oracle_targets(mixture.noisy, mixture.clean)
             gains, strengths = targets.gains, targets.strengths
@@ -182,8 +187,10 @@ class BatchTensors:
                     )
                     gains = blend_targets(gains, teacher_gains, blend)
                     strengths = blend_targets(strengths, teacher_strengths, blend, complement=True)
-            if reference == "cleaned":
-                references[i] = deepfilternet_enhance(mixture.clean)
+            if reference == "cleaned" or mel_reference == "cleaned":
+                cleaned.append(deepfilternet_enhance(mixture.clean))
+                if reference == "cleaned":
+                    references[i] = cleaned[-1]
             if teacher_below_hz > 0 and reference != "clean":
                 references[i] = crossover(references[i], mixture.clean, teacher_below_hz)
             count = gains.shape[0]
@@ -194,6 +201,10 @@ class BatchTensors:
         self.lengths = [m.noisy.shape[0] for m in mixtures]
         self.clean = [torch.from_numpy(m.clean) for m in mixtures]
         self.references = [torch.from_numpy(np.asarray(r, dtype=np.float64)) for r in references]
+        mel_references = {"spectral": self.references, "clean": self.clean}
+        if cleaned:
+            mel_references["cleaned"] = [torch.from_numpy(np.asarray(c)) for c in cleaned]
+        self.mel_references = mel_references.get(mel_reference, [])
 
     def anchor_loss(self, gains: torch.Tensor, strengths: torch.Tensor) -> torch.Tensor:
         """The PercepNet loss against the batch's targets over each clip's own frames, not the
@@ -214,9 +225,9 @@ class BatchTensors:
         """The spectral loss's references zero-padded to [B, ``num_samples``]."""
         return padded(self.references, num_samples)
 
-    def clean_batch(self, num_samples: int) -> torch.Tensor:
-        """The clean speech zero-padded to [B, ``num_samples``]."""
-        return padded(self.clean, num_samples)
+    def mel_reference_batch(self, num_samples: int) -> torch.Tensor:
+        """The log-mel loss's references zero-padded to [B, ``num_samples``]."""
+        return padded(self.mel_references, num_samples)
 
     def cut_to_lengths(self, enhanced: torch.Tensor) -> torch.Tensor:
         """``enhanced`` [B, n] with every clip zeroed past its own length."""
@@ -249,7 +260,7 @@ def loss_record(args: argparse.Namespace, extra_terms: Sequence[str] = ()) -> di
             f"{reference}"
         )
     if args.mel_weight:
-        mel_reference = reference if args.mel_reference == "spectral" else "the clean speech"
+        mel_reference = REFERENCES.get(args.mel_reference, reference)
         frames = (
             f", in the frames where it is within {args.mel_active_db:g} dB of its loudest"
             if args.mel_active_db
@@ -370,6 +381,7 @@ def finetune(
             args.teacher_blend,
             args.spectral_reference,
             args.teacher_below_hz,
+            args.mel_reference if args.mel_weight else "spectral",
         )
         gains, strengths = model(batch.features)
         anchor = batch.anchor_loss(gains, strengths)
@@ -378,13 +390,15 @@ def finetune(
         reference = batch.reference_batch(enhanced.shape[1])
         unused = enhanced.new_zeros(())
         spectral = multi_resolution_loss(output, reference) if args.spectral_weight else unused
-        if args.mel_weight:
-            mel_reference = (
-                reference if args.mel_reference == "spectral" else batch.clean_batch(len(output[0]))
+        mel = (
+            log_mel_loss(
+                output,
+                batch.mel_reference_batch(output.shape[1]),
+                active_db=args.mel_active_db or None,
             )
-            mel = log_mel_loss(output, mel_reference, active_db=args.mel_active_db or None)
-        else:
-            mel = unused
+            if args.mel_weight
+            else unused
+        )
         total = (
             args.target_weight * anchor + args.spectral_weight * spectral + args.mel_weight * mel
         )
@@ -445,10 +459,10 @@ def option_parser(description: str) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--mel-reference",
-        choices=("spectral", "clean"),
+        choices=MEL_REFERENCES,
         default="spectral",
-        help="what the log-mel loss compares with: the spectral loss's reference, or the clean "
-        "speech",
+        help="what the log-mel loss compares with: the spectral loss's reference, the clean "
+        "speech, or DeepFilterNet3's output on it (cleaned)",
     )
     parser.add_argument(
         "--mel-active-db",
