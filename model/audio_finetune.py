@@ -13,9 +13,9 @@ minimises
                      DeepFilterNet3's at --teacher-blend)
         + spectral_weight · (multi-resolution compressed-spectrum loss against DeepFilterNet3's
                              output, or the clean speech with --spectral-reference clean)
-        + mel_weight · (log-mel loss against the same reference, or the clean speech with
-                        --mel-reference clean, over every frame or with --mel-active-db only
-                        where that reference is active; 0 by default)
+        + mel_weight · (log-mel loss against the same reference, or with --mel-reference
+                        the clean speech or DeepFilterNet3's output on it, over every frame or
+                        with --mel-active-db only where that reference is active; 0 by default)
 
 The band targets say what each band's gain should be; the spectral loss judges what the gains,
 comb filter and postfilter make of the audio together. Both are targets: no quality-predictor
@@ -78,7 +78,8 @@ REFERENCES = {
     "teacher": "DeepFilterNet3's output on the same mixture",
     "cleaned": "DeepFilterNet3's output on the clean speech alone",
 }
-MEL_REFERENCES = ("spectral", "clean", "cleaned")  # --mel-reference: the spectral loss's, or …
+# what --mel-reference may name: the spectral loss's reference, or one of REFERENCES by name
+MEL_REFERENCES = ("spectral", "clean", "cleaned")
 CROSSOVER_WIDTH_HZ = 200.0  # --teacher-below-hz: the raised cosine joining the two references
 # What a checkpoint carries of the run itself (beside the weights, optimiser and options).
 RUN_KEYS = ("step", "elapsed", "history", "resumes", "init_from", "data")
@@ -162,6 +163,9 @@ class BatchTensors:
         DeepFilterNet3's output on it (``cleaned``)."""
         if reference not in REFERENCES:
             raise ValueError(f"unknown reference {reference!r}; known: {', '.join(REFERENCES)}")
+        if mel_reference not in MEL_REFERENCES:
+            known = ", ".join(MEL_REFERENCES)
+            raise ValueError(f"unknown log-mel reference {mel_reference!r}; known: {known}")
         # DeepFilterNet3's share: in every band, or in those centred at or below the crossover
         share = band_mask(teacher_below_hz) if teacher_below_hz > 0 else 1.0
         blend = teacher_blend * share
@@ -201,10 +205,11 @@ class BatchTensors:
         self.lengths = [m.noisy.shape[0] for m in mixtures]
         self.clean = [torch.from_numpy(m.clean) for m in mixtures]
         self.references = [torch.from_numpy(np.asarray(r, dtype=np.float64)) for r in references]
-        mel_references = {"spectral": self.references, "clean": self.clean}
-        if cleaned:
-            mel_references["cleaned"] = [torch.from_numpy(np.asarray(c)) for c in cleaned]
-        self.mel_references = mel_references.get(mel_reference, [])
+        self.mel_references = {
+            "spectral": self.references,
+            "clean": self.clean,
+            "cleaned": [torch.from_numpy(np.asarray(c)) for c in cleaned],
+        }[mel_reference]
 
     def anchor_loss(self, gains: torch.Tensor, strengths: torch.Tensor) -> torch.Tensor:
         """The PercepNet loss against the batch's targets over each clip's own frames, not the

@@ -204,6 +204,13 @@ def test_the_log_mel_term_against_the_clean_speech_or_its_cleaned_version(tmp_pa
         )
 
 
+def test_an_unknown_log_mel_reference_is_refused() -> None:
+    from model.audio_finetune import BatchTensors
+
+    with pytest.raises(ValueError, match="unknown log-mel reference 'noisy'"):
+        BatchTensors([synthetic_mixture(0.3, 0)], mel_reference="noisy")
+
+
 def test_the_anchor_covers_each_clip_and_not_the_padding_after_it() -> None:
     from model.audio_finetune import BatchTensors
 
