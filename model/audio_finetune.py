@@ -13,9 +13,10 @@ minimises
                      DeepFilterNet3's at --teacher-blend)
         + spectral_weight · (multi-resolution compressed-spectrum loss against DeepFilterNet3's
                              output, or the clean speech with --spectral-reference clean)
-        + mel_weight · (log-mel loss against the same reference, or with --mel-reference
-                        the clean speech or DeepFilterNet3's output on it, over every frame or
-                        with --mel-active-db only where that reference is active; 0 by default)
+        + mel_weight · (log-mel loss against DeepFilterNet3's output on the clean speech
+                        alone, or with --mel-reference the spectral loss's reference or the
+                        clean speech, over every frame or with --mel-active-db only where that
+                        reference is active)
 
 The band targets say what each band's gain should be; the spectral loss judges what the gains,
 comb filter and postfilter make of the audio together. Both are targets: no quality-predictor
@@ -459,13 +460,13 @@ def option_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--mel-weight",
         type=float,
-        default=0.0,
+        default=1.5,
         help="weight of the log-mel loss (below 8 kHz), against --mel-reference",
     )
     parser.add_argument(
         "--mel-reference",
         choices=MEL_REFERENCES,
-        default="spectral",
+        default="cleaned",
         help="what the log-mel loss compares with: the spectral loss's reference, the clean "
         "speech, or DeepFilterNet3's output on it (cleaned)",
     )

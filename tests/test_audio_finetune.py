@@ -185,7 +185,7 @@ def test_the_log_mel_term_against_the_clean_speech_or_its_cleaned_version(tmp_pa
             weights_only=False,
         )
         for name, extra in (
-            ("spectral", []),
+            ("spectral", ["--mel-reference", "spectral"]),
             ("clean", ["--mel-reference", "clean", "--mel-active-db", "30"]),
             ("cleaned", ["--mel-reference", "cleaned"]),
         )
@@ -389,8 +389,10 @@ def test_the_run_records_its_training_and_the_export_and_card_keep_it(tmp_path) 
     first = torch.load(audio_finetune.finetune(audio_finetune.parse_args(argv)), weights_only=False)
     assert first["trainer"] == "model.audio_finetune"
     assert first["loss"]["quality_predictors"] == []
-    assert "DeepFilterNet3's output" in first["loss"]["terms"][-1]  # the default reference
-    assert not any("log mel" in term for term in first["loss"]["terms"])  # weight 0: not in it
+    *_, spectral_term, mel_term = first["loss"]["terms"]
+    assert "DeepFilterNet3's output" in spectral_term  # the default reference
+    assert mel_term.startswith("1.5 × the mean absolute difference of log mel")  # the default
+    assert mel_term.endswith("DeepFilterNet3's output on the clean speech alone")
     files, dev = first["data"]["files"], split_named(data_dir, "dev")
     assert files["speech"] and files["noise"] and files["rooms"] == []
     assert not set(files["speech"]) & {f.relative_path for f in dev.speech}
