@@ -142,14 +142,15 @@ def test_the_pipeline_scores_a_voiced_burst_over_noise_and_the_rule_follows_it()
     assert len(after) > 60 and sum(after) < len(after) / 2
 
 
-def test_quiet_stationary_noise_alone_counts_as_speech_in_at_most_seven_eighths_of_frames() -> None:
+def test_quiet_stationary_noise_alone_counts_as_speech_in_at_most_three_fourths_of_frames() -> None:
     """A rule with fixed ratios starts too easily on quiet stationary noise, and how often
     varies with the weights: once a frame starts speech, the noise's louder frames keep it
     going, so one stream is counted almost wholly or in part by chance. Over eight 12-s streams
-    of −40 dBFS pink noise (docs/performance.md's measure) the shipped 256-unit weights count
-    84 % of frames, the 384-unit weights before them 74 % (−50 dBFS: 94 and 87 %, −30 dBFS: 6
-    and 7 %); on the relay's real noises alone the share is about a seventh for both (0.151 and
-    0.142, ``loadtest.voice_activity_rates --per-snr 12 --seed 1``). The bound: seven eighths.
+    of −40 dBFS pink noise (docs/performance.md's measure) the shipped weights (the 256-unit
+    network fine-tuned with the log-mel term) count 60 % of frames, the distilled weights before
+    them 84 %, the 384-unit ones 74 % (−50 dBFS: 78, 94 and 87 %; −30 dBFS: 3.5, 6 and 7 %); on
+    the relay's real noises alone the share is about a seventh (0.145, 0.151 and 0.142,
+    ``loadtest.voice_activity_rates --per-snr 12 --seed 1``). The bound: three quarters.
     Re-measure and re-pin when the shipped model changes."""
     shares = []
     for seed in range(20, 28):
@@ -161,4 +162,4 @@ def test_quiet_stationary_noise_alone_counts_as_speech_in_at_most_seven_eighths_
             for result in map(pipeline.process, noise.reshape(-1, FRAME_SAMPLES))
         ]
         shares.append(np.mean(speaking))
-    assert np.mean(shares) <= 0.875
+    assert np.mean(shares) <= 0.75
