@@ -46,7 +46,13 @@ import torch
 from dsp.constants import NUM_BANDS, SAMPLE_RATE_HZ
 from dsp.offline import compute_oracle_targets
 from model.augment_mixture import MixtureAugmentation, augment_mixture
-from model.devset import DevMixture, SilentSignalError, build_dev_mixtures, default_data_dir
+from model.devset import (
+    DevMixture,
+    SilentSignalError,
+    build_dev_mixtures,
+    default_data_dir,
+    speech_source,
+)
 from model.differentiable_synthesis import TorchSynthesis, stack_inputs, synthesis_inputs
 from model.feature_cache import band_mask
 from model.mixtures import speech_max_hz
@@ -97,14 +103,18 @@ def draw_batch(
     rng: np.random.Generator,
     size: int,
     snr_range_db: tuple[float, float] = SNR_RANGE_DB,
+    speech_sources: Sequence[str] | None = None,
 ) -> list[DevMixture]:
-    """``size`` training-split mixtures at SNRs drawn uniformly from ``snr_range_db``; a draw
-    that lands on a silent stretch of noise (no SNR can be set) is drawn again."""
+    """``size`` training-split mixtures at SNRs drawn uniformly from ``snr_range_db`` (with
+    ``speech_sources``, speech from those corpora only); a draw that lands on a silent stretch
+    of noise (no SNR can be set) is drawn again."""
     for _ in range(REDRAWS):
         snrs = [round(float(s), 1) for s in rng.uniform(*snr_range_db, size=size)]
         seed = int(rng.integers(0, 2**31))
         try:
-            return build_dev_mixtures(data_dir, per_snr=1, snrs_db=snrs, seed=seed, split="train")
+            return build_dev_mixtures(
+                data_dir, 1, snrs, seed, "train", speech_sources=speech_sources
+            )
         except SilentSignalError:
             continue
     raise RuntimeError(f"{REDRAWS} draws in a row met silent speech or noise")
@@ -304,6 +314,14 @@ def finetune(
     init_path = Path(args.init_from)
     state = torch.load(checkpoint_path, weights_only=False) if checkpoint_path.exists() else None
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+    if args.speech_sources is not None:
+        corpora = {speech_source(f.relative_path) for f in split_named(data_dir, "train").speech}
+        unknown = sorted(set(args.speech_sources) - corpora)
+        if unknown:
+            raise ValueError(
+                f"no training speech from {', '.join(unknown)}; "
+                f"the training corpora are {', '.join(sorted(corpora))}"
+            )
     # the record names no machine's folders (as model.train's): the data as <data>, others
     # relative to the working directory or as <elsewhere>/NAME
     options = vars(args) | {
@@ -379,7 +397,7 @@ def finetune(
         lr = args.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, run["elapsed"] / budget_s)))
         for group in optimizer.param_groups:
             group["lr"] = lr
-        mixtures = draw_batch(data_dir, rng, args.batch, tuple(args.snr_db))
+        mixtures = draw_batch(data_dir, rng, args.batch, tuple(args.snr_db), args.speech_sources)
         if augmentation is not None:
             mixtures = [augment_mixture(m, rng, babble_speech, augmentation) for m in mixtures]
         batch = BatchTensors(
@@ -510,6 +528,14 @@ def option_parser(description: str) -> argparse.ArgumentParser:
         action="store_true",
         help="remake each mixture (model.augment_mixture): the speech's speed and colour, the "
         "noise's speed, colour and direction, a synthetic noise event",
+    )
+    parser.add_argument(
+        "--speech-sources",
+        nargs="+",
+        default=None,
+        metavar="CORPUS",
+        help="draw speech only from these corpora (folders under clean/, e.g. vctk_p239 "
+        "speechocean762); default: every training corpus",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -263,15 +263,24 @@ def build_dev_mixtures(
     snrs_db: Sequence[float] = DEV_SNRS_DB,
     seed: int = PINNED_SEED,
     split: str = "dev",
+    speech_sources: Sequence[str] | None = None,
 ) -> list[DevMixture]:
     """Dev mixtures at 48 kHz. With ``seed`` 0 on the dev split, the first ``per_snr`` (all
     when None) mixtures that ``model/dev_split.json`` pins at each SNR; any other seed (or
     ``split="train"``, a diagnostic that tells a generalisation gap from a fitting gap, never
-    a reported score) draws ``per_snr`` (default 8) fresh ones from that side of the split."""
+    a reported score) draws ``per_snr`` (default 8) fresh ones from that side of the split,
+    with ``speech_sources`` only from those corpora (``speech_source`` names)."""
     if per_snr is not None and per_snr < 1:
         raise ValueError(f"per_snr must be at least 1, got {per_snr}")
     root = data_dir if data_dir is not None else default_data_dir()
     chosen = split_named(root, split)
+    if speech_sources is not None:
+        if split == "dev" and seed == PINNED_SEED:
+            raise ValueError("the pinned dev mixtures cannot be narrowed to speech sources")
+        speech = tuple(f for f in chosen.speech if speech_source(f.relative_path) in speech_sources)
+        if not speech:
+            raise ValueError(f"no {split} speech from {', '.join(speech_sources)}")
+        chosen = replace(chosen, speech=speech)
     load = AudioCache()
     if split == "dev" and seed == PINNED_SEED:
         specs = pinned_specs(per_snr, snrs_db)

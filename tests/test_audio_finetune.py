@@ -244,7 +244,12 @@ def test_a_draw_on_silent_noise_is_drawn_again(monkeypatch, tmp_path) -> None:
     seeds: list[int] = []
 
     def build(
-        data_dir: Path, per_snr: int, snrs_db: list[float], seed: int, split: str
+        data_dir: Path,
+        per_snr: int,
+        snrs_db: list[float],
+        seed: int,
+        split: str,
+        speech_sources: list[str] | None = None,
     ) -> list[str]:
         seeds.append(seed)
         if len(seeds) == 1 or always_silent:
@@ -267,7 +272,12 @@ def test_the_mixtures_snrs_are_drawn_from_the_range_asked_for(monkeypatch, tmp_p
     drawn: list[float] = []
 
     def build(
-        data_dir: Path, per_snr: int, snrs_db: list[float], seed: int, split: str
+        data_dir: Path,
+        per_snr: int,
+        snrs_db: list[float],
+        seed: int,
+        split: str,
+        speech_sources: list[str] | None = None,
     ) -> list[str]:
         drawn.extend(snrs_db)
         return ["a mixture"] * len(snrs_db)
@@ -426,3 +436,18 @@ def test_the_run_records_its_training_and_the_export_and_card_keep_it(tmp_path) 
     parent_trainer = record["init_from"]["record"].get("trainer", "model.train")
     assert parent.startswith(f"- Command{'s' * (parent_trainer != 'model.train')}: `python -m ")
     assert parent.split("`")[1].startswith(f"python -m {parent_trainer} ")
+
+
+def test_an_unknown_speech_corpus_is_one_error_line(tmp_path, capsys) -> None:
+    from model.audio_finetune import main
+
+    data_dir = find_shared_data()
+    if data_dir is None:
+        pytest.skip("needs ../shared/data")
+    argv = ["--init-from", "x.onnx", "--out", str(tmp_path), "--data-dir", str(data_dir)]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--speech-sources", "vctk_p239", "no_such_corpus"])
+    assert exit_info.value.code == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: no training speech from no_such_corpus;")
+    assert "vctk_p239" in error and error.count("\n") == 1

@@ -109,3 +109,17 @@ def test_pinned_mixtures_are_built_as_listed(shared_data_dir: Path) -> None:
     assert level_dbfs == pytest.approx(spec.level_dbfs, abs=1e-6) or level_dbfs < spec.level_dbfs
     noise = mixture.noisy - mixture.clean
     assert 10 * np.log10(np.sum(mixture.clean**2) / np.sum(noise**2)) == pytest.approx(0.0)
+
+
+@pytest.mark.slow
+def test_drawn_mixtures_keep_to_the_named_speech_corpora(shared_data_dir: Path) -> None:
+    corpora = ("vctk_p239", "speechocean762")
+    mixtures = build_dev_mixtures(
+        shared_data_dir, 3, (0.0, 5.0), seed=3, split="train", speech_sources=corpora
+    )
+    folders = {m.speech_path.relative_to(shared_data_dir).parts[1] for m in mixtures}
+    assert folders == set(corpora)
+    with pytest.raises(ValueError, match="no train speech from ljspeech_subset"):
+        build_dev_mixtures(shared_data_dir, 1, (0.0,), 3, "train", ("ljspeech_subset",))
+    with pytest.raises(ValueError, match="pinned dev mixtures cannot be narrowed"):
+        build_dev_mixtures(shared_data_dir, 1, (0.0,), speech_sources=("ravdess",))
