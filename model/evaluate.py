@@ -754,6 +754,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="dev",
         help="draw the mixtures from this split (default dev; train is a diagnostic only)",
     )
+    parser.add_argument(
+        "--speech-sources",
+        help="comma-separated corpora (folders under clean/) to draw the speech from, e.g. "
+        "ljspeech_subset; drawn mixtures only (a seed other than 0)",
+    )
     parser.add_argument("--data-dir", type=Path, help="default: $PNR_DATA_DIR or ../shared/data")
     parser.add_argument("--spectrograms", type=int, default=3, help="files to plot (default 3)")
     parser.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS")
@@ -778,10 +783,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         snrs = tuple(float(s) for s in args.snrs.split(","))
-        mixtures = build_dev_mixtures(
-            data_dir, per_snr=args.per_snr, snrs_db=snrs, seed=args.seed, split=args.split
+        sources = (
+            None
+            if args.speech_sources is None
+            else tuple(s.strip() for s in args.speech_sources.split(",") if s.strip())
         )
-    except ValueError as exc:  # SNRs that do not parse or are not pinned, too many per SNR
+        mixtures = build_dev_mixtures(data_dir, args.per_snr, snrs, args.seed, args.split, sources)
+    except ValueError as exc:  # SNRs that do not parse or are not pinned, too many per SNR,
+        # speech sources named for the pinned mixtures or with no speech on that side
         print(f"error: {exc}", file=sys.stderr)
         return 2
     results = evaluate(
@@ -798,6 +807,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "snrs_db": list(snrs),
         "seed": args.seed,
         "split": args.split,
+        "speech_sources": sources,
         "mixtures": [m.name for m in mixtures],
     }
     json_path, md_path = write_results(results, args.out)

@@ -514,12 +514,18 @@ def _training_commands(run_args: dict[str, object], resumes: list[dict]) -> tupl
 
 def _evaluation_config(eval_dir: Path) -> dict:
     """The evaluation's recorded options; refuses one drawn from the training split, whose
-    scores must never be quoted as dev-set scores (evaluations before ``--split`` are dev)."""
+    scores must never be quoted as dev-set scores (evaluations before ``--split`` are dev),
+    and one whose speech was narrowed to some corpora (``--speech-sources``)."""
     path = eval_dir / "results.json"
     config = json.loads(path.read_text()).get("config", {}) if path.exists() else {}
     if config.get("split", "dev") != "dev":
         raise ValueError(
             f"{path} was drawn from the {config['split']!r} split; the card needs a dev evaluation"
+        )
+    if config.get("speech_sources"):
+        raise ValueError(
+            f"{path} draws its speech from {', '.join(config['speech_sources'])} only; the card "
+            "needs an evaluation of the whole dev split"
         )
     return config
 

@@ -282,6 +282,8 @@ def test_dnsmos_runs_offline_and_hears_the_noise(dev_mixtures) -> None:
         (["--per-snr", "13"], "pins 12 mixtures at -5 dB, not 13"),
         (["--snrs", "20"], "no mixtures at 20 dB"),
         (["--snrs", "loud"], "could not convert"),
+        (["--speech-sources", "ravdess"], "pinned dev mixtures cannot be narrowed"),
+        (["--seed", "4", "--speech-sources", "vctk_p239"], "no dev speech from vctk_p239"),
     ],
 )
 def test_mixtures_it_cannot_build_are_one_error_line(
@@ -291,3 +293,14 @@ def test_mixtures_it_cannot_build_are_one_error_line(
     assert main([*argv, *options]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_a_draw_narrowed_to_one_corpus_scores_only_its_speech(shared_data_dir, tmp_path) -> None:
+    argv = ["--systems", "noisy", "--data-dir", str(shared_data_dir), "--out", str(tmp_path)]
+    drawn = ["--seed", "4", "--per-snr", "2", "--snrs", "0", "--no-dnsmos", "--spectrograms", "0"]
+    assert main([*argv, *drawn, "--speech-sources", "ljspeech_subset"]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["config"]["speech_sources"] == ["ljspeech_subset"]
+    assert len(results["files"]) == 2
+    assert {f["source"] for f in results["files"]} == {"ljspeech_subset"}

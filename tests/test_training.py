@@ -308,6 +308,10 @@ def test_the_model_card_refuses_an_evaluation_drawn_from_the_training_split(tmp_
         _evaluation_config(tmp_path)
     with pytest.raises(SystemExit, match="^error: .*'train' split"):  # before reading the run
         main(["--eval", str(tmp_path), "--out", str(tmp_path)])
+    narrowed = {"config": {"split": "dev", "seed": 4, "speech_sources": ["ljspeech_subset"]}}
+    (tmp_path / "results.json").write_text(json.dumps(narrowed))
+    with pytest.raises(ValueError, match="from ljspeech_subset only; the card needs"):
+        _evaluation_config(tmp_path)
 
 
 def test_an_epoch_crops_every_sequence_once_within_its_bounds() -> None:
