@@ -364,7 +364,9 @@ def finetune(
             "data": data_record(Split(train.speech, train.noise, ())),  # no rooms are used
         }
     run["loss"] = loss if loss is not None else loss_record(args)
-    augmentation = MixtureAugmentation() if args.augment else None
+    augmentation = (
+        MixtureAugmentation(speech_speed_range=tuple(args.speech_speed)) if args.augment else None
+    )
     babble_speech: tuple[AudioFile, ...] = ()  # what the remade mixtures' babble is made of
     if augmentation is not None:  # in the data's record, which the export and card keep
         run["data"]["augmentation"] = augmentation.as_dict()
@@ -530,6 +532,15 @@ def option_parser(description: str) -> argparse.ArgumentParser:
         "noise's speed, colour and direction, a synthetic noise event",
     )
     parser.add_argument(
+        "--speech-speed",
+        type=float,
+        nargs=2,
+        default=list(MixtureAugmentation().speech_speed_range),
+        metavar=("LOW", "HIGH"),
+        help="with --augment: the range the speech's speed (pitch and formants with it) is drawn "
+        "from, log-uniformly",
+    )
+    parser.add_argument(
         "--speech-sources",
         nargs="+",
         default=None,
@@ -554,6 +565,9 @@ def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser.error("--teacher-blend must lie in [0, 1]")
     if args.mel_active_db < 0:
         parser.error("--mel-active-db must not be negative (0: every frame)")
+    low, high = args.speech_speed
+    if not 0.5 <= low <= high <= 2.0:
+        parser.error("--speech-speed needs 0.5 <= LOW <= HIGH <= 2")
     if not args.snr_db[0] <= args.snr_db[1]:
         parser.error("--snr-db: LOW must not be above HIGH")
     if not 0.0 <= args.teacher_below_hz <= SAMPLE_RATE_HZ / 2:

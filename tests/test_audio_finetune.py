@@ -382,6 +382,9 @@ def test_a_teacher_blend_outside_zero_to_one_and_negative_weights_are_refused(tm
         parse_args(["--init-from", "x.onnx", "--out", str(tmp_path), "--snr-db", "10", "-5"])
     with pytest.raises(SystemExit):
         parse_args(["--init-from", "x.onnx", "--out", str(tmp_path), "--mel-active-db", "-1"])
+    for speeds in (["1.2", "0.9"], ["0.3", "1.0"]):
+        with pytest.raises(SystemExit):
+            parse_args(["--init-from", "x.onnx", "--out", str(tmp_path), "--speech-speed", *speeds])
 
 
 def test_the_run_records_its_training_and_the_export_and_card_keep_it(tmp_path) -> None:
