@@ -120,6 +120,15 @@ def draw_batch(
     raise RuntimeError(f"{REDRAWS} draws in a row met silent speech or noise")
 
 
+def drawn_speech(
+    speech: Sequence[AudioFile], sources: Sequence[str] | None
+) -> tuple[AudioFile, ...]:
+    """The speech files the fine-tune draws from: all, or those of the named corpora."""
+    if sources is None:
+        return tuple(speech)
+    return tuple(f for f in speech if speech_source(f.relative_path) in sources)
+
+
 def already_made(output: np.ndarray) -> Enhance:
     """An enhancer that hands back ``output``, a teacher's output already made, whatever it is
     given (so one teacher run serves both the targets and the spectral reference)."""
@@ -361,7 +370,10 @@ def finetune(
                 "sha256": sha256_of(init_path),
                 "record": find_record(init_path),
             },
-            "data": data_record(Split(train.speech, train.noise, ())),  # no rooms are used
+            # no rooms are used, and with --speech-sources only those corpora's speech
+            "data": data_record(
+                Split(drawn_speech(train.speech, args.speech_sources), train.noise, ())
+            ),
         }
     run["loss"] = loss if loss is not None else loss_record(args)
     augmentation = (

@@ -275,6 +275,8 @@ def build_dev_mixtures(
     root = data_dir if data_dir is not None else default_data_dir()
     chosen = split_named(root, split)
     if speech_sources is not None:
+        if not speech_sources:
+            raise ValueError("no speech source named")
         if split == "dev" and seed == PINNED_SEED:
             raise ValueError("the pinned dev mixtures cannot be narrowed to speech sources")
         speech = tuple(f for f in chosen.speech if speech_source(f.relative_path) in speech_sources)

@@ -454,3 +454,15 @@ def test_an_unknown_speech_corpus_is_one_error_line(tmp_path, capsys) -> None:
     error = capsys.readouterr().err
     assert error.startswith("error: no training speech from no_such_corpus;")
     assert "vctk_p239" in error and error.count("\n") == 1
+
+
+def test_the_run_records_only_the_speech_corpora_it_draws_from() -> None:
+    from model.audio_finetune import drawn_speech
+    from model.splits import AudioFile
+
+    def row(path: str) -> AudioFile:
+        return AudioFile(Path("/data") / path, path, "clean", "s", 48_000, 1.0, "CC0", "")
+
+    speech = [row("clean/ravdess/a.flac"), row("clean/vctk_p239/b.flac"), row("clean/c.flac")]
+    assert drawn_speech(speech, None) == tuple(speech)
+    assert drawn_speech(speech, ["vctk_p239"]) == (speech[1],)
