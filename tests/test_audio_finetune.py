@@ -244,12 +244,7 @@ def test_a_draw_on_silent_noise_is_drawn_again(monkeypatch, tmp_path) -> None:
     seeds: list[int] = []
 
     def build(
-        data_dir: Path,
-        per_snr: int,
-        snrs_db: list[float],
-        seed: int,
-        split: str,
-        speech_sources: list[str] | None = None,
+        data_dir: Path, per_snr: int, snrs_db: list[float], seed: int, split: str, **_: object
     ) -> list[str]:
         seeds.append(seed)
         if len(seeds) == 1 or always_silent:
@@ -272,12 +267,7 @@ def test_the_mixtures_snrs_are_drawn_from_the_range_asked_for(monkeypatch, tmp_p
     drawn: list[float] = []
 
     def build(
-        data_dir: Path,
-        per_snr: int,
-        snrs_db: list[float],
-        seed: int,
-        split: str,
-        speech_sources: list[str] | None = None,
+        data_dir: Path, per_snr: int, snrs_db: list[float], seed: int, split: str, **_: object
     ) -> list[str]:
         drawn.extend(snrs_db)
         return ["a mixture"] * len(snrs_db)
