@@ -51,7 +51,7 @@ from model.devset import (
     SilentSignalError,
     build_dev_mixtures,
     default_data_dir,
-    speech_source,
+    speech_from_corpora,
 )
 from model.differentiable_synthesis import TorchSynthesis, stack_inputs, synthesis_inputs
 from model.feature_cache import band_mask
@@ -118,15 +118,6 @@ def draw_batch(
         except SilentSignalError:
             continue
     raise RuntimeError(f"{REDRAWS} draws in a row met silent speech or noise")
-
-
-def drawn_speech(
-    speech: Sequence[AudioFile], sources: Sequence[str] | None
-) -> tuple[AudioFile, ...]:
-    """The speech files the fine-tune draws from: all, or those of the named corpora."""
-    if sources is None:
-        return tuple(speech)
-    return tuple(f for f in speech if speech_source(f.relative_path) in sources)
 
 
 def already_made(output: np.ndarray) -> Enhance:
@@ -323,14 +314,9 @@ def finetune(
     init_path = Path(args.init_from)
     state = torch.load(checkpoint_path, weights_only=False) if checkpoint_path.exists() else None
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
-    if args.speech_sources is not None:
-        corpora = {speech_source(f.relative_path) for f in split_named(data_dir, "train").speech}
-        unknown = sorted(set(args.speech_sources) - corpora)
-        if unknown:
-            raise ValueError(
-                f"no training speech from {', '.join(unknown)}; "
-                f"the training corpora are {', '.join(sorted(corpora))}"
-            )
+    train = split_named(data_dir, "train")
+    # checked before anything loads; the draws narrow the same way (build_dev_mixtures)
+    drawn_speech = speech_from_corpora(train.speech, args.speech_sources, "training")
     # the record names no machine's folders (as model.train's): the data as <data>, others
     # relative to the working directory or as <elsewhere>/NAME
     options = vars(args) | {
@@ -358,7 +344,6 @@ def finetune(
         print(f"resumed at step {run['step']} ({run['elapsed'] / 60:.1f} min)", flush=True)
     else:
         model.load_state_dict(initial)
-        train = split_named(data_dir, "train")
         run = {
             "step": 0,
             "elapsed": 0.0,
@@ -371,9 +356,7 @@ def finetune(
                 "record": find_record(init_path),
             },
             # no rooms are used, and with --speech-sources only those corpora's speech
-            "data": data_record(
-                Split(drawn_speech(train.speech, args.speech_sources), train.noise, ())
-            ),
+            "data": data_record(Split(drawn_speech, train.noise, ())),
         }
     run["loss"] = loss if loss is not None else loss_record(args)
     augmentation = (
@@ -382,7 +365,7 @@ def finetune(
     babble_speech: tuple[AudioFile, ...] = ()  # what the remade mixtures' babble is made of
     if augmentation is not None:  # in the data's record, which the export and card keep
         run["data"]["augmentation"] = augmentation.as_dict()
-        babble_speech = split_named(data_dir, "train").speech
+        babble_speech = train.speech
     synthesis = TorchSynthesis()
 
     def save() -> None:

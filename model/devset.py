@@ -132,6 +132,25 @@ def speech_source(relative_path: str) -> str:
     return parts[1] if len(parts) > 2 else parts[0]
 
 
+def speech_from_corpora(
+    speech: Sequence[AudioFile], corpora: Sequence[str] | None, side: str
+) -> tuple[AudioFile, ...]:
+    """The files of ``speech`` from the named corpora (``speech_source`` names; all when None);
+    ValueError naming any corpus with no speech on this ``side`` of the split."""
+    if corpora is None:
+        return tuple(speech)
+    if not corpora:
+        raise ValueError("no speech source named")
+    present = {speech_source(f.relative_path) for f in speech}
+    missing = sorted(set(corpora) - present)
+    if missing:
+        raise ValueError(
+            f"no {side} speech from {', '.join(missing)}; "
+            f"the {side} corpora are {', '.join(sorted(present))}"
+        )
+    return tuple(f for f in speech if speech_source(f.relative_path) in corpora)
+
+
 def speech_pools(speech: Sequence[AudioFile]) -> list[list[AudioFile]]:
     """48 kHz fullband RAVDESS, 16 kHz, and every other speech, each sorted so that draws
     are reproducible: drawn mixtures rotate through them."""
@@ -275,14 +294,9 @@ def build_dev_mixtures(
     root = data_dir if data_dir is not None else default_data_dir()
     chosen = split_named(root, split)
     if speech_sources is not None:
-        if not speech_sources:
-            raise ValueError("no speech source named")
         if split == "dev" and seed == PINNED_SEED:
             raise ValueError("the pinned dev mixtures cannot be narrowed to speech sources")
-        speech = tuple(f for f in chosen.speech if speech_source(f.relative_path) in speech_sources)
-        if not speech:
-            raise ValueError(f"no {split} speech from {', '.join(speech_sources)}")
-        chosen = replace(chosen, speech=speech)
+        chosen = replace(chosen, speech=speech_from_corpora(chosen.speech, speech_sources, split))
     load = AudioCache()
     if split == "dev" and seed == PINNED_SEED:
         specs = pinned_specs(per_snr, snrs_db)

@@ -447,8 +447,11 @@ def test_an_unknown_speech_corpus_is_one_error_line(tmp_path, capsys) -> None:
 
 
 def test_the_run_records_only_the_speech_corpora_it_draws_from() -> None:
-    from model.audio_finetune import drawn_speech
+    from model.devset import speech_from_corpora
     from model.splits import AudioFile
+
+    def drawn_speech(speech: list[AudioFile], sources: list[str] | None) -> tuple:
+        return speech_from_corpora(speech, sources, "training")
 
     def row(path: str) -> AudioFile:
         return AudioFile(Path("/data") / path, path, "clean", "s", 48_000, 1.0, "CC0", "")
