@@ -222,9 +222,12 @@ class BatchTensors:
             "cleaned": [torch.from_numpy(np.asarray(c)) for c in cleaned],
         }[mel_reference]
 
-    def anchor_loss(self, gains: torch.Tensor, strengths: torch.Tensor) -> torch.Tensor:
+    def anchor_loss(
+        self, gains: torch.Tensor, strengths: torch.Tensor, lost_weight: float = 0.0
+    ) -> torch.Tensor:
         """The PercepNet loss against the batch's targets over each clip's own frames, not the
-        zero padding after a shorter clip (whose targets are 1 and inputs silence)."""
+        zero padding after a shorter clip (whose targets are 1 and inputs silence); a gain under
+        its target costs ``1 + lost_weight`` times more."""
         losses = [
             percepnet_loss(
                 gains[i : i + 1, :frames],
@@ -232,6 +235,7 @@ class BatchTensors:
                 self.target_gains[i : i + 1, :frames],
                 self.target_strengths[i : i + 1, :frames],
                 self.band_mask[i : i + 1],
+                lost_weight=lost_weight,
             )
             for i, frames in enumerate(self.frames)
         ]
@@ -262,9 +266,12 @@ def loss_record(args: argparse.Namespace, extra_terms: Sequence[str] = ()) -> di
     reference = REFERENCES[args.spectral_reference]
     if below and args.spectral_reference != "clean":
         reference += f" below {below:g} Hz, the clean speech above"
+    band_terms = list(band["terms"])
+    if args.band_lost_weight:
+        band_terms.append(f"a gain below its target costs {1 + args.band_lost_weight:g}×")
     terms = [
         f"{args.target_weight:g} × the band loss on gains and strengths ("
-        + "; ".join(band["terms"])
+        + "; ".join(band_terms)
         + ")"
     ]
     if args.spectral_weight:
@@ -288,6 +295,8 @@ def loss_record(args: argparse.Namespace, extra_terms: Sequence[str] = ()) -> di
             f"{-MEL_FLOOR_DB:g} dB under its reference's mean) between the enhanced audio and "
             f"{mel_reference}{frames}"
         )
+        if args.mel_lost_weight:
+            terms[-1] += f", a band under the reference costing {1 + args.mel_lost_weight:g}×"
     targets = band["targets"]
     if below and args.teacher_blend:
         targets += f" (DeepFilterNet3's share in the bands centred at or below {below:g} Hz only)"
@@ -405,7 +414,7 @@ def finetune(
             args.mel_reference if args.mel_weight else "spectral",
         )
         gains, strengths = model(batch.features)
-        anchor = batch.anchor_loss(gains, strengths)
+        anchor = batch.anchor_loss(gains, strengths, args.band_lost_weight)
         enhanced = synthesis(gains, strengths, **batch.synthesis)
         output = batch.cut_to_lengths(enhanced)
         reference = batch.reference_batch(enhanced.shape[1])
@@ -416,6 +425,7 @@ def finetune(
                 output,
                 batch.mel_reference_batch(output.shape[1]),
                 active_db=args.mel_active_db or None,
+                lost_weight=args.mel_lost_weight,
             )
             if args.mel_weight
             else unused
@@ -491,6 +501,19 @@ def option_parser(description: str) -> argparse.ArgumentParser:
         default=0.0,
         help="count the log-mel loss only in frames whose reference is within this many dB of "
         "its loudest frame (0: every frame)",
+    )
+    parser.add_argument(
+        "--mel-lost-weight",
+        type=float,
+        default=0.0,
+        help="make a mel band under its reference (speech taken away, not noise left in) cost "
+        "1 + this times more in the log-mel loss",
+    )
+    parser.add_argument(
+        "--band-lost-weight",
+        type=float,
+        default=0.0,
+        help="make a band gain under its target cost 1 + this times more in the band loss",
     )
     parser.add_argument(
         "--spectral-reference",

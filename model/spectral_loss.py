@@ -82,14 +82,18 @@ def log_mel_loss(
     reference: torch.Tensor,
     floor_db: float = MEL_FLOOR_DB,
     active_db: float | None = None,
+    lost_weight: float = 0.0,
 ) -> torch.Tensor:
     """Mean |log10(M_e + f) − log10(M_r + f)| over mel bands and frames, f per clip
     ``floor_db`` under its reference's mean mel power; both signals [B, n], aligned, zero where
     a clip has ended. With ``active_db`` the mean runs only over the frames whose reference
-    power is within that many dB of the clip's loudest frame (where the reference is active)."""
+    power is within that many dB of the clip's loudest frame (where the reference is active).
+    ``lost_weight`` makes a band under its reference (speech taken away, as opposed to noise
+    left in) cost ``1 + lost_weight`` times more."""
     estimate, target = mel_power(enhanced), mel_power(reference.to(enhanced.dtype))
     floor = target.mean(dim=(1, 2), keepdim=True) * 10.0 ** (floor_db / 10.0) + 1e-12
-    error = (torch.log10(estimate + floor) - torch.log10(target + floor)).abs()
+    error = torch.log10(estimate + floor) - torch.log10(target + floor)
+    error = error.abs() * (1.0 + lost_weight * (error < 0).to(error.dtype))
     if active_db is None:
         return error.mean()
     frame_power = target.sum(dim=1)  # [B, frames]

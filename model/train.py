@@ -110,6 +110,7 @@ def percepnet_loss(
     band_mask: torch.Tensor,
     pause_weight: float = 0.0,
     onset_weight: float = 0.0,
+    lost_weight: float = 0.0,
 ) -> torch.Tensor:
     """Power-compressed gain error (γ = 0.5) plus a 4th-power term, and the same on 1 − r.
 
@@ -117,17 +118,19 @@ def percepnet_loss(
     makes residual noise (a gain above its target) cost ``1 + pause_weight`` times more in frames
     without speech (every unmasked target below ``NOISE_BAND_TARGET``): the third stage's weight.
     ``onset_weight`` makes lost speech (a gain below its target) cost ``1 + onset_weight`` times
-    more in the frames that open speech after a pause (``onset_frames``).
+    more in the frames that open speech after a pause (``onset_frames``), ``lost_weight``
+    ``1 + lost_weight`` times more in every frame (the two add).
     """
     mask = band_mask[:, None, :]
     d_gain = gains.clamp_min(1e-6) ** GAMMA - target_gains.clamp_min(1e-6) ** GAMMA
-    if pause_weight > 0 or onset_weight > 0:
+    if pause_weight > 0 or onset_weight > 0 or lost_weight > 0:
         pause = ((target_gains < NOISE_BAND_TARGET) | (mask == 0)).all(dim=2, keepdim=True)
         overshoot = d_gain > 0  # residual noise, as opposed to speech distortion
         weight = 1 + pause_weight * (overshoot & pause).to(d_gain.dtype)
+        lost = d_gain < 0  # speech distortion
         if onset_weight > 0:
-            lost = d_gain < 0  # speech distortion
             weight = weight + onset_weight * (lost & onset_frames(pause)).to(d_gain.dtype)
+        weight = weight + lost_weight * lost.to(d_gain.dtype)
         # the squared error costs the weight times more where it applies
         d_gain = d_gain * weight**0.5
     d_strength = (1 - strengths).clamp_min(1e-6) ** GAMMA - (1 - target_strengths).clamp_min(

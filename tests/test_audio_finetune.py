@@ -148,6 +148,48 @@ def test_the_log_mel_loss_over_active_frames_ignores_the_references_pauses() -> 
     assert over_speech > 0.1
 
 
+def test_the_log_mel_loss_lost_weight_counts_only_what_falls_under_the_reference() -> None:
+    from model.spectral_loss import log_mel_loss
+
+    t = torch.arange(RATE // 2) / RATE
+    clean = (0.1 * torch.sin(2 * torch.pi * 1500 * t))[None]
+    # every band under the reference (speech taken away), or over it (as noise left in is)
+    for enhanced, factor in ((0.5 * clean, 3.0), (2.0 * clean, 1.0)):
+        plain = float(log_mel_loss(enhanced, clean))
+        assert plain > 0.01
+        assert float(log_mel_loss(enhanced, clean, lost_weight=2.0)) == pytest.approx(
+            factor * plain, rel=1e-6
+        )
+
+
+def test_the_lost_weights_reach_the_weights_and_the_record(tmp_path) -> None:
+    data_dir = find_shared_data()
+    if data_dir is None:
+        pytest.skip("needs ../shared/data")
+    from model.audio_finetune import finetune, parse_args
+
+    runs = {
+        name: torch.load(
+            finetune(parse_args(one_step_argv(tmp_path / name, data_dir) + extra)),
+            weights_only=False,
+        )
+        for name, extra in (
+            ("plain", []),
+            ("band", ["--band-lost-weight", "3"]),
+            ("mel", ["--mel-lost-weight", "3"]),
+        )
+    }
+    plain, band, mel = (runs[name]["loss"]["terms"] for name in ("plain", "band", "mel"))
+    assert band[0].endswith("a gain below its target costs 4×)") and band[1:] == plain[1:]
+    assert mel[-1] == plain[-1] + ", a band under the reference costing 4×"
+    assert mel[:-1] == plain[:-1]
+    for name in ("band", "mel"):  # the same step of the same draw, weighted: other weights
+        assert any(
+            not torch.equal(runs["plain"]["model"][key], runs[name]["model"][key])
+            for key in runs["plain"]["model"]
+        )
+
+
 def test_the_log_mel_term_reaches_the_weights_and_the_record(tmp_path) -> None:
     data_dir = find_shared_data()
     if data_dir is None:

@@ -135,6 +135,20 @@ def test_onset_weight_only_counts_lost_speech_where_speech_opens() -> None:
     assert cost(error_at(39, 0.3)) == pytest.approx(cost(error_at(21, 0.3)))
 
 
+def test_lost_weight_counts_every_gain_under_its_target_and_nothing_over_it() -> None:
+    speech = targets(0.8)
+    assert loss(one_band_error(speech, 0.3), speech, lost_weight=2.0) == pytest.approx(
+        per_band_term(0.8, 0.3, 2.0), rel=1e-5
+    )
+    pause = targets(0.02)  # lost speech in a pause or anywhere else costs the same weight
+    assert loss(one_band_error(pause, 0.005), pause, lost_weight=2.0) == pytest.approx(
+        per_band_term(0.02, 0.005, 2.0), rel=1e-5
+    )
+    for target, predicted in ((0.8, 0.95), (0.02, 0.2)):  # residual noise: as unweighted
+        level = targets(target)
+        assert costs_as_unweighted(one_band_error(level, predicted), level, lost_weight=2.0)
+
+
 def test_a_negative_onset_weight_is_refused() -> None:
     with pytest.raises(SystemExit, match="^error: --onset-weight must be 0 or more"):
         parse_args(["--onset-weight", "-1"])
