@@ -292,7 +292,7 @@ def loss_record(args: argparse.Namespace, extra_terms: Sequence[str] = ()) -> di
         terms.append(
             f"{args.mel_weight:g} × the mean absolute difference of log mel power spectrograms "
             f"({MEL_BANDS} bands below {MEL_MAX_HZ / 1000:g} kHz, each clip's floor "
-            f"{-MEL_FLOOR_DB:g} dB under its reference's mean) between the enhanced audio and "
+            f"{-args.mel_floor_db:g} dB under its reference's mean) between the enhanced audio and "
             f"{mel_reference}{frames}"
         )
         if args.mel_lost_weight:
@@ -424,6 +424,7 @@ def finetune(
             log_mel_loss(
                 output,
                 batch.mel_reference_batch(output.shape[1]),
+                floor_db=args.mel_floor_db,
                 active_db=args.mel_active_db or None,
                 lost_weight=args.mel_lost_weight,
             )
@@ -501,6 +502,13 @@ def option_parser(description: str) -> argparse.ArgumentParser:
         default=0.0,
         help="count the log-mel loss only in frames whose reference is within this many dB of "
         "its loudest frame (0: every frame)",
+    )
+    parser.add_argument(
+        "--mel-floor-db",
+        type=float,
+        default=MEL_FLOOR_DB,
+        help="the log-mel loss's floor in dB relative to each clip's mean mel power: the quieter "
+        "parts of the reference (the speech above 3 kHz, much of it) count only above it",
     )
     parser.add_argument(
         "--mel-lost-weight",
@@ -581,6 +589,8 @@ def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser.error("the loss weights must not be negative")
     if not 0.0 <= args.teacher_blend <= 1.0:
         parser.error("--teacher-blend must lie in [0, 1]")
+    if args.mel_floor_db >= 0:
+        parser.error("--mel-floor-db must be negative (dB under the reference's mean)")
     if args.mel_active_db < 0:
         parser.error("--mel-active-db must not be negative (0: every frame)")
     low, high = args.speech_speed

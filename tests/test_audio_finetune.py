@@ -162,7 +162,20 @@ def test_the_log_mel_loss_lost_weight_counts_only_what_falls_under_the_reference
         )
 
 
-def test_the_lost_weights_reach_the_weights_and_the_record(tmp_path) -> None:
+def test_the_log_mel_loss_sees_quiet_speech_only_above_its_floor() -> None:
+    from model.spectral_loss import log_mel_loss
+
+    t = torch.arange(RATE // 2) / RATE
+    loud = 0.1 * torch.sin(2 * torch.pi * 300 * t)
+    quiet = 10 ** (-40 / 20) * 0.1 * torch.sin(2 * torch.pi * 5000 * t)  # 40 dB under it
+    reference, without_quiet = (loud + quiet)[None], loud[None]
+    at_default = float(log_mel_loss(without_quiet, reference))
+    at_60 = float(log_mel_loss(without_quiet, reference, floor_db=-60.0))
+    assert at_default < 0.01  # under the default floor (30 dB under the mean) it hardly counts
+    assert at_60 > 10 * at_default
+
+
+def test_the_lost_weights_and_the_mel_floor_reach_the_weights_and_the_record(tmp_path) -> None:
     data_dir = find_shared_data()
     if data_dir is None:
         pytest.skip("needs ../shared/data")
@@ -177,13 +190,17 @@ def test_the_lost_weights_reach_the_weights_and_the_record(tmp_path) -> None:
             ("plain", []),
             ("band", ["--band-lost-weight", "3"]),
             ("mel", ["--mel-lost-weight", "3"]),
+            ("floor", ["--mel-floor-db", "-60"]),
         )
     }
     plain, band, mel = (runs[name]["loss"]["terms"] for name in ("plain", "band", "mel"))
+    floor = runs["floor"]["loss"]["terms"]
+    assert floor[:-1] == plain[:-1] and "each clip's floor 60 dB under" in floor[-1]
+    assert "each clip's floor 30 dB under" in plain[-1]
     assert band[0].endswith("a gain below its target costs 4×)") and band[1:] == plain[1:]
     assert mel[-1] == plain[-1] + ", a band under the reference costing 4×"
     assert mel[:-1] == plain[:-1]
-    for name in ("band", "mel"):  # the same step of the same draw, weighted: other weights
+    for name in ("band", "mel", "floor"):  # the same step and draw, weighted: other weights
         assert any(
             not torch.equal(runs["plain"]["model"][key], runs[name]["model"][key])
             for key in runs["plain"]["model"]
@@ -414,6 +431,8 @@ def test_a_teacher_blend_outside_zero_to_one_and_negative_weights_are_refused(tm
         parse_args(["--init-from", "x.onnx", "--out", str(tmp_path), "--snr-db", "10", "-5"])
     with pytest.raises(SystemExit):
         parse_args(["--init-from", "x.onnx", "--out", str(tmp_path), "--mel-active-db", "-1"])
+    with pytest.raises(SystemExit):
+        parse_args(["--init-from", "x.onnx", "--out", str(tmp_path), "--mel-floor-db", "0"])
     for speeds in (["1.2", "0.9"], ["0.3", "1.0"]):
         with pytest.raises(SystemExit):
             parse_args(["--init-from", "x.onnx", "--out", str(tmp_path), "--speech-speed", *speeds])
