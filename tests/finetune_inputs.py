@@ -4,6 +4,7 @@ synthetic clips, generated, never stored."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,3 +43,26 @@ def one_step_argv(out: Path, data_dir: Path) -> list[str]:
     options = {"--init-from": weights, "--out": out, "--minutes": 0.001, "--batch": 1}
     options |= {"--data-dir": data_dir, "--threads": 1}
     return [str(item) for pair in options.items() for item in pair]
+
+
+def one_step_runs(out: Path, data_dir: Path, variants: dict[str, list[str]]) -> dict[str, Any]:
+    """One step of ``one_step_argv``'s fine-tune per variant (its extra options), each run in
+    its own folder under ``out``: {variant: the run's loaded checkpoint}. The same seed draws the
+    same mixture for every variant."""
+    import torch
+
+    from model.audio_finetune import finetune, parse_args
+
+    return {
+        name: torch.load(
+            finetune(parse_args(one_step_argv(out / name, data_dir) + extra)), weights_only=False
+        )
+        for name, extra in variants.items()
+    }
+
+
+def weights_differ(run: dict[str, Any], other: dict[str, Any]) -> bool:
+    """Whether two checkpoints' network weights differ anywhere."""
+    import torch
+
+    return any(not torch.equal(run["model"][key], other["model"][key]) for key in run["model"])

@@ -12,7 +12,14 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
-from finetune_inputs import RATE, one_step_argv, synthetic_mixture, voiced_noisy  # noqa: E402
+from finetune_inputs import (  # noqa: E402
+    RATE,
+    one_step_argv,
+    one_step_runs,
+    synthetic_mixture,
+    voiced_noisy,
+    weights_differ,
+)
 from shared_data import find_shared_data  # noqa: E402
 
 from dsp.constants import NUM_BANDS  # noqa: E402
@@ -179,20 +186,13 @@ def test_the_lost_weights_and_the_mel_floor_reach_the_weights_and_the_record(tmp
     data_dir = find_shared_data()
     if data_dir is None:
         pytest.skip("needs ../shared/data")
-    from model.audio_finetune import finetune, parse_args
-
-    runs = {
-        name: torch.load(
-            finetune(parse_args(one_step_argv(tmp_path / name, data_dir) + extra)),
-            weights_only=False,
-        )
-        for name, extra in (
-            ("plain", []),
-            ("band", ["--band-lost-weight", "3"]),
-            ("mel", ["--mel-lost-weight", "3"]),
-            ("floor", ["--mel-floor-db", "-60"]),
-        )
+    variants = {
+        "plain": [],
+        "band": ["--band-lost-weight", "3"],
+        "mel": ["--mel-lost-weight", "3"],
+        "floor": ["--mel-floor-db", "-60"],
     }
+    runs = one_step_runs(tmp_path, data_dir, variants)
     plain, band, mel = (runs[name]["loss"]["terms"] for name in ("plain", "band", "mel"))
     floor = runs["floor"]["loss"]["terms"]
     assert floor[:-1] == plain[:-1] and "each clip's floor 60 dB under" in floor[-1]
@@ -201,54 +201,31 @@ def test_the_lost_weights_and_the_mel_floor_reach_the_weights_and_the_record(tmp
     assert mel[-1] == plain[-1] + ", a band under the reference costing 4×"
     assert mel[:-1] == plain[:-1]
     for name in ("band", "mel", "floor"):  # the same step and draw, weighted: other weights
-        assert any(
-            not torch.equal(runs["plain"]["model"][key], runs[name]["model"][key])
-            for key in runs["plain"]["model"]
-        )
+        assert weights_differ(runs["plain"], runs[name])
 
 
 def test_the_log_mel_term_reaches_the_weights_and_the_record(tmp_path) -> None:
     data_dir = find_shared_data()
     if data_dir is None:
         pytest.skip("needs ../shared/data")
-    from model.audio_finetune import finetune, parse_args
-
-    runs = {
-        weight: torch.load(
-            finetune(
-                parse_args(one_step_argv(tmp_path / weight, data_dir) + ["--mel-weight", weight])
-            ),
-            weights_only=False,
-        )
-        for weight in ("0", "4")
-    }
+    runs = one_step_runs(tmp_path, data_dir, {w: ["--mel-weight", w] for w in ("0", "4")})
     assert "log mel" in runs["4"]["loss"]["terms"][-1]
     assert runs["4"]["loss"]["terms"][:-1] == runs["0"]["loss"]["terms"]
-    moved = [
-        not torch.equal(runs["0"]["model"][name], runs["4"]["model"][name])
-        for name in runs["0"]["model"]
-    ]
-    assert any(moved)  # the same step of the same draw, with the term: other weights
+    # the same step of the same draw, with the term: other weights
+    assert weights_differ(runs["0"], runs["4"])
 
 
 def test_the_log_mel_term_against_the_clean_speech_or_its_cleaned_version(tmp_path) -> None:
     data_dir = find_shared_data()
     if data_dir is None:
         pytest.skip("needs ../shared/data")
-    from model.audio_finetune import finetune, parse_args
-
     mel = ["--mel-weight", "4"]
-    runs = {
-        name: torch.load(
-            finetune(parse_args(one_step_argv(tmp_path / name, data_dir) + mel + extra)),
-            weights_only=False,
-        )
-        for name, extra in (
-            ("spectral", ["--mel-reference", "spectral"]),
-            ("clean", ["--mel-reference", "clean", "--mel-active-db", "30"]),
-            ("cleaned", ["--mel-reference", "cleaned"]),
-        )
+    variants = {
+        "spectral": mel + ["--mel-reference", "spectral"],
+        "clean": mel + ["--mel-reference", "clean", "--mel-active-db", "30"],
+        "cleaned": mel + ["--mel-reference", "cleaned"],
     }
+    runs = one_step_runs(tmp_path, data_dir, variants)
     term = runs["clean"]["loss"]["terms"][-1]
     assert "log mel" in term and term.endswith(
         "the clean speech, in the frames where it is within 30 dB of its loudest"
@@ -257,10 +234,7 @@ def test_the_log_mel_term_against_the_clean_speech_or_its_cleaned_version(tmp_pa
         "DeepFilterNet3's output on the clean speech alone"
     )
     for name in ("clean", "cleaned"):  # the same step of the same draw, another reference
-        assert any(
-            not torch.equal(runs["spectral"]["model"][key], runs[name]["model"][key])
-            for key in runs[name]["model"]
-        )
+        assert weights_differ(runs["spectral"], runs[name])
 
 
 def test_an_unknown_log_mel_reference_is_refused() -> None:

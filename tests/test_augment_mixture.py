@@ -150,23 +150,15 @@ def test_babble_is_made_of_the_speech_given(tmp_path: Path) -> None:
 
 
 def test_the_fine_tune_trains_on_remade_mixtures_only_when_asked(tmp_path: Path) -> None:
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     pytest.importorskip("onnx")
-    from finetune_inputs import one_step_argv
+    from finetune_inputs import one_step_runs
     from shared_data import find_shared_data
-
-    from model.audio_finetune import finetune, parse_args
 
     data_dir = find_shared_data()
     if data_dir is None:
         pytest.skip("needs ../shared/data")
-    runs = {
-        name: torch.load(
-            finetune(parse_args(one_step_argv(tmp_path / name, data_dir) + extra)),
-            weights_only=False,
-        )
-        for name, extra in [("augmented", ["--augment"]), ("plain", [])]
-    }
+    runs = one_step_runs(tmp_path, data_dir, {"augmented": ["--augment"], "plain": []})
     assert runs["augmented"]["data"]["augmentation"] == MixtureAugmentation().as_dict()
     assert "augmentation" not in runs["plain"]["data"]
     assert "second_noise_share" not in runs["augmented"]["data"]["augmentation"]["noise"]
