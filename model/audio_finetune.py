@@ -55,7 +55,7 @@ from model.devset import (
 )
 from model.differentiable_synthesis import TorchSynthesis, stack_inputs, synthesis_inputs
 from model.feature_cache import band_mask
-from model.mixtures import speech_max_hz
+from model.mixtures import check_speech_speed_range, speech_max_hz
 from model.network import NetworkConfig, PercepNet
 from model.runtime import sha256_of
 from model.spectral_loss import (
@@ -593,9 +593,10 @@ def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser.error("--mel-floor-db must be negative (dB under the reference's mean)")
     if args.mel_active_db < 0:
         parser.error("--mel-active-db must not be negative (0: every frame)")
-    low, high = args.speech_speed
-    if not 0.5 <= low <= high <= 2.0:
-        parser.error("--speech-speed needs 0.5 <= LOW <= HIGH <= 2")
+    try:
+        check_speech_speed_range(*args.speech_speed)
+    except ValueError as error:
+        parser.error(str(error))
     if not args.snr_db[0] <= args.snr_db[1]:
         parser.error("--snr-db: LOW must not be above HIGH")
     if not 0.0 <= args.teacher_below_hz <= SAMPLE_RATE_HZ / 2:

@@ -199,6 +199,13 @@ def samples_to_play(length: int, speed: float) -> int:
     return length if speed == 1.0 else int(np.ceil(length * speed)) + 1
 
 
+def check_speech_speed_range(low: float, high: float) -> None:
+    """ValueError unless ``low`` ≤ ``high`` within [0.5, 2]: the ``--speech-speed`` ranges the
+    training commands accept (an octave either way of the recorded voice)."""
+    if not 0.5 <= low <= high <= 2.0:
+        raise ValueError(f"--speech-speed must be LOW ≤ HIGH within [0.5, 2], got {low:g} {high:g}")
+
+
 def played_faster(signal: np.ndarray, speed: float) -> np.ndarray:
     """``signal`` played ``speed`` times faster (resampled): every frequency, the highest a
     recording carries too, times ``speed``, and the length divided by it."""

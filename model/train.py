@@ -54,7 +54,13 @@ from model.feature_cache import (
     default_cache_dir,
     load_all,
 )
-from model.mixtures import MixtureRecipe, NoiseAugmentation, NoiseEvents, make_mixture
+from model.mixtures import (
+    MixtureRecipe,
+    NoiseAugmentation,
+    NoiseEvents,
+    check_speech_speed_range,
+    make_mixture,
+)
 from model.network import NetworkConfig, PercepNet, count_parameters
 from model.onthefly import OpusCoding, StreamSpec, fill_pool, stream_files, train_stream
 from model.runtime import sha256_of
@@ -1134,11 +1140,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     share = args.mid_speech_starts
     if share is not None and not 0.0 < share <= 1.0:
         raise SystemExit(f"error: --mid-speech-starts must be in (0, 1], got {share:g}")
-    low, high = args.speech_speed
-    if not 0.5 <= low <= high <= 2.0:
-        raise SystemExit(
-            f"error: --speech-speed must be LOW ≤ HIGH within [0.5, 2], got {low:g} {high:g}"
-        )
+    try:
+        check_speech_speed_range(*args.speech_speed)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
     return args
 
 

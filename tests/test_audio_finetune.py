@@ -485,12 +485,9 @@ def test_the_run_records_only_the_speech_corpora_it_draws_from() -> None:
     from model.devset import speech_from_corpora
     from model.splits import AudioFile
 
-    def drawn_speech(speech: list[AudioFile], sources: list[str] | None) -> tuple:
-        return speech_from_corpora(speech, sources, "training")
-
     def row(path: str) -> AudioFile:
         return AudioFile(Path("/data") / path, path, "clean", "s", 48_000, 1.0, "CC0", "")
 
     speech = [row("clean/ravdess/a.flac"), row("clean/vctk_p239/b.flac"), row("clean/c.flac")]
-    assert drawn_speech(speech, None) == tuple(speech)
-    assert drawn_speech(speech, ["vctk_p239"]) == (speech[1],)
+    assert speech_from_corpora(speech, None, "training") == tuple(speech)
+    assert speech_from_corpora(speech, ["vctk_p239"], "training") == (speech[1],)
