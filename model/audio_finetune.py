@@ -55,7 +55,7 @@ from model.devset import (
 )
 from model.differentiable_synthesis import TorchSynthesis, stack_inputs, synthesis_inputs
 from model.feature_cache import band_mask
-from model.mixtures import check_speech_speed_range, speech_max_hz
+from model.mixtures import FORMANT_SHIFT_BOUNDS, check_speech_speed_range, speech_max_hz
 from model.network import NetworkConfig, PercepNet
 from model.runtime import sha256_of
 from model.spectral_loss import (
@@ -369,7 +369,12 @@ def finetune(
         }
     run["loss"] = loss if loss is not None else loss_record(args)
     augmentation = (
-        MixtureAugmentation(speech_speed_range=tuple(args.speech_speed)) if args.augment else None
+        MixtureAugmentation(
+            speech_speed_range=tuple(args.speech_speed),
+            formant_shift_range=tuple(args.formant_shift),
+        )
+        if args.augment
+        else None
     )
     babble_speech: tuple[AudioFile, ...] = ()  # what the remade mixtures' babble is made of
     if augmentation is not None:  # in the data's record, which the export and card keep
@@ -567,6 +572,15 @@ def option_parser(description: str) -> argparse.ArgumentParser:
         "from, log-uniformly",
     )
     parser.add_argument(
+        "--formant-shift",
+        type=float,
+        nargs=2,
+        default=list(MixtureAugmentation().formant_shift_range),
+        metavar=("LOW", "HIGH"),
+        help="with --augment: the range the speech's formants are moved by on their own, "
+        "log-uniformly, pitch and tempo kept (another vocal tract; default 1 1: not moved)",
+    )
+    parser.add_argument(
         "--speech-sources",
         nargs="+",
         default=None,
@@ -597,6 +611,9 @@ def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         check_speech_speed_range(*args.speech_speed)
     except ValueError as error:
         parser.error(str(error))
+    low, high = FORMANT_SHIFT_BOUNDS
+    if not low <= args.formant_shift[0] <= args.formant_shift[1] <= high:
+        parser.error(f"--formant-shift must be LOW ≤ HIGH within [{low:g}, {high:g}]")
     if not args.snr_db[0] <= args.snr_db[1]:
         parser.error("--snr-db: LOW must not be above HIGH")
     if not 0.0 <= args.teacher_below_hz <= SAMPLE_RATE_HZ / 2:

@@ -3,10 +3,12 @@
 ``model.audio_finetune`` trains on mixtures drawn as the dev mixtures are (a training-split
 utterance, a training-split noise, an SNR); on its own that shows the network the same 2,330
 utterances and 986 noises again and again. ``augment_mixture`` remakes one such mixture: the
-speech played faster or slower (pitch, formants and tempo together, as another talker) and
-coloured by a random microphone EQ, the noise resampled, coloured and reversed as
-``model.mixtures.NoiseAugmentation`` does, sometimes a synthetic noise event added
-(``model.mixtures.NoiseEvents``), and the two mixed again at the mixture's own SNR and level.
+speech played faster or slower (pitch, formants and tempo together, as another talker), its
+formants optionally moved on their own (``model.mixtures.formants_shifted``: another vocal
+tract behind the same voice) and coloured by a random microphone EQ, the noise resampled,
+coloured and reversed as ``model.mixtures.NoiseAugmentation`` does, sometimes a synthetic
+noise event added (``model.mixtures.NoiseEvents``), and the two mixed again at the mixture's
+own SNR and level.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from model.mixtures import (
     SAMPLE_RATE,
     NoiseAugmentation,
     NoiseEvents,
+    formants_shifted,
     log_uniform,
     noise_event,
     played_faster,
@@ -33,9 +36,11 @@ from model.splits import AudioFile
 
 @dataclass(frozen=True)
 class MixtureAugmentation:
-    """How far a mixture is remade; the speech's speed is drawn log-uniformly."""
+    """How far a mixture is remade; the speech's speed and formant shift are drawn
+    log-uniformly (a shift range of (1, 1), the default, leaves the formants with the speed)."""
 
     speech_speed_range: tuple[float, float] = (0.87, 1.15)
+    formant_shift_range: tuple[float, float] = (1.0, 1.0)
     speech_eq_share: float = 0.5
     noise: NoiseAugmentation = field(default_factory=NoiseAugmentation)
     events: NoiseEvents = field(default_factory=NoiseEvents)
@@ -44,6 +49,7 @@ class MixtureAugmentation:
         """For the training record."""
         return {
             "speech_speed_range": list(self.speech_speed_range),
+            "formant_shift_range": list(self.formant_shift_range),
             "speech_eq_share": self.speech_eq_share,
             # the mixture's own noise is remade: no second recording is blended in
             "noise": {k: v for k, v in vars(self.noise).items() if k != "second_noise_share"},
@@ -65,6 +71,8 @@ def augment_mixture(
     The speech's bandwidth moves with its speed, so ``source_rate`` does too."""
     speed = log_uniform(rng, augmentation.speech_speed_range)
     clean = played_faster(mixture.clean, speed)
+    if augmentation.formant_shift_range != (1.0, 1.0):  # drawn only when asked: older runs replay
+        clean = formants_shifted(clean, log_uniform(rng, augmentation.formant_shift_range))
     if rng.random() < augmentation.speech_eq_share:
         clean = random_eq(rng, clean)
     length = clean.shape[0]

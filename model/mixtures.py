@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import soxr
-from scipy.signal import fftconvolve, lfilter
+from scipy.signal import fftconvolve, istft, lfilter, stft
 
 from model.splits import AudioFile
 
@@ -212,6 +212,35 @@ def played_faster(signal: np.ndarray, speed: float) -> np.ndarray:
     if speed == 1.0:
         return signal
     return soxr.resample(signal, SAMPLE_RATE, SAMPLE_RATE / speed)
+
+
+FORMANT_SHIFT_BOUNDS = (0.7, 1.4)
+"""The widest formant shift the training commands accept (a child's vocal tract is about 0.7
+of a man's length)."""
+_ENVELOPE_FRAME = 1024  # 21 ms at 48 kHz: two pitch periods of a low voice
+_ENVELOPE_LIFTER_S = 0.001  # quefrencies under 1 ms: the envelope, not a voice's harmonics
+_ENVELOPE_MAX_DB = 18.0
+
+
+def formants_shifted(signal: np.ndarray, factor: float) -> np.ndarray:
+    """``signal`` with its spectral envelope (the formants) moved ``factor`` times up in
+    frequency and its pitch, tempo and bandwidth kept: another vocal tract with the same
+    voice source. Each 21-ms frame is filtered by the ratio of its cepstrally smoothed log
+    envelope read at ``f / factor`` to the one at ``f`` (limited to ±18 dB), then overlap-added."""
+    if factor == 1.0:
+        return signal
+    _, _, spectra = stft(signal, nperseg=_ENVELOPE_FRAME, noverlap=3 * _ENVELOPE_FRAME // 4)
+    log_magnitude = np.log(np.abs(spectra) + 1e-9)
+    cepstrum = np.fft.irfft(log_magnitude, n=_ENVELOPE_FRAME, axis=0)
+    keep = int(_ENVELOPE_LIFTER_S * SAMPLE_RATE)
+    cepstrum[keep : _ENVELOPE_FRAME - keep + 1] = 0.0
+    envelope = np.fft.rfft(cepstrum, axis=0).real
+    bins = np.arange(envelope.shape[0], dtype=np.float64)
+    warped = np.stack([np.interp(bins / factor, bins, column) for column in envelope.T], axis=1)
+    limit = _ENVELOPE_MAX_DB / 20.0 * np.log(10.0)
+    gain = np.exp(np.clip(warped - envelope, -limit, limit))
+    _, shifted = istft(spectra * gain, nperseg=_ENVELOPE_FRAME, noverlap=3 * _ENVELOPE_FRAME // 4)
+    return np.asarray(shifted[: signal.shape[0]], dtype=signal.dtype)
 
 
 def reshape_noise(
