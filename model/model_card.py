@@ -645,9 +645,16 @@ def _audio_finetune_section(record: dict[str, Any]) -> str:
     remade = record["data"].get("augmentation")
     if remade:
         slow, fast = remade["speech_speed_range"]
+        low_shift, high_shift = remade.get("formant_shift_range", (1.0, 1.0))
+        formants = (
+            f", its formants moved {low_shift:g}–{high_shift:g}× on their own"
+            if (low_shift, high_shift) != (1.0, 1.0)
+            else ""
+        )
         drawn_from += (
             f"; each mixture remade by `model/augment_mixture.py` (the speech played "
-            f"{slow:g}–{fast:g}× as fast and EQ'd in {remade['speech_eq_share']:.0%} of them, the "
+            f"{slow:g}–{fast:g}× as fast{formants} and EQ'd in {remade['speech_eq_share']:.0%} of "
+            "them, the "
             "noise resampled, EQ'd and reversed, a synthetic noise event added to "
             f"{remade['events']['share']:.0%}) and mixed again at its SNR and level"
         )

@@ -410,6 +410,11 @@ def test_a_teacher_blend_outside_zero_to_one_and_negative_weights_are_refused(tm
     for speeds in (["1.2", "0.9"], ["0.3", "1.0"]):
         with pytest.raises(SystemExit):
             parse_args(["--init-from", "x.onnx", "--out", str(tmp_path), "--speech-speed", *speeds])
+    for shifts in (["1.2", "0.9"], ["0.6", "1.0"], ["1.0", "1.5"]):
+        with pytest.raises(SystemExit):
+            parse_args(
+                ["--init-from", "x.onnx", "--out", str(tmp_path), "--formant-shift", *shifts]
+            )
 
 
 def test_the_run_records_its_training_and_the_export_and_card_keep_it(tmp_path) -> None:

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from scipy.signal import lfilter
 
 from model.augment_mixture import MixtureAugmentation, augment_mixture
 from model.devset import DevMixture, measured_snr_db
-from model.mixtures import SAMPLE_RATE, NoiseAugmentation, NoiseEvents
+from model.mixtures import SAMPLE_RATE, NoiseAugmentation, NoiseEvents, formants_shifted
 from model.splits import AudioFile
 
 # the noise left as it is and no event added, so that only the speech changes
@@ -70,6 +71,62 @@ def test_the_speech_moves_in_pitch_and_bandwidth_together(speed: float) -> None:
     assert remade.clean.shape[0] == pytest.approx(mixture.clean.shape[0] / speed, abs=2)
     assert remade.source_rate == round(16_000 * speed)
     assert remade.name == mixture.name and remade.snr_db == mixture.snr_db
+
+
+def _vowel(
+    pitch_hz: float = 120.0, formants_hz: tuple[float, ...] = (700.0, 1_200.0)
+) -> np.ndarray:
+    """Two seconds of a pulse train at ``pitch_hz`` through one resonance per formant."""
+    source = np.zeros(2 * SAMPLE_RATE)
+    source[:: int(SAMPLE_RATE / pitch_hz)] = 1.0
+    for centre in formants_hz:
+        radius = np.exp(-np.pi * 80.0 / SAMPLE_RATE)
+        angle = 2 * np.pi * centre / SAMPLE_RATE
+        source = lfilter([1 - radius], [1, -2 * radius * np.cos(angle), radius**2], source)
+    return 0.1 * source / np.std(source)
+
+
+def _harmonic_levels_db(signal: np.ndarray, pitch_hz: float, count: int) -> np.ndarray:
+    """The level of each of the first ``count`` harmonics over the signal's middle second."""
+    middle = signal[SAMPLE_RATE // 2 : SAMPLE_RATE // 2 + SAMPLE_RATE]
+    magnitudes = np.abs(np.fft.rfft(middle * np.hanning(middle.shape[0])))  # 1-Hz bins
+    return 20 * np.log10([magnitudes[round(k * pitch_hz)] for k in range(1, count + 1)])
+
+
+@pytest.mark.parametrize("factor", [0.85, 1.2])
+def test_a_formant_shift_moves_the_envelope_and_keeps_the_pitch_and_length(factor: float) -> None:
+    vowel = _vowel(pitch_hz=120.0, formants_hz=(700.0,))
+    shifted = formants_shifted(vowel, factor)
+    assert shifted.shape == vowel.shape and shifted.dtype == vowel.dtype
+    assert formants_shifted(vowel, 1.0) is vowel
+    # the energy stays on the voice's harmonics (the same pitch): between them it is far lower
+    middle = shifted[SAMPLE_RATE // 2 : SAMPLE_RATE // 2 + SAMPLE_RATE]
+    magnitudes = np.abs(np.fft.rfft(middle * np.hanning(middle.shape[0])))
+    on = magnitudes[[round(k * 120.0) for k in range(1, 20)]]
+    between = magnitudes[[round((k + 0.5) * 120.0) for k in range(1, 20)]]
+    assert np.median(on) > 30 * np.median(between)
+    # the strongest harmonic, the formant's, moves by about the factor (one harmonic's grain)
+    strongest = (np.argmax(_harmonic_levels_db(shifted, 120.0, 20)) + 1) * 120.0
+    assert strongest == pytest.approx(700.0 * factor, abs=130.0)
+    assert (np.argmax(_harmonic_levels_db(vowel, 120.0, 20)) + 1) * 120.0 == 720.0
+
+
+def test_the_remade_speech_has_its_formants_moved_only_when_asked() -> None:
+    mixture = dataclasses.replace(_mixture(), clean=_vowel(), noisy=_vowel() + 0.01)
+    moved = MixtureAugmentation(
+        speech_speed_range=(1.0, 1.0),
+        formant_shift_range=(1.15, 1.15),
+        speech_eq_share=0.0,
+        noise=PLAIN_NOISE,
+        events=NO_EVENTS,
+    )
+    remade = augment_mixture(mixture, np.random.default_rng(6), [], moved)
+    _assert_proportional(remade.clean, formants_shifted(mixture.clean, 1.15))
+    assert remade.source_rate == mixture.source_rate  # the bandwidth stays the recording's
+    kept = dataclasses.replace(moved, formant_shift_range=(1.0, 1.0))
+    _assert_proportional(
+        augment_mixture(mixture, np.random.default_rng(6), [], kept).clean, mixture.clean
+    )
 
 
 def test_a_full_band_source_stays_at_most_full_band() -> None:
@@ -158,8 +215,12 @@ def test_the_fine_tune_trains_on_remade_mixtures_only_when_asked(tmp_path: Path)
     data_dir = find_shared_data()
     if data_dir is None:
         pytest.skip("needs ../shared/data")
-    runs = one_step_runs(tmp_path, data_dir, {"augmented": ["--augment"], "plain": []})
+    formants = ["--augment", "--formant-shift", "0.9", "1.1"]
+    runs = one_step_runs(
+        tmp_path, data_dir, {"augmented": ["--augment"], "plain": [], "formants": formants}
+    )
     assert runs["augmented"]["data"]["augmentation"] == MixtureAugmentation().as_dict()
+    assert runs["formants"]["data"]["augmentation"]["formant_shift_range"] == [0.9, 1.1]
     assert "augmentation" not in runs["plain"]["data"]
     assert "second_noise_share" not in runs["augmented"]["data"]["augmentation"]["noise"]
     # exported, the record keeps it and the card says how the mixtures were remade
@@ -185,3 +246,5 @@ def test_the_fine_tune_trains_on_remade_mixtures_only_when_asked(tmp_path: Path)
         in (cards["augmented"])
     )
     assert "augment_mixture" not in cards["plain"]
+    assert "formants" not in cards["augmented"]
+    assert "1.15× as fast, its formants moved 0.9–1.1× on their own and EQ'd" in cards["formants"]
