@@ -218,7 +218,9 @@ FORMANT_SHIFT_BOUNDS = (0.7, 1.4)
 """The widest formant shift the training commands accept (a child's vocal tract is about 0.7
 of a man's length)."""
 _ENVELOPE_FRAME = 1024  # 21 ms at 48 kHz: two pitch periods of a low voice
-_ENVELOPE_LIFTER_S = 0.001  # quefrencies under 1 ms: the envelope, not a voice's harmonics
+# quefrencies under 2.5 ms: the envelope, not the harmonics of a voice pitched under 400 Hz
+# (at 1 ms the envelope is smoothed over about 1 kHz and a formant moves half as far)
+_ENVELOPE_LIFTER_S = 0.0025
 _ENVELOPE_MAX_DB = 18.0
 
 
@@ -226,7 +228,8 @@ def formants_shifted(signal: np.ndarray, factor: float) -> np.ndarray:
     """``signal`` with its spectral envelope (the formants) moved ``factor`` times up in
     frequency and its pitch, tempo and bandwidth kept: another vocal tract with the same
     voice source. Each 21-ms frame is filtered by the ratio of its cepstrally smoothed log
-    envelope read at ``f / factor`` to the one at ``f`` (limited to ±18 dB), then overlap-added."""
+    envelope (quefrencies under 2.5 ms) read at ``f / factor`` to the one at ``f`` (limited to
+    ±18 dB), then overlap-added."""
     if factor == 1.0:
         return signal
     _, _, spectra = stft(signal, nperseg=_ENVELOPE_FRAME, noverlap=3 * _ENVELOPE_FRAME // 4)

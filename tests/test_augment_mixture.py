@@ -93,6 +93,13 @@ def _harmonic_levels_db(signal: np.ndarray, pitch_hz: float, count: int) -> np.n
     return 20 * np.log10([magnitudes[round(k * pitch_hz)] for k in range(1, count + 1)])
 
 
+def _formant_centre_hz(vowel: np.ndarray, pitch_hz: float = 120.0) -> float:
+    """The power-weighted mean frequency of ``vowel``'s harmonics under 3 kHz."""
+    count = int(3_000 / pitch_hz)
+    power = 10 ** (_harmonic_levels_db(vowel, pitch_hz, count) / 10)
+    return float(np.sum(power * pitch_hz * np.arange(1, count + 1)) / np.sum(power))
+
+
 @pytest.mark.parametrize("factor", [0.85, 1.2])
 def test_a_formant_shift_moves_the_envelope_and_keeps_the_pitch_and_length(factor: float) -> None:
     vowel = _vowel(pitch_hz=120.0, formants_hz=(700.0,))
@@ -105,10 +112,10 @@ def test_a_formant_shift_moves_the_envelope_and_keeps_the_pitch_and_length(facto
     on = magnitudes[[round(k * 120.0) for k in range(1, 20)]]
     between = magnitudes[[round((k + 0.5) * 120.0) for k in range(1, 20)]]
     assert np.median(on) > 30 * np.median(between)
-    # the strongest harmonic, the formant's, moves by about the factor (one harmonic's grain)
-    strongest = (np.argmax(_harmonic_levels_db(shifted, 120.0, 20)) + 1) * 120.0
-    assert strongest == pytest.approx(700.0 * factor, abs=130.0)
-    assert (np.argmax(_harmonic_levels_db(vowel, 120.0, 20)) + 1) * 120.0 == 720.0
+    # the formant moves by about the factor: the centre of the harmonics' power under 3 kHz
+    # moves by at least 0.6 of it on a log scale (a 1-ms lifter moved it 0.4-0.5 of the way)
+    moved = _formant_centre_hz(shifted) / _formant_centre_hz(vowel)
+    assert 0.6 < np.log(moved) / np.log(factor) < 1.3
 
 
 def test_the_remade_speech_has_its_formants_moved_only_when_asked() -> None:
