@@ -55,7 +55,7 @@ from model.devset import (
 )
 from model.differentiable_synthesis import TorchSynthesis, stack_inputs, synthesis_inputs
 from model.feature_cache import band_mask
-from model.mixtures import FORMANT_SHIFT_BOUNDS, check_speech_speed_range, speech_max_hz
+from model.mixtures import FORMANT_SHIFT_BOUNDS, check_factor_range, speech_max_hz
 from model.network import NetworkConfig, PercepNet
 from model.runtime import sha256_of
 from model.spectral_loss import (
@@ -608,12 +608,11 @@ def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     if args.mel_active_db < 0:
         parser.error("--mel-active-db must not be negative (0: every frame)")
     try:
-        check_speech_speed_range(*args.speech_speed)
+        check_factor_range("--speech-speed", *args.speech_speed)
+        low, high = args.formant_shift
+        check_factor_range("--formant-shift", low, high, FORMANT_SHIFT_BOUNDS)
     except ValueError as error:
         parser.error(str(error))
-    low, high = FORMANT_SHIFT_BOUNDS
-    if not low <= args.formant_shift[0] <= args.formant_shift[1] <= high:
-        parser.error(f"--formant-shift must be LOW ≤ HIGH within [{low:g}, {high:g}]")
     if not args.snr_db[0] <= args.snr_db[1]:
         parser.error("--snr-db: LOW must not be above HIGH")
     if not 0.0 <= args.teacher_below_hz <= SAMPLE_RATE_HZ / 2:

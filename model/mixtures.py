@@ -199,11 +199,23 @@ def samples_to_play(length: int, speed: float) -> int:
     return length if speed == 1.0 else int(np.ceil(length * speed)) + 1
 
 
-def check_speech_speed_range(low: float, high: float) -> None:
-    """ValueError unless ``low`` ≤ ``high`` within [0.5, 2]: the ``--speech-speed`` ranges the
-    training commands accept (an octave either way of the recorded voice)."""
-    if not 0.5 <= low <= high <= 2.0:
-        raise ValueError(f"--speech-speed must be LOW ≤ HIGH within [0.5, 2], got {low:g} {high:g}")
+SPEECH_SPEED_BOUNDS = (0.5, 2.0)
+"""The widest ``--speech-speed`` range the training commands accept (an octave either way of
+the recorded voice)."""
+FORMANT_SHIFT_BOUNDS = (0.7, 1.4)
+"""The widest ``--formant-shift`` range (a child's vocal tract is about 0.7 of a man's length)."""
+
+
+def check_factor_range(
+    option: str, low: float, high: float, bounds: tuple[float, float] = SPEECH_SPEED_BOUNDS
+) -> None:
+    """ValueError unless ``low`` ≤ ``high`` within ``bounds``: the ranges a training command's
+    ``option`` (``--speech-speed`` by its default bounds, ``--formant-shift``) accepts."""
+    if not bounds[0] <= low <= high <= bounds[1]:
+        raise ValueError(
+            f"{option} must be LOW ≤ HIGH within [{bounds[0]:g}, {bounds[1]:g}], "
+            f"got {low:g} {high:g}"
+        )
 
 
 def played_faster(signal: np.ndarray, speed: float) -> np.ndarray:
@@ -214,9 +226,6 @@ def played_faster(signal: np.ndarray, speed: float) -> np.ndarray:
     return soxr.resample(signal, SAMPLE_RATE, SAMPLE_RATE / speed)
 
 
-FORMANT_SHIFT_BOUNDS = (0.7, 1.4)
-"""The widest formant shift the training commands accept (a child's vocal tract is about 0.7
-of a man's length)."""
 _ENVELOPE_FRAME = 1024  # 21 ms at 48 kHz: two pitch periods of a low voice
 # quefrencies under 2.5 ms: the envelope, not the harmonics of a voice pitched under 400 Hz
 # (at 1 ms the envelope is smoothed over about 1 kHz and a formant moves half as far)

@@ -654,8 +654,7 @@ def _audio_finetune_section(record: dict[str, Any]) -> str:
         drawn_from += (
             f"; each mixture remade by `model/augment_mixture.py` (the speech played "
             f"{slow:g}–{fast:g}× as fast{formants} and EQ'd in {remade['speech_eq_share']:.0%} of "
-            "them, the "
-            "noise resampled, EQ'd and reversed, a synthetic noise event added to "
+            "them, the noise resampled, EQ'd and reversed, a synthetic noise event added to "
             f"{remade['events']['share']:.0%}) and mixed again at its SNR and level"
         )
     low, high = (f"{value:g}".replace("-", "−") for value in AUDIO_SNR_RANGE_DB)

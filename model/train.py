@@ -58,7 +58,7 @@ from model.mixtures import (
     MixtureRecipe,
     NoiseAugmentation,
     NoiseEvents,
-    check_speech_speed_range,
+    check_factor_range,
     make_mixture,
 )
 from model.network import NetworkConfig, PercepNet, count_parameters
@@ -1141,7 +1141,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if share is not None and not 0.0 < share <= 1.0:
         raise SystemExit(f"error: --mid-speech-starts must be in (0, 1], got {share:g}")
     try:
-        check_speech_speed_range(*args.speech_speed)
+        check_factor_range("--speech-speed", *args.speech_speed)
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
     return args
