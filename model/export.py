@@ -18,6 +18,7 @@ against the fp32 one (closeness, and batch independence).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -30,6 +31,8 @@ from google.protobuf.message import DecodeError
 
 from dsp.constants import NUM_FEATURES
 from model.network import (
+    MAX_STRENGTH_SCALE,
+    STRENGTH_SCALE_NAME,
     NetworkConfig,
     PercepNet,
     PercepNetStep,
@@ -81,6 +84,7 @@ def load_onnx_network(path: Path) -> PercepNet:
         conv2_channels=conv2.shape[1],
         gru_size=gru_size,
         gru_layers=layers,
+        strength_scale=float(weights.get(STRENGTH_SCALE_NAME, 1.0)),
     )
     model = PercepNet(config)
 
@@ -317,15 +321,28 @@ def main(argv: list[str] | None = None) -> None:
         "--onnx", type=Path, help="a fp32 streaming graph (re-export and re-quantise its weights)"
     )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "weights")
+    parser.add_argument(
+        "--strength-scale",
+        type=float,
+        help="export the comb strengths as min(1, S × the strength head's output), S in "
+        f"[1, {MAX_STRENGTH_SCALE:g}] (a calibration; default: the weights' own)",
+    )
     args = parser.parse_args(argv)
     from model.devset import default_data_dir
-    from model.training_record import find_record, record_from_run, write_record
+    from model.training_record import (
+        find_record,
+        record_from_run,
+        with_strength_scale,
+        write_record,
+    )
 
     try:
         if args.checkpoint is not None:
             model = load_checkpoint(args.checkpoint)
         else:
             model = load_onnx_network(args.onnx)
+        if args.strength_scale is not None:
+            model.config = dataclasses.replace(model.config, strength_scale=args.strength_scale)
     except (OSError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from None
     kept = find_record(args.onnx) if args.onnx is not None else None  # same trained weights
@@ -338,6 +355,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         print(f"no training record beside {args.onnx}: none written", file=sys.stderr)
         return
+    if (record.get("network") or {}).get("strength_scale", 1.0) != model.config.strength_scale:
+        record = with_strength_scale(record, args.out, model.config.as_dict())
     print(f"training record: {write_record(record, args.out)}")
 
 

@@ -818,6 +818,13 @@ def _card_head(record: dict[str, Any], int8: Path) -> str:
         f"{int8.stat().st_size:,} bytes; {integer / max(total, 1):.1%} of the weights "
         "in integer matmuls"
     )
+    scale = f"{config.strength_scale:g}"
+    strength_row = (
+        ""
+        if config.strength_scale == 1.0
+        else f"| comb strengths | the strength head's output × {scale}, capped at 1 (calibrated "
+        f"at export: `model.export --strength-scale {scale}`) |\n"
+    )
     return f"""# PercepNet-relay model card
 
 ## What it is
@@ -837,7 +844,7 @@ training record: `training_record.json`.
 | int8 file | {int8_row} |
 | look-ahead | 2 hops (20 ms); total algorithmic delay 30 ms |
 | weight clip | ±{config.weight_clip} during training |
-
+{strength_row}
 ## Training
 {_training_section(record)}{_ancestry_note(record)}
 ## Licenses of the training data

@@ -460,6 +460,18 @@ def saved_weights(path: Path) -> tuple[NetworkConfig, dict[str, torch.Tensor]]:
         raise SystemExit(f"error: --init-from: {exc}") from None
 
 
+def inherited_strength_scale(checkpoint: Path, init_from: str | None) -> float:
+    """The calibration of the strength head a run goes on with (``NetworkConfig``'s
+    ``strength_scale``, set by ``model.export --strength-scale``): its own checkpoint's when it
+    resumes, else that of the weights it starts from, else 1."""
+    if checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=False, map_location="cpu")
+        return NetworkConfig.from_dict(state["config"]).strength_scale
+    if init_from:
+        return saved_weights(Path(init_from))[0].strength_scale
+    return 1.0
+
+
 def initial_weights(path: Path, config: NetworkConfig, seed: int = 0) -> dict[str, torch.Tensor]:
     """The weights ``--init-from`` names: a training checkpoint, or a fp32 streaming ONNX graph
     such as the shipped ``percepnet-fp32.onnx``; its network must be ``config``'s, or the same
@@ -678,6 +690,9 @@ def train(args: argparse.Namespace) -> Path:
         NetworkConfig.paper()
         if args.size == "paper"
         else NetworkConfig(gru_size=args.gru_size, gru_layers=args.gru_layers)
+    )
+    config = dataclasses.replace(
+        config, strength_scale=inherited_strength_scale(checkpoint_path, args.init_from)
     )
     set_seeds(args.seed)
     torch.set_num_threads(args.threads)

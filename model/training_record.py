@@ -89,9 +89,12 @@ def network_digest(fp32: Path) -> str:
     export gives them."""
     from model.export import load_onnx_network
 
+    network = load_onnx_network(fp32)
     digest = hashlib.sha256()
-    for name, tensor in sorted(load_onnx_network(fp32).state_dict().items()):
+    for name, tensor in sorted(network.state_dict().items()):
         digest.update(name.encode() + tensor.detach().cpu().numpy().tobytes())
+    if network.config.strength_scale != 1.0:  # part of what the graph computes
+        digest.update(f"strength_scale={network.config.strength_scale!r}".encode())
     return digest.hexdigest()
 
 
@@ -239,6 +242,21 @@ def record_from_run(checkpoint: Path, weights_dir: Path, data_dir: Path) -> dict
     if init_from:
         parent = init_from.get("record") or find_record(Path(init_from["path"]))
     return record_from_checkpoints(run, shipped, weights_dir, parent)
+
+
+def with_strength_scale(
+    record: dict[str, Any], weights_dir: Path, network: dict[str, Any]
+) -> dict[str, Any]:
+    """``record``, for its trained weights exported to ``weights_dir`` as ``network`` (a
+    ``NetworkConfig`` dict) with another strength scale (``model.export --strength-scale``):
+    the network and the weights' identity as exported, the calibration named."""
+    scale = network["strength_scale"]
+    return {
+        **record,
+        "network": network,
+        "weights": weights_identity(weights_dir),
+        "calibration": {"strength_scale": scale, "by": "model.export --strength-scale"},
+    }
 
 
 def write_record(record: dict[str, Any], weights_dir: Path) -> Path:
