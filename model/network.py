@@ -30,8 +30,8 @@ STRENGTH_SCALE_NAME = "strength_scale"  # the graph's initializer holding a scal
 def head_strengths(logits: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
     """Comb-filter strengths from the strength head's logits: ``min(1, scale·σ(logits))``.
 
-    A scale above 1 calibrates a head that hedges: the trained network's strengths, scaled
-    by 1.5 at inference, raised PESQ-WB and DNSMOS P.808 on four dev draws
+    A scale above 1 calibrates a head that hedges between 0 and 1: the shipped network's
+    strengths scaled by 1.5 raised PESQ-WB and DNSMOS P.808 on each of five dev draws
     (docs/model-experiments.md). At 1 the graph holds no extra op."""
     strengths = torch.sigmoid(logits)
     if isinstance(scale, float) and scale == 1.0:
