@@ -460,24 +460,30 @@ def saved_weights(path: Path) -> tuple[NetworkConfig, dict[str, torch.Tensor]]:
         raise SystemExit(f"error: --init-from: {exc}") from None
 
 
-def inherited_strength_scale(checkpoint: Path, init_from: str | None) -> float:
+def inherited_strength_scale(
+    resumed: dict[str, Any] | None, init: tuple[NetworkConfig, dict[str, torch.Tensor]] | None
+) -> float:
     """The calibration of the strength head a run goes on with (``NetworkConfig``'s
-    ``strength_scale``, set by ``model.export --strength-scale``): its own checkpoint's when it
-    resumes, else that of the weights it starts from, else 1."""
-    if checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False, map_location="cpu")
-        return NetworkConfig.from_dict(state["config"]).strength_scale
-    if init_from:
-        return saved_weights(Path(init_from))[0].strength_scale
-    return 1.0
+    ``strength_scale``, set by ``model.export --strength-scale``): that of the checkpoint it
+    resumes (``resumed``, its loaded state), else of the weights it starts from (``init``, as
+    :func:`saved_weights` gives them), else 1."""
+    if resumed is not None:
+        return NetworkConfig.from_dict(resumed["config"]).strength_scale
+    return init[0].strength_scale if init is not None else 1.0
 
 
-def initial_weights(path: Path, config: NetworkConfig, seed: int = 0) -> dict[str, torch.Tensor]:
+def initial_weights(
+    path: Path,
+    config: NetworkConfig,
+    seed: int = 0,
+    saved: tuple[NetworkConfig, dict[str, torch.Tensor]] | None = None,
+) -> dict[str, torch.Tensor]:
     """The weights ``--init-from`` names: a training checkpoint, or a fp32 streaming ONNX graph
     such as the shipped ``percepnet-fp32.onnx``; its network must be ``config``'s, or the same
     with narrower GRUs, which are then widened without changing the outputs
-    (:func:`model.widen.widen_grus`; the new units' random weights drawn from ``seed``)."""
-    found, weights = saved_weights(path)
+    (:func:`model.widen.widen_grus`; the new units' random weights drawn from ``seed``).
+    ``saved``: what :func:`saved_weights` already read from ``path``."""
+    found, weights = saved if saved is not None else saved_weights(path)
     # the clip is a training bound, not part of the weights (a graph cannot say it): this run's
     if dataclasses.replace(found, weight_clip=config.weight_clip) == config:
         return weights
@@ -691,9 +697,13 @@ def train(args: argparse.Namespace) -> Path:
         if args.size == "paper"
         else NetworkConfig(gru_size=args.gru_size, gru_layers=args.gru_layers)
     )
-    config = dataclasses.replace(
-        config, strength_scale=inherited_strength_scale(checkpoint_path, args.init_from)
+    resumed = (
+        torch.load(checkpoint_path, weights_only=False, map_location="cpu")
+        if checkpoint_path.exists()
+        else None
     )
+    init = saved_weights(Path(args.init_from)) if args.init_from and resumed is None else None
+    config = dataclasses.replace(config, strength_scale=inherited_strength_scale(resumed, init))
     set_seeds(args.seed)
     torch.set_num_threads(args.threads)
     device = training_device(args.device)
@@ -766,8 +776,8 @@ def train(args: argparse.Namespace) -> Path:
     rng = np.random.default_rng(args.seed)
     init_source: dict[str, Any] | None = None  # the weights a fine-tune started from
     start_pesq: float | None = None  # their dev PESQ-WB
-    if args.init_from and not checkpoint_path.exists():
-        model.load_state_dict(initial_weights(Path(args.init_from), config, args.seed))
+    if init is not None:
+        model.load_state_dict(initial_weights(Path(args.init_from), config, args.seed, init))
         init_source = {
             "path": portable_path(args.init_from),
             "sha256": sha256_of(Path(args.init_from)),
@@ -777,8 +787,8 @@ def train(args: argparse.Namespace) -> Path:
         if dev_audio is not None:
             start_pesq = dev_pesq(model, dev_audio)
             print(f"its dev PESQ-WB {start_pesq:.3f}", flush=True)
-    if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, weights_only=False, map_location="cpu")
+    if resumed is not None:
+        state = resumed
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         history, epoch, elapsed = state["history"], state["epoch"], state["elapsed"]

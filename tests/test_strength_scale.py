@@ -152,16 +152,19 @@ def test_export_refuses_a_scale_out_of_range_before_it_writes(
 def test_a_run_goes_on_with_the_calibration_of_the_weights_it_starts_or_resumes_from(
     plain_and_scaled: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    from model.train import inherited_strength_scale, initial_weights
+    from model.train import inherited_strength_scale, initial_weights, saved_weights
 
     plain, with_scale = plain_and_scaled
-    absent = tmp_path / "checkpoint.pt"
-    assert inherited_strength_scale(absent, None) == 1.0
-    assert inherited_strength_scale(absent, str(plain / "percepnet-fp32.onnx")) == 1.0
-    assert inherited_strength_scale(absent, str(with_scale / "percepnet-fp32.onnx")) == SCALE
+    plain_init = saved_weights(plain / "percepnet-fp32.onnx")
+    scaled_init = saved_weights(with_scale / "percepnet-fp32.onnx")
+    assert inherited_strength_scale(None, None) == 1.0
+    assert inherited_strength_scale(None, plain_init) == 1.0
+    assert inherited_strength_scale(None, scaled_init) == SCALE
     config = dataclasses.replace(SMALL, strength_scale=SCALE)
     weights = initial_weights(with_scale / "percepnet-fp32.onnx", config)
     assert set(weights) == set(spread_network(3).state_dict())
-    torch.save({"config": config.as_dict()}, absent)  # a resumed run: its own checkpoint's
-    assert inherited_strength_scale(absent, str(plain / "percepnet-fp32.onnx")) == SCALE
+    checkpoint = tmp_path / "checkpoint.pt"
+    torch.save({"config": config.as_dict()}, checkpoint)  # a resumed run: its own checkpoint's
+    resumed = torch.load(checkpoint, weights_only=False)
+    assert inherited_strength_scale(resumed, plain_init) == SCALE
     assert NetworkConfig.from_dict(SMALL.as_dict()).strength_scale == 1.0
